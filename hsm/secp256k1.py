@@ -1,0 +1,96 @@
+"""secp256k1 signature normalization: low-S, recovery id, verification.
+
+SoftHSM's raw CKM_ECDSA returns r||s with about half of the s values in the
+upper half of the curve order; Bitcoin (BIP62/BIP146) and Ethereum (EIP-2)
+reject those. We flip s to n - s *before* finding the recovery id, because the
+flip changes which of the two candidate points recovers the key.
+
+Recovering the public key from (digest, r, s, v) and comparing it with the
+key's known public key is also a full ECDSA verification: the recovered point
+is the unique key for which the signature verifies under that recovery id.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from coincurve import PublicKey
+
+# Order of the secp256k1 group.
+N = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141
+HALF_N = N // 2
+
+
+class SignatureError(Exception):
+    """A signature from the HSM did not verify against the key's public key."""
+
+
+@dataclass(frozen=True, slots=True)
+class RecoverableSignature:
+    """A low-S secp256k1 signature with its recovery id (0 or 1)."""
+
+    r: int
+    s: int
+    recovery_id: int
+
+    def compact(self) -> bytes:
+        """r||s, 64 bytes."""
+        return self.r.to_bytes(32, "big") + self.s.to_bytes(32, "big")
+
+    def rsv(self) -> bytes:
+        """r||s||v with v the recovery id: Tron's and coincurve's layout."""
+        return self.compact() + bytes([self.recovery_id])
+
+    def der(self) -> bytes:
+        """Strict DER (BIP66), as Bitcoin scripts carry it (without sighash byte)."""
+        return _der_sequence(_der_integer(self.r) + _der_integer(self.s))
+
+
+def _der_integer(value: int) -> bytes:
+    body = value.to_bytes((value.bit_length() + 7) // 8 or 1, "big")
+    if body[0] & 0x80:
+        body = b"\x00" + body
+    return b"\x02" + bytes([len(body)]) + body
+
+
+def _der_sequence(body: bytes) -> bytes:
+    return b"\x30" + bytes([len(body)]) + body
+
+
+def uncompressed(public_key: bytes) -> bytes:
+    """65-byte SEC1 uncompressed form of any SEC1 public key encoding."""
+    return PublicKey(public_key).format(compressed=False)
+
+
+def compressed(public_key: bytes) -> bytes:
+    """33-byte SEC1 compressed form of any SEC1 public key encoding."""
+    return PublicKey(public_key).format(compressed=True)
+
+
+def normalize(raw: bytes, digest: bytes, public_key: bytes) -> RecoverableSignature:
+    """Turn a raw 64-byte r||s from CKM_ECDSA into a verified low-S recoverable signature.
+
+    `public_key` is the key's 65-byte uncompressed SEC1 encoding. Raises
+    SignatureError when no recovery id yields that key (a faulty HSM or a
+    signature made by another key): such a signature must never leave.
+    """
+    if len(raw) != 64 or len(digest) != 32:
+        raise SignatureError("raw signature must be 64 bytes over a 32-byte digest")
+    r = int.from_bytes(raw[:32], "big")
+    s = int.from_bytes(raw[32:], "big")
+    if not (0 < r < N and 0 < s < N):
+        raise SignatureError("signature scalar out of range")
+    if s > HALF_N:
+        s = N - s
+    compact = r.to_bytes(32, "big") + s.to_bytes(32, "big")
+    for recovery_id in (0, 1):
+        try:
+            recovered = PublicKey.from_signature_and_message(
+                compact + bytes([recovery_id]), digest, hasher=None
+            )
+        except Exception:  # noqa: BLE001, S112 - coincurve raises bare Exception on no point
+            continue
+        if recovered.format(compressed=False) == public_key:
+            return RecoverableSignature(r, s, recovery_id)
+    # Recovery ids 2 and 3 need r >= n - p, probability ~2^-128: treat as failure.
+    raise SignatureError("signature does not verify against the key's public key")

@@ -1,0 +1,108 @@
+"""What every chain adapter provides, and the values that flow between them.
+
+An adapter turns one proto transaction message into a `PreparedTx` (the
+intent policy will judge, the digests to sign, and its own parsed form),
+then turns the HSM's signatures into a `SignedTx`. Adapters compute every
+digest themselves from the parsed transaction: a caller never supplies a hash.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from hsm.secp256k1 import RecoverableSignature
+
+
+class InvalidField(ValueError):
+    """A request field is malformed or out of range; `field` is its path in the item."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+        self.message = message
+
+
+@dataclass(frozen=True, slots=True)
+class KeyInfo:
+    key_id: str
+    public_key: bytes  # 65-byte uncompressed SEC1
+
+
+@dataclass(frozen=True, slots=True)
+class Address:
+    chain: str    # bitcoin | ethereum | bsc | tron
+    network: str
+    kind: str     # p2wpkh | p2pkh | account
+    address: str
+
+
+@dataclass(frozen=True, slots=True)
+class Transfer:
+    """Value moving to a destination. `asset` is "native" or the token contract address."""
+
+    to: str
+    asset: str
+    amount: int
+    is_change: bool = False  # Bitcoin output back to the signing key's own address
+
+
+@dataclass(frozen=True, slots=True)
+class ContractCall:
+    contract: str
+    method: str  # "transfer", "approve", or "0x" + 4-byte selector when not decoded
+    args: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Intent:
+    """What a transaction does, in the terms policy reasons about."""
+
+    chain: str
+    network: str
+    key_id: str
+    from_address: str
+    transfers: tuple[Transfer, ...]
+    fee: int  # native base units; the maximum the tx may pay (EVM, Tron) or pays (Bitcoin)
+    contract_call: ContractCall | None = None
+    # Chain-specific fee facts for fee caps: fee_rate_sat_vb, gas_limit, max_fee_per_gas, ...
+    fee_details: tuple[tuple[str, int], ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class PreparedTx:
+    intent: Intent
+    digests: tuple[bytes, ...]  # 32-byte digests, signed by the item's key, in order
+    unsigned: Any  # the adapter's own parsed transaction, handed back to assemble()
+
+
+@dataclass(frozen=True, slots=True)
+class SignedTx:
+    chain: str
+    network: str
+    address: str
+    tx_id: str  # hex; 0x-prefixed for EVM
+    raw_tx: str  # hex for Bitcoin and EVM; JSON text for Tron
+    fee: int = 0  # Bitcoin fee in satoshis
+    max_fee: int = 0  # EVM gas_limit * fee cap in wei; Tron fee_limit in sun
+
+
+class ChainAdapter(Protocol):
+    """One chain family. `kind` is the name of its field in the SignItem oneof."""
+
+    kind: str
+
+    def addresses(self, public_key: bytes) -> list[Address]:
+        """Every address of the key on this chain family, one per network and kind."""
+        ...
+
+    def prepare(self, tx: Any, key: KeyInfo) -> PreparedTx:
+        """Parse and validate one proto transaction; raise InvalidField naming the field."""
+        ...
+
+    def assemble(
+        self, prepared: PreparedTx, signatures: Sequence[RecoverableSignature]
+    ) -> SignedTx:
+        """Build the broadcastable transaction from one signature per digest."""
+        ...
