@@ -1,0 +1,129 @@
+"""One process's connection to a PKCS#11 token (python-pkcs11).
+
+SoftHSM is initialized by python-pkcs11 with C_Initialize(NULL), i.e. without
+library locking, and python-pkcs11 drops the GIL around each call: two threads
+signing at once crash the process. Every call here therefore holds one lock.
+Use several processes (hsm.pool) for several cores.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import pkcs11
+from pkcs11 import Attribute, KeyType, Mechanism, ObjectClass
+from pkcs11.util.ec import encode_named_curve_parameters
+
+from hsm.errors import HsmConfigError, HsmUnavailable, KeyExists, KeyNotFound
+
+SECP256K1_OID = "1.3.132.0.10"
+
+
+def _unwrap_ec_point(value: bytes) -> bytes:
+    # CKA_EC_POINT comes back as a DER OCTET STRING: 04 41 04 <x> <y>.
+    if len(value) == 67 and value[:2] == b"\x04\x41":
+        return value[2:]
+    if len(value) == 65 and value[0] == 4:
+        return value
+    raise HsmUnavailable("token returned an EC point in an unexpected encoding")
+
+
+class Pkcs11Token:
+    """Logged-in session on the token with `label`; all calls serialized."""
+
+    def __init__(self, library: str, label: str, pin: str) -> None:
+        self._lock = threading.Lock()
+        self._handles: dict[str, Any] = {}
+        try:
+            lib = pkcs11.lib(library)
+        except (OSError, RuntimeError, pkcs11.PKCS11Error) as exc:
+            raise HsmConfigError(f"cannot load PKCS#11 library {library!r}") from exc
+        try:
+            token = lib.get_token(token_label=label)
+        except pkcs11.NoSuchToken as exc:
+            raise HsmConfigError(f"no token labelled {label!r} (is SOFTHSM2_CONF set?)") from exc
+        except pkcs11.MultipleTokensReturned as exc:
+            raise HsmConfigError(f"several tokens labelled {label!r}") from exc
+        except pkcs11.PKCS11Error as exc:
+            raise HsmConfigError(f"cannot list tokens: {type(exc).__name__}") from exc
+        try:
+            self._session = token.open(user_pin=pin, rw=True)
+        except pkcs11.PinIncorrect as exc:
+            raise HsmConfigError(f"wrong PIN for token {label!r}") from exc
+        except pkcs11.PinLocked as exc:
+            raise HsmConfigError(f"PIN of token {label!r} is locked") from exc
+        except pkcs11.PKCS11Error as exc:
+            raise HsmConfigError(f"cannot log in to token {label!r}: {type(exc).__name__}") from exc
+        self.label = label
+
+    def generate_secp256k1(self, key_id: str) -> bytes:
+        ident = key_id.encode()
+        with self._lock:
+            try:
+                if self._find(ObjectClass.PRIVATE_KEY, ident) is not None:
+                    raise KeyExists(key_id)
+                params = self._session.create_domain_parameters(
+                    KeyType.EC,
+                    {Attribute.EC_PARAMS: encode_named_curve_parameters(SECP256K1_OID)},
+                    local=True,
+                )
+                public, private = params.generate_keypair(
+                    store=True,
+                    id=ident,
+                    label=key_id,
+                    public_template={Attribute.VERIFY: True},
+                    private_template={
+                        Attribute.SIGN: True,
+                        Attribute.SENSITIVE: True,
+                        Attribute.EXTRACTABLE: False,
+                        Attribute.PRIVATE: True,
+                    },
+                )
+            except pkcs11.PKCS11Error as exc:
+                raise HsmUnavailable(f"key generation failed: {type(exc).__name__}") from exc
+            self._handles[key_id] = private
+            return _unwrap_ec_point(public[Attribute.EC_POINT])
+
+    def public_key(self, key_id: str) -> bytes:
+        with self._lock:
+            try:
+                public = self._find(ObjectClass.PUBLIC_KEY, key_id.encode())
+                if public is None:
+                    raise KeyNotFound(key_id)
+                return _unwrap_ec_point(public[Attribute.EC_POINT])
+            except pkcs11.PKCS11Error as exc:
+                raise HsmUnavailable(f"reading public key failed: {type(exc).__name__}") from exc
+
+    def sign_raw(self, key_id: str, digest: bytes) -> bytes:
+        """Raw CKM_ECDSA over a 32-byte digest: r||s, not normalized."""
+        with self._lock:
+            try:
+                private = self._handles.get(key_id)
+                if private is None:
+                    # Finding objects scans every key file of SoftHSM's store: cache the handle.
+                    private = self._find(ObjectClass.PRIVATE_KEY, key_id.encode())
+                    if private is None:
+                        raise KeyNotFound(key_id)
+                    self._handles[key_id] = private
+                return bytes(private.sign(digest, mechanism=Mechanism.ECDSA))
+            except pkcs11.PKCS11Error as exc:
+                self._handles.pop(key_id, None)
+                raise HsmUnavailable(f"signing failed: {type(exc).__name__}") from exc
+
+    def ping(self) -> None:
+        """Cheap round trip to the token; raises HsmUnavailable when it fails."""
+        with self._lock:
+            try:
+                self._session.generate_random(64)
+            except pkcs11.PKCS11Error as exc:
+                raise HsmUnavailable(f"token not responding: {type(exc).__name__}") from exc
+
+    def _find(self, object_class: ObjectClass, ident: bytes) -> Any:
+        found = list(self._session.get_objects({Attribute.CLASS: object_class, Attribute.ID: ident}))
+        return found[0] if found else None
+
+    def close(self) -> None:
+        with self._lock:
+            self._handles.clear()
+            self._session.close()

@@ -1,0 +1,81 @@
+"""Who may call what: identities from client certificates, roles, key grants.
+
+The TLS layer has already verified the client certificate against our CA;
+here its subject is looked up among the configured identities. RPC_ROLES is
+the one table of which roles may call each RPC; a method missing from it is
+refused (fail closed).
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Iterable
+from dataclasses import dataclass
+from fnmatch import fnmatchcase
+
+from cryptography import x509
+
+from signer.config import IdentityConfig
+from signer.errors import PermissionDenied, Unauthenticated
+
+SERVICE, APPROVER, OFFICER, AUDITOR = "service", "approver", "officer", "auditor"
+
+RPC_ROLES: dict[str, frozenset[str]] = {
+    "/custos.v1.Signer/SignBatch": frozenset({SERVICE}),
+    "/custos.v1.Signer/GetBatch": frozenset({SERVICE}),
+    "/custos.v1.Keys/CreateKey": frozenset({OFFICER}),
+    "/custos.v1.Keys/DisableKey": frozenset({OFFICER}),
+    "/custos.v1.Keys/EnableKey": frozenset({OFFICER}),
+    "/custos.v1.Keys/GetKey": frozenset({OFFICER, SERVICE, AUDITOR}),
+    "/custos.v1.Keys/ListKeys": frozenset({OFFICER, SERVICE, AUDITOR}),
+}
+
+# Any configured identity may check health and read the schema (reflection).
+ANY_IDENTITY_PREFIXES = ("/grpc.health.v1.Health/", "/grpc.reflection.")
+
+
+@dataclass(frozen=True, slots=True)
+class Identity:
+    """An authenticated caller."""
+
+    subject: str
+    roles: frozenset[str]
+    key_patterns: tuple[str, ...] = ()
+
+    def may_use_key(self, key_id: str) -> bool:
+        return any(fnmatchcase(key_id, pattern) for pattern in self.key_patterns)
+
+
+@functools.lru_cache(maxsize=1024)
+def subject_of(pem: bytes) -> str:
+    """RFC 4514 subject of a PEM certificate (cached: parsed once per client cert)."""
+    return x509.load_pem_x509_certificate(pem).subject.rfc4514_string()
+
+
+class Authorizer:
+    """Maps a verified client certificate to an Identity and checks RPC_ROLES."""
+
+    def __init__(self, identities: Iterable[IdentityConfig]) -> None:
+        self._by_subject = {
+            i.subject: Identity(i.subject, frozenset(i.roles), tuple(i.keys)) for i in identities
+        }
+
+    def identify(self, peer_cert_pem: bytes | None) -> Identity:
+        if not peer_cert_pem:
+            raise Unauthenticated("a client certificate is required")
+        subject = subject_of(peer_cert_pem)
+        identity = self._by_subject.get(subject)
+        if identity is None:
+            raise Unauthenticated(f"certificate subject {subject!r} is not a known identity")
+        return identity
+
+    def authorize(self, identity: Identity, method: str) -> None:
+        if method.startswith(ANY_IDENTITY_PREFIXES):
+            return
+        allowed = RPC_ROLES.get(method)
+        if allowed is None:
+            raise PermissionDenied(f"{method} is not open to any role")
+        if not identity.roles & allowed:
+            raise PermissionDenied(
+                f"{method} needs one of the roles {', '.join(sorted(allowed))}"
+            )

@@ -1,0 +1,139 @@
+"""The TOML configuration, validated at start-up.
+
+Unknown keys and bad values are rejected with the key's path named. The HSM
+PIN never lives in this file: it comes from an environment variable or a file
+named here (hsm.pin_env / hsm.pin_file).
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from signer.errors import ConfigError
+
+Role = Literal["service", "approver", "officer", "auditor"]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ServerConfig(_Section):
+    listen: str = "127.0.0.1:50051"
+    threads: int = Field(default=32, ge=1, le=1024)
+    max_batch_items: int = Field(default=1000, ge=1, le=10_000)
+    max_message_bytes: int = Field(default=16 * 1024 * 1024, ge=1024)
+    # A crashed attempt's claim on a request id expires after this; see Store.claim_batch.
+    lease_seconds: int = Field(default=60, ge=1, le=3600)
+
+
+class TlsConfig(_Section):
+    ca_cert: Path
+    server_cert: Path
+    server_key: Path
+
+
+class HsmConfig(_Section):
+    library: Path = Path("/usr/lib/softhsm/libsofthsm2.so")
+    token_label: str = Field(min_length=1, max_length=32)
+    pin_env: str | None = "CUSTOS_HSM_PIN"
+    pin_file: Path | None = None
+    workers: int = Field(default=0, ge=0, le=256, description="0 = one per CPU core")
+
+
+class StoreConfig(_Section):
+    url: str = "sqlite:///custos.db"
+
+    @field_validator("url")
+    @classmethod
+    def _known_scheme(cls, value: str) -> str:
+        if not value.startswith("sqlite:///"):
+            raise ValueError("only sqlite:///PATH is supported")
+        return value
+
+
+class IdentityConfig(_Section):
+    subject: str = Field(min_length=1, description="RFC 4514 subject of the client certificate")
+    roles: list[Role] = Field(min_length=1)
+    keys: list[str] = Field(default_factory=list, description="key id patterns (fnmatch)")
+
+
+class Config(_Section):
+    server: ServerConfig = ServerConfig()
+    tls: TlsConfig
+    hsm: HsmConfig
+    store: StoreConfig = StoreConfig()
+    identities: list[IdentityConfig] = Field(default_factory=list)
+
+    @field_validator("identities")
+    @classmethod
+    def _unique_subjects(cls, value: list[IdentityConfig]) -> list[IdentityConfig]:
+        subjects = [identity.subject for identity in value]
+        duplicates = sorted({s for s in subjects if subjects.count(s) > 1})
+        if duplicates:
+            raise ValueError(f"duplicate subjects: {', '.join(duplicates)}")
+        return value
+
+    @property
+    def sqlite_path(self) -> Path:
+        return Path(self.store.url.removeprefix("sqlite:///"))
+
+    @property
+    def signing_workers(self) -> int:
+        return self.hsm.workers or os.cpu_count() or 1
+
+
+def _absolute(base: Path, path: Path) -> Path:
+    return path if path.is_absolute() else (base / path).resolve()
+
+
+def load_config(path: Path) -> Config:
+    """Read and validate `path`; relative paths inside are relative to its directory."""
+    try:
+        raw = tomllib.loads(path.read_text())
+    except OSError as exc:
+        raise ConfigError(f"cannot read config {path}: {exc.strerror}") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
+    try:
+        config = Config.model_validate(raw)
+    except ValidationError as exc:
+        problems = [
+            f"{'.'.join(str(part) for part in err['loc']) or '(top level)'}: {err['msg']}"
+            for err in exc.errors()
+        ]
+        raise ConfigError(f"{path}: invalid configuration:\n  " + "\n  ".join(problems)) from None
+    base = path.resolve().parent
+    tls = config.tls.model_copy(
+        update={
+            name: _absolute(base, getattr(config.tls, name))
+            for name in ("ca_cert", "server_cert", "server_key")
+        }
+    )
+    hsm = config.hsm
+    if hsm.pin_file is not None:
+        hsm = hsm.model_copy(update={"pin_file": _absolute(base, hsm.pin_file)})
+    store = config.store.model_copy(
+        update={"url": "sqlite:///" + str(_absolute(base, config.sqlite_path))}
+    )
+    return config.model_copy(update={"tls": tls, "hsm": hsm, "store": store})
+
+
+def read_pin(hsm: HsmConfig) -> str:
+    """The HSM user PIN, from hsm.pin_file or the hsm.pin_env variable."""
+    if hsm.pin_file is not None:
+        try:
+            pin = hsm.pin_file.read_text().strip()
+        except OSError as exc:
+            raise ConfigError(f"hsm.pin_file: cannot read {hsm.pin_file}: {exc.strerror}") from exc
+        if not pin:
+            raise ConfigError(f"hsm.pin_file: {hsm.pin_file} is empty")
+        return pin
+    if hsm.pin_env and os.environ.get(hsm.pin_env):
+        return os.environ[hsm.pin_env]
+    raise ConfigError(f"HSM PIN not provided: set ${hsm.pin_env} or hsm.pin_file")

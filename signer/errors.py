@@ -1,0 +1,45 @@
+"""The service's domain errors. Each maps to one gRPC status in signer.interceptors.
+
+A message is shown to the caller as is, so it names the problem (field path,
+key id, request id) and never carries secrets or internal detail.
+"""
+
+
+class CustosError(Exception):
+    """Base class: a request failed for a reason the caller may be told."""
+
+
+class InvalidRequest(CustosError):
+    """The request is malformed or out of range (INVALID_ARGUMENT)."""
+
+
+class Unauthenticated(CustosError):
+    """The peer's certificate names no configured identity (UNAUTHENTICATED)."""
+
+
+class PermissionDenied(CustosError):
+    """The identity lacks the role or the key grant (PERMISSION_DENIED)."""
+
+
+class NotFound(CustosError):
+    """A named key or request does not exist (NOT_FOUND)."""
+
+
+class AlreadyExists(CustosError):
+    """A key id is taken, or a request id was used with another payload (ALREADY_EXISTS)."""
+
+
+class FailedPrecondition(CustosError):
+    """The request is valid but the system state refuses it, e.g. a disabled key."""
+
+
+class InProgress(CustosError):
+    """Another attempt with the same request id is being processed (ABORTED: retry later)."""
+
+
+class Unavailable(CustosError):
+    """The HSM or the store is down; nothing was signed (UNAVAILABLE: retry later)."""
+
+
+class ConfigError(Exception):
+    """The configuration is invalid; raised at start-up with every problem listed."""

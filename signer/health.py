@@ -1,0 +1,67 @@
+"""Health of the HSM and the store, probed in the background and on failures.
+
+The gRPC health service reports SERVING only while both answer. A request that
+fails with UNAVAILABLE flips it at once; the probe flips it back when the
+component answers again.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+
+log = logging.getLogger("custos.health")
+
+Probe = Callable[[], None]
+
+
+class HealthMonitor:
+    """Runs `probes` every `interval` seconds and reports the overall state."""
+
+    def __init__(
+        self, probes: dict[str, Probe], publish: Callable[[bool], None], interval: float = 5.0
+    ) -> None:
+        self._probes = probes
+        self._publish = publish
+        self._interval = interval
+        self._stop = threading.Event()
+        self._wake = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="custos-health", daemon=True)
+        self.healthy = False
+
+    def start(self) -> None:
+        self.check()
+        self._thread.start()
+
+    def check(self) -> bool:
+        failed = []
+        for name, probe in self._probes.items():
+            try:
+                probe()
+            except Exception as exc:  # noqa: BLE001 - any failure means not serving
+                failed.append(name)
+                log.warning("health probe %s failed: %s", name, type(exc).__name__)
+        healthy = not failed
+        if healthy != self.healthy:
+            log.info("health: %s", "serving" if healthy else f"not serving ({', '.join(failed)})")
+        self.healthy = healthy
+        self._publish(healthy)
+        return healthy
+
+    def report_failure(self, _exc: BaseException) -> None:
+        """Called when a request hit an unavailable component: re-probe now."""
+        self._wake.set()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self._wake.wait(self._interval)
+            self._wake.clear()
+            if not self._stop.is_set():
+                self.check()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=5)

@@ -1,0 +1,124 @@
+"""The gRPC edge: identity and role checks, and the one table of error -> status.
+
+grpc's server interceptors cannot see the peer's certificate, so the
+interceptor wraps each method handler: the wrapped behaviour authenticates
+from `context.auth_context()`, checks RPC_ROLES, puts the Identity in a
+context variable for the servicer, and maps exceptions to statuses.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import logging
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import grpc
+
+from hsm.errors import HsmError
+from signer import errors
+from signer.auth import Authorizer, Identity
+from signer.store.base import StoreUnavailable
+
+log = logging.getLogger("custos.edge")
+
+current_identity: contextvars.ContextVar[Identity] = contextvars.ContextVar("current_identity")
+
+STATUS_OF: dict[type[Exception], grpc.StatusCode] = {
+    errors.InvalidRequest: grpc.StatusCode.INVALID_ARGUMENT,
+    errors.Unauthenticated: grpc.StatusCode.UNAUTHENTICATED,
+    errors.PermissionDenied: grpc.StatusCode.PERMISSION_DENIED,
+    errors.NotFound: grpc.StatusCode.NOT_FOUND,
+    errors.AlreadyExists: grpc.StatusCode.ALREADY_EXISTS,
+    errors.FailedPrecondition: grpc.StatusCode.FAILED_PRECONDITION,
+    errors.InProgress: grpc.StatusCode.ABORTED,
+    errors.Unavailable: grpc.StatusCode.UNAVAILABLE,
+}
+
+# Failures of infrastructure whose own text stays in our logs, never in a response.
+INFRASTRUCTURE: dict[type[Exception], str] = {
+    HsmError: "the HSM is unavailable; retry later",
+    StoreUnavailable: "the store is unavailable; retry later",
+}
+
+
+def status_for(exc: BaseException) -> tuple[grpc.StatusCode, str]:
+    """The status and caller-safe message for an exception raised by a handler."""
+    for kind, code in STATUS_OF.items():
+        if isinstance(exc, kind):
+            return code, str(exc)
+    for kind, message in INFRASTRUCTURE.items():
+        if isinstance(exc, kind):
+            return grpc.StatusCode.UNAVAILABLE, message
+    return grpc.StatusCode.INTERNAL, "internal error"
+
+
+def _peer_certificate(context: grpc.ServicerContext) -> bytes | None:
+    certs = context.auth_context().get("x509_pem_cert")
+    return certs[0] if certs else None
+
+
+class EdgeInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
+    """Authenticates, authorizes and maps errors for every RPC."""
+
+    def __init__(
+        self,
+        authorizer: Authorizer,
+        on_unavailable: Callable[[BaseException], None] = lambda _exc: None,
+    ) -> None:
+        self._authorizer = authorizer
+        self._on_unavailable = on_unavailable
+
+    def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], grpc.RpcMethodHandler | None],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler | None:
+        handler = continuation(handler_call_details)
+        if handler is None:
+            return None
+        method: str = handler_call_details.method
+        for kind in ("unary_unary", "unary_stream", "stream_unary", "stream_stream"):
+            behaviour = getattr(handler, kind)
+            if behaviour is not None:
+                streaming = kind.endswith("_stream")
+                wrapped = self._wrap_stream(method, behaviour) if streaming else self._wrap(
+                    method, behaviour
+                )
+                return handler._replace(**{kind: wrapped})
+        return handler
+
+    def _enter(self, method: str, context: grpc.ServicerContext) -> None:
+        identity = self._authorizer.identify(_peer_certificate(context))
+        self._authorizer.authorize(identity, method)
+        current_identity.set(identity)
+
+    def _fail(self, method: str, exc: BaseException, context: grpc.ServicerContext) -> None:
+        code, message = status_for(exc)
+        if code is grpc.StatusCode.INTERNAL:
+            log.exception("unexpected error in %s", method)
+        elif code is grpc.StatusCode.UNAVAILABLE:
+            log.warning("%s unavailable: %s", method, exc)
+            self._on_unavailable(exc)
+        context.abort(code, message)
+
+    def _wrap(self, method: str, behaviour: Callable[..., Any]) -> Callable[..., Any]:
+        def wrapped(request: Any, context: grpc.ServicerContext) -> Any:
+            try:
+                self._enter(method, context)
+                return behaviour(request, context)
+            except Exception as exc:  # noqa: BLE001 - every error becomes a status here
+                self._fail(method, exc, context)
+                raise  # unreachable: abort raises
+
+        return wrapped
+
+    def _wrap_stream(self, method: str, behaviour: Callable[..., Any]) -> Callable[..., Any]:
+        def wrapped(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
+            try:
+                self._enter(method, context)
+                yield from behaviour(request, context)
+            except Exception as exc:  # noqa: BLE001 - every error becomes a status here
+                self._fail(method, exc, context)
+
+        return wrapped

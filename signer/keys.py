@@ -1,0 +1,75 @@
+"""Key management: create keys in the HSM, register them, enable and disable them."""
+
+from __future__ import annotations
+
+import re
+import time
+
+from audit.record import AuditEvent
+from hsm.errors import HsmUnavailable, KeyExists
+from hsm.keystore import KeyGenerator
+from signer.errors import AlreadyExists, InvalidRequest, NotFound, Unavailable
+from signer.store.base import KeyAlreadyExists, KeyRecord, KeyState, Store
+
+KEY_ID = re.compile(r"[a-z0-9][a-z0-9._-]{0,62}")
+
+
+def check_key_id(key_id: str, field: str = "key_id") -> None:
+    if not KEY_ID.fullmatch(key_id):
+        raise InvalidRequest(
+            f"{field}: must match [a-z0-9][a-z0-9._-]{{0,62}} (lower-case, at most 63 chars)"
+        )
+
+
+class KeyManager:
+    """Creates secp256k1 keys inside the HSM and keeps their registry in the store."""
+
+    def __init__(self, store: Store, generator: KeyGenerator) -> None:
+        self._store = store
+        self._generator = generator
+
+    def create(self, key_id: str, actor: str) -> KeyRecord:
+        check_key_id(key_id)
+        if self._store.get_key(key_id) is not None:
+            raise AlreadyExists(f"key {key_id!r} already exists")
+        adopted = False
+        try:
+            public_key = self._generator.generate_secp256k1(key_id)
+        except KeyExists:
+            # A previous create generated the key but failed to register it: the
+            # token only accepts objects from holders of the PIN, so it is ours.
+            public_key = self._generator.public_key(key_id)
+            adopted = True
+        except HsmUnavailable as exc:
+            raise Unavailable("the HSM could not generate the key; retry later") from exc
+        record = KeyRecord(key_id, public_key, KeyState.ENABLED, actor, time.time_ns() // 10**6)
+        event = AuditEvent(
+            "key.created",
+            actor,
+            {"key_id": key_id, "public_key": public_key.hex(), "adopted": adopted},
+        )
+        try:
+            self._store.insert_key(record, event)
+        except KeyAlreadyExists as exc:
+            raise AlreadyExists(f"key {key_id!r} already exists") from exc
+        return record
+
+    def get(self, key_id: str) -> KeyRecord:
+        check_key_id(key_id)
+        record = self._store.get_key(key_id)
+        if record is None:
+            raise NotFound(f"key {key_id!r} not found")
+        return record
+
+    def list(self) -> list[KeyRecord]:
+        return self._store.list_keys()
+
+    def set_state(self, key_id: str, state: KeyState, actor: str) -> KeyRecord:
+        check_key_id(key_id)
+        kind = "key.enabled" if state is KeyState.ENABLED else "key.disabled"
+        record = self._store.set_key_state(
+            key_id, state, AuditEvent(kind, actor, {"key_id": key_id})
+        )
+        if record is None:
+            raise NotFound(f"key {key_id!r} not found")
+        return record

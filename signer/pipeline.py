@@ -1,0 +1,240 @@
+"""The signing pipeline: from an authenticated SignBatch request to stored signatures.
+
+Order matters (DESIGN.md invariant 1): validate every item, check grants and
+key states, then commit the claim on the request id together with the audit
+record of the authorization, and only then sign. The result is stored with its
+audit record before it is returned, so a caller never holds a signature the
+store does not know about; a retried request id replays the stored bytes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from audit.record import AuditEvent
+from hsm.errors import HsmError
+from hsm.keystore import SignRequest, Signer
+from hsm.secp256k1 import RecoverableSignature
+from proto.custos.v1 import signer_pb2 as pb
+from signer.auth import Identity
+from signer.chains.base import ChainAdapter, InvalidField, KeyInfo, PreparedTx, SignedTx
+from signer.errors import (
+    AlreadyExists,
+    FailedPrecondition,
+    InProgress,
+    InvalidRequest,
+    NotFound,
+    PermissionDenied,
+    Unavailable,
+)
+from signer.keys import KEY_ID
+from signer.store.base import ClaimOutcome, KeyRecord, KeyState, Store
+
+log = logging.getLogger("custos.pipeline")
+
+REQUEST_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:/-]{0,127}")
+
+
+@dataclass(frozen=True, slots=True)
+class _Item:
+    index: int
+    key: KeyRecord
+    adapter: ChainAdapter
+    prepared: PreparedTx
+
+
+def payload_digest(request: pb.SignBatchRequest) -> bytes:
+    """SHA-256 of the items in deterministic protobuf encoding: what idempotency compares."""
+    items_only = pb.SignBatchRequest(items=request.items)
+    return hashlib.sha256(items_only.SerializeToString(deterministic=True)).digest()
+
+
+class SigningPipeline:
+    """Validates, authorizes, records, signs and stores one batch at a time."""
+
+    def __init__(
+        self,
+        store: Store,
+        signer: Signer,
+        adapters: dict[str, ChainAdapter],
+        max_batch_items: int,
+        lease_ms: int,
+    ) -> None:
+        self._store = store
+        self._signer = signer
+        self._adapters = adapters
+        self._max_items = max_batch_items
+        self._lease_ms = lease_ms
+
+    def sign_batch(self, caller: Identity, request: pb.SignBatchRequest) -> pb.SignBatchResponse:
+        self._check_envelope(request)
+        digest = payload_digest(request)
+        stored = self._store.get_batch(caller.subject, request.request_id)
+        if stored is not None and stored.payload_digest == digest and stored.result is not None:
+            return _replay(stored.result)  # fast path: no key lookups, no write
+        items = self._prepare(caller, request)
+        authorized = AuditEvent(
+            "sign.authorized",
+            caller.subject,
+            {
+                "request_id": request.request_id,
+                "payload_digest": digest.hex(),
+                "items": [
+                    {
+                        "key_id": item.key.key_id,
+                        "chain": item.prepared.intent.chain,
+                        "network": item.prepared.intent.network,
+                        "digests": [d.hex() for d in item.prepared.digests],
+                    }
+                    for item in items
+                ],
+            },
+        )
+        claim = self._store.claim_batch(
+            caller.subject, request.request_id, digest, self._lease_ms, [authorized]
+        )
+        if claim.outcome is ClaimOutcome.DONE and claim.result is not None:
+            return _replay(claim.result)
+        if claim.outcome is ClaimOutcome.CONFLICT:
+            raise AlreadyExists(
+                f"request_id {request.request_id!r} was already used with different items"
+            )
+        if claim.outcome is ClaimOutcome.IN_PROGRESS:
+            raise InProgress(f"request_id {request.request_id!r} is being processed; retry later")
+        return self._sign_claimed(caller, request.request_id, items)
+
+    def get_batch(self, caller: Identity, request_id: str) -> pb.SignBatchResponse:
+        if not REQUEST_ID.fullmatch(request_id):
+            raise InvalidRequest("request_id: must match [A-Za-z0-9][A-Za-z0-9._:/-]{0,127}")
+        stored = self._store.get_batch(caller.subject, request_id)
+        if stored is None or stored.result is None:
+            raise NotFound(f"no signed batch with request_id {request_id!r}")
+        return _replay(stored.result)
+
+    # -- steps ----------------------------------------------------------------
+
+    def _check_envelope(self, request: pb.SignBatchRequest) -> None:
+        if not REQUEST_ID.fullmatch(request.request_id):
+            raise InvalidRequest("request_id: must match [A-Za-z0-9][A-Za-z0-9._:/-]{0,127}")
+        if not request.items:
+            raise InvalidRequest("items: a batch needs at least one item")
+        if len(request.items) > self._max_items:
+            raise InvalidRequest(
+                f"items: {len(request.items)} items exceed the limit of {self._max_items}"
+            )
+
+    def _prepare(self, caller: Identity, request: pb.SignBatchRequest) -> list[_Item]:
+        for index, item in enumerate(request.items):
+            if not KEY_ID.fullmatch(item.key_id):
+                raise InvalidRequest(f"items[{index}].key_id: not a valid key id")
+            if not caller.may_use_key(item.key_id):
+                raise PermissionDenied(f"items[{index}].key_id: key {item.key_id!r} not granted")
+        keys = self._store.get_keys([item.key_id for item in request.items])
+        prepared = []
+        for index, item in enumerate(request.items):
+            key = keys.get(item.key_id)
+            if key is None:
+                raise NotFound(f"items[{index}].key_id: key {item.key_id!r} not found")
+            if key.state is not KeyState.ENABLED:
+                raise FailedPrecondition(
+                    f"items[{index}].key_id: key {item.key_id!r} is disabled"
+                )
+            kind = item.WhichOneof("tx")
+            adapter = self._adapters.get(kind) if kind else None
+            if adapter is None:
+                raise InvalidRequest(f"items[{index}].tx: no transaction (bitcoin, evm or tron)")
+            try:
+                ready = adapter.prepare(getattr(item, kind), KeyInfo(key.key_id, key.public_key))
+            except InvalidField as exc:
+                raise InvalidRequest(f"items[{index}].{exc.field}: {exc.message}") from None
+            prepared.append(_Item(index, key, adapter, ready))
+        return prepared
+
+    def _sign_claimed(
+        self, caller: Identity, request_id: str, items: Sequence[_Item]
+    ) -> pb.SignBatchResponse:
+        try:
+            return self._sign_and_store(caller, request_id, items)
+        except BaseException as exc:
+            # Give the request id back so that a retry can sign; nothing left the process.
+            reason = "hsm unavailable" if isinstance(exc, HsmError) else type(exc).__name__
+            self._release_quietly(caller, request_id, reason)
+            if isinstance(exc, HsmError):
+                log.warning("signing %s failed: %s", request_id, exc)
+                raise Unavailable("the HSM is unavailable; nothing was signed, retry later") from exc
+            raise
+
+    def _sign_and_store(
+        self, caller: Identity, request_id: str, items: Sequence[_Item]
+    ) -> pb.SignBatchResponse:
+        requests = [
+            SignRequest(item.key.key_id, digest, item.key.public_key)
+            for item in items
+            for digest in item.prepared.digests
+        ]
+        signatures = self._signer.sign(requests)
+        response = pb.SignBatchResponse(request_id=request_id, status=pb.BATCH_STATUS_SIGNED)
+        cursor = 0
+        for item in items:
+            count = len(item.prepared.digests)
+            sigs = signatures[cursor : cursor + count]
+            cursor += count
+            signed = item.adapter.assemble(item.prepared, sigs)
+            response.items.append(_signed_item(item, signed, sigs))
+        self._store.complete_batch(
+            caller.subject,
+            request_id,
+            response.SerializeToString(deterministic=True),
+            [
+                AuditEvent(
+                    "sign.signed",
+                    caller.subject,
+                    {
+                        "request_id": request_id,
+                        "items": [
+                            {"key_id": i.key_id, "chain": i.chain, "tx_id": i.tx_id}
+                            for i in response.items
+                        ],
+                    },
+                )
+            ],
+        )
+        return response
+
+    def _release_quietly(self, caller: Identity, request_id: str, reason: str) -> None:
+        event = AuditEvent(
+            "sign.failed", caller.subject, {"request_id": request_id, "reason": reason}
+        )
+        try:
+            self._store.release_batch(caller.subject, request_id, [event])
+        except Exception:  # the store may be what failed; the lease expires on its own
+            log.exception("could not release request id %s", request_id)
+
+
+def _signed_item(
+    item: _Item, signed: SignedTx, sigs: Sequence[RecoverableSignature]
+) -> pb.SignedItem:
+    return pb.SignedItem(
+        chain=signed.chain,
+        network=signed.network,
+        key_id=item.key.key_id,
+        address=signed.address,
+        tx_id=signed.tx_id,
+        raw_tx=signed.raw_tx,
+        fee=signed.fee,
+        max_fee=str(signed.max_fee) if signed.max_fee else "",
+        signatures=[
+            pb.SignedSignature(digest=digest.hex(), signature=sig.rsv().hex())
+            for digest, sig in zip(item.prepared.digests, sigs, strict=True)
+        ],
+    )
+
+
+def _replay(result: bytes) -> pb.SignBatchResponse:
+    response = pb.SignBatchResponse.FromString(result)
+    response.replayed = True
+    return response

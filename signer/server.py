@@ -1,0 +1,125 @@
+"""Assembles the service from its configuration and runs the gRPC server."""
+
+from __future__ import annotations
+
+import logging
+from concurrent import futures
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from audit.record import AuditEvent
+from hsm.pkcs11_token import Pkcs11Token
+from hsm.pool import SigningPool
+from proto.custos.v1 import keys_pb2, keys_pb2_grpc, signer_pb2, signer_pb2_grpc
+from signer.auth import Authorizer
+from signer.chains.registry import ADAPTERS
+from signer.config import Config
+from signer.errors import ConfigError
+from signer.health import HealthMonitor
+from signer.interceptors import EdgeInterceptor
+from signer.keys import KeyManager
+from signer.pipeline import SigningPipeline
+from signer.services import KeysService, SignerService
+from signer.store.sqlite import SqliteStore
+
+log = logging.getLogger("custos.server")
+
+SERVICE_NAMES = (
+    signer_pb2.DESCRIPTOR.services_by_name["Signer"].full_name,
+    keys_pb2.DESCRIPTOR.services_by_name["Keys"].full_name,
+)
+
+
+def _read(path: object) -> bytes:
+    try:
+        with open(str(path), "rb") as handle:
+            return handle.read()
+    except OSError as exc:
+        raise ConfigError(f"cannot read {path}: {exc.strerror}") from exc
+
+
+class CustosServer:
+    """The running service: HSM sessions, store, pipeline and the gRPC server."""
+
+    def __init__(self, config: Config, pin: str) -> None:
+        tls = config.tls
+        credentials = grpc.ssl_server_credentials(
+            [(_read(tls.server_key), _read(tls.server_cert))],
+            root_certificates=_read(tls.ca_cert),
+            require_client_auth=True,
+        )
+        # The parent's own login serves key generation and public-key reads, and
+        # fails start-up with a clear message on a bad library, label or PIN.
+        self.token = Pkcs11Token(str(config.hsm.library), config.hsm.token_label, pin)
+        self.pool = SigningPool(
+            str(config.hsm.library), config.hsm.token_label, pin, config.signing_workers
+        )
+        self.store = SqliteStore(config.sqlite_path)
+        pipeline = SigningPipeline(
+            self.store,
+            self.pool,
+            ADAPTERS,
+            max_batch_items=config.server.max_batch_items,
+            lease_ms=config.server.lease_seconds * 1000,
+        )
+        self._health = health.HealthServicer()
+        self.monitor = HealthMonitor(
+            {"hsm": self._probe_hsm, "store": self.store.ping}, self._publish_health
+        )
+        options = [
+            ("grpc.max_receive_message_length", config.server.max_message_bytes),
+            ("grpc.max_send_message_length", config.server.max_message_bytes),
+        ]
+        self._grpc = grpc.server(
+            futures.ThreadPoolExecutor(
+                max_workers=config.server.threads, thread_name_prefix="custos-rpc"
+            ),
+            interceptors=[EdgeInterceptor(Authorizer(config.identities), self.monitor.report_failure)],
+            options=options,
+        )
+        signer_pb2_grpc.add_SignerServicer_to_server(SignerService(pipeline), self._grpc)
+        keys_pb2_grpc.add_KeysServicer_to_server(
+            KeysService(KeyManager(self.store, self.token)), self._grpc
+        )
+        health_pb2_grpc.add_HealthServicer_to_server(self._health, self._grpc)
+        reflection.enable_server_reflection(
+            (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), self._grpc
+        )
+        self.port = self._grpc.add_secure_port(config.server.listen, credentials)
+        if self.port == 0:
+            raise ConfigError(f"server.listen: cannot listen on {config.server.listen}")
+
+    def _probe_hsm(self) -> None:
+        self.token.ping()
+        self.pool.ping()
+
+    def _publish_health(self, healthy: bool) -> None:
+        status = (
+            health_pb2.HealthCheckResponse.SERVING
+            if healthy
+            else health_pb2.HealthCheckResponse.NOT_SERVING
+        )
+        for name in ("", *SERVICE_NAMES):
+            self._health.set(name, status)
+
+    def start(self) -> None:
+        self.store.append_audit([AuditEvent("service.started", "system", {"port": self.port})])
+        self.monitor.start()
+        self._grpc.start()
+        log.info("custos listening on port %d", self.port)
+
+    def wait(self) -> None:
+        self._grpc.wait_for_termination()
+
+    def stop(self, grace: float = 10.0) -> None:
+        self._health.enter_graceful_shutdown()
+        self._grpc.stop(grace).wait()
+        self.monitor.stop()
+        try:
+            self.store.append_audit([AuditEvent("service.stopped", "system", {})])
+        finally:
+            self.pool.close()
+            self.token.close()
+            self.store.close()

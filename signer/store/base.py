@@ -1,0 +1,115 @@
+"""The state store interface: keys, idempotent batches and the audit log.
+
+Every method that changes state takes the audit events describing the change
+and commits them in the same transaction: a change without its audit record,
+or a record without its change, cannot happen. Backends: SQLite (embedded
+default, signer.store.sqlite); PostgreSQL follows the same contract.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from audit.record import AuditEvent, AuditRecord
+
+
+class StoreError(Exception):
+    """Base class of store errors."""
+
+
+class StoreUnavailable(StoreError):
+    """The database could not be reached or a transaction could not commit."""
+
+
+class KeyAlreadyExists(StoreError):
+    """A key with this id is already registered."""
+
+
+class KeyState(enum.Enum):
+    ENABLED = "enabled"
+    DISABLED = "disabled"
+
+
+@dataclass(frozen=True, slots=True)
+class KeyRecord:
+    key_id: str
+    public_key: bytes  # 65-byte uncompressed SEC1
+    state: KeyState
+    created_by: str
+    created_at_ms: int
+
+
+class ClaimOutcome(enum.Enum):
+    CLAIMED = "claimed"  # this caller now owns the request id and must complete or release it
+    DONE = "done"  # already signed with the same payload: replay `result`
+    IN_PROGRESS = "in_progress"  # another attempt holds a live lease
+    CONFLICT = "conflict"  # the id was used with a different payload
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    outcome: ClaimOutcome
+    result: bytes | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class BatchRecord:
+    caller: str
+    request_id: str
+    payload_digest: bytes
+    done: bool
+    result: bytes | None
+
+
+class Store(Protocol):
+    """Transactional state shared by every replica."""
+
+    def insert_key(self, key: KeyRecord, event: AuditEvent) -> None: ...
+
+    def get_key(self, key_id: str) -> KeyRecord | None: ...
+
+    def get_keys(self, key_ids: Sequence[str]) -> dict[str, KeyRecord]: ...
+
+    def list_keys(self) -> list[KeyRecord]: ...
+
+    def set_key_state(self, key_id: str, state: KeyState, event: AuditEvent) -> KeyRecord | None:
+        """Change the state and audit it; None when the key does not exist."""
+        ...
+
+    def claim_batch(
+        self,
+        caller: str,
+        request_id: str,
+        payload_digest: bytes,
+        lease_ms: int,
+        events: Sequence[AuditEvent],
+    ) -> Claim:
+        """Take the request id for signing, or say why not.
+
+        A lease left behind by a crashed attempt expires after `lease_ms`; nothing
+        it signed ever left the process (results are stored before they are
+        returned), so a later attempt may sign afresh. `events` are committed
+        only when the claim is taken.
+        """
+        ...
+
+    def complete_batch(
+        self, caller: str, request_id: str, result: bytes, events: Sequence[AuditEvent]
+    ) -> None: ...
+
+    def release_batch(self, caller: str, request_id: str, events: Sequence[AuditEvent]) -> None:
+        """Give the id back after a failed attempt, so that a retry may sign."""
+        ...
+
+    def get_batch(self, caller: str, request_id: str) -> BatchRecord | None: ...
+
+    def append_audit(self, events: Sequence[AuditEvent]) -> None: ...
+
+    def audit_records(self, from_seq: int = 0, limit: int = 1000) -> list[AuditRecord]: ...
+
+    def ping(self) -> None: ...
+
+    def close(self) -> None: ...
