@@ -49,6 +49,9 @@ class Pkcs11Token:
             raise HsmConfigError(f"cannot list tokens: {type(exc).__name__}") from exc
         try:
             self._session = token.open(user_pin=pin, rw=True)
+        except pkcs11.UserAlreadyLoggedIn:
+            # PKCS#11 logins are per process: another session here already logged in.
+            self._session = token.open(rw=True)
         except pkcs11.PinIncorrect as exc:
             raise HsmConfigError(f"wrong PIN for token {label!r}") from exc
         except pkcs11.PinLocked as exc:

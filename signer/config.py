@@ -44,6 +44,8 @@ class HsmConfig(_Section):
     pin_env: str | None = "CUSTOS_HSM_PIN"
     pin_file: Path | None = None
     workers: int = Field(default=0, ge=0, le=256, description="0 = one per CPU core")
+    # Variables the PKCS#11 library reads (e.g. SOFTHSM2_CONF), set before it loads.
+    environment: dict[str, str] = Field(default_factory=dict)
 
 
 class StoreConfig(_Section):

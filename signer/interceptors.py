@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import grpc
+from google.protobuf.message import DecodeError
 
 from hsm.errors import HsmError
 from signer import errors
@@ -78,20 +79,44 @@ class EdgeInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
         if handler is None:
             return None
         method: str = handler_call_details.method
-        for kind in ("unary_unary", "unary_stream", "stream_unary", "stream_stream"):
-            behaviour = getattr(handler, kind)
-            if behaviour is not None:
-                streaming = kind.endswith("_stream")
-                wrapped = self._wrap_stream(method, behaviour) if streaming else self._wrap(
-                    method, behaviour
-                )
-                return handler._replace(**{kind: wrapped})
+        if handler.unary_unary is not None:
+            return handler._replace(
+                request_deserializer=None,
+                unary_unary=self._wrap(method, handler.unary_unary, handler.request_deserializer),
+            )
+        if handler.unary_stream is not None:
+            return handler._replace(
+                request_deserializer=None,
+                unary_stream=self._wrap_stream(
+                    method, handler.unary_stream, handler.request_deserializer
+                ),
+            )
+        if handler.stream_stream is not None:  # reflection
+            return handler._replace(
+                stream_stream=self._wrap_stream(method, handler.stream_stream, None)
+            )
+        if handler.stream_unary is not None:
+            return handler._replace(stream_unary=self._wrap(method, handler.stream_unary, None))
         return handler
 
-    def _enter(self, method: str, context: grpc.ServicerContext) -> None:
+    def _enter(
+        self,
+        method: str,
+        context: grpc.ServicerContext,
+        request: Any,
+        deserialize: Callable[[bytes], Any] | None,
+    ) -> Any:
+        """Authenticate, authorize, then decode the request (never decode for strangers)."""
         identity = self._authorizer.identify(_peer_certificate(context))
         self._authorizer.authorize(identity, method)
         current_identity.set(identity)
+        if deserialize is None:
+            return request
+        # Decoding here rather than in grpc turns garbage into INVALID_ARGUMENT, not INTERNAL.
+        try:
+            return deserialize(request)
+        except DecodeError:
+            raise errors.InvalidRequest("request is not a valid protobuf message") from None
 
     def _fail(self, method: str, exc: BaseException, context: grpc.ServicerContext) -> None:
         code, message = status_for(exc)
@@ -102,22 +127,30 @@ class EdgeInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
             self._on_unavailable(exc)
         context.abort(code, message)
 
-    def _wrap(self, method: str, behaviour: Callable[..., Any]) -> Callable[..., Any]:
+    def _wrap(
+        self,
+        method: str,
+        behaviour: Callable[..., Any],
+        deserialize: Callable[[bytes], Any] | None,
+    ) -> Callable[..., Any]:
         def wrapped(request: Any, context: grpc.ServicerContext) -> Any:
             try:
-                self._enter(method, context)
-                return behaviour(request, context)
+                return behaviour(self._enter(method, context, request, deserialize), context)
             except Exception as exc:  # noqa: BLE001 - every error becomes a status here
                 self._fail(method, exc, context)
                 raise  # unreachable: abort raises
 
         return wrapped
 
-    def _wrap_stream(self, method: str, behaviour: Callable[..., Any]) -> Callable[..., Any]:
+    def _wrap_stream(
+        self,
+        method: str,
+        behaviour: Callable[..., Any],
+        deserialize: Callable[[bytes], Any] | None,
+    ) -> Callable[..., Any]:
         def wrapped(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
             try:
-                self._enter(method, context)
-                yield from behaviour(request, context)
+                yield from behaviour(self._enter(method, context, request, deserialize), context)
             except Exception as exc:  # noqa: BLE001 - every error becomes a status here
                 self._fail(method, exc, context)
 

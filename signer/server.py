@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from concurrent import futures
 
 import grpc
@@ -44,6 +45,8 @@ class CustosServer:
     """The running service: HSM sessions, store, pipeline and the gRPC server."""
 
     def __init__(self, config: Config, pin: str) -> None:
+        # Before the library loads; spawned signing workers inherit it too.
+        os.environ.update(config.hsm.environment)
         tls = config.tls
         credentials = grpc.ssl_server_credentials(
             [(_read(tls.server_key), _read(tls.server_cert))],

@@ -1,0 +1,219 @@
+"""`custos init`: a development environment in one directory.
+
+Creates a SoftHSM2 token in DIR/tokens (PINs in 0600 files), a development CA
+with a server certificate and one client certificate per role, the server's
+config file and one client profile per identity. Running it again keeps what
+exists. Nothing here is for production: a real deployment brings its own HSM,
+CA and identities.
+"""
+
+from __future__ import annotations
+
+import datetime
+import ipaddress
+import os
+import secrets
+import shutil
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from signer.errors import ConfigError
+
+TOKEN_LABEL = "custos-dev"
+ORG = "Custos Dev"
+SOFTHSM_LIBRARY = "/usr/lib/softhsm/libsofthsm2.so"
+
+
+@dataclass(frozen=True)
+class DevIdentity:
+    name: str
+    roles: tuple[str, ...]
+    keys: tuple[str, ...] = ()
+
+
+DEV_IDENTITIES = (
+    DevIdentity("officer", ("officer",)),
+    DevIdentity("payments", ("service",), ("*",)),
+    DevIdentity("approver", ("approver",)),
+    DevIdentity("auditor", ("auditor",)),
+)
+
+
+def _name(common_name: str) -> x509.Name:
+    return x509.Name(
+        [
+            x509.NameAttribute(NameOID.ORGANIZATION_NAME, ORG),
+            x509.NameAttribute(NameOID.COMMON_NAME, common_name),
+        ]
+    )
+
+
+def subject_string(common_name: str) -> str:
+    """The RFC 4514 subject string the server will see for this dev identity."""
+    return _name(common_name).rfc4514_string()
+
+
+def _write_private(path: Path, data: bytes) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(data)
+
+
+def _pem_key(key: ec.EllipticCurvePrivateKey) -> bytes:
+    return key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+
+
+class DevCa:
+    """A throw-away certificate authority for development and tests."""
+
+    def __init__(self, directory: Path) -> None:
+        self.dir = directory
+        self.cert_path = directory / "ca.pem"
+        key_path = directory / "ca.key"
+        if self.cert_path.exists() and key_path.exists():
+            self.key = serialization.load_pem_private_key(key_path.read_bytes(), None)
+            self.cert = x509.load_pem_x509_certificate(self.cert_path.read_bytes())
+            return
+        directory.mkdir(parents=True, exist_ok=True)
+        self.key = ec.generate_private_key(ec.SECP256R1())
+        name = _name("Custos Dev CA")
+        now = datetime.datetime.now(datetime.UTC)
+        self.cert = (
+            x509.CertificateBuilder()
+            .subject_name(name)
+            .issuer_name(name)
+            .public_key(self.key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(days=3650))
+            .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+            .add_extension(
+                x509.KeyUsage(False, False, False, False, False, True, True, False, False),
+                critical=True,
+            )
+            .sign(self.key, hashes.SHA256())
+        )
+        _write_private(key_path, _pem_key(self.key))  # type: ignore[arg-type]
+        self.cert_path.write_bytes(self.cert.public_bytes(serialization.Encoding.PEM))
+
+    def issue(self, common_name: str, *, server: bool) -> tuple[Path, Path]:
+        """Certificate and key files for `common_name`; reused when present."""
+        cert_path, key_path = self.dir / f"{common_name}.pem", self.dir / f"{common_name}.key"
+        if cert_path.exists() and key_path.exists():
+            return cert_path, key_path
+        key = ec.generate_private_key(ec.SECP256R1())
+        now = datetime.datetime.now(datetime.UTC)
+        builder = (
+            x509.CertificateBuilder()
+            .subject_name(_name(common_name))
+            .issuer_name(self.cert.subject)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(days=825))
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .add_extension(
+                x509.ExtendedKeyUsage(
+                    [ExtendedKeyUsageOID.SERVER_AUTH if server else ExtendedKeyUsageOID.CLIENT_AUTH]
+                ),
+                critical=False,
+            )
+        )
+        if server:
+            builder = builder.add_extension(
+                x509.SubjectAlternativeName(
+                    [
+                        x509.DNSName("localhost"),
+                        x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
+                        x509.IPAddress(ipaddress.ip_address("::1")),
+                    ]
+                ),
+                critical=False,
+            )
+        cert = builder.sign(self.key, hashes.SHA256())  # type: ignore[arg-type]
+        _write_private(key_path, _pem_key(key))
+        cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+        return cert_path, key_path
+
+
+def softhsm_env(directory: Path) -> dict[str, str]:
+    return {**os.environ, "SOFTHSM2_CONF": str(directory / "softhsm2.conf")}
+
+
+def init_token(directory: Path, label: str = TOKEN_LABEL) -> Path:
+    """A SoftHSM2 token in DIR/tokens with random PINs; returns the user PIN file."""
+    tokens = directory / "tokens"
+    tokens.mkdir(parents=True, exist_ok=True)
+    conf = directory / "softhsm2.conf"
+    conf.write_text(
+        f"directories.tokendir = {tokens}\nobjectstore.backend = file\nlog.level = ERROR\n"
+    )
+    pin_file = directory / "hsm.pin"
+    if pin_file.exists() and any(tokens.iterdir()):
+        return pin_file
+    util = shutil.which("softhsm2-util")
+    if util is None:
+        raise ConfigError("softhsm2-util not found: apt-get install -y softhsm2")
+    pin, so_pin = secrets.token_hex(8), secrets.token_hex(8)
+    # Dev only: softhsm2-util takes PINs as arguments, visible to local `ps` for a moment.
+    result = subprocess.run(
+        [util, "--init-token", "--free", "--label", label, "--pin", pin, "--so-pin", so_pin],
+        env=softhsm_env(directory),
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if result.returncode != 0:
+        raise ConfigError(f"softhsm2-util could not create the token: {result.stderr.strip()}")
+    _write_private(pin_file, pin.encode())
+    _write_private(directory / "hsm.so-pin", so_pin.encode())
+    return pin_file
+
+
+def write_client_profile(path: Path, endpoint: str, ca: Path, cert: Path, key: Path) -> None:
+    path.write_text(
+        f'endpoint = "{endpoint}"\nca_cert = "{ca}"\ncert = "{cert}"\nkey = "{key}"\n'
+    )
+
+
+def init_dev(directory: Path, listen: str = "127.0.0.1:50051") -> Path:
+    """Create (or complete) a development environment; returns the config path."""
+    directory = directory.resolve()
+    directory.mkdir(parents=True, exist_ok=True)
+    pin_file = init_token(directory)
+    ca = DevCa(directory / "pki")
+    server_cert, server_key = ca.issue("localhost", server=True)
+    clients = directory / "clients"
+    clients.mkdir(exist_ok=True)
+    identity_blocks = []
+    for identity in DEV_IDENTITIES:
+        cert, key = ca.issue(identity.name, server=False)
+        write_client_profile(clients / f"{identity.name}.toml", listen, ca.cert_path, cert, key)
+        roles = ", ".join(f'"{r}"' for r in identity.roles)
+        keys = ", ".join(f'"{k}"' for k in identity.keys)
+        identity_blocks.append(
+            f'[[identities]]\nsubject = "{subject_string(identity.name)}"\n'
+            f"roles = [{roles}]\nkeys = [{keys}]\n"
+        )
+    config = directory / "custos.toml"
+    config.write_text(
+        "# Development configuration written by `custos init`.\n"
+        f'[server]\nlisten = "{listen}"\n\n'
+        f'[tls]\nca_cert = "{ca.cert_path}"\nserver_cert = "{server_cert}"\n'
+        f'server_key = "{server_key}"\n\n'
+        f'[hsm]\nlibrary = "{SOFTHSM_LIBRARY}"\ntoken_label = "{TOKEN_LABEL}"\n'
+        f'pin_file = "{pin_file}"\n\n'
+        f'[hsm.environment]\nSOFTHSM2_CONF = "{directory / "softhsm2.conf"}"\n\n'
+        f'[store]\nurl = "sqlite:///{directory / "custos.db"}"\n\n' + "\n".join(identity_blocks)
+    )
+    return config

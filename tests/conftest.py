@@ -1,0 +1,94 @@
+"""Shared fixtures: a real SoftHSM token and dev PKI in a temp dir, a real mTLS server."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+import pytest
+
+from proto.custos.v1 import keys_pb2, keys_pb2_grpc, signer_pb2_grpc
+from signer.client import ClientProfile
+from signer.config import Config, load_config, read_pin
+from signer.devsetup import DevCa, init_dev, subject_string, write_client_profile
+
+SOFTHSM_LIBRARY = "/usr/lib/softhsm/libsofthsm2.so"
+
+
+def _require_softhsm() -> None:
+    if not (Path(SOFTHSM_LIBRARY).exists() and shutil.which("softhsm2-util")):
+        if os.environ.get("CI") == "true":
+            pytest.fail("SoftHSM2 is not installed (apt-get install -y softhsm2)")
+        pytest.skip("SoftHSM2 is not installed")
+
+
+@dataclass
+class DevEnv:
+    """A development environment made by `custos init` in a temp dir."""
+
+    dir: Path
+    config_path: Path
+
+    def config(self) -> Config:
+        return load_config(self.config_path)
+
+    def pin(self) -> str:
+        return read_pin(self.config().hsm)
+
+    def profile(self, name: str) -> ClientProfile:
+        return ClientProfile.load(self.dir / "clients" / f"{name}.toml")
+
+
+@pytest.fixture(scope="session")
+def dev_env(tmp_path_factory: pytest.TempPathFactory) -> DevEnv:
+    _require_softhsm()
+    directory = tmp_path_factory.mktemp("custos-dev")
+    config_path = init_dev(directory, listen="127.0.0.1:0")
+    # Two more client certificates from the same CA: one granted only "limited-*"
+    # keys, one whose subject is not configured at all.
+    ca = DevCa(directory / "pki")
+    for name in ("limited", "stranger"):
+        cert, key = ca.issue(name, server=False)
+        write_client_profile(directory / "clients" / f"{name}.toml", "", ca.cert_path, cert, key)
+    with config_path.open("a") as handle:
+        handle.write(
+            f'\n[[identities]]\nsubject = "{subject_string("limited")}"\n'
+            'roles = ["service"]\nkeys = ["limited-*"]\n'
+        )
+    # The in-process server and direct token tests load SoftHSM in this process.
+    os.environ["SOFTHSM2_CONF"] = str(directory / "softhsm2.conf")
+    return DevEnv(directory, config_path)
+
+
+@dataclass
+class RunningServer:
+    env: DevEnv
+    port: int
+    server: object
+
+    def channel(self, identity: str) -> grpc.Channel:
+        return self.env.profile(identity).channel(f"127.0.0.1:{self.port}")
+
+    def signer(self, identity: str = "payments") -> signer_pb2_grpc.SignerStub:
+        return signer_pb2_grpc.SignerStub(self.channel(identity))
+
+    def keys(self, identity: str = "officer") -> keys_pb2_grpc.KeysStub:
+        return keys_pb2_grpc.KeysStub(self.channel(identity))
+
+    def create_key(self, key_id: str) -> keys_pb2.Key:
+        return self.keys().CreateKey(keys_pb2.CreateKeyRequest(key_id=key_id))
+
+
+@pytest.fixture(scope="session")
+def server(dev_env: DevEnv) -> Iterator[RunningServer]:
+    from signer.server import CustosServer
+
+    config = dev_env.config()
+    instance = CustosServer(config.model_copy(), dev_env.pin())
+    instance.start()
+    yield RunningServer(dev_env, instance.port, instance)
+    instance.stop(grace=2)

@@ -1,0 +1,105 @@
+"""The PKCS#11 key store against a real SoftHSM2 token."""
+
+from __future__ import annotations
+
+import hashlib
+import subprocess
+import sys
+import textwrap
+from concurrent.futures import ThreadPoolExecutor
+
+import pkcs11
+import pytest
+from coincurve import PublicKey
+from pkcs11 import Attribute, ObjectClass
+
+from hsm.errors import KeyExists, KeyNotFound
+from hsm.keystore import SignRequest
+from hsm.pkcs11_token import Pkcs11Token
+from hsm.pool import SigningPool
+from hsm.secp256k1 import HALF_N
+from tests.conftest import SOFTHSM_LIBRARY, DevEnv
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def token(dev_env: DevEnv) -> Pkcs11Token:
+    # Shares the process-wide login with the in-process server fixture if it runs.
+    return Pkcs11Token(SOFTHSM_LIBRARY, "custos-dev", dev_env.pin())
+
+
+def test_generated_key_is_sensitive_non_extractable_with_id(token: Pkcs11Token) -> None:
+    public = token.generate_secp256k1("attr-check")
+    assert len(public) == 65 and public[0] == 4
+    assert token.public_key("attr-check") == public
+    private = token._find(ObjectClass.PRIVATE_KEY, b"attr-check")  # noqa: SLF001
+    assert private[Attribute.SENSITIVE] is True
+    assert private[Attribute.EXTRACTABLE] is False
+    assert private[Attribute.NEVER_EXTRACTABLE] is True
+    assert private[Attribute.TOKEN] is True
+    assert private[Attribute.ID] == b"attr-check"
+    with pytest.raises(pkcs11.PKCS11Error):
+        private[Attribute.VALUE]  # noqa: B018 - reading the secret must fail
+    with pytest.raises(KeyExists):
+        token.generate_secp256k1("attr-check")
+    with pytest.raises(KeyNotFound):
+        token.public_key("no-such-key")
+
+
+def test_concurrent_threads_on_one_token_do_not_crash(token: Pkcs11Token) -> None:
+    public = token.generate_secp256k1("thread-check")
+    digests = [hashlib.sha256(str(i).encode()).digest() for i in range(400)]
+    with ThreadPoolExecutor(8) as pool:
+        raws = list(pool.map(lambda d: token.sign_raw("thread-check", d), digests))
+    for digest, raw in zip(digests, raws, strict=True):
+        assert any(
+            PublicKey.from_signature_and_message(raw + bytes([v]), digest, hasher=None).format(
+                compressed=False
+            )
+            == public
+            for v in (0, 1)
+            if _recoverable(raw, v, digest)
+        )
+
+
+def _recoverable(raw: bytes, v: int, digest: bytes) -> bool:
+    try:
+        PublicKey.from_signature_and_message(raw + bytes([v]), digest, hasher=None)
+    except Exception:  # noqa: BLE001
+        return False
+    return True
+
+
+def test_pool_signs_low_s_verified_signatures_in_order(dev_env: DevEnv, token: Pkcs11Token) -> None:
+    public = token.generate_secp256k1("pool-check")
+    pool = SigningPool(SOFTHSM_LIBRARY, "custos-dev", dev_env.pin(), workers=2)
+    try:
+        digests = [hashlib.sha256(str(i).encode()).digest() for i in range(200)]
+        sigs = pool.sign([SignRequest("pool-check", d, public) for d in digests])
+        assert len(sigs) == 200
+        for digest, sig in zip(digests, sigs, strict=True):
+            assert sig.s <= HALF_N
+            recovered = PublicKey.from_signature_and_message(sig.rsv(), digest, hasher=None)
+            assert recovered.format(compressed=False) == public
+    finally:
+        pool.close()
+
+
+def test_keys_survive_a_new_process_login(dev_env: DevEnv, token: Pkcs11Token) -> None:
+    public = token.generate_secp256k1("persist-check")
+    script = textwrap.dedent(
+        f"""
+        from hsm.pkcs11_token import Pkcs11Token
+        t = Pkcs11Token({SOFTHSM_LIBRARY!r}, "custos-dev", open({str(dev_env.dir / "hsm.pin")!r}).read())
+        print(t.public_key("persist-check").hex())
+        """
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={"SOFTHSM2_CONF": str(dev_env.dir / "softhsm2.conf"), "PATH": "/usr/bin:/bin"},
+    )
+    assert out.stdout.strip() == public.hex()
