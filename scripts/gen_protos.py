@@ -8,6 +8,7 @@ when the committed stubs drift from the .proto files.
 from __future__ import annotations
 
 import sys
+from importlib import resources
 from pathlib import Path
 
 from grpc_tools import protoc
@@ -24,6 +25,8 @@ def generate(out_dir: Path) -> None:
     args = [
         "grpc_tools.protoc",
         f"-I{ROOT}",
+        # protoc's own well-known types (google/protobuf/*.proto), shipped with grpc_tools.
+        f"-I{resources.files('grpc_tools') / '_proto'}",
         f"--python_out={out_dir}",
         f"--pyi_out={out_dir}",
         f"--grpc_python_out={out_dir}",

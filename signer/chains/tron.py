@@ -1,0 +1,309 @@
+"""Tron: TRX transfers (TransferContract) and TRC-20 transfers (TriggerSmartContract).
+
+The key signs the txID, SHA-256 of the serialized Transaction.raw. A node's
+/wallet/broadcasttransaction does not read raw_data_hex: it rebuilds
+Transaction.raw from the JSON raw_data (java-tron's Util.packTransaction). So
+the adapter builds that JSON object first and serializes exactly it, and what
+the key signs is what the node rebuilds.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
+
+import base58
+from eth_hash.auto import keccak
+
+from hsm.secp256k1 import RecoverableSignature, uncompressed
+from proto.tron import tron_pb2
+from signer.chains.base import (
+    Address,
+    ContractCall,
+    Intent,
+    InvalidField,
+    KeyInfo,
+    PreparedTx,
+    SignedTx,
+    Transfer,
+)
+
+NETWORKS = ("mainnet", "shasta", "nile")  # one address format on all three
+ADDRESS_PREFIX = 0x41
+# java-tron reads the contract message type from this URL; the package is upstream's.
+TYPE_URL_PREFIX = "type.googleapis.com/protocol."
+# Mainnet's maxFeeLimit chain parameter (15,000 TRX), applied on the testnets too.
+MAX_FEE_LIMIT = 15_000_000_000
+# java-tron refuses an expiration more than 24 h past the head block
+# (MAXIMUM_TIME_UNTIL_EXPIRATION); against timestamp it is the same bound.
+MAX_LIFETIME_MS = 24 * 60 * 60 * 1000
+# Milliseconds since epoch from 2001-09-09 on; a time in seconds is far below.
+_MIN_TIMESTAMP_MS = 10**12
+UINT256_MAX = 2**256 - 1
+_UINT256_DIGITS = len(str(UINT256_MAX))
+_TRC20_TRANSFER = bytes.fromhex("a9059cbb")  # transfer(address,uint256)
+_REF_BLOCK_BYTES = re.compile(r"[0-9a-fA-F]{4}")
+_REF_BLOCK_HASH = re.compile(r"[0-9a-fA-F]{16}")
+_DIGITS = re.compile(r"[0-9]+")
+
+
+@lru_cache(maxsize=1024)
+def key_raw_address(public_key: bytes) -> bytes:
+    """The 21-byte address (0x41 || last 20 bytes of keccak256(X || Y)) of a SEC1 public key."""
+    if len(public_key) != 65 or public_key[0] != 4:
+        public_key = uncompressed(public_key)
+    return bytes([ADDRESS_PREFIX]) + keccak(public_key[1:])[12:]
+
+
+@lru_cache(maxsize=1024)
+def key_address(public_key: bytes) -> str:
+    """The base58check (T...) account address of a SEC1 public key."""
+    return to_base58(key_raw_address(public_key))
+
+
+def to_base58(raw: bytes) -> str:
+    """base58check form of a 21-byte address."""
+    text: str = base58.b58encode_check(raw).decode("ascii")
+    return text
+
+
+def parse_address(field: str, text: str) -> bytes:
+    """The 21 bytes (0x41 || account id) of a base58check address; InvalidField if malformed."""
+    if not text:
+        raise InvalidField(field, "required: a base58check Tron address (T...)")
+    try:
+        raw: bytes = base58.b58decode_check(text)
+    except ValueError:
+        raise InvalidField(
+            field, f"not a base58check address (bad character or checksum): {text!r}"
+        ) from None
+    # The decoder forgives trailing whitespace; one address must have one spelling.
+    if to_base58(raw) != text:
+        raise InvalidField(field, f"not in canonical base58check form: {text!r}")
+    if len(raw) != 21:
+        raise InvalidField(field, f"must decode to 21 bytes, got {len(raw)}: {text!r}")
+    if raw[0] != ADDRESS_PREFIX:
+        raise InvalidField(field, f"not a Tron address (version byte 0x{raw[0]:02x}, not 0x41)")
+    return raw
+
+
+def encode_raw(raw_data: Mapping[str, Any]) -> bytes:
+    """Transaction.raw bytes of a raw_data JSON object (visible=false form), as java-tron builds.
+
+    Supports the two contract types Custos signs; ValueError on any other.
+    """
+    raw = tron_pb2.Transaction.raw(
+        ref_block_bytes=bytes.fromhex(raw_data["ref_block_bytes"]),
+        ref_block_hash=bytes.fromhex(raw_data["ref_block_hash"]),
+        expiration=raw_data["expiration"],
+        timestamp=raw_data["timestamp"],
+        fee_limit=raw_data.get("fee_limit", 0),
+    )
+    for contract in raw_data["contract"]:
+        kind = contract["type"]
+        value = contract["parameter"]["value"]
+        inner: tron_pb2.TransferContract | tron_pb2.TriggerSmartContract
+        if kind == "TransferContract":
+            inner = tron_pb2.TransferContract(
+                owner_address=bytes.fromhex(value["owner_address"]),
+                to_address=bytes.fromhex(value["to_address"]),
+                amount=value["amount"],
+            )
+        elif kind == "TriggerSmartContract":
+            inner = tron_pb2.TriggerSmartContract(
+                owner_address=bytes.fromhex(value["owner_address"]),
+                contract_address=bytes.fromhex(value["contract_address"]),
+                call_value=value.get("call_value", 0),
+                data=bytes.fromhex(value.get("data", "")),
+            )
+        else:
+            raise ValueError(f"unsupported contract type {kind!r}")
+        raw.contract.add(
+            type=tron_pb2.Transaction.Contract.ContractType.Value(kind),
+            parameter=tron_pb2.Any(
+                type_url=contract["parameter"]["type_url"], value=inner.SerializeToString()
+            ),
+        )
+    encoded: bytes = raw.SerializeToString()
+    return encoded
+
+
+def _contract(kind: str, value: dict[str, Any]) -> dict[str, Any]:
+    # Key order follows a node's own output, so the JSON reads like one.
+    return {"parameter": {"value": value, "type_url": TYPE_URL_PREFIX + kind}, "type": kind}
+
+
+def _token_amount(field: str, text: str) -> int:
+    if not _DIGITS.fullmatch(text):
+        raise InvalidField(
+            field, f"must be a decimal integer of digits 0-9 (no sign, point or spaces): {text!r}"
+        )
+    if len(text) > 1 and text[0] == "0":
+        raise InvalidField(field, f"must not have leading zeros: {text!r}")
+    # Checking the length first keeps int() away from huge strings.
+    if len(text) > _UINT256_DIGITS or int(text) > UINT256_MAX:
+        raise InvalidField(field, "overflows uint256 (must be at most 2^256-1)")
+    if int(text) == 0:
+        raise InvalidField(field, "must be positive")
+    return int(text)
+
+
+def _check_times(tx: Any) -> None:
+    if tx.timestamp <= 0:
+        raise InvalidField("tron.timestamp", "required: creation time in ms since epoch")
+    if tx.timestamp < _MIN_TIMESTAMP_MS:
+        raise InvalidField(
+            "tron.timestamp", f"{tx.timestamp} looks like seconds; Tron times are milliseconds"
+        )
+    if tx.expiration <= tx.timestamp:
+        raise InvalidField("tron.expiration", "must be later than timestamp (both in ms)")
+    if tx.expiration - tx.timestamp > MAX_LIFETIME_MS:
+        raise InvalidField(
+            "tron.expiration", "must be at most 24 hours after timestamp (Tron's maximum)"
+        )
+
+
+def _trx_transfer(tx: Any, owner: bytes) -> tuple[Transfer, dict[str, Any]]:
+    to_raw = parse_address("tron.trx_transfer.to", tx.trx_transfer.to)
+    if to_raw == owner:
+        # java-tron's TransferActuator refuses it; better to fail here than at broadcast.
+        raise InvalidField("tron.trx_transfer.to", "is the signing key's own address")
+    amount = tx.trx_transfer.amount
+    if amount <= 0:
+        raise InvalidField("tron.trx_transfer.amount", "must be a positive number of sun")
+    # fee_limit caps TVM energy only; a TransferContract never spends it, and a
+    # nonzero value would show policy a fee cap that caps nothing.
+    if tx.fee_limit != 0:
+        raise InvalidField("tron.fee_limit", "must be 0 for a TRX transfer (TRC-20 only)")
+    value = {"amount": amount, "owner_address": owner.hex(), "to_address": to_raw.hex()}
+    return Transfer(to_base58(to_raw), "native", amount), _contract("TransferContract", value)
+
+
+def _trc20_transfer(tx: Any, owner: bytes) -> tuple[Transfer, ContractCall, dict[str, Any]]:
+    item = tx.trc20_transfer
+    token_raw = parse_address("tron.trc20_transfer.contract", item.contract)
+    to_raw = parse_address("tron.trc20_transfer.to", item.to)
+    amount = _token_amount("tron.trc20_transfer.amount", item.amount)
+    if not 0 < tx.fee_limit <= MAX_FEE_LIMIT:
+        raise InvalidField(
+            "tron.fee_limit",
+            f"must be 1..{MAX_FEE_LIMIT} sun for a TRC-20 transfer, got {tx.fee_limit}",
+        )
+    token, to = to_base58(token_raw), to_base58(to_raw)
+    call = ContractCall(token, "transfer", (("to", to), ("amount", str(amount))))
+    # The ABI address word holds the 20-byte account id; the 0x41 prefix stays out.
+    data = _TRC20_TRANSFER + to_raw[1:].rjust(32, b"\0") + amount.to_bytes(32, "big")
+    # call_value 0 is left out, as a node leaves out every default value.
+    value = {"data": data.hex(), "owner_address": owner.hex(), "contract_address": token_raw.hex()}
+    return Transfer(to, token, amount), call, _contract("TriggerSmartContract", value)
+
+
+@dataclass(frozen=True, slots=True)
+class TronTx:
+    """A validated Tron transaction: its raw_data JSON text and the bytes the txID hashes."""
+
+    network: str
+    address: str  # the signing key's address, the contract's owner_address
+    raw_data_json: str
+    raw: bytes
+    txid: bytes  # SHA-256 of raw
+    fee_limit: int
+
+
+class TronAdapter:
+    """Tron signing (mainnet, Shasta, Nile): TRX transfers and TRC-20 transfers."""
+
+    kind = "tron"
+
+    def addresses(self, public_key: bytes) -> list[Address]:
+        address = key_address(public_key)
+        return [Address("tron", network, "account", address) for network in NETWORKS]
+
+    def prepare(self, tx: Any, key: KeyInfo) -> PreparedTx:
+        if tx.network not in NETWORKS:
+            raise InvalidField(
+                "tron.network", f"unknown network {tx.network!r} (known: {', '.join(NETWORKS)})"
+            )
+        owner = key_raw_address(key.public_key)
+        which = tx.WhichOneof("contract")
+        call: ContractCall | None = None
+        if which == "trx_transfer":
+            transfer, contract = _trx_transfer(tx, owner)
+        elif which == "trc20_transfer":
+            transfer, call, contract = _trc20_transfer(tx, owner)
+        else:
+            raise InvalidField("tron.contract", "required: set trx_transfer or trc20_transfer")
+        if not _REF_BLOCK_BYTES.fullmatch(tx.ref_block_bytes):
+            raise InvalidField(
+                "tron.ref_block_bytes", f"must be 2 bytes as 4 hex digits: {tx.ref_block_bytes!r}"
+            )
+        if not _REF_BLOCK_HASH.fullmatch(tx.ref_block_hash):
+            raise InvalidField(
+                "tron.ref_block_hash", f"must be 8 bytes as 16 hex digits: {tx.ref_block_hash!r}"
+            )
+        _check_times(tx)
+
+        raw_data: dict[str, Any] = {
+            "contract": [contract],
+            "ref_block_bytes": tx.ref_block_bytes.lower(),
+            "ref_block_hash": tx.ref_block_hash.lower(),
+            "expiration": tx.expiration,
+        }
+        if tx.fee_limit:
+            raw_data["fee_limit"] = tx.fee_limit
+        raw_data["timestamp"] = tx.timestamp
+        raw = encode_raw(raw_data)
+        address = to_base58(owner)
+        parsed = TronTx(
+            network=tx.network,
+            address=address,
+            raw_data_json=json.dumps(raw_data, separators=(",", ":")),
+            raw=raw,
+            txid=hashlib.sha256(raw).digest(),
+            fee_limit=tx.fee_limit,
+        )
+        intent = Intent(
+            chain="tron",
+            network=tx.network,
+            key_id=key.key_id,
+            from_address=address,
+            transfers=(transfer,),
+            fee=tx.fee_limit,
+            contract_call=call,
+            fee_details=(("fee_limit", tx.fee_limit),),
+        )
+        return PreparedTx(intent, (parsed.txid,), parsed)
+
+    def assemble(
+        self, prepared: PreparedTx, signatures: Sequence[RecoverableSignature]
+    ) -> SignedTx:
+        parsed = prepared.unsigned
+        if not isinstance(parsed, TronTx):
+            raise TypeError("assemble() needs a PreparedTx made by TronAdapter.prepare()")
+        if len(signatures) != 1:
+            raise ValueError(f"a Tron transaction takes 1 signature, got {len(signatures)}")
+        sig = signatures[0]
+        if sig.recovery_id not in (0, 1):
+            raise ValueError(f"recovery id must be 0 or 1, got {sig.recovery_id}")
+        txid = parsed.txid.hex()
+        # The object a node's broadcasttransaction takes, keys in a node's own order.
+        signed = {
+            "visible": False,
+            "txID": txid,
+            "raw_data": json.loads(parsed.raw_data_json),
+            "raw_data_hex": parsed.raw.hex(),
+            "signature": [sig.rsv().hex()],
+        }
+        return SignedTx(
+            chain="tron",
+            network=parsed.network,
+            address=parsed.address,
+            tx_id=txid,
+            raw_tx=json.dumps(signed, separators=(",", ":")),
+            max_fee=parsed.fee_limit,
+        )
