@@ -22,13 +22,12 @@ def verify_chain(encoded_records: Iterable[bytes]) -> ChainProblem | None:
     Returns None when the chain holds. A chain alone cannot reveal a truncated
     tail; signed checkpoints (tree size + root) do.
     """
-    expected_seq = 0
     prev_hash = b""
-    for position, data in enumerate(encoded_records):
+    for expected_seq, data in enumerate(encoded_records):
         try:
             record = AuditRecord.decode(data)
         except (ValueError, KeyError, TypeError) as exc:
-            return ChainProblem(position, f"record does not decode: {type(exc).__name__}")
+            return ChainProblem(expected_seq, f"record does not decode: {type(exc).__name__}")
         if record.encode() != data:
             return ChainProblem(record.seq, "record is not in canonical encoding")
         if record.seq != expected_seq:
@@ -36,5 +35,4 @@ def verify_chain(encoded_records: Iterable[bytes]) -> ChainProblem | None:
         if record.prev_hash != prev_hash:
             return ChainProblem(record.seq, "previous-hash link does not match the record before")
         prev_hash = record.leaf_hash()
-        expected_seq += 1
     return None

@@ -123,7 +123,9 @@ class Pkcs11Token:
                 raise HsmUnavailable(f"token not responding: {type(exc).__name__}") from exc
 
     def _find(self, object_class: ObjectClass, ident: bytes) -> Any:
-        found = list(self._session.get_objects({Attribute.CLASS: object_class, Attribute.ID: ident}))
+        found = list(
+            self._session.get_objects({Attribute.CLASS: object_class, Attribute.ID: ident})
+        )
         return found[0] if found else None
 
     def close(self) -> None:

@@ -76,6 +76,4 @@ class Authorizer:
         if allowed is None:
             raise PermissionDenied(f"{method} is not open to any role")
         if not identity.roles & allowed:
-            raise PermissionDenied(
-                f"{method} needs one of the roles {', '.join(sorted(allowed))}"
-            )
+            raise PermissionDenied(f"{method} needs one of the roles {', '.join(sorted(allowed))}")

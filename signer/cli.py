@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import signal
@@ -51,7 +50,9 @@ def cmd_init(args: argparse.Namespace) -> int:
 
     config = init_dev(Path(args.dir), args.listen)
     print(f"development environment ready: {config}")
-    print(f"client profiles: {config.parent / 'clients'}/{{officer,payments,approver,auditor}}.toml")
+    print(
+        f"client profiles: {config.parent / 'clients'}/{{officer,payments,approver,auditor}}.toml"
+    )
     return 0
 
 
@@ -112,7 +113,7 @@ def cmd_get(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from signer.demo import run_demo
 
-    return run_demo(Path(args.dir))
+    return run_demo(Path(args.dir), args.listen)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -165,6 +166,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("demo", help="run the end-to-end demo (what `make demo` runs)")
     p.add_argument("--dir", default=".demo")
+    p.add_argument("--listen", default="127.0.0.1:50051", help="server address (port 0: any)")
     p.set_defaults(func=cmd_demo)
     return parser
 
@@ -185,7 +187,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"custos: error: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 3
     except grpc.RpcError as exc:
-        print(f"custos: {exc.code().name}: {exc.details()}", file=sys.stderr)  # type: ignore[attr-defined]
+        print(f"custos: {exc.code().name}: {exc.details()}", file=sys.stderr)
         return 1
     return int(result)
 

@@ -25,7 +25,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from signer.errors import ConfigError
 
-TOKEN_LABEL = "custos-dev"
+TOKEN_LABEL = "custos-dev"  # noqa: S105 - a label, not a secret
 ORG = "Custos Dev"
 SOFTHSM_LIBRARY = "/usr/lib/softhsm/libsofthsm2.so"
 
@@ -103,7 +103,7 @@ class DevCa:
             )
             .sign(self.key, hashes.SHA256())
         )
-        _write_private(key_path, _pem_key(self.key))  # type: ignore[arg-type]
+        _write_private(key_path, _pem_key(self.key))
         self.cert_path.write_bytes(self.cert.public_bytes(serialization.Encoding.PEM))
 
     def issue(self, common_name: str, *, server: bool) -> tuple[Path, Path]:
@@ -181,9 +181,7 @@ def init_token(directory: Path, label: str = TOKEN_LABEL) -> Path:
 
 
 def write_client_profile(path: Path, endpoint: str, ca: Path, cert: Path, key: Path) -> None:
-    path.write_text(
-        f'endpoint = "{endpoint}"\nca_cert = "{ca}"\ncert = "{cert}"\nkey = "{key}"\n'
-    )
+    path.write_text(f'endpoint = "{endpoint}"\nca_cert = "{ca}"\ncert = "{cert}"\nkey = "{key}"\n')
 
 
 def init_dev(directory: Path, listen: str = "127.0.0.1:50051") -> Path:

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 from audit.record import AuditEvent
 from hsm.errors import HsmError
-from hsm.keystore import SignRequest, Signer
+from hsm.keystore import Signer, SignRequest
 from hsm.secp256k1 import RecoverableSignature
 from proto.custos.v1 import signer_pb2 as pb
 from signer.auth import Identity
@@ -140,9 +140,7 @@ class SigningPipeline:
             if key is None:
                 raise NotFound(f"items[{index}].key_id: key {item.key_id!r} not found")
             if key.state is not KeyState.ENABLED:
-                raise FailedPrecondition(
-                    f"items[{index}].key_id: key {item.key_id!r} is disabled"
-                )
+                raise FailedPrecondition(f"items[{index}].key_id: key {item.key_id!r} is disabled")
             kind = item.WhichOneof("tx")
             adapter = self._adapters.get(kind) if kind else None
             if adapter is None:
@@ -165,7 +163,9 @@ class SigningPipeline:
             self._release_quietly(caller, request_id, reason)
             if isinstance(exc, HsmError):
                 log.warning("signing %s failed: %s", request_id, exc)
-                raise Unavailable("the HSM is unavailable; nothing was signed, retry later") from exc
+                raise Unavailable(
+                    "the HSM is unavailable; nothing was signed, retry later"
+                ) from exc
             raise
 
     def _sign_and_store(

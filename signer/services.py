@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import grpc
 
+from hsm.secp256k1 import compressed
 from proto.custos.v1 import keys_pb2, keys_pb2_grpc, signer_pb2, signer_pb2_grpc
 from signer.auth import SERVICE
 from signer.chains.registry import all_addresses
@@ -12,9 +13,11 @@ from signer.interceptors import current_identity
 from signer.keys import KeyManager
 from signer.pipeline import SigningPipeline
 from signer.store.base import KeyRecord, KeyState
-from hsm.secp256k1 import compressed
 
-_STATE = {KeyState.ENABLED: keys_pb2.KEY_STATE_ENABLED, KeyState.DISABLED: keys_pb2.KEY_STATE_DISABLED}
+_STATE = {
+    KeyState.ENABLED: keys_pb2.KEY_STATE_ENABLED,
+    KeyState.DISABLED: keys_pb2.KEY_STATE_DISABLED,
+}
 
 
 def key_message(record: KeyRecord) -> keys_pb2.Key:
@@ -78,7 +81,9 @@ class KeysService(keys_pb2_grpc.KeysServicer):
         self, request: keys_pb2.SetKeyStateRequest, context: grpc.ServicerContext
     ) -> keys_pb2.Key:
         identity = current_identity.get()
-        return key_message(self._keys.set_state(request.key_id, KeyState.DISABLED, identity.subject))
+        return key_message(
+            self._keys.set_state(request.key_id, KeyState.DISABLED, identity.subject)
+        )
 
     def EnableKey(  # noqa: N802
         self, request: keys_pb2.SetKeyStateRequest, context: grpc.ServicerContext

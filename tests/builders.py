@@ -62,7 +62,12 @@ def evm_item(
     value: str = "1000000000000000",
 ) -> pb.SignItem:
     tx = pb.EvmTransaction(
-        chain_id=chain_id, type=tx_type, nonce=nonce, to=to, value=value, data=data,
+        chain_id=chain_id,
+        type=tx_type,
+        nonce=nonce,
+        to=to,
+        value=value,
+        data=data,
         gas_limit=60_000,
     )
     if tx_type == pb.EVM_TX_TYPE_EIP1559:

@@ -32,9 +32,9 @@ class KeyInfo:
 
 @dataclass(frozen=True, slots=True)
 class Address:
-    chain: str    # bitcoin | ethereum | bsc | tron
+    chain: str  # bitcoin | ethereum | bsc | tron
     network: str
-    kind: str     # p2wpkh | p2pkh | account
+    kind: str  # p2wpkh | p2pkh | account
     address: str
 
 

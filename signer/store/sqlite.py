@@ -8,6 +8,7 @@ what "the audit record was durably committed before signing" requires.
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 import threading
 import time
@@ -95,10 +96,9 @@ class SqliteStore:
                 raise StoreUnavailable("commit failed") from exc
 
     def _rollback(self) -> None:
-        try:
+        # Nothing to roll back, or the database is gone: either way the transaction is void.
+        with contextlib.suppress(sqlite3.Error):
             self._db.execute("ROLLBACK")
-        except sqlite3.Error:
-            pass  # nothing to roll back, or the database is gone: the transaction is void
 
     def _read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         with self._lock:
@@ -127,8 +127,13 @@ class SqliteStore:
             with self._transaction() as db:
                 db.execute(
                     "INSERT INTO keys VALUES (?, ?, ?, ?, ?)",
-                    (key.key_id, key.public_key, key.state.value, key.created_by,
-                     key.created_at_ms),
+                    (
+                        key.key_id,
+                        key.public_key,
+                        key.state.value,
+                        key.created_by,
+                        key.created_at_ms,
+                    ),
                 )
                 self._append(db, [event])
         except sqlite3.IntegrityError as exc:

@@ -41,22 +41,102 @@ def _btc_output(key: keys_pb2.Key, address: str, value: int = 1000) -> list[pb.S
 
 
 CASES: list[tuple[str, Mutation, grpc.StatusCode, str]] = [
-    ("no tx", lambda k: [pb.SignItem(key_id=k.key_id)], grpc.StatusCode.INVALID_ARGUMENT, "items[0].tx"),
-    ("wrong chain id", lambda k: _evm(k, chain_id=424242), grpc.StatusCode.INVALID_ARGUMENT, "items[1].evm.chain_id"),
-    ("btc network", lambda k: [_set(builders.bitcoin_item(k), "network", "moonnet")], grpc.StatusCode.INVALID_ARGUMENT, "items[0].bitcoin.network"),
-    ("bad evm address", lambda k: _evm(k, to="0x1234"), grpc.StatusCode.INVALID_ARGUMENT, "items[1].evm.to"),
-    ("bad evm checksum", lambda k: _evm(k, to=EIP55_EXAMPLE_WITH_ONE_CASE_FLIPPED), grpc.StatusCode.INVALID_ARGUMENT, "items[1].evm.to"),
-    ("bad btc checksum", lambda k: _btc_output(k, builders.BTC_TESTNET_DEST[:-1] + "y"), grpc.StatusCode.INVALID_ARGUMENT, "items[0].bitcoin.outputs[0].address"),
-    ("btc mainnet addr on testnet", lambda k: _btc_output(k, "bc1qw508d6qejxtdg4y5r3zarvary0c5xw7kv8f3t4"), grpc.StatusCode.INVALID_ARGUMENT, "items[0].bitcoin.outputs[0].address"),
-    ("negative evm value", lambda k: _evm(k, value="-1"), grpc.StatusCode.INVALID_ARGUMENT, "items[1].evm.value"),
-    ("overflowing evm value", lambda k: _evm(k, value=str(2**256)), grpc.StatusCode.INVALID_ARGUMENT, "items[1].evm.value"),
-    ("negative btc value", lambda k: _btc_output(k, builders.BTC_TESTNET_DEST, -5), grpc.StatusCode.INVALID_ARGUMENT, "items[0].bitcoin.outputs[0].value"),
-    ("btc over supply", lambda k: _btc_output(k, builders.BTC_TESTNET_DEST, 21_000_001 * 10**8), grpc.StatusCode.INVALID_ARGUMENT, "items[0].bitcoin.outputs[0].value"),
-    ("negative tron amount", lambda k: [_tron_amount(k, -1)], grpc.StatusCode.INVALID_ARGUMENT, "items[0].tron.trx_transfer.amount"),
-    ("garbage calldata", lambda k: _evm(k, data="0xzz"), grpc.StatusCode.INVALID_ARGUMENT, "items[1].evm.data"),
-    ("garbage txid", lambda k: [_set_input(builders.bitcoin_item(k), "txid", "\x00\xff" * 32)], grpc.StatusCode.INVALID_ARGUMENT, "items[0].bitcoin.inputs[0].txid"),
-    ("unknown key", lambda k: [builders.evm_item(_key("nope-nope"))], grpc.StatusCode.NOT_FOUND, "items[0].key_id"),
-    ("malformed key id", lambda k: [builders.evm_item(_key("Bad Key!"))], grpc.StatusCode.INVALID_ARGUMENT, "items[0].key_id"),
+    (
+        "no tx",
+        lambda k: [pb.SignItem(key_id=k.key_id)],
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "items[0].tx",
+    ),
+    (
+        "wrong chain id",
+        lambda k: _evm(k, chain_id=424242),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "items[1].evm.chain_id",
+    ),
+    (
+        "btc network",
+        lambda k: [_set(builders.bitcoin_item(k), "network", "moonnet")],
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "items[0].bitcoin.network",
+    ),
+    (
+        "bad evm address",
+        lambda k: _evm(k, to="0x1234"),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "items[1].evm.to",
+    ),
+    (
+        "bad evm checksum",
+        lambda k: _evm(k, to=EIP55_EXAMPLE_WITH_ONE_CASE_FLIPPED),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "items[1].evm.to",
+    ),
+    (
+        "bad btc checksum",
+        lambda k: _btc_output(k, builders.BTC_TESTNET_DEST[:-1] + "y"),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "items[0].bitcoin.outputs[0].address",
+    ),
+    (
+        "btc mainnet addr on testnet",
+        lambda k: _btc_output(k, "bc1qw508d6qejxtdg4y5r3zarvary0c5xw7kv8f3t4"),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "items[0].bitcoin.outputs[0].address",
+    ),
+    (
+        "negative evm value",
+        lambda k: _evm(k, value="-1"),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "items[1].evm.value",
+    ),
+    (
+        "overflowing evm value",
+        lambda k: _evm(k, value=str(2**256)),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "items[1].evm.value",
+    ),
+    (
+        "negative btc value",
+        lambda k: _btc_output(k, builders.BTC_TESTNET_DEST, -5),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "items[0].bitcoin.outputs[0].value",
+    ),
+    (
+        "btc over supply",
+        lambda k: _btc_output(k, builders.BTC_TESTNET_DEST, 21_000_001 * 10**8),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "items[0].bitcoin.outputs[0].value",
+    ),
+    (
+        "negative tron amount",
+        lambda k: [_tron_amount(k, -1)],
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "items[0].tron.trx_transfer.amount",
+    ),
+    (
+        "garbage calldata",
+        lambda k: _evm(k, data="0xzz"),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "items[1].evm.data",
+    ),
+    (
+        "garbage txid",
+        lambda k: [_set_input(builders.bitcoin_item(k), "txid", "\x00\xff" * 32)],
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "items[0].bitcoin.inputs[0].txid",
+    ),
+    (
+        "unknown key",
+        lambda k: [builders.evm_item(_key("nope-nope"))],
+        grpc.StatusCode.NOT_FOUND,
+        "items[0].key_id",
+    ),
+    (
+        "malformed key id",
+        lambda k: [builders.evm_item(_key("Bad Key!"))],
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "items[0].key_id",
+    ),
 ]
 
 
@@ -87,8 +167,12 @@ def _audit_mentions(server: RunningServer, request_id: str) -> list[str]:
 
 @pytest.mark.parametrize(("name", "mutate", "code", "names"), CASES, ids=[c[0] for c in CASES])
 def test_bad_input(
-    server: RunningServer, key: keys_pb2.Key, name: str, mutate: Mutation,
-    code: grpc.StatusCode, names: str,
+    server: RunningServer,
+    key: keys_pb2.Key,
+    name: str,
+    mutate: Mutation,
+    code: grpc.StatusCode,
+    names: str,
 ) -> None:
     rid = f"bad-{uuid.uuid4().hex}"
     with pytest.raises(grpc.RpcError) as info:
@@ -140,7 +224,8 @@ def test_disabled_key_refuses_then_enabled_signs(server: RunningServer) -> None:
             pb.SignBatchRequest(request_id=f"d-{uuid.uuid4().hex}", items=[builders.evm_item(key)])
         )
     assert info.value.code() == grpc.StatusCode.FAILED_PRECONDITION
-    assert "disabled" in info.value.details() and key.key_id in info.value.details()
+    assert "disabled" in info.value.details()
+    assert key.key_id in info.value.details()
     officer.EnableKey(keys_pb2.SetKeyStateRequest(key_id=key.key_id))
     response = server.signer().SignBatch(
         pb.SignBatchRequest(request_id=f"e-{uuid.uuid4().hex}", items=[builders.evm_item(key)])

@@ -31,16 +31,17 @@ def token(dev_env: DevEnv) -> Pkcs11Token:
 
 def test_generated_key_is_sensitive_non_extractable_with_id(token: Pkcs11Token) -> None:
     public = token.generate_secp256k1("attr-check")
-    assert len(public) == 65 and public[0] == 4
+    assert len(public) == 65
+    assert public[0] == 4
     assert token.public_key("attr-check") == public
-    private = token._find(ObjectClass.PRIVATE_KEY, b"attr-check")  # noqa: SLF001
+    private = token._find(ObjectClass.PRIVATE_KEY, b"attr-check")
     assert private[Attribute.SENSITIVE] is True
     assert private[Attribute.EXTRACTABLE] is False
     assert private[Attribute.NEVER_EXTRACTABLE] is True
     assert private[Attribute.TOKEN] is True
     assert private[Attribute.ID] == b"attr-check"
     with pytest.raises(pkcs11.PKCS11Error):
-        private[Attribute.VALUE]  # noqa: B018 - reading the secret must fail
+        private[Attribute.VALUE]
     with pytest.raises(KeyExists):
         token.generate_secp256k1("attr-check")
     with pytest.raises(KeyNotFound):

@@ -16,15 +16,32 @@ pytestmark = pytest.mark.integration
 
 # One harmless request per RPC: authorization is checked before any of them is acted on.
 REQUESTS: dict[str, tuple[Message, type[Message]]] = {
-    "/custos.v1.Signer/SignBatch": (signer_pb2.SignBatchRequest(request_id="auth-probe"), signer_pb2.SignBatchResponse),
-    "/custos.v1.Signer/GetBatch": (signer_pb2.GetBatchRequest(request_id="auth-probe"), signer_pb2.SignBatchResponse),
+    "/custos.v1.Signer/SignBatch": (
+        signer_pb2.SignBatchRequest(request_id="auth-probe"),
+        signer_pb2.SignBatchResponse,
+    ),
+    "/custos.v1.Signer/GetBatch": (
+        signer_pb2.GetBatchRequest(request_id="auth-probe"),
+        signer_pb2.SignBatchResponse,
+    ),
     "/custos.v1.Keys/CreateKey": (keys_pb2.CreateKeyRequest(key_id="Not Valid"), keys_pb2.Key),
     "/custos.v1.Keys/GetKey": (keys_pb2.GetKeyRequest(key_id="auth-probe-missing"), keys_pb2.Key),
     "/custos.v1.Keys/ListKeys": (keys_pb2.ListKeysRequest(), keys_pb2.ListKeysResponse),
-    "/custos.v1.Keys/DisableKey": (keys_pb2.SetKeyStateRequest(key_id="auth-probe-missing"), keys_pb2.Key),
-    "/custos.v1.Keys/EnableKey": (keys_pb2.SetKeyStateRequest(key_id="auth-probe-missing"), keys_pb2.Key),
+    "/custos.v1.Keys/DisableKey": (
+        keys_pb2.SetKeyStateRequest(key_id="auth-probe-missing"),
+        keys_pb2.Key,
+    ),
+    "/custos.v1.Keys/EnableKey": (
+        keys_pb2.SetKeyStateRequest(key_id="auth-probe-missing"),
+        keys_pb2.Key,
+    ),
 }
-IDENTITY_ROLES = {"officer": "officer", "payments": "service", "approver": "approver", "auditor": "auditor"}
+IDENTITY_ROLES = {
+    "officer": "officer",
+    "payments": "service",
+    "approver": "approver",
+    "auditor": "auditor",
+}
 
 
 def _call(channel: grpc.Channel, method: str) -> grpc.StatusCode:
@@ -108,7 +125,8 @@ def test_service_sees_only_granted_keys(server: RunningServer) -> None:
     server.create_key("limited-visible")
     server.create_key("other-hidden")
     listed = {k.key_id for k in server.keys("limited").ListKeys(keys_pb2.ListKeysRequest()).keys}
-    assert "limited-visible" in listed and "other-hidden" not in listed
+    assert "limited-visible" in listed
+    assert "other-hidden" not in listed
     with pytest.raises(grpc.RpcError) as info:
         server.keys("limited").GetKey(keys_pb2.GetKeyRequest(key_id="other-hidden"))
     assert info.value.code() == grpc.StatusCode.NOT_FOUND

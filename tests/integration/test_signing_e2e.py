@@ -74,9 +74,17 @@ def test_multichain_batch_is_signed_and_verifies(server: RunningServer, key: key
         builders.tron_item(key, trc20=True),
     ]
     response = server.signer().SignBatch(pb.SignBatchRequest(request_id=_rid(), items=items))
-    assert response.status == pb.BATCH_STATUS_SIGNED and not response.replayed
+    assert response.status == pb.BATCH_STATUS_SIGNED
+    assert not response.replayed
     assert [s.chain for s in response.items] == [
-        "bitcoin", "bitcoin", "ethereum", "ethereum", "bsc", "bsc", "tron", "tron"
+        "bitcoin",
+        "bitcoin",
+        "ethereum",
+        "ethereum",
+        "bsc",
+        "bsc",
+        "tron",
+        "tron",
     ]
     for item, signed in zip(items, response.items, strict=True):
         check_signed_item(key, item, signed)
@@ -98,7 +106,9 @@ def test_retry_replays_the_stored_result(server: RunningServer, key: keys_pb2.Ke
     )
     fetched = server.signer().GetBatch(pb.GetBatchRequest(request_id=request.request_id))
     assert [i.raw_tx for i in fetched.items] == [i.raw_tx for i in first.items]
-    changed = pb.SignBatchRequest(request_id=request.request_id, items=[builders.evm_item(key, nonce=9)])
+    changed = pb.SignBatchRequest(
+        request_id=request.request_id, items=[builders.evm_item(key, nonce=9)]
+    )
     with pytest.raises(grpc.RpcError) as info:
         server.signer().SignBatch(changed)
     assert info.value.code() == grpc.StatusCode.ALREADY_EXISTS
@@ -114,7 +124,8 @@ def test_request_ids_are_scoped_per_caller(server: RunningServer) -> None:
     b = server.signer("limited").SignBatch(
         pb.SignBatchRequest(request_id=rid, items=[builders.evm_item(limited_key, nonce=5)])
     )
-    assert not a.replayed and not b.replayed
+    assert not a.replayed
+    assert not b.replayed
     with pytest.raises(grpc.RpcError) as info:
         server.signer("limited").GetBatch(pb.GetBatchRequest(request_id=_rid()))
     assert info.value.code() == grpc.StatusCode.NOT_FOUND
@@ -130,9 +141,14 @@ def test_sixteen_concurrent_clients(server: RunningServer, key: keys_pb2.Key) ->
         try:
             for round_ in range(3):
                 items = [
-                    builders.evm_item(key, chain_id=56 if n % 2 else 1, nonce=n * 100 + round_ * 10 + i)
+                    builders.evm_item(
+                        key, chain_id=56 if n % 2 else 1, nonce=n * 100 + round_ * 10 + i
+                    )
                     for i in range(8)
-                ] + [builders.bitcoin_item(key, f"c{n}-{round_}"), builders.tron_item(key, amount=n + 1)]
+                ] + [
+                    builders.bitcoin_item(key, f"c{n}-{round_}"),
+                    builders.tron_item(key, amount=n + 1),
+                ]
                 response = stub.SignBatch(pb.SignBatchRequest(request_id=_rid(), items=items))
                 with lock:
                     results.append((items, response))

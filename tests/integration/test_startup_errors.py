@@ -14,7 +14,9 @@ from tests.conftest import DevEnv
 pytestmark = pytest.mark.integration
 
 
-def _serve(config_text: str, tmp_path: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+def _serve(
+    config_text: str, tmp_path: Path, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     config = tmp_path / "custos.toml"
     config.write_text(config_text)
     return subprocess.run(
@@ -30,8 +32,16 @@ def _serve(config_text: str, tmp_path: Path, env: dict[str, str] | None = None) 
 @pytest.mark.parametrize(
     ("old", "new", "message"),
     [
-        ('token_label = "custos-dev"', 'token_label = "no-such-token"', "no token labelled 'no-such-token'"),
-        ('library = "/usr/lib/softhsm/libsofthsm2.so"', 'library = "/nonexistent/libpkcs11.so"', "cannot load PKCS#11 library"),
+        (
+            'token_label = "custos-dev"',
+            'token_label = "no-such-token"',
+            "no token labelled 'no-such-token'",
+        ),
+        (
+            'library = "/usr/lib/softhsm/libsofthsm2.so"',
+            'library = "/nonexistent/libpkcs11.so"',
+            "cannot load PKCS#11 library",
+        ),
     ],
 )
 def test_bad_hsm_settings_stop_start_up(
@@ -62,6 +72,8 @@ def test_missing_pin_and_bad_config_are_named(dev_env: DevEnv, tmp_path: Path) -
     text = dev_env.config_path.read_text()
     no_pin = text.replace(f'pin_file = "{dev_env.dir / "hsm.pin"}"\n', "")
     result = _serve(no_pin, tmp_path, env={"CUSTOS_HSM_PIN": ""})
-    assert result.returncode == 2 and "HSM PIN not provided" in result.stderr
+    assert result.returncode == 2
+    assert "HSM PIN not provided" in result.stderr
     result = _serve(text.replace("[server]", "[server]\nthreads = -1"), tmp_path)
-    assert result.returncode == 2 and "server.threads" in result.stderr
+    assert result.returncode == 2
+    assert "server.threads" in result.stderr

@@ -35,25 +35,29 @@ def test_changed_byte_is_detected_at_that_record() -> None:
     log = _log(5)
     log[2] = log[2].replace(b'"i":2', b'"i":7')
     problem = verify_chain(log)
-    assert problem is not None and problem.seq == 3  # record 3 no longer links to record 2
+    assert problem is not None
+    assert problem.seq == 3
 
 
 def test_deleted_record_is_detected() -> None:
     log = _log(5)
     del log[1]
     problem = verify_chain(log)
-    assert problem is not None and problem.seq == 2
+    assert problem is not None
+    assert problem.seq == 2
 
 
 def test_swapped_records_are_detected() -> None:
     log = _log(5)
     log[1], log[2] = log[2], log[1]
     problem = verify_chain(log)
-    assert problem is not None and problem.seq == 2
+    assert problem is not None
+    assert problem.seq == 2
 
 
 def test_non_canonical_encoding_is_detected() -> None:
     log = _log(3)
     log[0] = json.dumps(json.loads(log[0]), indent=1).encode()
     problem = verify_chain(log)
-    assert problem is not None and "canonical" in problem.reason
+    assert problem is not None
+    assert "canonical" in problem.reason

@@ -38,7 +38,8 @@ def test_roles_and_unknown_methods() -> None:
         authorizer.authorize(service, "/custos.v1.Keys/CreateKey")
     with pytest.raises(PermissionDenied):
         authorizer.authorize(service, "/custos.v1.Hidden/Backdoor")
-    assert service.may_use_key("hot-1") and not service.may_use_key("cold-1")
+    assert service.may_use_key("hot-1")
+    assert not service.may_use_key("cold-1")
 
 
 def test_identity_config_requires_a_role() -> None:

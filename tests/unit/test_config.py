@@ -47,7 +47,7 @@ def test_valid_config_resolves_relative_paths(tmp_path: Path) -> None:
         (lambda t: t.replace('token_label = "custos"', "token_label = 5"), "hsm.token_label"),
         (lambda t: t.replace('roles = ["service"]', 'roles = ["root"]'), "identities.0.roles.0"),
         (lambda t: t + '\n[store]\nurl = "mysql://x"\n', "store.url"),
-        (lambda t: t.replace('[hsm]\n', '[hsm]\npin = "1234"\n'), "hsm.pin"),
+        (lambda t: t.replace("[hsm]\n", '[hsm]\npin = "1234"\n'), "hsm.pin"),
     ],
 )
 def test_bad_config_names_the_key(tmp_path: Path, edit: object, path_named: str) -> None:

@@ -45,7 +45,8 @@ def test_key_registry_round_trip_with_audit(store: SqliteStore) -> None:
     with pytest.raises(KeyAlreadyExists):
         store.insert_key(key, _event("key.created"))
     disabled = store.set_key_state("k1", KeyState.DISABLED, _event("key.disabled"))
-    assert disabled is not None and disabled.state is KeyState.DISABLED
+    assert disabled is not None
+    assert disabled.state is KeyState.DISABLED
     assert store.set_key_state("nope", KeyState.DISABLED, _event("key.disabled")) is None
     kinds = [r.event.kind for r in store.audit_records()]
     assert kinds == ["key.created", "key.disabled"]  # the failed insert left no record

@@ -1,0 +1,225 @@
+"""`custos demo` (what `make demo` runs): one multi-chain batch through the real service.
+
+Sets up (or reuses) a development environment in DIR, starts `custos serve` on
+the embedded SQLite store, creates one key per chain, signs a batch holding a
+Bitcoin, an Ethereum, a BNB Smart Chain and a Tron transaction over mTLS,
+shows that a retry replays the stored result, writes DIR/result.json, and
+stops the server.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from proto.custos.v1 import keys_pb2, keys_pb2_grpc, signer_pb2_grpc
+from proto.custos.v1 import signer_pb2 as pb
+from signer.chains.bitcoin_address import script_for_address
+from signer.client import ClientProfile
+from signer.devsetup import init_dev
+
+KEYS = {"bitcoin": "demo-btc", "ethereum": "demo-eth", "bsc": "demo-bsc", "tron": "demo-tron"}
+# An ERC-20 contract address for the BSC item: the first EIP-55 example address.
+EXAMPLE_TOKEN = "0x5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAed"  # noqa: S105 - an address
+
+
+def _address(key: keys_pb2.Key, chain: str, network: str, kind: str = "account") -> str:
+    return next(
+        a.address for a in key.addresses if (a.chain, a.network, a.kind) == (chain, network, kind)
+    )
+
+
+def _start_server(config: Path, workdir: Path) -> tuple[subprocess.Popen[bytes], int]:
+    port_file = workdir / "server.port"
+    port_file.unlink(missing_ok=True)
+    log = (workdir / "server.log").open("ab")
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "signer.cli",
+            "serve",
+            "--config",
+            str(config),
+            "--port-file",
+            str(port_file),
+        ],
+        stdout=log,
+        stderr=log,
+    )
+    deadline = time.monotonic() + 60
+    while not port_file.exists():
+        if process.poll() is not None:
+            raise SystemExit(f"the server exited at start-up; see {workdir / 'server.log'}")
+        if time.monotonic() > deadline:
+            process.kill()
+            raise SystemExit("the server did not start within 60 s")
+        time.sleep(0.1)
+    return process, int(port_file.read_text())
+
+
+def _wait_serving(channel: grpc.Channel) -> None:
+    stub = health_pb2_grpc.HealthStub(channel)
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            reply = stub.Check(health_pb2.HealthCheckRequest(service="custos.v1.Signer"), timeout=5)
+            if reply.status == health_pb2.HealthCheckResponse.SERVING:
+                return
+        except grpc.RpcError:
+            if time.monotonic() > deadline:
+                raise
+        time.sleep(0.2)
+
+
+def _ensure_key(stub: keys_pb2_grpc.KeysStub, key_id: str) -> keys_pb2.Key:
+    try:
+        key: keys_pb2.Key = stub.CreateKey(keys_pb2.CreateKeyRequest(key_id=key_id))
+    except grpc.RpcError as exc:
+        if exc.code() != grpc.StatusCode.ALREADY_EXISTS:
+            raise
+        key = stub.GetKey(keys_pb2.GetKeyRequest(key_id=key_id))
+    return key
+
+
+def build_batch(keys: dict[str, keys_pb2.Key], request_id: str) -> pb.SignBatchRequest:
+    btc, eth, bsc, tron = (keys[c] for c in ("bitcoin", "ethereum", "bsc", "tron"))
+    own_btc = _address(btc, "bitcoin", "testnet", "p2wpkh")
+    # A made-up previous output paying our own P2WPKH address (testnet).
+    funding = hashlib.sha256(f"custos demo funding {own_btc}".encode()).hexdigest()
+    now_ms = int(time.time() * 1000)
+    recipient = _address(eth, "bsc", "testnet")
+    transfer = "0xa9059cbb" + recipient[2:].lower().rjust(64, "0") + f"{25 * 10**18:064x}"
+    return pb.SignBatchRequest(
+        request_id=request_id,
+        items=[
+            pb.SignItem(
+                key_id=btc.key_id,
+                bitcoin=pb.BitcoinTransaction(
+                    network="testnet",
+                    inputs=[
+                        pb.BitcoinInput(txid=funding, vout=0, value=100_000, script_type="p2wpkh")
+                    ],
+                    outputs=[
+                        pb.BitcoinOutput(
+                            address=_address(eth, "bitcoin", "testnet", "p2wpkh"), value=60_000
+                        ),
+                        pb.BitcoinOutput(address=own_btc, value=39_000),  # change
+                    ],
+                ),
+            ),
+            pb.SignItem(
+                key_id=eth.key_id,
+                evm=pb.EvmTransaction(
+                    chain_id=11155111,
+                    type=pb.EVM_TX_TYPE_EIP1559,
+                    nonce=0,
+                    to=_address(bsc, "ethereum", "sepolia"),
+                    value=str(10**16),
+                    gas_limit=21_000,
+                    max_fee_per_gas="30000000000",
+                    max_priority_fee_per_gas="1500000000",
+                ),
+            ),
+            pb.SignItem(
+                key_id=bsc.key_id,
+                evm=pb.EvmTransaction(
+                    chain_id=97,
+                    type=pb.EVM_TX_TYPE_LEGACY,
+                    nonce=0,
+                    to=EXAMPLE_TOKEN,
+                    value="0",
+                    data=transfer,
+                    gas_limit=60_000,
+                    gas_price="10000000000",
+                ),
+            ),
+            pb.SignItem(
+                key_id=tron.key_id,
+                tron=pb.TronTransaction(
+                    network="nile",
+                    trx_transfer=pb.TronTrxTransfer(
+                        to=_address(btc, "tron", "nile"), amount=1_500_000
+                    ),
+                    ref_block_bytes=f"{now_ms // 3000 % 65536:04x}",
+                    ref_block_hash=hashlib.sha256(str(now_ms).encode()).hexdigest()[:16],
+                    timestamp=now_ms,
+                    expiration=now_ms + 60_000,
+                ),
+            ),
+        ],
+    )
+
+
+def result_document(request: pb.SignBatchRequest, response: pb.SignBatchResponse) -> dict[str, Any]:
+    items = []
+    for item, signed in zip(request.items, response.items, strict=True):
+        entry: dict[str, Any] = {
+            "chain": signed.chain,
+            "network": signed.network,
+            "key_id": signed.key_id,
+            "address": signed.address,
+            "tx_id": signed.tx_id,
+            "raw_tx": json.loads(signed.raw_tx) if signed.chain == "tron" else signed.raw_tx,
+        }
+        if signed.chain == "bitcoin":
+            script = script_for_address(signed.address, signed.network)[1]
+            entry["prevouts"] = [
+                {"txid": i.txid, "vout": i.vout, "value": i.value, "script_pubkey": script.hex()}
+                for i in item.bitcoin.inputs
+            ]
+            entry["fee_sat"] = signed.fee
+        items.append(entry)
+    return {"request_id": response.request_id, "items": items}
+
+
+def run_demo(directory: Path, listen: str = "127.0.0.1:50051") -> int:
+    directory = directory.resolve()
+    config = init_dev(directory, listen)
+    print(f"[demo] development token, CA and identities in {directory}")
+    process, port = _start_server(config, directory)
+    endpoint = f"127.0.0.1:{port}"
+    try:
+        officer = ClientProfile.load(directory / "clients" / "officer.toml").channel(endpoint)
+        _wait_serving(officer)
+        print(f"[demo] server up on {endpoint} (mTLS, SQLite store, SoftHSM token)")
+        keys_stub = keys_pb2_grpc.KeysStub(officer)
+        keys = {chain: _ensure_key(keys_stub, key_id) for chain, key_id in KEYS.items()}
+        print(
+            "[demo] keys: " + ", ".join(f"{k.key_id} ({k.public_key[:12]}…)" for k in keys.values())
+        )
+        payments = ClientProfile.load(directory / "clients" / "payments.toml").channel(endpoint)
+        signer = signer_pb2_grpc.SignerStub(payments)
+        request = build_batch(keys, f"demo-{time.strftime('%Y%m%dT%H%M%S')}-{port}")
+        started = time.perf_counter()
+        response = signer.SignBatch(request, timeout=60)
+        elapsed_ms = (time.perf_counter() - started) * 1000
+        count = len(response.items)
+        print(f"[demo] SignBatch {request.request_id}: {count} items in {elapsed_ms:.0f} ms")
+        for signed in response.items:
+            print(f"  {signed.chain:8} {signed.network:8} {signed.address:44} tx {signed.tx_id}")
+        replay = signer.SignBatch(request, timeout=60)
+        same = [i.tx_id for i in replay.items] == [i.tx_id for i in response.items]
+        print(
+            f"[demo] retry with the same request id: replayed={replay.replayed}, same tx ids={same}"
+        )
+        document = result_document(request, response)
+        (directory / "result.json").write_text(json.dumps(document, indent=2) + "\n")
+        print(f"[demo] wrote {directory / 'result.json'}")
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+        print("[demo] server stopped")
+    return 0 if same else 1
