@@ -1,0 +1,663 @@
+"""BitcoinAdapter: published vectors, and every signed transaction re-checked by python-bitcoinlib.
+
+bitcoinlib is the second implementation: it deserializes the raw transaction,
+recomputes each signature hash with its own code and verifies the signature
+with OpenSSL. Test addresses are encoded with bitcoinlib's bech32 and the
+base58 package, not with the module under test.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import base58
+import bitcoin
+import pytest
+from bitcoin import segwit_addr
+from bitcoin.core import CTransaction, Hash160, b2lx
+from bitcoin.core.key import CPubKey
+from bitcoin.core.script import (
+    OP_CHECKSIG,
+    OP_DUP,
+    OP_EQUALVERIFY,
+    OP_HASH160,
+    SIGHASH_ALL,
+    SIGVERSION_WITNESS_V0,
+    CScript,
+    SignatureHash,
+)
+from bitcoin.core.scripteval import SCRIPT_VERIFY_P2SH, VerifyScript
+
+from hsm.secp256k1 import HALF_N, compressed
+from proto.custos.v1 import signer_pb2
+from signer.chains import bitcoin as adapter_module
+from signer.chains.base import InvalidField, PreparedTx, SignedTx
+from signer.chains.bitcoin import MAX_MONEY, BitcoinAdapter
+from signer.chains.bitcoin_address import (
+    BECH32_CONST,
+    BECH32M_CONST,
+    AddressError,
+    bech32_decode,
+    decode_segwit,
+    encode_segwit,
+    hash160,
+    p2wpkh_script,
+    script_for_address,
+    segwit_script,
+    sha256d,
+)
+from tests.support import LocalKey
+
+VECTORS = Path(__file__).resolve().parent.parent / "vectors"
+NETWORKS = ("mainnet", "testnet", "signet", "regtest")
+HRP = {"mainnet": "bc", "testnet": "tb", "signet": "tb", "regtest": "bcrt"}
+ADAPTER = BitcoinAdapter()
+KEY = LocalKey(hashlib.sha256(b"custos bitcoin test key").digest(), key_id="btc-key")
+OTHER = LocalKey(hashlib.sha256(b"someone else").digest())
+PROGRAMS = {
+    "p2pkh": bytes(range(20)),
+    "p2sh": bytes(range(20, 40)),
+    "p2wpkh": bytes(range(40, 60)),
+    "p2wsh": bytes(range(60, 92)),
+    "p2tr": bytes(range(100, 132)),
+}
+
+
+def load(name: str) -> Any:
+    return json.loads((VECTORS / name).read_text())
+
+
+# ---- an independent encoder for the addresses the tests pay to ---------------
+
+
+def bech32_address(hrp: str, version: int, program: bytes, const: int) -> str:
+    """Segwit address with either checksum, from bitcoinlib's (pre-BIP350) bech32 primitives."""
+    data = [version, *segwit_addr.convertbits(list(program), 8, 5)]
+    poly = segwit_addr.bech32_polymod(
+        [*segwit_addr.bech32_hrp_expand(hrp), *data, 0, 0, 0, 0, 0, 0]
+    )
+    checksum = [((poly ^ const) >> 5 * (5 - i)) & 31 for i in range(6)]
+    return hrp + "1" + "".join(segwit_addr.CHARSET[d] for d in data + checksum)
+
+
+def address_of(network: str, kind: str, program: bytes) -> str:
+    mainnet = network == "mainnet"
+    if kind == "p2pkh":
+        return str(base58.b58encode_check(bytes([0x00 if mainnet else 0x6F]) + program).decode())
+    if kind == "p2sh":
+        return str(base58.b58encode_check(bytes([0x05 if mainnet else 0xC4]) + program).decode())
+    if kind in ("p2wpkh", "p2wsh"):
+        return str(segwit_addr.encode(HRP[network], 0, list(program)))
+    return bech32_address(HRP[network], 1, program, 0x2BC830A3)
+
+
+def script_of(kind: str, program: bytes) -> bytes:
+    return {
+        "p2pkh": b"\x76\xa9\x14" + program + b"\x88\xac",
+        "p2sh": b"\xa9\x14" + program + b"\x87",
+        "p2wpkh": b"\x00\x14" + program,
+        "p2wsh": b"\x00\x20" + program,
+        "p2tr": b"\x51\x20" + program,
+    }[kind]
+
+
+def own_address(network: str, kind: str, key: LocalKey = KEY) -> str:
+    return address_of(network, kind, Hash160(compressed(key.info.public_key)))
+
+
+# ---- building, signing and checking transactions -----------------------------
+
+
+def txid(n: int) -> str:
+    return hashlib.sha256(n.to_bytes(4, "big")).hexdigest()
+
+
+def spend(script_type: str, value: int, n: int = 0, **extra: Any) -> dict[str, Any]:
+    return {"txid": txid(n), "vout": n % 3, "value": value, "script_type": script_type, **extra}
+
+
+def tx_message(
+    network: str,
+    inputs: list[dict[str, Any]],
+    outputs: list[tuple[str, int]],
+    version: int = 2,
+    lock_time: int = 0,
+) -> signer_pb2.BitcoinTransaction:
+    msg = signer_pb2.BitcoinTransaction(network=network, version=version, lock_time=lock_time)
+    for spec in inputs:
+        msg.inputs.add(**spec)
+    for address, value in outputs:
+        msg.outputs.add(address=address, value=value)
+    return msg
+
+
+def sign(msg: signer_pb2.BitcoinTransaction, key: LocalKey = KEY) -> tuple[PreparedTx, SignedTx]:
+    prepared = ADAPTER.prepare(msg, key.info)
+    return prepared, ADAPTER.assemble(prepared, [key.sign(d) for d in prepared.digests])
+
+
+def base_message() -> signer_pb2.BitcoinTransaction:
+    return tx_message(
+        "mainnet",
+        [spend("p2wpkh", 60_000, 1), spend("p2pkh", 40_000, 2)],
+        [
+            (own_address("mainnet", "p2pkh", OTHER), 50_000),
+            (own_address("mainnet", "p2wpkh"), 45_000),
+        ],
+    )
+
+
+def assert_refused(msg: signer_pb2.BitcoinTransaction, field: str, message: str) -> None:
+    with pytest.raises(InvalidField) as caught:
+        ADAPTER.prepare(msg, KEY.info)
+    assert caught.value.field == field
+    assert message in caught.value.message
+
+
+def assert_strict_der_low_s(der: bytes) -> None:
+    """BIP66 IsValidSignatureEncoding (without the hash type byte), then BIP146 low S."""
+    assert der[0] == 0x30
+    assert der[1] == len(der) - 2
+    assert der[2] == 0x02
+    r_len = der[3]
+    r = der[4 : 4 + r_len]
+    assert der[4 + r_len] == 0x02
+    s = der[6 + r_len :]
+    assert len(s) == der[5 + r_len]
+    for value in (r, s):
+        assert value
+        assert not value[0] & 0x80
+        assert not (len(value) > 1 and value[0] == 0 and not value[1] & 0x80)
+    assert 0 < int.from_bytes(s, "big") <= HALF_N
+
+
+def check_with_bitcoinlib(
+    msg: signer_pb2.BitcoinTransaction,
+    prepared: PreparedTx,
+    signed: SignedTx,
+    key: LocalKey = KEY,
+) -> CTransaction:
+    raw = bytes.fromhex(signed.raw_tx)
+    tx = CTransaction.deserialize(raw)
+    assert tx.serialize() == raw
+    assert b2lx(tx.GetTxid()) == signed.tx_id
+    assert tx.nVersion == (msg.version or 2)
+    assert tx.nLockTime == msg.lock_time
+    pub = compressed(key.info.public_key)
+    p2pkh = CScript([OP_DUP, OP_HASH160, Hash160(pub), OP_EQUALVERIFY, OP_CHECKSIG])
+    assert len(tx.vin) == len(msg.inputs) == len(prepared.digests)
+    for i, (txin, spec) in enumerate(zip(tx.vin, msg.inputs, strict=True)):
+        assert b2lx(txin.prevout.hash) == spec.txid.lower()
+        assert txin.prevout.n == spec.vout
+        assert txin.nSequence == (spec.sequence if spec.HasField("sequence") else 0xFFFFFFFD)
+        stack = list(tx.wit.vtxinwit[i].scriptWitness.stack) if tx.has_witness() else []
+        if spec.script_type == "p2pkh":
+            assert stack == []
+            assert prepared.digests[i] == SignatureHash(p2pkh, tx, i, SIGHASH_ALL)
+            VerifyScript(txin.scriptSig, p2pkh, tx, i, flags=(SCRIPT_VERIFY_P2SH,))
+            sig = next(iter(txin.scriptSig))
+        else:
+            # bitcoinlib 0.12 has no witness interpreter: BIP141's P2WPKH rules
+            # by hand, with bitcoinlib's BIP143 sighash and OpenSSL's ECDSA.
+            assert len(txin.scriptSig) == 0
+            assert len(stack) == 2
+            assert stack[1] == pub
+            sig = stack[0]
+            digest = SignatureHash(
+                p2pkh, tx, i, SIGHASH_ALL, amount=spec.value, sigversion=SIGVERSION_WITNESS_V0
+            )
+            assert prepared.digests[i] == digest
+            assert CPubKey(pub).verify(digest, sig[:-1])
+        assert sig[-1] == SIGHASH_ALL
+        assert_strict_der_low_s(sig[:-1])
+    assert [(o.nValue, bytes(o.scriptPubKey)) for o in tx.vout] == [
+        (o.value, script_for_address(o.address, msg.network)[1]) for o in msg.outputs
+    ]
+    return tx
+
+
+# ---- addresses -----------------------------------------------------------
+
+
+def test_addresses_cover_every_network_and_kind_from_the_compressed_key() -> None:
+    # The BIP173 examples are P2WPKH addresses of the generator point's key (secret 1).
+    key = LocalKey((1).to_bytes(32, "big"))
+    assert len(key.info.public_key) == 65
+    found = {(a.network, a.kind): a.address for a in ADAPTER.addresses(key.info.public_key)}
+    assert found == {
+        ("mainnet", "p2wpkh"): "bc1qw508d6qejxtdg4y5r3zarvary0c5xw7kv8f3t4",
+        ("mainnet", "p2pkh"): "1BgGZ9tcN4rm9KBzDn7KprQz87SZ26SAMH",
+        ("testnet", "p2wpkh"): "tb1qw508d6qejxtdg4y5r3zarvary0c5xw7kxpjzsx",
+        ("testnet", "p2pkh"): "mrCDrCybB6J1vRfbwM5hemdJz73FwDBC8r",
+        ("signet", "p2wpkh"): "tb1qw508d6qejxtdg4y5r3zarvary0c5xw7kxpjzsx",
+        ("signet", "p2pkh"): "mrCDrCybB6J1vRfbwM5hemdJz73FwDBC8r",
+        ("regtest", "p2wpkh"): "bcrt1qw508d6qejxtdg4y5r3zarvary0c5xw7kygt080",
+        ("regtest", "p2pkh"): "mrCDrCybB6J1vRfbwM5hemdJz73FwDBC8r",
+    }
+    assert all(a.chain == "bitcoin" for a in ADAPTER.addresses(key.info.public_key))
+    for (network, kind), address in found.items():
+        assert address == own_address(network, kind, key)
+
+
+@pytest.mark.parametrize("text", load("bitcoin_addresses.json")["valid_bech32"])
+def test_bip173_valid_bech32_strings(text: str) -> None:
+    assert bech32_decode(text)[2] == BECH32_CONST
+    pos = text.rfind("1")
+    broken = text[: pos + 1] + chr(ord(text[pos + 1]) ^ 1) + text[pos + 2 :]
+    with pytest.raises(AddressError):
+        bech32_decode(broken)
+
+
+@pytest.mark.parametrize("text", load("bitcoin_addresses.json")["valid_bech32m"])
+def test_bip350_valid_bech32m_strings(text: str) -> None:
+    assert bech32_decode(text)[2] == BECH32M_CONST
+
+
+@pytest.mark.parametrize(
+    ("text", "const"),
+    [(v["string"], BECH32_CONST) for v in load("bitcoin_addresses.json")["invalid_bech32"]]
+    + [(v["string"], BECH32M_CONST) for v in load("bitcoin_addresses.json")["invalid_bech32m"]],
+)
+def test_bip173_bip350_invalid_strings(text: str, const: int) -> None:
+    try:
+        decoded = bech32_decode(text)
+    except AddressError:
+        return
+    assert decoded[2] != const
+
+
+@pytest.mark.parametrize(
+    "vector", load("bitcoin_addresses.json")["valid_addresses"], ids=lambda v: v["address"][:16]
+)
+def test_valid_addresses(vector: dict[str, Any]) -> None:
+    address, network, script = vector["address"], vector["network"], vector["script_pubkey"]
+    if vector["from"].startswith("BIP"):
+        hrp, version, program = decode_segwit(address)
+        assert segwit_script(version, program).hex() == script
+        assert encode_segwit(hrp, version, program) == address.lower()
+    else:
+        assert base58.b58decode_check(address)[1:].hex() in script
+    if vector["accepted_output"]:
+        assert script_for_address(address, network)[1].hex() == script
+    else:
+        with pytest.raises(AddressError, match="not a supported output"):
+            script_for_address(address, network)
+
+
+@pytest.mark.parametrize(
+    "vector", load("bitcoin_addresses.json")["invalid_addresses"], ids=lambda v: v["address"][:16]
+)
+@pytest.mark.parametrize("network", ["mainnet", "testnet"])
+def test_invalid_addresses(vector: dict[str, Any], network: str) -> None:
+    with pytest.raises(AddressError) as caught:
+        script_for_address(vector["address"], network)
+    assert vector["error"] in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("tx_network", "address", "message"),
+    [
+        ("mainnet", own_address("testnet", "p2wpkh"), "address is for testnet/signet, not mainnet"),
+        ("mainnet", own_address("testnet", "p2pkh"), "for testnet/signet/regtest, not mainnet"),
+        ("mainnet", own_address("regtest", "p2wpkh"), "address is for regtest, not mainnet"),
+        ("testnet", own_address("mainnet", "p2pkh"), "address is for mainnet, not testnet"),
+        ("signet", address_of("mainnet", "p2sh", PROGRAMS["p2sh"]), "for mainnet, not signet"),
+        ("regtest", address_of("testnet", "p2tr", PROGRAMS["p2tr"]), "testnet/signet, not regtest"),
+        ("testnet", own_address("regtest", "p2wpkh"), "address is for regtest, not testnet"),
+    ],
+)
+def test_address_of_another_network_is_refused(tx_network: str, address: str, message: str) -> None:
+    msg = tx_message(tx_network, [spend("p2wpkh", 100_000)], [(address, 90_000)])
+    assert_refused(msg, "bitcoin.outputs[0].address", message)
+
+
+def test_base58_addresses_shared_by_test_networks_are_accepted_on_each() -> None:
+    address = address_of("testnet", "p2sh", PROGRAMS["p2sh"])
+    for network in ("testnet", "signet", "regtest"):
+        assert script_for_address(address, network)[1] == script_of("p2sh", PROGRAMS["p2sh"])
+
+
+@pytest.mark.parametrize(
+    ("payload", "message"),
+    [
+        (bytes([0x30]) + bytes(20), "unknown base58 version byte 0x30"),
+        (bytes([0x00]) + bytes(19), "payload is 20 bytes, expected 21"),
+        (bytes([0x00]) + bytes(32), "payload is 33 bytes, expected 21"),
+    ],
+)
+def test_base58_payload_must_be_a_known_version_and_length(payload: bytes, message: str) -> None:
+    with pytest.raises(AddressError, match=message):
+        script_for_address(base58.b58encode_check(payload).decode(), "mainnet")
+
+
+def test_hash160_without_openssl_ripemd160(monkeypatch: pytest.MonkeyPatch) -> None:
+    def no_ripemd(name: str, *args: Any) -> Any:
+        raise ValueError(f"unsupported hash type {name}")
+
+    monkeypatch.setattr(hashlib, "new", no_ripemd)
+    assert hash160(b"custos") == Hash160(b"custos")
+
+
+def test_address_handling_ignores_bitcoinlib_global_params() -> None:
+    msg = tx_message(
+        "mainnet", [spend("p2wpkh", 100_000)], [(own_address("mainnet", "p2pkh"), 90_000)]
+    )
+    expected = ADAPTER.prepare(msg, KEY.info)
+    bitcoin.SelectParams("testnet")
+    try:
+        assert ADAPTER.prepare(msg, KEY.info) == expected
+    finally:
+        bitcoin.SelectParams("mainnet")
+
+
+# ---- BIP143 published vector ------------------------------------------------
+
+
+def test_bip143_native_p2wpkh_vector(monkeypatch: pytest.MonkeyPatch) -> None:
+    vector = load("bitcoin_bip143.json")
+    key = LocalKey(bytes.fromhex(vector["private_key"]))
+    pub = compressed(key.info.public_key)
+    assert pub.hex() == vector["public_key"]
+    assert p2wpkh_script(hash160(pub)).hex() == vector["script_pubkey"]
+    assert b"\x76\xa9\x14" + hash160(pub) + b"\x88\xac" == bytes.fromhex(vector["script_code"])
+    msg = tx_message(
+        vector["network"],
+        [
+            {
+                "txid": i["txid"],
+                "vout": i["vout"],
+                "value": i["value"],
+                "script_type": "p2wpkh",
+                "sequence": i["sequence"],
+            }
+            for i in vector["inputs"]
+        ],
+        [(o["address"], o["value"]) for o in vector["outputs"]],
+        version=vector["version"],
+        lock_time=vector["lock_time"],
+    )
+    # The example pays an 8.89 BTC fee, which the fee-rate guard rightly refuses.
+    with pytest.raises(InvalidField, match="default broadcast limit"):
+        ADAPTER.prepare(msg, key.info)
+    monkeypatch.setattr(adapter_module, "MAX_FEE_RATE_SAT_VB", 10**12)
+    prepared, signed = sign(msg, key)
+    index = vector["signed_input"]
+    assert prepared.digests[index].hex() == vector["sighash"]
+    # Segwit inputs leave scriptSig empty, so the txid is the published unsigned tx's.
+    assert signed.tx_id == sha256d(bytes.fromhex(vector["unsigned_tx"]))[::-1].hex()
+    tx = CTransaction.deserialize(bytes.fromhex(signed.raw_tx))
+    assert tx.wit.vtxinwit[index].scriptWitness.stack[0].hex() == vector["signature"]
+    assert [o.scriptPubKey.hex() for o in tx.vout] == [
+        o["script_pubkey"] for o in vector["outputs"]
+    ]
+
+
+# ---- signing, checked by the second implementation ----------------------------
+
+INPUT_MIXES = {
+    "p2wpkh": ["p2wpkh", "p2wpkh"],
+    "p2pkh": ["p2pkh", "p2pkh"],
+    "mixed": ["p2pkh", "p2wpkh", "p2pkh"],
+}
+
+
+@pytest.mark.parametrize("mix", INPUT_MIXES)
+@pytest.mark.parametrize("network", NETWORKS)
+def test_signed_transaction_verifies_with_bitcoinlib(network: str, mix: str) -> None:
+    inputs = [spend(kind, 40_000 + n, n) for n, kind in enumerate(INPUT_MIXES[mix])]
+    outputs = [(address_of(network, k, p), 5_000) for k, p in PROGRAMS.items()]
+    outputs.append((own_address(network, "p2wpkh"), 7_000))
+    msg = tx_message(network, inputs, outputs)
+    prepared, signed = sign(msg)
+    tx = check_with_bitcoinlib(msg, prepared, signed)
+    assert [o.scriptPubKey for o in tx.vout[:5]] == [script_of(k, p) for k, p in PROGRAMS.items()]
+    assert (signed.chain, signed.network) == ("bitcoin", network)
+    assert signed.address == own_address(network, "p2wpkh")
+    if mix == "p2pkh":
+        # BIP144: without witness data the legacy serialization is the only valid one.
+        assert not tx.has_witness()
+        assert signed.tx_id == sha256d(bytes.fromhex(signed.raw_tx))[::-1].hex()
+    else:
+        assert bytes.fromhex(signed.raw_tx)[4:6] == b"\x00\x01"
+
+
+def test_version_sequence_and_lock_time_are_honoured() -> None:
+    inputs = [
+        spend("p2wpkh", 50_000, 1, sequence=0xFFFFFFFF),
+        spend("p2pkh", 50_000, 2, sequence=0),
+        spend("p2wpkh", 50_000, 3),
+    ]
+    for version in (0, 1, 2):
+        msg = tx_message(
+            "testnet",
+            inputs,
+            [(own_address("testnet", "p2pkh"), 100_000)],
+            version=version,
+            lock_time=2_500_000,
+        )
+        check_with_bitcoinlib(msg, *sign(msg))
+
+
+def test_largest_lock_time_is_serialized() -> None:
+    msg = tx_message(
+        "regtest",
+        [spend("p2pkh", 10_000)],
+        [(own_address("regtest", "p2pkh"), 9_000)],
+        lock_time=0xFFFFFFFF,
+    )
+    _, signed = sign(msg)
+    assert signed.raw_tx.endswith("ffffffff")
+    assert CTransaction.deserialize(bytes.fromhex(signed.raw_tx)).nLockTime == 0xFFFFFFFF
+
+
+def test_many_inputs_use_multi_byte_counts() -> None:
+    # 260 inputs: the input count needs the 0xfd varint form.
+    inputs = [spend("p2pkh" if n % 20 == 0 else "p2wpkh", 1_000, n) for n in range(260)]
+    msg = tx_message("signet", inputs, [(address_of("signet", "p2tr", PROGRAMS["p2tr"]), 250_000)])
+    prepared, signed = sign(msg)
+    check_with_bitcoinlib(msg, prepared, signed)
+
+
+def test_same_txid_with_another_vout_is_a_different_outpoint() -> None:
+    inputs = [spend("p2wpkh", 10_000, 7, vout=0), spend("p2wpkh", 10_000, 7, vout=0xFFFFFFFF)]
+    msg = tx_message("mainnet", inputs, [(own_address("mainnet", "p2pkh"), 19_000)])
+    check_with_bitcoinlib(msg, *sign(msg))
+
+
+# ---- intent: change, fee, vsize --------------------------------------------
+
+
+def test_change_is_recognised_by_script_on_the_transaction_network() -> None:
+    own_p2wpkh = own_address("mainnet", "p2wpkh")
+    nested = address_of(
+        "mainnet", "p2sh", Hash160(b"\x00\x14" + Hash160(compressed(KEY.info.public_key)))
+    )
+    outputs = [
+        (own_p2wpkh.upper(), 10_000),
+        (own_address("mainnet", "p2pkh"), 10_000),
+        (own_address("mainnet", "p2wpkh", OTHER), 10_000),
+        (nested, 10_000),  # P2SH-P2WPKH of the same key: not an address Custos reports for it
+    ]
+    prepared = ADAPTER.prepare(tx_message("mainnet", [spend("p2wpkh", 50_000)], outputs), KEY.info)
+    transfers = prepared.intent.transfers
+    assert [t.is_change for t in transfers] == [True, True, False, False]
+    assert transfers[0].to == own_p2wpkh  # bech32 canonicalised to lowercase
+    assert [t.to for t in transfers[1:]] == [a for a, _ in outputs[1:]]
+    assert all(t.asset == "native" and t.amount == 10_000 for t in transfers)
+
+
+def test_fee_and_vsize() -> None:
+    inputs = [spend("p2wpkh", 100_000, 1), spend("p2pkh", 50_000, 2)]
+    outputs = [
+        (address_of("regtest", "p2wsh", PROGRAMS["p2wsh"]), 90_000),
+        (own_address("regtest", "p2wpkh"), 30_000),
+    ]
+    msg = tx_message("regtest", inputs, outputs)
+    prepared, signed = sign(msg)
+    intent = prepared.intent
+    assert (intent.chain, intent.network, intent.key_id) == ("bitcoin", "regtest", "btc-key")
+    assert intent.from_address == own_address("regtest", "p2wpkh")
+    assert intent.fee == signed.fee == 30_000
+    assert intent.contract_call is None
+    details = dict(intent.fee_details)
+    assert set(details) == {"vsize", "fee_rate_sat_vb_milli"}
+    tx = check_with_bitcoinlib(msg, prepared, signed)
+    weight = 3 * len(tx.serialize(params={"include_witness": False})) + len(tx.serialize())
+    actual_vsize = (weight + 3) // 4
+    # Estimated with the longest signature: an upper bound, at most 1 vbyte per input over.
+    assert actual_vsize <= details["vsize"] <= actual_vsize + len(inputs)
+    assert details["fee_rate_sat_vb_milli"] == 30_000 * 1000 // details["vsize"]
+
+
+def test_zero_fee_is_reported_not_refused() -> None:
+    msg = tx_message(
+        "testnet", [spend("p2wpkh", 10_000)], [(own_address("testnet", "p2pkh"), 10_000)]
+    )
+    prepared = ADAPTER.prepare(msg, KEY.info)
+    assert prepared.intent.fee == 0
+    assert dict(prepared.intent.fee_details)["fee_rate_sat_vb_milli"] == 0
+
+
+def test_fee_rate_guard_boundary() -> None:
+    msg = tx_message(
+        "mainnet", [spend("p2wpkh", 10_000_000)], [(own_address("mainnet", "p2pkh"), 9_990_000)]
+    )
+    vsize = dict(ADAPTER.prepare(msg, KEY.info).intent.fee_details)["vsize"]
+    msg.outputs[0].value = 10_000_000 - adapter_module.MAX_FEE_RATE_SAT_VB * vsize
+    assert dict(ADAPTER.prepare(msg, KEY.info).intent.fee_details)["vsize"] == vsize
+    msg.outputs[0].value -= 1
+    assert_refused(msg, "bitcoin.outputs", "above Bitcoin Core's default broadcast limit")
+
+
+# ---- refused requests --------------------------------------------------------
+
+
+OTHER_P2WPKH = own_address("mainnet", "p2wpkh", OTHER)
+BAD_CHECKSUM = OTHER_P2WPKH[:-1] + ("q" if OTHER_P2WPKH[-1] != "q" else "p")
+
+# (path in the request, bad value, part of the message); the field named in the
+# error is the path itself, as "bitcoin.inputs[0].txid".
+BAD_VALUES: list[tuple[str, Any, str]] = [
+    ("network", "", "must be one of"),
+    ("network", "Mainnet", "must be one of"),
+    ("network", "testnet3", "must be one of"),
+    ("version", 3, "must be 1 or 2"),
+    ("inputs.0.txid", "ab" * 31, "64 hex"),
+    ("inputs.1.txid", "ab" * 33, "64 hex"),
+    ("inputs.0.txid", "0x" + "ab" * 31, "64 hex"),
+    ("inputs.0.txid", "g" * 64, "64 hex"),
+    ("inputs.0.txid", " " + "a" * 63, "64 hex"),
+    ("inputs.0.txid", "a" * 64 + "\n", "64 hex"),
+    ("inputs.0.txid", "0" * 64, "all-zero txid"),
+    ("inputs.0.value", 0, "must be positive"),
+    ("inputs.1.value", -5, "must be positive"),
+    ("inputs.1.value", MAX_MONEY + 1, "exceeds 21,000,000 BTC"),
+    ("inputs.0.script_type", "", "must be p2wpkh or p2pkh"),
+    ("inputs.1.script_type", "P2PKH", "must be p2wpkh or p2pkh"),
+    ("inputs.0.script_type", "p2tr", "must be p2wpkh or p2pkh"),
+    ("inputs.0.script_type", "p2sh-p2wpkh", "must be p2wpkh or p2pkh"),
+    ("outputs.0.value", 0, "must be positive"),
+    ("outputs.1.value", -1, "must be positive"),
+    ("outputs.0.value", MAX_MONEY + 1, "exceeds 21,000,000 BTC"),
+    ("outputs.0.address", "", "must be 1 to 100 characters"),
+    ("outputs.0.address", "1" * 101, "must be 1 to 100 characters"),
+    ("outputs.1.address", BAD_CHECKSUM, "bad bech32 checksum"),
+    ("outputs.1.address", own_address("testnet", "p2wpkh"), "is for testnet/signet, not mainnet"),
+    ("outputs.1.address", own_address("regtest", "p2pkh"), "testnet/signet/regtest, not mainnet"),
+    ("outputs.0.address", "tc" + OTHER_P2WPKH[2:], "nor valid base58check"),
+    ("outputs.0.address", bech32_address("bc", 1, PROGRAMS["p2tr"], 1), "must use bech32m"),
+    ("outputs.0.address", bech32_address("bc", 0, bytes(20), BECH32M_CONST), "must use bech32,"),
+    ("outputs.0.address", encode_segwit("bc", 2, bytes(32)), "not a supported output"),
+    ("outputs.0.address", " " + OTHER_P2WPKH, "invalid base58 character ' '"),
+    ("outputs.0.address", "1BvBMSEYstWetqTFn5Au4m4GFg7xJaNVN3", "bad base58check checksum"),
+]
+
+
+@pytest.mark.parametrize(("path", "value", "message"), BAD_VALUES)
+def test_bad_value_names_its_field(path: str, value: Any, message: str) -> None:
+    msg = base_message()
+    ADAPTER.prepare(msg, KEY.info)  # the request is fine before the change
+    *parents, name = path.split(".")
+    target: Any = msg
+    for part in parents:
+        target = target[int(part)] if part.isdigit() else getattr(target, part)
+    setattr(target, name, value)
+    assert_refused(msg, "bitcoin." + re.sub(r"\.(\d+)", r"[\1]", path), message)
+
+
+def add_inputs(msg: signer_pb2.BitcoinTransaction, count: int, script_type: str) -> None:
+    for n in range(100, 100 + count):
+        msg.inputs.add(**spend(script_type, 10_000, n))
+
+
+def test_input_and_output_counts() -> None:
+    msg = base_message()
+    msg.ClearField("inputs")
+    assert_refused(msg, "bitcoin.inputs", "at least one input")
+    msg = base_message()
+    msg.ClearField("outputs")
+    assert_refused(msg, "bitcoin.outputs", "at least one output")
+    msg = base_message()
+    add_inputs(msg, 999, "p2wpkh")
+    assert_refused(msg, "bitcoin.inputs", "at most 1000 inputs")
+    msg = base_message()
+    for _ in range(999):
+        msg.outputs.add(address=own_address("mainnet", "p2wpkh"), value=1)
+    assert_refused(msg, "bitcoin.outputs", "at most 1000 outputs")
+
+
+def test_transaction_over_the_standard_weight_is_refused() -> None:
+    msg = base_message()
+    add_inputs(msg, 700, "p2pkh")  # ~148 vbytes each
+    assert_refused(msg, "bitcoin", "WU exceeds the standard limit 400000")
+
+
+@pytest.mark.parametrize("spelling", [str.lower, str.upper])
+def test_duplicate_outpoint_is_refused(spelling: Callable[[str], str]) -> None:
+    msg = base_message()
+    first = msg.inputs[0]
+    msg.inputs.add(txid=spelling(first.txid), vout=first.vout, value=1, script_type="p2pkh")
+    assert_refused(msg, "bitcoin.inputs[2]", "spends the same outpoint as inputs[0]")
+
+
+def test_totals_must_balance_and_stay_under_max_money() -> None:
+    msg = base_message()
+    msg.outputs[1].value = 50_001
+    assert_refused(msg, "bitcoin.outputs", "outputs exceed inputs by 1 sat")
+    msg = base_message()
+    for txin in msg.inputs:
+        txin.value = MAX_MONEY
+    assert_refused(msg, "bitcoin.inputs", "total value exceeds 21,000,000 BTC")
+    msg = base_message()
+    for output in msg.outputs:
+        output.value = MAX_MONEY
+    assert_refused(msg, "bitcoin.outputs", "total value exceeds 21,000,000 BTC")
+
+
+def test_vout_out_of_uint32_range_cannot_be_expressed() -> None:
+    # The proto field is uint32: protobuf itself refuses negative or 33-bit vouts.
+    for vout in (-1, 2**32):
+        with pytest.raises(ValueError, match="out of range"):
+            signer_pb2.BitcoinInput(vout=vout)
+
+
+# ---- assemble --------------------------------------------------------------
+
+
+def test_assemble_needs_one_signature_per_input() -> None:
+    msg = base_message()
+    prepared = ADAPTER.prepare(msg, KEY.info)
+    with pytest.raises(ValueError, match="2 inputs"):
+        ADAPTER.assemble(prepared, [KEY.sign(prepared.digests[0])])
+
+
+def test_assemble_refuses_a_foreign_prepared_tx() -> None:
+    prepared = ADAPTER.prepare(base_message(), KEY.info)
+    foreign = PreparedTx(prepared.intent, prepared.digests, unsigned={"not": "bitcoin"})
+    with pytest.raises(TypeError):
+        ADAPTER.assemble(foreign, [KEY.sign(d) for d in prepared.digests])
