@@ -18,6 +18,9 @@ from pkcs11.util.ec import encode_named_curve_parameters
 from hsm.errors import HsmConfigError, HsmUnavailable, KeyExists, KeyNotFound
 
 SECP256K1_OID = "1.3.132.0.10"
+# A key used only to prove, in health checks, that the token still signs. Its id
+# cannot collide with service keys, whose ids start with [a-z0-9].
+HEALTH_KEY_ID = "_health"
 
 
 def _unwrap_ec_point(value: bytes) -> bytes:
@@ -114,13 +117,23 @@ class Pkcs11Token:
                 self._handles.pop(key_id, None)
                 raise HsmUnavailable(f"signing failed: {type(exc).__name__}") from exc
 
+    def ensure_health_key(self) -> None:
+        """Create the health-check key if the token does not have it yet."""
+        try:
+            self.public_key(HEALTH_KEY_ID)
+        except KeyNotFound:
+            self.generate_secp256k1(HEALTH_KEY_ID)
+
     def ping(self) -> None:
-        """Cheap round trip to the token; raises HsmUnavailable when it fails."""
-        with self._lock:
-            try:
-                self._session.generate_random(64)
-            except pkcs11.PKCS11Error as exc:
-                raise HsmUnavailable(f"token not responding: {type(exc).__name__}") from exc
+        """Sign with the health key: raises HsmUnavailable unless the token really signs.
+
+        Cheaper probes (C_GenerateRandom, C_GetTokenInfo) keep answering when
+        SoftHSM's token files are gone, so they prove nothing about signing.
+        """
+        try:
+            self.sign_raw(HEALTH_KEY_ID, bytes(32))
+        except KeyNotFound as exc:
+            raise HsmUnavailable("the token has lost its health-check key") from exc
 
     def _find(self, object_class: ObjectClass, ident: bytes) -> Any:
         found = list(

@@ -11,7 +11,6 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from audit.record import AuditEvent
-from hsm.pkcs11_token import Pkcs11Token
 from hsm.pool import SigningPool
 from proto.custos.v1 import keys_pb2, keys_pb2_grpc, signer_pb2, signer_pb2_grpc
 from signer.auth import Authorizer
@@ -53,9 +52,8 @@ class CustosServer:
             root_certificates=_read(tls.ca_cert),
             require_client_auth=True,
         )
-        # The parent's own login serves key generation and public-key reads, and
-        # fails start-up with a clear message on a bad library, label or PIN.
-        self.token = Pkcs11Token(str(config.hsm.library), config.hsm.token_label, pin)
+        # Every HSM call runs in the pool's worker processes; a bad library,
+        # label or PIN fails here with a clear message.
         self.pool = SigningPool(
             str(config.hsm.library), config.hsm.token_label, pin, config.signing_workers
         )
@@ -69,7 +67,7 @@ class CustosServer:
         )
         self._health = health.HealthServicer()
         self.monitor = HealthMonitor(
-            {"hsm": self._probe_hsm, "store": self.store.ping}, self._publish_health
+            {"hsm": self.pool.check, "store": self.store.ping}, self._publish_health
         )
         options = [
             ("grpc.max_receive_message_length", config.server.max_message_bytes),
@@ -86,7 +84,7 @@ class CustosServer:
         )
         signer_pb2_grpc.add_SignerServicer_to_server(SignerService(pipeline), self._grpc)
         keys_pb2_grpc.add_KeysServicer_to_server(
-            KeysService(KeyManager(self.store, self.token)), self._grpc
+            KeysService(KeyManager(self.store, self.pool)), self._grpc
         )
         health_pb2_grpc.add_HealthServicer_to_server(self._health, self._grpc)
         reflection.enable_server_reflection(
@@ -95,10 +93,6 @@ class CustosServer:
         self.port = self._grpc.add_secure_port(config.server.listen, credentials)
         if self.port == 0:
             raise ConfigError(f"server.listen: cannot listen on {config.server.listen}")
-
-    def _probe_hsm(self) -> None:
-        self.token.ping()
-        self.pool.ping()
 
     def _publish_health(self, healthy: bool) -> None:
         status = (
@@ -126,5 +120,4 @@ class CustosServer:
             self.store.append_audit([AuditEvent("service.stopped", "system", {})])
         finally:
             self.pool.close()
-            self.token.close()
             self.store.close()

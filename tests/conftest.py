@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -92,3 +96,59 @@ def server(dev_env: DevEnv) -> Iterator[RunningServer]:
     instance.start()
     yield RunningServer(dev_env, instance.port, instance)
     instance.stop(grace=2)
+
+
+class ServerProcess:
+    """`custos serve` as a real child process on its own dev environment."""
+
+    def __init__(self, env: DevEnv) -> None:
+        self.env = env
+        self.process: subprocess.Popen[bytes] | None = None
+        self.port = 0
+
+    def start(self) -> None:
+        port_file = self.env.dir / "server.port"
+        port_file.unlink(missing_ok=True)
+        log = (self.env.dir / "server.log").open("ab")
+        self.process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "signer.cli",
+                "serve",
+                "--config",
+                str(self.env.config_path),
+                "--port-file",
+                str(port_file),
+            ],
+            stdout=log,
+            stderr=log,
+        )
+        deadline = time.monotonic() + 60
+        while not port_file.exists():
+            assert self.process.poll() is None, (self.env.dir / "server.log").read_text()[-3000:]
+            assert time.monotonic() < deadline, "server did not start"
+            time.sleep(0.05)
+        self.port = int(port_file.read_text())
+
+    def channel(self, identity: str) -> grpc.Channel:
+        return self.env.profile(identity).channel(f"127.0.0.1:{self.port}")
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+@pytest.fixture
+def own_server(tmp_path: Path) -> Iterator[ServerProcess]:
+    """A server process with its own token, store and PKI (for tests that break things)."""
+    _require_softhsm()
+    config_path = init_dev(tmp_path / "env", listen="127.0.0.1:0")
+    proc = ServerProcess(DevEnv(tmp_path / "env", config_path))
+    yield proc
+    proc.stop()
