@@ -18,6 +18,7 @@ from pkcs11.util.ec import encode_named_curve_parameters
 from hsm.errors import HsmConfigError, HsmUnavailable, KeyExists, KeyNotFound
 
 SECP256K1_OID = "1.3.132.0.10"
+ED25519_OID = "1.3.101.112"  # SoftHSM 2.6.1 generates and signs with Ed25519 (CKM_EDDSA)
 # A key used only to prove, in health checks, that the token still signs. Its id
 # cannot collide with service keys, whose ids start with [a-z0-9].
 HEALTH_KEY_ID = "_health"
@@ -103,6 +104,44 @@ class Pkcs11Token:
 
     def sign_raw(self, key_id: str, digest: bytes) -> bytes:
         """Raw CKM_ECDSA over a 32-byte digest: r||s, not normalized."""
+        return self._sign(key_id, digest, Mechanism.ECDSA)
+
+    def ensure_ed25519(self, key_id: str) -> bytes:
+        """The 32-byte public key of Ed25519 key `key_id`, generated in the token if missing."""
+        ident = key_id.encode()
+        with self._lock:
+            try:
+                public = self._find(ObjectClass.PUBLIC_KEY, ident)
+                if public is None:
+                    params = self._session.create_domain_parameters(
+                        KeyType.EC_EDWARDS,
+                        {Attribute.EC_PARAMS: encode_named_curve_parameters(ED25519_OID)},
+                        local=True,
+                    )
+                    public, _private = params.generate_keypair(
+                        mechanism=Mechanism.EC_EDWARDS_KEY_PAIR_GEN,
+                        store=True,
+                        id=ident,
+                        label=key_id,
+                        public_template={Attribute.VERIFY: True},
+                        private_template={
+                            Attribute.SIGN: True,
+                            Attribute.SENSITIVE: True,
+                            Attribute.EXTRACTABLE: False,
+                            Attribute.PRIVATE: True,
+                        },
+                    )
+                point = bytes(public[Attribute.EC_POINT])
+            except pkcs11.PKCS11Error as exc:
+                raise HsmUnavailable(f"Ed25519 key set-up failed: {type(exc).__name__}") from exc
+        # DER OCTET STRING around the 32-byte point, as for secp256k1.
+        return point[2:] if len(point) == 34 and point[:2] == b"\x04\x20" else point
+
+    def sign_eddsa(self, key_id: str, message: bytes) -> bytes:
+        """Pure Ed25519 (CKM_EDDSA) signature over `message`."""
+        return self._sign(key_id, message, Mechanism.EDDSA)
+
+    def _sign(self, key_id: str, data: bytes, mechanism: Mechanism) -> bytes:
         with self._lock:
             try:
                 private = self._handles.get(key_id)
@@ -112,8 +151,9 @@ class Pkcs11Token:
                     if private is None:
                         raise KeyNotFound(key_id)
                     self._handles[key_id] = private
-                return bytes(private.sign(digest, mechanism=Mechanism.ECDSA))
+                return bytes(private.sign(data, mechanism=mechanism))
             except pkcs11.PKCS11Error as exc:
+                # A stale handle (token removed and back) must be found afresh next time.
                 self._handles.pop(key_id, None)
                 raise HsmUnavailable(f"signing failed: {type(exc).__name__}") from exc
 

@@ -86,6 +86,14 @@ def _ensure_health_key() -> None:
     _token().ensure_health_key()
 
 
+def _ensure_ed25519(key_id: str) -> bytes:
+    return _token().ensure_ed25519(key_id)
+
+
+def _sign_eddsa(key_id: str, message: bytes) -> bytes:
+    return _token().sign_eddsa(key_id, message)
+
+
 class SigningPool:
     """HSM operations across `workers` processes; a Signer and a KeyGenerator."""
 
@@ -146,6 +154,13 @@ class SigningPool:
 
     def public_key(self, key_id: str) -> bytes:
         return self._call(_public_key, key_id)
+
+    def ensure_ed25519(self, key_id: str) -> bytes:
+        """Public half of an HSM-resident Ed25519 key (created on first use)."""
+        return self._call(_ensure_ed25519, key_id)
+
+    def sign_eddsa(self, key_id: str, message: bytes) -> bytes:
+        return self._call(_sign_eddsa, key_id, message)
 
     def ping(self) -> None:
         """Every worker signs with the health key; HsmUnavailable if any cannot."""

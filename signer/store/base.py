@@ -56,6 +56,13 @@ class Claim:
 
 
 @dataclass(frozen=True, slots=True)
+class StoredCheckpoint:
+    size: int
+    root: bytes
+    note: str  # the signed note, as auditors receive it
+
+
+@dataclass(frozen=True, slots=True)
 class BatchRecord:
     caller: str
     request_id: str
@@ -109,6 +116,24 @@ class Store(Protocol):
     def append_audit(self, events: Sequence[AuditEvent]) -> None: ...
 
     def audit_records(self, from_seq: int = 0, limit: int = 1000) -> list[AuditRecord]: ...
+
+    def audit_rows(self, from_seq: int, limit: int) -> list[tuple[int, bytes, bytes]]:
+        """(seq, canonical encoding, leaf hash) from `from_seq`, at most `limit` rows."""
+        ...
+
+    def audit_size(self) -> int: ...
+
+    def leaf_hashes(self, size: int) -> list[bytes]:
+        """Leaf hashes of records 0..size-1 (for Merkle roots and proofs)."""
+        ...
+
+    def wait_for_audit(self, size: int, timeout: float) -> None:
+        """Block until the log holds more than `size` records or `timeout` passes."""
+        ...
+
+    def save_checkpoint(self, checkpoint: StoredCheckpoint, event: AuditEvent) -> None: ...
+
+    def latest_checkpoint(self) -> StoredCheckpoint | None: ...
 
     def ping(self) -> None: ...
 

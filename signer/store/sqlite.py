@@ -1,19 +1,18 @@
 """SQLite backend of the store: one file, no server, the embedded default.
 
-One connection guarded by a lock: SQLite allows one writer at a time anyway,
-and a single connection keeps BEGIN IMMEDIATE ordering simple. WAL with
-synchronous=FULL makes each commit durable before the call returns, which is
-what "the audit record was durably committed before signing" requires.
+Writes go through a group committer (signer.store.group_commit): one thread,
+one connection, many writers' work per durable COMMIT. WAL with
+synchronous=FULL makes each COMMIT durable before any writer is answered,
+which is what "the audit record was durably committed before signing"
+requires. Reads use a second connection; WAL lets them run beside the writer.
 """
 
 from __future__ import annotations
 
-import contextlib
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TypeVar
 
@@ -25,8 +24,10 @@ from signer.store.base import (
     KeyAlreadyExists,
     KeyRecord,
     KeyState,
+    StoredCheckpoint,
     StoreUnavailable,
 )
+from signer.store.group_commit import GroupCommitter
 
 T = TypeVar("T")
 
@@ -52,6 +53,11 @@ CREATE TABLE IF NOT EXISTS audit_log (
     record BLOB NOT NULL,
     hash BLOB NOT NULL
 );
+CREATE TABLE IF NOT EXISTS audit_checkpoints (
+    size INTEGER PRIMARY KEY,
+    root BLOB NOT NULL,
+    note TEXT NOT NULL
+);
 """
 
 
@@ -59,55 +65,41 @@ def _now_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
+def _connect(path: str | Path) -> sqlite3.Connection:
+    db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False, timeout=30)
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute("PRAGMA synchronous=FULL")
+    return db
+
+
 class SqliteStore:
     """Store on one SQLite file; implements signer.store.base.Store."""
 
     def __init__(self, path: str | Path, clock_ms: Callable[[], int] = _now_ms) -> None:
         self._clock_ms = clock_ms
-        self._lock = threading.Lock()
+        self._read_lock = threading.Lock()
+        self._appended = threading.Condition()
         try:
-            self._db = sqlite3.connect(
-                str(path), isolation_level=None, check_same_thread=False, timeout=30
-            )
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=FULL")
-            self._db.executescript(SCHEMA)
+            writer = _connect(path)
+            writer.executescript(SCHEMA)
+            self._reader = _connect(path)
         except sqlite3.Error as exc:
             raise StoreUnavailable(f"cannot open SQLite store at {path}") from exc
+        self._writer = writer
+        self._committer = GroupCommitter(writer)
 
-    @contextmanager
-    def _transaction(self) -> Iterator[sqlite3.Connection]:
-        with self._lock:
-            try:
-                self._db.execute("BEGIN IMMEDIATE")
-            except sqlite3.Error as exc:
-                raise StoreUnavailable("cannot start a transaction") from exc
-            try:
-                yield self._db
-            except BaseException as exc:
-                self._rollback()
-                if isinstance(exc, sqlite3.Error) and not isinstance(exc, sqlite3.IntegrityError):
-                    raise StoreUnavailable("transaction failed") from exc
-                raise
-            try:
-                self._db.execute("COMMIT")
-            except sqlite3.Error as exc:
-                self._rollback()
-                raise StoreUnavailable("commit failed") from exc
-
-    def _rollback(self) -> None:
-        # Nothing to roll back, or the database is gone: either way the transaction is void.
-        with contextlib.suppress(sqlite3.Error):
-            self._db.execute("ROLLBACK")
+    def _write(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        return self._committer.submit(work)
 
     def _read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        with self._lock:
+        with self._read_lock:
             try:
-                return fn(self._db)
+                return fn(self._reader)
             except sqlite3.Error as exc:
                 raise StoreUnavailable("read failed") from exc
 
     def _append(self, db: sqlite3.Connection, events: Sequence[AuditEvent]) -> None:
+        """Chain `events` onto the log inside the caller's transaction."""
         row = db.execute("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1").fetchone()
         head = ChainHead(row[0], row[1]) if row else None
         ts = self._clock_ms()
@@ -120,22 +112,28 @@ class SqliteStore:
             )
             head = ChainHead(record.seq, leaf)
 
+    def _write_audited(
+        self, work: Callable[[sqlite3.Connection], T], events: Sequence[AuditEvent]
+    ) -> T:
+        def piece(db: sqlite3.Connection) -> T:
+            result = work(db)
+            self._append(db, events)
+            return result
+
+        result = self._write(piece)
+        if events:
+            with self._appended:
+                self._appended.notify_all()
+        return result
+
     # -- keys ---------------------------------------------------------------
 
     def insert_key(self, key: KeyRecord, event: AuditEvent) -> None:
+        row = (key.key_id, key.public_key, key.state.value, key.created_by, key.created_at_ms)
         try:
-            with self._transaction() as db:
-                db.execute(
-                    "INSERT INTO keys VALUES (?, ?, ?, ?, ?)",
-                    (
-                        key.key_id,
-                        key.public_key,
-                        key.state.value,
-                        key.created_by,
-                        key.created_at_ms,
-                    ),
-                )
-                self._append(db, [event])
+            self._write_audited(
+                lambda db: db.execute("INSERT INTO keys VALUES (?, ?, ?, ?, ?)", row), [event]
+            )
         except sqlite3.IntegrityError as exc:
             raise KeyAlreadyExists(key.key_id) from exc
 
@@ -145,9 +143,8 @@ class SqliteStore:
     def get_keys(self, key_ids: Sequence[str]) -> dict[str, KeyRecord]:
         ids = sorted(set(key_ids))
         marks = ",".join("?" * len(ids))
-        rows = self._read(
-            lambda db: db.execute(f"SELECT * FROM keys WHERE key_id IN ({marks})", ids).fetchall()  # noqa: S608 - only placeholders are interpolated
-        )
+        query = f"SELECT * FROM keys WHERE key_id IN ({marks})"  # noqa: S608 - placeholders only
+        rows = self._read(lambda db: db.execute(query, ids).fetchall())
         return {row[0]: _key(row) for row in rows}
 
     def list_keys(self) -> list[KeyRecord]:
@@ -155,13 +152,19 @@ class SqliteStore:
         return [_key(row) for row in rows]
 
     def set_key_state(self, key_id: str, state: KeyState, event: AuditEvent) -> KeyRecord | None:
-        with self._transaction() as db:
+        class _Missing(Exception):
+            pass
+
+        def work(db: sqlite3.Connection) -> KeyRecord:
             cur = db.execute("UPDATE keys SET state = ? WHERE key_id = ?", (state.value, key_id))
             if cur.rowcount == 0:
-                return None
-            self._append(db, [event])
-            row = db.execute("SELECT * FROM keys WHERE key_id = ?", (key_id,)).fetchone()
-        return _key(row)
+                raise _Missing  # rolls back the piece, so no audit record either
+            return _key(db.execute("SELECT * FROM keys WHERE key_id = ?", (key_id,)).fetchone())
+
+        try:
+            return self._write_audited(work, [event])
+        except _Missing:
+            return None
 
     # -- batches ------------------------------------------------------------
 
@@ -174,7 +177,8 @@ class SqliteStore:
         events: Sequence[AuditEvent],
     ) -> Claim:
         now = self._clock_ms()
-        with self._transaction() as db:
+
+        def work(db: sqlite3.Connection) -> Claim:
             row = db.execute(
                 "SELECT payload_digest, done, lease_until_ms, result FROM batches"
                 " WHERE caller = ? AND request_id = ?",
@@ -199,25 +203,33 @@ class SqliteStore:
                     (caller, request_id, payload_digest, now + lease_ms),
                 )
             self._append(db, events)
-        return Claim(ClaimOutcome.CLAIMED)
+            return Claim(ClaimOutcome.CLAIMED)
+
+        claim = self._write(work)
+        if claim.outcome is ClaimOutcome.CLAIMED and events:
+            with self._appended:
+                self._appended.notify_all()
+        return claim
 
     def complete_batch(
         self, caller: str, request_id: str, result: bytes, events: Sequence[AuditEvent]
     ) -> None:
-        with self._transaction() as db:
-            db.execute(
+        self._write_audited(
+            lambda db: db.execute(
                 "UPDATE batches SET done = 1, result = ? WHERE caller = ? AND request_id = ?",
                 (result, caller, request_id),
-            )
-            self._append(db, events)
+            ),
+            events,
+        )
 
     def release_batch(self, caller: str, request_id: str, events: Sequence[AuditEvent]) -> None:
-        with self._transaction() as db:
-            db.execute(
+        self._write_audited(
+            lambda db: db.execute(
                 "DELETE FROM batches WHERE caller = ? AND request_id = ? AND done = 0",
                 (caller, request_id),
-            )
-            self._append(db, events)
+            ),
+            events,
+        )
 
     def get_batch(self, caller: str, request_id: str) -> BatchRecord | None:
         row = self._read(
@@ -234,24 +246,65 @@ class SqliteStore:
     # -- audit --------------------------------------------------------------
 
     def append_audit(self, events: Sequence[AuditEvent]) -> None:
-        with self._transaction() as db:
-            self._append(db, events)
+        self._write_audited(lambda db: None, events)
 
     def audit_records(self, from_seq: int = 0, limit: int = 1000) -> list[AuditRecord]:
+        return [AuditRecord.decode(data) for _seq, data, _hash in self.audit_rows(from_seq, limit)]
+
+    def audit_rows(self, from_seq: int, limit: int) -> list[tuple[int, bytes, bytes]]:
+        """(seq, canonical encoding, leaf hash) from `from_seq`, at most `limit` rows."""
         rows = self._read(
             lambda db: db.execute(
-                "SELECT record FROM audit_log WHERE seq >= ? ORDER BY seq LIMIT ?",
+                "SELECT seq, record, hash FROM audit_log WHERE seq >= ? ORDER BY seq LIMIT ?",
                 (from_seq, limit),
             ).fetchall()
         )
-        return [AuditRecord.decode(row[0]) for row in rows]
+        return [(int(seq), bytes(data), bytes(leaf)) for seq, data, leaf in rows]
+
+    def audit_size(self) -> int:
+        row = self._read(lambda db: db.execute("SELECT MAX(seq) FROM audit_log").fetchone())
+        return 0 if row[0] is None else int(row[0]) + 1
+
+    def leaf_hashes(self, size: int) -> list[bytes]:
+        rows = self._read(
+            lambda db: db.execute(
+                "SELECT hash FROM audit_log WHERE seq < ? ORDER BY seq", (size,)
+            ).fetchall()
+        )
+        return [bytes(row[0]) for row in rows]
+
+    def wait_for_audit(self, size: int, timeout: float) -> None:
+        """Return when the log holds more than `size` records, or after `timeout` seconds."""
+        with self._appended:
+            if self.audit_size() <= size:
+                self._appended.wait(timeout)
+
+    def save_checkpoint(self, checkpoint: StoredCheckpoint, event: AuditEvent) -> None:
+        self._write_audited(
+            lambda db: db.execute(
+                "INSERT OR IGNORE INTO audit_checkpoints VALUES (?, ?, ?)",
+                (checkpoint.size, checkpoint.root, checkpoint.note),
+            ),
+            [event],
+        )
+
+    def latest_checkpoint(self) -> StoredCheckpoint | None:
+        row = self._read(
+            lambda db: db.execute(
+                "SELECT size, root, note FROM audit_checkpoints ORDER BY size DESC LIMIT 1"
+            ).fetchone()
+        )
+        return None if row is None else StoredCheckpoint(int(row[0]), bytes(row[1]), row[2])
 
     def ping(self) -> None:
         self._read(lambda db: db.execute("SELECT 1").fetchone())
+        self._write(lambda db: db.execute("SELECT 1").fetchone())
 
     def close(self) -> None:
-        with self._lock:
-            self._db.close()
+        self._committer.close()
+        with self._read_lock:
+            self._reader.close()
+        self._writer.close()
 
 
 def _key(row: tuple[str, bytes, str, str, int]) -> KeyRecord:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import pytest
@@ -97,3 +98,34 @@ def test_failed_transaction_leaves_nothing(store: SqliteStore) -> None:
     with pytest.raises(KeyAlreadyExists):
         store.insert_key(key, _event())
     assert _all_records(store) == before
+
+
+def test_group_commit_under_concurrency_keeps_one_chain(store: SqliteStore) -> None:
+    import threading
+
+    errors: list[BaseException] = []
+    key = KeyRecord("dup", b"\x04" * 65, KeyState.ENABLED, "officer", 5)
+
+    def writer(n: int) -> None:
+        try:
+            for i in range(25):
+                store.append_audit([AuditEvent("w", f"t{n}", {"i": i})])
+                if i == 10:
+                    # Every thread tries; exactly one wins, the failures roll back alone.
+                    with contextlib.suppress(KeyAlreadyExists):
+                        store.insert_key(key, _event("key.created"))
+        except BaseException as exc:  # noqa: BLE001
+            errors.append(exc)
+
+    threads = [threading.Thread(target=writer, args=(n,)) for n in range(16)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    records = _all_records(store)
+    assert len(records) == 16 * 25 + 1
+    assert verify_chain(records) is None
+    assert sum(1 for r in store.audit_records(0, 10_000) if r.event.kind == "key.created") == 1
+    assert store.audit_size() == len(records)
+    assert len(store.leaf_hashes(store.audit_size())) == len(records)
