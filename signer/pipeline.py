@@ -24,6 +24,7 @@ from signer.auth import Identity
 from signer.chains.base import ChainAdapter, InvalidField, KeyInfo, PreparedTx, SignedTx
 from signer.errors import (
     AlreadyExists,
+    CustosError,
     FailedPrecondition,
     InProgress,
     InvalidRequest,
@@ -32,7 +33,7 @@ from signer.errors import (
     Unavailable,
 )
 from signer.keys import KEY_ID
-from signer.store.base import ClaimOutcome, KeyRecord, KeyState, Store
+from signer.store.base import ClaimOutcome, KeyRecord, KeyState, Store, StoreError
 
 log = logging.getLogger("custos.pipeline")
 
@@ -71,12 +72,16 @@ class SigningPipeline:
         self._lease_ms = lease_ms
 
     def sign_batch(self, caller: Identity, request: pb.SignBatchRequest) -> pb.SignBatchResponse:
-        self._check_envelope(request)
-        digest = payload_digest(request)
-        stored = self._store.get_batch(caller.subject, request.request_id)
-        if stored is not None and stored.payload_digest == digest and stored.result is not None:
-            return _replay(stored.result)  # fast path: no key lookups, no write
-        items = self._prepare(caller, request)
+        try:
+            self._check_envelope(request)
+            digest = payload_digest(request)
+            stored = self._store.get_batch(caller.subject, request.request_id)
+            if stored is not None and stored.payload_digest == digest and stored.result is not None:
+                return _replay(stored.result)  # fast path: no key lookups, no write
+            items = self._prepare(caller, request)
+        except CustosError as exc:
+            self._audit_refusal(caller, request.request_id, exc)
+            raise
         authorized = AuditEvent(
             "sign.authorized",
             caller.subject,
@@ -204,6 +209,17 @@ class SigningPipeline:
             ],
         )
         return response
+
+    def _audit_refusal(self, caller: Identity, request_id: str, exc: CustosError) -> None:
+        event = AuditEvent(
+            "sign.refused",
+            caller.subject,
+            {"request_id": request_id[:128], "error": type(exc).__name__, "reason": str(exc)[:512]},
+        )
+        try:
+            self._store.append_audit([event])
+        except StoreError:
+            log.warning("could not audit the refusal of request %r", request_id[:128])
 
     def _release_quietly(self, caller: Identity, request_id: str, reason: str) -> None:
         event = AuditEvent(
