@@ -13,6 +13,7 @@ from typing import Any
 
 import pkcs11
 from pkcs11 import Attribute, KeyType, Mechanism, ObjectClass
+from pkcs11.mechanisms import GCMParams
 from pkcs11.util.ec import encode_named_curve_parameters
 
 from hsm.errors import HsmConfigError, HsmUnavailable, KeyExists, KeyNotFound
@@ -156,6 +157,56 @@ class Pkcs11Token:
                 # A stale handle (token removed and back) must be found afresh next time.
                 self._handles.pop(key_id, None)
                 raise HsmUnavailable(f"signing failed: {type(exc).__name__}") from exc
+
+    def ensure_aes_key(self, key_id: str) -> None:
+        """Create a sensitive, non-extractable AES-256 key for wrapping secrets, if missing."""
+        ident = key_id.encode()
+        with self._lock:
+            try:
+                if self._find(ObjectClass.SECRET_KEY, ident) is None:
+                    self._session.generate_key(
+                        KeyType.AES,
+                        256,
+                        store=True,
+                        id=ident,
+                        label=key_id,
+                        template={
+                            Attribute.SENSITIVE: True,
+                            Attribute.EXTRACTABLE: False,
+                            Attribute.ENCRYPT: True,
+                            Attribute.DECRYPT: True,
+                        },
+                    )
+            except pkcs11.PKCS11Error as exc:
+                raise HsmUnavailable(f"AES key set-up failed: {type(exc).__name__}") from exc
+
+    def seal(self, key_id: str, plaintext: bytes, aad: bytes) -> bytes:
+        """AES-256-GCM inside the token: returns nonce || ciphertext || tag."""
+        nonce = self._random(12)
+        return nonce + self._gcm(key_id, "encrypt", plaintext, nonce, aad)
+
+    def unseal(self, key_id: str, sealed: bytes, aad: bytes) -> bytes:
+        """Inverse of seal(); HsmUnavailable when the tag does not verify."""
+        return self._gcm(key_id, "decrypt", sealed[12:], sealed[:12], aad)
+
+    def _random(self, size: int) -> bytes:
+        with self._lock:
+            return bytes(self._session.generate_random(size * 8))
+
+    def _gcm(self, key_id: str, operation: str, data: bytes, nonce: bytes, aad: bytes) -> bytes:
+        with self._lock:
+            try:
+                key = self._find(ObjectClass.SECRET_KEY, key_id.encode())
+                if key is None:
+                    raise KeyNotFound(key_id)
+                params = GCMParams(nonce, aad, 128)
+                return bytes(
+                    getattr(key, operation)(
+                        data, mechanism=Mechanism.AES_GCM, mechanism_param=params
+                    )
+                )
+            except pkcs11.PKCS11Error as exc:
+                raise HsmUnavailable(f"AES-GCM {operation} failed: {type(exc).__name__}") from exc
 
     def ensure_health_key(self) -> None:
         """Create the health-check key if the token does not have it yet."""

@@ -94,6 +94,18 @@ def _sign_eddsa(key_id: str, message: bytes) -> bytes:
     return _token().sign_eddsa(key_id, message)
 
 
+def _ensure_aes_key(key_id: str) -> None:
+    _token().ensure_aes_key(key_id)
+
+
+def _seal(key_id: str, plaintext: bytes, aad: bytes) -> bytes:
+    return _token().seal(key_id, plaintext, aad)
+
+
+def _unseal(key_id: str, sealed: bytes, aad: bytes) -> bytes:
+    return _token().unseal(key_id, sealed, aad)
+
+
 class SigningPool:
     """HSM operations across `workers` processes; a Signer and a KeyGenerator."""
 
@@ -161,6 +173,16 @@ class SigningPool:
 
     def sign_eddsa(self, key_id: str, message: bytes) -> bytes:
         return self._call(_sign_eddsa, key_id, message)
+
+    def ensure_aes_key(self, key_id: str) -> None:
+        self._call(_ensure_aes_key, key_id)
+
+    def seal(self, key_id: str, plaintext: bytes, aad: bytes) -> bytes:
+        """Encrypt a secret under an HSM-resident AES key (AES-256-GCM, `aad` bound)."""
+        return self._call(_seal, key_id, plaintext, aad)
+
+    def unseal(self, key_id: str, sealed: bytes, aad: bytes) -> bytes:
+        return self._call(_unseal, key_id, sealed, aad)
 
     def ping(self) -> None:
         """Every worker signs with the health key; HsmUnavailable if any cannot."""

@@ -59,6 +59,16 @@ class StoreConfig(_Section):
         return value
 
 
+class AuditConfig(_Section):
+    # First line of every checkpoint: names this log, so a checkpoint of one log
+    # can never pass for another's.
+    origin: str = Field(default="custos.local/audit", min_length=1, pattern=r"^[^\n]+$")
+    key_name: str = Field(default="custos-audit", pattern=r"^[^\s+]+$")
+    key_id: str = Field(default="_audit", min_length=1, max_length=64)
+    checkpoint_every_records: int = Field(default=1000, ge=1)
+    checkpoint_every_seconds: float = Field(default=60.0, gt=0)
+
+
 class IdentityConfig(_Section):
     subject: str = Field(min_length=1, description="RFC 4514 subject of the client certificate")
     roles: list[Role] = Field(min_length=1)
@@ -70,6 +80,7 @@ class Config(_Section):
     tls: TlsConfig
     hsm: HsmConfig
     store: StoreConfig = StoreConfig()
+    audit: AuditConfig = AuditConfig()
     identities: list[IdentityConfig] = Field(default_factory=list)
 
     @field_validator("identities")

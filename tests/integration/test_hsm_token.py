@@ -104,3 +104,20 @@ def test_keys_survive_a_new_process_login(dev_env: DevEnv, token: Pkcs11Token) -
         env={"SOFTHSM2_CONF": str(dev_env.dir / "softhsm2.conf"), "PATH": "/usr/bin:/bin"},
     )
     assert out.stdout.strip() == public.hex()
+
+
+def test_aes_gcm_seal_binds_the_aad_and_ed25519_signs(token: Pkcs11Token) -> None:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+    from hsm.errors import HsmUnavailable
+
+    token.ensure_aes_key("wrap-check")
+    sealed = token.seal("wrap-check", b"totp secret", b"CN=alice")
+    assert b"totp secret" not in sealed
+    assert token.unseal("wrap-check", sealed, b"CN=alice") == b"totp secret"
+    with pytest.raises(HsmUnavailable):
+        token.unseal("wrap-check", sealed, b"CN=mallory")  # bound to its identity
+    public = token.ensure_ed25519("ed-check")
+    assert token.ensure_ed25519("ed-check") == public  # created once
+    signature = token.sign_eddsa("ed-check", b"checkpoint body")
+    Ed25519PublicKey.from_public_bytes(public).verify(signature, b"checkpoint body")
