@@ -9,6 +9,10 @@ class HsmConfigError(HsmError):
     """The HSM cannot be used as configured: library, token label or PIN (start-up)."""
 
 
+class TokenNotFound(HsmConfigError):
+    """No token with the label could be read; may be transient while another process writes it."""
+
+
 class HsmUnavailable(HsmError):
     """The HSM failed during an operation; the request may be retried later."""
 

@@ -16,7 +16,7 @@ from pkcs11 import Attribute, KeyType, Mechanism, ObjectClass
 from pkcs11.mechanisms import GCMParams
 from pkcs11.util.ec import encode_named_curve_parameters
 
-from hsm.errors import HsmConfigError, HsmUnavailable, KeyExists, KeyNotFound
+from hsm.errors import HsmConfigError, HsmUnavailable, KeyExists, KeyNotFound, TokenNotFound
 
 SECP256K1_OID = "1.3.132.0.10"
 ED25519_OID = "1.3.101.112"  # SoftHSM 2.6.1 generates and signs with Ed25519 (CKM_EDDSA)
@@ -47,11 +47,11 @@ class Pkcs11Token:
         try:
             token = lib.get_token(token_label=label)
         except pkcs11.NoSuchToken as exc:
-            raise HsmConfigError(f"no token labelled {label!r} (is SOFTHSM2_CONF set?)") from exc
+            raise TokenNotFound(f"no token labelled {label!r} (is SOFTHSM2_CONF set?)") from exc
         except pkcs11.MultipleTokensReturned as exc:
             raise HsmConfigError(f"several tokens labelled {label!r}") from exc
         except pkcs11.PKCS11Error as exc:
-            raise HsmConfigError(f"cannot list tokens: {type(exc).__name__}") from exc
+            raise TokenNotFound(f"cannot list tokens: {type(exc).__name__}") from exc
         try:
             self._session = token.open(user_pin=pin, rw=True)
         except pkcs11.UserAlreadyLoggedIn:

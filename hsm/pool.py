@@ -15,12 +15,13 @@ import logging
 import multiprocessing
 import os
 import threading
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from typing import TypeVar
 
-from hsm.errors import HsmConfigError, HsmUnavailable
+from hsm.errors import HsmConfigError, HsmUnavailable, TokenNotFound
 from hsm.keystore import SignRequest
 from hsm.pkcs11_token import Pkcs11Token
 from hsm.secp256k1 import RecoverableSignature, SignatureError, normalize
@@ -29,20 +30,44 @@ log = logging.getLogger("custos.hsm")
 
 T = TypeVar("T")
 
+LOGIN_ATTEMPTS = 10
+
 _worker_token: Pkcs11Token | None = None
 _worker_error: HsmConfigError | None = None
 
 Job = tuple[str, bytes, bytes]  # key_id, digest, public key: plain tuples pickle fastest
 
 
+def _exit_with_parent(parent: int) -> None:
+    # A worker whose service died (SIGKILL, OOM) would otherwise live on, idle,
+    # holding an HSM login and the token's locks.
+    while os.getppid() == parent:
+        time.sleep(0.5)
+    os._exit(1)
+
+
 def _init_worker(library: str, label: str, pin: str) -> None:
     global _worker_token, _worker_error  # noqa: PLW0603 - one login per worker process
+    threading.Thread(
+        target=_exit_with_parent, args=(os.getppid(),), name="parent-watch", daemon=True
+    ).start()
     try:
-        _worker_token = Pkcs11Token(library, label, pin)
+        _worker_token = _login(library, label, pin)
     except HsmConfigError as exc:
         # Kept and raised by every task: an initializer that raises breaks the
         # pool and the clear message would be lost.
         _worker_error = exc
+
+
+def _login(library: str, label: str, pin: str) -> Pkcs11Token:
+    # SoftHSM rewrites token.object on login; a process reading it at that moment
+    # sees no token. Retry that case briefly, never a wrong PIN (real HSMs lock it).
+    for _attempt in range(LOGIN_ATTEMPTS - 1):
+        try:
+            return Pkcs11Token(library, label, pin)
+        except TokenNotFound:
+            time.sleep(0.2)
+    return Pkcs11Token(library, label, pin)
 
 
 def _token() -> Pkcs11Token:

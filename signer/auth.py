@@ -28,6 +28,13 @@ RPC_ROLES: dict[str, frozenset[str]] = {
     "/custos.v1.Keys/EnableKey": frozenset({OFFICER}),
     "/custos.v1.Keys/GetKey": frozenset({OFFICER, SERVICE, AUDITOR}),
     "/custos.v1.Keys/ListKeys": frozenset({OFFICER, SERVICE, AUDITOR}),
+    "/custos.v1.Audit/StreamRecords": frozenset({AUDITOR}),
+    "/custos.v1.Audit/GetLatestCheckpoint": frozenset({AUDITOR}),
+    "/custos.v1.Audit/GetInclusionProof": frozenset({AUDITOR}),
+    "/custos.v1.Audit/GetConsistencyProof": frozenset({AUDITOR}),
+    "/custos.v1.Audit/Export": frozenset({AUDITOR}),
+    "/custos.v1.Audit/GetAuditKey": frozenset({AUDITOR}),
+    "/custos.v1.Audit/CreateCheckpoint": frozenset({OFFICER}),
 }
 
 # Any configured identity may check health and read the schema (reflection).

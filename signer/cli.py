@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import signal
 import sys
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -17,7 +19,14 @@ from google.protobuf import json_format
 from google.protobuf.message import Message
 
 from hsm.errors import HsmConfigError, HsmError
-from proto.custos.v1 import keys_pb2, keys_pb2_grpc, signer_pb2, signer_pb2_grpc
+from proto.custos.v1 import (
+    audit_pb2,
+    audit_pb2_grpc,
+    keys_pb2,
+    keys_pb2_grpc,
+    signer_pb2,
+    signer_pb2_grpc,
+)
 from signer.client import ClientProfile
 from signer.config import load_config, read_pin
 from signer.errors import ConfigError
@@ -110,10 +119,108 @@ def cmd_get(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_audit_export(args: argparse.Namespace) -> int:
+    stub = audit_pb2_grpc.AuditStub(_profile(args).channel())
+    out = Path(args.out)
+    # The checkpoint first: the export then certainly covers it.
+    checkpoint = stub.GetLatestCheckpoint(audit_pb2.GetLatestCheckpointRequest())
+    key = stub.GetAuditKey(audit_pb2.GetAuditKeyRequest())
+    count = 0
+    # By default the export ends where the checkpoint does: every record in it is proven.
+    to_seq = args.to or checkpoint.size
+    with out.open("wb") as handle:
+        for chunk in stub.Export(audit_pb2.ExportRequest(from_seq=0, to_seq=to_seq)):
+            handle.write(chunk.lines)
+            count += chunk.lines.count(b"\n")
+    Path(f"{out}.checkpoint").write_text(checkpoint.note)
+    Path(f"{out}.pub.pem").write_text(key.public_key_pem)
+    print(f"{count} records -> {out}")
+    print(f"checkpoint (size {checkpoint.size}) -> {out}.checkpoint")
+    print(f"audit public key ({key.key_name}) -> {out}.pub.pem")
+    return 0
+
+
+def cmd_audit_verify(args: argparse.Namespace) -> int:
+    from audit.verify import verify_export_files
+
+    try:
+        report = verify_export_files(
+            args.export, args.public_key, args.checkpoint, args.key_name, origin=args.origin
+        )
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"cannot verify: {exc}") from exc
+    for note in report.notes:
+        print(f"note: {note}")
+    if report.ok:
+        print(
+            f"OK: {report.records} records, hash chain intact, "
+            f"{report.checkpoints_verified} signed checkpoint(s) verified"
+        )
+        return 0
+    if report.first_bad_seq is not None:
+        print(f"FAILED at record {report.first_bad_seq}", file=sys.stderr)
+    for problem in report.problems:
+        print(f"FAILED: {problem}", file=sys.stderr)
+    return 1
+
+
+def cmd_audit_tail(args: argparse.Namespace) -> int:
+    from audit.record import AuditRecord
+
+    stub = audit_pb2_grpc.AuditStub(_profile(args).channel())
+    size = stub.GetLatestCheckpoint(audit_pb2.GetLatestCheckpointRequest()).size
+    start = max(0, size + 1 - args.n) if not args.from_seq else args.from_seq
+    request = audit_pb2.StreamRecordsRequest(from_seq=start, follow=args.follow)
+    for item in stub.StreamRecords(request):
+        record = AuditRecord.decode(item.encoded)
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(record.ts_ms / 1000))
+        fields = " ".join(f"{k}={json.dumps(v)}" for k, v in sorted(record.event.fields.items()))
+        print(f"{record.seq:>8} {when}Z {record.event.kind:<18} {record.event.actor}  {fields}")
+    return 0
+
+
+def cmd_audit_checkpoint(args: argparse.Namespace) -> int:
+    stub = audit_pb2_grpc.AuditStub(_profile(args).channel())
+    print(stub.CreateCheckpoint(audit_pb2.CreateCheckpointRequest()).note, end="")
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from signer.demo import run_demo
 
     return run_demo(Path(args.dir), args.listen)
+
+
+def _add_audit_commands(sub: Any, client_help: str) -> None:
+    p = sub.add_parser("audit", help="export, verify and read the audit log")
+    actions = p.add_subparsers(dest="action", required=True, metavar="ACTION")
+    a = actions.add_parser(
+        "export", help="download the log, its latest checkpoint and the audit key (auditor)"
+    )
+    a.add_argument("--out", required=True, help="export file; .checkpoint and .pub.pem beside it")
+    a.add_argument(
+        "--to", type=int, default=0, help="stop before this record (default: the checkpoint's size)"
+    )
+    a.add_argument("--client", help=client_help)
+    a.set_defaults(func=cmd_audit_export)
+    a = actions.add_parser(
+        "verify", help="verify an export offline: chain, Merkle roots, signed checkpoints"
+    )
+    a.add_argument("export", help="file written by `custos audit export`")
+    a.add_argument("--public-key", required=True, help="the audit key, PEM (Ed25519)")
+    a.add_argument("--checkpoint", action="append", default=[], help="signed checkpoint note")
+    a.add_argument("--key-name", default="custos-audit", help="name in the signature lines")
+    a.add_argument("--origin", help="the log's origin line, if known")
+    a.set_defaults(func=cmd_audit_verify)
+    a = actions.add_parser("tail", help="the latest events, readable (auditor)")
+    a.add_argument("-n", type=int, default=20, help="how many records (default 20)")
+    a.add_argument("--from-seq", type=int, default=0, help="start at this sequence number")
+    a.add_argument("--follow", action="store_true", help="keep printing new records")
+    a.add_argument("--client", help=client_help)
+    a.set_defaults(func=cmd_audit_tail)
+    a = actions.add_parser("checkpoint", help="sign a checkpoint now (officer)")
+    a.add_argument("--client", help=client_help)
+    a.set_defaults(func=cmd_audit_checkpoint)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -163,6 +270,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("request_id")
     p.add_argument("--client", help=client_help)
     p.set_defaults(func=cmd_get)
+
+    _add_audit_commands(sub, client_help)
 
     p = sub.add_parser("demo", help="run the end-to-end demo (what `make demo` runs)")
     p.add_argument("--dir", default=".demo")

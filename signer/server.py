@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 from concurrent import futures
@@ -12,7 +13,15 @@ from grpc_reflection.v1alpha import reflection
 
 from audit.record import AuditEvent
 from hsm.pool import SigningPool
-from proto.custos.v1 import keys_pb2, keys_pb2_grpc, signer_pb2, signer_pb2_grpc
+from proto.custos.v1 import (
+    audit_pb2,
+    audit_pb2_grpc,
+    keys_pb2,
+    keys_pb2_grpc,
+    signer_pb2,
+    signer_pb2_grpc,
+)
+from signer.auditlog import AuditLog
 from signer.auth import Authorizer
 from signer.chains.registry import ADAPTERS
 from signer.config import Config
@@ -21,7 +30,7 @@ from signer.health import HealthMonitor
 from signer.interceptors import EdgeInterceptor
 from signer.keys import KeyManager
 from signer.pipeline import SigningPipeline
-from signer.services import KeysService, SignerService
+from signer.services import AuditService, KeysService, SignerService
 from signer.store.sqlite import SqliteStore
 
 log = logging.getLogger("custos.server")
@@ -29,6 +38,7 @@ log = logging.getLogger("custos.server")
 SERVICE_NAMES = (
     signer_pb2.DESCRIPTOR.services_by_name["Signer"].full_name,
     keys_pb2.DESCRIPTOR.services_by_name["Keys"].full_name,
+    audit_pb2.DESCRIPTOR.services_by_name["Audit"].full_name,
 )
 
 
@@ -58,6 +68,12 @@ class CustosServer:
             str(config.hsm.library), config.hsm.token_label, pin, config.signing_workers
         )
         self.store = SqliteStore(config.sqlite_path)
+        self.audit = AuditLog(
+            self.store,
+            config.audit,
+            self.pool.ensure_ed25519(config.audit.key_id),
+            functools.partial(self.pool.sign_eddsa, config.audit.key_id),
+        )
         pipeline = SigningPipeline(
             self.store,
             self.pool,
@@ -86,6 +102,7 @@ class CustosServer:
         keys_pb2_grpc.add_KeysServicer_to_server(
             KeysService(KeyManager(self.store, self.pool)), self._grpc
         )
+        audit_pb2_grpc.add_AuditServicer_to_server(AuditService(self.audit, self.store), self._grpc)
         health_pb2_grpc.add_HealthServicer_to_server(self._health, self._grpc)
         reflection.enable_server_reflection(
             (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), self._grpc
@@ -106,6 +123,7 @@ class CustosServer:
     def start(self) -> None:
         self.store.append_audit([AuditEvent("service.started", "system", {"port": self.port})])
         self.monitor.start()
+        self.audit.start()
         self._grpc.start()
         log.info("custos listening on port %d", self.port)
 
@@ -118,6 +136,7 @@ class CustosServer:
         self.monitor.stop()
         try:
             self.store.append_audit([AuditEvent("service.stopped", "system", {})])
+            self.audit.stop()  # writes the final checkpoint
         finally:
             self.pool.close()
             self.store.close()

@@ -2,17 +2,27 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import grpc
 
 from hsm.secp256k1 import compressed
-from proto.custos.v1 import keys_pb2, keys_pb2_grpc, signer_pb2, signer_pb2_grpc
+from proto.custos.v1 import (
+    audit_pb2,
+    audit_pb2_grpc,
+    keys_pb2,
+    keys_pb2_grpc,
+    signer_pb2,
+    signer_pb2_grpc,
+)
+from signer.auditlog import AuditLog
 from signer.auth import SERVICE
 from signer.chains.registry import all_addresses
 from signer.errors import NotFound
 from signer.interceptors import current_identity
 from signer.keys import KeyManager
 from signer.pipeline import SigningPipeline
-from signer.store.base import KeyRecord, KeyState
+from signer.store.base import KeyRecord, KeyState, Store, StoredCheckpoint
 
 _STATE = {
     KeyState.ENABLED: keys_pb2.KEY_STATE_ENABLED,
@@ -90,3 +100,68 @@ class KeysService(keys_pb2_grpc.KeysServicer):
     ) -> keys_pb2.Key:
         identity = current_identity.get()
         return key_message(self._keys.set_state(request.key_id, KeyState.ENABLED, identity.subject))
+
+
+class AuditService(audit_pb2_grpc.AuditServicer):
+    """Auditors read the log, its checkpoints and proofs; officers may force a checkpoint."""
+
+    def __init__(self, log: AuditLog, store: Store) -> None:
+        self._log = log
+        self._store = store
+
+    def StreamRecords(  # noqa: N802
+        self, request: audit_pb2.StreamRecordsRequest, context: grpc.ServicerContext
+    ) -> Iterator[audit_pb2.AuditRecord]:
+        seq = request.from_seq
+        while context.is_active():
+            rows = self._store.audit_rows(seq, 500)
+            for row_seq, data, leaf in rows:
+                yield audit_pb2.AuditRecord(seq=row_seq, encoded=data, leaf_hash=leaf)
+                seq = row_seq + 1
+            if not rows:
+                if not request.follow:
+                    return
+                self._store.wait_for_audit(seq, timeout=1.0)
+
+    def GetLatestCheckpoint(  # noqa: N802
+        self, request: audit_pb2.GetLatestCheckpointRequest, context: grpc.ServicerContext
+    ) -> audit_pb2.Checkpoint:
+        return _checkpoint_message(self._log.latest())
+
+    def CreateCheckpoint(  # noqa: N802
+        self, request: audit_pb2.CreateCheckpointRequest, context: grpc.ServicerContext
+    ) -> audit_pb2.Checkpoint:
+        return _checkpoint_message(self._log.checkpoint())
+
+    def GetInclusionProof(  # noqa: N802
+        self, request: audit_pb2.GetInclusionProofRequest, context: grpc.ServicerContext
+    ) -> audit_pb2.InclusionProof:
+        size, leaf, proof = self._log.inclusion(request.seq, request.tree_size)
+        return audit_pb2.InclusionProof(
+            seq=request.seq, tree_size=size, leaf_hash=leaf, hashes=proof
+        )
+
+    def GetConsistencyProof(  # noqa: N802
+        self, request: audit_pb2.GetConsistencyProofRequest, context: grpc.ServicerContext
+    ) -> audit_pb2.ConsistencyProof:
+        size, proof = self._log.consistency(request.from_size, request.to_size)
+        return audit_pb2.ConsistencyProof(from_size=request.from_size, to_size=size, hashes=proof)
+
+    def Export(  # noqa: N802
+        self, request: audit_pb2.ExportRequest, context: grpc.ServicerContext
+    ) -> Iterator[audit_pb2.ExportChunk]:
+        for lines in self._log.export(request.from_seq, request.to_seq):
+            yield audit_pb2.ExportChunk(lines=lines)
+
+    def GetAuditKey(  # noqa: N802
+        self, request: audit_pb2.GetAuditKeyRequest, context: grpc.ServicerContext
+    ) -> audit_pb2.AuditKey:
+        return audit_pb2.AuditKey(
+            key_name=self._log.key_name,
+            origin=self._log.origin,
+            public_key_pem=self._log.public_key_pem,
+        )
+
+
+def _checkpoint_message(stored: StoredCheckpoint) -> audit_pb2.Checkpoint:
+    return audit_pb2.Checkpoint(note=stored.note, size=stored.size, root=stored.root)

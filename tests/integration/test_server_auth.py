@@ -7,7 +7,7 @@ import pytest
 from google.protobuf.message import Message
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from proto.custos.v1 import keys_pb2, signer_pb2
+from proto.custos.v1 import audit_pb2, keys_pb2, signer_pb2
 from signer.auth import RPC_ROLES
 from signer.devsetup import DevCa
 from tests.conftest import RunningServer
@@ -35,7 +35,30 @@ REQUESTS: dict[str, tuple[Message, type[Message]]] = {
         keys_pb2.SetKeyStateRequest(key_id="auth-probe-missing"),
         keys_pb2.Key,
     ),
+    "/custos.v1.Audit/StreamRecords": (
+        audit_pb2.StreamRecordsRequest(from_seq=10**9),
+        audit_pb2.AuditRecord,
+    ),
+    "/custos.v1.Audit/GetLatestCheckpoint": (
+        audit_pb2.GetLatestCheckpointRequest(),
+        audit_pb2.Checkpoint,
+    ),
+    "/custos.v1.Audit/CreateCheckpoint": (
+        audit_pb2.CreateCheckpointRequest(),
+        audit_pb2.Checkpoint,
+    ),
+    "/custos.v1.Audit/GetInclusionProof": (
+        audit_pb2.GetInclusionProofRequest(seq=10**9),
+        audit_pb2.InclusionProof,
+    ),
+    "/custos.v1.Audit/GetConsistencyProof": (
+        audit_pb2.GetConsistencyProofRequest(from_size=10**9),
+        audit_pb2.ConsistencyProof,
+    ),
+    "/custos.v1.Audit/Export": (audit_pb2.ExportRequest(from_seq=10**9), audit_pb2.ExportChunk),
+    "/custos.v1.Audit/GetAuditKey": (audit_pb2.GetAuditKeyRequest(), audit_pb2.AuditKey),
 }
+STREAMING = {"/custos.v1.Audit/StreamRecords", "/custos.v1.Audit/Export"}
 IDENTITY_ROLES = {
     "officer": "officer",
     "payments": "service",
@@ -46,13 +69,16 @@ IDENTITY_ROLES = {
 
 def _call(channel: grpc.Channel, method: str) -> grpc.StatusCode:
     request, response_type = REQUESTS[method]
-    stub = channel.unary_unary(
+    kind = channel.unary_stream if method in STREAMING else channel.unary_unary
+    stub = kind(
         method,
         request_serializer=lambda m: m.SerializeToString(),
         response_deserializer=response_type.FromString,
     )
     try:
-        stub(request, timeout=10)
+        reply = stub(request, timeout=10)
+        if method in STREAMING:
+            list(reply)
     except grpc.RpcError as exc:
         return exc.code()  # type: ignore[no-any-return]
     return grpc.StatusCode.OK

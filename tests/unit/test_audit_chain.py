@@ -36,7 +36,10 @@ def test_changed_byte_is_detected_at_that_record() -> None:
     log[2] = log[2].replace(b'"i":2', b'"i":7')
     problem = verify_chain(log)
     assert problem is not None
-    assert problem.seq == 3
+    # Record 3 no longer links to record 2, while record 4 still links to 3:
+    # the altered record is 2 itself, and the verifier names it.
+    assert problem.seq == 2
+    assert "record 2 was altered" in problem.reason
 
 
 def test_deleted_record_is_detected() -> None:
@@ -44,7 +47,8 @@ def test_deleted_record_is_detected() -> None:
     del log[1]
     problem = verify_chain(log)
     assert problem is not None
-    assert problem.seq == 2
+    assert problem.seq == 1
+    assert "record 1 is missing" in problem.reason
 
 
 def test_swapped_records_are_detected() -> None:
@@ -52,7 +56,8 @@ def test_swapped_records_are_detected() -> None:
     log[1], log[2] = log[2], log[1]
     problem = verify_chain(log)
     assert problem is not None
-    assert problem.seq == 2
+    assert problem.seq == 1
+    assert "record 2 comes where record 1 belongs" in problem.reason
 
 
 def test_non_canonical_encoding_is_detected() -> None:

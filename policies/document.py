@@ -1,0 +1,373 @@
+"""Policy documents: the versioned YAML that officers approve, as pydantic models.
+
+policy.schema.json is generated from these models (`python -m policies.schema
+--write`) and a test keeps the two equal. Documents are loaded through
+`policies.schema.load_document`: JSON Schema first (messages that name the
+path), then these models, then cross-reference checks. Amounts are integers in base units, given
+as YAML integers or decimal strings (uint256 range). Canonical JSON and its
+hash identify a version.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from datetime import timedelta
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    StringConstraints,
+    WithJsonSchema,
+    model_validator,
+)
+
+UINT256_MAX = 2**256 - 1
+# Duplicated from signer/chains on purpose: policies/ imports nothing from signer/.
+NETWORKS: dict[str, tuple[str, ...]] = {
+    "bitcoin": ("mainnet", "testnet", "signet", "regtest"),
+    "ethereum": ("mainnet", "sepolia", "holesky"),
+    "bsc": ("mainnet", "testnet"),
+    "tron": ("mainnet", "shasta", "nile"),
+}
+
+_AMOUNT_TEXT = re.compile(r"(0|[1-9][0-9]{0,77})")
+_DURATION_PART = re.compile(r"([0-9]{1,9})([dhms])")
+_UNIT_SECONDS = {"d": 86400, "h": 3600, "m": 60, "s": 1}
+EVM_ADDRESS = re.compile(r"0x[0-9a-fA-F]{40}")
+_BECH32_PREFIXES = ("bc1", "tb1", "bcrt1")
+
+
+def _amount(value: object) -> int:
+    # bool is an int subclass; YAML `true` must not become the amount 1.
+    if isinstance(value, bool):
+        raise ValueError("must be an integer or a decimal string")
+    if isinstance(value, str):
+        if not _AMOUNT_TEXT.fullmatch(value):
+            raise ValueError("must be a decimal string of digits without sign or leading zeros")
+        value = int(value)
+    if not isinstance(value, int) or not 0 <= value <= UINT256_MAX:
+        raise ValueError("must be an integer from 0 to 2^256-1")
+    return value
+
+
+AMOUNT_JSON_SCHEMA: dict[str, Any] = {
+    "anyOf": [
+        {"type": "integer", "minimum": 0, "maximum": UINT256_MAX},
+        {"type": "string", "pattern": f"^{_AMOUNT_TEXT.pattern}$"},
+    ]
+}
+# Serialized as a decimal string: canonical JSON must not depend on how the
+# author spelled it, and JSON numbers lose precision beyond 2^53 elsewhere.
+Amount = Annotated[
+    int,
+    BeforeValidator(_amount),
+    PlainSerializer(str, return_type=str),
+    WithJsonSchema(AMOUNT_JSON_SCHEMA),
+]
+Name = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$")]
+Identity = Annotated[str, StringConstraints(min_length=1, max_length=512)]
+KeyId = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9._-]{0,62}$")]
+Address = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9]{20,100}$")]
+AssetRef = Annotated[str, StringConstraints(pattern=r"^(native|[A-Za-z0-9]{20,100})$")]
+Method = Annotated[str, StringConstraints(pattern=r"^(transfer|approve|0x[0-9a-f]{8})$")]
+Duration = Annotated[str, StringConstraints(pattern=r"^([0-9]{1,9}[dhms])+$")]
+StartTime = Annotated[str, StringConstraints(pattern=r"^([01][0-9]|2[0-3]):[0-5][0-9]$")]
+EndTime = Annotated[str, StringConstraints(pattern=r"^(([01][0-9]|2[0-3]):[0-5][0-9]|24:00)$")]
+Text = Annotated[str, StringConstraints(max_length=500)]
+Chain = Literal["bitcoin", "ethereum", "bsc", "tron"]
+Network = Literal["mainnet", "testnet", "signet", "regtest", "sepolia", "holesky", "shasta", "nile"]
+Day = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+DAYS: tuple[Day, ...] = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+LimitDimension = Literal["key", "asset", "caller"]
+
+
+def parse_duration(text: str) -> timedelta:
+    """timedelta of a validated duration such as "24h", "1h30m" or "90s"."""
+    return timedelta(
+        seconds=sum(int(n) * _UNIT_SECONDS[u] for n, u in _DURATION_PART.findall(text))
+    )
+
+
+def minutes_of(clock: str) -> int:
+    """Minutes since midnight of "HH:MM" ("24:00" is 1440)."""
+    hours, minutes = clock.split(":")
+    return int(hours) * 60 + int(minutes)
+
+
+def normalize_address(address: str) -> str:
+    """The spelling addresses are compared in: EVM and bech32 lowercased, base58 exact."""
+    # Cheap tests on purpose (this runs per transfer): no base58 address is
+    # 42 characters starting "0x" ("0" is not a base58 digit) or starts "bc1"/"tb1".
+    if (len(address) == 42 and address.startswith("0x")) or address[:5].lower().startswith(
+        _BECH32_PREFIXES
+    ):
+        return address.lower()
+    return address
+
+
+class _Model(BaseModel):
+    # Strict: "yes" is no boolean and "3" no version, exactly as in the JSON Schema.
+    # Strict tuples need JSON input: validate with parse_document, not model_validate.
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+
+def _at_least_one(model: BaseModel, *fields: str) -> None:
+    if not any(getattr(model, name) is not None for name in fields):
+        raise ValueError(f"needs at least one of {', '.join(fields)}")
+
+
+class Governance(_Model):
+    """Who may change the policy: N officers, M approvals, optional activation delay."""
+
+    officers: tuple[Identity, ...] = Field(min_length=1)
+    approvals_required: int = Field(ge=1, le=100)
+    activation_delay: Duration = "0s"
+    proposal_expires_after: Duration = "7d"
+    allow_self_approval: bool = False
+
+
+class AddressEntry(_Model):
+    """One destination in the address book."""
+
+    id: Name
+    chain: Chain
+    network: Network
+    address: Address
+    groups: tuple[Name, ...] = ()
+    label: Text = ""
+
+
+class AddressBook(_Model):
+    """Known destinations and their groups; new entries wait out `cooling_off`."""
+
+    cooling_off: Duration = "24h"
+    groups: tuple[Name, ...] = ()
+    entries: tuple[AddressEntry, ...] = Field(default=(), max_length=100_000)
+
+
+class Destinations(_Model):
+    """Destination predicate: `all` (every destination listed) or `any` (at least one)."""
+
+    model_config = ConfigDict(
+        json_schema_extra={"anyOf": [{"required": ["entries"]}, {"required": ["groups"]}]}
+    )
+
+    entries: tuple[Name, ...] | None = Field(default=None, min_length=1)
+    groups: tuple[Name, ...] | None = Field(default=None, min_length=1)
+    mode: Literal["all", "any"] = "all"
+
+    @model_validator(mode="after")
+    def _some(self) -> Destinations:
+        _at_least_one(self, "entries", "groups")
+        return self
+
+
+class AmountRange(_Model):
+    """Inclusive range of an intent's total per asset, in base units."""
+
+    model_config = ConfigDict(json_schema_extra={"minProperties": 1})
+
+    min: Amount | None = None
+    max: Amount | None = None
+
+    @model_validator(mode="after")
+    def _ordered(self) -> AmountRange:
+        _at_least_one(self, "min", "max")
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise ValueError("min must not exceed max")
+        return self
+
+
+class ContractMatch(_Model):
+    """Contract call predicate: which contracts, which methods."""
+
+    model_config = ConfigDict(json_schema_extra={"minProperties": 1})
+
+    addresses: tuple[Address, ...] | None = Field(default=None, min_length=1)
+    methods: tuple[Method, ...] | None = Field(default=None, min_length=1)
+
+    @model_validator(mode="after")
+    def _some(self) -> ContractMatch:
+        _at_least_one(self, "addresses", "methods")
+        return self
+
+
+class FeeCaps(_Model):
+    """Upper bounds on fees; a cap the intent has no figure for does not match."""
+
+    model_config = ConfigDict(json_schema_extra={"minProperties": 1})
+
+    max_fee: Amount | None = None  # native base units: Bitcoin fee, EVM gas*fee cap, Tron limit
+    max_fee_rate_sat_vb: int | None = Field(default=None, ge=0, le=10**9)
+    max_fee_per_gas: Amount | None = None  # EIP-1559 max_fee_per_gas or legacy gas_price
+    max_gas_limit: int | None = Field(default=None, ge=0, le=10**12)
+    max_fee_limit: int | None = Field(default=None, ge=0, le=10**15)  # Tron, sun
+
+    @model_validator(mode="after")
+    def _some(self) -> FeeCaps:
+        _at_least_one(self, *FeeCaps.model_fields)
+        return self
+
+
+class TimeWindow(_Model):
+    """UTC window; when end <= start it runs past midnight into the next day."""
+
+    days: tuple[Day, ...] = Field(default=DAYS, min_length=1)
+    start: StartTime
+    end: EndTime
+
+    @model_validator(mode="after")
+    def _not_empty(self) -> TimeWindow:
+        if minutes_of(self.start) == minutes_of(self.end):
+            raise ValueError("start and end must differ (use 00:00-24:00 for a whole day)")
+        return self
+
+
+class Scope(_Model):
+    """Who and what: the predicates rules and limits share."""
+
+    callers: tuple[Identity, ...] | None = Field(default=None, min_length=1)
+    caller_groups: tuple[Name, ...] | None = Field(default=None, min_length=1)
+    keys: tuple[KeyId, ...] | None = Field(default=None, min_length=1)
+    key_groups: tuple[Name, ...] | None = Field(default=None, min_length=1)
+    chains: tuple[Chain, ...] | None = Field(default=None, min_length=1)
+    networks: tuple[Network, ...] | None = Field(default=None, min_length=1)
+    assets: tuple[AssetRef, ...] | None = Field(default=None, min_length=1)
+
+
+class Match(Scope):
+    """A rule's predicates; all given predicates must hold (an empty match matches all)."""
+
+    destinations: Destinations | None = None
+    amount: AmountRange | None = None
+    contract: ContractMatch | None = None
+    fee: FeeCaps | None = None
+    message_signing: bool = False
+    time: tuple[TimeWindow, ...] | None = Field(default=None, min_length=1)
+
+
+class Approval(_Model):
+    """What a require_approval rule asks for."""
+
+    approvals: int = Field(ge=1, le=20)
+    group: Name
+    totp: bool = True
+    expires_after: Duration = "24h"
+
+
+class Rule(_Model):
+    """One ordered rule: the first rule whose match holds decides."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "if": {"properties": {"action": {"const": "require_approval"}}},
+            "then": {"required": ["approval"]},
+            "else": {"not": {"required": ["approval"]}},
+        }
+    )
+
+    id: Name
+    description: Text = ""
+    match: Match = Match()
+    action: Literal["allow", "deny", "require_approval"]
+    approval: Approval | None = None
+    reason: Text | None = None  # shown to the caller of a denied request
+
+    @model_validator(mode="after")
+    def _approval_iff_required(self) -> Rule:
+        if (self.action == "require_approval") != (self.approval is not None):
+            raise ValueError("approval is required for, and only for, action require_approval")
+        return self
+
+
+class Limit(_Model):
+    """A velocity limit: sum and/or count over a rolling window, keyed by `per`."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "anyOf": [{"required": ["max_amount"]}, {"required": ["max_count"]}],
+            "if": {"required": ["max_amount"]},
+            "then": {"required": ["per"], "properties": {"per": {"contains": {"const": "asset"}}}},
+        }
+    )
+
+    id: Name
+    description: Text = ""
+    window: Duration
+    per: tuple[LimitDimension, ...] = Field(default=(), json_schema_extra={"uniqueItems": True})
+    scope: Scope = Scope()
+    max_amount: Amount | None = None
+    max_count: int | None = Field(default=None, ge=0, le=10**9)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Limit:
+        _at_least_one(self, "max_amount", "max_count")
+        if len(set(self.per)) != len(self.per):
+            raise ValueError("per must not repeat a dimension")
+        # Units of different assets must never be added together.
+        if self.max_amount is not None and "asset" not in self.per:
+            raise ValueError('max_amount needs "asset" in per')
+        return self
+
+
+class PolicyDocument(_Model):
+    """A complete policy version, as officers propose and approve it."""
+
+    model_config = ConfigDict(title="Custos policy document")
+
+    version: int = Field(ge=1)
+    description: Text = ""
+    governance: Governance
+    identity_groups: dict[Name, tuple[Identity, ...]] = {}
+    key_groups: dict[Name, tuple[KeyId, ...]] = {}
+    address_book: AddressBook = AddressBook()
+    rules: tuple[Rule, ...] = Field(max_length=10_000)
+    limits: tuple[Limit, ...] = Field(default=(), max_length=1_000)
+
+
+# ---- canonical form ------------------------------------------------------
+
+
+def parse_document(data: object) -> PolicyDocument:
+    """Model-validate parsed YAML/JSON (strictly, as JSON); pydantic ValidationError if invalid."""
+    return PolicyDocument.model_validate_json(json.dumps(data))
+
+
+def canonical_json(doc: PolicyDocument) -> bytes:
+    """Canonical JSON of a validated document: sorted keys, no whitespace, defaults filled in.
+
+    Unset optional predicates (None) are left out, so adding an optional field
+    to the format later does not change the hash of existing versions.
+    """
+    data = doc.model_dump(mode="json", exclude_none=True)
+    return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def document_hash(doc: PolicyDocument) -> str:
+    """Hex SHA-256 of canonical_json(doc): the value officers approve."""
+    return hashlib.sha256(canonical_json(doc)).hexdigest()
+
+
+def memberships(entry: AddressEntry) -> tuple[str, ...]:
+    """What a rule can name an entry by: "entry:<id>" and "group:<name>" per group."""
+    return (f"entry:{entry.id}", *(f"group:{g}" for g in entry.groups))
+
+
+def since_key(entry: AddressEntry, membership: str) -> str:
+    """Key of the time an address first held a membership (the cooling-off start).
+
+    Keyed by the address, not the entry id: pointing an existing id at a new
+    address, or adding an address to a group, starts a new cooling-off.
+    """
+    return f"{entry.chain}:{entry.network}:{normalize_address(entry.address)}#{membership}"
+
+
+def since_keys(doc: PolicyDocument) -> tuple[str, ...]:
+    """Every cooling-off key of the document's address book."""
+    return tuple(since_key(e, m) for e in doc.address_book.entries for m in memberships(e))

@@ -1,0 +1,515 @@
+"""Policy evaluation: compile a validated document once, then judge batches of intents.
+
+Ordered rules, first match wins, default deny. Rules are indexed by bitmask:
+per dimension (caller, message or transaction, chain, network, key, asset,
+contract call) a Python int has bit i set when rule i accepts the value, so
+ANDing an intent's masks leaves only rules whose indexed predicates hold and
+the lowest set bit is the first candidate. Only candidates get the remaining
+checks (destinations, amount, contract, fees, time), in rule order. A batch
+is judged as a whole: any deny denies it, any approval requirement applies
+to all of it, and velocity limits see the sum of its items.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from policies.document import (
+    DAYS,
+    NETWORKS,
+    AmountRange,
+    Approval,
+    PolicyDocument,
+    Rule,
+    memberships,
+    minutes_of,
+    normalize_address,
+    parse_duration,
+    since_key,
+)
+from policies.intent import Intent
+from policies.velocity import (
+    CompiledLimit,
+    Delta,
+    ScopeFilter,
+    Spent,
+    asset_totals,
+    batch_deltas,
+    check,
+)
+
+RULE_DENIED = "rule_denied"
+NO_RULE_MATCHED = "no_rule_matched"
+COOLING_OFF = "destination_cooling_off"
+LIMIT_EXCEEDED = "limit_exceeded"
+EMPTY_BATCH = "empty_batch"
+
+
+@dataclass(frozen=True, slots=True)
+class EvaluationRequest:
+    """One batch to judge: who asks, the intents, when (UTC), and whether it signs messages."""
+
+    caller: str
+    caller_groups: frozenset[str]  # groups from outside the document (identity store)
+    items: tuple[Intent, ...]
+    now: datetime
+    message_signing: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Allow:
+    """Every item is allowed; `rule_ids[i]` is the rule that allowed item i."""
+
+    rule_ids: tuple[str, ...]
+
+    @property
+    def rule_id(self) -> str:
+        """The rule of the first item."""
+        return self.rule_ids[0]
+
+
+@dataclass(frozen=True, slots=True)
+class Deny:
+    """The batch is refused; `code` is machine-readable, `reason` for humans."""
+
+    code: str
+    reason: str
+    item_index: int | None = None
+    rule_id: str | None = None
+    limit_id: str | None = None
+    remaining: Mapping[str, int] = field(default_factory=dict)
+    details: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Quorum:
+    """`approvals` distinct approvers from `group`."""
+
+    group: str
+    approvals: int
+
+
+@dataclass(frozen=True, slots=True)
+class RequireApproval:
+    """The batch may be signed once every quorum is met, before `expires_after` runs out.
+
+    Items naming different groups need each group's quorum (an approver in
+    two groups counts in both); for one group the largest count wins; TOTP is
+    required if any item's rule requires it; the shortest expiry applies.
+    """
+
+    rule_ids: tuple[str, ...]
+    quorum: tuple[Quorum, ...]
+    totp_required: bool
+    expires_after: timedelta
+
+
+Decision = Allow | Deny | RequireApproval
+
+
+@dataclass(frozen=True, slots=True)
+class _Facts:
+    chain: str
+    network: str
+    totals: dict[str, int]  # per asset: non-change transfers plus an approve's allowance
+    destinations: tuple[str, ...]
+    fees: dict[str, int]
+    contract: str | None
+    method: str | None
+
+
+def _facts(intent: Intent) -> _Facts:
+    # asset_totals names "native" when nothing moves (for count limits); a
+    # rule's asset predicate must not see an asset the intent does not touch.
+    totals = asset_totals(intent) if intent.transfers else {}
+    destinations = [normalize_address(t.to) for t in intent.transfers if not t.is_change]
+    call = intent.contract_call
+    contract = method = None
+    if call is not None:
+        contract, method = normalize_address(call.contract), call.method
+        args = dict(call.args)
+        if method == "approve":
+            # The spender can move the allowance: it is a destination and an amount.
+            destinations.append(normalize_address(args.get("spender", "")))
+            totals[contract] = totals.get(contract, 0) + int(args.get("amount", "0"))
+        elif method != "transfer":
+            destinations.append(contract)
+    fees = dict(intent.fee_details)
+    fees["fee"] = intent.fee
+    return _Facts(
+        chain=intent.chain,
+        network=intent.network,
+        totals=totals,
+        destinations=tuple(dict.fromkeys(destinations)),
+        fees=fees,
+        contract=contract,
+        method=method,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class _Window:
+    days: frozenset[int]  # Monday is 0
+    start: int  # minutes since midnight UTC
+    end: int
+
+    def holds(self, weekday: int, minute: int) -> bool:
+        if self.start < self.end:
+            return weekday in self.days and self.start <= minute < self.end
+        # Past midnight: the early hours belong to the window of the day before.
+        if minute >= self.start:
+            return weekday in self.days
+        return minute < self.end and (weekday - 1) % 7 in self.days
+
+
+# Fee cap name -> (intent fee facts to read, first present wins; multiplier of the cap).
+_FEE_FACTS: dict[str, tuple[tuple[str, ...], int]] = {
+    "max_fee": (("fee",), 1),
+    "max_fee_rate_sat_vb": (("fee_rate_sat_vb_milli",), 1000),
+    "max_fee_per_gas": (("max_fee_per_gas", "gas_price"), 1),
+    "max_gas_limit": (("gas_limit",), 1),
+    "max_fee_limit": (("fee_limit",), 1),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class _Rule:
+    id: str
+    action: str
+    reason: str | None
+    approval: Approval | None
+    expires_after: timedelta
+    memberships: frozenset[str] | None  # "entry:<id>" / "group:<name>" of the destinations
+    any_destination: bool
+    amount: AmountRange | None
+    contracts: frozenset[str] | None
+    methods: frozenset[str] | None
+    fee_caps: tuple[tuple[tuple[str, ...], int], ...]
+    windows: tuple[_Window, ...] | None
+
+    @classmethod
+    def of(cls, rule: Rule) -> _Rule:
+        m, dest, contract = rule.match, rule.match.destinations, rule.match.contract
+        names = None
+        if dest is not None:
+            entries = [f"entry:{e}" for e in dest.entries or ()]
+            names = frozenset([*entries, *(f"group:{g}" for g in dest.groups or ())])
+        caps = []
+        for name, cap in (m.fee.model_dump(exclude_none=True) if m.fee else {}).items():
+            facts, scale = _FEE_FACTS[name]
+            caps.append((facts, int(cap) * scale))
+        windows = None
+        if m.time is not None:
+            windows = tuple(
+                _Window(frozenset(map(DAYS.index, w.days)), minutes_of(w.start), minutes_of(w.end))
+                for w in m.time
+            )
+        addresses = contract.addresses if contract else None
+        methods = contract.methods if contract else None
+        return cls(
+            id=rule.id,
+            action=rule.action,
+            reason=rule.reason,
+            approval=rule.approval,
+            expires_after=parse_duration(rule.approval.expires_after)
+            if rule.approval
+            else timedelta(0),
+            memberships=names,
+            any_destination=dest is not None and dest.mode == "any",
+            amount=m.amount,
+            contracts=frozenset(map(normalize_address, addresses)) if addresses else None,
+            methods=frozenset(methods) if methods else None,
+            fee_caps=tuple(caps),
+            windows=windows,
+        )
+
+    def holds(
+        self,
+        facts: _Facts,
+        policy: CompiledPolicy,
+        now: datetime,
+        clock: tuple[int, int],
+        ignore_cooling: bool,
+    ) -> bool:
+        if facts.contract is not None and (
+            (self.contracts is not None and facts.contract not in self.contracts)
+            or (self.methods is not None and facts.method not in self.methods)
+        ):
+            return False
+        if self.amount is not None:
+            low, high = self.amount.min or 0, self.amount.max
+            for total in facts.totals.values() or (0,):
+                if total < low or (high is not None and total > high):
+                    return False
+        for names, cap in self.fee_caps:
+            fee = next((facts.fees[n] for n in names if n in facts.fees), None)
+            if fee is None or fee > cap:
+                return False
+        if self.windows is not None and not any(w.holds(*clock) for w in self.windows):
+            return False
+        if self.memberships is None:
+            return True
+        # Cooling-off keeps new entries from granting anything, never from denying.
+        honour_new = ignore_cooling or self.action == "deny"
+        wanted = self.memberships
+        listed = (policy._listed(facts, d, wanted, now, honour_new) for d in facts.destinations)
+        if self.any_destination:
+            return any(listed)
+        return bool(facts.destinations) and all(listed)
+
+
+class _Dim:
+    """Per value, the bitmask of rules that accept it; `wild` for rules without the predicate."""
+
+    __slots__ = ("values", "wild")
+
+    def __init__(self) -> None:
+        self.wild = 0
+        self.values: dict[str, int] = {}
+
+    def add(self, bit: int, accepted: Iterable[str] | None) -> None:
+        if accepted is None:
+            self.wild |= bit
+            return
+        for value in accepted:
+            self.values[value] = self.values.get(value, 0) | bit
+
+    def mask(self, value: str) -> int:
+        return self.wild | self.values.get(value, 0)
+
+
+class CompiledPolicy:
+    """A validated document, indexed for evaluation; immutable after construction."""
+
+    def __init__(
+        self, doc: PolicyDocument, *, activated_at: datetime, entry_since: Mapping[str, datetime]
+    ) -> None:
+        self.doc = doc
+        self.version = doc.version
+        groups: dict[str, set[str]] = {}
+        for group, members in doc.identity_groups.items():
+            for member in members:
+                groups.setdefault(member, set()).add(group)
+        self._groups_of = {identity: frozenset(g) for identity, g in groups.items()}
+        self._rules = tuple(_Rule.of(r) for r in doc.rules)
+        self._all = (1 << len(self._rules)) - 1
+        self._callers, self._keys, self._chains = _Dim(), _Dim(), _Dim()
+        self._networks, self._assets, self._kinds = _Dim(), _Dim(), _Dim()
+        self._caller_groups: dict[str, int] = {}
+        self._with_contract = 0
+        # Destinations: rules without the predicate, with mode all, with mode any,
+        # and per membership name the rules naming it.
+        self._dest_wild = self._dest_all = self._dest_any = 0
+        named: dict[str, int] = {}
+        for i, (rule, compiled) in enumerate(zip(doc.rules, self._rules, strict=True)):
+            bit, m = 1 << i, rule.match
+            if compiled.memberships is None:
+                self._dest_wild |= bit
+            else:
+                if compiled.any_destination:
+                    self._dest_any |= bit
+                else:
+                    self._dest_all |= bit
+                for name in compiled.memberships:
+                    named[name] = named.get(name, 0) | bit
+            scope = ScopeFilter.of(m, doc.identity_groups, doc.key_groups)
+            self._callers.add(bit, scope.callers)
+            for group in scope.caller_groups:
+                self._caller_groups[group] = self._caller_groups.get(group, 0) | bit
+            self._keys.add(bit, scope.keys)
+            self._chains.add(bit, scope.chains)
+            self._networks.add(bit, scope.networks)
+            self._assets.add(bit, scope.assets)
+            self._kinds.add(bit, ["message" if m.message_signing else "transaction"])
+            if m.contract is not None:
+                self._with_contract |= bit
+        self.limits = tuple(
+            CompiledLimit.of(lim, doc.identity_groups, doc.key_groups) for lim in doc.limits
+        )
+        # Most batches are on one chain: skip the limits scoped to other chains.
+        self._limits_on = {
+            chain: tuple(
+                lim for lim in self.limits if lim.scope.chains is None or chain in lim.scope.chains
+            )
+            for chain in NETWORKS
+        }
+        cooling = parse_duration(doc.address_book.cooling_off)
+        # (chain, network, address) -> (entry id, membership -> usable from, rules naming it)
+        self._book: dict[tuple[str, str, str], tuple[str, dict[str, datetime], int]] = {}
+        for entry in doc.address_book.entries:
+            names = memberships(entry)
+            usable = {
+                m: entry_since.get(since_key(entry, m), activated_at) + cooling for m in names
+            }
+            rule_bits = 0
+            for name in names:
+                rule_bits |= named.get(name, 0)
+            where = (entry.chain, entry.network, normalize_address(entry.address))
+            self._book[where] = (entry.id, usable, rule_bits)
+
+    def identity_groups_of(
+        self, identity: str, extra: frozenset[str] = frozenset()
+    ) -> frozenset[str]:
+        """The identity's groups: those the document lists it in, plus `extra`."""
+        return self._groups_of.get(identity, frozenset()) | extra
+
+    def _listed(
+        self, facts: _Facts, address: str, names: frozenset[str], now: datetime, honour_new: bool
+    ) -> bool:
+        """Whether `address` holds one of `names`, past its cooling-off unless honour_new."""
+        found = self._book.get((facts.chain, facts.network, address))
+        if found is None:
+            return False
+        return any(
+            name in names and (honour_new or now >= usable) for name, usable in found[1].items()
+        )
+
+    def limit_deltas(self, request: EvaluationRequest) -> tuple[Delta, ...]:
+        """What the batch adds to each velocity bucket (none for message signing)."""
+        if request.message_signing:
+            return ()
+        groups = self.identity_groups_of(request.caller, request.caller_groups)
+        chains = {intent.chain for intent in request.items}
+        limits = self._limits_on.get(chains.pop(), self.limits) if len(chains) == 1 else self.limits
+        return batch_deltas(limits, request.caller, groups, request.items)
+
+    def _first(
+        self,
+        facts: _Facts,
+        mask: int,
+        now: datetime,
+        clock: tuple[int, int],
+        ignore_cooling: bool = False,
+    ) -> _Rule | None:
+        while mask:
+            low = mask & -mask
+            rule = self._rules[low.bit_length() - 1]
+            if rule.holds(facts, self, now, clock, ignore_cooling):
+                return rule
+            mask ^= low
+        return None
+
+    def _cooling_entry(self, facts: _Facts, now: datetime) -> tuple[str, datetime] | None:
+        for address in facts.destinations:
+            found = self._book.get((facts.chain, facts.network, address))
+            if found is not None:
+                pending = [t for t in found[1].values() if now < t]
+                if pending:
+                    return found[0], max(pending)
+        return None
+
+    def _judge(
+        self, index: int, intent: Intent, base: int, now: datetime, clock: tuple[int, int]
+    ) -> _Rule | Deny:
+        facts = _facts(intent)
+        mask = (
+            base
+            & self._chains.mask(intent.chain)
+            & self._networks.mask(intent.network)
+            & self._keys.mask(intent.key_id)
+        )
+        for asset in facts.totals:
+            mask &= self._assets.mask(asset)
+        # A superset filter: cooling-off and the exact semantics are left to holds().
+        every, some = self._all, 0
+        for address in facts.destinations:
+            found = self._book.get((intent.chain, intent.network, address))
+            bits = found[2] if found is not None else 0
+            every &= bits
+            some |= bits
+        if not facts.destinations:
+            every = 0
+        mask &= self._dest_wild | (self._dest_all & every) | (self._dest_any & some)
+        if facts.contract is None:
+            mask &= ~self._with_contract
+        elif facts.method != "transfer":
+            # Only rules that name contracts may allow approve or arbitrary calls.
+            mask &= self._with_contract
+        rule = self._first(facts, mask, now, clock)
+        if rule is None:
+            cooling = self._cooling_entry(facts, now)
+            if cooling is not None:
+                would = self._first(facts, mask, now, clock, ignore_cooling=True)
+                if would is not None and would.action != "deny":
+                    entry, usable = cooling
+                    return Deny(
+                        COOLING_OFF,
+                        f"item {index}: address book entry {entry!r} is in its cooling-off period",
+                        item_index=index,
+                        rule_id=would.id,
+                        details={"entry": entry, "usable_from": usable.isoformat()},
+                    )
+            return Deny(NO_RULE_MATCHED, f"item {index}: no rule allows it", item_index=index)
+        if rule.action == "deny":
+            return Deny(
+                RULE_DENIED,
+                rule.reason or f"item {index}: denied by rule {rule.id!r}",
+                item_index=index,
+                rule_id=rule.id,
+            )
+        return rule
+
+    def evaluate(self, request: EvaluationRequest, usage: Mapping[str, Spent]) -> Decision:
+        """Judge the batch; `usage` must hold every key of limit_deltas(request)."""
+        now = request.now
+        if now.tzinfo is None or now.utcoffset() != timedelta(0):
+            raise ValueError("EvaluationRequest.now must be an aware UTC datetime")
+        if not request.items:
+            return Deny(EMPTY_BATCH, "the batch has no items")
+        caller_mask = self._callers.mask(request.caller)
+        for group in request.caller_groups:
+            caller_mask |= self._caller_groups.get(group, 0)
+        kind = "message" if request.message_signing else "transaction"
+        base = self._all & caller_mask & self._kinds.mask(kind)
+        clock = (now.weekday(), now.hour * 60 + now.minute)
+        rules: list[_Rule] = []
+        for index, intent in enumerate(request.items):
+            verdict = self._judge(index, intent, base, now, clock)
+            if isinstance(verdict, Deny):
+                return verdict
+            rules.append(verdict)
+        breach = check(self.limit_deltas(request), usage)
+        if breach is not None:
+            return Deny(
+                LIMIT_EXCEEDED,
+                f"velocity limit {breach.limit_id!r} would be exceeded",
+                limit_id=breach.limit_id,
+                remaining=breach.remaining(),
+            )
+        rule_ids = tuple(r.id for r in rules)
+        needed = [(r.approval, r.expires_after) for r in rules if r.approval is not None]
+        if not needed:
+            return Allow(rule_ids)
+        counts: dict[str, int] = {}
+        for a, _ in needed:
+            counts[a.group] = max(counts.get(a.group, 0), a.approvals)
+        return RequireApproval(
+            rule_ids=rule_ids,
+            quorum=tuple(Quorum(g, n) for g, n in sorted(counts.items())),
+            totp_required=any(a.totp for a, _ in needed),
+            expires_after=min(expiry for _, expiry in needed),
+        )
+
+
+def compile_policy(
+    doc: PolicyDocument,
+    *,
+    activated_at: datetime,
+    entry_since: Mapping[str, datetime] | None = None,
+) -> CompiledPolicy:
+    """Index a validated document for evaluation.
+
+    `entry_since` maps document.since_key(...) to when that address first held
+    that membership in an active version (governance.carry_entry_since keeps
+    it across versions); a key it lacks starts its cooling-off at activated_at.
+    """
+    return CompiledPolicy(doc, activated_at=activated_at, entry_since=entry_since or {})
+
+
+def evaluate(
+    policy: CompiledPolicy, request: EvaluationRequest, usage: Mapping[str, Spent]
+) -> Decision:
+    """Judge a batch against a compiled policy (see CompiledPolicy.evaluate)."""
+    return policy.evaluate(request, usage)

@@ -1,0 +1,211 @@
+"""The audit log through the real server: checkpoints signed in the HSM, proofs,
+export and offline verification with the CLI, and a crash test with SIGKILL."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import random
+import subprocess
+import sys
+import threading
+import uuid
+from pathlib import Path
+
+import grpc
+import pytest
+
+from audit.checkpoint import load_public_key_pem, open_note
+from audit.merkle import verify_consistency, verify_inclusion
+from audit.record import AuditRecord
+from audit.verify import verify_export
+from proto.custos.v1 import audit_pb2, audit_pb2_grpc, keys_pb2, keys_pb2_grpc, signer_pb2_grpc
+from proto.custos.v1 import signer_pb2 as pb
+from tests import builders
+from tests.conftest import ServerProcess
+
+pytestmark = pytest.mark.integration
+
+
+def _cli(server: ServerProcess, identity: str, *args: str) -> subprocess.CompletedProcess[str]:
+    profile = server.env.dir / "clients" / f"{identity}.toml"
+    profile.write_text(
+        "\n".join(
+            f'endpoint = "127.0.0.1:{server.port}"' if line.startswith("endpoint") else line
+            for line in profile.read_text().splitlines()
+        )
+        + "\n"
+    )
+    return subprocess.run(
+        [sys.executable, "-m", "signer.cli", *args, "--client", str(profile)]
+        if args[1] != "verify"
+        else [sys.executable, "-m", "signer.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=dict(os.environ),
+        check=False,
+    )
+
+
+def _sign_some(server: ServerProcess, key: keys_pb2.Key, count: int) -> list[pb.SignBatchResponse]:
+    stub = signer_pb2_grpc.SignerStub(server.channel("payments"))
+    return [
+        stub.SignBatch(
+            pb.SignBatchRequest(
+                request_id=f"a-{uuid.uuid4().hex}",
+                items=[builders.evm_item(key, nonce=n), builders.tron_item(key)],
+            ),
+            timeout=30,
+        )
+        for n in range(count)
+    ]
+
+
+def test_export_verifies_offline_and_tampering_is_caught(
+    own_server: ServerProcess, tmp_path: Path
+) -> None:
+    own_server.start()
+    key = keys_pb2_grpc.KeysStub(own_server.channel("officer")).CreateKey(
+        keys_pb2.CreateKeyRequest(key_id="audited")
+    )
+    _sign_some(own_server, key, 5)
+    made = _cli(own_server, "officer", "audit", "checkpoint")
+    assert made.returncode == 0, made.stderr
+    assert made.stdout.startswith("custos.local/audit\n")
+    out = tmp_path / "log.jsonl"
+    exported = _cli(own_server, "auditor", "audit", "export", "--out", str(out))
+    assert exported.returncode == 0, exported.stderr
+    verify = [
+        "audit",
+        "verify",
+        str(out),
+        "--public-key",
+        f"{out}.pub.pem",
+        "--checkpoint",
+        f"{out}.checkpoint",
+    ]
+    ok = _cli(own_server, "auditor", *verify)
+    assert ok.returncode == 0, ok.stderr + ok.stdout
+    assert "OK:" in ok.stdout
+
+    lines = out.read_bytes().splitlines(keepends=True)
+    kinds = [AuditRecord.decode(line.rstrip(b"\n")).event.kind for line in lines]
+    assert {"service.started", "key.created", "sign.authorized", "sign.signed"} <= set(kinds)
+
+    signed_at = kinds.index("sign.signed")
+    tampered = lines.copy()
+    tampered[signed_at] = tampered[signed_at].replace(b'"tx_id":"0x', b'"tx_id":"0xff', 1)
+    out.write_bytes(b"".join(tampered))
+    bad = _cli(own_server, "auditor", *verify)
+    assert bad.returncode == 1
+    assert f"record {signed_at}" in bad.stderr
+
+    out.write_bytes(b"".join(lines[:-2]))  # the tail truncated
+    truncated = _cli(own_server, "auditor", *verify)
+    assert truncated.returncode == 1
+    assert "truncat" in truncated.stderr
+
+
+def test_proofs_from_the_server_verify_against_its_signed_checkpoints(
+    own_server: ServerProcess,
+) -> None:
+    own_server.start()
+    key = keys_pb2_grpc.KeysStub(own_server.channel("officer")).CreateKey(
+        keys_pb2.CreateKeyRequest(key_id="proved")
+    )
+    officer = audit_pb2_grpc.AuditStub(own_server.channel("officer"))
+    auditor = audit_pb2_grpc.AuditStub(own_server.channel("auditor"))
+    first = officer.CreateCheckpoint(audit_pb2.CreateCheckpointRequest())
+    _sign_some(own_server, key, 4)
+    second = officer.CreateCheckpoint(audit_pb2.CreateCheckpointRequest())
+    key_info = auditor.GetAuditKey(audit_pb2.GetAuditKeyRequest())
+    public = load_public_key_pem(key_info.public_key_pem.encode())
+    cp1 = open_note(first.note, key_info.key_name, public)
+    cp2 = open_note(second.note, key_info.key_name, public)
+    assert (cp1.size, cp2.size) == (first.size, second.size)
+    assert cp2.size > cp1.size
+    for seq in (0, cp1.size - 1, cp2.size - 1):
+        proof = auditor.GetInclusionProof(
+            audit_pb2.GetInclusionProofRequest(seq=seq, tree_size=cp2.size)
+        )
+        assert verify_inclusion(proof.leaf_hash, seq, cp2.size, list(proof.hashes), cp2.root)
+        assert not verify_inclusion(proof.leaf_hash, seq, cp2.size, list(proof.hashes), cp1.root)
+    consistency = auditor.GetConsistencyProof(
+        audit_pb2.GetConsistencyProofRequest(from_size=cp1.size, to_size=cp2.size)
+    )
+    assert verify_consistency(cp1.size, cp2.size, cp1.root, cp2.root, list(consistency.hashes))
+    streamed = list(auditor.StreamRecords(audit_pb2.StreamRecordsRequest(from_seq=0)))
+    assert [r.seq for r in streamed] == list(range(len(streamed)))
+    assert base64.b64decode(second.note.splitlines()[2]) == cp2.root
+    with pytest.raises(grpc.RpcError) as info:
+        auditor.GetInclusionProof(audit_pb2.GetInclusionProofRequest(seq=10**6))
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+def test_sigkill_under_load_loses_no_received_result(own_server: ServerProcess) -> None:
+    own_server.start()
+    key = keys_pb2_grpc.KeysStub(own_server.channel("officer")).CreateKey(
+        keys_pb2.CreateKeyRequest(key_id="crashy")
+    )
+    received: dict[str, list[str]] = {}
+    rng = random.Random(1234)
+    for _round in range(20):
+        stop = threading.Event()
+
+        def load(stop: threading.Event = stop) -> None:
+            stub = signer_pb2_grpc.SignerStub(own_server.channel("payments"))
+            while not stop.is_set():
+                rid = f"k-{uuid.uuid4().hex}"
+                try:
+                    response = stub.SignBatch(
+                        pb.SignBatchRequest(
+                            request_id=rid,
+                            items=[builders.evm_item(key, nonce=i) for i in range(5)],
+                        ),
+                        timeout=10,
+                    )
+                except grpc.RpcError:
+                    continue  # the server died under us: this result was never received
+                received[rid] = [item.tx_id for item in response.items]
+
+        threads = [threading.Thread(target=load) for _ in range(3)]
+        for t in threads:
+            t.start()
+        threading.Event().wait(rng.uniform(0.2, 0.8))
+        assert own_server.process is not None
+        own_server.process.kill()  # SIGKILL: no shutdown, no final checkpoint
+        own_server.process.wait()
+        stop.set()
+        for t in threads:
+            t.join()
+        own_server.start()
+
+        # After each restart: the log verifies, and every result a client got is in it.
+        officer = audit_pb2_grpc.AuditStub(own_server.channel("officer"))
+        auditor = audit_pb2_grpc.AuditStub(own_server.channel("auditor"))
+        checkpoint = officer.CreateCheckpoint(audit_pb2.CreateCheckpointRequest())
+        key_info = auditor.GetAuditKey(audit_pb2.GetAuditKeyRequest())
+        lines = [
+            line
+            for chunk in auditor.Export(audit_pb2.ExportRequest(to_seq=checkpoint.size))
+            for line in chunk.lines.splitlines()
+        ]
+        report = verify_export(
+            lines,
+            load_public_key_pem(key_info.public_key_pem.encode()),
+            [checkpoint.note],
+            key_info.key_name,
+        )
+        assert report.ok, report.problems
+        signed = {}
+        for line in lines:
+            record = json.loads(line)
+            if record["kind"] == "sign.signed":
+                signed[record["fields"]["request_id"]] = [
+                    i["tx_id"] for i in record["fields"]["items"]
+                ]
+        for rid, tx_ids in received.items():
+            assert signed.get(rid) == tx_ids, rid
+    assert len(received) > 20  # the load really ran
