@@ -4,7 +4,8 @@ Writes go through a group committer (signer.store.group_commit): one thread,
 one connection, many writers' work per durable COMMIT. WAL with
 synchronous=FULL makes each COMMIT durable before any writer is answered,
 which is what "the audit record was durably committed before signing"
-requires. Reads use a second connection; WAL lets them run beside the writer.
+requires. Each reading thread has its own connection: WAL lets readers run
+beside each other and beside the writer, so reads never queue on a lock.
 """
 
 from __future__ import annotations
@@ -77,12 +78,14 @@ class SqliteStore:
 
     def __init__(self, path: str | Path, clock_ms: Callable[[], int] = _now_ms) -> None:
         self._clock_ms = clock_ms
-        self._read_lock = threading.Lock()
+        self._path = path
+        self._local = threading.local()
+        self._readers: list[sqlite3.Connection] = []
+        self._readers_lock = threading.Lock()
         self._appended = threading.Condition()
         try:
             writer = _connect(path)
             writer.executescript(SCHEMA)
-            self._reader = _connect(path)
         except sqlite3.Error as exc:
             raise StoreUnavailable(f"cannot open SQLite store at {path}") from exc
         self._writer = writer
@@ -92,11 +95,15 @@ class SqliteStore:
         return self._committer.submit(work)
 
     def _read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        with self._read_lock:
-            try:
-                return fn(self._reader)
-            except sqlite3.Error as exc:
-                raise StoreUnavailable("read failed") from exc
+        try:
+            reader: sqlite3.Connection | None = getattr(self._local, "reader", None)
+            if reader is None:
+                reader = self._local.reader = _connect(self._path)
+                with self._readers_lock:
+                    self._readers.append(reader)
+            return fn(reader)
+        except sqlite3.Error as exc:
+            raise StoreUnavailable("read failed") from exc
 
     def _append(self, db: sqlite3.Connection, events: Sequence[AuditEvent]) -> None:
         """Chain `events` onto the log inside the caller's transaction."""
@@ -302,8 +309,9 @@ class SqliteStore:
 
     def close(self) -> None:
         self._committer.close()
-        with self._read_lock:
-            self._reader.close()
+        with self._readers_lock:
+            for reader in self._readers:
+                reader.close()
         self._writer.close()
 
 
