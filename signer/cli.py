@@ -151,6 +151,14 @@ def cmd_audit_verify(args: argparse.Namespace) -> int:
         raise ConfigError(f"cannot verify: {exc}") from exc
     for note in report.notes:
         print(f"note: {note}")
+    if report.ok and report.trusted_size < report.records and not args.allow_uncovered:
+        print(
+            f"FAILED: records {report.trusted_size}..{report.records - 1} are not covered by any"
+            " verified checkpoint: nothing proves they were written by the log"
+            " (pass --allow-uncovered to accept them unproven)",
+            file=sys.stderr,
+        )
+        return 1
     if report.ok:
         print(
             f"OK: {report.records} records, hash chain intact, "
@@ -211,6 +219,11 @@ def _add_audit_commands(sub: Any, client_help: str) -> None:
     a.add_argument("--checkpoint", action="append", default=[], help="signed checkpoint note")
     a.add_argument("--key-name", default="custos-audit", help="name in the signature lines")
     a.add_argument("--origin", help="the log's origin line, if known")
+    a.add_argument(
+        "--allow-uncovered",
+        action="store_true",
+        help="accept records after the last checkpoint (unproven) instead of failing",
+    )
     a.set_defaults(func=cmd_audit_verify)
     a = actions.add_parser("tail", help="the latest events, readable (auditor)")
     a.add_argument("-n", type=int, default=20, help="how many records (default 20)")

@@ -18,7 +18,7 @@ import pytest
 
 from audit.checkpoint import load_public_key_pem, open_note
 from audit.merkle import verify_consistency, verify_inclusion
-from audit.record import AuditRecord
+from audit.record import AuditEvent, AuditRecord, ChainHead, next_record
 from audit.verify import verify_export
 from proto.custos.v1 import audit_pb2, audit_pb2_grpc, keys_pb2, keys_pb2_grpc, signer_pb2_grpc
 from proto.custos.v1 import signer_pb2 as pb
@@ -63,7 +63,38 @@ def _sign_some(server: ServerProcess, key: keys_pb2.Key, count: int) -> list[pb.
     ]
 
 
-def test_export_verifies_offline_and_tampering_is_caught(
+def _rechain(lines: list[bytes], start: int, forged_fields: dict[str, object]) -> list[bytes]:
+    """Rewrite records from `start` on with other content, every hash link recomputed."""
+    out = lines[:start]
+    prev = AuditRecord.decode(lines[start - 1].rstrip(b"\n"))
+    head = ChainHead(prev.seq, prev.leaf_hash())
+    for line in lines[start:]:
+        record = AuditRecord.decode(line.rstrip(b"\n"))
+        event = AuditEvent(
+            record.event.kind, record.event.actor, {**record.event.fields, **forged_fields}
+        )
+        forged = next_record(head, event, record.ts_ms)
+        out.append(forged.encode() + b"\n")
+        head = ChainHead(forged.seq, forged.leaf_hash())
+    return out
+
+
+def _other_key_checkpoint(note: str, tmp_path: Path) -> Path:
+    """The same checkpoint body signed by a key that is not the log's."""
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+    from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+    from audit.checkpoint import sign_text
+
+    other = Ed25519PrivateKey.generate()
+    raw = other.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+    body = note.split("\n\n", maxsplit=1)[0] + "\n"
+    path = tmp_path / "other.checkpoint"
+    path.write_text(sign_text(body, "custos-audit", raw, other.sign))
+    return path
+
+
+def test_export_verifies_offline_and_every_tampering_is_caught(
     own_server: ServerProcess, tmp_path: Path
 ) -> None:
     own_server.start()
@@ -77,35 +108,61 @@ def test_export_verifies_offline_and_tampering_is_caught(
     out = tmp_path / "log.jsonl"
     exported = _cli(own_server, "auditor", "audit", "export", "--out", str(out))
     assert exported.returncode == 0, exported.stderr
-    verify = [
-        "audit",
-        "verify",
-        str(out),
-        "--public-key",
-        f"{out}.pub.pem",
-        "--checkpoint",
-        f"{out}.checkpoint",
-    ]
-    ok = _cli(own_server, "auditor", *verify)
-    assert ok.returncode == 0, ok.stderr + ok.stdout
-    assert "OK:" in ok.stdout
+    checkpoint = Path(f"{out}.checkpoint")
+
+    def verify(lines: list[bytes], note: Path = checkpoint) -> subprocess.CompletedProcess[str]:
+        out.write_bytes(b"".join(lines))
+        return _cli(
+            own_server,
+            "auditor",
+            "audit",
+            "verify",
+            str(out),
+            "--public-key",
+            f"{out}.pub.pem",
+            "--checkpoint",
+            str(note),
+        )
 
     lines = out.read_bytes().splitlines(keepends=True)
+    ok = verify(lines)
+    assert ok.returncode == 0, ok.stderr + ok.stdout
+    assert "OK:" in ok.stdout
     kinds = [AuditRecord.decode(line.rstrip(b"\n")).event.kind for line in lines]
     assert {"service.started", "key.created", "sign.authorized", "sign.signed"} <= set(kinds)
-
     signed_at = kinds.index("sign.signed")
-    tampered = lines.copy()
-    tampered[signed_at] = tampered[signed_at].replace(b'"tx_id":"0x', b'"tx_id":"0xff', 1)
-    out.write_bytes(b"".join(tampered))
-    bad = _cli(own_server, "auditor", *verify)
-    assert bad.returncode == 1
-    assert f"record {signed_at}" in bad.stderr
 
-    out.write_bytes(b"".join(lines[:-2]))  # the tail truncated
-    truncated = _cli(own_server, "auditor", *verify)
-    assert truncated.returncode == 1
-    assert "truncat" in truncated.stderr
+    one_byte = lines.copy()
+    one_byte[signed_at] = one_byte[signed_at].replace(b'"tx_id":"0x', b'"tx_id":"0y', 1)
+    deleted = lines[:signed_at] + lines[signed_at + 1 :]
+    swapped = lines.copy()
+    swapped[signed_at], swapped[signed_at + 1] = swapped[signed_at + 1], swapped[signed_at]
+    cases = {
+        "one byte changed": (one_byte, checkpoint, f"record {signed_at}"),
+        "record deleted": (deleted, checkpoint, f"record {signed_at}"),
+        "records swapped": (swapped, checkpoint, f"record {signed_at}"),
+        "tail truncated": (lines[:-3], checkpoint, "truncat"),
+        "forged suffix re-chained": (
+            _rechain(lines, signed_at, {"request_id": "forged"}),
+            checkpoint,
+            "checkpoint",
+        ),
+        "checkpoint by another key": (
+            lines,
+            _other_key_checkpoint(checkpoint.read_text(), tmp_path),
+            "key",
+        ),
+    }
+    for name, (tampered, note, expected) in cases.items():
+        result = verify(tampered, note)
+        assert result.returncode == 1, name
+        assert expected in result.stderr, (name, result.stderr)
+
+    # Records the checkpoint does not cover prove nothing: refused unless accepted explicitly.
+    extra = _rechain([*lines, lines[-1]], len(lines), {})
+    uncovered = verify(extra)
+    assert uncovered.returncode == 1
+    assert "not covered" in uncovered.stderr
 
 
 def test_proofs_from_the_server_verify_against_its_signed_checkpoints(
