@@ -35,6 +35,15 @@ RPC_ROLES: dict[str, frozenset[str]] = {
     "/custos.v1.Audit/Export": frozenset({AUDITOR}),
     "/custos.v1.Audit/GetAuditKey": frozenset({AUDITOR}),
     "/custos.v1.Audit/CreateCheckpoint": frozenset({OFFICER}),
+    "/custos.v1.Policies/ProposePolicy": frozenset({OFFICER}),
+    "/custos.v1.Policies/ApprovePolicy": frozenset({OFFICER}),
+    "/custos.v1.Policies/GetPolicy": frozenset({OFFICER, APPROVER, AUDITOR, SERVICE}),
+    "/custos.v1.Policies/ListPolicies": frozenset({OFFICER, APPROVER, AUDITOR}),
+    "/custos.v1.Policies/EnrollTotp": frozenset({OFFICER}),
+    "/custos.v1.Approvals/ListPending": frozenset({APPROVER, OFFICER}),
+    "/custos.v1.Approvals/Approve": frozenset({APPROVER}),
+    "/custos.v1.Approvals/Reject": frozenset({APPROVER, SERVICE}),
+    "/custos.v1.Approvals/WatchEvents": frozenset({SERVICE, APPROVER, OFFICER}),
 }
 
 # Any configured identity may check health and read the schema (reflection).

@@ -69,6 +69,13 @@ class AuditConfig(_Section):
     checkpoint_every_seconds: float = Field(default=60.0, gt=0)
 
 
+class PolicyConfig(_Section):
+    # The first policy version, installed when the store has none. Later versions
+    # go through proposals approved by officers (custos policy propose/approve).
+    bootstrap: Path | None = None
+    approval_check_seconds: float = Field(default=1.0, gt=0)
+
+
 class IdentityConfig(_Section):
     subject: str = Field(min_length=1, description="RFC 4514 subject of the client certificate")
     roles: list[Role] = Field(min_length=1)
@@ -81,6 +88,7 @@ class Config(_Section):
     hsm: HsmConfig
     store: StoreConfig = StoreConfig()
     audit: AuditConfig = AuditConfig()
+    policy: PolicyConfig = PolicyConfig()
     identities: list[IdentityConfig] = Field(default_factory=list)
 
     @field_validator("identities")
@@ -131,10 +139,13 @@ def load_config(path: Path) -> Config:
     hsm = config.hsm
     if hsm.pin_file is not None:
         hsm = hsm.model_copy(update={"pin_file": _absolute(base, hsm.pin_file)})
+    policy = config.policy
+    if policy.bootstrap is not None:
+        policy = policy.model_copy(update={"bootstrap": _absolute(base, policy.bootstrap)})
     store = config.store.model_copy(
         update={"url": "sqlite:///" + str(_absolute(base, config.sqlite_path))}
     )
-    return config.model_copy(update={"tls": tls, "hsm": hsm, "store": store})
+    return config.model_copy(update={"tls": tls, "hsm": hsm, "store": store, "policy": policy})
 
 
 def read_pin(hsm: HsmConfig) -> str:

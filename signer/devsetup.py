@@ -39,10 +39,53 @@ class DevIdentity:
 
 DEV_IDENTITIES = (
     DevIdentity("officer", ("officer",)),
+    DevIdentity("officer2", ("officer",)),
     DevIdentity("payments", ("service",), ("*",)),
     DevIdentity("approver", ("approver",)),
+    DevIdentity("approver2", ("approver",)),
     DevIdentity("auditor", ("auditor",)),
 )
+
+# The first policy version of a development environment. Sepolia payments of
+# 1 ETH or more wait for two approvers with TOTP codes; Holesky native payments
+# are limited to 1 ETH per key and hour (to watch a velocity limit at work);
+# everything else the caller's key grants allow is signed.
+DEV_POLICY = """\
+version: 1
+description: Development policy written by custos init
+governance:
+  officers: ["{officer}", "{officer2}"]
+  approvals_required: 1
+  activation_delay: 0s
+  proposal_expires_after: 7d
+identity_groups:
+  approvers: ["{approver}", "{approver2}"]
+address_book:
+  cooling_off: 24h
+  groups: []
+  entries: []
+rules:
+  - id: large-sepolia-payments
+    description: 1 ETH or more on Sepolia needs two approvers with TOTP
+    match:
+      chains: [ethereum]
+      networks: [sepolia]
+      assets: [native]
+      amount: {{min: "1000000000000000000"}}
+    action: require_approval
+    approval: {{approvals: 2, group: approvers, totp: true, expires_after: 30m}}
+  - id: development-default
+    description: Everything else the caller's key grants allow
+    match: {{}}
+    action: allow
+limits:
+  - id: holesky-hourly-per-key
+    window: 1h
+    per: [key, asset]
+    scope: {{chains: [ethereum], networks: [holesky], assets: [native]}}
+    max_amount: "1000000000000000000"
+    max_count: 1000
+"""
 
 
 def _name(common_name: str) -> x509.Name:
@@ -203,6 +246,16 @@ def init_dev(directory: Path, listen: str = "127.0.0.1:50051") -> Path:
             f'[[identities]]\nsubject = "{subject_string(identity.name)}"\n'
             f"roles = [{roles}]\nkeys = [{keys}]\n"
         )
+    policy = directory / "policy.yaml"
+    if not policy.exists():
+        policy.write_text(
+            DEV_POLICY.format(
+                **{
+                    name: subject_string(name)
+                    for name in ("officer", "officer2", "approver", "approver2")
+                }
+            )
+        )
     config = directory / "custos.toml"
     config.write_text(
         "# Development configuration written by `custos init`.\n"
@@ -212,6 +265,7 @@ def init_dev(directory: Path, listen: str = "127.0.0.1:50051") -> Path:
         f'[hsm]\nlibrary = "{SOFTHSM_LIBRARY}"\ntoken_label = "{TOKEN_LABEL}"\n'
         f'pin_file = "{pin_file}"\n\n'
         f'[hsm.environment]\nSOFTHSM2_CONF = "{directory / "softhsm2.conf"}"\n\n'
-        f'[store]\nurl = "sqlite:///{directory / "custos.db"}"\n\n' + "\n".join(identity_blocks)
+        f'[store]\nurl = "sqlite:///{directory / "custos.db"}"\n\n'
+        f'[policy]\nbootstrap = "{policy}"\n\n' + "\n".join(identity_blocks)
     )
     return config

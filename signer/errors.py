@@ -6,7 +6,15 @@ key id, request id) and never carries secrets or internal detail.
 
 
 class CustosError(Exception):
-    """Base class: a request failed for a reason the caller may be told."""
+    """Base class: a request failed for a reason the caller may be told.
+
+    `details` are machine-readable facts for the caller (rule, limit, what
+    remains), sent as gRPC status details (google.rpc.ErrorInfo metadata).
+    """
+
+    def __init__(self, message: str, details: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.details = details or {}
 
 
 class InvalidRequest(CustosError):
@@ -19,6 +27,14 @@ class Unauthenticated(CustosError):
 
 class PermissionDenied(CustosError):
     """The identity lacks the role or the key grant (PERMISSION_DENIED)."""
+
+
+class PolicyDenied(PermissionDenied):
+    """The active policy refuses the batch: a rule denies it or no rule allows it."""
+
+
+class BudgetExceeded(CustosError):
+    """A velocity limit has too little budget left for the batch (RESOURCE_EXHAUSTED)."""
 
 
 class NotFound(CustosError):

@@ -15,6 +15,8 @@ from typing import Any
 
 import grpc
 from google.protobuf.message import DecodeError
+from google.rpc import error_details_pb2, status_pb2
+from grpc_status import rpc_status
 
 from hsm.errors import HsmError
 from signer import errors
@@ -34,6 +36,7 @@ STATUS_OF: dict[type[Exception], grpc.StatusCode] = {
     errors.FailedPrecondition: grpc.StatusCode.FAILED_PRECONDITION,
     errors.InProgress: grpc.StatusCode.ABORTED,
     errors.Unavailable: grpc.StatusCode.UNAVAILABLE,
+    errors.BudgetExceeded: grpc.StatusCode.RESOURCE_EXHAUSTED,
 }
 
 # Failures of infrastructure whose own text stays in our logs, never in a response.
@@ -126,6 +129,15 @@ class EdgeInterceptor(grpc.ServerInterceptor):  # type: ignore[type-arg]
         elif code is grpc.StatusCode.UNAVAILABLE:
             log.warning("%s unavailable: %s", method, exc)
             self._on_unavailable(exc)
+        details = getattr(exc, "details", None)
+        if details:
+            # Machine-readable reasons ride along as google.rpc.ErrorInfo.
+            info = error_details_pb2.ErrorInfo(
+                reason=details.get("code", type(exc).__name__), domain="custos", metadata=details
+            )
+            status = status_pb2.Status(code=code.value[0], message=message)
+            status.details.add().Pack(info)
+            context.abort_with_status(rpc_status.to_status(status))
         context.abort(code, message)
 
     def _wrap(

@@ -12,15 +12,18 @@ from __future__ import annotations
 import hashlib
 import logging
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 
 from audit.record import AuditEvent
 from hsm.errors import HsmError
 from hsm.keystore import Signer, SignRequest
 from hsm.secp256k1 import RecoverableSignature
+from policies.evaluate import RequireApproval
 from proto.custos.v1 import signer_pb2 as pb
-from signer.auth import Identity
+from signer.admission import Judgement, admission, budget_error, judge, pending_row, summarize
+from signer.auth import SERVICE, Identity
 from signer.chains.base import ChainAdapter, InvalidField, KeyInfo, PreparedTx, SignedTx
 from signer.errors import (
     AlreadyExists,
@@ -32,6 +35,8 @@ from signer.errors import (
     PermissionDenied,
     Unavailable,
 )
+from signer.events import EventBus
+from signer.governance import PolicyGovernor, utcnow
 from signer.keys import KEY_ID
 from signer.store.base import ClaimOutcome, KeyRecord, KeyState, Store, StoreError
 
@@ -48,6 +53,15 @@ class _Item:
     prepared: PreparedTx
 
 
+@dataclass(frozen=True, slots=True)
+class _Decided:
+    """Which policy version and rules let a batch be signed (kept with its result)."""
+
+    policy_version: str
+    rules: tuple[str, ...]
+    approval_id: str = ""
+
+
 def payload_digest(request: pb.SignBatchRequest) -> bytes:
     """SHA-256 of the items in deterministic protobuf encoding: what idempotency compares."""
     items_only = pb.SignBatchRequest(items=request.items)
@@ -62,32 +76,144 @@ class SigningPipeline:
         store: Store,
         signer: Signer,
         adapters: dict[str, ChainAdapter],
+        *,
         max_batch_items: int,
         lease_ms: int,
+        governor: PolicyGovernor,
+        events: EventBus,
+        clock: Callable[[], datetime] = utcnow,
     ) -> None:
         self._store = store
         self._signer = signer
         self._adapters = adapters
         self._max_items = max_batch_items
         self._lease_ms = lease_ms
+        self._governor = governor
+        self._events = events
+        self._clock = clock
 
     def sign_batch(self, caller: Identity, request: pb.SignBatchRequest) -> pb.SignBatchResponse:
         try:
             self._check_envelope(request)
             digest = payload_digest(request)
             stored = self._store.get_batch(caller.subject, request.request_id)
-            if stored is not None and stored.payload_digest == digest and stored.result is not None:
-                return _replay(stored.result)  # fast path: no key lookups, no write
+            if stored is not None and stored.payload_digest == digest:
+                if stored.result is not None:
+                    return _replay(stored.result)  # fast path: no key lookups, no write
+                if stored.approval_id is not None:
+                    return _pending(request.request_id, stored.approval_id)
             items = self._prepare(caller, request)
+            judgement = judge(
+                self._governor.active(),
+                caller.subject,
+                [item.prepared.intent for item in items],
+                self._clock(),
+            )
         except CustosError as exc:
             self._audit_refusal(caller, request.request_id, exc)
             raise
-        authorized = AuditEvent(
+        held = None
+        if isinstance(judgement.decision, RequireApproval):
+            summaries = [summarize(i.prepared.intent, i.key.key_id) for i in items]
+            held = pending_row(
+                judgement,
+                caller.subject,
+                request.request_id,
+                request.SerializeToString(deterministic=True),
+                summaries,
+            )
+        events = [self._authorized_event(caller, request.request_id, digest, items, judgement)]
+        if held is not None:
+            events.append(
+                AuditEvent(
+                    "approval.requested",
+                    caller.subject,
+                    {
+                        "request_id": request.request_id,
+                        "approval_id": held.approval_id,
+                        "rules": list(judgement.rules),
+                    },
+                )
+            )
+        claim = self._store.claim_batch(
+            caller.subject,
+            request.request_id,
+            digest,
+            self._lease_ms,
+            events,
+            admission=admission(judgement, held),
+        )
+        if claim.outcome is ClaimOutcome.DONE and claim.result is not None:
+            return _replay(claim.result)
+        if claim.outcome is ClaimOutcome.CONFLICT:
+            raise AlreadyExists(
+                f"request_id {request.request_id!r} was already used with different items"
+            )
+        if claim.outcome is ClaimOutcome.IN_PROGRESS:
+            raise InProgress(f"request_id {request.request_id!r} is being processed; retry later")
+        if claim.outcome is ClaimOutcome.PENDING and claim.approval_id is not None:
+            return _pending(request.request_id, claim.approval_id)
+        if claim.outcome is ClaimOutcome.OVER_LIMIT:
+            error = budget_error(claim.breach)  # type: ignore[arg-type]
+            self._audit_refusal(caller, request.request_id, error)
+            raise error
+        if claim.outcome is ClaimOutcome.HELD and held is not None:
+            self._events.publish("pending", held.approval_id, request.request_id, caller.subject)
+            response = _pending(request.request_id, held.approval_id)
+            response.policy_version = judgement.policy.hash
+            response.rules.extend(judgement.rules)
+            return response
+        return self._sign_claimed(
+            caller, request.request_id, items, _Decided(judgement.policy.hash, judgement.rules)
+        )
+
+    def sign_approved(
+        self,
+        caller: str,
+        request_bytes: bytes,
+        approval_id: str,
+        policy_version: str,
+        rules: Sequence[str],
+    ) -> None:
+        """Sign a batch whose approvals are complete (called by the approval desk)."""
+        request = pb.SignBatchRequest.FromString(request_bytes)
+        # Grants were checked when the batch was requested; keys must still be enabled.
+        identity = Identity(caller, frozenset({SERVICE}), ("*",))
+        items = self._prepare(identity, request)
+        decided = _Decided(policy_version, tuple(rules), approval_id)
+        self._sign_and_store(identity, request.request_id, items, decided)
+        self._events.publish("signed", approval_id, request.request_id, caller)
+
+    def get_batch(self, caller: Identity, request_id: str) -> pb.SignBatchResponse:
+        if not REQUEST_ID.fullmatch(request_id):
+            raise InvalidRequest("request_id: must match [A-Za-z0-9][A-Za-z0-9._:/-]{0,127}")
+        stored = self._store.get_batch(caller.subject, request_id)
+        if stored is not None and stored.result is not None:
+            return _replay(stored.result)
+        if stored is not None and stored.approval_id is not None:
+            return _pending(request_id, stored.approval_id)
+        raise NotFound(f"no signed batch with request_id {request_id!r}")
+
+    def _authorized_event(
+        self,
+        caller: Identity,
+        request_id: str,
+        digest: bytes,
+        items: Sequence[_Item],
+        judgement: Judgement,
+    ) -> AuditEvent:
+        return AuditEvent(
             "sign.authorized",
             caller.subject,
             {
-                "request_id": request.request_id,
+                "request_id": request_id,
                 "payload_digest": digest.hex(),
+                "policy_version": judgement.policy.hash,
+                "decision": "approval"
+                if isinstance(judgement.decision, RequireApproval)
+                else "allow",
+                "rules": list(judgement.rules),
+                "reserved": [[d.key, str(d.amount), d.count] for d in judgement.deltas],
                 "items": [
                     {
                         "key_id": item.key.key_id,
@@ -99,26 +225,6 @@ class SigningPipeline:
                 ],
             },
         )
-        claim = self._store.claim_batch(
-            caller.subject, request.request_id, digest, self._lease_ms, [authorized]
-        )
-        if claim.outcome is ClaimOutcome.DONE and claim.result is not None:
-            return _replay(claim.result)
-        if claim.outcome is ClaimOutcome.CONFLICT:
-            raise AlreadyExists(
-                f"request_id {request.request_id!r} was already used with different items"
-            )
-        if claim.outcome is ClaimOutcome.IN_PROGRESS:
-            raise InProgress(f"request_id {request.request_id!r} is being processed; retry later")
-        return self._sign_claimed(caller, request.request_id, items)
-
-    def get_batch(self, caller: Identity, request_id: str) -> pb.SignBatchResponse:
-        if not REQUEST_ID.fullmatch(request_id):
-            raise InvalidRequest("request_id: must match [A-Za-z0-9][A-Za-z0-9._:/-]{0,127}")
-        stored = self._store.get_batch(caller.subject, request_id)
-        if stored is None or stored.result is None:
-            raise NotFound(f"no signed batch with request_id {request_id!r}")
-        return _replay(stored.result)
 
     # -- steps ----------------------------------------------------------------
 
@@ -158,10 +264,10 @@ class SigningPipeline:
         return prepared
 
     def _sign_claimed(
-        self, caller: Identity, request_id: str, items: Sequence[_Item]
+        self, caller: Identity, request_id: str, items: Sequence[_Item], decided: _Decided
     ) -> pb.SignBatchResponse:
         try:
-            return self._sign_and_store(caller, request_id, items)
+            return self._sign_and_store(caller, request_id, items, decided)
         except BaseException as exc:
             # Give the request id back so that a retry can sign; nothing left the process.
             reason = "hsm unavailable" if isinstance(exc, HsmError) else type(exc).__name__
@@ -174,7 +280,11 @@ class SigningPipeline:
             raise
 
     def _sign_and_store(
-        self, caller: Identity, request_id: str, items: Sequence[_Item]
+        self,
+        caller: Identity,
+        request_id: str,
+        items: Sequence[_Item],
+        decided: _Decided,
     ) -> pb.SignBatchResponse:
         requests = [
             SignRequest(item.key.key_id, digest, item.key.public_key)
@@ -182,7 +292,13 @@ class SigningPipeline:
             for digest in item.prepared.digests
         ]
         signatures = self._signer.sign(requests)
-        response = pb.SignBatchResponse(request_id=request_id, status=pb.BATCH_STATUS_SIGNED)
+        response = pb.SignBatchResponse(
+            request_id=request_id,
+            status=pb.BATCH_STATUS_SIGNED,
+            approval_id=decided.approval_id,
+            policy_version=decided.policy_version,
+            rules=decided.rules,
+        )
         cursor = 0
         for item in items:
             count = len(item.prepared.digests)
@@ -214,7 +330,12 @@ class SigningPipeline:
         event = AuditEvent(
             "sign.refused",
             caller.subject,
-            {"request_id": request_id[:128], "error": type(exc).__name__, "reason": str(exc)[:512]},
+            {
+                "request_id": request_id[:128],
+                "error": type(exc).__name__,
+                "reason": str(exc)[:512],
+                **exc.details,
+            },
         )
         try:
             self._store.append_audit([event])
@@ -247,6 +368,12 @@ def _signed_item(
             pb.SignedSignature(digest=digest.hex(), signature=sig.rsv().hex())
             for digest, sig in zip(item.prepared.digests, sigs, strict=True)
         ],
+    )
+
+
+def _pending(request_id: str, approval_id: str) -> pb.SignBatchResponse:
+    return pb.SignBatchResponse(
+        request_id=request_id, status=pb.BATCH_STATUS_PENDING_APPROVAL, approval_id=approval_id
     )
 
 

@@ -18,18 +18,25 @@ from proto.custos.v1 import (
     audit_pb2_grpc,
     keys_pb2,
     keys_pb2_grpc,
+    policy_pb2,
+    policy_pb2_grpc,
     signer_pb2,
     signer_pb2_grpc,
 )
+from signer.approval_desk import ApprovalDesk
 from signer.auditlog import AuditLog
 from signer.auth import Authorizer
 from signer.chains.registry import ADAPTERS
 from signer.config import Config
 from signer.errors import ConfigError
+from signer.events import EventBus
+from signer.governance import PolicyGovernor, utcnow
 from signer.health import HealthMonitor
 from signer.interceptors import EdgeInterceptor
 from signer.keys import KeyManager
 from signer.pipeline import SigningPipeline
+from signer.policy_services import ApprovalsService, PoliciesService
+from signer.second_factor import SecondFactor
 from signer.services import AuditService, KeysService, SignerService
 from signer.store.sqlite import SqliteStore
 
@@ -39,6 +46,8 @@ SERVICE_NAMES = (
     signer_pb2.DESCRIPTOR.services_by_name["Signer"].full_name,
     keys_pb2.DESCRIPTOR.services_by_name["Keys"].full_name,
     audit_pb2.DESCRIPTOR.services_by_name["Audit"].full_name,
+    policy_pb2.DESCRIPTOR.services_by_name["Policies"].full_name,
+    policy_pb2.DESCRIPTOR.services_by_name["Approvals"].full_name,
 )
 
 
@@ -74,12 +83,26 @@ class CustosServer:
             self.pool.ensure_ed25519(config.audit.key_id),
             functools.partial(self.pool.sign_eddsa, config.audit.key_id),
         )
+        self.governor = PolicyGovernor(self.store, config.policy.bootstrap)
+        events = EventBus()
         pipeline = SigningPipeline(
             self.store,
             self.pool,
             ADAPTERS,
             max_batch_items=config.server.max_batch_items,
             lease_ms=config.server.lease_seconds * 1000,
+            governor=self.governor,
+            events=events,
+        )
+        second_factor = SecondFactor(self.store, self.pool, utcnow)
+        self.desk = ApprovalDesk(
+            self.store,
+            pipeline,
+            governor=self.governor,
+            second_factor=second_factor,
+            events=events,
+            clock=utcnow,
+            sweep_seconds=config.policy.approval_check_seconds,
         )
         self._health = health.HealthServicer()
         self.monitor = HealthMonitor(
@@ -103,6 +126,12 @@ class CustosServer:
             KeysService(KeyManager(self.store, self.pool)), self._grpc
         )
         audit_pb2_grpc.add_AuditServicer_to_server(AuditService(self.audit, self.store), self._grpc)
+        policy_pb2_grpc.add_PoliciesServicer_to_server(
+            PoliciesService(self.governor, second_factor), self._grpc
+        )
+        policy_pb2_grpc.add_ApprovalsServicer_to_server(
+            ApprovalsService(self.desk, events), self._grpc
+        )
         health_pb2_grpc.add_HealthServicer_to_server(self._health, self._grpc)
         reflection.enable_server_reflection(
             (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), self._grpc
@@ -124,6 +153,7 @@ class CustosServer:
         self.store.append_audit([AuditEvent("service.started", "system", {"port": self.port})])
         self.monitor.start()
         self.audit.start()
+        self.desk.start()
         self._grpc.start()
         log.info("custos listening on port %d", self.port)
 
@@ -133,6 +163,7 @@ class CustosServer:
     def stop(self, grace: float = 10.0) -> None:
         self._health.enter_graceful_shutdown()
         self._grpc.stop(grace).wait()
+        self.desk.stop()
         self.monitor.stop()
         try:
             self.store.append_audit([AuditEvent("service.stopped", "system", {})])

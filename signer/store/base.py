@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from audit.record import AuditEvent, AuditRecord
+from signer.store.policy_tables import Admission, PolicyStore
 
 
 class StoreError(Exception):
@@ -44,6 +45,9 @@ class KeyRecord:
 
 class ClaimOutcome(enum.Enum):
     CLAIMED = "claimed"  # this caller now owns the request id and must complete or release it
+    HELD = "held"  # claimed and held for approvals (Admission.pending): nothing to sign yet
+    PENDING = "pending"  # an earlier attempt is waiting for approvals: `approval_id`
+    OVER_LIMIT = "over_limit"  # the budget check refused: `breach`
     DONE = "done"  # already signed with the same payload: replay `result`
     IN_PROGRESS = "in_progress"  # another attempt holds a live lease
     CONFLICT = "conflict"  # the id was used with a different payload
@@ -53,6 +57,8 @@ class ClaimOutcome(enum.Enum):
 class Claim:
     outcome: ClaimOutcome
     result: bytes | None = None
+    approval_id: str | None = None
+    breach: object | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,9 +75,10 @@ class BatchRecord:
     payload_digest: bytes
     done: bool
     result: bytes | None
+    approval_id: str | None = None  # set while the batch waits for approvals
 
 
-class Store(Protocol):
+class Store(PolicyStore, Protocol):
     """Transactional state shared by every replica."""
 
     def insert_key(self, key: KeyRecord, event: AuditEvent) -> None: ...
@@ -93,8 +100,14 @@ class Store(Protocol):
         payload_digest: bytes,
         lease_ms: int,
         events: Sequence[AuditEvent],
+        *,
+        admission: Admission | None = None,
     ) -> Claim:
         """Take the request id for signing, or say why not.
+
+        With an `admission`, the budget is checked and reserved in the same
+        transaction (OVER_LIMIT when it does not fit), and a batch that waits
+        for approvals is stored as pending (HELD).
 
         A lease left behind by a crashed attempt expires after `lease_ms`; nothing
         it signed ever left the process (results are stored before they are

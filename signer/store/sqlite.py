@@ -29,6 +29,7 @@ from signer.store.base import (
     StoreUnavailable,
 )
 from signer.store.group_commit import GroupCommitter
+from signer.store.policy_tables import POLICY_SCHEMA, Admission, PolicyTables, reserve, usage
 
 T = TypeVar("T")
 
@@ -47,6 +48,7 @@ CREATE TABLE IF NOT EXISTS batches (
     done INTEGER NOT NULL DEFAULT 0,
     lease_until_ms INTEGER NOT NULL,
     result BLOB,
+    approval_id TEXT,
     PRIMARY KEY (caller, request_id)
 );
 CREATE TABLE IF NOT EXISTS audit_log (
@@ -73,7 +75,7 @@ def _connect(path: str | Path) -> sqlite3.Connection:
     return db
 
 
-class SqliteStore:
+class SqliteStore(PolicyTables):
     """Store on one SQLite file; implements signer.store.base.Store."""
 
     def __init__(self, path: str | Path, clock_ms: Callable[[], int] = _now_ms) -> None:
@@ -85,7 +87,7 @@ class SqliteStore:
         self._appended = threading.Condition()
         try:
             writer = _connect(path)
-            writer.executescript(SCHEMA)
+            writer.executescript(SCHEMA + POLICY_SCHEMA)
         except sqlite3.Error as exc:
             raise StoreUnavailable(f"cannot open SQLite store at {path}") from exc
         self._writer = writer
@@ -182,38 +184,49 @@ class SqliteStore:
         payload_digest: bytes,
         lease_ms: int,
         events: Sequence[AuditEvent],
+        *,
+        admission: Admission | None = None,
     ) -> Claim:
         now = self._clock_ms()
+        held = admission is not None and admission.pending is not None
+        approval_id = admission.pending.approval_id if admission and admission.pending else None
+        # A batch held for approvals keeps its request id until it is settled.
+        lease_until = (
+            admission.pending.expires_at_ms if admission and admission.pending else (now + lease_ms)
+        )
 
         def work(db: sqlite3.Connection) -> Claim:
             row = db.execute(
-                "SELECT payload_digest, done, lease_until_ms, result FROM batches"
+                "SELECT payload_digest, done, lease_until_ms, result, approval_id FROM batches"
                 " WHERE caller = ? AND request_id = ?",
                 (caller, request_id),
             ).fetchone()
             if row is not None:
-                digest, done, lease_until, result = row
+                digest, done, lease_until_ms, result, pending_id = row
                 if digest != payload_digest:
                     return Claim(ClaimOutcome.CONFLICT)
                 if done:
                     return Claim(ClaimOutcome.DONE, result)
-                if lease_until > now:
+                if pending_id is not None:
+                    return Claim(ClaimOutcome.PENDING, approval_id=pending_id)
+                if lease_until_ms > now:
                     return Claim(ClaimOutcome.IN_PROGRESS)
-                db.execute(
-                    "UPDATE batches SET lease_until_ms = ? WHERE caller = ? AND request_id = ?",
-                    (now + lease_ms, caller, request_id),
-                )
-            else:
-                db.execute(
-                    "INSERT INTO batches (caller, request_id, payload_digest, lease_until_ms)"
-                    " VALUES (?, ?, ?, ?)",
-                    (caller, request_id, payload_digest, now + lease_ms),
-                )
+            if admission is not None:
+                breach = admission.check(usage(db, admission.windows))
+                if breach is not None:
+                    return Claim(ClaimOutcome.OVER_LIMIT, breach=breach)
+                reserve(db, admission, caller, request_id, now)
+            db.execute(
+                "INSERT OR REPLACE INTO batches"
+                " (caller, request_id, payload_digest, lease_until_ms, approval_id)"
+                " VALUES (?, ?, ?, ?, ?)",
+                (caller, request_id, payload_digest, lease_until, approval_id),
+            )
             self._append(db, events)
-            return Claim(ClaimOutcome.CLAIMED)
+            return Claim(ClaimOutcome.HELD if held else ClaimOutcome.CLAIMED)
 
         claim = self._write(work)
-        if claim.outcome is ClaimOutcome.CLAIMED and events:
+        if claim.outcome in (ClaimOutcome.CLAIMED, ClaimOutcome.HELD) and events:
             with self._appended:
                 self._appended.notify_all()
         return claim
@@ -230,25 +243,29 @@ class SqliteStore:
         )
 
     def release_batch(self, caller: str, request_id: str, events: Sequence[AuditEvent]) -> None:
-        self._write_audited(
-            lambda db: db.execute(
+        def work(db: sqlite3.Connection) -> None:
+            db.execute(
                 "DELETE FROM batches WHERE caller = ? AND request_id = ? AND done = 0",
                 (caller, request_id),
-            ),
-            events,
-        )
+            )
+            db.execute(
+                "UPDATE reservations SET released = 1 WHERE caller = ? AND request_id = ?",
+                (caller, request_id),
+            )
+
+        self._write_audited(work, events)
 
     def get_batch(self, caller: str, request_id: str) -> BatchRecord | None:
         row = self._read(
             lambda db: db.execute(
-                "SELECT payload_digest, done, result FROM batches"
+                "SELECT payload_digest, done, result, approval_id FROM batches"
                 " WHERE caller = ? AND request_id = ?",
                 (caller, request_id),
             ).fetchone()
         )
         if row is None:
             return None
-        return BatchRecord(caller, request_id, row[0], bool(row[1]), row[2])
+        return BatchRecord(caller, request_id, row[0], bool(row[1]), row[2], row[3])
 
     # -- audit --------------------------------------------------------------
 

@@ -20,6 +20,8 @@ from hsm.secp256k1 import RecoverableSignature
 from proto.custos.v1 import signer_pb2 as pb
 from signer.auth import Identity
 from signer.chains.registry import ADAPTERS
+from signer.events import EventBus
+from signer.governance import PolicyGovernor
 from signer.keys import KeyManager
 from signer.pipeline import SigningPipeline
 from signer.services import key_message
@@ -70,14 +72,23 @@ def pool(dev_env: DevEnv) -> Iterator[SigningPool]:
 
 @pytest.fixture
 def setup(
-    tmp_path: Path, pool: SigningPool
+    tmp_path: Path, pool: SigningPool, dev_env: DevEnv
 ) -> tuple[FailingStore, SpySigner, SigningPipeline, Any]:
     store = FailingStore(tmp_path / "custos.db")
     spy = SpySigner(pool)
     record = KeyManager(store, pool).create(
         f"fc-{tmp_path.name[-8:].lower().replace('_', '-')}", "officer"
     )
-    pipeline = SigningPipeline(store, spy, ADAPTERS, max_batch_items=10, lease_ms=60_000)
+    governor = PolicyGovernor(store, dev_env.dir / "policy.yaml")
+    pipeline = SigningPipeline(
+        store,
+        spy,
+        ADAPTERS,
+        max_batch_items=10,
+        lease_ms=60_000,
+        governor=governor,
+        events=EventBus(),
+    )
     return store, spy, pipeline, key_message(record)
 
 

@@ -7,7 +7,7 @@ import pytest
 from google.protobuf.message import Message
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from proto.custos.v1 import audit_pb2, keys_pb2, signer_pb2
+from proto.custos.v1 import audit_pb2, keys_pb2, policy_pb2, signer_pb2
 from signer.auth import RPC_ROLES
 from signer.devsetup import DevCa
 from tests.conftest import RunningServer
@@ -58,7 +58,50 @@ REQUESTS: dict[str, tuple[Message, type[Message]]] = {
     "/custos.v1.Audit/Export": (audit_pb2.ExportRequest(from_seq=10**9), audit_pb2.ExportChunk),
     "/custos.v1.Audit/GetAuditKey": (audit_pb2.GetAuditKeyRequest(), audit_pb2.AuditKey),
 }
-STREAMING = {"/custos.v1.Audit/StreamRecords", "/custos.v1.Audit/Export"}
+REQUESTS.update(
+    {
+        "/custos.v1.Policies/ProposePolicy": (
+            policy_pb2.ProposePolicyRequest(document_yaml="not: [a policy"),
+            policy_pb2.PolicyVersion,
+        ),
+        "/custos.v1.Policies/ApprovePolicy": (
+            policy_pb2.ApprovePolicyRequest(version=999, hash="00", totp_code=""),
+            policy_pb2.PolicyVersion,
+        ),
+        "/custos.v1.Policies/GetPolicy": (
+            policy_pb2.GetPolicyRequest(version=999),
+            policy_pb2.PolicyVersion,
+        ),
+        "/custos.v1.Policies/ListPolicies": (
+            policy_pb2.ListPoliciesRequest(),
+            policy_pb2.ListPoliciesResponse,
+        ),
+        "/custos.v1.Policies/EnrollTotp": (
+            policy_pb2.EnrollTotpRequest(subject=""),
+            policy_pb2.EnrollTotpResponse,
+        ),
+        "/custos.v1.Approvals/ListPending": (
+            policy_pb2.ListPendingRequest(),
+            policy_pb2.ListPendingResponse,
+        ),
+        "/custos.v1.Approvals/Approve": (
+            policy_pb2.DecideRequest(approval_id="missing", request_digest="00"),
+            policy_pb2.PendingBatch,
+        ),
+        "/custos.v1.Approvals/Reject": (
+            policy_pb2.DecideRequest(approval_id="missing", request_digest="00"),
+            policy_pb2.PendingBatch,
+        ),
+        "/custos.v1.Approvals/WatchEvents": (policy_pb2.WatchEventsRequest(), policy_pb2.Event),
+    }
+)
+STREAMING = {
+    "/custos.v1.Audit/StreamRecords",
+    "/custos.v1.Audit/Export",
+    "/custos.v1.Approvals/WatchEvents",
+}
+# Streams that stay open for allowed callers: a short deadline ends them.
+TIMEOUTS = {"/custos.v1.Approvals/WatchEvents": 0.5}
 IDENTITY_ROLES = {
     "officer": "officer",
     "payments": "service",
@@ -76,7 +119,7 @@ def _call(channel: grpc.Channel, method: str) -> grpc.StatusCode:
         response_deserializer=response_type.FromString,
     )
     try:
-        reply = stub(request, timeout=10)
+        reply = stub(request, timeout=TIMEOUTS.get(method, 10))
         if method in STREAMING:
             list(reply)
     except grpc.RpcError as exc:

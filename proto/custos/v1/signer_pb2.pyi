@@ -18,12 +18,18 @@ class BatchStatus(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     BATCH_STATUS_UNSPECIFIED: _ClassVar[BatchStatus]
     BATCH_STATUS_SIGNED: _ClassVar[BatchStatus]
+    BATCH_STATUS_PENDING_APPROVAL: _ClassVar[BatchStatus]
+    BATCH_STATUS_REJECTED: _ClassVar[BatchStatus]
+    BATCH_STATUS_EXPIRED: _ClassVar[BatchStatus]
 EVM_TX_TYPE_UNSPECIFIED: EvmTxType
 EVM_TX_TYPE_LEGACY: EvmTxType
 EVM_TX_TYPE_EIP2930: EvmTxType
 EVM_TX_TYPE_EIP1559: EvmTxType
 BATCH_STATUS_UNSPECIFIED: BatchStatus
 BATCH_STATUS_SIGNED: BatchStatus
+BATCH_STATUS_PENDING_APPROVAL: BatchStatus
+BATCH_STATUS_REJECTED: BatchStatus
+BATCH_STATUS_EXPIRED: BatchStatus
 
 class SignBatchRequest(_message.Message):
     __slots__ = ("request_id", "items")
@@ -184,16 +190,22 @@ class SignedItem(_message.Message):
     def __init__(self, chain: _Optional[str] = ..., network: _Optional[str] = ..., key_id: _Optional[str] = ..., address: _Optional[str] = ..., tx_id: _Optional[str] = ..., raw_tx: _Optional[str] = ..., signatures: _Optional[_Iterable[_Union[SignedSignature, _Mapping]]] = ..., fee: _Optional[int] = ..., max_fee: _Optional[str] = ...) -> None: ...
 
 class SignBatchResponse(_message.Message):
-    __slots__ = ("request_id", "status", "items", "replayed")
+    __slots__ = ("request_id", "status", "items", "replayed", "approval_id", "policy_version", "rules")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     STATUS_FIELD_NUMBER: _ClassVar[int]
     ITEMS_FIELD_NUMBER: _ClassVar[int]
     REPLAYED_FIELD_NUMBER: _ClassVar[int]
+    APPROVAL_ID_FIELD_NUMBER: _ClassVar[int]
+    POLICY_VERSION_FIELD_NUMBER: _ClassVar[int]
+    RULES_FIELD_NUMBER: _ClassVar[int]
     request_id: str
     status: BatchStatus
     items: _containers.RepeatedCompositeFieldContainer[SignedItem]
     replayed: bool
-    def __init__(self, request_id: _Optional[str] = ..., status: _Optional[_Union[BatchStatus, str]] = ..., items: _Optional[_Iterable[_Union[SignedItem, _Mapping]]] = ..., replayed: _Optional[bool] = ...) -> None: ...
+    approval_id: str
+    policy_version: str
+    rules: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, request_id: _Optional[str] = ..., status: _Optional[_Union[BatchStatus, str]] = ..., items: _Optional[_Iterable[_Union[SignedItem, _Mapping]]] = ..., replayed: _Optional[bool] = ..., approval_id: _Optional[str] = ..., policy_version: _Optional[str] = ..., rules: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class GetBatchRequest(_message.Message):
     __slots__ = ("request_id",)

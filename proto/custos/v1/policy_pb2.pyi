@@ -1,0 +1,155 @@
+from google.protobuf.internal import containers as _containers
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class PolicyVersion(_message.Message):
+    __slots__ = ("version", "hash", "state", "proposed_by", "approved_by", "proposed_at_unix", "activate_at_unix", "document_yaml")
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    HASH_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    PROPOSED_BY_FIELD_NUMBER: _ClassVar[int]
+    APPROVED_BY_FIELD_NUMBER: _ClassVar[int]
+    PROPOSED_AT_UNIX_FIELD_NUMBER: _ClassVar[int]
+    ACTIVATE_AT_UNIX_FIELD_NUMBER: _ClassVar[int]
+    DOCUMENT_YAML_FIELD_NUMBER: _ClassVar[int]
+    version: int
+    hash: str
+    state: str
+    proposed_by: str
+    approved_by: _containers.RepeatedScalarFieldContainer[str]
+    proposed_at_unix: int
+    activate_at_unix: int
+    document_yaml: str
+    def __init__(self, version: _Optional[int] = ..., hash: _Optional[str] = ..., state: _Optional[str] = ..., proposed_by: _Optional[str] = ..., approved_by: _Optional[_Iterable[str]] = ..., proposed_at_unix: _Optional[int] = ..., activate_at_unix: _Optional[int] = ..., document_yaml: _Optional[str] = ...) -> None: ...
+
+class ProposePolicyRequest(_message.Message):
+    __slots__ = ("document_yaml",)
+    DOCUMENT_YAML_FIELD_NUMBER: _ClassVar[int]
+    document_yaml: str
+    def __init__(self, document_yaml: _Optional[str] = ...) -> None: ...
+
+class ApprovePolicyRequest(_message.Message):
+    __slots__ = ("version", "hash", "totp_code")
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    HASH_FIELD_NUMBER: _ClassVar[int]
+    TOTP_CODE_FIELD_NUMBER: _ClassVar[int]
+    version: int
+    hash: str
+    totp_code: str
+    def __init__(self, version: _Optional[int] = ..., hash: _Optional[str] = ..., totp_code: _Optional[str] = ...) -> None: ...
+
+class GetPolicyRequest(_message.Message):
+    __slots__ = ("version",)
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    version: int
+    def __init__(self, version: _Optional[int] = ...) -> None: ...
+
+class ListPoliciesRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ListPoliciesResponse(_message.Message):
+    __slots__ = ("versions",)
+    VERSIONS_FIELD_NUMBER: _ClassVar[int]
+    versions: _containers.RepeatedCompositeFieldContainer[PolicyVersion]
+    def __init__(self, versions: _Optional[_Iterable[_Union[PolicyVersion, _Mapping]]] = ...) -> None: ...
+
+class EnrollTotpRequest(_message.Message):
+    __slots__ = ("subject",)
+    SUBJECT_FIELD_NUMBER: _ClassVar[int]
+    subject: str
+    def __init__(self, subject: _Optional[str] = ...) -> None: ...
+
+class EnrollTotpResponse(_message.Message):
+    __slots__ = ("subject", "otpauth_uri")
+    SUBJECT_FIELD_NUMBER: _ClassVar[int]
+    OTPAUTH_URI_FIELD_NUMBER: _ClassVar[int]
+    subject: str
+    otpauth_uri: str
+    def __init__(self, subject: _Optional[str] = ..., otpauth_uri: _Optional[str] = ...) -> None: ...
+
+class PendingItem(_message.Message):
+    __slots__ = ("chain", "network", "key_id", "from_address", "destinations", "fee", "contract_call")
+    CHAIN_FIELD_NUMBER: _ClassVar[int]
+    NETWORK_FIELD_NUMBER: _ClassVar[int]
+    KEY_ID_FIELD_NUMBER: _ClassVar[int]
+    FROM_ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    DESTINATIONS_FIELD_NUMBER: _ClassVar[int]
+    FEE_FIELD_NUMBER: _ClassVar[int]
+    CONTRACT_CALL_FIELD_NUMBER: _ClassVar[int]
+    chain: str
+    network: str
+    key_id: str
+    from_address: str
+    destinations: _containers.RepeatedScalarFieldContainer[str]
+    fee: str
+    contract_call: str
+    def __init__(self, chain: _Optional[str] = ..., network: _Optional[str] = ..., key_id: _Optional[str] = ..., from_address: _Optional[str] = ..., destinations: _Optional[_Iterable[str]] = ..., fee: _Optional[str] = ..., contract_call: _Optional[str] = ...) -> None: ...
+
+class PendingBatch(_message.Message):
+    __slots__ = ("approval_id", "requester", "request_id", "request_digest", "state", "expires_at_unix", "rules", "approved_by", "missing", "totp_required", "items")
+    APPROVAL_ID_FIELD_NUMBER: _ClassVar[int]
+    REQUESTER_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_DIGEST_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    EXPIRES_AT_UNIX_FIELD_NUMBER: _ClassVar[int]
+    RULES_FIELD_NUMBER: _ClassVar[int]
+    APPROVED_BY_FIELD_NUMBER: _ClassVar[int]
+    MISSING_FIELD_NUMBER: _ClassVar[int]
+    TOTP_REQUIRED_FIELD_NUMBER: _ClassVar[int]
+    ITEMS_FIELD_NUMBER: _ClassVar[int]
+    approval_id: str
+    requester: str
+    request_id: str
+    request_digest: str
+    state: str
+    expires_at_unix: int
+    rules: _containers.RepeatedScalarFieldContainer[str]
+    approved_by: _containers.RepeatedScalarFieldContainer[str]
+    missing: _containers.RepeatedScalarFieldContainer[str]
+    totp_required: bool
+    items: _containers.RepeatedCompositeFieldContainer[PendingItem]
+    def __init__(self, approval_id: _Optional[str] = ..., requester: _Optional[str] = ..., request_id: _Optional[str] = ..., request_digest: _Optional[str] = ..., state: _Optional[str] = ..., expires_at_unix: _Optional[int] = ..., rules: _Optional[_Iterable[str]] = ..., approved_by: _Optional[_Iterable[str]] = ..., missing: _Optional[_Iterable[str]] = ..., totp_required: _Optional[bool] = ..., items: _Optional[_Iterable[_Union[PendingItem, _Mapping]]] = ...) -> None: ...
+
+class ListPendingRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ListPendingResponse(_message.Message):
+    __slots__ = ("batches",)
+    BATCHES_FIELD_NUMBER: _ClassVar[int]
+    batches: _containers.RepeatedCompositeFieldContainer[PendingBatch]
+    def __init__(self, batches: _Optional[_Iterable[_Union[PendingBatch, _Mapping]]] = ...) -> None: ...
+
+class DecideRequest(_message.Message):
+    __slots__ = ("approval_id", "request_digest", "totp_code")
+    APPROVAL_ID_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_DIGEST_FIELD_NUMBER: _ClassVar[int]
+    TOTP_CODE_FIELD_NUMBER: _ClassVar[int]
+    approval_id: str
+    request_digest: str
+    totp_code: str
+    def __init__(self, approval_id: _Optional[str] = ..., request_digest: _Optional[str] = ..., totp_code: _Optional[str] = ...) -> None: ...
+
+class WatchEventsRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class Event(_message.Message):
+    __slots__ = ("kind", "approval_id", "request_id", "requester", "at_unix_ms")
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    APPROVAL_ID_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    REQUESTER_FIELD_NUMBER: _ClassVar[int]
+    AT_UNIX_MS_FIELD_NUMBER: _ClassVar[int]
+    kind: str
+    approval_id: str
+    request_id: str
+    requester: str
+    at_unix_ms: int
+    def __init__(self, kind: _Optional[str] = ..., approval_id: _Optional[str] = ..., request_id: _Optional[str] = ..., requester: _Optional[str] = ..., at_unix_ms: _Optional[int] = ...) -> None: ...

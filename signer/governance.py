@@ -1,0 +1,240 @@
+"""The active policy and how it changes: bootstrap, proposals, M-of-N approval, activation.
+
+The first version comes from the file named in `[policy] bootstrap` when the
+store has none (the operator who ran `custos init` approves it by installing
+it); every later version needs M distinct officers of the active version, each
+with a fresh TOTP code, then waits its activation delay.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sqlite3
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from audit.record import AuditEvent
+from policies import governance
+from policies.approvals import Refused
+from policies.document import PolicyDocument, document_hash
+from policies.evaluate import CompiledPolicy, compile_policy
+from policies.schema import PolicyValidationError, load_document
+from signer.errors import AlreadyExists, FailedPrecondition, InvalidRequest, NotFound
+from signer.store.base import Store
+from signer.store.policy_tables import PolicyRow
+
+Clock = Callable[[], datetime]
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def _ms(moment: datetime | None) -> int | None:
+    return None if moment is None else int(moment.timestamp() * 1000)
+
+
+def proposal_json(proposal: governance.Proposal) -> str:
+    def default(value: Any) -> Any:
+        if isinstance(value, datetime):
+            return value.isoformat()
+        raise TypeError(type(value).__name__)
+
+    return json.dumps(dataclasses.asdict(proposal), default=default, sort_keys=True)
+
+
+def proposal_from_json(text: str) -> governance.Proposal:
+    raw = json.loads(text)
+    when = datetime.fromisoformat
+    raw["proposed_at"] = when(raw["proposed_at"])
+    raw["expires_at"] = when(raw["expires_at"])
+    raw["activates_at"] = when(raw["activates_at"]) if raw["activates_at"] else None
+    raw["approvals"] = tuple(
+        governance.OfficerApproval(a["officer"], when(a["approved_at"])) for a in raw["approvals"]
+    )
+    return governance.Proposal(**raw)
+
+
+@dataclass(frozen=True)
+class ActivePolicy:
+    version: int
+    hash: str
+    document: PolicyDocument
+    compiled: CompiledPolicy
+
+
+def _parse(yaml_text: str) -> PolicyDocument:
+    try:
+        return load_document(yaml_text)
+    except PolicyValidationError as exc:
+        raise InvalidRequest("policy document: " + "; ".join(exc.errors[:20])) from None
+
+
+class PolicyGovernor:
+    """Keeps the compiled active policy and runs the governance of new versions."""
+
+    def __init__(self, store: Store, bootstrap: Path | None, clock: Clock = utcnow) -> None:
+        self._store = store
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._active: ActivePolicy | None = None
+        if not self._store.policy_versions() and bootstrap is not None:
+            self._bootstrap(bootstrap)
+        self.refresh()
+
+    def _bootstrap(self, path: Path) -> None:
+        try:
+            text = path.read_text()
+        except OSError as exc:
+            raise InvalidRequest(f"policy.bootstrap: cannot read {path}: {exc.strerror}") from exc
+        doc = _parse(text)
+        digest = document_hash(doc)
+        now = self._clock()
+        rules = governance.GovernanceRules.of(doc)
+        proposal = governance.Proposal(
+            version=doc.version,
+            document_hash=digest,
+            base_version=None,
+            proposer="system",
+            proposed_at=now,
+            expires_at=now,
+            state=governance.APPROVED,
+            activates_at=now,
+        )
+        row = PolicyRow(doc.version, digest, text, "active", proposal_json(proposal), _ms(now))
+        event = AuditEvent(
+            "policy.activated",
+            "system",
+            {
+                "version": doc.version,
+                "hash": digest,
+                "bootstrap": str(path),
+                "officers": sorted(rules.officers),
+            },
+        )
+        self._store.insert_policy_version(row, [event])
+
+    def refresh(self) -> ActivePolicy | None:
+        """Activate approved versions whose delay has passed; reload the active one."""
+        rows = self._store.policy_versions()
+        active = next((r for r in reversed(rows) if r.state == "active"), None)
+        for row in rows:
+            if row.state != "approved":
+                continue
+            proposal = proposal_from_json(row.record)
+            if governance.ready_to_activate(
+                proposal, active.version if active else None, self._clock()
+            ):
+                activated = self._activate(row)
+                active = activated or active
+        with self._lock:
+            if active is None:
+                self._active = None
+            elif self._active is None or self._active.hash != active.hash:
+                doc = _parse(active.document_yaml)
+                activated_at = datetime.fromtimestamp((active.activated_at_ms or 0) / 1000, UTC)
+                self._active = ActivePolicy(
+                    active.version, active.hash, doc, compile_policy(doc, activated_at=activated_at)
+                )
+            return self._active
+
+    def _activate(self, row: PolicyRow) -> PolicyRow | None:
+        now = self._clock()
+
+        def change(current: PolicyRow) -> tuple[PolicyRow, list[AuditEvent]] | None:
+            if current.state != "approved":
+                return None
+            event = AuditEvent(
+                "policy.activated", "system", {"version": current.version, "hash": current.hash}
+            )
+            return dataclasses.replace(current, state="active", activated_at_ms=_ms(now)), [event]
+
+        return self._store.update_policy_version(row.version, change)
+
+    def active(self) -> ActivePolicy:
+        with self._lock:
+            active = self._active
+        if active is None:
+            raise FailedPrecondition("no policy is active: every request is denied")
+        return active
+
+    # -- governance ---------------------------------------------------------------
+
+    def propose(self, officer: str, yaml_text: str) -> PolicyRow:
+        doc = _parse(yaml_text)
+        digest = document_hash(doc)
+        active = self.active()
+        rules = governance.GovernanceRules.of(active.document)
+        result = governance.propose(
+            doc, digest, officer, rules, active_version=active.version, now=self._clock()
+        )
+        if isinstance(result, Refused):
+            raise FailedPrecondition(f"proposal refused ({result.reason}): {result.message}")
+        row = PolicyRow(doc.version, digest, yaml_text, "proposed", proposal_json(result), None)
+        event = AuditEvent("policy.proposed", officer, {"version": doc.version, "hash": digest})
+        try:
+            self._store.insert_policy_version(row, [event])
+        except sqlite3.IntegrityError as exc:
+            raise AlreadyExists(f"policy version {doc.version} already exists") from exc
+        return row
+
+    def approve(self, officer: str, version: int, digest: str, totp_verified: bool) -> PolicyRow:
+        active = self.active()
+        rules = governance.GovernanceRules.of(active.document)
+        refusal: list[Refused] = []
+
+        def change(current: PolicyRow) -> tuple[PolicyRow, list[AuditEvent]] | None:
+            result = governance.approve(
+                proposal_from_json(current.record),
+                officer,
+                digest,
+                rules,
+                active_version=active.version,
+                now=self._clock(),
+                totp_verified=totp_verified,
+            )
+            if isinstance(result, Refused):
+                refusal.append(result)
+                return None
+            state = "approved" if result.state == governance.APPROVED else "proposed"
+            events = [
+                AuditEvent("policy.approved", officer, {"version": version, "hash": current.hash})
+            ]
+            if state == "approved":
+                events.append(
+                    AuditEvent(
+                        "policy.quorum_met",
+                        "system",
+                        {
+                            "version": version,
+                            "hash": current.hash,
+                            "activates_at_ms": _ms(result.activates_at),
+                        },
+                    )
+                )
+            return dataclasses.replace(current, state=state, record=proposal_json(result)), events
+
+        row = self._store.update_policy_version(version, change)
+        if row is None:
+            raise NotFound(f"no policy version {version}")
+        if refusal:
+            raise FailedPrecondition(
+                f"approval refused ({refusal[0].reason}): {refusal[0].message}"
+            )
+        self.refresh()
+        return self.get(version)
+
+    def get(self, version: int) -> PolicyRow:
+        wanted = version or self.active().version
+        for row in self._store.policy_versions():
+            if row.version == wanted:
+                return row
+        raise NotFound(f"no policy version {wanted}")
+
+    def history(self) -> list[PolicyRow]:
+        return self._store.policy_versions()

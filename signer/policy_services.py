@@ -1,0 +1,166 @@
+"""gRPC servicers for policies, TOTP enrollment and approvals."""
+
+from __future__ import annotations
+
+import queue
+from collections.abc import Iterator
+
+import grpc
+
+from policies.approvals import missing
+from proto.custos.v1 import policy_pb2, policy_pb2_grpc
+from signer.approval_desk import ApprovalDesk, record_of
+from signer.auth import APPROVER, OFFICER
+from signer.errors import InvalidRequest
+from signer.events import EventBus
+from signer.governance import PolicyGovernor, proposal_from_json
+from signer.interceptors import current_identity
+from signer.second_factor import SecondFactor
+from signer.store.policy_tables import PendingRow, PolicyRow
+
+
+def version_message(row: PolicyRow) -> policy_pb2.PolicyVersion:
+    proposal = proposal_from_json(row.record)
+    return policy_pb2.PolicyVersion(
+        version=row.version,
+        hash=row.hash,
+        state=row.state,
+        proposed_by=proposal.proposer,
+        approved_by=[a.officer for a in proposal.approvals],
+        proposed_at_unix=int(proposal.proposed_at.timestamp()),
+        activate_at_unix=int(proposal.activates_at.timestamp()) if proposal.activates_at else 0,
+        document_yaml=row.document_yaml,
+    )
+
+
+def pending_message(row: PendingRow) -> policy_pb2.PendingBatch:
+    pending, raw = record_of(row)
+    return policy_pb2.PendingBatch(
+        approval_id=row.approval_id,
+        requester=row.caller,
+        request_id=row.request_id,
+        request_digest=pending.request_digest.hex(),
+        state=row.state,
+        expires_at_unix=int(pending.expires_at.timestamp()),
+        rules=raw["rules"],
+        approved_by=[a.approver for a in pending.approvals],
+        missing=[f"{q.group}: {q.approvals} more" for q in missing(pending)],
+        totp_required=pending.totp_required,
+        items=[
+            policy_pb2.PendingItem(
+                chain=i["chain"],
+                network=i["network"],
+                key_id=i["key_id"],
+                from_address=i["from"],
+                destinations=i["destinations"],
+                fee=i["fee"],
+                contract_call=i["contract_call"],
+            )
+            for i in raw["items"]
+        ],
+    )
+
+
+class PoliciesService(policy_pb2_grpc.PoliciesServicer):
+    """Officers propose and approve policy versions and enroll second factors."""
+
+    def __init__(self, governor: PolicyGovernor, second_factor: SecondFactor) -> None:
+        self._governor = governor
+        self._second_factor = second_factor
+
+    def ProposePolicy(  # noqa: N802
+        self, request: policy_pb2.ProposePolicyRequest, context: grpc.ServicerContext
+    ) -> policy_pb2.PolicyVersion:
+        return version_message(
+            self._governor.propose(current_identity.get().subject, request.document_yaml)
+        )
+
+    def ApprovePolicy(  # noqa: N802
+        self, request: policy_pb2.ApprovePolicyRequest, context: grpc.ServicerContext
+    ) -> policy_pb2.PolicyVersion:
+        officer = current_identity.get().subject
+        if not request.totp_code:
+            raise InvalidRequest("totp_code: every policy approval needs a fresh TOTP code")
+        self._second_factor.check(officer, request.totp_code)
+        row = self._governor.approve(officer, request.version, request.hash, totp_verified=True)
+        return version_message(row)
+
+    def GetPolicy(  # noqa: N802
+        self, request: policy_pb2.GetPolicyRequest, context: grpc.ServicerContext
+    ) -> policy_pb2.PolicyVersion:
+        return version_message(self._governor.get(request.version))
+
+    def ListPolicies(  # noqa: N802
+        self, request: policy_pb2.ListPoliciesRequest, context: grpc.ServicerContext
+    ) -> policy_pb2.ListPoliciesResponse:
+        return policy_pb2.ListPoliciesResponse(
+            versions=[version_message(row) for row in self._governor.history()]
+        )
+
+    def EnrollTotp(  # noqa: N802
+        self, request: policy_pb2.EnrollTotpRequest, context: grpc.ServicerContext
+    ) -> policy_pb2.EnrollTotpResponse:
+        if not request.subject:
+            raise InvalidRequest("subject: the identity to enroll is required")
+        uri = self._second_factor.enroll(current_identity.get().subject, request.subject)
+        return policy_pb2.EnrollTotpResponse(subject=request.subject, otpauth_uri=uri)
+
+
+class ApprovalsService(policy_pb2_grpc.ApprovalsServicer):
+    """Approvers list, approve and reject held batches; callers watch events."""
+
+    def __init__(self, desk: ApprovalDesk, events: EventBus) -> None:
+        self._desk = desk
+        self._events = events
+
+    def ListPending(  # noqa: N802
+        self, request: policy_pb2.ListPendingRequest, context: grpc.ServicerContext
+    ) -> policy_pb2.ListPendingResponse:
+        return policy_pb2.ListPendingResponse(
+            batches=[pending_message(row) for row in self._desk.list_open()]
+        )
+
+    def Approve(  # noqa: N802
+        self, request: policy_pb2.DecideRequest, context: grpc.ServicerContext
+    ) -> policy_pb2.PendingBatch:
+        row = self._desk.approve(
+            current_identity.get().subject,
+            request.approval_id,
+            request.request_digest,
+            request.totp_code,
+        )
+        return pending_message(row)
+
+    def Reject(  # noqa: N802
+        self, request: policy_pb2.DecideRequest, context: grpc.ServicerContext
+    ) -> policy_pb2.PendingBatch:
+        row = self._desk.reject(
+            current_identity.get().subject,
+            request.approval_id,
+            request.request_digest,
+            request.totp_code,
+        )
+        return pending_message(row)
+
+    def WatchEvents(  # noqa: N802
+        self, request: policy_pb2.WatchEventsRequest, context: grpc.ServicerContext
+    ) -> Iterator[policy_pb2.Event]:
+        identity = current_identity.get()
+        sees_all = bool(identity.roles & {APPROVER, OFFICER})
+        inbox = self._events.subscribe()
+        try:
+            while context.is_active():
+                try:
+                    event = inbox.get(timeout=1.0)
+                except queue.Empty:
+                    continue
+                if sees_all or event.requester == identity.subject:
+                    yield policy_pb2.Event(
+                        kind=event.kind,
+                        approval_id=event.approval_id,
+                        request_id=event.request_id,
+                        requester=event.requester,
+                        at_unix_ms=event.at_ms,
+                    )
+        finally:
+            self._events.unsubscribe(inbox)
