@@ -27,6 +27,7 @@ from proto.custos.v1 import (
     signer_pb2,
     signer_pb2_grpc,
 )
+from signer.cli_policy import add_commands as add_policy_commands
 from signer.client import ClientProfile
 from signer.config import load_config, read_pin
 from signer.errors import ConfigError
@@ -285,6 +286,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_get)
 
     _add_audit_commands(sub, client_help)
+    add_policy_commands(sub, client_help, _profile)
 
     p = sub.add_parser("demo", help="run the end-to-end demo (what `make demo` runs)")
     p.add_argument("--dir", default=".demo")

@@ -1,0 +1,107 @@
+"""Expired approvals give their budget back (real store and HSM workers, a clock we move)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from hsm.pool import SigningPool
+from proto.custos.v1 import signer_pb2 as pb
+from signer.approval_desk import ApprovalDesk
+from signer.auth import Identity
+from signer.chains.registry import ADAPTERS
+from signer.errors import BudgetExceeded
+from signer.events import EventBus
+from signer.governance import PolicyGovernor
+from signer.keys import KeyManager
+from signer.pipeline import SigningPipeline
+from signer.second_factor import SecondFactor
+from signer.services import key_message
+from signer.store.sqlite import SqliteStore
+from tests import builders
+from tests.conftest import SOFTHSM_LIBRARY, DevEnv
+
+pytestmark = pytest.mark.integration
+
+ETH = 10**18
+CALLER = Identity("CN=payments,O=Custos Dev", frozenset({"service"}), ("*",))
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+@pytest.fixture(scope="module")
+def pool(dev_env: DevEnv) -> Iterator[SigningPool]:
+    p = SigningPool(SOFTHSM_LIBRARY, "custos-dev", dev_env.pin(), workers=1)
+    yield p
+    p.close()
+
+
+def test_expiry_releases_the_budget_and_settles_the_request(
+    tmp_path: Path, pool: SigningPool, dev_env: DevEnv
+) -> None:
+    clock = Clock()
+    store = SqliteStore(tmp_path / "custos.db", clock_ms=lambda: int(clock.now.timestamp() * 1000))
+    governor = PolicyGovernor(store, dev_env.dir / "policy.yaml", clock)
+    events = EventBus()
+    inbox = events.subscribe()
+    pipeline = SigningPipeline(
+        store,
+        pool,
+        ADAPTERS,
+        max_batch_items=10,
+        lease_ms=60_000,
+        governor=governor,
+        events=events,
+        clock=clock,
+    )
+    desk = ApprovalDesk(
+        store,
+        pipeline,
+        governor=governor,
+        second_factor=SecondFactor(store, pool, clock),
+        events=events,
+        clock=clock,
+    )
+    key = key_message(KeyManager(store, pool).create("expiry-key", "officer"))
+
+    def holesky(value: int, nonce: int) -> pb.SignItem:
+        return builders.evm_item(key, chain_id=17000, nonce=nonce, value=str(value))
+
+    large = builders.evm_item(key, chain_id=11155111, value=str(2 * ETH))
+    held_request = pb.SignBatchRequest(request_id="held", items=[large, holesky(ETH * 9 // 10, 0)])
+    held = pipeline.sign_batch(CALLER, held_request)
+    assert held.status == pb.BATCH_STATUS_PENDING_APPROVAL
+    # The held batch reserved 0.9 ETH of the Holesky hourly budget.
+    with pytest.raises(BudgetExceeded):
+        pipeline.sign_batch(
+            CALLER, pb.SignBatchRequest(request_id="r1", items=[holesky(ETH // 2, 1)])
+        )
+
+    clock.now += timedelta(minutes=29)
+    desk.sweep()
+    assert store.get_pending(held.approval_id).state == "pending"  # type: ignore[union-attr]
+    clock.now += timedelta(minutes=2)  # past its 30 minutes
+    desk.sweep()
+    assert store.get_pending(held.approval_id).state == "expired"  # type: ignore[union-attr]
+    kinds = [inbox.get_nowait().kind for _ in range(inbox.qsize())]
+    assert kinds == ["pending", "expired"]
+
+    # Its budget is back, and the request id answers with the expiry.
+    signed = pipeline.sign_batch(
+        CALLER, pb.SignBatchRequest(request_id="r2", items=[holesky(ETH // 2, 1)])
+    )
+    assert signed.status == pb.BATCH_STATUS_SIGNED
+    replay = pipeline.sign_batch(CALLER, held_request)
+    assert replay.status == pb.BATCH_STATUS_EXPIRED
+    kinds_logged = [r.event.kind for r in store.audit_records(0, 1000)]
+    assert "approval.expired" in kinds_logged
+    assert "budget.released" in kinds_logged
