@@ -13,6 +13,11 @@ Figures (written to bench/results.json):
 - audit_append_per_s: audit records durably appended per second while 16
   clients sign one-item batches (each batch appends two records).
 - audit_verify_records_per_s: bench/audit_verify_bench.py, 1,000,000 records.
+- policy_eval_us_p50: bench/policy_bench.py, 1,000 rules and 10,000 address-book
+  entries, median evaluation time per intent.
+- e2e_policy_tx_per_s: e2e_tx_per_s's workload on a server whose active policy
+  is that large one (the bench traffic matches a rule placed after all 1,000);
+  e2e_tx_per_s runs under the small development policy.
 
 Medians and ratios, not single timings: these machines are shared and noisy.
 """
@@ -45,7 +50,7 @@ from proto.custos.v1 import (  # noqa: E402
 )
 from proto.custos.v1 import signer_pb2 as pb  # noqa: E402
 from signer.client import ClientProfile  # noqa: E402
-from signer.devsetup import init_dev  # noqa: E402
+from signer.devsetup import init_dev, subject_string  # noqa: E402
 
 LIBRARY = "/usr/lib/softhsm/libsofthsm2.so"
 BATCH = 100
@@ -217,15 +222,48 @@ def run_server(directory: Path, config: Path, key_id: str, full: bool) -> dict[s
         process.wait(timeout=60)
 
 
-def audit_verify_rate() -> float:
+def variant(config: Path, name: str, extra: str = "", bootstrap: Path | None = None) -> Path:
+    """A copy of the dev config with its own store (and policy, and extra settings)."""
+    text = config.read_text()
+    store_line = next(line for line in text.splitlines() if line.startswith("url = "))
+    text = text.replace(store_line, f'url = "sqlite:///{config.parent / (name + ".db")}"')
+    if bootstrap is not None:
+        old = next(line for line in text.splitlines() if line.startswith("bootstrap = "))
+        text = text.replace(old, f'bootstrap = "{bootstrap}"')
+    path = config.parent / f"{name}.toml"
+    path.write_text(text + extra)
+    return path
+
+
+def large_policy(directory: Path) -> Path:
+    """bench/policy_bench.py's policy, plus a last rule that lets the bench traffic through."""
+    sys.path.insert(0, str(ROOT / "bench"))
+    import random
+
+    from policy_bench import build
+
+    doc, _world = build(random.Random(1))
+    doc["rules"].append(
+        {
+            "id": "bench-traffic",
+            "match": {"callers": [subject_string("payments")], "chains": ["ethereum"]},
+            "action": "allow",
+        }
+    )
+    path = directory / "large-policy.yaml"
+    path.write_text(json.dumps(doc))  # JSON is YAML
+    return path
+
+
+def sub_bench(script: str, *args: str) -> dict[str, Any]:
     out = subprocess.run(
-        [sys.executable, str(ROOT / "bench" / "audit_verify_bench.py"), "--repeat", "1"],
+        [sys.executable, str(ROOT / "bench" / script), *args],
         capture_output=True,
         text=True,
         check=True,
         cwd=ROOT,
     )
-    return float(json.loads(out.stdout)["audit_verify_records_per_s"])
+    return dict(json.loads(out.stdout))
 
 
 def main() -> int:
@@ -234,20 +272,19 @@ def main() -> int:
         config = init_dev(directory, listen="127.0.0.1:0")
         os.environ["SOFTHSM2_CONF"] = str(directory / "softhsm2.conf")
         raw_rate, raw_p50 = measure_raw(directory)
-        with_checkpoints = directory / "checkpoints-often.toml"
-        with_checkpoints.write_text(
-            config.read_text()
-            + "\n[audit]\ncheckpoint_every_records = 50\ncheckpoint_every_seconds = 1.0\n"
+        often = "\n[audit]\ncheckpoint_every_records = 50\ncheckpoint_every_seconds = 1.0\n"
+        never = (
+            "\n[audit]\ncheckpoint_every_records = 1000000000\n"
+            "checkpoint_every_seconds = 1000000000.0\n"
         )
-        without = directory / "checkpoints-off.toml"
-        without.write_text(
-            config.read_text()
-            + "\n[audit]\ncheckpoint_every_records = 1000000000\n"
-            + "checkpoint_every_seconds = 1000000000.0\n"
-        )
-        on = run_server(directory, with_checkpoints, "bench-on", full=True)
-        off = run_server(directory, without, "bench-off", full=False)
-    verify_rate = audit_verify_rate()
+        on = run_server(directory, variant(config, "on", often), "bench-on", full=True)
+        off = run_server(directory, variant(config, "off", never), "bench-off", full=False)
+        large = variant(config, "large", often, bootstrap=large_policy(directory))
+        with_policy = run_server(directory, large, "bench-policy", full=False)
+    verify_rate = float(
+        sub_bench("audit_verify_bench.py", "--repeat", "1")["audit_verify_records_per_s"]
+    )
+    policy_p50 = float(sub_bench("policy_bench.py")["policy_eval_us_p50"])
     e2e = on["tx_per_s"]
     results = {
         "raw_sign_per_s": round(raw_rate, 1),
@@ -257,6 +294,9 @@ def main() -> int:
         "single_p50_ms": round(on["single_p50_ms"], 3),
         "audit_append_per_s": round(on["audit_append_per_s"], 1),
         "audit_verify_records_per_s": round(verify_rate, 1),
+        "policy_eval_us_p50": policy_p50,
+        "e2e_policy_tx_per_s": round(with_policy["tx_per_s"], 1),
+        "e2e_policy_over_e2e": round(with_policy["tx_per_s"] / e2e, 3),
         "e2e_over_raw": round(e2e / raw_rate, 3),
         "single_minus_raw_ms": round(on["single_p50_ms"] - raw_p50, 3),
         "checkpoints_on_over_off": round(e2e / off["tx_per_s"], 3),
@@ -265,6 +305,8 @@ def main() -> int:
             "single_p50<=raw_p50+3ms": on["single_p50_ms"] <= raw_p50 + 3,
             "checkpoints_cost<=10%": e2e >= 0.9 * off["tx_per_s"],
             "audit_verify>=200k/s": verify_rate >= 200_000,
+            "policy_eval_p50<=50us": policy_p50 <= 50,
+            "e2e_policy>=90%_of_e2e": with_policy["tx_per_s"] >= 0.9 * e2e,
         },
         "setup": {
             "batch_items": BATCH,
