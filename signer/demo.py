@@ -9,23 +9,26 @@ stops the server.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
 
 import grpc
+import pyotp
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from proto.custos.v1 import keys_pb2, keys_pb2_grpc, signer_pb2_grpc
+from proto.custos.v1 import keys_pb2, keys_pb2_grpc, policy_pb2, policy_pb2_grpc, signer_pb2_grpc
 from proto.custos.v1 import signer_pb2 as pb
 from signer.chains.bitcoin_address import script_for_address
 from signer.client import ClientProfile
-from signer.devsetup import init_dev
+from signer.devsetup import init_dev, subject_string
 
 KEYS = {"bitcoin": "demo-btc", "ethereum": "demo-eth", "bsc": "demo-bsc", "tron": "demo-tron"}
 # An ERC-20 contract address for the BSC item: the first EIP-55 example address.
@@ -182,6 +185,92 @@ def result_document(request: pb.SignBatchRequest, response: pb.SignBatchResponse
     return {"request_id": response.request_id, "items": items}
 
 
+def approval_flow(
+    directory: Path, endpoint: str, key: keys_pb2.Key, signer: signer_pb2_grpc.SignerStub
+) -> dict[str, Any]:
+    """A 2 ETH Sepolia payment: held by the policy, approved by two approvers with TOTP."""
+
+    def channel(name: str) -> grpc.Channel:
+        return ClientProfile.load(directory / "clients" / f"{name}.toml").channel(endpoint)
+
+    officer = policy_pb2_grpc.PoliciesStub(channel("officer"))
+    totp: dict[str, pyotp.TOTP] = {}
+    for name in ("approver", "approver2"):
+        uri = officer.EnrollTotp(policy_pb2.EnrollTotpRequest(subject=subject_string(name)))
+        # What the approver's authenticator app does with the otpauth:// URI.
+        totp[name] = pyotp.TOTP(pyotp.parse_uri(uri.otpauth_uri).secret)
+    print("[demo] officer enrolled TOTP for approver and approver2 (secrets sealed in the HSM)")
+
+    events: list[str] = []
+    watch = policy_pb2_grpc.ApprovalsStub(channel("payments")).WatchEvents(
+        policy_pb2.WatchEventsRequest()
+    )
+
+    def pump() -> None:
+        with contextlib.suppress(grpc.RpcError):
+            for event in watch:
+                events.append(event.kind)
+
+    threading.Thread(target=pump, daemon=True).start()
+    deadline = time.monotonic() + 10
+    while "watching" not in events and time.monotonic() < deadline:
+        time.sleep(0.02)
+    request = pb.SignBatchRequest(
+        request_id=f"demo-large-{time.strftime('%Y%m%dT%H%M%S')}",
+        items=[
+            pb.SignItem(
+                key_id=key.key_id,
+                evm=pb.EvmTransaction(
+                    chain_id=11155111,
+                    type=pb.EVM_TX_TYPE_EIP1559,
+                    nonce=1,
+                    to=_address(key, "ethereum", "sepolia"),
+                    value=str(2 * 10**18),
+                    gas_limit=21_000,
+                    max_fee_per_gas="30000000000",
+                    max_priority_fee_per_gas="1500000000",
+                ),
+            )
+        ],
+    )
+    held = signer.SignBatch(request, timeout=60)
+    print(
+        f"[demo] 2 ETH on Sepolia: held for approval ({', '.join(held.rules)}),"
+        f" approval id {held.approval_id}"
+    )
+    approvals = {n: policy_pb2_grpc.ApprovalsStub(channel(n)) for n in totp}
+    pending = next(
+        b
+        for b in approvals["approver"].ListPending(policy_pb2.ListPendingRequest()).batches
+        if b.approval_id == held.approval_id
+    )
+    print(f"[demo] approver sees: {pending.items[0].destinations[0]} (needs {pending.missing[0]})")
+    for name, otp in totp.items():
+        decide = policy_pb2.DecideRequest(
+            approval_id=held.approval_id,
+            request_digest=pending.request_digest,
+            totp_code=otp.now(),
+        )
+        print(f"[demo] {name} approved with a TOTP code: {approvals[name].Approve(decide).state}")
+    signed = signer.GetBatch(pb.GetBatchRequest(request_id=request.request_id), timeout=30)
+    deadline = time.monotonic() + 10
+    while "signed" not in events and time.monotonic() < deadline:
+        time.sleep(0.05)
+    watch.cancel()
+    events.remove("watching")
+    print(f"[demo] WatchEvents delivered: {', '.join(events)}; tx {signed.items[0].tx_id}")
+    item = signed.items[0]
+    return {
+        "approval_id": held.approval_id,
+        "events": events,
+        "chain": item.chain,
+        "network": item.network,
+        "address": item.address,
+        "tx_id": item.tx_id,
+        "raw_tx": item.raw_tx,
+    }
+
+
 def run_demo(directory: Path, listen: str = "127.0.0.1:50051") -> int:
     directory = directory.resolve()
     config = init_dev(directory, listen)
@@ -213,6 +302,7 @@ def run_demo(directory: Path, listen: str = "127.0.0.1:50051") -> int:
             f"[demo] retry with the same request id: replayed={replay.replayed}, same tx ids={same}"
         )
         document = result_document(request, response)
+        document["approval_flow"] = approval_flow(directory, endpoint, keys["ethereum"], signer)
         (directory / "result.json").write_text(json.dumps(document, indent=2) + "\n")
         print(f"[demo] wrote {directory / 'result.json'}")
     finally:

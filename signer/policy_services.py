@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import queue
+import time
 from collections.abc import Iterator
 
 import grpc
@@ -149,6 +150,8 @@ class ApprovalsService(policy_pb2_grpc.ApprovalsServicer):
         sees_all = bool(identity.roles & {APPROVER, OFFICER})
         inbox = self._events.subscribe()
         try:
+            # From this first message on, the client misses no event.
+            yield policy_pb2.Event(kind="watching", at_unix_ms=int(time.time() * 1000))
             while context.is_active():
                 try:
                     event = inbox.get(timeout=1.0)

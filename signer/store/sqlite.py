@@ -88,6 +88,7 @@ class SqliteStore(PolicyTables):
         try:
             writer = _connect(path)
             writer.executescript(SCHEMA + POLICY_SCHEMA)
+            _migrate(writer)
         except sqlite3.Error as exc:
             raise StoreUnavailable(f"cannot open SQLite store at {path}") from exc
         self._writer = writer
@@ -105,7 +106,7 @@ class SqliteStore(PolicyTables):
                     self._readers.append(reader)
             return fn(reader)
         except sqlite3.Error as exc:
-            raise StoreUnavailable("read failed") from exc
+            raise StoreUnavailable(f"read failed: {exc}") from exc
 
     def _append(self, db: sqlite3.Connection, events: Sequence[AuditEvent]) -> None:
         """Chain `events` onto the log inside the caller's transaction."""
@@ -330,6 +331,13 @@ class SqliteStore(PolicyTables):
             for reader in self._readers:
                 reader.close()
         self._writer.close()
+
+
+def _migrate(db: sqlite3.Connection) -> None:
+    """Bring a store written by an older release up to this schema."""
+    columns = {row[1] for row in db.execute("PRAGMA table_info(batches)")}
+    if "approval_id" not in columns:  # added with approvals
+        db.execute("ALTER TABLE batches ADD COLUMN approval_id TEXT")
 
 
 def _key(row: tuple[str, bytes, str, str, int]) -> KeyRecord:

@@ -44,6 +44,9 @@ def test_demo_runs_twice_and_its_result_verifies(tmp_path: Path) -> None:
     assert verify_bitcoin(btc["raw_tx"], prevouts) == btc["tx_id"]
     for chain in ("ethereum", "bsc"):
         assert evm_sender(items[chain]["raw_tx"]) == items[chain]["address"]
+    flow = result["approval_flow"]
+    assert flow["events"] == ["pending", "approved", "signed"]
+    assert evm_sender(flow["raw_tx"]) == flow["address"]
     tron = items["tron"]["raw_tx"]
     assert set(tron) >= {"txID", "raw_data", "raw_data_hex", "signature"}
     assert tron_signer(json.dumps(tron)) == items["tron"]["address"]

@@ -102,6 +102,7 @@ def _watch(server: RunningServer, identity: str) -> tuple[list[policy_pb2.Event]
             pass
 
     threading.Thread(target=pump, daemon=True).start()
+    _wait_for(seen, "", "watching")
     return seen, stream  # type: ignore[return-value]
 
 
