@@ -50,6 +50,7 @@ def proposal_json(proposal: governance.Proposal) -> str:
 
 def proposal_from_json(text: str) -> governance.Proposal:
     raw = json.loads(text)
+    raw.pop("entry_since", None)
     when = datetime.fromisoformat
     raw["proposed_at"] = when(raw["proposed_at"])
     raw["expires_at"] = when(raw["expires_at"])
@@ -66,6 +67,18 @@ class ActivePolicy:
     hash: str
     document: PolicyDocument
     compiled: CompiledPolicy
+
+
+def _entry_since(record: str) -> dict[str, datetime]:
+    raw = json.loads(record).get("entry_since", {})
+    return {key: datetime.fromisoformat(when) for key, when in raw.items()}
+
+
+def _with_entry_since(record: str, since: dict[str, datetime]) -> str:
+    """The record, carrying when each address-book membership became active (cooling-off)."""
+    raw = json.loads(record)
+    raw["entry_since"] = {key: when.isoformat() for key, when in sorted(since.items())}
+    return json.dumps(raw, sort_keys=True)
 
 
 def _parse(yaml_text: str) -> PolicyDocument:
@@ -106,7 +119,10 @@ class PolicyGovernor:
             state=governance.APPROVED,
             activates_at=now,
         )
-        row = PolicyRow(doc.version, digest, text, "active", proposal_json(proposal), _ms(now))
+        record = _with_entry_since(
+            proposal_json(proposal), governance.carry_entry_since({}, doc, now)
+        )
+        row = PolicyRow(doc.version, digest, text, "active", record, _ms(now))
         event = AuditEvent(
             "policy.activated",
             "system",
@@ -130,7 +146,7 @@ class PolicyGovernor:
             if governance.ready_to_activate(
                 proposal, active.version if active else None, self._clock()
             ):
-                activated = self._activate(row)
+                activated = self._activate(row, active)
                 active = activated or active
         with self._lock:
             if active is None:
@@ -138,13 +154,18 @@ class PolicyGovernor:
             elif self._active is None or self._active.hash != active.hash:
                 doc = _parse(active.document_yaml)
                 activated_at = datetime.fromtimestamp((active.activated_at_ms or 0) / 1000, UTC)
-                self._active = ActivePolicy(
-                    active.version, active.hash, doc, compile_policy(doc, activated_at=activated_at)
+                compiled = compile_policy(
+                    doc, activated_at=activated_at, entry_since=_entry_since(active.record)
                 )
+                self._active = ActivePolicy(active.version, active.hash, doc, compiled)
             return self._active
 
-    def _activate(self, row: PolicyRow) -> PolicyRow | None:
+    def _activate(self, row: PolicyRow, previous: PolicyRow | None) -> PolicyRow | None:
         now = self._clock()
+        # Memberships the previous version had keep their cooling-off start.
+        since = governance.carry_entry_since(
+            _entry_since(previous.record) if previous else {}, _parse(row.document_yaml), now
+        )
 
         def change(current: PolicyRow) -> tuple[PolicyRow, list[AuditEvent]] | None:
             if current.state != "approved":
@@ -152,7 +173,13 @@ class PolicyGovernor:
             event = AuditEvent(
                 "policy.activated", "system", {"version": current.version, "hash": current.hash}
             )
-            return dataclasses.replace(current, state="active", activated_at_ms=_ms(now)), [event]
+            activated = dataclasses.replace(
+                current,
+                state="active",
+                activated_at_ms=_ms(now),
+                record=_with_entry_since(current.record, since),
+            )
+            return activated, [event]
 
         return self._store.update_policy_version(row.version, change)
 
