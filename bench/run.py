@@ -50,6 +50,7 @@ from proto.custos.v1 import (  # noqa: E402
 )
 from proto.custos.v1 import signer_pb2 as pb  # noqa: E402
 from signer.client import ClientProfile  # noqa: E402
+from signer.demo import start_server  # noqa: E402
 from signer.devsetup import init_dev, subject_string  # noqa: E402
 
 LIBRARY = "/usr/lib/softhsm/libsofthsm2.so"
@@ -88,32 +89,6 @@ print(json.dumps([len(digests) / total, statistics.median(lat) * 1000]))
     )
     rate, p50 = json.loads(out.stdout)
     return float(rate), float(p50)
-
-
-def start_server(directory: Path, config: Path) -> tuple[subprocess.Popen[bytes], int]:
-    port_file = directory / "port"
-    port_file.unlink(missing_ok=True)
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "signer.cli",
-            "serve",
-            "--config",
-            str(config),
-            "--port-file",
-            str(port_file),
-        ],
-        cwd=ROOT,
-        stdout=subprocess.DEVNULL,
-        stderr=(directory / "server.log").open("wb"),
-    )
-    deadline = time.monotonic() + 60
-    while not port_file.exists():
-        if process.poll() is not None or time.monotonic() > deadline:
-            raise SystemExit("server did not start; see server.log")
-        time.sleep(0.05)
-    return process, int(port_file.read_text())
 
 
 def evm_batch(key_id: str, request_id: str, first_nonce: int, size: int) -> pb.SignBatchRequest:
@@ -209,7 +184,7 @@ class Session:
 
 
 def run_server(directory: Path, config: Path, key_id: str, full: bool) -> dict[str, float]:
-    process, port = start_server(directory, config)
+    process, port = start_server(config, directory)
     try:
         session = Session(directory, port, key_id)
         figures = {"tx_per_s": session.throughput()}

@@ -65,29 +65,33 @@ class Pkcs11Token:
             raise HsmConfigError(f"cannot log in to token {label!r}: {type(exc).__name__}") from exc
         self.label = label
 
+    def _generate_pair(
+        self, key_type: KeyType, oid: str, key_id: str, mechanism: Mechanism | None = None
+    ) -> tuple[Any, Any]:
+        """A persistent key pair whose private half is sensitive and never extractable."""
+        params = self._session.create_domain_parameters(
+            key_type, {Attribute.EC_PARAMS: encode_named_curve_parameters(oid)}, local=True
+        )
+        return params.generate_keypair(
+            mechanism=mechanism,
+            store=True,
+            id=key_id.encode(),
+            label=key_id,
+            public_template={Attribute.VERIFY: True},
+            private_template={
+                Attribute.SIGN: True,
+                Attribute.SENSITIVE: True,
+                Attribute.EXTRACTABLE: False,
+                Attribute.PRIVATE: True,
+            },
+        )
+
     def generate_secp256k1(self, key_id: str) -> bytes:
-        ident = key_id.encode()
         with self._lock:
             try:
-                if self._find(ObjectClass.PRIVATE_KEY, ident) is not None:
+                if self._find(ObjectClass.PRIVATE_KEY, key_id.encode()) is not None:
                     raise KeyExists(key_id)
-                params = self._session.create_domain_parameters(
-                    KeyType.EC,
-                    {Attribute.EC_PARAMS: encode_named_curve_parameters(SECP256K1_OID)},
-                    local=True,
-                )
-                public, private = params.generate_keypair(
-                    store=True,
-                    id=ident,
-                    label=key_id,
-                    public_template={Attribute.VERIFY: True},
-                    private_template={
-                        Attribute.SIGN: True,
-                        Attribute.SENSITIVE: True,
-                        Attribute.EXTRACTABLE: False,
-                        Attribute.PRIVATE: True,
-                    },
-                )
+                public, private = self._generate_pair(KeyType.EC, SECP256K1_OID, key_id)
             except pkcs11.PKCS11Error as exc:
                 raise HsmUnavailable(f"key generation failed: {type(exc).__name__}") from exc
             self._handles[key_id] = private
@@ -114,23 +118,8 @@ class Pkcs11Token:
             try:
                 public = self._find(ObjectClass.PUBLIC_KEY, ident)
                 if public is None:
-                    params = self._session.create_domain_parameters(
-                        KeyType.EC_EDWARDS,
-                        {Attribute.EC_PARAMS: encode_named_curve_parameters(ED25519_OID)},
-                        local=True,
-                    )
-                    public, _private = params.generate_keypair(
-                        mechanism=Mechanism.EC_EDWARDS_KEY_PAIR_GEN,
-                        store=True,
-                        id=ident,
-                        label=key_id,
-                        public_template={Attribute.VERIFY: True},
-                        private_template={
-                            Attribute.SIGN: True,
-                            Attribute.SENSITIVE: True,
-                            Attribute.EXTRACTABLE: False,
-                            Attribute.PRIVATE: True,
-                        },
+                    public, _private = self._generate_pair(
+                        KeyType.EC_EDWARDS, ED25519_OID, key_id, Mechanism.EC_EDWARDS_KEY_PAIR_GEN
                     )
                 point = bytes(public[Attribute.EC_POINT])
             except pkcs11.PKCS11Error as exc:

@@ -41,7 +41,8 @@ def _address(key: keys_pb2.Key, chain: str, network: str, kind: str = "account")
     )
 
 
-def _start_server(config: Path, workdir: Path) -> tuple[subprocess.Popen[bytes], int]:
+def start_server(config: Path, workdir: Path) -> tuple[subprocess.Popen[bytes], int]:
+    """`custos serve` as a child process; returns it and its port once it listens."""
     port_file = workdir / "server.port"
     port_file.unlink(missing_ok=True)
     log = (workdir / "server.log").open("ab")
@@ -275,7 +276,7 @@ def run_demo(directory: Path, listen: str = "127.0.0.1:50051") -> int:
     directory = directory.resolve()
     config = init_dev(directory, listen)
     print(f"[demo] development token, CA and identities in {directory}")
-    process, port = _start_server(config, directory)
+    process, port = start_server(config, directory)
     endpoint = f"127.0.0.1:{port}"
     try:
         officer = ClientProfile.load(directory / "clients" / "officer.toml").channel(endpoint)
