@@ -84,6 +84,10 @@ class AuditLog:
             self._last_time = time.monotonic()
             return stored
 
+    def checkpoint_age(self) -> float:
+        """Seconds since this process last made (or found) a checkpoint."""
+        return time.monotonic() - self._last_time
+
     def latest(self) -> StoredCheckpoint:
         return self._store.latest_checkpoint() or self.checkpoint()
 

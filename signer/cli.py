@@ -31,6 +31,8 @@ from signer.cli_policy import add_commands as add_policy_commands
 from signer.client import ClientProfile
 from signer.config import load_config, read_pin
 from signer.errors import ConfigError
+from signer.logs import configure as configure_logs
+from signer.logs import register_secret
 from signer.store.base import StoreUnavailable
 
 EPILOG = """\
@@ -70,7 +72,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from signer.server import CustosServer
 
     config = load_config(Path(args.config))
-    server = CustosServer(config, read_pin(config.hsm))
+    pin = read_pin(config.hsm)
+    register_secret(pin)
+    server = CustosServer(config, pin)
     stopping = threading.Event()
 
     def on_signal(signum: int, _frame: object) -> None:
@@ -256,6 +260,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", required=True, help="TOML configuration file")
     p.add_argument("--port-file", help="write the bound port here once serving")
     p.add_argument("--grace", type=float, default=10.0, help="seconds to finish in-flight RPCs")
+    p.add_argument(
+        "--log-format", choices=("json", "text"), default="json", help="log lines (default json)"
+    )
     p.set_defaults(func=cmd_serve)
 
     client_help = "client profile TOML (endpoint + mTLS files); default $CUSTOS_CLIENT"
@@ -297,10 +304,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s %(message)s",
-        stream=sys.stderr,
+    configure_logs(
+        logging.DEBUG if args.verbose else logging.INFO,
+        json_lines=getattr(args, "log_format", "text") == "json",
     )
     try:
         result: Any = args.func(args)

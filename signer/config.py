@@ -76,6 +76,11 @@ class PolicyConfig(_Section):
     approval_check_seconds: float = Field(default=1.0, gt=0)
 
 
+class MetricsConfig(_Section):
+    # Prometheus endpoint on its own port, e.g. "127.0.0.1:9464"; empty: off.
+    listen: str = ""
+
+
 class IdentityConfig(_Section):
     subject: str = Field(min_length=1, description="RFC 4514 subject of the client certificate")
     roles: list[Role] = Field(min_length=1)
@@ -89,6 +94,7 @@ class Config(_Section):
     store: StoreConfig = StoreConfig()
     audit: AuditConfig = AuditConfig()
     policy: PolicyConfig = PolicyConfig()
+    metrics: MetricsConfig = MetricsConfig()
     identities: list[IdentityConfig] = Field(default_factory=list)
 
     @field_validator("identities")

@@ -266,6 +266,8 @@ def init_dev(directory: Path, listen: str = "127.0.0.1:50051") -> Path:
         f'pin_file = "{pin_file}"\n\n'
         f'[hsm.environment]\nSOFTHSM2_CONF = "{directory / "softhsm2.conf"}"\n\n'
         f'[store]\nurl = "sqlite:///{directory / "custos.db"}"\n\n'
-        f'[policy]\nbootstrap = "{policy}"\n\n' + "\n".join(identity_blocks)
+        f'[policy]\nbootstrap = "{policy}"\n\n'
+        # Port 0: any free port, logged at start (several dev servers may run at once).
+        '[metrics]\nlisten = "127.0.0.1:0"\n\n' + "\n".join(identity_blocks)
     )
     return config

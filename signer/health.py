@@ -11,6 +11,8 @@ import logging
 import threading
 from collections.abc import Callable
 
+from signer import metrics
+
 log = logging.getLogger("custos.health")
 
 Probe = Callable[[], None]
@@ -43,6 +45,8 @@ class HealthMonitor:
                 failed.append(name)
                 log.warning("health probe %s failed: %s", name, type(exc).__name__)
         healthy = not failed
+        for name in self._probes:
+            metrics.COMPONENT_UP.labels(name).set(0 if name in failed else 1)
         if healthy != self.healthy:
             log.info("health: %s", "serving" if healthy else f"not serving ({', '.join(failed)})")
         self.healthy = healthy

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextvars
 import logging
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -19,7 +20,7 @@ from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
 from hsm.errors import HsmError
-from signer import errors
+from signer import errors, logs, metrics
 from signer.auth import Authorizer, Identity
 from signer.store.base import StoreUnavailable
 
@@ -111,7 +112,9 @@ class EdgeInterceptor(grpc.ServerInterceptor):  # type: ignore[type-arg]
         deserialize: Callable[[bytes], Any] | None,
     ) -> Any:
         """Authenticate, authorize, then decode the request (never decode for strangers)."""
+        logs.context.set({"method": method})
         identity = self._authorizer.identify(_peer_certificate(context))
+        logs.bind(caller=identity.subject)
         self._authorizer.authorize(identity, method)
         current_identity.set(identity)
         if deserialize is None:
@@ -147,11 +150,16 @@ class EdgeInterceptor(grpc.ServerInterceptor):  # type: ignore[type-arg]
         deserialize: Callable[[bytes], Any] | None,
     ) -> Callable[..., Any]:
         def wrapped(request: Any, context: grpc.ServicerContext) -> Any:
+            started = time.perf_counter()
+            code = "OK"
             try:
                 return behaviour(self._enter(method, context, request, deserialize), context)
             except Exception as exc:
+                code = status_for(exc)[0].name
                 self._fail(method, exc, context)
                 raise  # unreachable: abort raises
+            finally:
+                metrics.RPC_SECONDS.labels(method, code).observe(time.perf_counter() - started)
 
         return wrapped
 

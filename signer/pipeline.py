@@ -22,17 +22,20 @@ from hsm.keystore import Signer, SignRequest
 from hsm.secp256k1 import RecoverableSignature
 from policies.evaluate import RequireApproval
 from proto.custos.v1 import signer_pb2 as pb
+from signer import logs, metrics
 from signer.admission import Judgement, admission, budget_error, judge, pending_row, summarize
 from signer.auth import SERVICE, Identity
 from signer.chains.base import ChainAdapter, InvalidField, KeyInfo, PreparedTx, SignedTx
 from signer.errors import (
     AlreadyExists,
+    BudgetExceeded,
     CustosError,
     FailedPrecondition,
     InProgress,
     InvalidRequest,
     NotFound,
     PermissionDenied,
+    PolicyDenied,
     Unavailable,
 )
 from signer.events import EventBus
@@ -93,6 +96,27 @@ class SigningPipeline:
         self._clock = clock
 
     def sign_batch(self, caller: Identity, request: pb.SignBatchRequest) -> pb.SignBatchResponse:
+        logs.bind(request_id=request.request_id[:128])
+        try:
+            response = self._sign_batch(caller, request)
+        except CustosError as exc:
+            outcome = _OUTCOME_OF_ERROR.get(type(exc), "refused")
+            log.info("batch %s: %s", outcome, exc)
+            if isinstance(exc, PolicyDenied):
+                metrics.POLICY_DENIALS.labels(
+                    exc.details.get("rule", exc.details.get("code", ""))
+                ).inc()
+            _count(outcome, [item.WhichOneof("tx") or "none" for item in request.items])
+            raise
+        except Exception:
+            _count("failed", [item.WhichOneof("tx") or "none" for item in request.items])
+            raise
+        outcome = "replayed" if response.replayed else _OUTCOME_OF_STATUS[response.status]
+        _count(outcome, [item.chain for item in response.items] or ["pending"])
+        log.info("batch %s: %d items", outcome, len(response.items))
+        return response
+
+    def _sign_batch(self, caller: Identity, request: pb.SignBatchRequest) -> pb.SignBatchResponse:
         try:
             self._check_envelope(request)
             digest = payload_digest(request)
@@ -135,14 +159,15 @@ class SigningPipeline:
                     },
                 )
             )
-        claim = self._store.claim_batch(
-            caller.subject,
-            request.request_id,
-            digest,
-            self._lease_ms,
-            events,
-            admission=admission(judgement, held),
-        )
+        with metrics.AUDIT_APPEND_SECONDS.time():
+            claim = self._store.claim_batch(
+                caller.subject,
+                request.request_id,
+                digest,
+                self._lease_ms,
+                events,
+                admission=admission(judgement, held),
+            )
         if claim.outcome is ClaimOutcome.DONE and claim.result is not None:
             return _replay(claim.result)
         if claim.outcome is ClaimOutcome.CONFLICT:
@@ -291,7 +316,8 @@ class SigningPipeline:
             for item in items
             for digest in item.prepared.digests
         ]
-        signatures = self._signer.sign(requests)
+        with metrics.HSM_SECONDS.time():
+            signatures = self._signer.sign(requests)
         response = pb.SignBatchResponse(
             request_id=request_id,
             status=pb.BATCH_STATUS_SIGNED,
@@ -306,24 +332,23 @@ class SigningPipeline:
             cursor += count
             signed = item.adapter.assemble(item.prepared, sigs)
             response.items.append(_signed_item(item, signed, sigs))
-        self._store.complete_batch(
+        signed_event = AuditEvent(
+            "sign.signed",
             caller.subject,
-            request_id,
-            response.SerializeToString(deterministic=True),
-            [
-                AuditEvent(
-                    "sign.signed",
-                    caller.subject,
-                    {
-                        "request_id": request_id,
-                        "items": [
-                            {"key_id": i.key_id, "chain": i.chain, "tx_id": i.tx_id}
-                            for i in response.items
-                        ],
-                    },
-                )
-            ],
+            {
+                "request_id": request_id,
+                "items": [
+                    {"key_id": i.key_id, "chain": i.chain, "tx_id": i.tx_id} for i in response.items
+                ],
+            },
         )
+        with metrics.AUDIT_APPEND_SECONDS.time():
+            self._store.complete_batch(
+                caller.subject,
+                request_id,
+                response.SerializeToString(deterministic=True),
+                [signed_event],
+            )
         return response
 
     def _audit_refusal(self, caller: Identity, request_id: str, exc: CustosError) -> None:
@@ -369,6 +394,26 @@ def _signed_item(
             for digest, sig in zip(item.prepared.digests, sigs, strict=True)
         ],
     )
+
+
+_OUTCOME_OF_STATUS = {
+    pb.BATCH_STATUS_SIGNED: "signed",
+    pb.BATCH_STATUS_PENDING_APPROVAL: "pending",
+    pb.BATCH_STATUS_REJECTED: "rejected",
+    pb.BATCH_STATUS_EXPIRED: "expired",
+}
+_OUTCOME_OF_ERROR: dict[type[CustosError], str] = {
+    PolicyDenied: "denied",
+    BudgetExceeded: "over_limit",
+    InvalidRequest: "invalid",
+    Unavailable: "unavailable",
+}
+
+
+def _count(outcome: str, chains: Sequence[str]) -> None:
+    metrics.SIGN_REQUESTS.labels(outcome).inc()
+    for chain in chains:
+        metrics.SIGN_ITEMS.labels(chain, outcome).inc()
 
 
 def _pending(request_id: str, approval_id: str) -> pb.SignBatchResponse:

@@ -16,6 +16,7 @@ from typing import Protocol
 
 from audit.record import AuditEvent
 from policies import totp
+from signer import metrics
 from signer.errors import NotFound, PermissionDenied
 from signer.store.base import Store
 
@@ -83,10 +84,12 @@ class SecondFactor:
             events = []
             if not result.ok:
                 events.append(AuditEvent("totp.failed", subject, {"reason": result.reason}))
+                metrics.TOTP_FAILURES.labels(result.reason or "invalid").inc()
                 if result.state.locked_until is not None and result.reason != totp.LOCKED:
                     events.append(
                         AuditEvent("totp.locked", subject, {"until": result.state.locked_until})
                     )
+                    metrics.TOTP_LOCKOUTS.inc()
             return _state_json(result.state), events, result
 
         result = self._store.update_totp_state(subject, change)

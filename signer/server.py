@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import logging
 import os
+from collections.abc import Callable
 from concurrent import futures
 
 import grpc
@@ -23,6 +24,7 @@ from proto.custos.v1 import (
     signer_pb2,
     signer_pb2_grpc,
 )
+from signer import metrics
 from signer.approval_desk import ApprovalDesk
 from signer.auditlog import AuditLog
 from signer.auth import Authorizer
@@ -136,6 +138,9 @@ class CustosServer:
         reflection.enable_server_reflection(
             (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), self._grpc
         )
+        self._metrics_listen = config.metrics.listen
+        self.metrics_port = 0
+        self._stop_metrics: Callable[[], None] = lambda: None
         self.port = self._grpc.add_secure_port(config.server.listen, credentials)
         if self.port == 0:
             raise ConfigError(f"server.listen: cannot listen on {config.server.listen}")
@@ -149,8 +154,18 @@ class CustosServer:
         for name in ("", *SERVICE_NAMES):
             self._health.set(name, status)
 
+    def _bind_metrics(self) -> None:
+        metrics.bind_gauge(
+            metrics.PENDING_APPROVALS, lambda: len(self.store.list_pending(("pending",)))
+        )
+        metrics.bind_gauge(metrics.CHECKPOINT_AGE, self.audit.checkpoint_age)
+        if self._metrics_listen:
+            self.metrics_port, self._stop_metrics = metrics.serve(self._metrics_listen)
+            log.info("metrics on port %d", self.metrics_port)
+
     def start(self) -> None:
         self.store.append_audit([AuditEvent("service.started", "system", {"port": self.port})])
+        self._bind_metrics()
         self.monitor.start()
         self.audit.start()
         self.desk.start()
@@ -163,6 +178,7 @@ class CustosServer:
     def stop(self, grace: float = 10.0) -> None:
         self._health.enter_graceful_shutdown()
         self._grpc.stop(grace).wait()
+        self._stop_metrics()
         self.desk.stop()
         self.monitor.stop()
         try:

@@ -1,0 +1,104 @@
+"""Operability: Prometheus metrics on their own port; JSON logs with context and no secrets."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import sqlite3
+import urllib.request
+import uuid
+
+import grpc
+import pyotp
+import pytest
+
+from proto.custos.v1 import keys_pb2, keys_pb2_grpc, policy_pb2, policy_pb2_grpc, signer_pb2_grpc
+from proto.custos.v1 import signer_pb2 as pb
+from signer.devsetup import subject_string
+from tests import builders
+from tests.conftest import RunningServer, ServerProcess
+
+pytestmark = pytest.mark.integration
+
+
+def _scrape(port: int) -> str:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as reply:
+        return str(reply.read().decode())
+
+
+def test_metrics_endpoint_reports_signing_hsm_policy_and_health(server: RunningServer) -> None:
+    key = server.create_key(f"met-{uuid.uuid4().hex[:8]}")
+    server.signer().SignBatch(
+        pb.SignBatchRequest(request_id=f"m-{uuid.uuid4().hex}", items=[builders.evm_item(key)])
+    )
+    port = server.server.metrics_port  # type: ignore[attr-defined]
+    assert port
+    text = _scrape(port)
+    for name in (
+        'custos_sign_requests_total{outcome="signed"}',
+        'custos_sign_items_total{chain="ethereum",outcome="signed"}',
+        "custos_hsm_sign_seconds_count",
+        "custos_audit_append_seconds_count",
+        "custos_rpc_seconds_count",
+        "custos_pending_approvals",
+        "custos_audit_checkpoint_age_seconds",
+        'custos_component_up{component="hsm"} 1.0',
+        'custos_component_up{component="store"} 1.0',
+    ):
+        assert name in text, name
+
+
+def test_logs_are_json_with_context_and_never_hold_secrets(own_server: ServerProcess) -> None:
+    own_server.start()
+    key = keys_pb2_grpc.KeysStub(own_server.channel("officer")).CreateKey(
+        keys_pb2.CreateKeyRequest(key_id="logged")
+    )
+    officer = policy_pb2_grpc.PoliciesStub(own_server.channel("officer"))
+    uri = officer.EnrollTotp(
+        policy_pb2.EnrollTotpRequest(subject=subject_string("approver"))
+    ).otpauth_uri
+    secret = pyotp.parse_uri(uri).secret
+    signer = signer_pb2_grpc.SignerStub(own_server.channel("payments"))
+    held = signer.SignBatch(
+        pb.SignBatchRequest(
+            request_id="logged-1", items=[builders.evm_item(key, value=str(2 * 10**18))]
+        )
+    )
+    approvals = policy_pb2_grpc.ApprovalsStub(own_server.channel("approver"))
+    pending = approvals.ListPending(policy_pb2.ListPendingRequest()).batches[0]
+    good = pyotp.TOTP(secret).now()
+    for code in (good, "000000", "123456"):  # a good code, then failures
+        with contextlib.suppress(grpc.RpcError):  # refusals are expected here
+            approvals.Approve(
+                policy_pb2.DecideRequest(
+                    approval_id=held.approval_id,
+                    request_digest=pending.request_digest,
+                    totp_code=code,
+                )
+            )
+    bad = builders.evm_item(key)
+    bad.evm.to = "0x1234"
+    with contextlib.suppress(grpc.RpcError):
+        signer.SignBatch(pb.SignBatchRequest(request_id="logged-2", items=[bad]))
+    own_server.stop()
+
+    text = (own_server.env.dir / "server.log").read_text()
+    lines = [json.loads(line) for line in text.splitlines() if line.startswith("{")]
+    assert lines, text[-2000:]
+    assert all({"ts", "level", "component", "msg"} <= set(line) for line in lines)
+    refused = [line for line in lines if line.get("request_id") == "logged-2"]
+    assert refused, "the refused request left no log line with its request id"
+    assert refused[0]["caller"] == subject_string("payments")
+    assert refused[0]["component"] == "custos.pipeline"
+    pin = (own_server.env.dir / "hsm.pin").read_text().strip()
+    so_pin = (own_server.env.dir / "hsm.so-pin").read_text().strip()
+    for forbidden in (pin, so_pin, secret, good):
+        assert forbidden not in text
+    # Nothing in the store (audit log included) holds a secret in clear either.
+    with sqlite3.connect(own_server.env.dir / "custos.db") as db:
+        dump = "\n".join(db.iterdump())
+        # Audit records are BLOBs (hex in the dump): read them as the text they are.
+        dump += "\n".join(bytes(r[0]).decode() for r in db.execute("SELECT record FROM audit_log"))
+    assert "totp.failed" in dump
+    for forbidden in (pin, so_pin, secret):
+        assert forbidden not in dump
