@@ -79,3 +79,31 @@ def test_hsm_failure_gives_unavailable_and_not_serving_then_recovers(
     assert evm_sender(_sign(own_server, key).items[0].raw_tx) == builders.address(
         key, "ethereum", "sepolia"
     )
+
+
+def test_sigterm_finishes_in_flight_work_and_writes_a_final_checkpoint(
+    own_server: ServerProcess,
+) -> None:
+    from signer.store.sqlite import SqliteStore
+
+    own_server.start()
+    key = keys_pb2_grpc.KeysStub(own_server.channel("officer")).CreateKey(
+        keys_pb2.CreateKeyRequest(key_id="graceful")
+    )
+    stub = signer_pb2_grpc.SignerStub(own_server.channel("payments"))
+    request = pb.SignBatchRequest(
+        request_id="in-flight", items=[builders.evm_item(key, nonce=n) for n in range(300)]
+    )
+    future = stub.SignBatch.future(request, timeout=60)
+    time.sleep(0.05)  # the batch is being worked on when the signal arrives
+    assert own_server.process is not None
+    own_server.process.terminate()
+    assert len(future.result().items) == 300  # finished within the grace period
+    assert own_server.process.wait(timeout=60) == 0
+    store = SqliteStore(own_server.env.dir / "custos.db")
+    records = store.audit_records(0, 10_000)
+    assert [r.event.kind for r in records[-2:]] == ["service.stopped", "audit.checkpoint"]
+    final = store.latest_checkpoint()
+    assert final is not None
+    assert final.size == len(records) - 1  # covers everything up to service.stopped
+    store.close()
