@@ -198,6 +198,20 @@ def cmd_audit_checkpoint(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_db_upgrade(args: argparse.Namespace) -> int:
+    from signer.store.factory import open_store
+
+    config = load_config(Path(args.config))
+    try:
+        store = open_store(config.store.url)  # opening applies pending migrations
+    except ValueError as exc:
+        raise ConfigError(f"store.url: {exc}") from exc
+    applied: list[int] = getattr(store, "migrate", list)()
+    store.close()
+    print(f"store schema up to date ({len(applied)} migration(s) applied now)")
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from signer.demo import run_demo
 
@@ -294,6 +308,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     _add_audit_commands(sub, client_help)
     add_policy_commands(sub, client_help, _profile)
+
+    p = sub.add_parser("db", help="store maintenance")
+    actions = p.add_subparsers(dest="action", required=True, metavar="ACTION")
+    a = actions.add_parser("upgrade", help="apply schema migrations (also done at start-up)")
+    a.add_argument("--config", required=True, help="TOML configuration file")
+    a.set_defaults(func=cmd_db_upgrade)
 
     p = sub.add_parser("demo", help="run the end-to-end demo (what `make demo` runs)")
     p.add_argument("--dir", default=".demo")

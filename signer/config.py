@@ -49,13 +49,14 @@ class HsmConfig(_Section):
 
 
 class StoreConfig(_Section):
+    # sqlite:///PATH (one process) or postgresql://USER@HOST:PORT/DB?schema=NAME (replicas).
     url: str = "sqlite:///custos.db"
 
     @field_validator("url")
     @classmethod
     def _known_scheme(cls, value: str) -> str:
-        if not value.startswith("sqlite:///"):
-            raise ValueError("only sqlite:///PATH is supported")
+        if not value.startswith(("sqlite:///", "postgresql://", "postgres://")):
+            raise ValueError("must be sqlite:///PATH or postgresql://...")
         return value
 
 
@@ -148,9 +149,11 @@ def load_config(path: Path) -> Config:
     policy = config.policy
     if policy.bootstrap is not None:
         policy = policy.model_copy(update={"bootstrap": _absolute(base, policy.bootstrap)})
-    store = config.store.model_copy(
-        update={"url": "sqlite:///" + str(_absolute(base, config.sqlite_path))}
-    )
+    store = config.store
+    if store.url.startswith("sqlite:///"):
+        store = store.model_copy(
+            update={"url": "sqlite:///" + str(_absolute(base, config.sqlite_path))}
+        )
     return config.model_copy(update={"tls": tls, "hsm": hsm, "store": store, "policy": policy})
 
 

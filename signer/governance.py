@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import sqlite3
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -25,7 +24,7 @@ from policies.document import PolicyDocument, document_hash
 from policies.evaluate import CompiledPolicy, compile_policy
 from policies.schema import PolicyValidationError, load_document
 from signer.errors import AlreadyExists, FailedPrecondition, InvalidRequest, NotFound
-from signer.store.base import Store
+from signer.store.base import Store, VersionExists
 from signer.store.policy_tables import PolicyRow
 
 Clock = Callable[[], datetime]
@@ -206,7 +205,7 @@ class PolicyGovernor:
         event = AuditEvent("policy.proposed", officer, {"version": doc.version, "hash": digest})
         try:
             self._store.insert_policy_version(row, [event])
-        except sqlite3.IntegrityError as exc:
+        except VersionExists as exc:
             raise AlreadyExists(f"policy version {doc.version} already exists") from exc
         return row
 
@@ -216,6 +215,7 @@ class PolicyGovernor:
         refusal: list[Refused] = []
 
         def change(current: PolicyRow) -> tuple[PolicyRow, list[AuditEvent]] | None:
+            refusal.clear()  # the store may run this again when it retries a transaction
             result = governance.approve(
                 proposal_from_json(current.record),
                 officer,

@@ -28,6 +28,8 @@ log = logging.getLogger("custos.edge")
 
 current_identity: contextvars.ContextVar[Identity] = contextvars.ContextVar("current_identity")
 
+MAX_MESSAGE = 1024
+
 STATUS_OF: dict[type[Exception], grpc.StatusCode] = {
     errors.InvalidRequest: grpc.StatusCode.INVALID_ARGUMENT,
     errors.Unauthenticated: grpc.StatusCode.UNAUTHENTICATED,
@@ -127,6 +129,9 @@ class EdgeInterceptor(grpc.ServerInterceptor):  # type: ignore[type-arg]
 
     def _fail(self, method: str, exc: BaseException, context: grpc.ServicerContext) -> None:
         code, message = status_for(exc)
+        if len(message) > MAX_MESSAGE:
+            # A huge echo of caller input would reach the client as RESOURCE_EXHAUSTED.
+            message = message[: MAX_MESSAGE - 3] + "..."
         if code is grpc.StatusCode.INTERNAL:
             log.exception("unexpected error in %s", method)
         elif code is grpc.StatusCode.UNAVAILABLE:

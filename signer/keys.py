@@ -30,6 +30,11 @@ class KeyManager:
 
     def create(self, key_id: str, actor: str) -> KeyRecord:
         check_key_id(key_id)
+        # Two replicas creating one id at once would leave two HSM keys with one CKA_ID.
+        with self._store.exclusive(f"key:{key_id}"):
+            return self._create(key_id, actor)
+
+    def _create(self, key_id: str, actor: str) -> KeyRecord:
         if self._store.get_key(key_id) is not None:
             raise AlreadyExists(f"key {key_id!r} already exists")
         adopted = False

@@ -40,7 +40,7 @@ from signer.pipeline import SigningPipeline
 from signer.policy_services import ApprovalsService, PoliciesService
 from signer.second_factor import SecondFactor
 from signer.services import AuditService, KeysService, SignerService
-from signer.store.sqlite import SqliteStore
+from signer.store.factory import open_store
 
 log = logging.getLogger("custos.server")
 
@@ -73,19 +73,27 @@ class CustosServer:
             root_certificates=_read(tls.ca_cert),
             require_client_auth=True,
         )
-        # Every HSM call runs in the pool's worker processes; a bad library,
-        # label or PIN fails here with a clear message.
-        self.pool = SigningPool(
-            str(config.hsm.library), config.hsm.token_label, pin, config.signing_workers
-        )
-        self.store = SqliteStore(config.sqlite_path)
+        try:
+            self.store = open_store(config.store.url)
+        except ValueError as exc:
+            raise ConfigError(f"store.url: {exc}") from exc
+        # Replicas starting together must not each create the token's set-up keys
+        # (two audit keys with one id) or each install the first policy version.
+        with self.store.exclusive("setup"):
+            # Every HSM call runs in the pool's worker processes; a bad library,
+            # label or PIN fails here with a clear message.
+            self.pool = SigningPool(
+                str(config.hsm.library), config.hsm.token_label, pin, config.signing_workers
+            )
+            audit_key = self.pool.ensure_ed25519(config.audit.key_id)
+            second_factor = SecondFactor(self.store, self.pool, utcnow)
+            self.governor = PolicyGovernor(self.store, config.policy.bootstrap)
         self.audit = AuditLog(
             self.store,
             config.audit,
-            self.pool.ensure_ed25519(config.audit.key_id),
+            audit_key,
             functools.partial(self.pool.sign_eddsa, config.audit.key_id),
         )
-        self.governor = PolicyGovernor(self.store, config.policy.bootstrap)
         events = EventBus()
         pipeline = SigningPipeline(
             self.store,
@@ -96,7 +104,6 @@ class CustosServer:
             governor=self.governor,
             events=events,
         )
-        second_factor = SecondFactor(self.store, self.pool, utcnow)
         self.desk = ApprovalDesk(
             self.store,
             pipeline,

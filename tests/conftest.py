@@ -19,6 +19,7 @@ from proto.custos.v1 import keys_pb2, keys_pb2_grpc, signer_pb2_grpc
 from signer.client import ClientProfile
 from signer.config import Config, load_config, read_pin
 from signer.devsetup import DevCa, init_dev, subject_string, write_client_profile
+from tests.store.postgres_fixtures import pg_schema, postgres_url  # noqa: F401 - fixtures
 
 SOFTHSM_LIBRARY = "/usr/lib/softhsm/libsofthsm2.so"
 
@@ -99,17 +100,18 @@ def server(dev_env: DevEnv) -> Iterator[RunningServer]:
 
 
 class ServerProcess:
-    """`custos serve` as a real child process on its own dev environment."""
+    """`custos serve` as a real child process on a dev environment (`name`: its files)."""
 
-    def __init__(self, env: DevEnv) -> None:
+    def __init__(self, env: DevEnv, name: str = "server") -> None:
         self.env = env
+        self.name = name
         self.process: subprocess.Popen[bytes] | None = None
         self.port = 0
 
     def start(self) -> None:
-        port_file = self.env.dir / "server.port"
+        port_file = self.env.dir / f"{self.name}.port"
         port_file.unlink(missing_ok=True)
-        log = (self.env.dir / "server.log").open("ab")
+        log = (self.env.dir / f"{self.name}.log").open("ab")
         self.process = subprocess.Popen(
             [
                 sys.executable,
@@ -126,7 +128,9 @@ class ServerProcess:
         )
         deadline = time.monotonic() + 60
         while not port_file.exists():
-            assert self.process.poll() is None, (self.env.dir / "server.log").read_text()[-3000:]
+            assert self.process.poll() is None, (self.env.dir / f"{self.name}.log").read_text()[
+                -3000:
+            ]
             assert time.monotonic() < deadline, "server did not start"
             time.sleep(0.05)
         self.port = int(port_file.read_text())

@@ -166,10 +166,13 @@ def _uint256(field: str, text: str) -> int:
         raise InvalidField(
             field, f"must be a decimal integer of digits 0-9 only, got {_show(text)}"
         )
-    # Checking the length first keeps int() away from huge strings.
-    if len(text.lstrip("0")) > _UINT256_DIGITS or int(text) > UINT256_MAX:
+    # Checking the length first keeps int() away from huge strings. int() gets
+    # the digits without leading zeros: it refuses strings over 4300 digits with
+    # a ValueError, and "0" * 5000 + "1" is a small number (found by fuzzing).
+    digits = text.lstrip("0") or "0"
+    if len(digits) > _UINT256_DIGITS or int(digits) > UINT256_MAX:
         raise InvalidField(field, "overflows uint256 (must be at most 2^256-1)")
-    return int(text)
+    return int(digits)
 
 
 def _fee_field(field: str, text: str, tx_kind: str) -> int:

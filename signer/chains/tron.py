@@ -50,6 +50,10 @@ _TRC20_TRANSFER = bytes.fromhex("a9059cbb")  # transfer(address,uint256)
 _REF_BLOCK_BYTES = re.compile(r"[0-9a-fA-F]{4}")
 _REF_BLOCK_HASH = re.compile(r"[0-9a-fA-F]{16}")
 _DIGITS = re.compile(r"[0-9]+")
+# A base58check Tron address is 34 characters. Base58 decoding is quadratic in
+# the length (a 160,000-character string took 14 s), and a request may carry
+# megabytes, so longer strings are refused before decoding (found by fuzzing).
+_MAX_ADDRESS_CHARS = 64
 
 
 @lru_cache(maxsize=1024)
@@ -72,21 +76,32 @@ def to_base58(raw: bytes) -> str:
     return text
 
 
+def _show(text: str) -> str:
+    # Messages go back to the caller as the gRPC status message, a trailer: one
+    # that echoes a huge field whole reaches the client as RESOURCE_EXHAUSTED,
+    # not INVALID_ARGUMENT (found by fuzzing). Show at most 80 characters.
+    return repr(text) if len(text) <= 80 else repr(text[:80]) + "..."
+
+
 def parse_address(field: str, text: str) -> bytes:
     """The 21 bytes (0x41 || account id) of a base58check address; InvalidField if malformed."""
     if not text:
         raise InvalidField(field, "required: a base58check Tron address (T...)")
+    if len(text) > _MAX_ADDRESS_CHARS:
+        raise InvalidField(
+            field, f"a base58check Tron address has 34 characters, got {len(text)}: {_show(text)}"
+        )
     try:
         raw: bytes = base58.b58decode_check(text)
     except ValueError:
         raise InvalidField(
-            field, f"not a base58check address (bad character or checksum): {text!r}"
+            field, f"not a base58check address (bad character or checksum): {_show(text)}"
         ) from None
     # The decoder forgives trailing whitespace; one address must have one spelling.
     if to_base58(raw) != text:
-        raise InvalidField(field, f"not in canonical base58check form: {text!r}")
+        raise InvalidField(field, f"not in canonical base58check form: {_show(text)}")
     if len(raw) != 21:
-        raise InvalidField(field, f"must decode to 21 bytes, got {len(raw)}: {text!r}")
+        raise InvalidField(field, f"must decode to 21 bytes, got {len(raw)}: {_show(text)}")
     if raw[0] != ADDRESS_PREFIX:
         raise InvalidField(field, f"not a Tron address (version byte 0x{raw[0]:02x}, not 0x41)")
     return raw
@@ -141,10 +156,11 @@ def _contract(kind: str, value: dict[str, Any]) -> dict[str, Any]:
 def _token_amount(field: str, text: str) -> int:
     if not _DIGITS.fullmatch(text):
         raise InvalidField(
-            field, f"must be a decimal integer of digits 0-9 (no sign, point or spaces): {text!r}"
+            field,
+            f"must be a decimal integer of digits 0-9 (no sign, point or spaces): {_show(text)}",
         )
     if len(text) > 1 and text[0] == "0":
-        raise InvalidField(field, f"must not have leading zeros: {text!r}")
+        raise InvalidField(field, f"must not have leading zeros: {_show(text)}")
     # Checking the length first keeps int() away from huge strings.
     if len(text) > _UINT256_DIGITS or int(text) > UINT256_MAX:
         raise InvalidField(field, "overflows uint256 (must be at most 2^256-1)")
@@ -227,7 +243,8 @@ class TronAdapter:
     def prepare(self, tx: Any, key: KeyInfo) -> PreparedTx:
         if tx.network not in NETWORKS:
             raise InvalidField(
-                "tron.network", f"unknown network {tx.network!r} (known: {', '.join(NETWORKS)})"
+                "tron.network",
+                f"unknown network {_show(tx.network)} (known: {', '.join(NETWORKS)})",
             )
         owner = key_raw_address(key.public_key)
         which = tx.WhichOneof("contract")
@@ -240,11 +257,13 @@ class TronAdapter:
             raise InvalidField("tron.contract", "required: set trx_transfer or trc20_transfer")
         if not _REF_BLOCK_BYTES.fullmatch(tx.ref_block_bytes):
             raise InvalidField(
-                "tron.ref_block_bytes", f"must be 2 bytes as 4 hex digits: {tx.ref_block_bytes!r}"
+                "tron.ref_block_bytes",
+                f"must be 2 bytes as 4 hex digits: {_show(tx.ref_block_bytes)}",
             )
         if not _REF_BLOCK_HASH.fullmatch(tx.ref_block_hash):
             raise InvalidField(
-                "tron.ref_block_hash", f"must be 8 bytes as 16 hex digits: {tx.ref_block_hash!r}"
+                "tron.ref_block_hash",
+                f"must be 8 bytes as 16 hex digits: {_show(tx.ref_block_hash)}",
             )
         _check_times(tx)
 

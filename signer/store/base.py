@@ -3,13 +3,15 @@
 Every method that changes state takes the audit events describing the change
 and commits them in the same transaction: a change without its audit record,
 or a record without its change, cannot happen. Backends: SQLite (embedded
-default, signer.store.sqlite); PostgreSQL follows the same contract.
+default, signer.store.sqlite) and PostgreSQL (replicas sharing one database,
+signer.store.postgres); signer.store.factory.open_store picks one by URL.
 """
 
 from __future__ import annotations
 
 import enum
 from collections.abc import Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -27,6 +29,10 @@ class StoreUnavailable(StoreError):
 
 class KeyAlreadyExists(StoreError):
     """A key with this id is already registered."""
+
+
+class VersionExists(StoreError):
+    """A policy version with this number is already stored."""
 
 
 class KeyState(enum.Enum):
@@ -147,6 +153,10 @@ class Store(PolicyStore, Protocol):
     def save_checkpoint(self, checkpoint: StoredCheckpoint, event: AuditEvent) -> None: ...
 
     def latest_checkpoint(self) -> StoredCheckpoint | None: ...
+
+    def exclusive(self, name: str) -> AbstractContextManager[None]:
+        """A lock on `name` shared by every replica of the store (set-up steps, key creation)."""
+        ...
 
     def ping(self) -> None: ...
 

@@ -32,10 +32,13 @@ class GroupCommitter:
     def __init__(self, db: sqlite3.Connection) -> None:
         self._db = db
         self._queue: queue.Queue[tuple[Work, Future[Any]] | None] = queue.Queue()
+        self._closed = False
         self._thread = threading.Thread(target=self._run, name="custos-commit", daemon=True)
         self._thread.start()
 
     def submit(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        if self._closed:
+            raise StoreUnavailable("the store is closed")  # nobody would ever answer
         future: Future[T] = Future()
         self._queue.put((work, future))
         return future.result()
@@ -94,5 +97,6 @@ class GroupCommitter:
                 future.set_exception(value)
 
     def close(self) -> None:
+        self._closed = True
         self._queue.put(None)
         self._thread.join(timeout=10)

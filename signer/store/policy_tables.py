@@ -148,7 +148,10 @@ class PolicyTables:
         return [PolicyRow(*row) for row in rows]
 
     def insert_policy_version(self, row: PolicyRow, events: Sequence[AuditEvent]) -> None:
-        """Store a new version (sqlite3.IntegrityError when its number is taken)."""
+        """Store a new version (sqlite3.IntegrityError when its number is taken).
+
+        SqliteStore turns that error into VersionExists, the backend-neutral contract.
+        """
         values = (
             row.version,
             row.hash,
@@ -285,7 +288,9 @@ class PolicyStore(Protocol):
 
     def policy_versions(self) -> list[PolicyRow]: ...
 
-    def insert_policy_version(self, row: PolicyRow, events: Sequence[AuditEvent]) -> None: ...
+    def insert_policy_version(self, row: PolicyRow, events: Sequence[AuditEvent]) -> None:
+        """Store a new version; signer.store.base.VersionExists when its number is taken."""
+        ...
 
     def update_policy_version(
         self,

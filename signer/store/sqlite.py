@@ -13,7 +13,8 @@ from __future__ import annotations
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TypeVar
 
@@ -27,9 +28,17 @@ from signer.store.base import (
     KeyState,
     StoredCheckpoint,
     StoreUnavailable,
+    VersionExists,
 )
 from signer.store.group_commit import GroupCommitter
-from signer.store.policy_tables import POLICY_SCHEMA, Admission, PolicyTables, reserve, usage
+from signer.store.policy_tables import (
+    POLICY_SCHEMA,
+    Admission,
+    PolicyRow,
+    PolicyTables,
+    reserve,
+    usage,
+)
 
 T = TypeVar("T")
 
@@ -85,6 +94,7 @@ class SqliteStore(PolicyTables):
         self._readers: list[sqlite3.Connection] = []
         self._readers_lock = threading.Lock()
         self._appended = threading.Condition()
+        self._exclusive = threading.RLock()
         try:
             writer = _connect(path)
             writer.executescript(SCHEMA + POLICY_SCHEMA)
@@ -175,6 +185,13 @@ class SqliteStore(PolicyTables):
             return self._write_audited(work, [event])
         except _Missing:
             return None
+
+    def insert_policy_version(self, row: PolicyRow, events: Sequence[AuditEvent]) -> None:
+        """Store a new version (VersionExists when its number is taken)."""
+        try:
+            super().insert_policy_version(row, events)
+        except sqlite3.IntegrityError as exc:
+            raise VersionExists(f"policy version {row.version} already exists") from exc
 
     # -- batches ------------------------------------------------------------
 
@@ -320,6 +337,12 @@ class SqliteStore(PolicyTables):
             ).fetchone()
         )
         return None if row is None else StoredCheckpoint(int(row[0]), bytes(row[1]), row[2])
+
+    @contextmanager
+    def exclusive(self, name: str) -> Iterator[None]:
+        """One process owns a SQLite store: a process lock is a store-wide lock."""
+        with self._exclusive:
+            yield
 
     def ping(self) -> None:
         self._read(lambda db: db.execute("SELECT 1").fetchone())
