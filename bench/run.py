@@ -137,8 +137,8 @@ def _concurrent(stubs: list[Any], plans: list[list[pb.SignBatchRequest]]) -> flo
 class Session:
     """Clients of one running server."""
 
-    def __init__(self, directory: Path, port: int, key_id: str) -> None:
-        endpoint = f"127.0.0.1:{port}"
+    def __init__(self, directory: Path, ports: list[int], key_id: str) -> None:
+        endpoint = f"127.0.0.1:{ports[0]}"
         self.key_id = key_id
         officer = ClientProfile.load(directory / "clients" / "officer.toml").channel(endpoint)
         keys_pb2_grpc.KeysStub(officer).CreateKey(keys_pb2.CreateKeyRequest(key_id=key_id))
@@ -146,7 +146,11 @@ class Session:
             ClientProfile.load(directory / "clients" / "auditor.toml").channel(endpoint)
         )
         profile = ClientProfile.load(directory / "clients" / "payments.toml")
-        self.stubs = [signer_pb2_grpc.SignerStub(profile.channel(endpoint)) for _ in range(16)]
+        # Clients spread over the replicas, round robin.
+        self.stubs = [
+            signer_pb2_grpc.SignerStub(profile.channel(f"127.0.0.1:{ports[i % len(ports)]}"))
+            for i in range(16)
+        ]
         self.run = uuid.uuid4().hex[:8]
         for stub in self.stubs[:CLIENTS]:  # warm-up: connections, worker handle caches
             stub.SignBatch(evm_batch(key_id, f"w-{uuid.uuid4().hex}", 0, BATCH), timeout=60)
@@ -183,25 +187,61 @@ class Session:
         return (size() - before) / elapsed
 
 
-def run_server(directory: Path, config: Path, key_id: str, full: bool) -> dict[str, float]:
-    process, port = start_server(config, directory)
+def run_server(
+    directory: Path, config: Path, key_id: str, full: bool, replicas: int = 1
+) -> dict[str, float]:
+    started = [start_server(config, directory) for _ in range(replicas)]
     try:
-        session = Session(directory, port, key_id)
+        session = Session(directory, [port for _process, port in started], key_id)
         figures = {"tx_per_s": session.throughput()}
         if full:
             figures["single_p50_ms"] = session.single_p50_ms()
             figures["audit_append_per_s"] = session.audit_append_per_s()
         return figures
     finally:
-        process.send_signal(signal.SIGTERM)
-        process.wait(timeout=60)
+        for process, _port in started:
+            process.send_signal(signal.SIGTERM)
+        for process, _port in started:
+            process.wait(timeout=60)
 
 
-def variant(config: Path, name: str, extra: str = "", bootstrap: Path | None = None) -> Path:
+def postgres_figures(directory: Path, config: Path) -> dict[str, float | None]:
+    """e2e throughput on PostgreSQL with one replica and with two, in their own schemas."""
+    import psycopg
+
+    url = os.environ.get("CUSTOS_BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
+    try:
+        psycopg.connect(url, connect_timeout=3).close()
+    except psycopg.Error:
+        return {"e2e_pg_tx_per_s": None, "e2e_pg_2rep_tx_per_s": None}
+    schemas = [f"custos_bench_{uuid.uuid4().hex[:8]}" for _ in range(2)]
+    try:
+        one = variant(config, "pg1", store_url=f"{url}?schema={schemas[0]}")
+        two = variant(config, "pg2", store_url=f"{url}?schema={schemas[1]}")
+        return {
+            "e2e_pg_tx_per_s": run_server(directory, one, "bench-pg1", full=False)["tx_per_s"],
+            "e2e_pg_2rep_tx_per_s": run_server(directory, two, "bench-pg2", full=False, replicas=2)[
+                "tx_per_s"
+            ],
+        }
+    finally:
+        with psycopg.connect(url, autocommit=True) as conn:
+            for schema in schemas:
+                conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+
+
+def variant(
+    config: Path,
+    name: str,
+    extra: str = "",
+    bootstrap: Path | None = None,
+    store_url: str | None = None,
+) -> Path:
     """A copy of the dev config with its own store (and policy, and extra settings)."""
     text = config.read_text()
     store_line = next(line for line in text.splitlines() if line.startswith("url = "))
-    text = text.replace(store_line, f'url = "sqlite:///{config.parent / (name + ".db")}"')
+    url = store_url or f"sqlite:///{config.parent / (name + '.db')}"
+    text = text.replace(store_line, f'url = "{url}"')
     if bootstrap is not None:
         old = next(line for line in text.splitlines() if line.startswith("bootstrap = "))
         text = text.replace(old, f'bootstrap = "{bootstrap}"')
@@ -256,6 +296,7 @@ def main() -> int:
         off = run_server(directory, variant(config, "off", never), "bench-off", full=False)
         large = variant(config, "large", often, bootstrap=large_policy(directory))
         with_policy = run_server(directory, large, "bench-policy", full=False)
+        postgres = postgres_figures(directory, config)
     verify_rate = float(
         sub_bench("audit_verify_bench.py", "--repeat", "1")["audit_verify_records_per_s"]
     )
@@ -272,6 +313,7 @@ def main() -> int:
         "policy_eval_us_p50": policy_p50,
         "e2e_policy_tx_per_s": round(with_policy["tx_per_s"], 1),
         "e2e_policy_over_e2e": round(with_policy["tx_per_s"] / e2e, 3),
+        **{k: (round(v, 1) if v is not None else None) for k, v in postgres.items()},
         "e2e_over_raw": round(e2e / raw_rate, 3),
         "single_minus_raw_ms": round(on["single_p50_ms"] - raw_p50, 3),
         "checkpoints_on_over_off": round(e2e / off["tx_per_s"], 3),
