@@ -156,3 +156,22 @@ def own_server(tmp_path: Path) -> Iterator[ServerProcess]:
     proc = ServerProcess(DevEnv(tmp_path / "env", config_path))
     yield proc
     proc.stop()
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """After the whole run: no server log of any test may contain any token's PIN."""
+    base = session.config._tmp_path_factory.getbasetemp()  # type: ignore[attr-defined]
+    pins = {
+        p.read_text().strip()
+        for name in ("hsm.pin", "hsm.so-pin")
+        for p in base.rglob(name)
+        if p.is_file()
+    }
+    leaks = [
+        str(log)
+        for log in base.rglob("*.log")
+        if log.is_file() and any(pin and pin in log.read_text(errors="replace") for pin in pins)
+    ]
+    if leaks:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+        print(f"\nSECRET LEAK: a PIN appears in {leaks}")
