@@ -154,7 +154,9 @@ class SigningPool:
             for future in [executor.submit(_logged_in) for _ in range(self._workers)]:
                 future.result(timeout=60)
         except BaseException:
-            executor.shutdown(wait=False, cancel_futures=True)
+            # wait=True: an executor still closing when the interpreter exits makes
+            # CPython 3.11's exit hook write to its closed wake-up pipe (a traceback).
+            executor.shutdown(wait=True, cancel_futures=True)
             raise
         return executor
 
