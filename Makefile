@@ -23,11 +23,12 @@ protos: setup
 setup: system-deps $(STAMP)
 
 # SoftHSM2 is the development HSM; libsecp256k1 backs the tests' second Bitcoin
-# implementation (python-bitcointx); python3-venv is missing on a bare Debian.
+# implementation (python-bitcointx); python3 and python3-venv may be missing on a
+# bare Debian (bookworm's python3 is 3.11, which Custos needs).
 system-deps:
 	@if ! command -v softhsm2-util >/dev/null || ! ldconfig -p | grep -q libsecp256k1.so \
-	    || ! python3 -c 'import ensurepip' 2>/dev/null; then \
-	  apt-get update -q && apt-get install -y -q softhsm2 libsecp256k1-1 python3-venv; \
+	    || ! command -v python3 >/dev/null || ! python3 -c 'import ensurepip' 2>/dev/null; then \
+	  apt-get update -q && apt-get install -y -q softhsm2 libsecp256k1-1 python3 python3-venv; \
 	fi
 
 $(STAMP): pyproject.toml
