@@ -259,35 +259,7 @@ class SigningPool:
                 taken.append(workers.idle.get_nowait())
             except queue.Empty:
                 break
-        results: list[Any] = [None] * len(calls)
-        failed: BaseException | None = None
-        try:
-            for start in range(0, len(calls), len(taken)):
-                wave = list(zip(range(start, len(calls)), taken, strict=False))
-                for index, worker in wave:
-                    name, args = calls[index]
-                    worker.send(name, *args)
-                # Every sent request's reply is read, so no reply is left for the next caller.
-                for index, worker in wave:
-                    try:
-                        results[index] = worker.receive()
-                    except WorkerLost:
-                        raise
-                    except Exception as exc:  # noqa: BLE001 - the worker's own error, re-raised
-                        failed = failed or exc
-                if failed is not None:
-                    break
-        except WorkerLost as exc:
-            # A pipe out of step cannot be trusted: every worker is replaced by the
-            # next health probe (check()); until then calls fail fast.
-            workers.broken = True
-            failed = exc
-        finally:
-            for worker in taken:
-                workers.idle.put(worker)
-        if failed is not None:
-            raise failed
-        return results
+        return _exchange(workers, taken, calls, CALL_TIMEOUT)
 
     def _call(self, name: str, *args: object) -> Any:
         return self._run([(name, args)])[0]
@@ -333,25 +305,7 @@ class SigningPool:
         # All of them, one by one: holders of a worker never wait for another, so
         # waiting here for each in turn cannot deadlock.
         taken = [workers.idle.get() for _ in workers.all]
-        failed: BaseException | None = None
-        try:
-            for worker in taken:
-                worker.send("_ping")
-            for worker in taken:
-                try:
-                    worker.receive(timeout=10)
-                except WorkerLost:
-                    raise
-                except Exception as exc:  # noqa: BLE001 - re-raised once all have answered
-                    failed = failed or exc
-        except WorkerLost as exc:
-            workers.broken = True
-            failed = exc
-        finally:
-            for worker in taken:
-                workers.idle.put(worker)
-        if failed is not None:
-            raise failed
+        _exchange(workers, taken, [("_ping", ())] * len(taken), timeout=10)
 
     def check(self) -> None:
         """Health probe: ping; on failure replace the workers (fresh logins) and ping again.
@@ -378,3 +332,45 @@ class SigningPool:
 
     def close(self) -> None:
         self._workers.stop()
+
+
+def _exchange(
+    workers: _Workers,
+    taken: list[_Worker],
+    calls: Sequence[tuple[str, tuple[object, ...]]],
+    timeout: float,
+) -> list[Any]:
+    """Run `calls` on the `taken` workers, in waves of one call per worker; results in order.
+
+    The workers go back to the idle queue whatever happens. A worker's own error
+    is re-raised once every reply of its wave is read, so no reply is left for
+    the next caller; a lost worker marks the whole set broken instead.
+    """
+    results: list[Any] = [None] * len(calls)
+    failed: BaseException | None = None
+    try:
+        for start in range(0, len(calls), len(taken)):
+            wave = list(zip(range(start, len(calls)), taken, strict=False))
+            for index, worker in wave:
+                name, args = calls[index]
+                worker.send(name, *args)
+            for index, worker in wave:
+                try:
+                    results[index] = worker.receive(timeout)
+                except WorkerLost:
+                    raise
+                except Exception as exc:  # noqa: BLE001 - the worker's own error, re-raised
+                    failed = failed or exc
+            if failed is not None:
+                break
+    except WorkerLost as exc:
+        # A pipe out of step cannot be trusted: every worker is replaced by the
+        # next health probe (check()); until then calls fail fast.
+        workers.broken = True
+        failed = exc
+    finally:
+        for worker in taken:
+            workers.idle.put(worker)
+    if failed is not None:
+        raise failed
+    return results

@@ -15,7 +15,9 @@ from pathlib import Path
 import grpc
 import pytest
 
-from proto.custos.v1 import keys_pb2, keys_pb2_grpc, signer_pb2_grpc
+from audit.checkpoint import load_public_key_pem
+from audit.verify import verify_export
+from proto.custos.v1 import audit_pb2, audit_pb2_grpc, keys_pb2, keys_pb2_grpc, signer_pb2_grpc
 from signer.client import ClientProfile
 from signer.config import Config, load_config, read_pin
 from signer.devsetup import DevCa, init_dev, subject_string, write_client_profile
@@ -137,6 +139,23 @@ class ServerProcess:
 
     def channel(self, identity: str) -> grpc.Channel:
         return self.env.profile(identity).channel(f"127.0.0.1:{self.port}")
+
+    def verified_log(self) -> list[bytes]:
+        """Checkpoint the log now, export it and verify it offline; the exported records."""
+        officer = audit_pb2_grpc.AuditStub(self.channel("officer"))
+        auditor = audit_pb2_grpc.AuditStub(self.channel("auditor"))
+        checkpoint = officer.CreateCheckpoint(audit_pb2.CreateCheckpointRequest())
+        key = auditor.GetAuditKey(audit_pb2.GetAuditKeyRequest())
+        lines = [
+            line
+            for chunk in auditor.Export(audit_pb2.ExportRequest(to_seq=checkpoint.size))
+            for line in chunk.lines.splitlines()
+        ]
+        report = verify_export(
+            lines, load_public_key_pem(key.public_key_pem.encode()), [checkpoint.note], key.key_name
+        )
+        assert report.ok, report.problems
+        return lines
 
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:

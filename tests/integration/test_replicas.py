@@ -17,8 +17,6 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from audit.checkpoint import load_public_key_pem
-from audit.verify import verify_export
 from proto.custos.v1 import (
     audit_pb2,
     audit_pb2_grpc,
@@ -58,23 +56,6 @@ def replicas(
     yield a, b
     a.stop()
     b.stop()
-
-
-def _audit_verifies(server: ServerProcess) -> int:
-    officer = audit_pb2_grpc.AuditStub(server.channel("officer"))
-    auditor = audit_pb2_grpc.AuditStub(server.channel("auditor"))
-    checkpoint = officer.CreateCheckpoint(audit_pb2.CreateCheckpointRequest())
-    key = auditor.GetAuditKey(audit_pb2.GetAuditKeyRequest())
-    lines = [
-        line
-        for chunk in auditor.Export(audit_pb2.ExportRequest(to_seq=checkpoint.size))
-        for line in chunk.lines.splitlines()
-    ]
-    report = verify_export(
-        lines, load_public_key_pem(key.public_key_pem.encode()), [checkpoint.note], key.key_name
-    )
-    assert report.ok, report.problems
-    return len(lines)
 
 
 def test_two_replicas_share_limits_idempotency_and_one_audit_log(
@@ -123,7 +104,7 @@ def test_two_replicas_share_limits_idempotency_and_one_audit_log(
     assert not problems
     assert sum(signed_wei) <= ETH
     assert len(signed_wei) >= 5  # the limit was really spent, not everything refused
-    _audit_verifies(b)
+    b.verified_log()
 
 
 def test_sigkill_of_one_replica_loses_nothing_and_signs_nothing_twice(
@@ -201,7 +182,7 @@ def test_sigkill_of_one_replica_loses_nothing_and_signs_nothing_twice(
             )
     for rid, tx_ids in delivered.items():
         assert signed.get(rid) == [tx_ids], rid
-    _audit_verifies(a)
+    a.verified_log()
 
 
 def test_database_outage_gives_unavailable_and_service_resumes(
@@ -255,7 +236,7 @@ def test_database_outage_gives_unavailable_and_service_resumes(
         assert len(response.items) == 1
         # Whatever was attempted during the outage, the log verifies and every
         # delivered signature has its record.
-        _audit_verifies(server)
+        server.verified_log()
     finally:
         server.stop()
         proxy.cut()
