@@ -329,7 +329,7 @@ class CompiledPolicy:
         self._callers, self._keys, self._chains = _Dim(), _Dim(), _Dim()
         self._networks, self._assets, self._kinds = _Dim(), _Dim(), _Dim()
         self._caller_groups: dict[str, int] = {}
-        self._with_contract = 0
+        self._with_contract = self._denies = 0
         # Destinations: rules without the predicate, with mode all, with mode any,
         # and per membership name the rules naming it.
         self._dest_wild = self._dest_all = self._dest_any = 0
@@ -356,6 +356,8 @@ class CompiledPolicy:
             self._kinds.add(bit, ["message" if m.message_signing else "transaction"])
             if m.contract is not None:
                 self._with_contract |= bit
+            if rule.action == "deny":
+                self._denies |= bit
         self.limits = tuple(
             CompiledLimit.of(lim, doc.identity_groups, doc.key_groups) for lim in doc.limits
         )
@@ -463,8 +465,9 @@ class CompiledPolicy:
         if facts.contract is None:
             mask &= ~self._with_contract
         elif facts.method != "transfer":
-            # Only rules that name contracts may allow approve or arbitrary calls.
-            mask &= self._with_contract
+            # Only rules that name contracts may allow approve or arbitrary
+            # calls; any deny rule may still refuse them (a denied spender).
+            mask &= self._with_contract | self._denies
         rule = self._first(facts, mask, now, clock)
         if rule is None:
             cooling = self._cooling_entry(facts, now)

@@ -30,6 +30,8 @@ from tests.second_impl import evm_sender
 pytestmark = pytest.mark.integration
 
 ETH = 10**18
+# builders.evm_item's maximum fee (60,000 gas at 30 gwei): velocity limits charge it as native.
+FEE = 60_000 * 30 * 10**9
 
 
 def _rid() -> str:
@@ -292,7 +294,7 @@ def test_limit_denial_says_what_remains(server: RunningServer, key: keys_pb2.Key
     assert status.details[0].Unpack(detail)
     assert detail.metadata["limit"] == "holesky-hourly-per-key"
     assert detail.reason == "limit_exceeded"
-    assert dict(detail.metadata)["amount"] == str(ETH - ETH // 4 * 3)
+    assert dict(detail.metadata)["amount"] == str(ETH - ETH // 4 * 3 - FEE)
 
 
 @settings(
@@ -322,7 +324,7 @@ def test_concurrent_batches_never_overspend_a_limit(
         with lock:
             if len(response.items) != len(amounts):  # a batch counts as a whole
                 unexpected.append(f"partial batch: {len(response.items)} of {len(amounts)}")
-            signed.append(sum(amounts))
+            signed.append(sum(amounts) + FEE * len(amounts))
 
     threads = [threading.Thread(target=send, args=(i, b)) for i, b in enumerate(batches)]
     for t in threads:
@@ -332,4 +334,4 @@ def test_concurrent_batches_never_overspend_a_limit(
     assert not unexpected
     assert sum(signed) <= ETH
     # And what was refused really did not fit: some batch alone always fits an empty budget.
-    assert signed or all(sum(b) > ETH for b in batches)
+    assert signed or all(sum(b) + FEE * len(b) > ETH for b in batches)
