@@ -7,7 +7,11 @@ ANDing an intent's masks leaves only rules whose indexed predicates hold and
 the lowest set bit is the first candidate. Only candidates get the remaining
 checks (destinations, amount, contract, fees, time), in rule order. A batch
 is judged as a whole: any deny denies it, any approval requirement applies
-to all of it, and velocity limits see the sum of its items.
+to all of it, and velocity limits see the sum of its items (fees included).
+
+Destinations are compared as accounts (policies.accounts), not spellings. A
+contract call the adapters cannot decode has an unknown amount: no amount
+predicate matches it, and only a rule naming its contract and method allows it.
 """
 
 from __future__ import annotations
