@@ -389,9 +389,13 @@ def since_key(entry: AddressEntry, membership: str) -> str:
     """Key of the time an address first held a membership (the cooling-off start).
 
     Keyed by the address, not the entry id: pointing an existing id at a new
-    address, or adding an address to a group, starts a new cooling-off.
+    address, or adding an address to a group, starts a new cooling-off. So
+    does changing the entry's scope (where it may be paid); an entry without
+    one keeps the key it had before scopes existed.
     """
-    return f"{entry.chain}:{entry.network}:{normalize_address(entry.address)}#{membership}"
+    where = f"{entry.chain}:{entry.network}:{normalize_address(entry.address)}"
+    scope = f"@{entry.scope}" if entry.scope else ""
+    return f"{where}{scope}#{membership}"
 
 
 def since_keys(doc: PolicyDocument) -> tuple[str, ...]:

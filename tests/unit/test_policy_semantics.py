@@ -439,3 +439,30 @@ def test_two_entries_of_one_account_both_apply() -> None:
     ]
     compiled = policy([DENY_LISTED, pay_ok], entries)
     assert rule_of(judge(compiled, btc(MAIN["p2wpkh"]))) == "deny:no-denied"
+
+
+def test_changing_an_entrys_scope_starts_a_new_cooling_off() -> None:
+    from policies.document import since_keys
+    from policies.governance import carry_entry_since
+
+    def doc(**extra: Any) -> Any:
+        return validate_document(
+            {
+                "version": 1,
+                "governance": {"officers": ["o1", "o2"], "approvals_required": 1},
+                "address_book": {
+                    "groups": ["ok"],
+                    "entries": [entry("x", "ethereum", ATTACKER, "ok", **extra)],
+                },
+                "rules": [ALLOW_ALL],
+            }
+        )
+
+    unscoped, scoped = doc(), doc(scope="network")
+    # Documents written before scopes keep their keys (and their cooling-off).
+    where = f"ethereum:mainnet:{ATTACKER.lower()}"
+    assert since_keys(unscoped) == (f"{where}#entry:x", f"{where}#group:ok")
+    earlier = carry_entry_since({}, scoped, LONG_AGO)
+    broadened = carry_entry_since(earlier, unscoped, NOW)
+    assert set(broadened.values()) == {NOW}
+    assert set(carry_entry_since(broadened, unscoped, NOW + timedelta(days=1)).values()) == {NOW}
