@@ -34,47 +34,72 @@ _MAX_CHARS = 100
 
 
 def hash160(data: bytes) -> bytes:
-    """RIPEMD160(SHA256(data)), via pycryptodome (OpenSSL 3 may lack RIPEMD-160)."""
-    return RIPEMD160.new(hashlib.sha256(data).digest()).digest()
+    """RIPEMD160(SHA256(data))."""
+    sha = hashlib.sha256(data).digest()
+    try:
+        return hashlib.new("ripemd160", sha).digest()
+    except ValueError:
+        # OpenSSL 3.0.0-3.0.6 keep RIPEMD-160 in the legacy provider only.
+        return RIPEMD160.new(sha).digest()
+
+
+def _generator_table() -> tuple[int, ...]:
+    generators = (0x3B6A57B2, 0x26508E6D, 0x1EA119FA, 0x3D4233DD, 0x2A1462B3)
+    table = []
+    for top in range(32):
+        value = 0
+        for i, gen in enumerate(generators):
+            value ^= gen if (top >> i) & 1 else 0
+        table.append(value)
+    return tuple(table)
+
+
+# BIP173's polymod with the five generator XORs per step looked up at once.
+_GENERATORS = _generator_table()
 
 
 def _polymod(values: list[int]) -> int:
     chk = 1
     for value in values:
-        top = chk >> 25
-        chk = (chk & 0x1FFFFFF) << 5 ^ value
-        for i, gen in enumerate((0x3B6A57B2, 0x26508E6D, 0x1EA119FA, 0x3D4233DD, 0x2A1462B3)):
-            chk ^= gen if (top >> i) & 1 else 0
+        chk = (chk & 0x1FFFFFF) << 5 ^ value ^ _GENERATORS[chk >> 25]
     return chk
+
+
+_BECH32_VALUES = {c: i for i, c in enumerate(_BECH32_CHARSET)}
+# The checksum state after each known human-readable part, computed once.
+_HRP_STATES = {
+    hrp: _polymod([ord(c) >> 5 for c in hrp] + [0] + [ord(c) & 31 for c in hrp])
+    for hrp in _BECH32_HRPS
+}
 
 
 def _segwit(address: str) -> tuple[int, bytes] | None:
     """(witness version, program) of a checksum-valid segwit address, else None."""
     text = address.lower()
     pos = text.rfind("1")
-    if text[:pos] not in _BECH32_HRPS or len(text) > 90 or pos + 8 > len(text):
+    state = _HRP_STATES.get(text[:pos])
+    if state is None or len(text) > 90 or pos + 8 > len(text):
         return None
-    data = [_BECH32_CHARSET.find(c) for c in text[pos + 1 :]]
-    if -1 in data:
+    try:
+        data = [_BECH32_VALUES[c] for c in text[pos + 1 :]]
+    except KeyError:
         return None
-    hrp = text[:pos]
-    expanded = [ord(c) >> 5 for c in hrp] + [0] + [ord(c) & 31 for c in hrp]
-    lowest = _BECH32_CONSTS.get(_polymod(expanded + data))
+    for value in data:
+        state = (state & 0x1FFFFFF) << 5 ^ value ^ _GENERATORS[state >> 25]
+    lowest = _BECH32_CONSTS.get(state)
     version = data[0]
     # v0 uses bech32, v1+ bech32m (BIP350); the other checksum is a different string.
     if lowest is None or version > 16 or (version > 0) != (lowest == 1):
         return None
-    acc = bits = 0
-    program = bytearray()
-    for value in data[1:-6]:
-        acc = (acc << 5 | value) & 0xFFF
-        bits += 5
-        if bits >= 8:
-            bits -= 8
-            program.append(acc >> bits & 0xFF)
-    if bits >= 5 or acc & ((1 << bits) - 1) or not 2 <= len(program) <= 40:
+    body = data[1:-6]
+    acc = 0
+    for value in body:
+        acc = acc << 5 | value
+    bits = 5 * len(body)
+    pad = bits % 8
+    if pad >= 5 or acc & ((1 << pad) - 1) or not 2 <= bits // 8 <= 40:
         return None
-    return version, bytes(program)
+    return version, (acc >> pad).to_bytes(bits // 8, "big")
 
 
 def _base58check(address: str) -> bytes | None:
@@ -94,45 +119,41 @@ def _base58check(address: str) -> bytes | None:
     return payload
 
 
-def _bitcoin(address: str) -> tuple[str, ...] | None:
-    """Account ids of a Bitcoin address: the first is the one a destination is looked up by."""
+def _bitcoin(address: str, nested: bool) -> tuple[str, ...] | None:
+    """Account ids of a Bitcoin address, its own first; with `nested`, a key hash's P2SH twin."""
     segwit = _segwit(address)
     if segwit is not None:
         version, program = segwit
         if version == 0 and len(program) == 20:
-            return _key_hash(program)
+            return _key_hash(program, nested)
         return (f"btc:w{version}:{program.hex()}",)
     payload = _base58check(address)
     if payload is None or len(payload) != 21:
         return None
     if payload[0] in _P2PKH_VERSIONS:
-        return _key_hash(payload[1:])
+        return _key_hash(payload[1:], nested)
     if payload[0] in _P2SH_VERSIONS:
         return (f"btc:sh:{payload[1:].hex()}",)
     return None
 
 
-def _key_hash(key_hash: bytes) -> tuple[str, ...]:
+def _key_hash(key_hash: bytes, nested: bool) -> tuple[str, ...]:
+    own = f"btc:kh:{key_hash.hex()}"
+    if not nested:
+        return (own,)
     # The P2SH-P2WPKH script of the same key: P2SH of the redeem script OP_0 <20>.
-    nested = hash160(b"\x00\x14" + key_hash)
-    return f"btc:kh:{key_hash.hex()}", f"btc:sh:{nested.hex()}"
+    nested_hash = hash160(b"\x00\x14" + key_hash)
+    return own, f"btc:sh:{nested_hash.hex()}"
 
 
-@lru_cache(maxsize=8192)
-def account_ids(chain: str, address: str) -> tuple[str, ...]:
-    """Every account id `address` on `chain` stands for; the first is its own.
-
-    An address-book entry is filed under all of them; a destination is looked
-    up by the first only (a P2SH destination is not a key hash, but a key-hash
-    entry does know its P2SH-P2WPKH twin).
-    """
+def _ids(chain: str, address: str, nested: bool) -> tuple[str, ...]:
     if len(address) > _MAX_CHARS:
         return (f"{chain}:{address}",)
     if chain in EVM_CHAINS:
         if len(address) == 42 and address[:2] == "0x":
             return ("evm:" + address[2:].lower(),)
     elif chain == "bitcoin":
-        found = _bitcoin(address)
+        found = _bitcoin(address, nested)
         if found is not None:
             return found
         return ("bitcoin:" + (address.lower() if address[:2].lower() in ("bc", "tb") else address),)
@@ -141,6 +162,17 @@ def account_ids(chain: str, address: str) -> tuple[str, ...]:
     return (f"{chain}:{address.lower()}",)
 
 
+@lru_cache(maxsize=4096)
+def account_ids(chain: str, address: str) -> tuple[str, ...]:
+    """Every account id an address-book entry for `address` on `chain` is filed under.
+
+    The first is the address's own; a key-hash entry also knows its
+    P2SH-P2WPKH twin (a P2SH entry cannot know the key hash behind it).
+    """
+    return _ids(chain, address, nested=True)
+
+
+@lru_cache(maxsize=16384)
 def account_id(chain: str, address: str) -> str:
-    """The account id a destination on `chain` is looked up by."""
-    return account_ids(chain, address)[0]
+    """The account id a destination on `chain` is looked up by: account_ids(...)[0]."""
+    return _ids(chain, address, nested=False)[0]

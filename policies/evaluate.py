@@ -16,7 +16,7 @@ predicate matches it, and only a rule naming its contract and method allows it.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -396,9 +396,12 @@ class CompiledPolicy:
         """The identity's groups: those the document lists it in, plus `extra`."""
         return self._groups_of.get(identity, frozenset()) | extra
 
-    def _entries(self, chain: str, network: str, account: str) -> list[_Entry]:
+    def _entries(self, chain: str, network: str, account: str) -> Sequence[_Entry]:
         """The address-book entries that apply to `account` paid on chain/network."""
-        return [e for e in self._book.get(account, ()) if e.applies(chain, network)]
+        found = self._book.get(account)
+        if not found:
+            return ()
+        return [e for e in found if e.applies(chain, network)]
 
     def _listed(
         self, facts: _Facts, account: str, names: frozenset[str], now: datetime, honour_new: bool

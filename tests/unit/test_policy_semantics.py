@@ -17,10 +17,13 @@ from bitcointx.core.script import CScript
 from bitcointx.wallet import (
     P2PKHCoinAddress,
     P2SHCoinAddress,
+    P2TRCoinAddress,
     P2WPKHCoinAddress,
     P2WSHCoinAddress,
 )
 from eth_abi.abi import encode as abi_encode
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from policies.accounts import account_id, account_ids
 from policies.evaluate import (
@@ -466,3 +469,21 @@ def test_changing_an_entrys_scope_starts_a_new_cooling_off() -> None:
     broadened = carry_entry_since(earlier, unscoped, NOW)
     assert set(broadened.values()) == {NOW}
     assert set(carry_entry_since(broadened, unscoped, NOW + timedelta(days=1)).values()) == {NOW}
+
+
+@settings(max_examples=60, deadline=None)
+@given(key_hash=st.binary(min_size=20, max_size=20), flip=st.integers(0, 200))
+def test_accounts_agree_with_python_bitcointx(key_hash: bytes, flip: int) -> None:
+    main, test = _twins(key_hash), _twins(key_hash, "bitcoin/testnet")
+    filed = account_ids("bitcoin", main["p2wpkh"])
+    assert filed == (f"btc:kh:{key_hash.hex()}", account_id("bitcoin", main["p2sh-p2wpkh"]))
+    for spelling in [*main.values(), *test.values()]:
+        assert account_id("bitcoin", spelling) in filed
+        # One character changed: a checksum failure, never some key hash's account.
+        i = flip % len(spelling)
+        typo = spelling[:i] + ("q" if spelling[i] != "q" else "p") + spelling[i + 1 :]
+        if typo.lower() != spelling.lower():
+            assert not account_id("bitcoin", typo).startswith("btc:"), typo
+    with ChainParams("bitcoin/mainnet"):
+        taproot = str(P2TRCoinAddress.from_bytes(key_hash + key_hash[:12]))
+    assert account_id("bitcoin", taproot) == f"btc:w1:{(key_hash + key_hash[:12]).hex()}"
