@@ -30,8 +30,10 @@ from tests.second_impl import evm_sender
 pytestmark = pytest.mark.integration
 
 ETH = 10**18
-# builders.evm_item's maximum fee (60,000 gas at 30 gwei): velocity limits charge it as native.
-FEE = 60_000 * 30 * 10**9
+# builders.evm_item's maximum fee (gas limit x max fee per gas): velocity
+# limits charge it to the native asset with the value.
+_TX = builders.evm_item(keys_pb2.Key(key_id="fee")).evm
+FEE = _TX.gas_limit * int(_TX.max_fee_per_gas)
 
 
 def _rid() -> str:
