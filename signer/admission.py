@@ -16,7 +16,15 @@ from datetime import datetime
 from typing import Any
 
 from policies import approvals, velocity
-from policies.evaluate import Allow, Decision, Deny, EvaluationRequest, Quorum, RequireApproval
+from policies.evaluate import (
+    LIMIT_EXCEEDED,
+    Allow,
+    Decision,
+    Deny,
+    EvaluationRequest,
+    Quorum,
+    RequireApproval,
+)
 from policies.intent import Intent
 from signer.errors import BudgetExceeded, PolicyDenied
 from signer.governance import ActivePolicy
@@ -43,6 +51,15 @@ def judge(policy: ActivePolicy, caller: str, intents: Sequence[Intent], now: dat
     decision: Decision = policy.compiled.evaluate(
         request, {d.key: velocity.Spent() for d in deltas}
     )
+    if isinstance(decision, Deny) and decision.code == LIMIT_EXCEEDED and decision.limit_id:
+        # A batch too large for an empty budget answers as one that meets a
+        # spent budget in the store: RESOURCE_EXHAUSTED, with what remains.
+        details = {"code": decision.code, "limit": decision.limit_id}
+        details.update({k: str(v) for k, v in decision.remaining.items()})
+        left = ", ".join(f"{k} {v}" for k, v in decision.remaining.items())
+        raise BudgetExceeded(
+            f"velocity limit {decision.limit_id!r} exceeded (remaining: {left})", details
+        )
     if isinstance(decision, Deny):
         details = {"code": decision.code, "policy_version": policy.hash}
         if decision.rule_id:

@@ -24,7 +24,7 @@ from signer.admission import judge
 from signer.chains.base import InvalidField, KeyInfo
 from signer.chains.registry import ADAPTERS
 from signer.client import ClientProfile
-from signer.errors import ConfigError, PolicyDenied
+from signer.errors import BudgetExceeded, ConfigError, PolicyDenied
 from signer.governance import ActivePolicy
 
 Profile = Any  # a callable returning the ClientProfile for the parsed arguments
@@ -148,6 +148,9 @@ def cmd_test(args: argparse.Namespace) -> int:
             decision = judge(policy, case["caller"], intents, at).decision
         except PolicyDenied as exc:
             print(f"{name}: DENY ({exc.details.get('rule') or exc.details.get('code')}): {exc}")
+            continue
+        except BudgetExceeded as exc:
+            print(f"{name}: DENY (limit {exc.details.get('limit')}): {exc}")
             continue
         except (ConfigError, json_format.ParseError, KeyError) as exc:
             print(f"{name}: INVALID: {exc}")

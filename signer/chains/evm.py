@@ -54,7 +54,14 @@ _UINT256_DIGITS = len(str(UINT256_MAX))
 _HEX = re.compile(r"[0-9a-fA-F]*")
 _ERC20_TRANSFER = bytes.fromhex("a9059cbb")
 _ERC20_APPROVE = bytes.fromhex("095ea7b3")
-_ERC20_METHODS = {_ERC20_TRANSFER: "transfer", _ERC20_APPROVE: "approve"}
+_ERC20_TRANSFER_FROM = bytes.fromhex("23b872dd")  # transferFrom(address,address,uint256)
+_ERC20_INCREASE_ALLOWANCE = bytes.fromhex("39509351")  # increaseAllowance(address,uint256)
+_ERC20_METHODS = {
+    _ERC20_TRANSFER: "transfer",
+    _ERC20_APPROVE: "approve",
+    _ERC20_TRANSFER_FROM: "transferFrom",
+    _ERC20_INCREASE_ALLOWANCE: "increaseAllowance",
+}
 
 # Explicit sedes halve rlp.encode's time (no per-item type inference) and make
 # it refuse a field of the wrong shape instead of encoding it.
@@ -211,23 +218,32 @@ def _decode_call(to: str, data: bytes) -> tuple[ContractCall | None, Transfer | 
     selector = data[:4]
     method = _ERC20_METHODS.get(selector)
     if method is None:
+        # Not decoded: policy treats what it moves as unknown (policies.intent).
         return ContractCall(to, "0x" + selector.hex()), None
     # Policy acts on the decoded arguments, so anything a lenient ABI decoder
     # would accept but read differently (trailing bytes, dirty padding) is refused.
-    if len(data) != 68:
+    addresses = 2 if method == "transferFrom" else 1
+    size = 4 + 32 * (addresses + 1)
+    if len(data) != size:
         raise InvalidField(
-            "evm.data", f"ERC-20 {method} calldata must be 68 bytes, got {len(data)}"
+            "evm.data", f"ERC-20 {method} calldata must be {size} bytes, got {len(data)}"
         )
-    if any(data[4:16]):
+    words = [data[4 + 32 * i : 36 + 32 * i] for i in range(addresses + 1)]
+    if any(any(word[:12]) for word in words[:addresses]):
         raise InvalidField(
             "evm.data", f"ERC-20 {method} address argument has non-zero padding bytes"
         )
-    party = checksum_address(data[16:36])
-    amount = int.from_bytes(data[36:68], "big")
+    parties = [checksum_address(word[12:]) for word in words[:addresses]]
+    amount = int.from_bytes(words[-1], "big")
     if method == "transfer":
-        call = ContractCall(to, method, (("to", party), ("amount", str(amount))))
-        return call, Transfer(party, to, amount)
-    return ContractCall(to, method, (("spender", party), ("amount", str(amount)))), None
+        call = ContractCall(to, method, (("to", parties[0]), ("amount", str(amount))))
+        return call, Transfer(parties[0], to, amount)
+    if method == "transferFrom":
+        # Moves another account's tokens with this key's allowance: a known
+        # amount of the token, paid to `to`.
+        args = (("from", parties[0]), ("to", parties[1]), ("amount", str(amount)))
+        return ContractCall(to, method, args), Transfer(parties[1], to, amount)
+    return ContractCall(to, method, (("spender", parties[0]), ("amount", str(amount)))), None
 
 
 class EvmAdapter:

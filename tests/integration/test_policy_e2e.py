@@ -30,6 +30,10 @@ from tests.second_impl import evm_sender
 pytestmark = pytest.mark.integration
 
 ETH = 10**18
+# builders.evm_item's maximum fee (gas limit x max fee per gas): velocity
+# limits charge it to the native asset with the value.
+_TX = builders.evm_item(keys_pb2.Key(key_id="fee")).evm
+FEE = _TX.gas_limit * int(_TX.max_fee_per_gas)
 
 
 def _rid() -> str:
@@ -292,7 +296,7 @@ def test_limit_denial_says_what_remains(server: RunningServer, key: keys_pb2.Key
     assert status.details[0].Unpack(detail)
     assert detail.metadata["limit"] == "holesky-hourly-per-key"
     assert detail.reason == "limit_exceeded"
-    assert dict(detail.metadata)["amount"] == str(ETH - ETH // 4 * 3)
+    assert dict(detail.metadata)["amount"] == str(ETH - ETH // 4 * 3 - FEE)
 
 
 @settings(
@@ -322,7 +326,7 @@ def test_concurrent_batches_never_overspend_a_limit(
         with lock:
             if len(response.items) != len(amounts):  # a batch counts as a whole
                 unexpected.append(f"partial batch: {len(response.items)} of {len(amounts)}")
-            signed.append(sum(amounts))
+            signed.append(sum(amounts) + FEE * len(amounts))
 
     threads = [threading.Thread(target=send, args=(i, b)) for i, b in enumerate(batches)]
     for t in threads:
@@ -332,4 +336,4 @@ def test_concurrent_batches_never_overspend_a_limit(
     assert not unexpected
     assert sum(signed) <= ETH
     # And what was refused really did not fit: some batch alone always fits an empty budget.
-    assert signed or all(sum(b) > ETH for b in batches)
+    assert signed or all(sum(b) + FEE * len(b) > ETH for b in batches)
