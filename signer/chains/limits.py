@@ -9,7 +9,10 @@ server uses. Each refusal names the field and the limit's config key.
 `WorkBudget` bounds a whole batch: every adapter charges its item's request
 bytes and the bytes it is about to hash (Bitcoin sighash preimages, which for
 legacy inputs grow with the square of the inputs) before doing that work, so a
-request of many expensive items fails after a bounded amount of work.
+request of many expensive items fails after a bounded amount of work. Units
+are bytes of hashing; a Bitcoin item's request bytes count 16 each, as parsing
+its previous transactions costs about that much per byte. The default budget
+is about a quarter of a second of one core.
 """
 
 from __future__ import annotations

@@ -45,9 +45,7 @@ def test_evm_recovers_someone_else_for_a_foreign_signature() -> None:
 
 def test_bitcoin_script_check_fails_for_a_foreign_signature() -> None:
     item = builders.bitcoin_item(_key_message(KEY)).bitcoin
-    prevouts = [
-        (i.value, bitcoin_prevout_script(KEY.info.public_key, i.script_type)) for i in item.inputs
-    ]
+    prevouts = builders.bitcoin_prevouts(item)
     verify_bitcoin(_sign("bitcoin", item, KEY), prevouts)
     with pytest.raises(Exception, match=r"(?i)verify|signature|false"):
         verify_bitcoin(_sign("bitcoin", item, OTHER), prevouts)
