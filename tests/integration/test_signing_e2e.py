@@ -16,7 +16,7 @@ from proto.custos.v1 import keys_pb2
 from proto.custos.v1 import signer_pb2 as pb
 from tests import builders
 from tests.conftest import RunningServer
-from tests.second_impl import bitcoin_prevout_script, evm_sender, tron_signer, verify_bitcoin
+from tests.second_impl import evm_sender, tron_signer, verify_bitcoin
 
 pytestmark = pytest.mark.integration
 

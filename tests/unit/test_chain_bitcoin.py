@@ -39,8 +39,6 @@ from proto.custos.v1 import signer_pb2
 from signer.chains import bitcoin as adapter_module
 from signer.chains.base import InvalidField, PreparedTx, SignedTx
 from signer.chains.bitcoin import MAX_MONEY, BitcoinAdapter
-from signer.chains.bitcoin_prevtx import PrevTx, PrevTxError, parse_prev_tx
-from signer.chains.limits import ChainLimits, WorkBudget
 from signer.chains.bitcoin_address import (
     BECH32_CONST,
     BECH32M_CONST,
@@ -54,6 +52,8 @@ from signer.chains.bitcoin_address import (
     segwit_script,
     sha256d,
 )
+from signer.chains.bitcoin_prevtx import PrevTx, PrevTxError, parse_prev_tx
+from signer.chains.limits import ChainLimits, WorkBudget
 from tests.second_impl import bitcoin_funding_tx, bitcoin_prevout
 from tests.support import LocalKey
 
@@ -871,7 +871,7 @@ def test_lock_time_in_the_future_beyond_the_bound_is_refused() -> None:
     msg.lock_time = int(NOW) + limits.max_lock_ahead_seconds
     AT_NOW.prepare(msg, KEY.info)
     msg.lock_time += 1
-    with pytest.raises(InvalidField, match="limits.max_lock_ahead_seconds") as caught:
+    with pytest.raises(InvalidField, match=r"limits\.max_lock_ahead_seconds") as caught:
         AT_NOW.prepare(msg, KEY.info)
     assert caught.value.field == "bitcoin.lock_time"
     # Heights: the estimate of the tip is an upper bound (9-minute blocks since block 840,000).
@@ -879,7 +879,7 @@ def test_lock_time_in_the_future_beyond_the_bound_is_refused() -> None:
     msg.lock_time = highest
     AT_NOW.prepare(msg, KEY.info)
     msg.lock_time = highest + 1
-    with pytest.raises(InvalidField, match="limits.max_lock_ahead_blocks") as caught:
+    with pytest.raises(InvalidField, match=r"limits\.max_lock_ahead_blocks") as caught:
         AT_NOW.prepare(msg, KEY.info)
     assert caught.value.field == "bitcoin.lock_time"
 
@@ -939,6 +939,6 @@ def test_quadratic_legacy_sighash_is_bounded_per_item_and_per_batch() -> None:
         small.prepare(msg, KEY.info)
     budget = WorkBudget(16 * msg.ByteSize() + work)
     ADAPTER.prepare(msg, KEY.info, budget)
-    with pytest.raises(InvalidField, match="limits.max_batch_work_bytes") as caught:
+    with pytest.raises(InvalidField, match=r"limits\.max_batch_work_bytes") as caught:
         ADAPTER.prepare(msg, KEY.info, budget)
     assert caught.value.field == "bitcoin"  # refused before parsing the second item

@@ -7,11 +7,11 @@ import json
 import pytest
 from eth_account import Account
 
-from hsm.secp256k1 import RecoverableSignature
+from hsm.secp256k1 import RecoverableSignature, compressed
 from proto.custos.v1 import keys_pb2
 from signer.chains.registry import ADAPTERS
 from tests import builders
-from tests.second_impl import bitcoin_prevout_script, evm_sender, tron_signer, verify_bitcoin
+from tests.second_impl import evm_sender, tron_signer, verify_bitcoin
 from tests.support import LocalKey
 
 KEY = LocalKey(bytes([3] * 32))
@@ -23,6 +23,7 @@ def _key_message(key: LocalKey) -> keys_pb2.Key:
 
     return keys_pb2.Key(
         key_id=key.info.key_id,
+        public_key=compressed(key.info.public_key).hex(),
         addresses=[
             keys_pb2.Address(chain=a.chain, network=a.network, kind=a.kind, address=a.address)
             for a in all_addresses(key.info.public_key)
