@@ -33,6 +33,20 @@ from bitcoin.core.script import (
     SignatureHash,
 )
 from bitcoin.core.scripteval import SCRIPT_VERIFY_P2SH, VerifyScript
+from bitcointx.core import (
+    CMutableTransaction,
+    CMutableTxIn,
+    CMutableTxInWitness,
+    CMutableTxOut,
+    CMutableTxWitness,
+    COutPoint,
+)
+from bitcointx.core import CTransaction as TxCTransaction
+from bitcointx.core import b2lx as b2lx_tx
+from bitcointx.core.script import CScript as TxCScript
+from bitcointx.core.script import CScriptWitness
+from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import strategies as st
 
 from hsm.secp256k1 import HALF_N, compressed
 from proto.custos.v1 import signer_pb2
@@ -942,3 +956,57 @@ def test_quadratic_legacy_sighash_is_bounded_per_item_and_per_batch() -> None:
     with pytest.raises(InvalidField, match=r"limits\.max_batch_work_bytes") as caught:
         ADAPTER.prepare(msg, KEY.info, budget)
     assert caught.value.field == "bitcoin"  # refused before parsing the second item
+
+
+# ---- differential: the previous-transaction parser against python-bitcointx ---------
+
+
+@st.composite
+def random_tx(draw: st.DrawFn) -> bytes:
+    """A serialized transaction of random shape, built by python-bitcointx."""
+    inputs = [
+        CMutableTxIn(
+            COutPoint(draw(st.binary(min_size=32, max_size=32)), draw(st.integers(0, 2**32 - 1))),
+            TxCScript(draw(st.binary(max_size=300))),
+            draw(st.integers(0, 2**32 - 1)),
+        )
+        for _ in range(draw(st.integers(1, 5)))
+    ]
+    outputs = [
+        CMutableTxOut(draw(st.integers(0, 10**15)), TxCScript(draw(st.binary(max_size=300))))
+        for _ in range(draw(st.integers(1, 300 if draw(st.booleans()) else 3)))
+    ]
+    witness = None
+    if draw(st.booleans()):
+        stacks = [
+            CMutableTxInWitness(CScriptWitness(draw(st.lists(st.binary(max_size=80), max_size=3))))
+            for _ in inputs
+        ]
+        assume(any(s.scriptWitness.stack for s in stacks))
+        witness = CMutableTxWitness(stacks)
+    tx = CMutableTransaction(
+        inputs,
+        outputs,
+        nLockTime=draw(st.integers(0, 2**32 - 1)),
+        nVersion=draw(st.integers(-(2**31), 2**31 - 1)),
+        witness=witness,
+    )
+    raw: bytes = tx.serialize()
+    return raw
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(raw=random_tx(), edit=st.none() | st.tuples(st.integers(0, 10**6), st.integers(0, 255)))
+def test_prev_tx_parser_agrees_with_python_bitcointx(
+    raw: bytes, edit: tuple[int, int] | None
+) -> None:
+    if edit is not None:  # one byte changed: parsed alike, or refused by us
+        at = edit[0] % len(raw)
+        raw = raw[:at] + bytes([edit[1]]) + raw[at + 1 :]
+    try:
+        parsed = parse_prev_tx(raw)
+    except PrevTxError:
+        return
+    theirs = TxCTransaction.deserialize(raw)  # what we accept, python-bitcointx reads the same
+    assert parsed.txid_hex == b2lx_tx(theirs.GetTxid())
+    assert parsed.outputs == tuple((o.nValue, bytes(o.scriptPubKey)) for o in theirs.vout)
