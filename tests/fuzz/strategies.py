@@ -11,6 +11,7 @@ than drawing from it, and the suite draws a few hundred thousand values.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import operator
 from collections.abc import Callable, Sequence
@@ -287,15 +288,11 @@ def _funding(value: int, script_type: str, seed: str, vout: int = 0, segwit: boo
     return bitcoin_funding_tx(outputs, seed, segwit)
 
 
-# Previous transactions for the huge-input cases, built once: (txid, prev_tx) per
-# script type and index.
-_MANY_PREV = {
-    t: [
-        (bitcoin_prevout(raw, 0)[0], raw)
-        for raw in (_funding(10_000, t, f"huge-{t}-{i}") for i in range(1100))
-    ]
-    for t in ("p2wpkh", "p2pkh")
-}
+@functools.cache
+def _many_prev(script_type: str) -> list[tuple[str, bytes]]:
+    """(txid, prev_tx) for the huge-input cases: built once, when first drawn (~2 s)."""
+    raws = (_funding(10_000, script_type, f"huge-{script_type}-{i}") for i in range(1100))
+    return [(bitcoin_prevout(raw, 0)[0], raw) for raw in raws]
 
 
 @st.composite
@@ -305,7 +302,7 @@ def _huge_inputs(draw: st.DrawFn) -> list[pb.BitcoinInput]:
     script_type = draw(_SCRIPT_TYPES)
     return [
         pb.BitcoinInput(txid=txid, vout=0, prev_tx=raw)
-        for txid, raw in _MANY_PREV[script_type][:count]
+        for txid, raw in _many_prev(script_type)[:count]
     ]
 
 
