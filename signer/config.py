@@ -89,7 +89,7 @@ class LimitsConfig(_Section):
     at least 1: a limit cannot be switched off, only raised.
     """
 
-    max_batch_work_bytes: int = Field(default=64_000_000, ge=1_000_000, le=10**10)
+    max_batch_work_units: int = Field(default=400_000_000, ge=10_000_000, le=10**11)
     max_lock_ahead_seconds: int = Field(default=86_400, ge=0, le=366 * 86_400)
     max_lock_ahead_blocks: int = Field(default=144, ge=0, le=52_560)
     bitcoin_max_inputs: int = Field(default=1000, ge=1, le=10_000)

@@ -82,7 +82,7 @@ class SigningPipeline:
         adapters: dict[str, ChainAdapter],
         *,
         max_batch_items: int,
-        max_batch_work_bytes: int = DEFAULT_LIMITS.max_batch_work_bytes,
+        max_batch_work_units: int = DEFAULT_LIMITS.max_batch_work_units,
         lease_ms: int,
         governor: PolicyGovernor,
         events: EventBus,
@@ -92,7 +92,7 @@ class SigningPipeline:
         self._signer = signer
         self._adapters = adapters
         self._max_items = max_batch_items
-        self._max_work = max_batch_work_bytes
+        self._max_work = max_batch_work_units
         self._lease_ms = lease_ms
         self._governor = governor
         self._events = events

@@ -102,7 +102,7 @@ class CustosServer:
             self.pool,
             make_adapters(limits),
             max_batch_items=config.server.max_batch_items,
-            max_batch_work_bytes=limits.max_batch_work_bytes,
+            max_batch_work_units=limits.max_batch_work_units,
             lease_ms=config.server.lease_seconds * 1000,
             governor=self.governor,
             events=events,

@@ -42,7 +42,15 @@ from signer.chains.bitcoin_address import (
     sha256d,
 )
 from signer.chains.bitcoin_prevtx import MAX_MONEY, PrevTx, PrevTxError, parse_prev_tx
-from signer.chains.limits import DEFAULT_LIMITS, ChainLimits, WorkBudget
+from signer.chains.limits import (
+    BITCOIN_INPUT_UNITS,
+    BITCOIN_OUTPUT_UNITS,
+    DEFAULT_LIMITS,
+    ITEM_UNITS,
+    PARSE_WEIGHT,
+    ChainLimits,
+    WorkBudget,
+)
 
 DEFAULT_SEQUENCE: Final = 0xFFFFFFFD
 SIGHASH_ALL: Final = 1
@@ -77,7 +85,6 @@ _HEIGHT_ANCHOR: Final = (840_000, 1_713_571_767)
 _ESTIMATE_BLOCK_SECONDS: Final = 540
 # Bytes of one BIP143 preimage (version, hashPrevouts, hashSequence, outpoint,
 # scriptCode with its length, value, nSequence, hashOutputs, nLockTime, type).
-_PARSE_WEIGHT: Final = 16
 _BIP143_PREIMAGE_BYTES: Final = 4 + 32 + 32 + 36 + 26 + 8 + 4 + 32 + 4 + 4
 
 
@@ -135,9 +142,14 @@ class BitcoinAdapter:
     def prepare(self, tx: Any, key: KeyInfo, budget: WorkBudget | None = None) -> PreparedTx:
         limits = self._limits
         if budget is not None:
-            # Parsing previous transactions is Python work per byte, measured at
-            # ~16 times the cost of hashing one: charged as that many units.
-            budget.charge(_PARSE_WEIGHT * tx.ByteSize(), "bitcoin")
+            # Counted from the message's sizes before anything is parsed.
+            budget.charge(
+                ITEM_UNITS
+                + PARSE_WEIGHT * tx.ByteSize()
+                + BITCOIN_INPUT_UNITS * len(tx.inputs)
+                + BITCOIN_OUTPUT_UNITS * len(tx.outputs),
+                "bitcoin",
+            )
         network = _parse_network(tx.network)
         version = _parse_version(tx.version)
         public_key = compressed(key.public_key)

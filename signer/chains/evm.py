@@ -30,7 +30,7 @@ from signer.chains.base import (
     SignedTx,
     Transfer,
 )
-from signer.chains.limits import DEFAULT_LIMITS, ChainLimits, WorkBudget
+from signer.chains.limits import DEFAULT_LIMITS, ITEM_UNITS, ChainLimits, WorkBudget
 
 CHAINS: dict[int, tuple[str, str]] = {
     1: ("ethereum", "mainnet"),
@@ -331,7 +331,7 @@ class EvmAdapter:
     def prepare(self, tx: Any, key: KeyInfo, budget: WorkBudget | None = None) -> PreparedTx:
         limits = self._limits
         if budget is not None:
-            budget.charge(tx.ByteSize(), "evm")
+            budget.charge(ITEM_UNITS + tx.ByteSize(), "evm")
         chain_net = CHAINS.get(tx.chain_id)
         if chain_net is None:
             known = ", ".join(str(c) for c in CHAINS)

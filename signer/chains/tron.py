@@ -33,7 +33,7 @@ from signer.chains.base import (
     SignedTx,
     Transfer,
 )
-from signer.chains.limits import DEFAULT_LIMITS, ChainLimits, WorkBudget
+from signer.chains.limits import DEFAULT_LIMITS, ITEM_UNITS, ChainLimits, WorkBudget
 
 NETWORKS = ("mainnet", "shasta", "nile")  # one address format on all three
 ADDRESS_PREFIX = 0x41
@@ -271,7 +271,7 @@ class TronAdapter:
 
     def prepare(self, tx: Any, key: KeyInfo, budget: WorkBudget | None = None) -> PreparedTx:
         if budget is not None:
-            budget.charge(tx.ByteSize(), "tron")
+            budget.charge(ITEM_UNITS + tx.ByteSize(), "tron")
         if tx.network not in NETWORKS:
             raise InvalidField(
                 "tron.network",

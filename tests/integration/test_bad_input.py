@@ -323,11 +323,12 @@ def test_batch_preparation_work_is_bounded(server: RunningServer, key: keys_pb2.
     # request of such items held the interpreter for minutes before policy ran.
     heavy = builders.bitcoin_item(key, "heavy", script_types=("p2pkh",) * 300)
     rid = f"heavy-{uuid.uuid4().hex}"
-    items = [heavy] * 40  # ~4.4 million units each, 64 million per batch
+    items = [heavy] * 80  # ~9 million units each, 400 million per batch
     with pytest.raises(grpc.RpcError) as info:
         server.signer().SignBatch(pb.SignBatchRequest(request_id=rid, items=items))
     assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-    assert "limits.max_batch_work_bytes" in info.value.details()
+    assert "limits.max_batch_work_units" in info.value.details()
     index = int(info.value.details().split("]")[0].removeprefix("items["))
-    assert 10 <= index < 20  # refused at the item that crossed the budget, not after all 40
+    # Refused at the item that crossed the budget, not after preparing all 80.
+    assert 20 <= index < 79
     assert "sign.authorized" not in _audit_mentions(server, rid)

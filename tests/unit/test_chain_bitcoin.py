@@ -67,7 +67,14 @@ from signer.chains.bitcoin_address import (
     sha256d,
 )
 from signer.chains.bitcoin_prevtx import PrevTx, PrevTxError, parse_prev_tx
-from signer.chains.limits import ChainLimits, WorkBudget
+from signer.chains.limits import (
+    BITCOIN_INPUT_UNITS,
+    BITCOIN_OUTPUT_UNITS,
+    ITEM_UNITS,
+    PARSE_WEIGHT,
+    ChainLimits,
+    WorkBudget,
+)
 from tests.second_impl import bitcoin_funding_tx, bitcoin_prevout
 from tests.support import LocalKey
 
@@ -951,9 +958,10 @@ def test_quadratic_legacy_sighash_is_bounded_per_item_and_per_batch() -> None:
     small = BitcoinAdapter(ChainLimits(bitcoin_max_sighash_bytes=work - 1))
     with pytest.raises(InvalidField, match=f"exceed limits.bitcoin_max_sighash_bytes = {work - 1}"):
         small.prepare(msg, KEY.info)
-    budget = WorkBudget(16 * msg.ByteSize() + work)
+    charge = ITEM_UNITS + PARSE_WEIGHT * msg.ByteSize() + BITCOIN_INPUT_UNITS * 300
+    budget = WorkBudget(charge + BITCOIN_OUTPUT_UNITS + work)
     ADAPTER.prepare(msg, KEY.info, budget)
-    with pytest.raises(InvalidField, match=r"limits\.max_batch_work_bytes") as caught:
+    with pytest.raises(InvalidField, match=r"limits\.max_batch_work_units") as caught:
         ADAPTER.prepare(msg, KEY.info, budget)
     assert caught.value.field == "bitcoin"  # refused before parsing the second item
 
@@ -1010,3 +1018,15 @@ def test_prev_tx_parser_agrees_with_python_bitcointx(
     theirs = TxCTransaction.deserialize(raw)  # what we accept, python-bitcointx reads the same
     assert parsed.txid_hex == b2lx_tx(theirs.GetTxid())
     assert parsed.outputs == tuple((o.nValue, bytes(o.scriptPubKey)) for o in theirs.vout)
+
+
+def test_a_full_batch_of_ordinary_items_fits_the_default_budget() -> None:
+    # The budget must stop abuse, not the largest ordinary batch: 1000 items
+    # (server.max_batch_items) of two inputs and two outputs.
+    from signer.config import ServerConfig
+
+    msg = base_message()
+    budget = WorkBudget(ChainLimits().max_batch_work_units)
+    for _ in range(ServerConfig().max_batch_items):
+        ADAPTER.prepare(msg, KEY.info, budget)
+    assert budget.used < budget.limit * 3 // 5  # about half of it

@@ -89,7 +89,7 @@ def test_limits_default_to_the_adapters_defaults_and_can_be_set(tmp_path: Path) 
     ("line", "path_named"),
     [
         ("bitcoin_max_inputs = 0", "limits.bitcoin_max_inputs"),
-        ("max_batch_work_bytes = 10", "limits.max_batch_work_bytes"),
+        ("max_batch_work_units = 10", "limits.max_batch_work_units"),
         ("tron_max_fee_limit_sun = 15000000001", "limits.tron_max_fee_limit_sun"),
         ("evm_max_gas = 1", "limits.evm_max_gas"),
     ],
