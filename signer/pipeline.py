@@ -26,6 +26,7 @@ from signer import logs, metrics
 from signer.admission import Judgement, admission, budget_error, judge, pending_row, summarize
 from signer.auth import SERVICE, Identity
 from signer.chains.base import ChainAdapter, InvalidField, KeyInfo, PreparedTx, SignedTx
+from signer.chains.limits import DEFAULT_LIMITS, WorkBudget
 from signer.errors import (
     AlreadyExists,
     BudgetExceeded,
@@ -81,6 +82,7 @@ class SigningPipeline:
         adapters: dict[str, ChainAdapter],
         *,
         max_batch_items: int,
+        max_batch_work_units: int = DEFAULT_LIMITS.max_batch_work_units,
         lease_ms: int,
         governor: PolicyGovernor,
         events: EventBus,
@@ -90,6 +92,7 @@ class SigningPipeline:
         self._signer = signer
         self._adapters = adapters
         self._max_items = max_batch_items
+        self._max_work = max_batch_work_units
         self._lease_ms = lease_ms
         self._governor = governor
         self._events = events
@@ -271,6 +274,9 @@ class SigningPipeline:
             if not caller.may_use_key(item.key_id):
                 raise PermissionDenied(f"items[{index}].key_id: key {item.key_id!r} not granted")
         keys = self._store.get_keys([item.key_id for item in request.items])
+        # Every adapter charges its item's work here before doing it, so a large
+        # batch of expensive items stops after a bounded amount of CPU.
+        budget = WorkBudget(self._max_work)
         prepared = []
         for index, item in enumerate(request.items):
             key = keys.get(item.key_id)
@@ -283,7 +289,9 @@ class SigningPipeline:
             if adapter is None:
                 raise InvalidRequest(f"items[{index}].tx: no transaction (bitcoin, evm or tron)")
             try:
-                ready = adapter.prepare(getattr(item, kind), KeyInfo(key.key_id, key.public_key))
+                ready = adapter.prepare(
+                    getattr(item, kind), KeyInfo(key.key_id, key.public_key), budget
+                )
             except InvalidField as exc:
                 raise InvalidRequest(f"items[{index}].{exc.field}: {exc.message}") from None
             prepared.append(_Item(index, key, adapter, ready))

@@ -28,7 +28,8 @@ from signer import metrics
 from signer.approval_desk import ApprovalDesk
 from signer.auditlog import AuditLog
 from signer.auth import Authorizer
-from signer.chains.registry import ADAPTERS
+from signer.chains.limits import ChainLimits
+from signer.chains.registry import make_adapters
 from signer.config import Config
 from signer.errors import ConfigError
 from signer.events import EventBus
@@ -95,11 +96,13 @@ class CustosServer:
             functools.partial(self.pool.sign_eddsa, config.audit.key_id),
         )
         events = EventBus()
+        limits = ChainLimits(**config.limits.model_dump())
         pipeline = SigningPipeline(
             self.store,
             self.pool,
-            ADAPTERS,
+            make_adapters(limits),
             max_batch_items=config.server.max_batch_items,
+            max_batch_work_units=limits.max_batch_work_units,
             lease_ms=config.server.lease_seconds * 1000,
             governor=self.governor,
             events=events,
