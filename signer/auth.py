@@ -76,6 +76,10 @@ class Authorizer:
             i.subject: Identity(i.subject, frozenset(i.roles), tuple(i.keys)) for i in identities
         }
 
+    def identity_of(self, subject: str) -> Identity | None:
+        """The configured identity with this subject (its roles and key grants), if any."""
+        return self._by_subject.get(subject)
+
     def identify(self, peer_cert_pem: bytes | None) -> Identity:
         if not peer_cert_pem:
             raise Unauthenticated("a client certificate is required")

@@ -95,6 +95,7 @@ class CustosServer:
             functools.partial(self.pool.sign_eddsa, config.audit.key_id),
         )
         events = EventBus()
+        authorizer = Authorizer(config.identities)
         pipeline = SigningPipeline(
             self.store,
             self.pool,
@@ -103,6 +104,7 @@ class CustosServer:
             lease_ms=config.server.lease_seconds * 1000,
             governor=self.governor,
             events=events,
+            identities=authorizer.identity_of,
         )
         self.desk = ApprovalDesk(
             self.store,
@@ -126,7 +128,7 @@ class CustosServer:
                 max_workers=config.server.threads, thread_name_prefix="custos-rpc"
             ),
             interceptors=[
-                EdgeInterceptor(Authorizer(config.identities), self.monitor.report_failure)
+                EdgeInterceptor(authorizer, self.monitor.report_failure)
             ],
             options=options,
         )

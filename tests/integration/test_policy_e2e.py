@@ -155,10 +155,8 @@ def test_large_batch_waits_for_two_approvers_with_totp_then_is_signed_and_stream
     # Without a code, with a wrong code, or with another request's digest: refused.
     with pytest.raises(grpc.RpcError) as info:
         approvals["approver"].Approve(decide)
-    assert info.value.code() in (
-        grpc.StatusCode.PERMISSION_DENIED,
-        grpc.StatusCode.FAILED_PRECONDITION,
-    )
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "totp_code: code required" in info.value.details()
     wrong_digest = policy_pb2.DecideRequest(
         approval_id=held.approval_id,
         request_digest="00" * 32,
