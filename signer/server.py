@@ -141,7 +141,7 @@ class CustosServer:
             PoliciesService(self.governor, second_factor), self._grpc
         )
         policy_pb2_grpc.add_ApprovalsServicer_to_server(
-            ApprovalsService(self.desk, events), self._grpc
+            ApprovalsService(self.desk, events, self.store, ADAPTERS), self._grpc
         )
         health_pb2_grpc.add_HealthServicer_to_server(self._health, self._grpc)
         reflection.enable_server_reflection(

@@ -22,10 +22,10 @@ from hypothesis import strategies as st
 
 from proto.custos.v1 import keys_pb2, policy_pb2, policy_pb2_grpc
 from proto.custos.v1 import signer_pb2 as pb
-from signer.devsetup import subject_string
 from tests import builders
 from tests.conftest import RunningServer
 from tests.second_impl import evm_sender
+from tests.support import enroll_totp
 
 pytestmark = pytest.mark.integration
 
@@ -42,14 +42,8 @@ def _codes_at(uri: str, moment: float) -> str:
 
 @pytest.fixture
 def totp(server: RunningServer) -> dict[str, str]:
-    """The officer (re-)enrolls both approvers: fresh secrets and TOTP state per test."""
-    officer = policy_pb2_grpc.PoliciesStub(server.channel("officer"))
-    return {
-        name: officer.EnrollTotp(
-            policy_pb2.EnrollTotpRequest(subject=subject_string(name))
-        ).otpauth_uri
-        for name in ("approver", "approver2")
-    }
+    """Both approvers (re-)enroll themselves with officer-issued tokens: fresh secrets."""
+    return {name: enroll_totp(server.channel, name) for name in ("approver", "approver2")}
 
 
 class Steps:
