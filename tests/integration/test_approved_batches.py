@@ -440,3 +440,35 @@ def test_enrollment_needs_a_token_for_the_subject_used_once(env: Desk) -> None:
     dump = "\n".join(sqlite3.connect(env.path).iterdump())
     assert token not in dump
     assert pyotp.parse_uri(uri).secret not in dump
+
+
+def test_a_late_signing_attempt_cannot_overwrite_the_one_that_took_over(env: Desk) -> None:
+    approval_id = _approved_unsigned(env, "fenced")
+    inside, release = threading.Event(), threading.Event()
+    real = env.pipeline.sign_approved
+
+    def slow(held: Any, approval: str) -> Any:
+        result = real(held, approval)
+        if threading.current_thread().name == "first":
+            inside.set()
+            assert release.wait(30)  # the first attempt stalls after signing
+        return result
+
+    env.pipeline.sign_approved = slow  # type: ignore[method-assign]
+    first: list[Any] = []
+    thread = threading.Thread(target=lambda: first.append(env.desk.sign(approval_id)), name="first")
+    thread.start()
+    assert inside.wait(30)
+    # Its lease runs out: the sweep gives the batch back and the next attempt signs it.
+    env.clock.now += timedelta(minutes=3)
+    env.desk.sweep()  # signing -> approved (lease expired)
+    env.desk.sweep()  # approved -> signed by this attempt
+    taken_over = env.pipeline.get_batch(env.caller, "fenced")
+    assert taken_over.status == pb.BATCH_STATUS_SIGNED
+    release.set()
+    thread.join()
+    assert first == [None]  # the late attempt stored nothing
+    final = env.pipeline.get_batch(env.caller, "fenced")
+    assert final.items[0].raw_tx == taken_over.items[0].raw_tx  # one stored result
+    assert env.kinds("fenced").count("sign.signed") == 1
+    assert evm_sender(final.items[0].raw_tx) == builders.address(env.key, "ethereum", "sepolia")
