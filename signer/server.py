@@ -127,9 +127,7 @@ class CustosServer:
             futures.ThreadPoolExecutor(
                 max_workers=config.server.threads, thread_name_prefix="custos-rpc"
             ),
-            interceptors=[
-                EdgeInterceptor(authorizer, self.monitor.report_failure)
-            ],
+            interceptors=[EdgeInterceptor(authorizer, self.monitor.report_failure)],
             options=options,
         )
         signer_pb2_grpc.add_SignerServicer_to_server(SignerService(pipeline), self._grpc)
