@@ -337,3 +337,84 @@ def test_cancel_during_activation_delay_and_unlock_are_officer_actions(
     kinds = [json.loads(line)["kind"] for line in log if line.strip()]
     for kind in ("policy.cancelled", "totp.locked", "totp.unlocked", "totp.token_issued"):
         assert kind in kinds
+
+
+def test_batch_held_under_v1_is_rejected_on_approval_once_v2_denies_its_key(
+    own_server: ServerProcess,
+) -> None:
+    own_server.start()
+    uris = {
+        name: enroll_totp(own_server.channel, name)
+        for name in ("officer", "officer2", "approver", "approver2")
+    }
+    key = keys_pb2_grpc.KeysStub(own_server.channel("officer")).CreateKey(
+        keys_pb2.CreateKeyRequest(key_id="held-key")
+    )
+    signer = signer_pb2_grpc.SignerStub(own_server.channel("payments"))
+    holesky = builders.evm_item(key, chain_id=17000, nonce=1, value=str(ETH * 9 // 10))
+    request = pb.SignBatchRequest(request_id="held-v1", items=[_large(key), holesky])
+    held = signer.SignBatch(request)
+    assert held.status == pb.BATCH_STATUS_PENDING_APPROVAL
+    stream = policy_pb2_grpc.ApprovalsStub(own_server.channel("payments")).WatchEvents(
+        policy_pb2.WatchEventsRequest()
+    )
+    assert next(stream).kind == "watching"
+    approver = policy_pb2_grpc.ApprovalsStub(own_server.channel("approver"))
+    approver2 = policy_pb2_grpc.ApprovalsStub(own_server.channel("approver2"))
+    digest = approver.GetPending(
+        policy_pb2.GetPendingRequest(approval_id=held.approval_id)
+    ).request_digest
+    now = int(time.time())
+    first = approver.Approve(
+        policy_pb2.DecideRequest(
+            approval_id=held.approval_id,
+            request_digest=digest,
+            totp_code=pyotp.parse_uri(uris["approver"]).at(now),
+        )
+    )
+    assert first.missing == ["approvers: 1 more"]
+
+    officer = policy_pb2_grpc.PoliciesStub(own_server.channel("officer"))
+    text = officer.GetPolicy(policy_pb2.GetPolicyRequest()).document_yaml
+    v2_text = text.replace("version: 1", "version: 2").replace(
+        "rules:\n",
+        "rules:\n  - id: frozen\n    match: {keys: [held-key]}\n    action: deny\n",
+    )
+    v2 = officer.ProposePolicy(policy_pb2.ProposePolicyRequest(document_yaml=v2_text))
+    activated = policy_pb2_grpc.PoliciesStub(own_server.channel("officer2")).ApprovePolicy(
+        policy_pb2.ApprovePolicyRequest(
+            version=2, hash=v2.hash, totp_code=pyotp.parse_uri(uris["officer2"]).at(now)
+        )
+    )
+    assert activated.state == "active"
+
+    second = approver2.Approve(
+        policy_pb2.DecideRequest(
+            approval_id=held.approval_id,
+            request_digest=digest,
+            totp_code=pyotp.parse_uri(uris["approver2"]).at(now),
+        )
+    )
+    assert second.state == "rejected"
+    fetched = signer.GetBatch(pb.GetBatchRequest(request_id="held-v1"))
+    assert fetched.status == pb.BATCH_STATUS_REJECTED
+    assert fetched.policy_version == v2.hash  # the version that decided, not v1
+    assert not fetched.items
+    kinds_seen = []
+    for event in stream:
+        kinds_seen.append(event.kind)
+        if event.kind == "rejected":
+            break
+    stream.cancel()
+    assert "signed" not in kinds_seen
+    log = own_server.verified_log()
+    events = [json.loads(line) for line in log if line.strip()]
+    mine = [e for e in events if e["fields"].get("request_id") == "held-v1"]
+    kinds = [e["kind"] for e in mine]
+    assert "approval.rejected" in kinds
+    assert "sign.signed" not in kinds
+    released = [e for e in mine if e["kind"] == "budget.released"]
+    assert len(released) == 1
+    rejected = next(e for e in mine if e["kind"] == "approval.rejected")
+    assert rejected["fields"]["policy_version"] == v2.hash
+    assert rejected["fields"]["rule"] == "frozen"
