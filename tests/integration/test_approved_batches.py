@@ -472,3 +472,20 @@ def test_a_late_signing_attempt_cannot_overwrite_the_one_that_took_over(env: Des
     assert final.items[0].raw_tx == taken_over.items[0].raw_tx  # one stored result
     assert env.kinds("fenced").count("sign.signed") == 1
     assert evm_sender(final.items[0].raw_tx) == builders.address(env.key, "ethereum", "sepolia")
+
+
+def test_signed_only_with_the_callers_own_grants(env: Desk) -> None:
+    _approved_unsigned(env, "grants")
+    # The configuration now grants the caller other keys only (e.g. after a restart).
+    narrowed = Identity(PAYMENTS, frozenset({"service"}), ("other-*",))
+    env.pipeline._identities = {PAYMENTS: narrowed}.get  # type: ignore[attr-defined]
+    env.desk.sweep()
+    assert env.signer.signed == []
+    assert env.pipeline.get_batch(env.caller, "grants").status == pb.BATCH_STATUS_REJECTED
+    rejected = [
+        r.event
+        for r in env.store.audit_records(0, 10**6)
+        if r.event.kind == "approval.rejected" and r.event.fields.get("request_id") == "grants"
+    ]
+    assert rejected[0].fields["error"] == "PermissionDenied"
+    assert "not granted" in rejected[0].fields["message"]
