@@ -130,9 +130,7 @@ def test_claim_replay_conflict_and_lease(store: Store, clock: Clock) -> None:
 
 
 def test_release_lets_a_retry_claim(store: Store, backend: Backend) -> None:
-    claim = store.claim_batch(
-        "svc", "r1", DIGEST, 60_000, [event()], admission=budget("b", 5, 100)
-    )
+    claim = store.claim_batch("svc", "r1", DIGEST, 60_000, [event()], admission=budget("b", 5, 100))
     assert claim.token is not None
     assert backend.reserved("b") == (5, 1)
     assert store.release_batch("svc", "r1", [event("sign.failed")], token=claim.token)
