@@ -1,0 +1,189 @@
+"""The claim race through the signing pipeline, on every backend, with a real SoftHSM token.
+
+An attempt is held inside the HSM call (a signer that waits for the test) while
+its lease runs out; a retry of the same request id takes the id over and signs.
+Then the first attempt is let go: whether it finishes or fails, it neither
+overwrites nor releases the retry's work, one result is stored, and the budget
+counts the batch once.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import pytest
+
+from hsm.errors import HsmUnavailable
+from hsm.keystore import SignRequest
+from hsm.pool import SigningPool
+from hsm.secp256k1 import RecoverableSignature
+from proto.custos.v1 import signer_pb2 as pb
+from signer.auth import Identity
+from signer.chains.registry import ADAPTERS
+from signer.errors import InProgress, Unavailable
+from signer.events import EventBus
+from signer.governance import PolicyGovernor
+from signer.keys import KeyManager
+from signer.pipeline import SigningPipeline
+from signer.services import key_message
+from signer.store.base import Store
+from signer.store.sql import now_ms
+from tests import builders
+from tests.conftest import SOFTHSM_LIBRARY, DevEnv
+from tests.second_impl import evm_sender
+from tests.store.conftest import Backend
+from tests.store.helpers import Clock, unclosed_authorizations
+
+pytestmark = pytest.mark.integration
+
+CALLER = Identity("CN=svc", frozenset({"service"}), ("*",))
+LEASE_MS = 60_000
+HOLESKY = 17000  # the development policy limits native ETH per key per hour on Holesky
+WAIT = 120  # seconds: a bound for a hung test, never a timing assertion
+
+
+class GatedSigner:
+    """Signs for real; the first two calls wait inside the HSM step until the test lets each go."""
+
+    def __init__(self, inner: SigningPool) -> None:
+        self.inner = inner
+        self.entered = {1: threading.Event(), 2: threading.Event()}
+        self.go = {1: threading.Event(), 2: threading.Event()}
+        self.fail_first = False
+        self.calls = 0
+        self._lock = threading.Lock()
+
+    def sign(self, requests: Sequence[SignRequest]) -> list[RecoverableSignature]:
+        with self._lock:
+            self.calls += 1
+            call = self.calls
+        if call in self.go:
+            self.entered[call].set()
+            assert self.go[call].wait(WAIT), f"the test never let call {call} go"
+            if call == 1 and self.fail_first:
+                raise HsmUnavailable("injected: the first attempt's HSM call failed late")
+        return self.inner.sign(requests)
+
+
+class Attempt(threading.Thread):
+    """One SignBatch call in its own thread; `outcome` is its response or its exception."""
+
+    def __init__(self, pipeline: SigningPipeline, request: pb.SignBatchRequest) -> None:
+        super().__init__()
+        self.pipeline = pipeline
+        self.request = request
+        self.outcome: pb.SignBatchResponse | BaseException | None = None
+
+    def run(self) -> None:
+        try:
+            self.outcome = self.pipeline.sign_batch(CALLER, self.request)
+        except BaseException as exc:  # noqa: BLE001 - examined by the test
+            self.outcome = exc
+
+    def finish(self) -> pb.SignBatchResponse | BaseException | None:
+        self.join(WAIT)
+        assert not self.is_alive()
+        return self.outcome
+
+
+@pytest.fixture(scope="module")
+def pool(dev_env: DevEnv) -> Iterator[SigningPool]:
+    p = SigningPool(SOFTHSM_LIBRARY, "custos-dev", dev_env.pin(), workers=1)
+    yield p
+    p.close()
+
+
+def _check(item: pb.SignedItem) -> None:
+    assert evm_sender(item.raw_tx) == item.address  # second implementation
+
+
+@pytest.mark.parametrize("late", ["completes", "fails"])
+@pytest.mark.parametrize("when", ["while-the-retry-signs", "after-the-retry-finished"])
+def test_a_late_attempt_after_a_take_over_leaves_one_result(
+    late: str,
+    when: str,
+    backend: Backend,
+    clock: Clock,
+    pool: SigningPool,
+    dev_env: DevEnv,
+    tmp_path: Path,
+) -> None:
+    clock.now = now_ms()  # budgets' windows are judged on the wall clock
+    store: Store = backend.open(clock)
+    signer = GatedSigner(pool)
+    signer.fail_first = late == "fails"
+    key_id = f"race-{backend.name}-{late}-{tmp_path.name[-6:].lower().replace('_', '-')}"
+    record = KeyManager(store, pool).create(key_id, "officer")
+    pipeline = SigningPipeline(
+        store,
+        signer,
+        ADAPTERS,
+        max_batch_items=10,
+        lease_ms=LEASE_MS,
+        governor=PolicyGovernor(store, dev_env.dir / "policy.yaml"),
+        events=EventBus(),
+    )
+    request = pb.SignBatchRequest(
+        request_id="race-1", items=[builders.evm_item(key_message(record), chain_id=HOLESKY)]
+    )
+
+    first = Attempt(pipeline, request)
+    first.start()
+    assert signer.entered[1].wait(WAIT)
+    clock.now += LEASE_MS + 1  # the first attempt is still signing when its lease runs out
+    second = Attempt(pipeline, request)
+    second.start()
+    assert signer.entered[2].wait(WAIT)  # the retry took the id over and is signing
+    if when == "while-the-retry-signs":
+        signer.go[1].set()
+        late_outcome = first.finish()
+        signer.go[2].set()
+        retry = second.finish()
+    else:
+        signer.go[2].set()
+        retry = second.finish()
+        signer.go[1].set()
+        late_outcome = first.finish()
+    assert signer.calls == 2  # both attempts signed inside the service...
+
+    assert isinstance(retry, pb.SignBatchResponse), retry
+    assert retry.status == pb.BATCH_STATUS_SIGNED
+    assert not retry.replayed
+    # ...but only the retry's signatures ever leave it.
+    if late == "fails":
+        assert isinstance(late_outcome, Unavailable)
+    elif when == "while-the-retry-signs":
+        assert isinstance(late_outcome, InProgress)  # nothing stored yet: retry later
+    else:
+        assert isinstance(late_outcome, pb.SignBatchResponse)
+        assert late_outcome.replayed
+        assert list(late_outcome.items) == list(retry.items)
+    stored = store.get_batch(CALLER.subject, "race-1")
+    assert stored is not None
+    assert stored.done
+    assert stored.result == retry.SerializeToString(deterministic=True)
+    again = pipeline.sign_batch(CALLER, request)
+    assert again.replayed
+    assert list(again.items) == list(retry.items)
+    for item in retry.items:
+        _check(item)
+
+    records = [
+        r for r in store.audit_records(0, 10_000) if r.event.fields.get("request_id") == "race-1"
+    ]
+    assert [r.event.kind for r in records] == [
+        "sign.authorized",
+        "sign.failed",  # the take-over closed the first attempt
+        "sign.authorized",
+        "sign.signed",
+    ]
+    assert records[1].event.fields["reason"] == "lease expired; taken over by a retry"
+    assert unclosed_authorizations(store.audit_records(0, 10_000)) == []
+    # The budget counts the batch once: what one authorization reserved, no more, no less.
+    reserved = records[2].event.fields["reserved"]
+    assert reserved == records[0].event.fields["reserved"]
+    assert reserved, "the development policy reserves budget for a Holesky transfer"
+    for bucket, amount, count in reserved:  # type: ignore[union-attr]
+        assert backend.reserved(bucket) == (int(amount), count)
