@@ -184,6 +184,7 @@ def test_a_late_attempt_after_a_take_over_leaves_one_result(
     # The budget counts the batch once: what one authorization reserved, no more, no less.
     reserved = records[2].event.fields["reserved"]
     assert reserved == records[0].event.fields["reserved"]
+    assert isinstance(reserved, list)
     assert reserved, "the development policy reserves budget for a Holesky transfer"
-    for bucket, amount, count in reserved:  # type: ignore[union-attr]
+    for bucket, amount, count in reserved:
         assert backend.reserved(bucket) == (int(amount), count)
