@@ -48,6 +48,7 @@ from signer.store.base import (
     KeyRecord,
     KeyState,
     StoredCheckpoint,
+    StoreError,
     StoreUnavailable,
     VersionExists,
 )
@@ -447,7 +448,7 @@ class SqlStore(abc.ABC):
     def audit_size(self) -> int:
         row = self._read(lambda tx: tx.execute(self.LAST_SEQ).fetchone())
         if row is None:
-            raise StoreUnavailable("audit_head is missing: the schema was not migrated")
+            raise StoreError("audit_head is missing: the schema was not migrated")
         return 0 if row[0] is None else int(row[0]) + 1
 
     def leaf_hashes(self, size: int) -> list[bytes]:

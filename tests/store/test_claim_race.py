@@ -28,13 +28,13 @@ from signer.governance import PolicyGovernor
 from signer.keys import KeyManager
 from signer.pipeline import SigningPipeline
 from signer.services import key_message
-from signer.store.base import Store
+from signer.store.base import Store, StoreUnavailable
 from signer.store.sql import now_ms
 from tests import builders
 from tests.conftest import SOFTHSM_LIBRARY, DevEnv
 from tests.second_impl import evm_sender
-from tests.store.conftest import Backend
-from tests.store.helpers import Clock, unclosed_authorizations
+from tests.store.conftest import Backend, PostgresBackend
+from tests.store.helpers import Clock, LosesCommitReply, unclosed_authorizations
 
 pytestmark = pytest.mark.integration
 
@@ -188,3 +188,71 @@ def test_a_late_attempt_after_a_take_over_leaves_one_result(
     assert reserved, "the development policy reserves budget for a Holesky transfer"
     for bucket, amount, count in reserved:
         assert backend.reserved(bucket) == (int(amount), count)
+
+
+class ArmsLostCommit:
+    """Signs for real, then makes the store lose the reply of its next COMMIT (the result's)."""
+
+    def __init__(self, inner: SigningPool, store: LosesCommitReply) -> None:
+        self.inner = inner
+        self.store = store
+
+    def sign(self, requests: Sequence[SignRequest]) -> list[RecoverableSignature]:
+        signatures = self.inner.sign(requests)
+        self.store.lose_next_commit = True
+        return signatures
+
+
+def test_a_result_whose_commit_outcome_was_unknown_keeps_its_budget(
+    postgres_url: str,
+    pg_schema: str,
+    clock: Clock,
+    pool: SigningPool,
+    dev_env: DevEnv,
+    tmp_path: Path,
+) -> None:
+    clock.now = now_ms()
+    store = LosesCommitReply(postgres_url, schema=pg_schema, clock_ms=clock)
+    try:
+        record = KeyManager(store, pool).create(
+            f"unknown-{tmp_path.name[-6:].lower().replace('_', '-')}", "officer"
+        )
+        pipeline = SigningPipeline(
+            store,
+            ArmsLostCommit(pool, store),
+            ADAPTERS,
+            max_batch_items=10,
+            lease_ms=LEASE_MS,
+            governor=PolicyGovernor(store, dev_env.dir / "policy.yaml"),
+            events=EventBus(),
+        )
+        request = pb.SignBatchRequest(
+            request_id="unknown-1",
+            items=[builders.evm_item(key_message(record), chain_id=HOLESKY)],
+        )
+        # The result was committed, but the pipeline heard only an error: it
+        # releases under its token, which must leave the completed batch alone.
+        with pytest.raises(StoreUnavailable, match="unknown"):
+            pipeline.sign_batch(CALLER, request)
+        stored = store.get_batch(CALLER.subject, "unknown-1")
+        assert stored is not None
+        assert stored.done
+        retry = pipeline.sign_batch(CALLER, request)
+        assert retry.replayed
+        assert stored.result is not None
+        assert list(retry.items) == list(pb.SignBatchResponse.FromString(stored.result).items)
+        for item in retry.items:
+            _check(item)
+        records = [
+            r
+            for r in store.audit_records(0, 10_000)
+            if r.event.fields.get("request_id") == "unknown-1"
+        ]
+        assert [r.event.kind for r in records] == ["sign.authorized", "sign.signed"]
+        reserved = records[0].event.fields["reserved"]
+        assert isinstance(reserved, list)
+        assert reserved
+        for bucket, amount, count in reserved:
+            assert PostgresBackend(postgres_url, pg_schema).reserved(bucket) == (int(amount), count)
+    finally:
+        store.close()

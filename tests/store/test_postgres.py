@@ -19,7 +19,7 @@ from audit.verify import verify_chain
 from signer.store.base import ClaimOutcome, StoreError, StoreUnavailable
 from signer.store.postgres import PostgresStore
 from tests.store.conftest import PostgresBackend
-from tests.store.helpers import budget, event
+from tests.store.helpers import LosesCommitReply, budget, event
 from tests.store.replica import run_replica
 from tests.store.tcp_proxy import TcpProxy
 
@@ -302,6 +302,28 @@ def test_an_outage_raises_unavailable_then_the_same_store_recovers(
         assert verify_chain([r.encode() for r in records]) is None
     finally:
         proxy.cut()
+
+
+def test_a_commit_of_unknown_outcome_never_releases_a_completed_batch(
+    postgres_url: str, pg_schema: str
+) -> None:
+    store = LosesCommitReply(postgres_url, schema=pg_schema)
+    try:
+        claim = store.claim_batch(
+            "svc", "r1", b"\x01" * 32, 60_000, [event()], admission=budget("b", 5, 100)
+        )
+        assert claim.token is not None
+        store.lose_next_commit = True
+        with pytest.raises(StoreUnavailable, match="unknown"):
+            store.complete_batch("svc", "r1", b"signed", [event("sign.signed")], token=claim.token)
+        # What the pipeline does next: give the id back, under its token only.
+        assert not store.release_batch("svc", "r1", [event("sign.failed")], token=claim.token)
+        assert PostgresBackend(postgres_url, pg_schema).reserved("b") == (5, 1)
+        retry = store.claim_batch("svc", "r1", b"\x01" * 32, 60_000, [event()])
+        assert (retry.outcome, retry.result) == (ClaimOutcome.DONE, b"signed")
+        assert [r.event.kind for r in store.audit_records()] == ["test", "sign.signed"]
+    finally:
+        store.close()
 
 
 def test_an_unreachable_database_at_start_is_unavailable() -> None:
