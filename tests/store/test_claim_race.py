@@ -95,6 +95,15 @@ def pool(dev_env: DevEnv) -> Iterator[SigningPool]:
     p.close()
 
 
+@pytest.fixture
+def signer(pool: SigningPool, backend: Backend) -> Iterator[GatedSigner]:
+    """A gated signer; a failing test lets its held calls go before the stores close."""
+    gated = GatedSigner(pool)
+    yield gated
+    for gate in gated.go.values():
+        gate.set()
+
+
 def _check(item: pb.SignedItem) -> None:
     assert evm_sender(item.raw_tx) == item.address  # second implementation
 
@@ -107,12 +116,12 @@ def test_a_late_attempt_after_a_take_over_leaves_one_result(
     backend: Backend,
     clock: Clock,
     pool: SigningPool,
+    signer: GatedSigner,
     dev_env: DevEnv,
     tmp_path: Path,
 ) -> None:
     clock.now = now_ms()  # budgets' windows are judged on the wall clock
     store: Store = backend.open(clock)
-    signer = GatedSigner(pool)
     signer.fail_first = late == "fails"
     key_id = f"race-{backend.name}-{late}-{tmp_path.name[-6:].lower().replace('_', '-')}"
     record = KeyManager(store, pool).create(key_id, "officer")
@@ -256,3 +265,107 @@ def test_a_result_whose_commit_outcome_was_unknown_keeps_its_budget(
             assert PostgresBackend(postgres_url, pg_schema).reserved(bucket) == (int(amount), count)
     finally:
         store.close()
+
+
+class SignApproved(threading.Thread):
+    """One SigningPipeline.sign_approved call (what Approve and the sweep both make)."""
+
+    def __init__(
+        self, pipeline: SigningPipeline, request: pb.SignBatchRequest, held: pb.SignBatchResponse
+    ) -> None:
+        super().__init__()
+        self.call = (
+            CALLER.subject,
+            request.SerializeToString(deterministic=True),
+            held.approval_id,
+            held.policy_version,
+            list(held.rules),
+        )
+        self.pipeline = pipeline
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        try:
+            self.pipeline.sign_approved(*self.call)
+        except BaseException as exc:  # noqa: BLE001 - examined by the test
+            self.error = exc
+
+    def finish(self) -> BaseException | None:
+        self.join(WAIT)
+        assert not self.is_alive()
+        return self.error
+
+    def run_now(self) -> BaseException | None:
+        """Make the call in this thread instead."""
+        self.run()
+        return self.error
+
+
+@pytest.mark.parametrize("second", ["while-the-first-signs", "after-the-first-lease-ran-out"])
+def test_an_approved_batch_is_signed_by_one_attempt(
+    second: str,
+    backend: Backend,
+    clock: Clock,
+    pool: SigningPool,
+    signer: GatedSigner,
+    dev_env: DevEnv,
+    tmp_path: Path,
+) -> None:
+    clock.now = now_ms()
+    store: Store = backend.open(clock)
+    signer.go[2].set()  # only the first signer is held
+    key_id = f"appr-{backend.name}-{tmp_path.name[-6:].lower().replace('_', '-')}"
+    record = KeyManager(store, pool).create(key_id, "officer")
+    pipeline = SigningPipeline(
+        store,
+        signer,
+        ADAPTERS,
+        max_batch_items=10,
+        lease_ms=LEASE_MS,
+        governor=PolicyGovernor(store, dev_env.dir / "policy.yaml"),
+        events=EventBus(),
+    )
+    # 1 ETH on Sepolia needs approvals under the development policy: the batch is held.
+    item = builders.evm_item(key_message(record), value=str(10**18))
+    request = pb.SignBatchRequest(request_id="appr-1", items=[item])
+    held = pipeline.sign_batch(CALLER, request)
+    assert held.status == pb.BATCH_STATUS_PENDING_APPROVAL
+
+    first = SignApproved(pipeline, request, held)
+    first.start()
+    assert signer.entered[1].wait(WAIT)
+    if second == "while-the-first-signs":
+        # Approve and the sweep at once: the second finds the batch claimed.
+        assert isinstance(SignApproved(pipeline, request, held).run_now(), InProgress)
+        signer.go[1].set()
+        assert first.finish() is None
+        assert signer.calls == 1
+    else:
+        clock.now += LEASE_MS + 1  # the first stalls past its lease: the sweep takes over
+        assert SignApproved(pipeline, request, held).run_now() is None
+        assert signer.calls == 2
+        signer.go[1].set()
+        # The first's late result is refused; it finds the batch signed and stops there.
+        assert first.finish() is None
+    stored = store.get_batch(CALLER.subject, "appr-1")
+    assert stored is not None
+    assert stored.done
+    assert stored.result is not None
+    signed = pb.SignBatchResponse.FromString(stored.result)
+    assert signed.status == pb.BATCH_STATUS_SIGNED
+    for signed_item in signed.items:
+        _check(signed_item)
+    # Any later attempt finds it done and signs nothing.
+    calls = signer.calls
+    assert SignApproved(pipeline, request, held).run_now() is None
+    assert signer.calls == calls
+    replay = pipeline.sign_batch(CALLER, request)
+    assert replay.replayed
+    assert list(replay.items) == list(signed.items)
+    kinds = [
+        r.event.kind
+        for r in store.audit_records(0, 10_000)
+        if r.event.fields.get("request_id") == "appr-1"
+    ]
+    assert kinds == ["sign.authorized", "approval.requested", "sign.signed"]
+    assert unclosed_authorizations(store.audit_records(0, 10_000)) == []
