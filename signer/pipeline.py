@@ -220,6 +220,8 @@ class SigningPipeline:
             return  # signed (or settled) already
         if claim.outcome is not ClaimOutcome.CLAIMED or claim.token is None:
             raise InProgress(f"approved batch {approval_id!r} is being signed by another attempt")
+        # A failed attempt gives back its claim without a sign.failed: the batch's one
+        # authorization stays open until it is signed, rejected or expired (the sweep retries).
         self._sign_claimed(identity, request.request_id, items, decided, claim.token, audit=False)
         self._events.publish("signed", approval_id, request.request_id, caller)
 
