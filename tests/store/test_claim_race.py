@@ -16,9 +16,10 @@ from pathlib import Path
 import pytest
 
 from hsm.errors import HsmUnavailable
-from hsm.keystore import SignRequest
+from hsm.keystore import Signer, SignRequest
 from hsm.pool import SigningPool
 from hsm.secp256k1 import RecoverableSignature
+from proto.custos.v1 import keys_pb2
 from proto.custos.v1 import signer_pb2 as pb
 from signer.auth import Identity
 from signer.chains.registry import ADAPTERS
@@ -104,6 +105,23 @@ def signer(pool: SigningPool, backend: Backend) -> Iterator[GatedSigner]:
         gate.set()
 
 
+def _pipeline(
+    store: Store, pool: SigningPool, signer: Signer, dev_env: DevEnv, key_id: str
+) -> tuple[SigningPipeline, keys_pb2.Key]:
+    """A pipeline over `store` under the development policy, and a fresh key in the token."""
+    record = KeyManager(store, pool).create(key_id.lower().replace("_", "-"), "officer")
+    pipeline = SigningPipeline(
+        store,
+        signer,
+        ADAPTERS,
+        max_batch_items=10,
+        lease_ms=LEASE_MS,
+        governor=PolicyGovernor(store, dev_env.dir / "policy.yaml"),
+        events=EventBus(),
+    )
+    return pipeline, key_message(record)
+
+
 def _check(item: pb.SignedItem) -> None:
     assert evm_sender(item.raw_tx) == item.address  # second implementation
 
@@ -123,19 +141,11 @@ def test_a_late_attempt_after_a_take_over_leaves_one_result(
     clock.now = now_ms()  # budgets' windows are judged on the wall clock
     store: Store = backend.open(clock)
     signer.fail_first = late == "fails"
-    key_id = f"race-{backend.name}-{late}-{tmp_path.name[-6:].lower().replace('_', '-')}"
-    record = KeyManager(store, pool).create(key_id, "officer")
-    pipeline = SigningPipeline(
-        store,
-        signer,
-        ADAPTERS,
-        max_batch_items=10,
-        lease_ms=LEASE_MS,
-        governor=PolicyGovernor(store, dev_env.dir / "policy.yaml"),
-        events=EventBus(),
+    pipeline, key = _pipeline(
+        store, pool, signer, dev_env, f"race-{backend.name}-{late}-{tmp_path.name[-6:]}"
     )
     request = pb.SignBatchRequest(
-        request_id="race-1", items=[builders.evm_item(key_message(record), chain_id=HOLESKY)]
+        request_id="race-1", items=[builders.evm_item(key, chain_id=HOLESKY)]
     )
 
     first = Attempt(pipeline, request)
@@ -223,21 +233,12 @@ def test_a_result_whose_commit_outcome_was_unknown_keeps_its_budget(
     clock.now = now_ms()
     store = LosesCommitReply(postgres_url, schema=pg_schema, clock_ms=clock)
     try:
-        record = KeyManager(store, pool).create(
-            f"unknown-{tmp_path.name[-6:].lower().replace('_', '-')}", "officer"
-        )
-        pipeline = SigningPipeline(
-            store,
-            ArmsLostCommit(pool, store),
-            ADAPTERS,
-            max_batch_items=10,
-            lease_ms=LEASE_MS,
-            governor=PolicyGovernor(store, dev_env.dir / "policy.yaml"),
-            events=EventBus(),
+        pipeline, key = _pipeline(
+            store, pool, ArmsLostCommit(pool, store), dev_env, f"unknown-{tmp_path.name[-6:]}"
         )
         request = pb.SignBatchRequest(
             request_id="unknown-1",
-            items=[builders.evm_item(key_message(record), chain_id=HOLESKY)],
+            items=[builders.evm_item(key, chain_id=HOLESKY)],
         )
         # The result was committed, but the pipeline heard only an error: it
         # releases under its token, which must leave the completed batch alone.
@@ -314,19 +315,11 @@ def test_an_approved_batch_is_signed_by_one_attempt(
     clock.now = now_ms()
     store: Store = backend.open(clock)
     signer.go[2].set()  # only the first signer is held
-    key_id = f"appr-{backend.name}-{tmp_path.name[-6:].lower().replace('_', '-')}"
-    record = KeyManager(store, pool).create(key_id, "officer")
-    pipeline = SigningPipeline(
-        store,
-        signer,
-        ADAPTERS,
-        max_batch_items=10,
-        lease_ms=LEASE_MS,
-        governor=PolicyGovernor(store, dev_env.dir / "policy.yaml"),
-        events=EventBus(),
+    pipeline, key = _pipeline(
+        store, pool, signer, dev_env, f"appr-{backend.name}-{tmp_path.name[-6:]}"
     )
     # 1 ETH on Sepolia needs approvals under the development policy: the batch is held.
-    item = builders.evm_item(key_message(record), value=str(10**18))
+    item = builders.evm_item(key, value=str(10**18))
     request = pb.SignBatchRequest(request_id="appr-1", items=[item])
     held = pipeline.sign_batch(CALLER, request)
     assert held.status == pb.BATCH_STATUS_PENDING_APPROVAL
