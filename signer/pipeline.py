@@ -317,12 +317,15 @@ class SigningPipeline:
         try:
             return self._sign_and_store(caller, request_id, items, decided, token)
         except ClaimLost:
-            # Our lease ran out and a retry took the id over (a sign.failed record
-            # closed this attempt): what we signed never leaves; theirs is the result.
+            # Our lease ran out; a retry took the id over or a sweep closed the claim
+            # (a sign.failed record closed this attempt either way): what we signed
+            # never leaves, and a stored result is the request id's one result.
             stored = self._store.get_batch(caller.subject, request_id)
             if stored is not None and stored.done and stored.result is not None:
                 return _replay(stored.result)
-            raise InProgress(f"request_id {request_id!r} was taken over by a retry") from None
+            raise InProgress(
+                f"request_id {request_id!r}: this attempt's lease ran out; retry"
+            ) from None
         except BaseException as exc:
             # Give the request id back so that a retry can sign; nothing left the process.
             # Under our token only: a batch the store completed (a COMMIT whose outcome

@@ -177,6 +177,17 @@ class Store(PolicyStore, Protocol):
         """
         ...
 
+    def expire_claims(self, limit: int = 100) -> int:
+        """Close up to `limit` claims whose lease ran out with no retry to take them over.
+
+        Each gets a `sign.failed` record (reason: lease expired), its request id is
+        freed and its reservations released, as a take-over would; batches held for
+        approvals are left to their own expiry. Returns how many were closed. Meant
+        for a periodic sweep, so that a crashed attempt's sign.authorized is closed
+        even when its caller never retries.
+        """
+        ...
+
     def get_batch(self, caller: str, request_id: str) -> BatchRecord | None: ...
 
     def append_audit(self, events: Sequence[AuditEvent]) -> None: ...

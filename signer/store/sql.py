@@ -63,6 +63,7 @@ BATCH = "FROM batches WHERE caller = ? AND request_id = ?"
 CLAIM_ATTEMPTS = 4  # insert-or-lock rounds before a claim gives up (the id keeps churning)
 TOKEN_BYTES = 16
 TAKEN_OVER = "lease expired; taken over by a retry"
+LAPSED = "lease expired; no retry came"
 
 
 def now_ms() -> int:
@@ -413,6 +414,25 @@ class SqlStore(abc.ABC):
                 _release_reservations(tx, caller, request_id)
             self._append(tx, events)
             return True
+
+        return self._write(work)
+
+    def expire_claims(self, limit: int = 100) -> int:
+        def work(tx: Tx) -> int:
+            rows = tx.execute(
+                "SELECT caller, request_id FROM batches WHERE NOT done AND approval_id IS NULL"  # noqa: S608
+                f" AND lease_until_ms <= ? ORDER BY lease_until_ms LIMIT ?{tx.for_update}",
+                (self._clock_ms(), limit),
+            ).fetchall()
+            closing = []
+            for caller, request_id in rows:
+                tx.execute(f"DELETE {BATCH}", (caller, request_id))
+                _release_reservations(tx, caller, request_id)
+                closing.append(
+                    AuditEvent("sign.failed", caller, {"request_id": request_id, "reason": LAPSED})
+                )
+            self._append(tx, closing)
+            return len(rows)
 
         return self._write(work)
 

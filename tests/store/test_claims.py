@@ -271,3 +271,44 @@ def test_a_version_1_postgres_schema_is_migrated(
         _take_over_an_old_claim(store, clock)
     finally:
         store.close()
+
+
+def test_expire_claims_closes_claims_nobody_retried(
+    store: Store, backend: Backend, clock: Clock
+) -> None:
+    crashed = store.claim_batch(
+        "svc", "r1", DIGEST, LEASE, _authorized(), admission=budget("b", 30, 100)
+    )
+    assert crashed.token is not None
+    live = store.claim_batch(
+        "svc", "r2", DIGEST, 10 * LEASE, _authorized("r2"), admission=budget("b", 20, 100)
+    )
+    assert live.token is not None
+    done = store.claim_batch("svc", "r3", DIGEST, LEASE, _authorized("r3"))
+    assert done.token is not None
+    store.complete_batch("svc", "r3", b"ok", _signed("r3"), token=done.token)
+    store.claim_batch(
+        "svc",
+        "r4",
+        DIGEST,
+        LEASE,
+        _authorized("r4"),
+        admission=budget("b", 1, 100, pending=pending_row("ap4", "svc", "r4", clock.now + 10)),
+    )
+    assert store.expire_claims() == 0  # no lease has run out yet
+    clock.now += LEASE
+    assert store.expire_claims() == 1  # r1 only: r2 is live, r3 done, r4 held for approvals
+    assert store.get_batch("svc", "r1") is None
+    assert backend.reserved("b") == (21, 2)
+    failed = store.audit_records(0, 10_000)[-1]
+    assert (failed.event.kind, failed.event.actor) == ("sign.failed", "svc")
+    assert failed.event.fields == {"request_id": "r1", "reason": "lease expired; no retry came"}
+    # The crashed attempt, were it to wake, finds its claim gone.
+    with pytest.raises(ClaimLost):
+        store.complete_batch("svc", "r1", b"late", _signed(), token=crashed.token)
+    assert not store.release_batch("svc", "r1", _failed(), token=crashed.token)
+    assert store.expire_claims() == 0
+    assert [u[1] for u in unclosed_authorizations(store.audit_records(0, 10_000))] == ["r2", "r4"]
+    # A retry of the closed id claims it afresh.
+    retry = store.claim_batch("svc", "r1", DIGEST, LEASE, _authorized())
+    assert retry.outcome is ClaimOutcome.CLAIMED
