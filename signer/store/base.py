@@ -2,8 +2,9 @@
 
 Every method that changes state takes the audit events describing the change
 and commits them in the same transaction: a change without its audit record,
-or a record without its change, cannot happen. Backends: SQLite (embedded
-default, signer.store.sqlite) and PostgreSQL (replicas sharing one database,
+or a record without its change, cannot happen. The logic is written once
+(signer.store.sql.SqlStore) over two dialects: SQLite (embedded default,
+signer.store.sqlite) and PostgreSQL (replicas sharing one database,
 signer.store.postgres); signer.store.factory.open_store picks one by URL.
 """
 
