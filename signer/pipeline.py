@@ -44,7 +44,7 @@ from signer.errors import (
 from signer.events import EventBus
 from signer.governance import PolicyGovernor, utcnow
 from signer.keys import KEY_ID
-from signer.store.base import ClaimOutcome, KeyRecord, KeyState, Store, StoreError
+from signer.store.base import ClaimLost, ClaimOutcome, KeyRecord, KeyState, Store, StoreError
 
 log = logging.getLogger("custos.pipeline")
 
@@ -208,8 +208,13 @@ class SigningPipeline:
             response.policy_version = judgement.policy.hash
             response.rules.extend(judgement.rules)
             return response
+        assert claim.token is not None  # CLAIMED always carries one
         return self._sign_claimed(
-            caller, request.request_id, items, _Decided(judgement.policy.hash, judgement.rules)
+            caller,
+            request.request_id,
+            items,
+            _Decided(judgement.policy.hash, judgement.rules),
+            claim.token,
         )
 
     def rejudge(self, caller: str, request_bytes: bytes) -> Rejudged:
@@ -333,14 +338,31 @@ class SigningPipeline:
         return prepared
 
     def _sign_claimed(
-        self, caller: Identity, request_id: str, items: Sequence[_Item], decided: _Decided
+        self,
+        caller: Identity,
+        request_id: str,
+        items: Sequence[_Item],
+        decided: _Decided,
+        token: bytes,
     ) -> pb.SignBatchResponse:
         try:
-            return self._sign_and_store(caller, request_id, items, decided)
+            return self._sign_and_store(caller, request_id, items, decided, token)
+        except ClaimLost:
+            # Our lease ran out; a retry took the id over or a sweep closed the claim
+            # (a sign.failed record closed this attempt either way): what we signed
+            # never leaves, and a stored result is the request id's one result.
+            stored = self._store.get_batch(caller.subject, request_id)
+            if stored is not None and stored.done and stored.result is not None:
+                return _replay(stored.result)
+            raise InProgress(
+                f"request_id {request_id!r}: this attempt's lease ran out; retry"
+            ) from None
         except BaseException as exc:
             # Give the request id back so that a retry can sign; nothing left the process.
+            # Under our token only: a batch the store completed (a COMMIT whose outcome
+            # we never heard) keeps its result and its budget.
             reason = "hsm unavailable" if isinstance(exc, HsmError) else type(exc).__name__
-            self._release_quietly(caller, request_id, reason)
+            self._release_quietly(caller, request_id, reason, token)
             if isinstance(exc, HsmError):
                 log.warning("signing %s failed: %s", request_id, exc)
                 raise Unavailable(
@@ -354,6 +376,7 @@ class SigningPipeline:
         request_id: str,
         items: Sequence[_Item],
         decided: _Decided,
+        token: bytes,
     ) -> pb.SignBatchResponse:
         response, signed_event = self._sign_items(caller, request_id, items, decided)
         with metrics.AUDIT_APPEND_SECONDS.time():
@@ -362,6 +385,7 @@ class SigningPipeline:
                 request_id,
                 response.SerializeToString(deterministic=True),
                 [signed_event],
+                token=token,
             )
         return response
 
@@ -421,12 +445,14 @@ class SigningPipeline:
         except StoreError:
             log.warning("could not audit the refusal of request %r", request_id[:128])
 
-    def _release_quietly(self, caller: Identity, request_id: str, reason: str) -> None:
+    def _release_quietly(
+        self, caller: Identity, request_id: str, reason: str, token: bytes
+    ) -> None:
         event = AuditEvent(
             "sign.failed", caller.subject, {"request_id": request_id, "reason": reason}
         )
         try:
-            self._store.release_batch(caller.subject, request_id, [event])
+            self._store.release_batch(caller.subject, request_id, [event], token=token)
         except Exception:  # the store may be what failed; the lease expires on its own
             log.exception("could not release request id %s", request_id)
 
