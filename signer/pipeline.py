@@ -26,6 +26,7 @@ from signer import logs, metrics
 from signer.admission import Judgement, admission, budget_error, judge, pending_row, summarize
 from signer.auth import SERVICE, Identity
 from signer.chains.base import ChainAdapter, InvalidField, KeyInfo, PreparedTx, SignedTx
+from signer.chains.evm import CHAINS as EVM_CHAINS
 from signer.errors import (
     AlreadyExists,
     BudgetExceeded,
@@ -106,13 +107,13 @@ class SigningPipeline:
                 metrics.POLICY_DENIALS.labels(
                     exc.details.get("rule", exc.details.get("code", ""))
                 ).inc()
-            _count(outcome, [item.WhichOneof("tx") or "none" for item in request.items])
+            _count(outcome, [_chain_of(item) for item in request.items])
             raise
         except Exception:
-            _count("failed", [item.WhichOneof("tx") or "none" for item in request.items])
+            _count("failed", [_chain_of(item) for item in request.items])
             raise
         outcome = "replayed" if response.replayed else _OUTCOME_OF_STATUS[response.status]
-        _count(outcome, [item.chain for item in response.items] or ["pending"])
+        _count(outcome, [_chain_of(item) for item in request.items])
         # Successes are counted by the metrics; a line each only when debugging.
         log.debug("batch %s: %d items", outcome, len(response.items))
         return response
@@ -208,6 +209,7 @@ class SigningPipeline:
         items = self._prepare(identity, request)
         decided = _Decided(policy_version, tuple(rules), approval_id)
         self._sign_and_store(identity, request.request_id, items, decided)
+        _count("signed", [_chain_of(item) for item in request.items])
         self._events.publish("signed", approval_id, request.request_id, caller)
 
     def get_batch(self, caller: Identity, request_id: str) -> pb.SignBatchResponse:
@@ -409,6 +411,14 @@ _OUTCOME_OF_ERROR: dict[type[CustosError], str] = {
     InvalidRequest: "invalid",
     Unavailable: "unavailable",
 }
+
+
+def _chain_of(item: pb.SignItem) -> str:
+    """The chain an item is for, as a bounded metric label (never the oneof's `evm`)."""
+    kind = item.WhichOneof("tx")
+    if kind == "evm":
+        return EVM_CHAINS.get(item.evm.chain_id, ("unknown", ""))[0]
+    return kind or "unknown"
 
 
 def _count(outcome: str, chains: Sequence[str]) -> None:
