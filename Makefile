@@ -24,6 +24,11 @@ bench: setup
 protos: setup
 	$(PY) scripts/gen_protos.py
 
+# requirements.lock (what the image installs, with hashes) from pyproject.toml;
+# tests/unit/test_lock.py fails when it is stale.
+lock: setup
+	$(PY) scripts/lock.py
+
 setup: system-deps $(STAMP)
 
 $(BUF):
