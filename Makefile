@@ -32,6 +32,7 @@ lock: setup
 setup: system-deps $(STAMP)
 
 $(BUF):
+	@command -v npm >/dev/null || { apt-get update -q && apt-get install -y -q npm; }
 	@echo "installing buf $(BUF_VERSION) into .tools/buf (npm)"
 	npm install --silent --no-audit --no-fund --prefix .tools/buf @bufbuild/buf@$(BUF_VERSION)
 
