@@ -2,7 +2,8 @@
 
 The gRPC health service reports SERVING only while both answer. A request that
 fails with UNAVAILABLE flips it at once; the probe flips it back when the
-component answers again.
+component answers again. The metrics port's HTTP /readyz reads the same state
+(`readiness`), and says not ready once shutdown begins (`drain`).
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ class HealthMonitor:
         self.healthy = False
         # Each component's last probe, for the HTTP /readyz probe; empty until the first.
         self._states: Mapping[str, str] = {}
+        self._draining = False
 
     def start(self) -> None:
         self.check()
@@ -60,7 +62,13 @@ class HealthMonitor:
     def readiness(self) -> tuple[bool, Mapping[str, str]]:
         """Ready (every component passed its last probe) and each component's state."""
         states = self._states
+        if self._draining:
+            return False, {**states, "server": "shutting down"}
         return bool(states) and all(state == "ok" for state in states.values()), states
+
+    def drain(self) -> None:
+        """Not ready from now on: load balancers stop sending while calls finish."""
+        self._draining = True
 
     def report_failure(self, _exc: BaseException) -> None:
         """Called when a request hit an unavailable component: re-probe now."""

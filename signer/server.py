@@ -183,6 +183,7 @@ class CustosServer:
 
     def stop(self, grace: float = 10.0) -> None:
         self._health.enter_graceful_shutdown()
+        self.monitor.drain()
         self._grpc.stop(grace).wait()
         self._stop_metrics()
         self.desk.stop()

@@ -87,6 +87,11 @@ def test_readyz_names_the_failing_components_with_503() -> None:
         monitor.check()
         assert _get(port, "/readyz")[0] == 200
         assert published == [False, True]
+        monitor.drain()  # shutting down: not ready, still alive
+        status, _kind, body = _get(port, "/readyz")
+        assert status == 503
+        assert json.loads(body)["failing"] == ["server"]
+        assert _get(port, "/healthz")[0] == 200
     finally:
         stop()
 
