@@ -57,3 +57,13 @@ class Intent:
     contract_call: ContractCall | None = None
     # Chain-specific fee facts for fee caps: fee_rate_sat_vb, gas_limit, max_fee_per_gas, ...
     fee_details: tuple[tuple[str, int], ...] = ()
+    # When the signed transaction may be mined (issue 9 item 7). The adapters
+    # already refuse locks further ahead than the config's [limits] allow; these
+    # are the facts for policy rules that want tighter ones.
+    # Bitcoin nLockTime as signed: 0 none, below 500,000,000 a block height,
+    # from it on a Unix time in seconds (enforced unless every sequence is 0xffffffff).
+    lock_time: int = 0
+    # Bitcoin nSequence of each input, in order (BIP68 relative locks, BIP125 RBF).
+    sequences: tuple[int, ...] = ()
+    # Tron: ms since epoch after which no node accepts the transaction (0: none).
+    expiration_ms: int = 0

@@ -27,7 +27,8 @@ from signer import metrics, reflection
 from signer.approval_desk import ApprovalDesk
 from signer.auditlog import AuditLog
 from signer.auth import Authorizer
-from signer.chains.registry import ADAPTERS
+from signer.chains.limits import ChainLimits
+from signer.chains.registry import make_adapters
 from signer.config import Config
 from signer.errors import ConfigError
 from signer.events import EventBus
@@ -94,14 +95,19 @@ class CustosServer:
             functools.partial(self.pool.sign_eddsa, config.audit.key_id),
         )
         events = EventBus()
+        limits = ChainLimits(**config.limits.model_dump())
+        authorizer = Authorizer(config.identities)
+        adapters = make_adapters(limits)
         pipeline = SigningPipeline(
             self.store,
             self.pool,
-            ADAPTERS,
+            adapters,
             max_batch_items=config.server.max_batch_items,
+            max_batch_work_units=limits.max_batch_work_units,
             lease_ms=config.server.lease_seconds * 1000,
             governor=self.governor,
             events=events,
+            identities=authorizer.identity_of,
         )
         self.desk = ApprovalDesk(
             self.store,
@@ -124,9 +130,7 @@ class CustosServer:
             futures.ThreadPoolExecutor(
                 max_workers=config.server.threads, thread_name_prefix="custos-rpc"
             ),
-            interceptors=[
-                EdgeInterceptor(Authorizer(config.identities), self.monitor.report_failure)
-            ],
+            interceptors=[EdgeInterceptor(authorizer, self.monitor.report_failure)],
             options=options,
         )
         signer_pb2_grpc.add_SignerServicer_to_server(SignerService(pipeline), self._grpc)
@@ -138,7 +142,7 @@ class CustosServer:
             PoliciesService(self.governor, second_factor), self._grpc
         )
         policy_pb2_grpc.add_ApprovalsServicer_to_server(
-            ApprovalsService(self.desk, events), self._grpc
+            ApprovalsService(self.desk, events, self.store, adapters), self._grpc
         )
         health_pb2_grpc.add_HealthServicer_to_server(self._health, self._grpc)
         reflection.enable((*SERVICE_NAMES, health.SERVICE_NAME), self._grpc)

@@ -25,13 +25,12 @@ from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 from hexbytes import HexBytes
 
-from hsm.secp256k1 import uncompressed
 from proto.custos.v1 import keys_pb2, policy_pb2, policy_pb2_grpc
 from proto.custos.v1 import signer_pb2 as pb
 from signer.devsetup import subject_string
 from tests import builders
 from tests.conftest import DevEnv, RunningServer
-from tests.second_impl import bitcoin_prevout_script, evm_sender, verify_bitcoin
+from tests.second_impl import evm_sender, verify_bitcoin
 
 pytestmark = pytest.mark.integration
 
@@ -266,9 +265,9 @@ def _eth(key: keys_pb2.Key, value: int, gas_limit: int, max_fee: int, nonce: int
 def test_a_small_payment_with_a_huge_maximum_fee_exceeds_the_native_limit(
     policy_server: RunningServer, key: keys_pb2.Key
 ) -> None:
-    # 0.01 ETH with a maximum fee of 100 ETH (100,000 gas at 10^15 wei): the
-    # rule has no fee cap, the 1 ETH/hour limit counts the fee.
-    item = _eth(key, ETH // 100, 100_000, 10**15, 0)
+    # 0.01 ETH with a maximum fee of 100 ETH (10^7 gas at 10^13 wei, both within
+    # [limits]): the rule has no fee cap, the 1 ETH/hour limit counts the fee.
+    item = _eth(key, ETH // 100, 10_000_000, 10**13, 0)
     code, meta = _refused(policy_server, item)
     assert code == grpc.StatusCode.RESOURCE_EXHAUSTED
     assert (meta["limit"], meta["amount"]) == ("native-hourly", str(ETH))
@@ -320,8 +319,5 @@ def test_a_denied_p2wpkh_address_twins_are_denied(
     item = builders.bitcoin_item(key, seed=f"ok-{key.key_id}")
     response = _sign(policy_server, item)
     assert response.status == pb.BATCH_STATUS_SIGNED
-    public_key = uncompressed(bytes.fromhex(key.public_key))
-    prevouts = [
-        (i.value, bitcoin_prevout_script(public_key, i.script_type)) for i in item.bitcoin.inputs
-    ]
+    prevouts = builders.bitcoin_prevouts(item.bitcoin)
     assert verify_bitcoin(response.items[0].raw_tx, prevouts) == response.items[0].tx_id
