@@ -19,12 +19,12 @@ from grpc_reflection.v1alpha import reflection_pb2
 from proto.custos.v1 import audit_pb2, audit_pb2_grpc, policy_pb2, policy_pb2_grpc
 from proto.custos.v1 import signer_pb2 as pb
 from signer import metrics
-from signer.devsetup import subject_string
 from signer.health import HealthMonitor
 from tests import builders
 from tests.conftest import RunningServer
 from tests.integration.test_policy_e2e import Steps, _large, _pending
 from tests.second_impl import evm_sender
+from tests.support import enroll_totp
 
 pytestmark = pytest.mark.integration
 
@@ -150,13 +150,7 @@ def test_refused_streams_are_measured_with_their_code(server: RunningServer) -> 
 def test_held_batch_counts_as_pending_on_its_chain_then_as_signed_after_approval(
     server: RunningServer,
 ) -> None:
-    officer = policy_pb2_grpc.PoliciesStub(server.channel("officer"))
-    uris = {
-        name: officer.EnrollTotp(
-            policy_pb2.EnrollTotpRequest(subject=subject_string(name))
-        ).otpauth_uri
-        for name in ("approver", "approver2")
-    }
+    uris = {name: enroll_totp(server.channel, name) for name in ("approver", "approver2")}
     steps = Steps()
     key = server.create_key(f"cnt-{uuid.uuid4().hex[:8]}")
 
