@@ -6,13 +6,14 @@ STAMP  := $(VENV)/.installed
 # npm into the project's own .tools/ folder; tests/unit/test_buf.py runs it.
 BUF_VERSION := 1.75.0
 BUF    := .tools/buf/node_modules/.bin/buf
+BUF_STAMP := .tools/buf/.installed-$(BUF_VERSION)
 
 .PHONY: demo test lint bench protos setup system-deps clean buf buf-image lock
 
 demo: setup
 	$(VENV)/bin/custos demo --dir .demo
 
-test: setup $(BUF)
+test: setup $(BUF_STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
@@ -31,17 +32,18 @@ lock: setup
 
 setup: system-deps $(STAMP)
 
-$(BUF):
+$(BUF_STAMP):
 	@command -v npm >/dev/null || { apt-get update -q && apt-get install -y -q npm; }
 	@echo "installing buf $(BUF_VERSION) into .tools/buf (npm)"
 	npm install --silent --no-audit --no-fund --prefix .tools/buf @bufbuild/buf@$(BUF_VERSION)
+	touch $@
 
-buf: $(BUF)
+buf: $(BUF_STAMP)
 	$(BUF) lint
 	$(BUF) breaking --against proto/custos-v1.image.json
 
 # Run when releasing the API: the image later changes are checked against.
-buf-image: $(BUF)
+buf-image: $(BUF_STAMP)
 	$(BUF) build --exclude-source-info -o -#format=json \
 	  | $(PY) -c 'import json,sys; print(json.dumps(json.load(sys.stdin), indent=1, sort_keys=True))' \
 	  > proto/custos-v1.image.json
