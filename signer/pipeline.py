@@ -28,6 +28,7 @@ from signer import logs, metrics
 from signer.admission import Judgement, admission, budget_error, judge, pending_row, summarize
 from signer.auth import SERVICE, Identity
 from signer.chains.base import ChainAdapter, InvalidField, KeyInfo, PreparedTx, SignedTx
+from signer.chains.evm import CHAINS as EVM_CHAINS
 from signer.chains.limits import DEFAULT_LIMITS, WorkBudget
 from signer.errors import (
     AlreadyExists,
@@ -125,13 +126,13 @@ class SigningPipeline:
                 metrics.POLICY_DENIALS.labels(
                     exc.details.get("rule", exc.details.get("code", ""))
                 ).inc()
-            _count(outcome, [item.WhichOneof("tx") or "none" for item in request.items])
+            _count(outcome, [_chain_of(item) for item in request.items])
             raise
         except Exception:
-            _count("failed", [item.WhichOneof("tx") or "none" for item in request.items])
+            _count("failed", [_chain_of(item) for item in request.items])
             raise
         outcome = "replayed" if response.replayed else _OUTCOME_OF_STATUS[response.status]
-        _count(outcome, [item.chain for item in response.items] or ["pending"])
+        _count(outcome, [_chain_of(item) for item in request.items])
         # Successes are counted by the metrics; a line each only when debugging.
         log.debug("batch %s: %d items", outcome, len(response.items))
         return response
@@ -251,7 +252,9 @@ class SigningPipeline:
         really decided: the one made just now, not the one that held the batch.
         """
         decided = _Decided(held.judgement.policy.hash, held.judgement.rules, approval_id)
-        return self._sign_items(held.identity, held.request_id, held.items, decided)
+        signed = self._sign_items(held.identity, held.request_id, held.items, decided)
+        _count("signed", [item.prepared.intent.chain for item in held.items])
+        return signed
 
     def get_batch(self, caller: Identity, request_id: str) -> pb.SignBatchResponse:
         if not REQUEST_ID.fullmatch(request_id):
@@ -488,6 +491,14 @@ _OUTCOME_OF_ERROR: dict[type[CustosError], str] = {
     InvalidRequest: "invalid",
     Unavailable: "unavailable",
 }
+
+
+def _chain_of(item: pb.SignItem) -> str:
+    """The chain an item is for, as a bounded metric label (never the oneof's `evm`)."""
+    kind = item.WhichOneof("tx")
+    if kind == "evm":
+        return EVM_CHAINS.get(item.evm.chain_id, ("unknown", ""))[0]
+    return kind or "unknown"
 
 
 def _count(outcome: str, chains: Sequence[str]) -> None:
