@@ -68,6 +68,13 @@ def cmd_init(args: argparse.Namespace) -> int:
     return 0
 
 
+def _write_atomically(path: Path, text: str) -> None:
+    """Readers polling for `path` see nothing or all of it, never a partial write."""
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    temporary.write_text(text)
+    os.replace(temporary, path)
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     from signer.server import CustosServer
 
@@ -84,7 +91,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGINT, on_signal)
     server.start()
     if args.port_file:
-        Path(args.port_file).write_text(str(server.port))
+        _write_atomically(Path(args.port_file), f"{server.port}\n")
     stopping.wait()
     logging.getLogger("custos.server").info("shutting down")
     server.stop(grace=args.grace)
