@@ -331,17 +331,22 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    configure_logs(
-        logging.DEBUG if args.verbose else logging.INFO,
-        json_lines=getattr(args, "log_format", "text") == "json",
-    )
+    json_lines = getattr(args, "log_format", "text") == "json"
+    configure_logs(logging.DEBUG if args.verbose else logging.INFO, json_lines=json_lines)
+
+    def fail(message: str) -> None:
+        if json_lines:  # stderr holds only JSON objects in this mode
+            logging.getLogger("custos").error(message)
+        else:
+            print(message, file=sys.stderr)
+
     try:
         result: Any = args.func(args)
     except (ConfigError, HsmConfigError) as exc:
-        print(f"custos: error: {exc}", file=sys.stderr)
+        fail(f"custos: error: {exc}")
         return 2
     except (HsmError, StoreUnavailable) as exc:
-        print(f"custos: error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        fail(f"custos: error: {type(exc).__name__}: {exc}")
         return 3
     except grpc.RpcError as exc:
         print(f"custos: {exc.code().name}: {exc.details()}", file=sys.stderr)

@@ -67,9 +67,7 @@ def test_streams_from_one_service_cannot_starve_unary_calls(own_server: ServerPr
     assert "server.max_streams_per_caller = 2" in refused[0].details()
     # An auditor following the log fills the server's stream budget...
     auditor = audit_pb2_grpc.AuditStub(own_server.channel("auditor"))
-    follows = [
-        auditor.StreamRecords(audit_pb2.StreamRecordsRequest(follow=True)) for _ in range(2)
-    ]
+    follows = [auditor.StreamRecords(audit_pb2.StreamRecordsRequest(follow=True)) for _ in range(2)]
     assert all(isinstance(_first(call), audit_pb2.AuditRecord) for call in follows)
     # ...so a further stream from anyone is refused, naming the server-wide limit.
     over = _first(_watch(own_server, "approver"))
@@ -123,7 +121,7 @@ def test_a_second_server_cannot_take_the_port(own_server: ServerProcess) -> None
     # Not even with SO_REUSEPORT, which grpc sets by default on its own sockets.
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as squatter:
         squatter.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        with pytest.raises(OSError):
+        with pytest.raises(OSError, match="in use"):
             squatter.bind(("127.0.0.1", port))
     second = own_server.env.dir / "second.toml"
     second.write_text(
