@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
 import sys
 import time
 import uuid
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -145,3 +147,31 @@ def test_a_second_server_cannot_take_the_port(own_server: ServerProcess) -> None
     for _ in range(10):
         reply = health.Check(health_pb2.HealthCheckRequest(), timeout=10)
         assert reply.status == health_pb2.HealthCheckResponse.SERVING
+
+
+def test_demo_beside_another_server_takes_a_free_port(tmp_path: Path) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as other:
+        other.bind(("127.0.0.1", 0))
+        other.listen()
+        taken = other.getsockname()[1]
+        out = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "signer.cli",
+                "demo",
+                "--dir",
+                str(tmp_path),
+                "--listen",
+                f"127.0.0.1:{taken}",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=180,
+            env={k: v for k, v in os.environ.items() if k != "SOFTHSM2_CONF"},
+            check=False,
+        )
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert f"127.0.0.1:{taken} is in use by another process; using a free port" in out.stdout
+    assert "replayed=True, same tx ids=True" in out.stdout
+    assert f"server up on 127.0.0.1:{taken} " not in out.stdout
