@@ -9,6 +9,7 @@ reach a message; nothing is supposed to log them in the first place.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import contextvars
 import json
 import logging
@@ -135,9 +136,15 @@ class _StderrRouter:
             pending += chunk
             *lines, pending = pending.split(b"\n")
             for raw in lines:
-                self._emit(raw)
+                self._emit_safely(raw)
         if pending:
-            self._emit(pending)
+            self._emit_safely(pending)
+
+    def _emit_safely(self, raw: bytes) -> None:
+        # This thread must keep draining the pipe whatever happens to the real
+        # stderr (closed, a reader gone): a full pipe would block every writer.
+        with contextlib.suppress(Exception):  # nowhere left to report it
+            self._emit(raw)
 
     def _emit(self, raw: bytes) -> None:
         line = raw.decode("utf-8", "backslashreplace").rstrip("\r")
