@@ -77,6 +77,7 @@ def test_workers_die_with_a_killed_server(own_server: ServerProcess) -> None:
     _wait_gone(workers, "HSM workers of a killed server")
 
 
+@pytest.mark.timeout(120 + 30 * KILLS)  # a kill and restart take ~5-10 s on a busy machine
 def test_sigkill_soak_every_restart_succeeds(own_server: ServerProcess) -> None:
     own_server.start()
     key = keys_pb2_grpc.KeysStub(own_server.channel("officer")).CreateKey(
