@@ -78,7 +78,8 @@ def test_workers_die_with_a_killed_server(own_server: ServerProcess) -> None:
     own_server.process.wait()
     took = _wait_gone(workers, "HSM workers of a killed server")
     print(
-        f"\n{len(workers)} child processes (HSM workers, resource tracker) gone {took:.2f} s after their server's SIGKILL"
+        f"\n{len(workers)} child processes (HSM workers, resource tracker) gone "
+        f"{took:.2f} s after their server's SIGKILL"
     )
 
 
