@@ -25,6 +25,7 @@ from proto.custos.v1 import (
     signer_pb2_grpc,
 )
 from proto.custos.v1 import signer_pb2 as pb
+from signer.devsetup import DevCa, subject_string, write_client_profile
 from tests import builders
 from tests.conftest import ServerProcess
 from tests.second_impl import evm_sender
@@ -49,11 +50,26 @@ def _first(call: Any) -> object:
 
 def _watch(server: ServerProcess, identity: str) -> Any:
     stub = policy_pb2_grpc.ApprovalsStub(server.channel(identity))
-    return stub.WatchEvents(policy_pb2.WatchEventsRequest())
+    # A deadline well past the test's length: a starved server fails, never hangs, it.
+    return stub.WatchEvents(policy_pb2.WatchEventsRequest(), timeout=60)
+
+
+def _add_service(server: ServerProcess, name: str) -> None:
+    """A second service identity, with a certificate from the server's CA."""
+    ca = DevCa(server.env.dir / "pki")
+    cert, key = ca.issue(name, server=False)
+    clients = server.env.dir / "clients"
+    write_client_profile(clients / f"{name}.toml", "", ca.cert_path, cert, key)
+    with server.env.config_path.open("a") as handle:
+        handle.write(
+            f'\n[[identities]]\nsubject = "{subject_string(name)}"\n'
+            'roles = ["service"]\nkeys = ["*"]\n'
+        )
 
 
 def test_streams_from_one_service_cannot_starve_unary_calls(own_server: ServerProcess) -> None:
     _configure(own_server, STREAM_LIMITS)
+    _add_service(own_server, "billing")
     own_server.start()
     key = keys_pb2_grpc.KeysStub(own_server.channel("officer")).CreateKey(
         keys_pb2.CreateKeyRequest(key_id="busy")
@@ -69,7 +85,10 @@ def test_streams_from_one_service_cannot_starve_unary_calls(own_server: ServerPr
     assert "server.max_streams_per_caller = 2" in refused[0].details()
     # An auditor following the log fills the server's stream budget...
     auditor = audit_pb2_grpc.AuditStub(own_server.channel("auditor"))
-    follows = [auditor.StreamRecords(audit_pb2.StreamRecordsRequest(follow=True)) for _ in range(2)]
+    follows = [
+        auditor.StreamRecords(audit_pb2.StreamRecordsRequest(follow=True), timeout=60)
+        for _ in range(2)
+    ]
     assert all(isinstance(_first(call), audit_pb2.AuditRecord) for call in follows)
     # ...so a further stream from anyone is refused, naming the server-wide limit.
     over = _first(_watch(own_server, "approver"))
@@ -85,7 +104,7 @@ def test_streams_from_one_service_cannot_starve_unary_calls(own_server: ServerPr
         keys_pb2.GetKeyRequest(key_id="busy"), timeout=10
     )
     assert again.public_key == key.public_key
-    signer = signer_pb2_grpc.SignerStub(own_server.channel("payments"))
+    signer = signer_pb2_grpc.SignerStub(own_server.channel("billing"))  # another service
     for _ in range(3):
         signed = signer.SignBatch(
             pb.SignBatchRequest(request_id=f"s-{uuid.uuid4().hex}", items=[builders.evm_item(key)]),
