@@ -19,7 +19,7 @@ test: setup
 SOAK_KILLS ?= 100
 soak: setup
 	CUSTOS_SOAK_KILLS=$(SOAK_KILLS) $(PY) -m pytest -s -q \
-	  tests/integration/test_soak.py -k soak
+	  tests/integration/test_soak.py
 
 # FUZZ_EXAMPLES generated cases per chain parser and for SignBatch request decoding
 # (make test: 400 per parser and 200 requests locally, 10,000 and 2,000 in CI).
