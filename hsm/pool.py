@@ -56,6 +56,9 @@ def _exit_between_calls(_signum: int, _frame: object) -> None:
 def _die_with_parent(parent: int, main_thread_spawned: bool) -> None:
     """Make this worker leave within a second of its service, however the service ends."""
     signal.signal(signal.SIGTERM, _exit_between_calls)
+    # Ctrl-C reaches the whole process group: the service shuts down gracefully
+    # and closes the pool itself, so in-flight signatures finish.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     if main_thread_spawned and sys.platform.startswith("linux"):
         # The kernel signals us when the parent dies. It tracks the spawning
         # thread, not the process, so only workers spawned by the main thread
