@@ -68,6 +68,13 @@ def cmd_init(args: argparse.Namespace) -> int:
     return 0
 
 
+def _write_atomically(path: Path, text: str) -> None:
+    """Readers polling for `path` see nothing or all of it, never a partial write."""
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    temporary.write_text(text)
+    os.replace(temporary, path)
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     from signer.server import CustosServer
 
@@ -84,7 +91,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGINT, on_signal)
     server.start()
     if args.port_file:
-        Path(args.port_file).write_text(str(server.port))
+        _write_atomically(Path(args.port_file), f"{server.port}\n")
     stopping.wait()
     logging.getLogger("custos.server").info("shutting down")
     server.stop(grace=args.grace)
@@ -324,17 +331,22 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    configure_logs(
-        logging.DEBUG if args.verbose else logging.INFO,
-        json_lines=getattr(args, "log_format", "text") == "json",
-    )
+    json_lines = getattr(args, "log_format", "text") == "json"
+    configure_logs(logging.DEBUG if args.verbose else logging.INFO, json_lines=json_lines)
+
+    def fail(message: str) -> None:
+        if json_lines:  # stderr holds only JSON objects in this mode
+            logging.getLogger("custos").error(message)
+        else:
+            print(message, file=sys.stderr)
+
     try:
         result: Any = args.func(args)
     except (ConfigError, HsmConfigError) as exc:
-        print(f"custos: error: {exc}", file=sys.stderr)
+        fail(f"custos: error: {exc}")
         return 2
     except (HsmError, StoreUnavailable) as exc:
-        print(f"custos: error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        fail(f"custos: error: {type(exc).__name__}: {exc}")
         return 3
     except grpc.RpcError as exc:
         print(f"custos: {exc.code().name}: {exc.details()}", file=sys.stderr)

@@ -20,6 +20,7 @@ from audit.verify import verify_export
 from proto.custos.v1 import audit_pb2, audit_pb2_grpc, keys_pb2, keys_pb2_grpc, signer_pb2_grpc
 from signer.client import ClientProfile
 from signer.config import Config, load_config, read_pin
+from signer.demo import read_port_file
 from signer.devsetup import DevCa, init_dev, subject_string, write_client_profile
 from tests.store.postgres_fixtures import pg_schema, postgres_url  # noqa: F401 - fixtures
 
@@ -129,13 +130,14 @@ class ServerProcess:
             stderr=log,
         )
         deadline = time.monotonic() + 60
-        while not port_file.exists():
-            assert self.process.poll() is None, (self.env.dir / f"{self.name}.log").read_text()[
-                -3000:
-            ]
+        while (port := read_port_file(port_file)) is None:
+            assert self.process.poll() is None, self.log_text()[-3000:]
             assert time.monotonic() < deadline, "server did not start"
             time.sleep(0.05)
-        self.port = int(port_file.read_text())
+        self.port = port
+
+    def log_text(self) -> str:
+        return (self.env.dir / f"{self.name}.log").read_text(errors="replace")
 
     def channel(self, identity: str) -> grpc.Channel:
         return self.env.profile(identity).channel(f"127.0.0.1:{self.port}")
