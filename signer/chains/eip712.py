@@ -75,8 +75,8 @@ def _is_atomic(name: str) -> bool:
     if m:
         bits = int(m.group(2))
         return 8 <= bits <= 256 and bits % 8 == 0 and not m.group(2).startswith("0")
-    m = _FIXED_BYTES.fullmatch(name)
-    return bool(m) and 1 <= int(m.group(1)) <= 32 and not m.group(1).startswith("0")
+    fixed = _FIXED_BYTES.fullmatch(name)
+    return fixed is not None and 1 <= int(fixed.group(1)) <= 32 and fixed.group(1)[0] != "0"
 
 
 def check_depth(text: str, max_depth: int, field: str) -> None:
@@ -212,7 +212,9 @@ def _atomic(ftype: str, value: Any, path: str) -> tuple[bytes, Any]:
         return bytes(12) + raw, checksum_address(raw)
     if ftype == "bytes" or ftype.startswith("bytes"):
         if not isinstance(value, str) or not _HEX.fullmatch(value) or len(value) % 2:
-            raise InvalidField(path, f"must be 0x-prefixed hex with an even number of digits ({ftype})")
+            raise InvalidField(
+                path, f"must be 0x-prefixed hex with an even number of digits ({ftype})"
+            )
         raw = bytes.fromhex(value[2:])
         if ftype == "bytes":
             return keccak(raw), raw

@@ -163,9 +163,7 @@ class EvmMessageAdapter:
         data = _message_bytes("evm_message.message", tx.message, self._limits)
         digest = eip191_digest(data)
         address = key_address(key.public_key)
-        intent = _message_intent(
-            chain, network, key, address, Message("personal_sign", len(data))
-        )
+        intent = _message_intent(chain, network, key, address, Message("personal_sign", len(data)))
         return PreparedTx(intent, (digest,), _Unsigned(digest, address, "eth", "0x" + digest.hex()))
 
     def assemble(
@@ -196,9 +194,9 @@ def _grant(token: str, spender: str, amount: int) -> ContractCall:
     return ContractCall(token, "permit", (("spender", spender), ("amount", str(amount))))
 
 
-def _grants(doc: eip712.TypedData, types: dict[str, list[tuple[str, str]]], field: str) -> tuple[
-    ContractCall, ...
-]:
+def _grants(
+    doc: eip712.TypedData, types: dict[str, list[tuple[str, str]]], field: str
+) -> tuple[ContractCall, ...]:
     """The allowances a spending typed-data document grants; InvalidField if its shape is off."""
     primary, message = doc.primary_type, doc.message
     shape = _fields(types, primary)
@@ -217,7 +215,6 @@ def _grants(doc: eip712.TypedData, types: dict[str, list[tuple[str, str]]], fiel
         raise InvalidField(
             where, "a Permit must have EIP-2612's fields (owner, spender, value, nonce, deadline)"
         )
-    spender = message.get("spender")
     if primary in ("PermitSingle", "PermitBatch"):
         details_type = shape.get("details", "")
         single = primary == "PermitSingle"
@@ -229,7 +226,7 @@ def _grants(doc: eip712.TypedData, types: dict[str, list[tuple[str, str]]], fiel
         if shape != expected or _fields(types, "PermitDetails") != _PERMIT2_DETAILS:
             raise InvalidField(where, f"not Permit2's {primary} (details, spender, sigDeadline)")
         details = [message["details"]] if details_type == "PermitDetails" else message["details"]
-        return tuple(_grant(d["token"], spender, d["amount"]) for d in details)
+        return tuple(_grant(d["token"], message["spender"], d["amount"]) for d in details)
     single = primary == "PermitTransferFrom"
     expected = {
         "permitted": "TokenPermissions" if single else "TokenPermissions[]",
@@ -238,11 +235,9 @@ def _grants(doc: eip712.TypedData, types: dict[str, list[tuple[str, str]]], fiel
         "deadline": "uint256",
     }
     if shape != expected or _fields(types, "TokenPermissions") != _TOKEN_PERMISSIONS:
-        raise InvalidField(
-            where, f"not Permit2's {primary} (permitted, spender, nonce, deadline)"
-        )
+        raise InvalidField(where, f"not Permit2's {primary} (permitted, spender, nonce, deadline)")
     permitted = [message["permitted"]] if single else message["permitted"]
-    return tuple(_grant(p["token"], spender, p["amount"]) for p in permitted)
+    return tuple(_grant(p["token"], message["spender"], p["amount"]) for p in permitted)
 
 
 class EvmTypedDataAdapter:
@@ -341,7 +336,7 @@ class TronMessageAdapter:
 
 
 class BitcoinMessageAdapter:
-    """"Bitcoin Signed Message" for the key's compressed P2PKH or its P2WPKH address."""
+    """ "Bitcoin Signed Message" for the key's compressed P2PKH or its P2WPKH address."""
 
     kind = "bitcoin_message"
 
