@@ -19,10 +19,12 @@
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 from collections.abc import Sequence
 
+from bitcointx import ChainParams
 from bitcointx.core import (
     CMutableTransaction,
     CMutableTxIn,
@@ -35,6 +37,7 @@ from bitcointx.core import (
     b2lx,
     x,
 )
+from bitcointx.core.key import CPubKey
 from bitcointx.core.script import (
     OP_0,
     OP_CHECKSIG,
@@ -45,10 +48,6 @@ from bitcointx.core.script import (
     CScriptWitness,
 )
 from bitcointx.core.scripteval import SCRIPT_VERIFY_P2SH, SCRIPT_VERIFY_WITNESS, VerifyScript
-import base64
-
-from bitcointx import ChainParams
-from bitcointx.core.key import CPubKey
 from bitcointx.signmessage import BitcoinMessage, VerifyMessage
 from bitcointx.wallet import CCoinAddress, P2PKHCoinAddress, P2WPKHCoinAddress
 from eth_account import Account
@@ -140,13 +139,15 @@ def typed_data_digest(typed_data_json: str) -> bytes:
     """eth-account's EIP-712 digest: keccak256(0x19 0x01 || domainSeparator || hashStruct)."""
     signable = encode_typed_data(full_message=json.loads(typed_data_json))
     assert bytes(signable.version) == b"\x01"  # EIP-191 version byte of EIP-712
-    assert len(signable.header) == 32 and len(signable.body) == 32
+    assert len(signable.header) == 32
+    assert len(signable.body) == 32
     return keccak(b"\x19\x01" + bytes(signable.header) + bytes(signable.body))
 
 
 def _recover(signable: SignableMessage, signature_hex: str) -> str:
     signature = bytes.fromhex(signature_hex.removeprefix("0x"))
-    assert len(signature) == 65 and signature[64] in (27, 28)
+    assert len(signature) == 65
+    assert signature[64] in (27, 28)
     return str(Account.recover_message(signable, signature=signature))
 
 
@@ -163,7 +164,8 @@ def evm_typed_data_signer(typed_data_json: str, signature_hex: str) -> str:
 def tron_message_signer(message: bytes, signature_hex: str) -> str:
     """The base58 address that signed a TIP-191 message, as TronWeb's verifyMessageV2 finds it."""
     signature = bytes.fromhex(signature_hex.removeprefix("0x"))
-    assert len(signature) == 65 and signature[64] in (27, 28)  # TronWeb's v
+    assert len(signature) == 65
+    assert signature[64] in (27, 28)
     public = TronSignature(signature).recover_public_key_from_msg(message)
     assert public.verify_msg(message, TronSignature(signature))
     assert (

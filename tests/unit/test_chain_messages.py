@@ -90,7 +90,8 @@ def test_mail_signature_recovers_with_eth_account() -> None:
         "Mail",
     )
     assert message.verifying_contract == "0xCcCCccccCCCCcCCCCCCcCcCccCcCCCcCcccccccC"
-    assert prepared.intent.transfers == () and prepared.intent.fee == 0
+    assert prepared.intent.transfers == ()
+    assert prepared.intent.fee == 0
 
 
 RICH: dict[str, Any] = {
@@ -131,7 +132,7 @@ RICH: dict[str, Any] = {
                 "amount": "1000",
                 "parent": [{"asset": TOKEN, "amount": 2**255, "parent": []}],
             },
-        ],  # fmt: skip
+        ],
         "grid": [[1, 2], [], [255]],
         "note": "héllo ✓",
     },
@@ -377,9 +378,11 @@ def test_sizes_are_bounded_and_named_by_their_config_key() -> None:
         assert error.field == field
         assert "11 bytes exceed limits.message_max_bytes = 10" in error.message
     big = refused(td.typed_item("k", td.MAIL, 1), ChainLimits(typed_data_max_bytes=100))
-    assert big.field == FIELD and "limits.typed_data_max_bytes = 100" in big.message
+    assert big.field == FIELD
+    assert "limits.typed_data_max_bytes = 100" in big.message
     deep = refused(td.typed_item("k", td.MAIL, 1), limits)
-    assert deep.field == FIELD and "limits.typed_data_max_depth = 3" in deep.message
+    assert deep.field == FIELD
+    assert "limits.typed_data_max_depth = 3" in deep.message
     # Brackets inside strings do not count; a megabyte of nesting fails before json.loads.
     nested = '{"types": "[[[[[[[[[["}'
     assert refused(td.typed_item("k", nested, 1), limits).field == f"{FIELD}.types"
