@@ -26,6 +26,7 @@ from proto.custos.v1 import signer_pb2 as pb
 from signer.chains.base import ChainAdapter, InvalidField, SignedTx
 from signer.chains.registry import ADAPTERS
 from tests import builders
+from tests.fuzz import message_strategies as fm
 from tests.fuzz import strategies as fz
 from tests.fuzz.conftest import CHAIN_FUZZ, PARSED
 from tests.support import LocalKey
@@ -79,7 +80,16 @@ STRUCTURED = {
     "evm": st.one_of(fz.evm_tx(), fz.evm_random()),
     "tron": st.one_of(fz.tron_tx(), fz.tron_random()),
 }
-VALID = {"bitcoin": fz.bitcoin_valid(), "evm": fz.evm_valid(), "tron": fz.tron_valid()}
+VALID: dict[str, Any] = {
+    "bitcoin": fz.bitcoin_valid(),
+    "evm": fz.evm_valid(),
+    "tron": fz.tron_valid(),
+}
+# The message item kinds (issue 12).
+SEEDS.update(fm.SEEDS)
+MESSAGE_TYPES.update(fm.MESSAGE_TYPES)
+STRUCTURED.update(fm.STRUCTURED)
+VALID.update(fm.VALID)
 MUTATIONS = {
     kind: fz.mutations_of([seed.SerializeToString() for seed in SEEDS[kind]], VALID[kind])
     for kind in SEEDS
