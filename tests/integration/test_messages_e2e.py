@@ -217,3 +217,15 @@ def test_malformed_typed_data_is_invalid_argument_naming_the_field(
     code, details, _ = _refused(msg_server, td.typed_item(key.key_id, td.mail(chainId=137), 1))
     assert code == grpc.StatusCode.INVALID_ARGUMENT
     assert details.startswith("items[0].evm_typed_data.typed_data.domain.chainId:")
+
+
+def test_the_development_policy_signs_messages_but_not_permits(server: RunningServer) -> None:
+    key = server.create_key(f"msg-dev-{uuid.uuid4().hex[:8]}")
+    response = _sign(server, td.personal_item(key.key_id, b"hello", 56))
+    assert list(response.rules) == ["development-messages"]
+    assert evm_message_signer(b"hello", response.items[0].raw_tx) == response.items[0].address
+    owner = builders.address(key, "ethereum", "sepolia")
+    permit = td.eip2612_permit(TOKEN, owner, SPENDER, 1, SEPOLIA)
+    code, _, meta = _refused(server, td.typed_item(key.key_id, permit, SEPOLIA))
+    assert code == grpc.StatusCode.PERMISSION_DENIED
+    assert meta["code"] == "no_rule_matched"

@@ -221,3 +221,15 @@ def test_assets_destinations_amount_and_contract_are_accepted_on_message_rules()
         "typed_data": {"chain_ids": [1], "primary_types": ["Permit"]},
     }
     validate_document(document([{"id": "r", "match": match, "action": "allow"}]))
+
+
+def test_approvers_read_the_message_facts() -> None:
+    from signer.admission import summarize
+
+    summary = summarize(PERMIT_600, "eth-hot")
+    assert summary["message"] == "typed_data"
+    assert summary["typed_data"]["primary_type"] == "Permit"
+    assert summary["typed_data"]["chain_id"] == SEPOLIA
+    assert summary["grants"] == [f"permit {SPENDER} to spend 600 of {TOKEN}"]
+    assert summarize(PERSONAL, "eth-hot")["message"] == "personal_sign"
+    assert "message" not in summarize(erc20(), "eth-hot")
