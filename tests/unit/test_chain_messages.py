@@ -404,3 +404,52 @@ def test_work_is_charged_to_the_batch_budget() -> None:
     item = td.typed_item("k", td.MAIL, 1)
     with pytest.raises(InvalidField, match="max_batch_work_units"):
         adapter.prepare(item.evm_typed_data, KEY.info, WorkBudget(100_000))
+
+
+# ---- byte-for-byte against other signers (RFC 6979 nonces on both sides) -------------
+
+COW = LocalKey(bytes.fromhex("c85ef7d79691fe79573b1a7064c19c1a9819ebdbd1faaab1a8ec92344438aaf4"))
+
+
+def _sign_with(key: LocalKey, item: pb.SignItem) -> SignedTx:
+    kind = item.WhichOneof("tx")
+    assert kind is not None
+    prepared = ADAPTERS[kind].prepare(getattr(item, kind), key.info)
+    return ADAPTERS[kind].assemble(prepared, [key.sign(d) for d in prepared.digests])
+
+
+def test_mail_signature_is_the_specifications() -> None:
+    # EIP-712's Example.js signs Mail with keccak256("cow") and prints v, r, s.
+    from eth_hash.auto import keccak
+
+    assert (
+        keccak(b"cow").hex() == "c85ef7d79691fe79573b1a7064c19c1a9819ebdbd1faaab1a8ec92344438aaf4"
+    )
+    signed = _sign_with(COW, td.typed_item("k", td.MAIL, 1))
+    assert signed.address == "0xCD2a3d9F938E13CD947Ec05AbC7FE734Df8DD826"  # the example's "Cow"
+    raw = bytes.fromhex(signed.raw_tx[2:])
+    assert raw[:32].hex() == "4355c47d63924e8a72e509b65029052eb6c299d53a04e167c5775fd466751c9d"
+    assert raw[32:64].hex() == "07299936d304c153f6443dfa05f40ff007d72911b6f72307f996231605b91562"
+    assert raw[64] == 28
+
+
+def test_signatures_equal_those_of_eth_account_tronpy_and_python_bitcointx() -> None:
+    from bitcointx import ChainParams
+    from bitcointx.core.key import CKey
+    from bitcointx.signmessage import BitcoinMessage, SignMessage
+    from eth_account.messages import encode_defunct, encode_typed_data
+    from tronpy.keys import PrivateKey as TronKey
+
+    message = b"same bytes, same nonce"
+    personal = _sign_with(KEY, td.personal_item("k", message))
+    theirs = Account.sign_message(encode_defunct(primitive=message), SECRET).signature
+    assert personal.raw_tx == "0x" + bytes(theirs).hex()
+    typed = _sign_with(KEY, td.typed_item("k", RICH, 56))
+    theirs = Account.sign_message(encode_typed_data(full_message=RICH), SECRET).signature
+    assert typed.raw_tx == "0x" + bytes(theirs).hex()
+    tron = _sign_with(KEY, td.tron_item("k", message))
+    assert tron.raw_tx == "0x" + TronKey(SECRET).sign_msg(message).tronweb_hex()
+    bitcoin = _sign_with(KEY, td.bitcoin_item("k", message, "p2pkh", "mainnet"))
+    with ChainParams("bitcoin"):
+        expected = SignMessage(CKey(SECRET), BitcoinMessage(message)).decode()
+    assert bitcoin.raw_tx == expected
