@@ -43,8 +43,10 @@ _ATOMIC_INT = re.compile(r"(u?)int([0-9]{1,3})")
 _FIXED_BYTES = re.compile(r"bytes([0-9]{1,2})")
 _HEX = re.compile(r"0x[0-9a-fA-F]*")
 _DECIMAL = re.compile(r"-?[0-9]{1,78}")
-_STRINGS = re.compile(r'"(?:[^"\\]|\\.)*"', re.DOTALL)
-_BRACKETS = re.compile(r"[\[\]{}]")
+# A JSON string (its end optional, so an unterminated one is consumed once,
+# keeping the scan linear) or a bracket. A pattern requiring the closing quote
+# rescanned to the end from every quote: 32 s for 64 KB of \" (found by test).
+_TOKENS = re.compile(r'"(?:[^"\\]|\\.)*"?|[\[\]{}]', re.DOTALL)
 # Encoding a type walks its dependencies; real documents (Permit2, Seaport) have
 # about ten struct types, and this bound keeps that walk small.
 MAX_STRUCT_TYPES = 256
@@ -82,8 +84,11 @@ def _is_atomic(name: str) -> bool:
 def check_depth(text: str, max_depth: int, field: str) -> None:
     """Refuse JSON nested deeper than max_depth before parsing it (json.loads recurses)."""
     depth = 0
-    for m in _BRACKETS.finditer(_STRINGS.sub("", text)):
-        if m.group() in "[{":
+    for m in _TOKENS.finditer(text):
+        first = m.group()[0]
+        if first == '"':
+            continue
+        if first in "[{":
             depth += 1
             if depth > max_depth:
                 raise InvalidField(
@@ -135,7 +140,7 @@ class _Encoder:
         if not isinstance(value, dict):
             raise InvalidField(path, f"must be a JSON object of type {name}")
         fields = self.types[name]
-        names = [f for f, _ in fields]
+        names = {f for f, _ in fields}
         extra = [k for k in value if k not in names]
         if extra:
             raise InvalidField(
@@ -266,6 +271,7 @@ def _parse_types(raw: Any, field: str) -> dict[str, list[tuple[str, str]]]:
         if not isinstance(members, list):
             raise InvalidField(path, "must be a JSON array of {name, type} objects")
         fields: list[tuple[str, str]] = []
+        seen: set[str] = set()
         for i, member in enumerate(members):
             where = f"{path}[{i}]"
             if not isinstance(member, dict) or set(member) != {"name", "type"}:
@@ -273,8 +279,9 @@ def _parse_types(raw: Any, field: str) -> dict[str, list[tuple[str, str]]]:
             fname, ftype = member["name"], member["type"]
             if not isinstance(fname, str) or not _IDENT.fullmatch(fname):
                 raise InvalidField(f"{where}.name", f"not a valid field name: {_show(str(fname))}")
-            if any(fname == f for f, _ in fields):
+            if fname in seen:
                 raise InvalidField(f"{where}.name", f"duplicate field {fname!r}")
+            seen.add(fname)
             m = _TYPE.fullmatch(ftype) if isinstance(ftype, str) else None
             if m is None:
                 raise InvalidField(f"{where}.type", f"not a valid type: {_show(str(ftype))}")

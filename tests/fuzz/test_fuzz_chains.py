@@ -204,3 +204,26 @@ def test_huge_strings_are_refused_quickly(kind: str) -> None:
                 assert elapsed < 1.0, (
                     f"{path} = {char!r} * {HUGE_SIZE}: {outcome} in {elapsed:.1f} s"
                 )
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        '"' + '\\"' * 32_000,  # one unterminated string of escaped quotes
+        '["' + "a\\" * 32_000,
+        '"' * 65_000,
+        "[" * 65_000,
+    ],
+)
+def test_typed_data_text_is_scanned_in_linear_time(text: str) -> None:
+    """64 KB of hostile JSON text is refused quickly.
+
+    The nesting-depth scan once used a string pattern that rescanned to the end
+    from every quote: 64 KB of escaped quotes took 32 s.
+    """
+    tx = pb.EvmTypedData(chain_id=1, typed_data=text[:65_536])
+    started = time.perf_counter()
+    outcome = check_prepare(ADAPTERS["evm_typed_data"], tx, fz.KEY)
+    elapsed = time.perf_counter() - started
+    assert outcome.startswith("refused")
+    assert elapsed < 1.0, f"{outcome} in {elapsed:.1f} s"
