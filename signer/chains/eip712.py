@@ -70,6 +70,15 @@ def _show(text: str) -> str:
     return repr(text) if len(text) <= 80 else repr(text[:80]) + "..."
 
 
+def _member(key: str) -> str:
+    """A JSON member name for an error's field path: as is when an identifier, else escaped.
+
+    The path reaches the caller in the gRPC status: a lone surrogate could not
+    be encoded there, and a long name must not be echoed whole.
+    """
+    return key if _IDENT.fullmatch(key) else ascii(key)[:80]
+
+
 def _is_atomic(name: str) -> bool:
     if name in ("address", "bool", "string", "bytes"):
         return True
@@ -144,7 +153,7 @@ class _Encoder:
         extra = [k for k in value if k not in names]
         if extra:
             raise InvalidField(
-                f"{path}.{extra[0]}"[:200],
+                f"{path}.{_member(extra[0])}",
                 f"is not a field of type {name} (it would not be signed)",
             )
         parts = [self.type_hash(name)]
@@ -265,7 +274,7 @@ def _parse_types(raw: Any, field: str) -> dict[str, list[tuple[str, str]]]:
         raise InvalidField(f"{field}.types", f"more than {MAX_STRUCT_TYPES} struct types")
     types: dict[str, list[tuple[str, str]]] = {}
     for name, members in raw.items():
-        path = f"{field}.types.{name}"[:200]
+        path = f"{field}.types.{_member(name)}"
         if not _IDENT.fullmatch(name) or _is_atomic(name):
             raise InvalidField(path, f"not a valid struct type name: {_show(name)}")
         if not isinstance(members, list):
@@ -313,7 +322,9 @@ def parse_typed_data(text: str, field: str, max_bytes: int, max_depth: int) -> T
         raise InvalidField(field, "must be a JSON object")
     extra = sorted(set(doc) - {"types", "primaryType", "domain", "message"})
     if extra:
-        raise InvalidField(f"{field}.{extra[0]}"[:200], "unknown member (it would not be signed)")
+        raise InvalidField(
+            f"{field}.{_member(extra[0])}", "unknown member (it would not be signed)"
+        )
     types = _parse_types(doc.get("types"), field)
     primary = doc.get("primaryType")
     if not isinstance(primary, str) or primary not in types or primary == DOMAIN:

@@ -453,3 +453,16 @@ def test_signatures_equal_those_of_eth_account_tronpy_and_python_bitcointx() -> 
     with ChainParams("bitcoin"):
         expected = SignMessage(CKey(SECRET), BitcoinMessage(message)).decode()
     assert bitcoin.raw_tx == expected
+
+
+@pytest.mark.parametrize("name", ["\ud800", "x" * 5000, "a.b", ""])
+def test_member_names_in_errors_are_escaped_and_short(name: str) -> None:
+    doc = td.mail()
+    doc["message"]["to"][name] = 1
+    error = refused(td.typed_item("k", json.dumps(doc), 1))
+    assert error.field.startswith(f"{FIELD}.message.to.")
+    str(error).encode("utf-8")  # reaches the caller as a gRPC status message
+    assert len(str(error)) < 300
+    doc = td.mail()
+    doc["types"][name] = []
+    assert refused(td.typed_item("k", json.dumps(doc), 1)).field.startswith(f"{FIELD}.types.")
