@@ -165,7 +165,11 @@ def tron_message_signer(message: bytes, signature_hex: str) -> str:
     """The base58 address that signed a TIP-191 message, as TronWeb's verifyMessageV2 finds it."""
     signature = bytes.fromhex(signature_hex.removeprefix("0x"))
     assert len(signature) == 65
-    assert signature[64] in (27, 28)
+    assert signature[64] in (27, 28)  # TronWeb's v
+    # tronpy must hash as TronWeb's src/utils/message hashMessage does (TIP-191,
+    # the V2 format): keccak256(prefix || String(message.length) || message).
+    prefix = b"\x19TRON Signed Message:\n"
+    assert tron_hash_message(message) == keccak(prefix + str(len(message)).encode() + message)
     public = TronSignature(signature).recover_public_key_from_msg(message)
     assert public.verify_msg(message, TronSignature(signature))
     assert (
