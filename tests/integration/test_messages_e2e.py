@@ -18,7 +18,7 @@ import pytest
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
-from proto.custos.v1 import keys_pb2
+from proto.custos.v1 import keys_pb2, policy_pb2, policy_pb2_grpc
 from proto.custos.v1 import signer_pb2 as pb
 from signer.devsetup import subject_string
 from tests import builders
@@ -29,6 +29,7 @@ from tests.second_impl import (
     evm_message_signer,
     evm_typed_data_signer,
     tron_message_signer,
+    typed_data_digest,
 )
 
 pytestmark = pytest.mark.integration
@@ -44,7 +45,16 @@ governance:
   officers: ["{subject_string("officer")}", "{subject_string("officer2")}"]
   approvals_required: 1
   activation_delay: 0s
+identity_groups:
+  approvers: ["{subject_string("approver")}"]
 rules:
+  - id: permit2-held
+    match:
+      message_signing: true
+      typed_data: {{primary_types: [PermitSingle]}}
+      contract: {{methods: [permit]}}
+    action: require_approval
+    approval: {{approvals: 1, group: approvers, totp: false}}
   - id: usdc-permits
     match:
       message_signing: true
@@ -195,6 +205,30 @@ def test_a_permit_is_judged_and_charged_like_an_approve(
     assert _sign(msg_server, td.personal_item(key.key_id, b"still fine")).status == (
         pb.BATCH_STATUS_SIGNED
     )
+
+
+def test_an_approver_reads_the_message_and_its_grants(
+    msg_server: RunningServer, key: keys_pb2.Key
+) -> None:
+    doc = td.permit2_single(TOKEN, SPENDER, 77, SEPOLIA)
+    held = _sign(msg_server, td.typed_item(key.key_id, doc, SEPOLIA))
+    assert held.status == pb.BATCH_STATUS_PENDING_APPROVAL
+    approver = policy_pb2_grpc.ApprovalsStub(msg_server.channel("approver"))
+    batch = approver.GetPending(policy_pb2.GetPendingRequest(approval_id=held.approval_id))
+    (item,) = batch.items
+    shown = item.message
+    assert shown.kind == "typed_data"
+    assert json.loads(shown.text) == doc
+    assert (shown.primary_type, shown.domain_name, shown.chain_id) == (
+        "PermitSingle",
+        "Permit2",
+        str(SEPOLIA),
+    )
+    assert shown.verifying_contract == td.PERMIT2
+    assert list(shown.grants) == [f"spender={SPENDER} token={TOKEN} amount=77"]
+    assert shown.digest == typed_data_digest(json.dumps(doc)).hex()
+    # A plain message shows its text.
+    assert not item.transfers
 
 
 def test_malformed_typed_data_is_invalid_argument_naming_the_field(
