@@ -227,8 +227,7 @@ def test_an_approver_reads_the_message_and_its_grants(
     assert shown.verifying_contract == td.PERMIT2
     assert list(shown.grants) == [f"spender={SPENDER} token={TOKEN} amount=77"]
     assert shown.digest == typed_data_digest(json.dumps(doc)).hex()
-    # A plain message shows its text.
-    assert not item.transfers
+    assert not item.transfers  # a permit moves nothing until the spender uses it
 
 
 def test_malformed_typed_data_is_invalid_argument_naming_the_field(

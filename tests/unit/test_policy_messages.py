@@ -233,3 +233,26 @@ def test_approvers_read_the_message_facts() -> None:
     assert summary["grants"] == [f"permit {SPENDER} to spend 600 of {TOKEN}"]
     assert summarize(PERSONAL, "eth-hot")["message"] == "personal_sign"
     assert "message" not in summarize(erc20(), "eth-hot")
+
+
+def test_custos_approvals_show_prints_the_message(capsys: pytest.CaptureFixture[str]) -> None:
+    from proto.custos.v1 import policy_pb2
+    from signer.cli_policy import _print_batch
+
+    shown = policy_pb2.PendingMessage(
+        kind="typed_data",
+        text='{"a":\n1}',
+        digest="ab" * 32,
+        primary_type="PermitSingle",
+        domain_name="Permit2",
+        chain_id="1",
+        verifying_contract=td.PERMIT2,
+        grants=[f"spender={SPENDER} token={TOKEN} amount=77"],
+    )
+    item = policy_pb2.PendingItem(chain="ethereum", network="mainnet", key_id="k", message=shown)
+    _print_batch(policy_pb2.PendingBatch(approval_id="a", items=[item]), full=False)
+    out = capsys.readouterr().out
+    assert "typed_data message, digest " + "ab" * 32 in out
+    assert f"PermitSingle in domain 'Permit2' chain id 1 contract {td.PERMIT2}" in out
+    assert f"grants allowance: spender={SPENDER} token={TOKEN} amount=77" in out
+    assert '      | {"a":\n      | 1}' in out
