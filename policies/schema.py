@@ -187,6 +187,12 @@ def _check_message_match(match: Match, path: str, errors: list[tuple[str, str]])
         # typed-data permit grants (token, spender, amount), as for approve.
         if match.fee is not None:
             errors.append((f"{path}.fee", "does not apply to message signing"))
+        contracts = match.typed_data.verifying_contracts if match.typed_data else None
+        for i, address in enumerate(contracts or ()):
+            if not EVM_ADDRESS.fullmatch(address):
+                errors.append(
+                    (f"{path}.typed_data.verifying_contracts[{i}]", "is not an EVM address")
+                )
         return
     for field in ("message_kinds", "typed_data"):
         if getattr(match, field) is not None:

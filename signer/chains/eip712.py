@@ -344,6 +344,9 @@ def parse_typed_data(text: str, field: str, max_bytes: int, max_depth: int) -> T
                 "verifyingContract address and salt bytes32",
             )
         if order.index(fname) < last:
+            # eth-account and ethers hash the domain in this order whatever the
+            # declared one; eth-sig-util (MetaMask) hashes the declared order.
+            # Only this order means one digest to every verifier.
             raise InvalidField(where, "EIP712Domain fields must be in EIP-712's order")
         last = order.index(fname)
     encoder = _Encoder(types, field)

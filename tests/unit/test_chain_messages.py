@@ -466,3 +466,14 @@ def test_member_names_in_errors_are_escaped_and_short(name: str) -> None:
     doc = td.mail()
     doc["types"][name] = []
     assert refused(td.typed_item("k", json.dumps(doc), 1)).field.startswith(f"{FIELD}.types.")
+
+
+def test_domain_fields_out_of_order_are_refused() -> None:
+    # eth-account hashes EIP-712's order whatever is declared; a wallet hashing the
+    # declared order would get another digest: refused so that there is one.
+    doc = td.mail()
+    doc["types"]["EIP712Domain"].reverse()
+    assert typed_data_digest(json.dumps(doc)).hex() == td.MAIL_DIGEST
+    error = refused(td.typed_item("k", doc, 1))
+    assert error.field == f"{FIELD}.types.EIP712Domain[1]"
+    assert "order" in error.message

@@ -203,6 +203,10 @@ def test_permits_are_charged_to_limits_and_other_messages_are_not() -> None:
         ({"message_signing": True, "fee": {"max_fee": 1}}, "match.fee: does not apply"),
         ({"message_signing": True, "typed_data": {}}, "typed_data"),
         ({"message_signing": True, "message_kinds": ["eth_sign"]}, "message_kinds"),
+        (
+            {"message_signing": True, "typed_data": {"verifying_contracts": ["T" * 34]}},
+            "typed_data.verifying_contracts[0]: is not an EVM address",
+        ),
     ],
 )
 def test_document_checks(match: dict[str, Any], error: str) -> None:
