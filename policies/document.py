@@ -79,7 +79,9 @@ AssetRef = Annotated[str, StringConstraints(pattern=r"^(native|[A-Za-z0-9]{20,10
 # The methods adapters decode (policies.intent.DECODED_METHODS), or a bare selector.
 Method = Annotated[
     str,
-    StringConstraints(pattern=r"^(transfer|transferFrom|approve|increaseAllowance|0x[0-9a-f]{8})$"),
+    StringConstraints(
+        pattern=r"^(transfer|transferFrom|approve|increaseAllowance|permit|0x[0-9a-f]{8})$"
+    ),
 ]
 Duration = Annotated[str, StringConstraints(pattern=r"^([0-9]{1,9}[dhms])+$")]
 StartTime = Annotated[str, StringConstraints(pattern=r"^([01][0-9]|2[0-3]):[0-5][0-9]$")]
@@ -90,6 +92,11 @@ Network = Literal["mainnet", "testnet", "signet", "regtest", "sepolia", "holesky
 Day = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
 DAYS: tuple[Day, ...] = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 LimitDimension = Literal["key", "asset", "caller"]
+# policies.intent.MESSAGE_KINDS
+MessageKind = Literal["personal_sign", "typed_data", "tron_message", "bitcoin_message"]
+# EIP-712 struct type names (signer/chains/eip712.py accepts no others).
+TypeName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z_$][A-Za-z0-9_$]{0,63}$")]
+ChainId = Annotated[int, Field(ge=1, le=2**64 - 1)]
 
 
 def parse_duration(text: str) -> timedelta:
@@ -243,6 +250,25 @@ class TimeWindow(_Model):
         return self
 
 
+class TypedDataMatch(_Model):
+    """EIP-712 predicates: each given list must contain the signed domain's or type's value.
+
+    A document whose domain leaves a field out matches no list of that field.
+    """
+
+    model_config = ConfigDict(json_schema_extra={"minProperties": 1})
+
+    domain_names: tuple[Text, ...] | None = Field(default=None, min_length=1)
+    chain_ids: tuple[ChainId, ...] | None = Field(default=None, min_length=1)
+    verifying_contracts: tuple[Address, ...] | None = Field(default=None, min_length=1)
+    primary_types: tuple[TypeName, ...] | None = Field(default=None, min_length=1)
+
+    @model_validator(mode="after")
+    def _some(self) -> TypedDataMatch:
+        _at_least_one(self, *TypedDataMatch.model_fields)
+        return self
+
+
 class Scope(_Model):
     """Who and what: the predicates rules and limits share."""
 
@@ -269,6 +295,10 @@ class Match(Scope):
     contract: ContractMatch | None = None
     fee: FeeCaps | None = None
     message_signing: bool = False
+    # Only with message_signing: which kinds of message, and EIP-712 predicates
+    # (a rule with typed_data matches typed data only).
+    message_kinds: tuple[MessageKind, ...] | None = Field(default=None, min_length=1)
+    typed_data: TypedDataMatch | None = None
     time: tuple[TimeWindow, ...] | None = Field(default=None, min_length=1)
 
     @model_validator(mode="after")

@@ -30,6 +30,7 @@ from policies.document import (
     AMOUNT_NEEDS_ASSETS,
     EVM_ADDRESS,
     NETWORKS,
+    Match,
     PolicyDocument,
     Scope,
     normalize_address,
@@ -180,6 +181,24 @@ def _duplicates(ids: list[str]) -> list[str]:
     return [i for i in ids if i in seen or seen.add(i)]  # type: ignore[func-returns-value]
 
 
+def _check_message_match(match: Match, path: str, errors: list[tuple[str, str]]) -> None:
+    if match.message_signing:
+        # Assets, destinations, amount and contract judge the spending a
+        # typed-data permit grants (token, spender, amount), as for approve.
+        if match.fee is not None:
+            errors.append((f"{path}.fee", "does not apply to message signing"))
+        contracts = match.typed_data.verifying_contracts if match.typed_data else None
+        for i, address in enumerate(contracts or ()):
+            if not EVM_ADDRESS.fullmatch(address):
+                errors.append(
+                    (f"{path}.typed_data.verifying_contracts[{i}]", "is not an EVM address")
+                )
+        return
+    for field in ("message_kinds", "typed_data"):
+        if getattr(match, field) is not None:
+            errors.append((f"{path}.{field}", "needs message_signing: true"))
+
+
 def reference_errors(doc: PolicyDocument) -> list[tuple[str, str]]:
     """(path, message) for every problem the JSON Schema cannot express."""
     errors: list[tuple[str, str]] = []
@@ -224,10 +243,7 @@ def reference_errors(doc: PolicyDocument) -> list[tuple[str, str]]:
             for name in match.destinations.groups or ():
                 if name not in book.groups:
                     errors.append((f"{path}.destinations.groups", f"unknown group {name!r}"))
-        if match.message_signing:
-            for field in ("assets", "destinations", "amount", "contract", "fee"):
-                if getattr(match, field) is not None:
-                    errors.append((f"{path}.{field}", "does not apply to message signing"))
+        _check_message_match(match, path, errors)
         if rule.approval:
             if not parse_duration(rule.approval.expires_after):
                 errors.append((f"rules[{i}].approval.expires_after", "must be longer than 0s"))

@@ -124,6 +124,9 @@ class LimitsConfig(_Section):
     evm_max_value_ether: int = Field(default=1_000_000_000, ge=1, le=10**12)
     tron_max_fee_limit_sun: int = Field(default=15_000_000_000, ge=1, le=15_000_000_000)
     tron_max_amount_sun: int = Field(default=10**17, ge=1, le=2**63 - 1)
+    message_max_bytes: int = Field(default=65_536, ge=1, le=16 * 1024 * 1024)
+    typed_data_max_bytes: int = Field(default=65_536, ge=100, le=16 * 1024 * 1024)
+    typed_data_max_depth: int = Field(default=16, ge=3, le=64)
 
 
 class IdentityConfig(_Section):

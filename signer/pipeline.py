@@ -330,7 +330,10 @@ class SigningPipeline:
             kind = item.WhichOneof("tx")
             adapter = self._adapters.get(kind) if kind else None
             if adapter is None:
-                raise InvalidRequest(f"items[{index}].tx: no transaction (bitcoin, evm or tron)")
+                raise InvalidRequest(
+                    f"items[{index}].tx: no transaction or message (bitcoin, evm, tron, "
+                    "evm_message, evm_typed_data, tron_message or bitcoin_message)"
+                )
             try:
                 ready = adapter.prepare(
                     getattr(item, kind), KeyInfo(key.key_id, key.public_key), budget

@@ -45,6 +45,7 @@ from signer.services import SignerService
 from signer.store.base import KeyState
 from signer.store.sqlite import SqliteStore
 from tests import builders
+from tests.fuzz import message_strategies as fm
 from tests.fuzz import strategies as fz
 from tests.fuzz.conftest import PARSED, REQUEST_FUZZ
 from tests.fuzz.test_fuzz_chains import MAX_MESSAGE_BYTES
@@ -249,7 +250,12 @@ _REQUEST_IDS = st.one_of(
 )
 _SEED_ITEM = st.sampled_from(SEED_ITEMS)
 _KEY_IDS = fz.fuzzed(st.sampled_from(sorted(KEYS)))
-_TX_FIELDS = {"bitcoin": fz.bitcoin_tx(), "evm": fz.evm_tx(), "tron": fz.tron_tx()}
+_TX_FIELDS: dict[str, Any] = {
+    "bitcoin": fz.bitcoin_tx(),
+    "evm": fz.evm_tx(),
+    "tron": fz.tron_tx(),
+    **fm.STRUCTURED,
+}
 _KINDS = st.sampled_from(sorted(_TX_FIELDS))
 
 
