@@ -562,8 +562,14 @@ class CompiledPolicy:
         base = self._all & caller_mask
         # Message rules judge messages (and every item of a request flagged as
         # message signing); transaction rules judge the rest.
-        as_message = base & self._kinds.mask("message")
         as_transaction = base & self._kinds.mask("transaction")
+        # A deny list is about accounts, whatever is signed: transaction deny rules
+        # that name destinations also refuse a message granting them spending (a
+        # permit's spender), so no policy has to restate them for messages.
+        as_message = base & (
+            self._kinds.mask("message")
+            | (self._denies & (self._dest_all | self._dest_any) & as_transaction)
+        )
         clock = (now.weekday(), now.hour * 60 + now.minute)
         rules: list[_Rule] = []
         for index, intent in enumerate(request.items):

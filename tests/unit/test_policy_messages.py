@@ -154,9 +154,24 @@ def test_a_denied_spender_is_refused() -> None:
         ],
         **doc_extra,
     )
-    # A deny rule without message_signing judges transactions only (as before
-    # this change): a policy restates its deny lists for messages.
-    assert rule_of(decide(policy, PERMIT_600)) == "any-permit"
+    # A transaction deny list refuses the permit's spender too: it is about the
+    # account, whatever is signed.
+    denied = decide(policy, PERMIT_600)
+    assert isinstance(denied, Deny)
+    assert (denied.code, denied.rule_id) == (RULE_DENIED, "no-drainers")
+    # ... and only a spender on it: a permit to another spender is allowed.
+    other = intent_of(
+        td.typed_item("k", td.eip2612_permit(TOKEN, ADDRESS, ADDRESS, 600, SEPOLIA), SEPOLIA)
+    )
+    assert rule_of(decide(policy, other)) == "any-permit"
+    # A deny rule with no destinations stays a transaction rule: messages pass it.
+    keyed = compiled(
+        [
+            {"id": "no-eth", "match": {"chains": ["ethereum"]}, "action": "deny"},
+            {"id": "msgs", "match": {"message_signing": True}, "action": "allow"},
+        ]
+    )
+    assert rule_of(decide(keyed, MAIL)) == "msgs"
     policy = compiled(
         [
             {
