@@ -77,7 +77,7 @@ SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 ATTEMPTS = 4  # a transaction is tried at most this often (deadlocks, lost connections)
 RECONNECT_SECONDS = 1.0  # how long the pool keeps retrying one connection in the background
 AUDIT_POLL_SECONDS = 0.2  # how often wait_for_audit looks for other replicas' records
-KEY_COLUMNS = "key_id, public_key, state, created_by, created_at_ms"
+KEY_COLUMNS = "key_id, public_key, state, created_by, created_at_ms, network_class"
 
 
 def _now_ms() -> int:
@@ -277,11 +277,18 @@ class PostgresStore(PostgresPolicyTables):
     # -- keys ---------------------------------------------------------------
 
     def insert_key(self, key: KeyRecord, event: AuditEvent) -> None:
-        row = (key.key_id, key.public_key, key.state.value, key.created_by, key.created_at_ms)
+        row = (
+            key.key_id,
+            key.public_key,
+            key.state.value,
+            key.created_by,
+            key.created_at_ms,
+            key.network_class,
+        )
 
         def work(conn: Conn) -> None:
             inserted = conn.execute(
-                f"INSERT INTO keys ({KEY_COLUMNS}) VALUES (%s, %s, %s, %s, %s)"  # noqa: S608
+                f"INSERT INTO keys ({KEY_COLUMNS}) VALUES (%s, %s, %s, %s, %s, %s)"  # noqa: S608
                 " ON CONFLICT (key_id) DO NOTHING RETURNING 1",
                 row,
             ).fetchone()
@@ -537,4 +544,4 @@ def _bytes(value: bytes | memoryview | None) -> bytes | None:
 
 
 def _key(row: tuple[Any, ...]) -> KeyRecord:
-    return KeyRecord(row[0], bytes(row[1]), KeyState(row[2]), row[3], int(row[4]))
+    return KeyRecord(row[0], bytes(row[1]), KeyState(row[2]), row[3], int(row[4]), row[5])

@@ -48,7 +48,8 @@ CREATE TABLE IF NOT EXISTS keys (
     public_key BLOB NOT NULL,
     state TEXT NOT NULL,
     created_by TEXT NOT NULL,
-    created_at_ms INTEGER NOT NULL
+    created_at_ms INTEGER NOT NULL,
+    network_class TEXT NOT NULL CHECK (network_class IN ('mainnet', 'testnet'))
 );
 CREATE TABLE IF NOT EXISTS batches (
     caller TEXT NOT NULL,
@@ -149,10 +150,17 @@ class SqliteStore(PolicyTables):
     # -- keys ---------------------------------------------------------------
 
     def insert_key(self, key: KeyRecord, event: AuditEvent) -> None:
-        row = (key.key_id, key.public_key, key.state.value, key.created_by, key.created_at_ms)
+        row = (
+            key.key_id,
+            key.public_key,
+            key.state.value,
+            key.created_by,
+            key.created_at_ms,
+            key.network_class,
+        )
         try:
             self._write_audited(
-                lambda db: db.execute("INSERT INTO keys VALUES (?, ?, ?, ?, ?)", row), [event]
+                lambda db: db.execute("INSERT INTO keys VALUES (?, ?, ?, ?, ?, ?)", row), [event]
             )
         except sqlite3.IntegrityError as exc:
             raise KeyAlreadyExists(key.key_id) from exc
@@ -361,7 +369,13 @@ def _migrate(db: sqlite3.Connection) -> None:
     columns = {row[1] for row in db.execute("PRAGMA table_info(batches)")}
     if "approval_id" not in columns:  # added with approvals
         db.execute("ALTER TABLE batches ADD COLUMN approval_id TEXT")
+    columns = {row[1] for row in db.execute("PRAGMA table_info(keys)")}
+    if "network_class" not in columns:  # added with network classes: older keys are mainnet
+        db.execute(
+            "ALTER TABLE keys ADD COLUMN network_class TEXT NOT NULL DEFAULT 'mainnet'"
+            " CHECK (network_class IN ('mainnet', 'testnet'))"
+        )
 
 
-def _key(row: tuple[str, bytes, str, str, int]) -> KeyRecord:
-    return KeyRecord(row[0], bytes(row[1]), KeyState(row[2]), row[3], row[4])
+def _key(row: tuple[str, bytes, str, str, int, str]) -> KeyRecord:
+    return KeyRecord(row[0], bytes(row[1]), KeyState(row[2]), row[3], row[4], row[5])

@@ -137,7 +137,7 @@ def edge(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Edge]:
     store = SqliteStore(directory / "custos.db")
     keys = KeyManager(store, LocalKeys())
     for key_id in KEYS:
-        keys.create(key_id, "officer")
+        keys.create(key_id, "testnet", "officer")
     keys.set_state(DISABLED.info.key_id, KeyState.DISABLED, "officer")
     policy = directory / "policy.yaml"
     names = ("officer", "officer2", "approver", "approver2")
