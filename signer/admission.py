@@ -51,14 +51,14 @@ def judge(policy: ActivePolicy, caller: str, intents: Sequence[Intent], now: dat
     decision: Decision = policy.compiled.evaluate(
         request, {d.key: velocity.Spent() for d in deltas}
     )
-    if isinstance(decision, Deny) and decision.code == LIMIT_EXCEEDED and decision.limit_id:
-        # A batch too large for an empty budget answers as one that meets a
-        # spent budget in the store: RESOURCE_EXHAUSTED, with what remains.
-        details = {"code": decision.code, "limit": decision.limit_id}
-        details.update({k: str(v) for k, v in decision.remaining.items()})
-        left = ", ".join(f"{k} {v}" for k, v in decision.remaining.items())
+    if isinstance(decision, Deny) and decision.code == LIMIT_EXCEEDED:
+        # One batch larger than a whole limit is refused like batches that overfill
+        # it together: RESOURCE_EXHAUSTED, as the README promises (issue 9 item 10).
+        remaining = {k: str(v) for k, v in decision.remaining.items()}
+        left = ", ".join(f"{k} {v}" for k, v in remaining.items())
         raise BudgetExceeded(
-            f"velocity limit {decision.limit_id!r} exceeded (remaining: {left})", details
+            f"velocity limit {decision.limit_id!r} exceeded (remaining: {left})",
+            {"code": LIMIT_EXCEEDED, "limit": decision.limit_id or "", **remaining},
         )
     if isinstance(decision, Deny):
         details = {"code": decision.code, "policy_version": policy.hash}

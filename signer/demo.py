@@ -234,10 +234,17 @@ def approval_flow(
     officer = policy_pb2_grpc.PoliciesStub(channel("officer"))
     totp: dict[str, pyotp.TOTP] = {}
     for name in ("approver", "approver2"):
-        uri = officer.EnrollTotp(policy_pb2.EnrollTotpRequest(subject=subject_string(name)))
+        # The officer hands out a one-time token; each approver enrolls itself with it,
+        # so only the approver ever sees its secret.
+        token = officer.IssueTotpToken(
+            policy_pb2.IssueTotpTokenRequest(subject=subject_string(name))
+        ).enrollment_token
+        uri = policy_pb2_grpc.PoliciesStub(channel(name)).EnrollTotp(
+            policy_pb2.EnrollTotpRequest(enrollment_token=token)
+        )
         # What the approver's authenticator app does with the otpauth:// URI.
         totp[name] = pyotp.TOTP(pyotp.parse_uri(uri.otpauth_uri).secret)
-    print("[demo] officer enrolled TOTP for approver and approver2 (secrets sealed in the HSM)")
+    print("[demo] approver and approver2 enrolled their own TOTP with officer-issued tokens")
 
     events: list[str] = []
     watch = policy_pb2_grpc.ApprovalsStub(channel("payments")).WatchEvents(

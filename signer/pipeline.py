@@ -16,6 +16,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
+from google.protobuf.message import DecodeError
+
 from audit.record import AuditEvent
 from hsm.errors import HsmError
 from hsm.keystore import Signer, SignRequest
@@ -59,6 +61,16 @@ class _Item:
 
 
 @dataclass(frozen=True, slots=True)
+class Rejudged:
+    """A held batch judged again now: who asked (with their grants), its items, the verdict."""
+
+    identity: Identity
+    request_id: str
+    items: tuple[_Item, ...]
+    judgement: Judgement
+
+
+@dataclass(frozen=True, slots=True)
 class _Decided:
     """Which policy version and rules let a batch be signed (kept with its result)."""
 
@@ -88,8 +100,12 @@ class SigningPipeline:
         governor: PolicyGovernor,
         events: EventBus,
         clock: Callable[[], datetime] = utcnow,
+        identities: Callable[[str], Identity | None] | None = None,
     ) -> None:
+        """`identities` looks up a configured identity by subject (Authorizer.identity_of):
+        held batches are signed with the caller's own grants; without it none is signed."""
         self._store = store
+        self._identities = identities
         self._signer = signer
         self._adapters = adapters
         self._max_items = max_batch_items
@@ -197,22 +213,41 @@ class SigningPipeline:
             caller, request.request_id, items, _Decided(judgement.policy.hash, judgement.rules)
         )
 
-    def sign_approved(
-        self,
-        caller: str,
-        request_bytes: bytes,
-        approval_id: str,
-        policy_version: str,
-        rules: Sequence[str],
-    ) -> None:
-        """Sign a batch whose approvals are complete (called by the approval desk)."""
-        request = pb.SignBatchRequest.FromString(request_bytes)
-        # Grants were checked when the batch was requested; keys must still be enabled.
-        identity = Identity(caller, frozenset({SERVICE}), ("*",))
+    def rejudge(self, caller: str, request_bytes: bytes) -> Rejudged:
+        """Judge a held batch again, as if it arrived now: the caller's own grants, the
+        keys' states and the active policy (DESIGN.md invariant 9).
+
+        Raises PermissionDenied when the caller is no longer a service identity or
+        lost a key grant, PolicyDenied when the active policy now refuses the batch,
+        and the usual errors for disabled keys or a missing policy.
+        """
+        identity = self._identities(caller) if self._identities is not None else None
+        if identity is None or SERVICE not in identity.roles:
+            raise PermissionDenied(f"{caller!r} is not (or no longer) a service identity")
+        try:
+            request = pb.SignBatchRequest.FromString(request_bytes)
+        except DecodeError:
+            raise InvalidRequest("the stored request does not decode") from None
+        self._check_envelope(request)
         items = self._prepare(identity, request)
-        decided = _Decided(policy_version, tuple(rules), approval_id)
-        self._sign_and_store(identity, request.request_id, items, decided)
-        self._events.publish("signed", approval_id, request.request_id, caller)
+        judgement = judge(
+            self._governor.active(),
+            caller,
+            [item.prepared.intent for item in items],
+            self._clock(),
+        )
+        return Rejudged(identity, request.request_id, tuple(items), judgement)
+
+    def sign_approved(
+        self, held: Rejudged, approval_id: str
+    ) -> tuple[pb.SignBatchResponse, AuditEvent]:
+        """Sign a proven, approved batch; the caller stores the result (fenced) and tells.
+
+        The response names the policy version and rules of the judgement that
+        really decided: the one made just now, not the one that held the batch.
+        """
+        decided = _Decided(held.judgement.policy.hash, held.judgement.rules, approval_id)
+        return self._sign_items(held.identity, held.request_id, held.items, decided)
 
     def get_batch(self, caller: Identity, request_id: str) -> pb.SignBatchResponse:
         if not REQUEST_ID.fullmatch(request_id):
@@ -322,6 +357,23 @@ class SigningPipeline:
         items: Sequence[_Item],
         decided: _Decided,
     ) -> pb.SignBatchResponse:
+        response, signed_event = self._sign_items(caller, request_id, items, decided)
+        with metrics.AUDIT_APPEND_SECONDS.time():
+            self._store.complete_batch(
+                caller.subject,
+                request_id,
+                response.SerializeToString(deterministic=True),
+                [signed_event],
+            )
+        return response
+
+    def _sign_items(
+        self,
+        caller: Identity,
+        request_id: str,
+        items: Sequence[_Item],
+        decided: _Decided,
+    ) -> tuple[pb.SignBatchResponse, AuditEvent]:
         requests = [
             SignRequest(item.key.key_id, digest, item.key.public_key)
             for item in items
@@ -353,14 +405,7 @@ class SigningPipeline:
                 ],
             },
         )
-        with metrics.AUDIT_APPEND_SECONDS.time():
-            self._store.complete_batch(
-                caller.subject,
-                request_id,
-                response.SerializeToString(deterministic=True),
-                [signed_event],
-            )
-        return response
+        return response, signed_event
 
     def _audit_refusal(self, caller: Identity, request_id: str, exc: CustosError) -> None:
         event = AuditEvent(

@@ -97,15 +97,18 @@ class CustosServer:
         )
         events = EventBus()
         limits = ChainLimits(**config.limits.model_dump())
+        authorizer = Authorizer(config.identities)
+        adapters = make_adapters(limits)
         pipeline = SigningPipeline(
             self.store,
             self.pool,
-            make_adapters(limits),
+            adapters,
             max_batch_items=config.server.max_batch_items,
             max_batch_work_units=limits.max_batch_work_units,
             lease_ms=config.server.lease_seconds * 1000,
             governor=self.governor,
             events=events,
+            identities=authorizer.identity_of,
         )
         self.desk = ApprovalDesk(
             self.store,
@@ -128,9 +131,7 @@ class CustosServer:
             futures.ThreadPoolExecutor(
                 max_workers=config.server.threads, thread_name_prefix="custos-rpc"
             ),
-            interceptors=[
-                EdgeInterceptor(Authorizer(config.identities), self.monitor.report_failure)
-            ],
+            interceptors=[EdgeInterceptor(authorizer, self.monitor.report_failure)],
             options=options,
         )
         signer_pb2_grpc.add_SignerServicer_to_server(SignerService(pipeline), self._grpc)
@@ -142,7 +143,7 @@ class CustosServer:
             PoliciesService(self.governor, second_factor), self._grpc
         )
         policy_pb2_grpc.add_ApprovalsServicer_to_server(
-            ApprovalsService(self.desk, events), self._grpc
+            ApprovalsService(self.desk, events, self.store, adapters), self._grpc
         )
         health_pb2_grpc.add_HealthServicer_to_server(self._health, self._grpc)
         reflection.enable_server_reflection(

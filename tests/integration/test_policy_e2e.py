@@ -22,10 +22,10 @@ from hypothesis import strategies as st
 
 from proto.custos.v1 import keys_pb2, policy_pb2, policy_pb2_grpc
 from proto.custos.v1 import signer_pb2 as pb
-from signer.devsetup import subject_string
 from tests import builders
 from tests.conftest import RunningServer
 from tests.second_impl import evm_sender
+from tests.support import enroll_totp
 
 pytestmark = pytest.mark.integration
 
@@ -46,14 +46,8 @@ def _codes_at(uri: str, moment: float) -> str:
 
 @pytest.fixture
 def totp(server: RunningServer) -> dict[str, str]:
-    """The officer (re-)enrolls both approvers: fresh secrets and TOTP state per test."""
-    officer = policy_pb2_grpc.PoliciesStub(server.channel("officer"))
-    return {
-        name: officer.EnrollTotp(
-            policy_pb2.EnrollTotpRequest(subject=subject_string(name))
-        ).otpauth_uri
-        for name in ("approver", "approver2")
-    }
+    """Both approvers (re-)enroll themselves with officer-issued tokens: fresh secrets."""
+    return {name: enroll_totp(server.channel, name) for name in ("approver", "approver2")}
 
 
 class Steps:
@@ -159,10 +153,8 @@ def test_large_batch_waits_for_two_approvers_with_totp_then_is_signed_and_stream
     # Without a code, with a wrong code, or with another request's digest: refused.
     with pytest.raises(grpc.RpcError) as info:
         approvals["approver"].Approve(decide)
-    assert info.value.code() in (
-        grpc.StatusCode.PERMISSION_DENIED,
-        grpc.StatusCode.FAILED_PRECONDITION,
-    )
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "totp_code: code required" in info.value.details()
     wrong_digest = policy_pb2.DecideRequest(
         approval_id=held.approval_id,
         request_digest="00" * 32,
