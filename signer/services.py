@@ -21,7 +21,7 @@ from signer.chains.networks import MAINNET, TESTNET, NetworkClass, network_class
 from signer.chains.registry import all_addresses
 from signer.errors import InvalidRequest, NotFound
 from signer.interceptors import current_identity
-from signer.keys import KeyManager
+from signer.keys import KeyManager, check_key_id
 from signer.pipeline import SigningPipeline
 from signer.store.base import KeyRecord, KeyState, Store, StoredCheckpoint
 
@@ -80,6 +80,7 @@ class KeysService(keys_pb2_grpc.KeysServicer):
     def CreateKey(  # noqa: N802
         self, request: keys_pb2.CreateKeyRequest, context: grpc.ServicerContext
     ) -> keys_pb2.Key:
+        check_key_id(request.key_id)
         # Checked before anything reaches the HSM; the class cannot be changed later.
         chosen = _CLASS_OF_MESSAGE.get(request.network_class)
         if chosen is None:
