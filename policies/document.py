@@ -342,6 +342,22 @@ class Limit(_Model):
         return self
 
 
+class LockBounds(_Model):
+    """How far ahead a signed transaction may be locked or, on Tron, stay valid.
+
+    A signature for a transaction that becomes valid only later (Bitcoin
+    nLockTime, BIP68 relative locks) or stays valid long (Tron expiration) is
+    a payment someone can hold and broadcast after the key was disabled or
+    the policy changed. Every item is held to these bounds before any rule
+    (deny code `lock_too_far`); a document without `locks` gets the defaults.
+    Heights are compared with an upper estimate of the Bitcoin mainnet tip.
+    The service's [limits] max_lock_ahead_* bound the same facts for every policy.
+    """
+
+    max_ahead: Duration = "1h"  # Unix-time lock_time, BIP68 time locks, Tron expiration
+    max_ahead_blocks: int = Field(default=6, ge=0, le=52_560)  # height lock_time, BIP68 blocks
+
+
 class PolicyDocument(_Model):
     """A complete policy version, as officers propose and approve it."""
 
@@ -355,6 +371,9 @@ class PolicyDocument(_Model):
     address_book: AddressBook = AddressBook()
     rules: tuple[Rule, ...] = Field(max_length=10_000)
     limits: tuple[Limit, ...] = Field(default=(), max_length=1_000)
+    # None (absent) means LockBounds(): left out of canonical JSON, so versions
+    # written before locks existed keep their hash and get the default bounds.
+    locks: LockBounds | None = None
 
 
 # ---- canonical form ------------------------------------------------------

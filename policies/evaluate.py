@@ -35,6 +35,7 @@ from policies.document import (
     since_key,
 )
 from policies.intent import ALLOWANCES, TOKEN_TRANSFERS, Intent
+from policies.locks import LOCK_TOO_FAR, CompiledLocks, lock_breach
 from policies.velocity import (
     CompiledLimit,
     Delta,
@@ -323,6 +324,7 @@ class CompiledPolicy:
     ) -> None:
         self.doc = doc
         self.version = doc.version
+        self._locks = CompiledLocks.of(doc.locks)
         groups: dict[str, set[str]] = {}
         for group, members in doc.identity_groups.items():
             for member in members:
@@ -514,6 +516,16 @@ class CompiledPolicy:
         clock = (now.weekday(), now.hour * 60 + now.minute)
         rules: list[_Rule] = []
         for index, intent in enumerate(request.items):
+            # Before any rule: no rule can allow a signature that waits, or
+            # stays valid, longer than the document's bounds.
+            breach = lock_breach(intent, now, self._locks)
+            if breach is not None:
+                return Deny(
+                    LOCK_TOO_FAR,
+                    f"item {index}: {breach.field}: {breach.message}",
+                    item_index=index,
+                    details={"field": breach.field},
+                )
             verdict = self._judge(index, intent, base, now, clock)
             if isinstance(verdict, Deny):
                 return verdict
