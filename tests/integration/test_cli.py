@@ -78,7 +78,7 @@ def test_keys_and_sign_commands(own_server: ServerProcess, tmp_path: Path) -> No
                     {
                         "key_id": "cli-key",
                         "evm": {
-                            "chain_id": 1,
+                            "chain_id": 11155111,
                             "type": "EVM_TX_TYPE_EIP1559",
                             "nonce": 0,
                             "to": builders.EVM_DEST,
