@@ -518,13 +518,13 @@ class CompiledPolicy:
         for index, intent in enumerate(request.items):
             # Before any rule: no rule can allow a signature that waits, or
             # stays valid, longer than the document's bounds.
-            breach = lock_breach(intent, now, self._locks)
-            if breach is not None:
+            too_far = lock_breach(intent, now, self._locks)
+            if too_far is not None:
                 return Deny(
                     LOCK_TOO_FAR,
-                    f"item {index}: {breach.field}: {breach.message}",
+                    f"item {index}: {too_far.field}: {too_far.message}",
                     item_index=index,
-                    details={"field": breach.field},
+                    details={"field": too_far.field},
                 )
             verdict = self._judge(index, intent, base, now, clock)
             if isinstance(verdict, Deny):

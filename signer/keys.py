@@ -8,7 +8,7 @@ import time
 from audit.record import AuditEvent
 from hsm.errors import HsmUnavailable, KeyExists
 from hsm.keystore import KeyGenerator
-from signer.chains.networks import NetworkClass
+from signer.chains.networks import NetworkClass, parse_network_class
 from signer.errors import AlreadyExists, InvalidRequest, NotFound, Unavailable
 from signer.store.base import KeyAlreadyExists, KeyRecord, KeyState, Store
 
@@ -32,6 +32,10 @@ class KeyManager:
     def create(self, key_id: str, network_class: NetworkClass, actor: str) -> KeyRecord:
         """A new key of `network_class`: it will only ever sign for networks of that class."""
         check_key_id(key_id)
+        try:
+            network_class = parse_network_class(network_class)
+        except ValueError as exc:
+            raise InvalidRequest(f"network_class: {exc}") from None
         # Two replicas creating one id at once would leave two HSM keys with one CKA_ID.
         with self._store.exclusive(f"key:{key_id}"):
             return self._create(key_id, network_class, actor)
