@@ -35,6 +35,13 @@ NETWORKS: dict[str, tuple[str, ...]] = {
     "bsc": ("mainnet", "testnet"),
     "tron": ("mainnet", "shasta", "nile"),
 }
+# Keys belong to one network class and sign only for its networks
+# (signer/chains/networks.py, the same table; a test keeps them equal). A
+# network's name alone gives its class: only "mainnet" is a mainnet.
+NETWORK_CLASSES: dict[str, tuple[str, ...]] = {
+    "mainnet": ("mainnet",),
+    "testnet": ("testnet", "signet", "regtest", "sepolia", "holesky", "shasta", "nile"),
+}
 
 AMOUNT_NEEDS_ASSETS = "amount needs assets: base units of different assets are not comparable"
 _AMOUNT_TEXT = re.compile(r"(0|[1-9][0-9]{0,77})")
@@ -90,6 +97,7 @@ Network = Literal["mainnet", "testnet", "signet", "regtest", "sepolia", "holesky
 Day = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
 DAYS: tuple[Day, ...] = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 LimitDimension = Literal["key", "asset", "caller"]
+NetworkClass = Literal["mainnet", "testnet"]
 
 
 def parse_duration(text: str) -> timedelta:
@@ -252,6 +260,9 @@ class Scope(_Model):
     key_groups: tuple[Name, ...] | None = Field(default=None, min_length=1)
     chains: tuple[Chain, ...] | None = Field(default=None, min_length=1)
     networks: tuple[Network, ...] | None = Field(default=None, min_length=1)
+    # The class of the item's network, which is its key's class (the service
+    # refuses any other before policy runs): `[mainnet]` is every main network.
+    network_classes: tuple[NetworkClass, ...] | None = Field(default=None, min_length=1)
     assets: tuple[AssetRef, ...] | None = Field(default=None, min_length=1)
 
 

@@ -73,3 +73,14 @@ def test_parsing_a_class() -> None:
     for bad in ("", "Mainnet", "sepolia", "devnet"):
         with pytest.raises(ValueError, match="must be one of mainnet, testnet"):
             networks.parse_network_class(bad)
+
+
+def test_policy_classes_networks_as_the_service_does() -> None:
+    # policies/ keeps its own copy (it imports nothing from signer/): the same table.
+    from policies.document import NETWORK_CLASSES
+
+    for (_chain, network), network_class in networks.CLASS_OF.items():
+        assert network in NETWORK_CLASSES[network_class]
+    assert sorted(n for ns in NETWORK_CLASSES.values() for n in ns) == sorted(
+        {network for _, network in networks.CLASS_OF}
+    )
