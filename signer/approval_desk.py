@@ -530,7 +530,15 @@ class ApprovalDesk:
     # -- the sweep ----------------------------------------------------------------------------
 
     def sweep(self) -> None:
-        """Expire overdue batches (their budget comes back) and sign approved ones."""
+        """Close abandoned claims, expire overdue batches (their budget comes back) and
+        sign approved ones."""
+        try:
+            # A crashed attempt that nobody retries still gets its sign.failed record.
+            closed = self._store.expire_claims()
+            if closed:
+                log.info("closed %d abandoned claim(s) whose lease ran out", closed)
+        except Exception:  # the store may be down: next tick
+            log.exception("could not close abandoned claims")
         now = self._clock()
         for row in self._store.list_pending(OPEN_STATES):
             try:

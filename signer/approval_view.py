@@ -64,8 +64,15 @@ def _item(intent: Intent) -> policy_pb2.PendingItem:
                 is_change=t.is_change,
             )
         )
-    # Lock time is a fact some adapters report; shown wherever the intent has it.
-    lock_time = getattr(intent, "lock_time", None)
+    # When the signed transaction may be mined: Bitcoin nLockTime (a height below
+    # 500,000,000, else a Unix time) or a Tron expiration; empty when neither is set.
+    if intent.lock_time:
+        kind = "height" if intent.lock_time < 500_000_000 else "unix time"
+        lock_time = f"{kind} {intent.lock_time}"
+    elif intent.expiration_ms:
+        lock_time = f"expires at unix ms {intent.expiration_ms}"
+    else:
+        lock_time = ""
     return policy_pb2.PendingItem(
         chain=intent.chain,
         network=intent.network,
@@ -82,7 +89,7 @@ def _item(intent: Intent) -> policy_pb2.PendingItem:
         contract=call.contract if call else "",
         method=call.method if call else "",
         args=[f"{name}={value}" for name, value in call.args] if call else [],
-        lock_time="" if lock_time is None else str(lock_time),
+        lock_time=lock_time,
     )
 
 

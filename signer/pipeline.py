@@ -28,6 +28,7 @@ from signer import logs, metrics
 from signer.admission import Judgement, admission, budget_error, judge, pending_row, summarize
 from signer.auth import SERVICE, Identity
 from signer.chains.base import ChainAdapter, InvalidField, KeyInfo, PreparedTx, SignedTx
+from signer.chains.evm import CHAINS as EVM_CHAINS
 from signer.chains.limits import DEFAULT_LIMITS, WorkBudget
 from signer.chains.networks import network_class
 from signer.errors import (
@@ -45,7 +46,7 @@ from signer.errors import (
 from signer.events import EventBus
 from signer.governance import PolicyGovernor, utcnow
 from signer.keys import KEY_ID
-from signer.store.base import ClaimOutcome, KeyRecord, KeyState, Store, StoreError
+from signer.store.base import ClaimLost, ClaimOutcome, KeyRecord, KeyState, Store, StoreError
 
 log = logging.getLogger("custos.pipeline")
 
@@ -126,13 +127,13 @@ class SigningPipeline:
                 metrics.POLICY_DENIALS.labels(
                     exc.details.get("rule", exc.details.get("code", ""))
                 ).inc()
-            _count(outcome, [item.WhichOneof("tx") or "none" for item in request.items])
+            _count(outcome, [_chain_of(item) for item in request.items])
             raise
         except Exception:
-            _count("failed", [item.WhichOneof("tx") or "none" for item in request.items])
+            _count("failed", [_chain_of(item) for item in request.items])
             raise
         outcome = "replayed" if response.replayed else _OUTCOME_OF_STATUS[response.status]
-        _count(outcome, [item.chain for item in response.items] or ["pending"])
+        _count(outcome, [_chain_of(item) for item in request.items])
         # Successes are counted by the metrics; a line each only when debugging.
         log.debug("batch %s: %d items", outcome, len(response.items))
         return response
@@ -209,8 +210,13 @@ class SigningPipeline:
             response.policy_version = judgement.policy.hash
             response.rules.extend(judgement.rules)
             return response
+        assert claim.token is not None  # CLAIMED always carries one
         return self._sign_claimed(
-            caller, request.request_id, items, _Decided(judgement.policy.hash, judgement.rules)
+            caller,
+            request.request_id,
+            items,
+            _Decided(judgement.policy.hash, judgement.rules),
+            claim.token,
         )
 
     def rejudge(self, caller: str, request_bytes: bytes) -> Rejudged:
@@ -247,7 +253,9 @@ class SigningPipeline:
         really decided: the one made just now, not the one that held the batch.
         """
         decided = _Decided(held.judgement.policy.hash, held.judgement.rules, approval_id)
-        return self._sign_items(held.identity, held.request_id, held.items, decided)
+        signed = self._sign_items(held.identity, held.request_id, held.items, decided)
+        _count("signed", [item.prepared.intent.chain for item in held.items])
+        return signed
 
     def get_batch(self, caller: Identity, request_id: str) -> pb.SignBatchResponse:
         if not REQUEST_ID.fullmatch(request_id):
@@ -335,14 +343,31 @@ class SigningPipeline:
         return prepared
 
     def _sign_claimed(
-        self, caller: Identity, request_id: str, items: Sequence[_Item], decided: _Decided
+        self,
+        caller: Identity,
+        request_id: str,
+        items: Sequence[_Item],
+        decided: _Decided,
+        token: bytes,
     ) -> pb.SignBatchResponse:
         try:
-            return self._sign_and_store(caller, request_id, items, decided)
+            return self._sign_and_store(caller, request_id, items, decided, token)
+        except ClaimLost:
+            # Our lease ran out; a retry took the id over or a sweep closed the claim
+            # (a sign.failed record closed this attempt either way): what we signed
+            # never leaves, and a stored result is the request id's one result.
+            stored = self._store.get_batch(caller.subject, request_id)
+            if stored is not None and stored.done and stored.result is not None:
+                return _replay(stored.result)
+            raise InProgress(
+                f"request_id {request_id!r}: this attempt's lease ran out; retry"
+            ) from None
         except BaseException as exc:
             # Give the request id back so that a retry can sign; nothing left the process.
+            # Under our token only: a batch the store completed (a COMMIT whose outcome
+            # we never heard) keeps its result and its budget.
             reason = "hsm unavailable" if isinstance(exc, HsmError) else type(exc).__name__
-            self._release_quietly(caller, request_id, reason)
+            self._release_quietly(caller, request_id, reason, token)
             if isinstance(exc, HsmError):
                 log.warning("signing %s failed: %s", request_id, exc)
                 raise Unavailable(
@@ -356,6 +381,7 @@ class SigningPipeline:
         request_id: str,
         items: Sequence[_Item],
         decided: _Decided,
+        token: bytes,
     ) -> pb.SignBatchResponse:
         response, signed_event = self._sign_items(caller, request_id, items, decided)
         with metrics.AUDIT_APPEND_SECONDS.time():
@@ -364,6 +390,7 @@ class SigningPipeline:
                 request_id,
                 response.SerializeToString(deterministic=True),
                 [signed_event],
+                token=token,
             )
         return response
 
@@ -423,12 +450,14 @@ class SigningPipeline:
         except StoreError:
             log.warning("could not audit the refusal of request %r", request_id[:128])
 
-    def _release_quietly(self, caller: Identity, request_id: str, reason: str) -> None:
+    def _release_quietly(
+        self, caller: Identity, request_id: str, reason: str, token: bytes
+    ) -> None:
         event = AuditEvent(
             "sign.failed", caller.subject, {"request_id": request_id, "reason": reason}
         )
         try:
-            self._store.release_batch(caller.subject, request_id, [event])
+            self._store.release_batch(caller.subject, request_id, [event], token=token)
         except Exception:  # the store may be what failed; the lease expires on its own
             log.exception("could not release request id %s", request_id)
 
@@ -464,6 +493,14 @@ _OUTCOME_OF_ERROR: dict[type[CustosError], str] = {
     InvalidRequest: "invalid",
     Unavailable: "unavailable",
 }
+
+
+def _chain_of(item: pb.SignItem) -> str:
+    """The chain an item is for, as a bounded metric label (never the oneof's `evm`)."""
+    kind = item.WhichOneof("tx")
+    if kind == "evm":
+        return EVM_CHAINS.get(item.evm.chain_id, ("unknown", ""))[0]
+    return kind or "unknown"
 
 
 def _count(outcome: str, chains: Sequence[str]) -> None:

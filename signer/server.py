@@ -10,7 +10,6 @@ from concurrent import futures
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
 
 from audit.record import AuditEvent
 from hsm.pool import SigningPool
@@ -24,7 +23,7 @@ from proto.custos.v1 import (
     signer_pb2,
     signer_pb2_grpc,
 )
-from signer import metrics
+from signer import metrics, reflection
 from signer.approval_desk import ApprovalDesk
 from signer.auditlog import AuditLog
 from signer.auth import Authorizer
@@ -146,9 +145,7 @@ class CustosServer:
             ApprovalsService(self.desk, events, self.store, adapters), self._grpc
         )
         health_pb2_grpc.add_HealthServicer_to_server(self._health, self._grpc)
-        reflection.enable_server_reflection(
-            (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), self._grpc
-        )
+        reflection.enable((*SERVICE_NAMES, health.SERVICE_NAME), self._grpc)
         self._metrics_listen = config.metrics.listen
         self.metrics_port = 0
         self._stop_metrics: Callable[[], None] = lambda: None
@@ -171,7 +168,9 @@ class CustosServer:
         )
         metrics.bind_gauge(metrics.CHECKPOINT_AGE, self.audit.checkpoint_age)
         if self._metrics_listen:
-            self.metrics_port, self._stop_metrics = metrics.serve(self._metrics_listen)
+            self.metrics_port, self._stop_metrics = metrics.serve(
+                self._metrics_listen, self.monitor.readiness
+            )
             log.info("metrics on port %d", self.metrics_port)
 
     def start(self) -> None:
@@ -188,6 +187,7 @@ class CustosServer:
 
     def stop(self, grace: float = 10.0) -> None:
         self._health.enter_graceful_shutdown()
+        self.monitor.drain()
         self._grpc.stop(grace).wait()
         self._stop_metrics()
         self.desk.stop()

@@ -2,8 +2,9 @@
 
 Every method that changes state takes the audit events describing the change
 and commits them in the same transaction: a change without its audit record,
-or a record without its change, cannot happen. Backends: SQLite (embedded
-default, signer.store.sqlite) and PostgreSQL (replicas sharing one database,
+or a record without its change, cannot happen. The logic is written once
+(signer.store.sql.SqlStore) over two dialects: SQLite (embedded default,
+signer.store.sqlite) and PostgreSQL (replicas sharing one database,
 signer.store.postgres); signer.store.factory.open_store picks one by URL.
 """
 
@@ -35,6 +36,13 @@ class VersionExists(StoreError):
     """A policy version with this number is already stored."""
 
 
+class ClaimLost(StoreError):
+    """The claim's token no longer holds the request id: a retry took it over, or it was settled.
+
+    Nothing was written: the attempt must not hand out what it signed.
+    """
+
+
 class KeyState(enum.Enum):
     ENABLED = "enabled"
     DISABLED = "disabled"
@@ -54,7 +62,7 @@ class KeyRecord:
 
 
 class ClaimOutcome(enum.Enum):
-    CLAIMED = "claimed"  # this caller now owns the request id and must complete or release it
+    CLAIMED = "claimed"  # this attempt holds the id under `token`: it must complete or release it
     HELD = "held"  # claimed and held for approvals (Admission.pending): nothing to sign yet
     PENDING = "pending"  # an earlier attempt is waiting for approvals: `approval_id`
     OVER_LIMIT = "over_limit"  # the budget check refused: `breach`
@@ -69,6 +77,9 @@ class Claim:
     result: bytes | None = None
     approval_id: str | None = None
     breach: object | None = None
+    # Random, stored with the claim: complete_batch and release_batch need it, so an
+    # attempt whose lease ran out cannot touch the work of the retry that took over.
+    token: bytes | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,19 +130,50 @@ class Store(PolicyStore, Protocol):
         transaction (OVER_LIMIT when it does not fit), and a batch that waits
         for approvals is stored as pending (HELD).
 
-        A lease left behind by a crashed attempt expires after `lease_ms`; nothing
-        it signed ever left the process (results are stored before they are
-        returned), so a later attempt may sign afresh. `events` are committed
-        only when the claim is taken.
+        A CLAIMED outcome carries the claim's `token`. A lease left behind by a
+        crashed or stalled attempt expires after `lease_ms`; nothing it signed
+        ever left the process (results are stored, under its token, before they
+        are returned), so a later attempt takes the id over: in the same
+        transaction a `sign.failed` record closes the abandoned attempt and its
+        reservations are released, and the old token stops working. `events`
+        are committed only when the claim is taken.
         """
         ...
 
     def complete_batch(
-        self, caller: str, request_id: str, result: bytes, events: Sequence[AuditEvent]
-    ) -> None: ...
+        self,
+        caller: str,
+        request_id: str,
+        result: bytes,
+        events: Sequence[AuditEvent],
+        *,
+        token: bytes,
+    ) -> None:
+        """Store the result under the claim's `token`; ClaimLost (nothing written) otherwise."""
+        ...
 
-    def release_batch(self, caller: str, request_id: str, events: Sequence[AuditEvent]) -> None:
-        """Give the id back after a failed attempt, so that a retry may sign."""
+    def release_batch(
+        self, caller: str, request_id: str, events: Sequence[AuditEvent], *, token: bytes
+    ) -> bool:
+        """Give the id back after a failed attempt, so that a retry may sign.
+
+        Only under the claim's `token` and only while the batch is not completed:
+        otherwise nothing is written and False is returned (a late attempt, or a
+        commit whose outcome was unknown but which did complete the batch). The
+        reservations of an ordinary batch are released with it; an approved
+        batch keeps its row and reservations and only loses this attempt's claim.
+        """
+        ...
+
+    def expire_claims(self, limit: int = 100) -> int:
+        """Close up to `limit` claims whose lease ran out with no retry to take them over.
+
+        Each gets a `sign.failed` record (reason: lease expired), its request id is
+        freed and its reservations released, as a take-over would; batches held for
+        approvals are left to their own expiry. Returns how many were closed. Meant
+        for a periodic sweep, so that a crashed attempt's sign.authorized is closed
+        even when its caller never retries.
+        """
         ...
 
     def get_batch(self, caller: str, request_id: str) -> BatchRecord | None: ...

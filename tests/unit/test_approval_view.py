@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 from policies.intent import ContractCall, Intent, Transfer
 from signer.approval_view import _item, asset_units, in_units
 
@@ -56,3 +58,21 @@ def test_a_token_transfer_in_units_where_decimals_are_known() -> None:
     )
     (t,) = _item(intent).transfers
     assert (t.amount, t.amount_units, t.symbol) == ("2500000", "2.5", "USDT")
+
+
+def test_a_lock_time_is_shown_as_what_it_is() -> None:
+    base = Intent(
+        chain="bitcoin",
+        network="mainnet",
+        key_id="hot-1",
+        from_address="bc1q",
+        transfers=(),
+        fee=1_000,
+    )
+    assert _item(dataclasses.replace(base, lock_time=840_100)).lock_time == "height 840100"
+    assert (
+        _item(dataclasses.replace(base, lock_time=1_900_000_000)).lock_time
+        == "unix time 1900000000"
+    )
+    tron = dataclasses.replace(base, chain="tron", expiration_ms=1_900_000_000_000)
+    assert _item(tron).lock_time == "expires at unix ms 1900000000000"

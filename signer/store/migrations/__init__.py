@@ -5,7 +5,7 @@ entry at the end of POSTGRES. Statements use unqualified names and run with
 search_path set to the store's schema; all pending versions are applied in
 one transaction (PostgreSQL DDL is transactional), so a failed upgrade leaves
 the previous version intact. SQLite keeps its in-place migration
-(signer.store.sqlite._migrate): one file, one process, no race.
+(signer.store.sqlite._migrate, adding ADDED_COLUMNS): one file, one process, no race.
 """
 
 from __future__ import annotations
@@ -121,6 +121,11 @@ CREATE TABLE totp (
 );
 """
 
+# Fenced claims: each claim stores a random token that completing or releasing
+# it must present. Rows from before hold none: their attempts are gone (a
+# restart), so their leases run out and a retry takes them over.
+_CLAIM_TOKENS = "ALTER TABLE batches ADD COLUMN claim_token BYTEA;"
+
 # Keys belong to one network class (signer/chains/networks.py). Keys created
 # before classes existed become mainnet: a key that may hold mainnet funds must
 # never be judged by testnet rules (its Bitcoin and Tron signatures do not
@@ -133,7 +138,8 @@ ALTER TABLE keys ALTER COLUMN network_class DROP DEFAULT;
 
 POSTGRES: tuple[Migration, ...] = (
     Migration(1, "initial schema", _INITIAL),
-    Migration(2, "key network class", _KEY_NETWORK_CLASS),
+    Migration(2, "fenced claims", _CLAIM_TOKENS),
+    Migration(3, "key network class", _KEY_NETWORK_CLASS),
 )
 
 
