@@ -35,6 +35,7 @@ from policies.document import (
     since_key,
 )
 from policies.intent import ALLOWANCES, TOKEN_TRANSFERS, Intent, Message
+from policies.locks import LOCK_TOO_FAR, CompiledLocks, lock_breach
 from policies.velocity import (
     CompiledLimit,
     Delta,
@@ -373,6 +374,7 @@ class CompiledPolicy:
     ) -> None:
         self.doc = doc
         self.version = doc.version
+        self._locks = CompiledLocks.of(doc.locks)
         groups: dict[str, set[str]] = {}
         for group, members in doc.identity_groups.items():
             for member in members:
@@ -573,6 +575,16 @@ class CompiledPolicy:
         clock = (now.weekday(), now.hour * 60 + now.minute)
         rules: list[_Rule] = []
         for index, intent in enumerate(request.items):
+            # Before any rule: no rule can allow a signature that waits, or
+            # stays valid, longer than the document's bounds.
+            too_far = lock_breach(intent, now, self._locks)
+            if too_far is not None:
+                return Deny(
+                    LOCK_TOO_FAR,
+                    f"item {index}: {too_far.field}: {too_far.message}",
+                    item_index=index,
+                    details={"field": too_far.field},
+                )
             is_message = request.message_signing or intent.message is not None
             verdict = self._judge(
                 index, intent, as_message if is_message else as_transaction, now, clock

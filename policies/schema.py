@@ -29,6 +29,7 @@ from policies.document import (
     AMOUNT_JSON_SCHEMA,
     AMOUNT_NEEDS_ASSETS,
     EVM_ADDRESS,
+    NETWORK_CLASSES,
     NETWORKS,
     Match,
     PolicyDocument,
@@ -174,6 +175,13 @@ def _check_scope(
         for network in scope.networks:
             if network not in known:
                 errors.append((f"{path}.networks", f"{network!r} is not a network of the chains"))
+    if scope.networks and scope.network_classes:
+        in_classes = {n for c in scope.network_classes for n in NETWORK_CLASSES[c]}
+        for network in scope.networks:
+            if network not in in_classes:
+                errors.append(
+                    (f"{path}.networks", f"{network!r} is not in the scope's network_classes")
+                )
 
 
 def _duplicates(ids: list[str]) -> list[str]:

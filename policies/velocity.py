@@ -14,7 +14,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from policies.document import Limit, Scope, normalize_address, parse_duration
+from policies.document import NETWORK_CLASSES, Limit, Scope, normalize_address, parse_duration
 from policies.intent import ALLOWANCES, Intent
 
 
@@ -102,7 +102,7 @@ class ScopeFilter:
             caller_groups=frozenset(scope.caller_groups or ()),
             keys=keys,
             chains=_opt_set(scope.chains),
-            networks=_opt_set(scope.networks),
+            networks=_networks(scope),
             assets=_opt_set(normalize_address(a) for a in scope.assets) if scope.assets else None,
         )
 
@@ -117,6 +117,15 @@ class ScopeFilter:
         if self.chains is not None and intent.chain not in self.chains:
             return False
         return self.networks is None or intent.network in self.networks
+
+
+def _networks(scope: Scope) -> frozenset[str] | None:
+    """The networks a scope accepts: `networks` and `network_classes` both hold."""
+    networks = _opt_set(scope.networks)
+    if scope.network_classes is None:
+        return networks
+    in_classes = frozenset(n for c in scope.network_classes for n in NETWORK_CLASSES[c])
+    return in_classes if networks is None else networks & in_classes
 
 
 def _opt_set(values: Iterable[str] | None) -> frozenset[str] | None:

@@ -87,8 +87,15 @@ class RunningServer:
     def keys(self, identity: str = "officer") -> keys_pb2_grpc.KeysStub:
         return keys_pb2_grpc.KeysStub(self.channel(identity))
 
-    def create_key(self, key_id: str) -> keys_pb2.Key:
-        return self.keys().CreateKey(keys_pb2.CreateKeyRequest(key_id=key_id))
+    def create_key(
+        self,
+        key_id: str,
+        network_class: keys_pb2.NetworkClass = keys_pb2.NETWORK_CLASS_TESTNET,
+    ) -> keys_pb2.Key:
+        """A key of `network_class` (test networks unless told: most tests sign for them)."""
+        return self.keys().CreateKey(
+            keys_pb2.CreateKeyRequest(key_id=key_id, network_class=network_class)
+        )
 
 
 @pytest.fixture(scope="session")

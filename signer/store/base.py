@@ -55,6 +55,10 @@ class KeyRecord:
     state: KeyState
     created_by: str
     created_at_ms: int
+    # "mainnet" | "testnet" (signer/chains/networks.py), fixed for the key's life.
+    # The default is the migration rule for keys created before classes existed:
+    # the class whose requests face the mainnet rules (see the README, Keys).
+    network_class: str = "mainnet"
 
 
 class ClaimOutcome(enum.Enum):

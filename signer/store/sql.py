@@ -56,7 +56,7 @@ from signer.store.policy_tables import Admission, PendingChange, PendingRow, Pol
 
 T = TypeVar("T")
 
-KEY_COLUMNS = "key_id, public_key, state, created_by, created_at_ms"
+KEY_COLUMNS = "key_id, public_key, state, created_by, created_at_ms, network_class"
 PENDING_COLUMNS = "approval_id, caller, request_id, state, expires_at_ms, record, request"
 POLICY_COLUMNS = "version, hash, document_yaml, state, record, activated_at_ms"
 BATCH = "FROM batches WHERE caller = ? AND request_id = ?"
@@ -178,11 +178,18 @@ class SqlStore(abc.ABC):
     # -- keys ----------------------------------------------------------------------
 
     def insert_key(self, key: KeyRecord, event: AuditEvent) -> None:
-        row = (key.key_id, key.public_key, key.state.value, key.created_by, key.created_at_ms)
+        row = (
+            key.key_id,
+            key.public_key,
+            key.state.value,
+            key.created_by,
+            key.created_at_ms,
+            key.network_class,
+        )
 
         def work(tx: Tx) -> None:
             inserted = tx.execute(
-                f"INSERT INTO keys ({KEY_COLUMNS}) VALUES (?, ?, ?, ?, ?)"  # noqa: S608
+                f"INSERT INTO keys ({KEY_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?)"  # noqa: S608
                 " ON CONFLICT (key_id) DO NOTHING RETURNING 1",
                 row,
             ).fetchone()
@@ -674,7 +681,7 @@ def _bytes(value: bytes | memoryview | None) -> bytes | None:
 
 
 def _key(row: tuple[Any, ...]) -> KeyRecord:
-    return KeyRecord(row[0], bytes(row[1]), KeyState(row[2]), row[3], int(row[4]))
+    return KeyRecord(row[0], bytes(row[1]), KeyState(row[2]), row[3], int(row[4]), row[5])
 
 
 def _pending(row: tuple[Any, ...]) -> PendingRow:

@@ -173,7 +173,9 @@ def env(server: RunningServer, tmp_path: Path) -> Iterator[Desk]:
     for name, subject in (("approver", APPROVER), ("approver2", APPROVER2)):
         token = factor.issue_token(OFFICER, subject).token
         uris[name] = factor.enroll(subject, token=token)
-    key = key_message(KeyManager(store, pool).create(f"ab-{id(clock) % 10**8}", "officer"))
+    key = key_message(
+        KeyManager(store, pool).create(f"ab-{id(clock) % 10**8}", "testnet", "officer")
+    )
     caller = authorizer.identity_of(PAYMENTS)
     assert caller is not None
     yield Desk(
