@@ -110,7 +110,14 @@ def msg_server(
 
 @pytest.fixture
 def key(msg_server: RunningServer) -> keys_pb2.Key:
-    return msg_server.create_key(f"msg-{uuid.uuid4().hex[:10]}")
+    """A mainnet key: most messages here name chain id 1 or a mainnet."""
+    return msg_server.create_key(f"msg-{uuid.uuid4().hex[:10]}", keys_pb2.NETWORK_CLASS_MAINNET)
+
+
+@pytest.fixture
+def test_key(msg_server: RunningServer) -> keys_pb2.Key:
+    """A testnet key, for messages on Sepolia or a Bitcoin test network."""
+    return msg_server.create_key(f"msg-t-{uuid.uuid4().hex[:10]}")
 
 
 def _rid() -> str:
@@ -136,14 +143,16 @@ def _refused(
     return info.value.code(), str(info.value.details()), metadata
 
 
-def test_each_kind_is_signed_and_verifies(msg_server: RunningServer, key: keys_pb2.Key) -> None:
+def test_each_kind_is_signed_and_verifies(
+    msg_server: RunningServer, key: keys_pb2.Key, test_key: keys_pb2.Key
+) -> None:
     eth = builders.address(key, "ethereum", "mainnet")
     hello = b"Log in to example.org\nNonce: 42"
     items = [
         td.personal_item(key.key_id, hello, 1),
         td.typed_item(key.key_id, td.MAIL, 1),
         td.tron_item(key.key_id, hello, "mainnet"),
-        td.bitcoin_item(key.key_id, hello, "p2pkh", "testnet"),
+        td.bitcoin_item(test_key.key_id, hello, "p2pkh", "testnet"),
         td.bitcoin_item(key.key_id, hello, "p2wpkh", "mainnet"),
     ]
     response = _sign(msg_server, *items)
@@ -156,7 +165,7 @@ def test_each_kind_is_signed_and_verifies(msg_server: RunningServer, key: keys_p
     assert mail.signatures[0].digest == td.MAIL_DIGEST
     tron_address = builders.address(key, "tron", "mainnet")
     assert tron_message_signer(hello, tron.raw_tx) == tron_address == tron.address
-    assert p2pkh.address == builders.address(key, "bitcoin", "testnet", "p2pkh")
+    assert p2pkh.address == builders.address(test_key, "bitcoin", "testnet", "p2pkh")
     assert bitcoin_message_verifies(p2pkh.address, "testnet", hello, p2pkh.raw_tx)
     assert p2wpkh.address == builders.address(key, "bitcoin", "mainnet", "p2wpkh")
     assert bitcoin_message_verifies(p2wpkh.address, "mainnet", hello, p2wpkh.raw_tx)
@@ -178,8 +187,9 @@ def test_typed_data_outside_the_message_rules_is_denied(
 
 
 def test_a_permit_is_judged_and_charged_like_an_approve(
-    msg_server: RunningServer, key: keys_pb2.Key
+    msg_server: RunningServer, test_key: keys_pb2.Key
 ) -> None:
+    key = test_key
     owner = builders.address(key, "ethereum", "sepolia")
 
     def permit(value: int) -> pb.SignItem:
@@ -202,14 +212,15 @@ def test_a_permit_is_judged_and_charged_like_an_approve(
     assert code == grpc.StatusCode.RESOURCE_EXHAUSTED
     assert (meta["limit"], meta["amount"]) == ("usdc-daily", "400")
     # Plain messages draw on no limit.
-    assert _sign(msg_server, td.personal_item(key.key_id, b"still fine")).status == (
+    assert _sign(msg_server, td.personal_item(key.key_id, b"still fine", SEPOLIA)).status == (
         pb.BATCH_STATUS_SIGNED
     )
 
 
 def test_an_approver_reads_the_message_and_its_grants(
-    msg_server: RunningServer, key: keys_pb2.Key
+    msg_server: RunningServer, test_key: keys_pb2.Key
 ) -> None:
+    key = test_key
     doc = td.permit2_single(TOKEN, SPENDER, 77, SEPOLIA)
     held = _sign(msg_server, td.typed_item(key.key_id, doc, SEPOLIA))
     assert held.status == pb.BATCH_STATUS_PENDING_APPROVAL
@@ -254,7 +265,7 @@ def test_malformed_typed_data_is_invalid_argument_naming_the_field(
 
 def test_the_development_policy_signs_messages_but_not_permits(server: RunningServer) -> None:
     key = server.create_key(f"msg-dev-{uuid.uuid4().hex[:8]}")
-    response = _sign(server, td.personal_item(key.key_id, b"hello", 56))
+    response = _sign(server, td.personal_item(key.key_id, b"hello", 97))
     assert list(response.rules) == ["development-messages"]
     assert evm_message_signer(b"hello", response.items[0].raw_tx) == response.items[0].address
     owner = builders.address(key, "ethereum", "sepolia")
