@@ -165,6 +165,22 @@ def test_refusals_sign_nothing(pool: SigningPool) -> None:
         pool.hd_account_key(seed, "tron", "mainnet", "m/44'/195'")
     # The pool still works after the refusals (no worker left out of step).
     attempt()
+    # No refusal message carries the seed, a private key or a word of the mnemonic.
+    messages = []
+    for change in (
+        {"public_key": wrong.uncompressed()},
+        {"seed": hd.SealedSeed(SEAL_KEY, seed.sealed, b"wallet:other")},
+        {"path": "m/44'/60'/0'/0/0"},
+    ):
+        with pytest.raises(Exception) as info:  # noqa: PT011 - each checked above
+            attempt(**change)
+        messages.append(repr(info.value) + str(info.value.__cause__))
+    plain = mnemonic_to_seed(TEST_MNEMONIC)
+    private = master_key(plain).derive("m/44'/195'/0'/0/0").key
+    for text in messages:
+        for secret in (plain.hex(), private.hex(), plain.hex()[:16], private.hex()[:16]):
+            assert secret not in text
+        assert "junk" not in text
 
 
 def test_session_key_is_sensitive_and_gone_after_signing(
