@@ -598,6 +598,12 @@ class SqlStore(abc.ABC):
             if not isinstance(result, PendingChange):
                 return result
             new = result.row
+            if result.rebudget is not None:
+                _release_reservations(tx, new.caller, new.request_id)
+                now = self._clock_ms()
+                breach = self._admit(tx, result.rebudget, new.caller, new.request_id, now)
+                if breach is not None:
+                    raise Rollback(breach)
             tx.execute(
                 "UPDATE pending SET state = ?, record = ? WHERE approval_id = ?",
                 (new.state, new.record, approval_id),
