@@ -509,6 +509,14 @@ class PostgresStore(PostgresPolicyTables):
         )
         return None if row is None else StoredCheckpoint(int(row[0]), bytes(row[1]), row[2])
 
+    def all_checkpoints(self) -> list[StoredCheckpoint]:
+        rows = self._read(
+            lambda conn: conn.execute(
+                "SELECT size, root, note FROM audit_checkpoints ORDER BY size"
+            ).fetchall()
+        )
+        return [StoredCheckpoint(int(r[0]), bytes(r[1]), r[2]) for r in rows]
+
     @contextmanager
     def exclusive(self, name: str) -> Iterator[None]:
         """Hold a database-wide lock on `name` (every replica), e.g. around HSM key set-up."""

@@ -338,6 +338,14 @@ class SqliteStore(PolicyTables):
         )
         return None if row is None else StoredCheckpoint(int(row[0]), bytes(row[1]), row[2])
 
+    def all_checkpoints(self) -> list[StoredCheckpoint]:
+        rows = self._read(
+            lambda db: db.execute(
+                "SELECT size, root, note FROM audit_checkpoints ORDER BY size"
+            ).fetchall()
+        )
+        return [StoredCheckpoint(int(r[0]), bytes(r[1]), r[2]) for r in rows]
+
     @contextmanager
     def exclusive(self, name: str) -> Iterator[None]:
         """One process owns a SQLite store: a process lock is a store-wide lock."""
