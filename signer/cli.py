@@ -135,12 +135,12 @@ def cmd_audit_export(args: argparse.Namespace) -> int:
     out = Path(args.out)
     # The checkpoints first: the export then certainly covers the latest one.
     checkpoints = list(stub.ListCheckpoints(audit_pb2.ListCheckpointsRequest()))
-    if not checkpoints:
+    if not checkpoints and not args.to:
         checkpoints = [stub.GetLatestCheckpoint(audit_pb2.GetLatestCheckpointRequest())]
-    latest = checkpoints[-1]
+    latest = checkpoints[-1] if checkpoints else None
     key = stub.GetAuditKey(audit_pb2.GetAuditKeyRequest())
     # By default the export ends where the latest checkpoint does: every record is proven.
-    to_seq = args.to or latest.size
+    to_seq = args.to or (latest.size if latest else 0)
     chunks = (c.lines for c in stub.Export(audit_pb2.ExportRequest(from_seq=0, to_seq=to_seq)))
     counted = 0
 
@@ -170,16 +170,20 @@ def cmd_audit_export(args: argparse.Namespace) -> int:
                 continue
         write_file_atomically(path, [checkpoint.note.encode()])
         new += 1
-    write_file_atomically(Path(f"{out}.checkpoint"), [latest.note.encode()])
+    if latest is not None:
+        write_file_atomically(Path(f"{out}.checkpoint"), [latest.note.encode()])
     write_file_atomically(Path(f"{out}.pub.pem"), [key.public_key_pem.encode()])
     print(f"{counted} records -> {out}")
-    if not args.to:
+    if latest is not None and not args.to:
         print(
             f"  (records after the latest checkpoint, size {latest.size}, are left out: no"
             " checkpoint proves them yet; `custos audit checkpoint` signs one)"
         )
     print(f"{len(checkpoints)} checkpoints ({new} new) -> {kept}/")
-    print(f"latest checkpoint (size {latest.size}) -> {out}.checkpoint")
+    if latest is not None:
+        print(f"latest checkpoint (size {latest.size}) -> {out}.checkpoint")
+    else:
+        print("the server holds no checkpoint: nothing proves these records", file=sys.stderr)
     print(
         f"audit public key ({key.key_name}) -> {out}.pub.pem; check its fingerprint against"
         " the one you pinned (custos audit verify --key-fingerprint)"

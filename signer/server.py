@@ -154,7 +154,8 @@ class CustosServer:
             {"hsm": self.pool.check, "store": self.store.ping, "audit": self.audit.probe},
             self._publish_health,
         )
-        self.audit.on_failure = self.monitor.report_failure
+        # Publish NOT_SERVING from the thread that found the failure, not a probe later.
+        self.audit.on_failure = lambda _exc: self.monitor.check()
         options = [
             ("grpc.max_receive_message_length", config.server.max_message_bytes),
             ("grpc.max_send_message_length", config.server.max_message_bytes),
