@@ -379,6 +379,8 @@ def test_a_restored_older_copy_of_the_store_is_refused(
     with sqlite3.connect(d.env.dir / "custos.db") as live, sqlite3.connect(backup) as copy:
         live.backup(copy)
     d.sign_checked(3)
+    # The auditor saw a checkpoint past the backup: only then can they tell a rollback.
+    assert d.cli("audit", "checkpoint", client="officer").returncode == 0
     assert d.cli("audit", "export", "--out", str(saved)).returncode == 0
     d.server.stop()
     for suffix in ("-wal", "-shm"):
