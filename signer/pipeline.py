@@ -16,6 +16,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
+from google.protobuf.message import DecodeError
+
 from audit.record import AuditEvent
 from hsm.errors import HsmError
 from hsm.keystore import Signer, SignRequest
@@ -26,6 +28,7 @@ from signer import logs, metrics
 from signer.admission import Judgement, admission, budget_error, judge, pending_row, summarize
 from signer.auth import SERVICE, Identity
 from signer.chains.base import ChainAdapter, InvalidField, KeyInfo, PreparedTx, SignedTx
+from signer.chains.limits import DEFAULT_LIMITS, WorkBudget
 from signer.errors import (
     AlreadyExists,
     BudgetExceeded,
@@ -57,6 +60,16 @@ class _Item:
 
 
 @dataclass(frozen=True, slots=True)
+class Rejudged:
+    """A held batch judged again now: who asked (with their grants), its items, the verdict."""
+
+    identity: Identity
+    request_id: str
+    items: tuple[_Item, ...]
+    judgement: Judgement
+
+
+@dataclass(frozen=True, slots=True)
 class _Decided:
     """Which policy version and rules let a batch be signed (kept with its result)."""
 
@@ -81,15 +94,21 @@ class SigningPipeline:
         adapters: dict[str, ChainAdapter],
         *,
         max_batch_items: int,
+        max_batch_work_units: int = DEFAULT_LIMITS.max_batch_work_units,
         lease_ms: int,
         governor: PolicyGovernor,
         events: EventBus,
         clock: Callable[[], datetime] = utcnow,
+        identities: Callable[[str], Identity | None] | None = None,
     ) -> None:
+        """`identities` looks up a configured identity by subject (Authorizer.identity_of):
+        held batches are signed with the caller's own grants; without it none is signed."""
         self._store = store
+        self._identities = identities
         self._signer = signer
         self._adapters = adapters
         self._max_items = max_batch_items
+        self._max_work = max_batch_work_units
         self._lease_ms = lease_ms
         self._governor = governor
         self._events = events
@@ -193,22 +212,41 @@ class SigningPipeline:
             caller, request.request_id, items, _Decided(judgement.policy.hash, judgement.rules)
         )
 
-    def sign_approved(
-        self,
-        caller: str,
-        request_bytes: bytes,
-        approval_id: str,
-        policy_version: str,
-        rules: Sequence[str],
-    ) -> None:
-        """Sign a batch whose approvals are complete (called by the approval desk)."""
-        request = pb.SignBatchRequest.FromString(request_bytes)
-        # Grants were checked when the batch was requested; keys must still be enabled.
-        identity = Identity(caller, frozenset({SERVICE}), ("*",))
+    def rejudge(self, caller: str, request_bytes: bytes) -> Rejudged:
+        """Judge a held batch again, as if it arrived now: the caller's own grants, the
+        keys' states and the active policy (DESIGN.md invariant 9).
+
+        Raises PermissionDenied when the caller is no longer a service identity or
+        lost a key grant, PolicyDenied when the active policy now refuses the batch,
+        and the usual errors for disabled keys or a missing policy.
+        """
+        identity = self._identities(caller) if self._identities is not None else None
+        if identity is None or SERVICE not in identity.roles:
+            raise PermissionDenied(f"{caller!r} is not (or no longer) a service identity")
+        try:
+            request = pb.SignBatchRequest.FromString(request_bytes)
+        except DecodeError:
+            raise InvalidRequest("the stored request does not decode") from None
+        self._check_envelope(request)
         items = self._prepare(identity, request)
-        decided = _Decided(policy_version, tuple(rules), approval_id)
-        self._sign_and_store(identity, request.request_id, items, decided)
-        self._events.publish("signed", approval_id, request.request_id, caller)
+        judgement = judge(
+            self._governor.active(),
+            caller,
+            [item.prepared.intent for item in items],
+            self._clock(),
+        )
+        return Rejudged(identity, request.request_id, tuple(items), judgement)
+
+    def sign_approved(
+        self, held: Rejudged, approval_id: str
+    ) -> tuple[pb.SignBatchResponse, AuditEvent]:
+        """Sign a proven, approved batch; the caller stores the result (fenced) and tells.
+
+        The response names the policy version and rules of the judgement that
+        really decided: the one made just now, not the one that held the batch.
+        """
+        decided = _Decided(held.judgement.policy.hash, held.judgement.rules, approval_id)
+        return self._sign_items(held.identity, held.request_id, held.items, decided)
 
     def get_batch(self, caller: Identity, request_id: str) -> pb.SignBatchResponse:
         if not REQUEST_ID.fullmatch(request_id):
@@ -271,6 +309,9 @@ class SigningPipeline:
             if not caller.may_use_key(item.key_id):
                 raise PermissionDenied(f"items[{index}].key_id: key {item.key_id!r} not granted")
         keys = self._store.get_keys([item.key_id for item in request.items])
+        # Every adapter charges its item's work here before doing it, so a large
+        # batch of expensive items stops after a bounded amount of CPU.
+        budget = WorkBudget(self._max_work)
         prepared = []
         for index, item in enumerate(request.items):
             key = keys.get(item.key_id)
@@ -283,7 +324,9 @@ class SigningPipeline:
             if adapter is None:
                 raise InvalidRequest(f"items[{index}].tx: no transaction (bitcoin, evm or tron)")
             try:
-                ready = adapter.prepare(getattr(item, kind), KeyInfo(key.key_id, key.public_key))
+                ready = adapter.prepare(
+                    getattr(item, kind), KeyInfo(key.key_id, key.public_key), budget
+                )
             except InvalidField as exc:
                 raise InvalidRequest(f"items[{index}].{exc.field}: {exc.message}") from None
             prepared.append(_Item(index, key, adapter, ready))
@@ -312,6 +355,23 @@ class SigningPipeline:
         items: Sequence[_Item],
         decided: _Decided,
     ) -> pb.SignBatchResponse:
+        response, signed_event = self._sign_items(caller, request_id, items, decided)
+        with metrics.AUDIT_APPEND_SECONDS.time():
+            self._store.complete_batch(
+                caller.subject,
+                request_id,
+                response.SerializeToString(deterministic=True),
+                [signed_event],
+            )
+        return response
+
+    def _sign_items(
+        self,
+        caller: Identity,
+        request_id: str,
+        items: Sequence[_Item],
+        decided: _Decided,
+    ) -> tuple[pb.SignBatchResponse, AuditEvent]:
         requests = [
             SignRequest(item.key.key_id, digest, item.key.public_key)
             for item in items
@@ -343,14 +403,7 @@ class SigningPipeline:
                 ],
             },
         )
-        with metrics.AUDIT_APPEND_SECONDS.time():
-            self._store.complete_batch(
-                caller.subject,
-                request_id,
-                response.SerializeToString(deterministic=True),
-                [signed_event],
-            )
-        return response
+        return response, signed_event
 
     def _audit_refusal(self, caller: Identity, request_id: str, exc: CustosError) -> None:
         event = AuditEvent(

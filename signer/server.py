@@ -29,7 +29,8 @@ from signer import metrics
 from signer.approval_desk import ApprovalDesk
 from signer.auditlog import AuditGate, AuditLog, key_fingerprint
 from signer.auth import Authorizer
-from signer.chains.registry import ADAPTERS
+from signer.chains.limits import ChainLimits
+from signer.chains.registry import make_adapters
 from signer.config import Config
 from signer.errors import ConfigError
 from signer.events import EventBus
@@ -131,14 +132,19 @@ class CustosServer:
             functools.partial(self.pool.sign_eddsa, config.audit.key_id),
         )
         events = EventBus()
+        limits = ChainLimits(**config.limits.model_dump())
+        authorizer = Authorizer(config.identities)
+        adapters = make_adapters(limits)
         pipeline = SigningPipeline(
             self.store,
             AuditGate(self.pool, self.audit),  # no signature while the log fails its checks
-            ADAPTERS,
+            adapters,
             max_batch_items=config.server.max_batch_items,
+            max_batch_work_units=limits.max_batch_work_units,
             lease_ms=config.server.lease_seconds * 1000,
             governor=self.governor,
             events=events,
+            identities=authorizer.identity_of,
         )
         self.desk = ApprovalDesk(
             self.store,
@@ -164,9 +170,7 @@ class CustosServer:
             futures.ThreadPoolExecutor(
                 max_workers=config.server.threads, thread_name_prefix="custos-rpc"
             ),
-            interceptors=[
-                EdgeInterceptor(Authorizer(config.identities), self.monitor.report_failure)
-            ],
+            interceptors=[EdgeInterceptor(authorizer, self.monitor.report_failure)],
             options=options,
         )
         signer_pb2_grpc.add_SignerServicer_to_server(SignerService(pipeline), self._grpc)
@@ -178,7 +182,7 @@ class CustosServer:
             PoliciesService(self.governor, second_factor), self._grpc
         )
         policy_pb2_grpc.add_ApprovalsServicer_to_server(
-            ApprovalsService(self.desk, events), self._grpc
+            ApprovalsService(self.desk, events, self.store, adapters), self._grpc
         )
         health_pb2_grpc.add_HealthServicer_to_server(self._health, self._grpc)
         reflection.enable_server_reflection(

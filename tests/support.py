@@ -1,11 +1,17 @@
-"""Helpers shared by tests: an in-memory signer for pure unit tests of chain adapters."""
+"""Helpers shared by tests: an in-memory signer for pure unit tests of chain adapters, and
+TOTP enrollment the way identities do it (an officer's token, redeemed by the identity)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
+import grpc
 from coincurve import PrivateKey
 
 from hsm.secp256k1 import RecoverableSignature, normalize
+from proto.custos.v1 import policy_pb2, policy_pb2_grpc
 from signer.chains.base import KeyInfo
+from signer.devsetup import subject_string
 
 
 class LocalKey:
@@ -19,3 +25,17 @@ class LocalKey:
         # RFC 6979 deterministic nonce, so published vectors reproduce byte for byte.
         raw = self._private.sign_recoverable(digest, hasher=None)[:64]
         return normalize(raw, digest, self.info.public_key)
+
+
+def enroll_totp(channel: Callable[[str], grpc.Channel], name: str) -> str:
+    """`name` enrolls its own TOTP with a token an officer (not itself) issued; the URI."""
+    issuer = "officer2" if name == "officer" else "officer"
+    token = (
+        policy_pb2_grpc.PoliciesStub(channel(issuer))
+        .IssueTotpToken(policy_pb2.IssueTotpTokenRequest(subject=subject_string(name)))
+        .enrollment_token
+    )
+    reply = policy_pb2_grpc.PoliciesStub(channel(name)).EnrollTotp(
+        policy_pb2.EnrollTotpRequest(enrollment_token=token)
+    )
+    return str(reply.otpauth_uri)

@@ -282,6 +282,32 @@ class PolicyTables:
 
         return self._write(work)  # type: ignore[no-any-return]
 
+    def change_totp(
+        self,
+        subject: str,
+        change: Callable[
+            [tuple[bytes, str] | None],
+            tuple[tuple[bytes, str] | None, Sequence[AuditEvent], T],
+        ],
+    ) -> T:
+        """Read-modify-write one identity's (sealed secret, state) in one transaction.
+
+        `change` gets the row (None when there is none) and returns the row to
+        write (None: leave it), the audit events to commit, and a result to return.
+        """
+
+        def work(db: sqlite3.Connection) -> T:
+            row = db.execute(
+                "SELECT sealed, state FROM totp WHERE subject = ?", (subject,)
+            ).fetchone()
+            new, events, result = change(None if row is None else (bytes(row[0]), str(row[1])))
+            if new is not None:
+                db.execute("INSERT OR REPLACE INTO totp VALUES (?, ?, ?)", (subject, *new))
+            self._append(db, events)  # type: ignore[attr-defined]
+            return result
+
+        return self._write(work)  # type: ignore[no-any-return]
+
 
 class PolicyStore(Protocol):
     """The policy part of the store contract (signer.store.base.Store includes it)."""
@@ -313,3 +339,14 @@ class PolicyStore(Protocol):
     def update_totp_state(
         self, subject: str, change: Callable[[str], tuple[str, Sequence[AuditEvent], T]]
     ) -> T: ...
+
+    def change_totp(
+        self,
+        subject: str,
+        change: Callable[
+            [tuple[bytes, str] | None],
+            tuple[tuple[bytes, str] | None, Sequence[AuditEvent], T],
+        ],
+    ) -> T:
+        """Read-modify-write one identity's (sealed secret, state) in one transaction."""
+        ...

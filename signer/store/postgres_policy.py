@@ -271,3 +271,32 @@ class PostgresPolicyTables(abc.ABC):
             return result
 
         return self._write(work)
+
+    def change_totp(
+        self,
+        subject: str,
+        change: Callable[
+            [tuple[bytes, str] | None],
+            tuple[tuple[bytes, str] | None, Sequence[AuditEvent], T],
+        ],
+    ) -> T:
+        """Read-modify-write one identity's (sealed secret, state) in one transaction."""
+
+        def work(conn: Conn) -> T:
+            # The advisory lock also serializes the first write, when no row exists to lock.
+            conn.execute("SELECT pg_advisory_xact_lock(%s)", (self._lock_key("totp", subject),))
+            row = conn.execute(
+                "SELECT sealed, state FROM totp WHERE subject = %s FOR UPDATE", (subject,)
+            ).fetchone()
+            new, events, result = change(None if row is None else (bytes(row[0]), str(row[1])))
+            if new is not None:
+                conn.execute(
+                    "INSERT INTO totp (subject, sealed, state) VALUES (%s, %s, %s)"
+                    " ON CONFLICT (subject) DO UPDATE SET sealed = EXCLUDED.sealed,"
+                    " state = EXCLUDED.state",
+                    (subject, *new),
+                )
+            self._append(conn, events)
+            return result
+
+        return self._write(work)

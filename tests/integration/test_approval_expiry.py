@@ -62,6 +62,7 @@ def test_expiry_releases_the_budget_and_settles_the_request(
         governor=governor,
         events=events,
         clock=clock,
+        identities={CALLER.subject: CALLER}.get,
     )
     desk = ApprovalDesk(
         store,
