@@ -160,8 +160,9 @@ class CustosServer:
             {"hsm": self.pool.check, "store": self.store.ping, "audit": self.audit.probe},
             self._publish_health,
         )
-        # Publish NOT_SERVING from the thread that found the failure, not a probe later.
-        self.audit.on_failure = lambda _exc: self.monitor.check()
+        # Wake the monitor at once (its own thread: two concurrent HSM pings could
+        # each hold a worker the other waits for).
+        self.audit.on_failure = self.monitor.report_failure
         options = [
             ("grpc.max_receive_message_length", config.server.max_message_bytes),
             ("grpc.max_send_message_length", config.server.max_message_bytes),
