@@ -488,6 +488,14 @@ class SqlStore(abc.ABC):
         )
         return None if row is None else StoredCheckpoint(int(row[0]), bytes(row[1]), row[2])
 
+    def all_checkpoints(self) -> list[StoredCheckpoint]:
+        rows = self._read(
+            lambda tx: tx.execute(
+                "SELECT size, root, note FROM audit_checkpoints ORDER BY size"
+            ).fetchall()
+        )
+        return [StoredCheckpoint(int(r[0]), bytes(r[1]), r[2]) for r in rows]
+
     # -- policy versions ----------------------------------------------------------------
 
     def policy_versions(self) -> list[PolicyRow]:
