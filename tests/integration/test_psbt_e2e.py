@@ -34,10 +34,10 @@ from bitcointx.core import (
 )
 from bitcointx.core.key import CKey, CPubKey, KeyStore
 from bitcointx.core.psbt import PartiallySignedTransaction
-from bitcointx.core.script import OP_0, OP_CHECKMULTISIG, CScript
+from bitcointx.core.script import OP_CHECKMULTISIG, CScript
 from bitcointx.wallet import P2WPKHCoinAddress
 
-from proto.custos.v1 import keys_pb2
+from proto.custos.v1 import keys_pb2, policy_pb2, policy_pb2_grpc
 from proto.custos.v1 import signer_pb2 as pb
 from signer.chains.psbt import parse_psbt
 from signer.devsetup import subject_string
@@ -60,6 +60,8 @@ governance:
   officers: ["{subject_string("officer")}", "{subject_string("officer2")}"]
   approvals_required: 1
   activation_delay: 0s
+identity_groups:
+  approvers: ["{subject_string("approver")}"]
 address_book:
   cooling_off: 0s
   groups: [sanctioned]
@@ -74,6 +76,10 @@ rules:
     match: {{destinations: {{groups: [sanctioned], mode: any}}}}
     action: deny
     reason: sanctioned destination
+  - id: large-bitcoin-held
+    match: {{chains: [bitcoin], assets: [native], amount: {{min: "1000000"}}}}
+    action: require_approval
+    approval: {{approvals: 1, group: approvers, totp: false}}
   - id: default
     match: {{}}
     action: allow
@@ -227,7 +233,10 @@ def refused(server: RunningServer, key: keys_pb2.Key, raw: bytes) -> tuple[grpc.
     with pytest.raises(grpc.RpcError) as info:
         server.signer().SignPsbt(
             pb.SignPsbtRequest(
-                request_id=f"psbt-{uuid.uuid4().hex}", key_id=key.key_id, network="testnet", psbt=raw
+                request_id=f"psbt-{uuid.uuid4().hex}",
+                key_id=key.key_id,
+                network="testnet",
+                psbt=raw,
             )
         )
     return info.value.code(), str(info.value.details())
@@ -338,9 +347,50 @@ def test_policy_denial_refuses_the_whole_psbt(
     assert "sanctioned" in details
 
 
-def test_retry_replays_and_get_batch_answers(
+def test_a_held_psbt_is_signed_after_approval_and_change_to_the_multisig_is_change(
     psbt_server: RunningServer, key: keys_pb2.Key
 ) -> None:
+    script = _multisig(2, [_pub(key), SOFT[0].pub, SOFT[1].pub])
+    spends = [Spend(bytes(script.to_p2wsh_scriptPubKey()), 3_000_000, witness_script=script)]
+    to_self = spends[0].script
+    psbt = build(spends, [(1_500_000, external()), (1_490_000, to_self)])
+    request_id = f"psbt-{uuid.uuid4().hex}"
+    held = sign(psbt_server, key, psbt, request_id=request_id)
+    assert held.batch.status == pb.BATCH_STATUS_PENDING_APPROVAL
+    assert not held.psbt
+    approvals = policy_pb2_grpc.ApprovalsStub(psbt_server.channel("approver"))
+    pending = next(
+        b
+        for b in approvals.ListPending(policy_pb2.ListPendingRequest()).batches
+        if b.approval_id == held.batch.approval_id
+    )
+    (item,) = pending.items
+    assert [(t.amount, t.is_change) for t in item.transfers] == [
+        ("1500000", False),
+        ("1490000", True),
+    ]
+    assert item.fee == "10000"
+    approvals.Approve(
+        policy_pb2.DecideRequest(
+            approval_id=held.batch.approval_id, request_digest=pending.request_digest
+        )
+    )
+    result = signed(sign(psbt_server, key, psbt, request_id=request_id))
+    with ChainParams("bitcoin/testnet"):
+        result.sign(KeyStore(SOFT[1]), finalize=False)
+    verify(result, spends)
+
+
+def test_only_sighash_all_is_signed(psbt_server: RunningServer, key: keys_pb2.Key) -> None:
+    spends = [p2wpkh(_pub(key))]
+    psbt = parse_psbt(build(spends, pay_out(spends, external())).serialize(), 10, 10)
+    psbt.inputs[0].put(b"\x03", (0x83).to_bytes(4, "little"))  # SINGLE|ANYONECANPAY
+    code, details = refused(psbt_server, key, psbt.serialize())
+    assert code == grpc.StatusCode.INVALID_ARGUMENT
+    assert "inputs[0].sighash_type: Custos signs with SIGHASH_ALL (1) only, not 131" in details
+
+
+def test_retry_replays_and_get_batch_answers(psbt_server: RunningServer, key: keys_pb2.Key) -> None:
     spends = [p2wpkh(_pub(key))]
     psbt = build(spends, pay_out(spends, external()))
     request_id = f"psbt-{uuid.uuid4().hex}"

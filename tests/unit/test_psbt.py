@@ -60,9 +60,9 @@ def test_parsed_like_python_bitcointx() -> None:
 
 def test_limits_and_trailing_bytes() -> None:
     raw = bytes.fromhex(VECTORS["valid"][3]["hex"])
-    with pytest.raises(PsbtError, match="limits.bitcoin_max_inputs = 1"):
+    with pytest.raises(PsbtError, match=r"limits\.bitcoin_max_inputs = 1"):
         parse_psbt(raw, 1, 1000)
-    with pytest.raises(PsbtError, match="limits.bitcoin_max_outputs = 1"):
+    with pytest.raises(PsbtError, match=r"limits\.bitcoin_max_outputs = 1"):
         parse_psbt(raw, 1000, 1)
     with pytest.raises(PsbtError, match="after the last output map"):
         parse_psbt(raw + b"\x00", 1000, 1000)
