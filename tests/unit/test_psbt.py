@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 from pathlib import Path
 from typing import Any
@@ -9,8 +10,14 @@ from typing import Any
 import pytest
 from bitcointx.core.psbt import PartiallySignedTransaction
 
-from signer.chains.bitcoin_psbt import parse_multisig
-from signer.chains.psbt import PsbtError, parse_psbt
+from hsm.secp256k1 import compressed
+from proto.custos.v1 import signer_pb2 as pb
+from signer.chains.base import InvalidField
+from signer.chains.bitcoin_address import b58check_decode
+from signer.chains.bitcoin_psbt import BitcoinPsbtAdapter, parse_multisig
+from signer.chains.limits import ChainLimits
+from signer.chains.psbt import Psbt, PsbtError, parse_psbt
+from tests.support import LocalKey
 
 VECTORS: dict[str, Any] = json.loads(
     (Path(__file__).parent.parent / "vectors" / "bip174.json").read_text()
@@ -80,3 +87,56 @@ def test_version_2_fields_and_versions_are_refused() -> None:
     tx_version = raw[:magic_len] + b"\x01\x02\x04\x02\x00\x00\x00" + raw[magic_len:]
     with pytest.raises(PsbtError, match="only in PSBT version 2"):
         parse_psbt(tx_version, 1000, 1000)
+
+
+def _signer_vector_psbt() -> bytes:
+    vector = VECTORS["signer"]
+    psbt = parse_psbt(bytes.fromhex(vector["psbt"]), 10, 10)
+    psbt.inputs[1].put(b"\x00", bytes.fromhex(vector["input1_previous_transaction"]))
+    return psbt.serialize()
+
+
+def _local_key(wif: str) -> LocalKey:
+    payload = b58check_decode(wif)
+    assert payload[0] == 0xEF
+    assert payload[-1] == 1  # testnet, compressed
+    return LocalKey(payload[1:33])
+
+
+def _sign(key: LocalKey, raw: bytes, finalize: bool = False) -> Psbt:
+    adapter = BitcoinPsbtAdapter(ChainLimits())
+    prepared = adapter.prepare(
+        pb.BitcoinPsbt(network="testnet", psbt=raw, finalize=finalize), key.info
+    )
+    signed = adapter.assemble(prepared, [key.sign(d) for d in prepared.digests])
+    return parse_psbt(base64.b64decode(signed.raw_tx), 10, 10)
+
+
+@pytest.mark.parametrize("signer", VECTORS["signer"]["signers"], ids=lambda s: s["path"])
+def test_bip174_signer_vector(signer: dict[str, str]) -> None:
+    """The P2SH-P2WSH cosigners' signatures are BIP174's, byte for byte (RFC6979 nonces)."""
+    key = _local_key(signer["wif"])
+    raw = _signer_vector_psbt()
+    expected = parse_psbt(bytes.fromhex(signer["psbt"]), 10, 10)
+    pub = compressed(key.info.public_key)
+    in_script = [dict(m.of_type(0x02)).get(pub) for m in expected.inputs]
+    if in_script[1] is None:
+        # A key of the legacy P2SH multisig of input 0: not a script Custos signs.
+        with pytest.raises(InvalidField, match="no unfinalized input is locked to key"):
+            _sign(key, raw)
+        return
+    result = _sign(key, raw)
+    assert dict(result.inputs[1].of_type(0x02)) == {pub: in_script[1]}
+    assert result.inputs[0].records == parse_psbt(raw, 10, 10).inputs[0].records
+
+
+def test_bip174_finalizer_vector() -> None:
+    """The second cosigner of input 1 signs and finalizes: BIP174's final scriptSig and witness."""
+    first, second = VECTORS["signer"]["signers"][1], VECTORS["signer"]["signers"][3]
+    raw = _sign(_local_key(first["wif"]), _signer_vector_psbt()).serialize()
+    result = _sign(_local_key(second["wif"]), raw, finalize=True)
+    final = parse_psbt(bytes.fromhex(VECTORS["signer"]["finalized"]), 10, 10)
+    for key_type in (0x07, 0x08):
+        assert result.inputs[1].get(bytes([key_type])) == final.inputs[1].get(bytes([key_type]))
+    # Only the UTXOs and the final fields are left, as BIP174's Input Finalizer leaves them.
+    assert sorted(k[0] for k, _ in result.inputs[1].records) == [0x00, 0x01, 0x07, 0x08]
