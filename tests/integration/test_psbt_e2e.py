@@ -335,6 +335,26 @@ def test_missing_or_mismatched_previous_transaction_is_refused_naming_the_input(
     assert "inputs[0].witness_utxo" in details
 
 
+def test_a_network_outside_the_keys_class_is_refused(
+    psbt_server: RunningServer, key: keys_pb2.Key
+) -> None:
+    spends = [p2wpkh(_pub(key))]
+    psbt = build(spends, pay_out(spends, external()))
+    with pytest.raises(grpc.RpcError) as info:
+        psbt_server.signer().SignPsbt(
+            pb.SignPsbtRequest(
+                request_id=f"psbt-{uuid.uuid4().hex}",
+                key_id=key.key_id,
+                network="mainnet",
+                psbt=psbt.serialize(),
+            )
+        )
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "items[0].bitcoin_psbt.network: bitcoin mainnet is a mainnet network" in str(
+        info.value.details()
+    )
+
+
 def test_policy_denial_refuses_the_whole_psbt(
     psbt_server: RunningServer, key: keys_pb2.Key
 ) -> None:
