@@ -240,6 +240,10 @@ class BitcoinPsbtAdapter:
             input_map.put(
                 bytes([IN_PARTIAL_SIG]) + public_key, signature.der() + bytes([SIGHASH_ALL])
             )
+            if signing.redeem_script and input_map.get(bytes([IN_REDEEM_SCRIPT])) is None:
+                # The key's own P2SH-P2WPKH, sent without its redeem script: add it
+                # (as an Updater would) so that any finalizer can complete the input.
+                input_map.put(bytes([IN_REDEEM_SCRIPT]), signing.redeem_script)
             if ready.finalize:
                 _finalize(input_map, signing, public_key)
         tx = ready.tx
@@ -302,6 +306,8 @@ def _inputs(
     psbt: Psbt, public_key: bytes, limits: ChainLimits
 ) -> tuple[tuple[_Input, ...], tuple[_Signing, ...], set[bytes]]:
     """Every input with its proven value, the inputs the key signs, and its multisig scripts."""
+    own_nested = p2wpkh_script(hash160(public_key))
+    own_nested_p2sh = _p2sh_script(own_nested)
     parsed: dict[bytes, PrevTx] = {}
     seen: dict[bytes, int] = {}
     inputs: list[_Input] = []
@@ -329,6 +335,9 @@ def _inputs(
         if not 0 < value <= MAX_MONEY:
             raise InvalidField(f"{where}.non_witness_utxo", f"output {txin.vout} holds {value} sat")
         program, redeem = _check_scripts(input_map, script, value, where)
+        if not redeem and program == own_nested_p2sh:
+            # The key's own P2SH-P2WPKH output: its redeem script is known without the PSBT's.
+            program = redeem = own_nested
         final = (
             input_map.get(bytes([IN_FINAL_SCRIPTSIG])) is not None
             or input_map.get(bytes([IN_FINAL_SCRIPTWITNESS])) is not None

@@ -153,9 +153,11 @@ def p2pkh(pub: bytes) -> Spend:
     return Spend(bitcoin_prevout_script(pub, "p2pkh"))
 
 
-def p2sh_p2wpkh(pub: bytes) -> Spend:
+def p2sh_p2wpkh(pub: bytes, with_redeem_script: bool = True) -> Spend:
     redeem = CScript(bitcoin_prevout_script(pub, "p2wpkh"))
-    return Spend(bytes(redeem.to_p2sh_scriptPubKey()), redeem_script=redeem)
+    return Spend(
+        bytes(redeem.to_p2sh_scriptPubKey()), redeem_script=redeem if with_redeem_script else None
+    )
 
 
 def p2wsh(witness_script: CScript) -> Spend:
@@ -250,16 +252,17 @@ def test_own_inputs_of_every_type_are_signed_and_verify(
     psbt_server: RunningServer, key: keys_pb2.Key, finalize: bool
 ) -> None:
     pub = _pub(key)
-    spends = [p2wpkh(pub), p2pkh(pub), p2sh_p2wpkh(pub)]
+    # The second P2SH-P2WPKH input comes without its redeem script: Custos knows its own.
+    spends = [p2wpkh(pub), p2pkh(pub), p2sh_p2wpkh(pub), p2sh_p2wpkh(pub, False)]
     change = bitcoin_prevout_script(pub, "p2wpkh")
-    psbt = build(spends, [(150_000, external()), (145_000, change)])
+    psbt = build(spends, [(250_000, external()), (145_000, change)])
     response = sign(psbt_server, key, psbt, finalize=finalize)
     result = signed(response)
     item = response.batch.items[0]
     assert item.chain == "bitcoin"
     assert item.fee == 5_000
     assert item.tx_id == b2lx(psbt.unsigned_tx.GetTxid())
-    assert len(item.signatures) == 3
+    assert len(item.signatures) == 4
     if finalize:
         assert result.is_final()
     else:
