@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import base64
-import hashlib
 import json
 import logging
 import os
@@ -30,6 +28,7 @@ from proto.custos.v1 import (
     signer_pb2_grpc,
 )
 from signer.cli_policy import add_commands as add_policy_commands
+from signer.cli_psbt import add_commands as add_psbt_commands
 from signer.client import ClientProfile
 from signer.config import load_config, read_pin
 from signer.errors import ConfigError
@@ -134,37 +133,6 @@ def cmd_sign(args: argparse.Namespace) -> int:
         raise ConfigError(f"{args.file}: not a SignBatchRequest: {exc}") from exc
     stub = signer_pb2_grpc.SignerStub(_profile(args).channel())
     _print(stub.SignBatch(request, timeout=args.timeout))
-    return 0
-
-
-def cmd_sign_psbt(args: argparse.Namespace) -> int:
-    try:
-        data = Path(args.file).read_bytes()
-    except OSError as exc:
-        raise ConfigError(f"cannot read {args.file}: {exc.strerror}") from exc
-    if not data.startswith(b"psbt\xff"):
-        # Wallets write PSBT files in binary or, as Bitcoin Core's RPCs, in base64.
-        try:
-            data = base64.b64decode(b"".join(data.split()), validate=True)
-        except ValueError as exc:
-            raise ConfigError(f"{args.file}: neither a binary nor a base64 PSBT") from exc
-    # The default request id is the request's digest: running the command
-    # again (after an approval, or a lost answer) is the same request.
-    digest = hashlib.sha256(
-        b"\0".join([args.key.encode(), args.network.encode(), bytes([args.finalize]), data])
-    ).hexdigest()
-    request = signer_pb2.SignPsbtRequest(
-        request_id=args.request_id or f"psbt-{digest[:32]}",
-        key_id=args.key,
-        network=args.network,
-        psbt=data,
-        finalize=args.finalize,
-    )
-    stub = signer_pb2_grpc.SignerStub(_profile(args).channel())
-    response = stub.SignPsbt(request, timeout=args.timeout)
-    if args.out and response.psbt:
-        _write_atomically(Path(args.out), base64.b64encode(response.psbt).decode() + "\n")
-    _print(response)
     return 0
 
 
@@ -305,19 +273,6 @@ def _add_audit_commands(sub: Any, client_help: str) -> None:
     a.set_defaults(func=cmd_audit_checkpoint)
 
 
-def _add_sign_psbt_command(sub: Any, client_help: str) -> None:
-    p = sub.add_parser("sign-psbt", help="add the key's signatures to a BIP174 PSBT (service)")
-    p.add_argument("file", help="the PSBT, binary or base64")
-    p.add_argument("--key", required=True, help="key id that signs")
-    p.add_argument("--network", required=True, help="mainnet | testnet | signet | regtest")
-    p.add_argument("--finalize", action="store_true", help="finalize inputs once complete")
-    p.add_argument("--out", help="write the signed PSBT (base64) to this file")
-    p.add_argument("--request-id", default="", help="default: derived from the request")
-    p.add_argument("--client", help=client_help)
-    p.add_argument("--timeout", type=float, default=60.0)
-    p.set_defaults(func=cmd_sign_psbt)
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="custos",
@@ -377,8 +332,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--timeout", type=float, default=60.0)
     p.set_defaults(func=cmd_sign)
 
-    _add_sign_psbt_command(sub, client_help)
-
     p = sub.add_parser("get", help="fetch the stored result of a request id (service)")
     p.add_argument("request_id")
     p.add_argument("--client", help=client_help)
@@ -386,6 +339,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     _add_audit_commands(sub, client_help)
     add_policy_commands(sub, client_help, _profile)
+    add_psbt_commands(sub, client_help, _profile)
 
     p = sub.add_parser("db", help="store maintenance")
     actions = p.add_subparsers(dest="action", required=True, metavar="ACTION")
