@@ -28,6 +28,7 @@ from proto.custos.v1 import (
     signer_pb2_grpc,
 )
 from signer.cli_policy import add_commands as add_policy_commands
+from signer.cli_psbt import add_commands as add_psbt_commands
 from signer.client import ClientProfile
 from signer.config import load_config, read_pin
 from signer.errors import ConfigError
@@ -477,6 +478,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     _add_audit_commands(sub, client_help)
     add_policy_commands(sub, client_help, _profile)
+    add_psbt_commands(sub, client_help, _profile)
 
     p = sub.add_parser("db", help="store maintenance")
     actions = p.add_subparsers(dest="action", required=True, metavar="ACTION")

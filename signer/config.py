@@ -125,6 +125,7 @@ class LimitsConfig(_Section):
     bitcoin_max_outputs: int = Field(default=1000, ge=1, le=100_000)
     bitcoin_max_prev_tx_bytes: int = Field(default=400_000, ge=1000, le=4_000_000)
     bitcoin_max_sighash_bytes: int = Field(default=16_000_000, ge=100_000, le=10**10)
+    bitcoin_max_psbt_bytes: int = Field(default=4_000_000, ge=1000, le=64 * 1024 * 1024)
     ethereum_max_gas_limit: int = Field(default=2**24, ge=21_000, le=2**63 - 1)
     bsc_max_gas_limit: int = Field(default=2**24, ge=21_000, le=2**63 - 1)
     evm_max_data_bytes: int = Field(default=131_072, ge=0, le=16 * 1024 * 1024)
