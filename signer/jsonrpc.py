@@ -161,12 +161,14 @@ class RpcError(Exception):
 def rpc_error_of(exc: CustosError, fields: Mapping[str, str] | None = None) -> RpcError:
     """The JSON-RPC error for a domain error; `fields` renames SignBatch field paths."""
     code = next((ERROR_CODES[c] for c in type(exc).__mro__ if c in ERROR_CODES), SERVER_ERROR)
-    message = str(exc)
+    # A call is a one-item batch: "items[0]: " says nothing to a JSON-RPC caller.
+    message = str(exc).removeprefix("items[0]: ")
     for prefix, name in sorted((fields or {}).items(), key=lambda kv: -len(kv[0])):
         if message.startswith(prefix):
             message = name + message[len(prefix) :]
             break
-    return RpcError(code, message, dict(exc.details) or None)
+    data = {k: v for k, v in exc.details.items() if k != "item"}
+    return RpcError(code, message, data or None)
 
 
 # -- parameter parsing --------------------------------------------------------
