@@ -633,7 +633,8 @@ class _Handler(BaseHTTPRequestHandler):
         if document is not None:
             self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(body)))
-        if close:
+        # A kept-alive connection holds a worker while idle: let it go when others wait.
+        if close or self.server.crowded():
             self.send_header("Connection", "close")
             self.close_connection = True
         self.end_headers()
@@ -706,6 +707,7 @@ class _HttpsServer(HTTPServer):
         self.max_body_bytes = config.max_body_bytes
         self.idle_timeout = config.idle_timeout_seconds
         self._workers = ThreadPoolExecutor(config.threads, thread_name_prefix="custos-jsonrpc")
+        self._threads = config.threads
         self._slots = threading.BoundedSemaphore(config.threads * 2)
         self._open: set[socket.socket] = set()
         self._lock = threading.Lock()
@@ -717,6 +719,11 @@ class _HttpsServer(HTTPServer):
         identity = self.authorizer.identify(pem)
         self.authorizer.authorize(identity, SIGN_RPC)
         return identity
+
+    def crowded(self) -> bool:
+        """More connections than workers: some are waiting for a worker."""
+        with self._lock:
+            return len(self._open) > self._threads
 
     def process_request(self, request: Any, client_address: Any) -> None:
         if not self._slots.acquire(blocking=False):
