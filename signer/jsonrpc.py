@@ -99,6 +99,8 @@ ERROR_CODES: Mapping[type[CustosError], int] = {
     Unavailable: UNAVAILABLE,
 }
 
+# Deeper than any call needs (typed data is bounded by limits.typed_data_max_depth <= 64).
+MAX_JSON_DEPTH = 100
 # The gRPC method whose roles a JSON-RPC signing call needs (signer/auth.py RPC_ROLES).
 SIGN_RPC = "/custos.v1.Signer/SignBatch"
 # eth_sign and personal_sign name no chain; the message is judged as one for
@@ -394,6 +396,9 @@ class JsonRpcSigner:
 
     def handle(self, caller: Identity, body: bytes) -> dict[str, Any] | list[Any] | None:
         """The response document for a request body; None when every call was a notification."""
+        if _deeper_than(body, MAX_JSON_DEPTH):
+            message = f"parse error: JSON nested deeper than {MAX_JSON_DEPTH} levels"
+            return _response(None, error=RpcError(PARSE_ERROR, message))
         try:
             document = json.loads(body)
         except (ValueError, RecursionError):
@@ -582,6 +587,34 @@ class JsonRpcSigner:
         if response.status == pb.BATCH_STATUS_EXPIRED:
             raise RpcError(EXPIRED, f"approval {response.approval_id} expired unapproved", data)
         raise RpcError(SERVER_ERROR, "the batch ended in an unknown state; nothing was returned")
+
+
+def _deeper_than(body: bytes, limit: int) -> bool:
+    """Whether arrays and objects nest deeper than `limit` (strings skipped).
+
+    The parser's own guard is the interpreter's recursion limit, which a process
+    may have raised far enough for a deep body to exhaust the C stack.
+    """
+    if body.count(b"[") + body.count(b"{") <= limit:
+        return False  # the common case, without a scan
+    depth, in_string, escaped = 0, False, False
+    for byte in body:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif byte == 0x5C:  # backslash
+                escaped = True
+            elif byte == 0x22:  # quote
+                in_string = False
+        elif byte == 0x22:
+            in_string = True
+        elif byte in (0x5B, 0x7B):  # [ {
+            depth += 1
+            if depth > limit:
+                return True
+        elif byte in (0x5D, 0x7D):  # ] }
+            depth -= 1
+    return False
 
 
 def request_id_for(subject: str, digest: bytes) -> str:

@@ -18,7 +18,7 @@ import ssl
 import time
 import uuid
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, cast
 
 import pyotp
 import pytest
@@ -30,18 +30,24 @@ from web3.providers import HTTPProvider
 
 from proto.custos.v1 import keys_pb2, policy_pb2, policy_pb2_grpc
 from proto.custos.v1 import signer_pb2 as pb
+from signer.auth import Authorizer
+from signer.config import JsonRpcConfig
 from signer.devsetup import subject_string
+from signer.errors import ConfigError
 from signer.jsonrpc import (
     APPROVAL_REQUIRED,
+    FAILED_PRECONDITION,
     INVALID_PARAMS,
     INVALID_REQUEST,
     METHOD_NOT_FOUND,
     PARSE_ERROR,
     PERMISSION_DENIED,
     POLICY_DENIED,
+    JsonRpcServer,
     request_id_for,
 )
-from signer.pipeline import payload_digest
+from signer.pipeline import SigningPipeline, payload_digest
+from signer.store.base import Store
 from tests import builders
 from tests import typed_data as td
 from tests.conftest import DevEnv, RunningServer
@@ -132,7 +138,6 @@ class Rpc:
 def rpc_server(
     dev_env: DevEnv, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[RunningServer]:
-    from signer.config import JsonRpcConfig
     from signer.server import CustosServer
 
     directory = tmp_path_factory.mktemp("jsonrpc")
@@ -383,6 +388,32 @@ def _post_without_certificate(port: int, ca: str) -> bytes:
         return answer
 
 
+def test_disabled_keys_are_no_accounts_and_do_not_sign(rpc_server: RunningServer) -> None:
+    key = rpc_server.create_key(f"rpc-d-{uuid.uuid4().hex[:10]}")
+    rpc = _rpc(rpc_server)
+    assert _sender(key) in rpc.w3.eth.accounts
+    rpc_server.keys().DisableKey(keys_pb2.SetKeyStateRequest(key_id=key.key_id))
+    assert _sender(key) not in rpc.w3.eth.accounts
+    error = _error(rpc.call("eth_signTransaction", [_tx(key, 1000, 0)]))
+    assert error["code"] == FAILED_PRECONDITION
+    assert error["message"] == f"params[0].from: key {key.key_id!r} is disabled"
+
+
+def test_a_port_in_use_names_jsonrpc_listen(rpc_server: RunningServer) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        config = JsonRpcConfig(enabled=True, listen=f"127.0.0.1:{busy.getsockname()[1]}")
+        with pytest.raises(ConfigError, match=r"jsonrpc\.listen: cannot listen on 127\.0\.0\.1:"):
+            JsonRpcServer(
+                config,
+                rpc_server.env.config().tls,
+                Authorizer([]),
+                cast(SigningPipeline, None),  # not called: the bind fails first
+                cast(Store, None),
+            )
+
+
 def test_unknown_subject_is_refused(rpc_server: RunningServer) -> None:
     """A certificate from the CA whose subject is no configured identity: 403, -32001."""
     reply = _rpc(rpc_server, "stranger").post(
@@ -405,6 +436,7 @@ def test_roles_other_than_service_are_refused(rpc_server: RunningServer) -> None
     ("body", "code", "message"),
     [
         (b"not json", PARSE_ERROR, "parse error"),
+        (b"[" * 2000 + b"]" * 2000, PARSE_ERROR, "nested deeper than 100 levels"),
         (b'{"jsonrpc": "2.0", "id": 1, "method": ', PARSE_ERROR, "parse error"),
         (b"[]", INVALID_REQUEST, "an empty batch array"),
         (b"42", INVALID_REQUEST, "a call must be a JSON object"),

@@ -6,24 +6,30 @@ End to end (HTTPS, mTLS, the pipeline, web3.py) is tests/integration/test_jsonrp
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 
 from proto.custos.v1 import signer_pb2 as pb
 from signer import errors
+from signer.auth import Identity
 from signer.config import load_config
 from signer.errors import ConfigError
 from signer.jsonrpc import (
     ERROR_CODES,
     INVALID_PARAMS,
+    MAX_JSON_DEPTH,
+    PARSE_ERROR,
     POLICY_DENIED,
+    JsonRpcSigner,
     RpcError,
+    _deeper_than,
     evm_transaction,
     request_id_for,
     rpc_error_of,
 )
-from signer.pipeline import REQUEST_ID
+from signer.pipeline import REQUEST_ID, SigningPipeline
+from signer.store.base import Store
 from tests.unit.test_config import VALID
 
 SENDER = "0x" + "11" * 20
@@ -193,3 +199,30 @@ def test_jsonrpc_is_off_by_default(tmp_path: Path) -> None:
 def test_bad_jsonrpc_config_names_the_key(tmp_path: Path, line: str, key: str) -> None:
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
         load_config(_config(tmp_path, line + "\n"))
+
+
+@pytest.mark.parametrize(
+    ("body", "deep"),
+    [
+        (b"[" * 101 + b"]" * 101, True),
+        (b"[" * 100 + b"]" * 100, False),
+        (b'{"a": "' + b"[" * 500 + b'"}', False),  # brackets in a string do not nest
+        (b'{"a": "\\"' + b"[" * 500 + b'"}', False),  # nor after an escaped quote
+        (b"[" * 60 + b"]" * 60 + b"{" * 60, False),
+        (b"[" * 60 + b"{" * 60, True),
+    ],
+)
+def test_nesting_depth_is_bounded_before_parsing(body: bytes, deep: bool) -> None:
+    assert _deeper_than(body, MAX_JSON_DEPTH) is deep
+    if deep:
+        reply = JsonRpcSigner(cast(SigningPipeline, None), cast(Store, None), 4).handle(
+            Identity("CN=x", frozenset({"service"})), body
+        )
+        assert reply == {
+            "jsonrpc": "2.0",
+            "id": None,
+            "error": {
+                "code": PARSE_ERROR,
+                "message": "parse error: JSON nested deeper than 100 levels",
+            },
+        }
