@@ -28,7 +28,7 @@ from hexbytes import HexBytes
 from web3 import Web3
 from web3.providers import HTTPProvider
 
-from proto.custos.v1 import keys_pb2, policy_pb2, policy_pb2_grpc
+from proto.custos.v1 import keys_pb2, keys_pb2_grpc, policy_pb2, policy_pb2_grpc
 from proto.custos.v1 import signer_pb2 as pb
 from signer.auth import Authorizer
 from signer.config import JsonRpcConfig
@@ -50,7 +50,7 @@ from signer.pipeline import SigningPipeline, payload_digest
 from signer.store.base import Store
 from tests import builders
 from tests import typed_data as td
-from tests.conftest import DevEnv, RunningServer
+from tests.conftest import DevEnv, RunningServer, ServerProcess
 from tests.second_impl import evm_message_signer, evm_sender, evm_typed_data_signer
 from tests.support import enroll_totp
 
@@ -533,3 +533,33 @@ def test_oversize_body_is_refused_before_it_is_read(
     )
     store = rpc_server.server.store  # type: ignore[attr-defined]
     assert store.get_batch(subject_string("payments"), request_id) is None
+
+
+def _logged_port(process: ServerProcess) -> int | None:
+    for line in process.log_text().splitlines():
+        if line.startswith("{"):
+            message = json.loads(line).get("msg", "")
+            if message.startswith("json-rpc signer listening on port "):
+                return int(message.rsplit(" ", 1)[1])
+    return None
+
+
+def test_served_by_custos_serve_from_its_config_on_a_logged_port(
+    own_server: ServerProcess,
+) -> None:
+    """`custos serve` with [jsonrpc] in its TOML: its port in the log, eth_accounts over it."""
+    with own_server.env.config_path.open("a") as handle:
+        handle.write('\n[jsonrpc]\nenabled = true\nlisten = "127.0.0.1:0"\n')
+    own_server.start()
+    deadline = time.monotonic() + 30
+    while (port := _logged_port(own_server)) is None:
+        assert time.monotonic() < deadline, own_server.log_text()[-2000:]
+        time.sleep(0.1)
+    assert port not in (0, own_server.port)
+    key = keys_pb2_grpc.KeysStub(own_server.channel("officer")).CreateKey(
+        keys_pb2.CreateKeyRequest(key_id="rpc-served", network_class=keys_pb2.NETWORK_CLASS_TESTNET)
+    )
+    rpc = Rpc(own_server.env, port, "payments")
+    assert rpc.w3.eth.accounts == [_sender(key)]
+    signature = rpc.w3.eth.sign(_sender(key), text="served")
+    assert evm_message_signer(b"served", signature.hex()) == _sender(key)
