@@ -101,6 +101,8 @@ ERROR_CODES: Mapping[type[CustosError], int] = {
 
 # Deeper than any call needs (typed data is bounded by limits.typed_data_max_depth <= 64).
 MAX_JSON_DEPTH = 100
+# A client has this long to complete the TLS handshake (at most the idle timeout).
+HANDSHAKE_SECONDS = 10.0
 # The gRPC method whose roles a JSON-RPC signing call needs (signer/auth.py RPC_ROLES).
 SIGN_RPC = "/custos.v1.Signer/SignBatch"
 # eth_sign and personal_sign name no chain; the message is judged as one for
@@ -459,7 +461,7 @@ class JsonRpcSigner:
             return None if notification else _response(call_id, error=rpc_error_of(exc))
         except Exception:
             log.exception("json-rpc %s failed", method)
-            error = RpcError(INTERNAL_ERROR, "internal error; nothing was signed")
+            error = RpcError(INTERNAL_ERROR, "internal error; see the server's log")
             return None if notification else _response(call_id, error=error)
         return None if notification else _response(call_id, result=result)
 
@@ -703,8 +705,16 @@ class _Handler(BaseHTTPRequestHandler):
         except CustosError as exc:
             self._send(HTTPStatus.FORBIDDEN, _response(None, error=rpc_error_of(exc)), close=True)
             return
-        body = self.rfile.read(length)
-        logs.bind(caller=caller.subject)
+        try:
+            body = self.rfile.read(length)
+        except OSError:  # a timeout or a reset: no request to answer
+            self.close_connection = True
+            return
+        if len(body) < length:
+            self.close_connection = True
+            return
+        # A fresh context per request, as at the gRPC edge: a worker thread serves many.
+        logs.context.set({"method": "jsonrpc", "caller": caller.subject})
         answer = self.server.signer.handle(caller, body)
         if answer is None:
             self._send(HTTPStatus.NO_CONTENT, None)
@@ -770,19 +780,24 @@ class _HttpsServer(HTTPServer):
     def _serve(self, raw: socket.socket, client_address: Any) -> None:
         connection: socket.socket = raw
         try:
-            raw.settimeout(self.idle_timeout)
+            raw.settimeout(min(self.idle_timeout, HANDSHAKE_SECONDS))
             try:
                 connection = self.context.wrap_socket(raw, server_side=True)
             except (ssl.SSLError, OSError) as exc:
                 # No client certificate, one from another CA, or not TLS at all.
                 log.info("json-rpc: TLS handshake refused from %s: %s", client_address[0], exc)
                 return
+            connection.settimeout(self.idle_timeout)
+            with self._lock:  # the TLS socket now owns the connection: stop() shuts it
+                self._open.discard(raw)
+                self._open.add(connection)
             self.finish_request(connection, client_address)
         except Exception:
             log.exception("json-rpc: connection from %s failed", client_address[0])
         finally:
             with self._lock:
                 self._open.discard(raw)
+                self._open.discard(connection)
             self.shutdown_request(connection)
             self._slots.release()
 
