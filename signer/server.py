@@ -173,7 +173,11 @@ class CustosServer:
                 "available; stop it or choose another server.listen"
             )
         self._jsonrpc = self._open_jsonrpc(config, authorizer, pipeline)
-        self.jsonrpc_port = self._jsonrpc.port if self._jsonrpc is not None else 0
+
+    @property
+    def jsonrpc_port(self) -> int:
+        """The JSON-RPC signer's port; 0 when [jsonrpc] is not enabled."""
+        return self._jsonrpc.port if self._jsonrpc is not None else 0
 
     def _open_jsonrpc(
         self, config: Config, authorizer: Authorizer, pipeline: SigningPipeline
