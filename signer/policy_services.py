@@ -215,6 +215,8 @@ class ApprovalsService(policy_pb2_grpc.ApprovalsServicer):
         # From this first message on, the client misses no event: it names the
         # point the stream continues after, to resume from should it break here.
         yield policy_pb2.Event(kind="watching", seq=after, at_unix_ms=int(time.time() * 1000))
+        # A watcher that leaves wakes the wait at once, so its stream slot is freed now.
+        context.add_callback(self._store.wake_waiters)
         for event in self._outbox.events(identity, after, active=context.is_active):
             yield _event_message(event)
 

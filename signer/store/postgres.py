@@ -287,11 +287,11 @@ class PostgresStore(SqlStore):
                 with psycopg.connect(self._url, **kwargs) as conn:
                     conn.execute(f"LISTEN {AUDIT_CHANNEL}")
                     self._listening = True
-                    self._wake_waiters()  # what was appended while nobody listened
+                    self.wake_waiters()  # what was appended while nobody listened
                     while not self._closing.is_set():
                         for note in conn.notifies(timeout=1.0):
                             if note.payload == self.schema:
-                                self._wake_waiters()
+                                self.wake_waiters()
             except psycopg.Error:
                 log.info("audit notifications: connection lost; polling until it is back")
             finally:

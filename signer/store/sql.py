@@ -467,8 +467,8 @@ class SqlStore(abc.ABC):
         """How long wait_for_audit sleeps between looks for other processes' appends."""
         return self.POLL_SECONDS
 
-    def _wake_waiters(self) -> None:
-        """Wake wait_for_audit callers: the log may have grown (e.g. another replica's NOTIFY)."""
+    def wake_waiters(self) -> None:
+        """Wake wait_for_audit callers early: the log may have grown, or a waiter must stop."""
         with self._appended:
             self._generation += 1
             self._appended.notify_all()
