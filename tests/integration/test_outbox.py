@@ -132,13 +132,21 @@ def test_resuming_after_any_seq_replays_the_same_events_without_repeats(
     first.wait_through(expected[-1][0])
     first.cancel()
     assert got(first.events)[: len(expected)] == expected
-    for cut in (0, 1, len(expected) // 2, len(expected) - 1):
+    for cut in (0, 1, len(expected) // 2, len(expected) - 2):
         after = expected[cut][0]
         resumed = watch(server.channel("officer"), after_seq=after)
         assert resumed.start_seq == after
         resumed.wait_through(expected[-1][0])
         resumed.cancel()
         assert got(resumed.events)[: len(expected) - cut - 1] == expected[cut + 1 :]
+    # After the very last event: history ends there and live events follow.
+    tail = watch(server.channel("officer"), after_seq=expected[-1][0])
+    key = _key(server)
+    more = due(_records(server), expected[-1][0])
+    tail.wait_through(more[-1][0])
+    tail.cancel()
+    assert got(tail.events)[: len(more)] == more
+    assert any(e.kind == "key.created" and e.key_id == key.key_id for e in tail.events)
     # From the start of the log: the first event is the first event record.
     whole = watch(server.channel("auditor"), after_seq=-1)
     head = due(_records(server), -1)[:5]
