@@ -7,7 +7,11 @@ last sequence number it saw and gets every later event exactly once.
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -25,6 +29,7 @@ from tests.conftest import DevEnv, ServerProcess
 from tests.integration.test_replicas import _configure
 from tests.outbox_support import BATCH, LIVENESS_SECONDS, Watch, due, got, watch
 from tests.second_impl import evm_sender
+from tests.store.tcp_proxy import TcpProxy
 
 pytestmark = pytest.mark.integration
 
@@ -210,3 +215,67 @@ def test_sigkill_mid_stream_then_resume_on_the_other_replica_loses_and_repeats_n
         assert joined[: len(expected)] == expected, name
         seqs = [seq for seq, _kind, _rid in joined]
         assert len(seqs) == len(set(seqs)), name
+
+
+def test_cli_watch_resumes_on_another_replica_after_a_sigkill(
+    replicas: tuple[ServerProcess, ServerProcess, Callable[[], list[AuditRecord]]],
+) -> None:
+    """`custos approvals watch --from-seq` behind one address (a proxy, as a load
+    balancer would be): A dies, the proxy sends new connections to B, and the
+    CLI resumes after the last sequence number it printed."""
+    a, b, records = replicas
+    proxy = TcpProxy(("127.0.0.1", a.port))
+    proxy.start()
+    profile = a.env.dir / "clients" / "officer.toml"
+    cli_profile = a.env.dir / "clients" / "officer-cli.toml"
+    text = profile.read_text()
+    endpoint = next(line for line in text.splitlines() if line.startswith("endpoint = "))
+    cli_profile.write_text(text.replace(endpoint, f'endpoint = "127.0.0.1:{proxy.port}"'))
+    start = len(records()) - 1
+    cli = subprocess.Popen(
+        [sys.executable, "-m", "signer.cli", "approvals", "watch", "--from-seq", str(start)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "CUSTOS_CLIENT": str(cli_profile)},
+    )
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(iter(cli.stdout.readline, "")))  # type: ignore[union-attr]
+    reader.daemon = True
+    reader.start()
+
+    def printed_through(seq: int) -> None:
+        deadline = time.monotonic() + LIVENESS_SECONDS
+        while not any(_seq_of(line) >= seq for line in list(lines)):
+            assert cli.poll() is None, cli.stderr.read()  # type: ignore[union-attr]
+            assert time.monotonic() < deadline, lines
+            time.sleep(0.05)
+
+    try:
+        _decide_things(b, "cli1")
+        printed_through(due(records(), start)[-1][0])
+        proxy.target = ("127.0.0.1", b.port)  # new connections go to B from now on
+        assert a.process is not None
+        a.process.kill()
+        a.process.wait()
+        _decide_things(b, "cli2")
+        expected = due(records(), start)
+        printed_through(expected[-1][0])
+    finally:
+        cli.terminate()
+        cli.wait(timeout=30)
+        proxy.cut()
+    assert lines[0] == f"# watching after seq {start}\n"
+    seqs = [_seq_of(line) for line in lines if not line.startswith("#")]
+    assert seqs[: len(expected)] == [seq for seq, _kind, _rid in expected]
+    # It resumed once, after the last event it had printed.
+    resumed = [line for line in lines[1:] if line.startswith("#")]
+    assert len(resumed) == 1
+    last_before = _seq_of(lines[lines.index(resumed[0]) - 1])
+    assert resumed[0] == f"# watching after seq {last_before}\n"
+    assert "resuming after seq" in cli.stderr.read()  # type: ignore[union-attr]
+
+
+def _seq_of(line: str) -> int:
+    first = line.split(maxsplit=1)[0] if line.strip() else ""
+    return int(first) if first.isdigit() else -1
