@@ -14,13 +14,14 @@ import grpc
 import pytest
 
 from audit.record import AuditEvent, AuditRecord
-from proto.custos.v1 import keys_pb2, policy_pb2, policy_pb2_grpc
+from proto.custos.v1 import keys_pb2, keys_pb2_grpc, policy_pb2, policy_pb2_grpc, signer_pb2_grpc
 from proto.custos.v1 import signer_pb2 as pb
 from signer.devsetup import subject_string
 from tests import builders
-from tests.conftest import RunningServer
+from tests.conftest import RunningServer, ServerProcess
 from tests.outbox_support import BATCH, POLICY, due, got, watch
 from tests.second_impl import evm_sender
+from tests.support import enroll_totp
 
 pytestmark = pytest.mark.integration
 
@@ -207,3 +208,59 @@ def test_bad_resume_points_are_refused_naming_the_field(
         next(iter(call))
     assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert message in (info.value.details() or "")
+
+
+def test_policy_and_totp_lockout_events_reach_the_roles_that_may_see_them(
+    own_server: ServerProcess,
+) -> None:
+    own_server.start()
+    enroll_totp(own_server.channel, "approver")
+    watchers = {
+        name: watch(own_server.channel(name)) for name in ("officer", "approver", "payments")
+    }
+    officer = policy_pb2_grpc.PoliciesStub(own_server.channel("officer"))
+    text = officer.GetPolicy(policy_pb2.GetPolicyRequest()).document_yaml
+    officer.ProposePolicy(
+        policy_pb2.ProposePolicyRequest(document_yaml=text.replace("version: 1", "version: 2"))
+    )
+    key = keys_pb2_grpc.KeysStub(own_server.channel("officer")).CreateKey(
+        keys_pb2.CreateKeyRequest(key_id="locked-out")
+    )
+    held = signer_pb2_grpc.SignerStub(own_server.channel("payments")).SignBatch(
+        pb.SignBatchRequest(request_id="lockout", items=[builders.evm_item(key, value=str(ETH))])
+    )
+    approver = policy_pb2_grpc.ApprovalsStub(own_server.channel("approver"))
+    digest = approver.GetPending(
+        policy_pb2.GetPendingRequest(approval_id=held.approval_id)
+    ).request_digest
+    for _ in range(5):  # wrong codes until the approver's TOTP locks
+        with pytest.raises(grpc.RpcError):
+            approver.Approve(
+                policy_pb2.DecideRequest(
+                    approval_id=held.approval_id, request_digest=digest, totp_code="000000"
+                )
+            )
+    subject = subject_string("approver")
+    officer_seen = watchers["officer"]
+    officer_seen.wait(lambda seen: any(e.kind == "totp.locked" for e in seen))
+    locked = next(e for e in officer_seen.events if e.kind == "totp.locked")
+    assert locked.subject == subject
+    proposed = next(e for e in officer_seen.events if e.kind == "policy.proposed")
+    assert proposed.policy_version == 2
+    # A batch everyone may see, after the lockout: once it arrives, each watcher
+    # has been offered everything before it.
+    signed = signer_pb2_grpc.SignerStub(own_server.channel("payments")).SignBatch(
+        pb.SignBatchRequest(request_id="after", items=[builders.evm_item(key, nonce=1)])
+    )
+    assert evm_sender(signed.items[0].raw_tx) == builders.address(key, "ethereum", "sepolia")
+    for w in watchers.values():
+        w.wait(lambda seen: any(e.request_id == "after" for e in seen))
+        w.cancel()
+    approver_kinds = [e.kind for e in watchers["approver"].events if e.seq <= locked.seq]
+    assert "policy.proposed" in approver_kinds
+    assert "pending" in approver_kinds
+    assert "totp.locked" not in approver_kinds
+    assert "key.created" not in approver_kinds
+    payments_kinds = [e.kind for e in watchers["payments"].events if e.seq <= locked.seq]
+    assert payments_kinds == ["pending"]
+    assert [e.kind for e in watchers["payments"].events if e.seq > locked.seq][:1] == ["signed"]
