@@ -175,6 +175,18 @@ class Pkcs11Token:
         """Raw CKM_ECDSA over a 32-byte digest: r||s, not normalized."""
         return self._sign(key_id, digest, Mechanism.ECDSA)
 
+    def ed25519_public_key(self, key_id: str) -> bytes:
+        """The 32-byte public key of Ed25519 key `key_id`; KeyNotFound if the token lacks it."""
+        with self._lock:
+            try:
+                public = self._find(ObjectClass.PUBLIC_KEY, key_id.encode())
+                if public is None:
+                    raise KeyNotFound(key_id)
+                point = bytes(public[Attribute.EC_POINT])
+            except pkcs11.PKCS11Error as exc:
+                raise HsmUnavailable(f"reading public key failed: {type(exc).__name__}") from exc
+        return point[2:] if len(point) == 34 and point[:2] == b"\x04\x20" else point
+
     def ensure_ed25519(self, key_id: str) -> bytes:
         """The 32-byte public key of Ed25519 key `key_id`, generated in the token if missing."""
         ident = key_id.encode()
@@ -241,6 +253,47 @@ class Pkcs11Token:
     def unseal(self, key_id: str, sealed: bytes, aad: bytes) -> bytes:
         """Inverse of seal(); HsmUnavailable when the tag does not verify."""
         return self._gcm(key_id, "decrypt", sealed[12:], sealed[:12], aad)
+
+    def random_bytes(self, size: int) -> bytes:
+        """`size` bytes from the token's random generator (C_GenerateRandom)."""
+        try:
+            return self._random(size)
+        except pkcs11.PKCS11Error as exc:
+            raise HsmUnavailable(f"random generation failed: {type(exc).__name__}") from exc
+
+    def sign_with_session_key(self, private_key: bytes, digest: bytes) -> bytes:
+        """Raw CKM_ECDSA with a secp256k1 key imported only for this one signature.
+
+        For keys derived outside the token (hsm.hd): the key becomes a session
+        object (CKA_TOKEN false: never written to the token's store), sensitive
+        and non-extractable, and is destroyed before this returns, also on error.
+        """
+        template = {
+            Attribute.CLASS: ObjectClass.PRIVATE_KEY,
+            Attribute.KEY_TYPE: KeyType.EC,
+            Attribute.EC_PARAMS: encode_named_curve_parameters(SECP256K1_OID),
+            Attribute.VALUE: private_key,
+            Attribute.TOKEN: False,
+            Attribute.PRIVATE: True,
+            Attribute.SENSITIVE: True,
+            Attribute.EXTRACTABLE: False,
+            Attribute.SIGN: True,
+            Attribute.DERIVE: False,
+        }
+        with self._lock:
+            key: Any = None
+            try:
+                key = self._session.create_object(template)
+                return bytes(key.sign(digest, mechanism=Mechanism.ECDSA))
+            except pkcs11.PKCS11Error as exc:
+                raise HsmUnavailable(
+                    f"signing with a derived key failed: {type(exc).__name__}"
+                ) from exc
+            finally:
+                if key is not None:
+                    # Session objects also vanish with the session; destroy it now.
+                    with contextlib.suppress(pkcs11.PKCS11Error):
+                        key.destroy()
 
     def _random(self, size: int) -> bytes:
         with self._lock:

@@ -29,6 +29,8 @@ from collections.abc import Callable, Sequence
 from multiprocessing.connection import Connection
 from typing import Any
 
+from hsm import hd
+from hsm.bip32 import ExtendedPublicKey
 from hsm.errors import HsmConfigError, HsmUnavailable
 from hsm.keystore import SignRequest
 from hsm.pkcs11_token import Pkcs11Token
@@ -161,6 +163,10 @@ def _ensure_ed25519(key_id: str) -> bytes:
     return _token().ensure_ed25519(key_id)
 
 
+def _ed25519_public_key(key_id: str) -> bytes:
+    return _token().ed25519_public_key(key_id)
+
+
 def _sign_eddsa(key_id: str, message: bytes) -> bytes:
     return _token().sign_eddsa(key_id, message)
 
@@ -177,6 +183,20 @@ def _unseal(key_id: str, sealed: bytes, aad: bytes) -> bytes:
     return _token().unseal(key_id, sealed, aad)
 
 
+def _hd_create_seed(seal_key_id: str, aad: bytes) -> bytes:
+    return hd.create_seed(_token(), seal_key_id, aad)
+
+
+def _hd_account_key(
+    seed: tuple[str, bytes, bytes], chain: str, network: str, path: str
+) -> tuple[bytes, bytes, int, bytes, int]:
+    return hd.account_key(_token(), seed, chain, network, path)
+
+
+def _hd_sign(jobs: list[hd.HdJob]) -> list[tuple[int, int, int]]:
+    return hd.sign(_token(), jobs)
+
+
 _TASKS: dict[str, Callable[..., object]] = {
     fn.__name__: fn
     for fn in (
@@ -188,10 +208,14 @@ _TASKS: dict[str, Callable[..., object]] = {
         _logged_in,
         _ensure_health_key,
         _ensure_ed25519,
+        _ed25519_public_key,
         _sign_eddsa,
         _ensure_aes_key,
         _seal,
         _unseal,
+        _hd_create_seed,
+        _hd_account_key,
+        _hd_sign,
     )
 }
 
@@ -324,6 +348,10 @@ class SigningPool:
         """Public half of an HSM-resident Ed25519 key (created on first use)."""
         return bytes(self._call("_ensure_ed25519", key_id))
 
+    def ed25519_public_key(self, key_id: str) -> bytes:
+        """Public half of an existing Ed25519 key; KeyNotFound if the token lacks it."""
+        return bytes(self._call("_ed25519_public_key", key_id))
+
     def sign_eddsa(self, key_id: str, message: bytes) -> bytes:
         return bytes(self._call("_sign_eddsa", key_id, message))
 
@@ -336,6 +364,30 @@ class SigningPool:
 
     def unseal(self, key_id: str, sealed: bytes, aad: bytes) -> bytes:
         return bytes(self._call("_unseal", key_id, sealed, aad))
+
+    # ---- HD wallets (hsm.hd.HdKeys): derivation runs in the workers, see hsm.hd ----
+
+    def hd_create_seed(self, seal_key_id: str, aad: bytes) -> hd.SealedSeed:
+        sealed = bytes(self._call("_hd_create_seed", seal_key_id, aad))
+        return hd.SealedSeed(seal_key_id, sealed, aad)
+
+    def hd_account_key(
+        self, seed: hd.SealedSeed, chain: str, network: str, account_path: str
+    ) -> ExtendedPublicKey:
+        fields = self._call("_hd_account_key", seed.as_tuple(), chain, network, account_path)
+        return ExtendedPublicKey(*fields)
+
+    def hd_sign(self, requests: Sequence[hd.HdSignRequest]) -> list[RecoverableSignature]:
+        if not requests:
+            return []
+        jobs: list[hd.HdJob] = [
+            (r.seed.as_tuple(), r.chain, r.network, r.path, r.digest, r.public_key)
+            for r in requests
+        ]
+        size = -(-len(jobs) // self._count)
+        chunks = [("_hd_sign", (jobs[i : i + size],)) for i in range(0, len(jobs), size)]
+        results = self._run(chunks)
+        return [RecoverableSignature(r, s, v) for chunk in results for r, s, v in chunk]
 
     def ping(self) -> None:
         """Every worker signs with the health key; HsmUnavailable if any cannot."""

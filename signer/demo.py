@@ -118,11 +118,20 @@ def _wait_serving(channel: grpc.Channel) -> None:
 
 def _ensure_key(stub: keys_pb2_grpc.KeysStub, key_id: str) -> keys_pb2.Key:
     try:
-        key: keys_pb2.Key = stub.CreateKey(keys_pb2.CreateKeyRequest(key_id=key_id))
+        # Demo keys sign for test networks only (the batch is testnet, Sepolia, BSC testnet, nile).
+        key: keys_pb2.Key = stub.CreateKey(
+            keys_pb2.CreateKeyRequest(key_id=key_id, network_class=keys_pb2.NETWORK_CLASS_TESTNET)
+        )
     except grpc.RpcError as exc:
         if exc.code() != grpc.StatusCode.ALREADY_EXISTS:
             raise
         key = stub.GetKey(keys_pb2.GetKeyRequest(key_id=key_id))
+    if key.network_class != keys_pb2.NETWORK_CLASS_TESTNET:
+        # A store from before network classes: its keys became mainnet keys.
+        raise SystemExit(
+            f"[demo] key {key_id} is not a testnet key (made before network classes,"
+            " which made it mainnet); remove the demo directory and run again"
+        )
     return key
 
 

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -87,8 +88,15 @@ class RunningServer:
     def keys(self, identity: str = "officer") -> keys_pb2_grpc.KeysStub:
         return keys_pb2_grpc.KeysStub(self.channel(identity))
 
-    def create_key(self, key_id: str) -> keys_pb2.Key:
-        return self.keys().CreateKey(keys_pb2.CreateKeyRequest(key_id=key_id))
+    def create_key(
+        self,
+        key_id: str,
+        network_class: keys_pb2.NetworkClass = keys_pb2.NETWORK_CLASS_TESTNET,
+    ) -> keys_pb2.Key:
+        """A key of `network_class` (test networks unless told: most tests sign for them)."""
+        return self.keys().CreateKey(
+            keys_pb2.CreateKeyRequest(key_id=key_id, network_class=network_class)
+        )
 
 
 @pytest.fixture(scope="session")
@@ -100,6 +108,30 @@ def server(dev_env: DevEnv) -> Iterator[RunningServer]:
     instance.start()
     yield RunningServer(dev_env, instance.port, instance)
     instance.stop(grace=2)
+
+
+@contextmanager
+def server_with_policy(env: DevEnv, directory: Path, policy_yaml: str) -> Iterator[RunningServer]:
+    """An in-process server on the shared token with its own store and bootstrap policy."""
+    from signer.server import CustosServer
+
+    bootstrap = directory / "policy.yaml"
+    bootstrap.write_text(policy_yaml)
+    config = env.config()
+    config = config.model_copy(
+        update={
+            "store": config.store.model_copy(
+                update={"url": f"sqlite:///{directory / 'custos.db'}"}
+            ),
+            "policy": config.policy.model_copy(update={"bootstrap": bootstrap}),
+        }
+    )
+    instance = CustosServer(config, env.pin())
+    instance.start()
+    try:
+        yield RunningServer(env, instance.port, instance)
+    finally:
+        instance.stop(grace=2)
 
 
 class ServerProcess:

@@ -55,6 +55,10 @@ class KeyRecord:
     state: KeyState
     created_by: str
     created_at_ms: int
+    # "mainnet" | "testnet" (signer/chains/networks.py), fixed for the key's life.
+    # The default is the migration rule for keys created before classes existed:
+    # the class whose requests face the mainnet rules (see the README, Keys).
+    network_class: str = "mainnet"
 
 
 class ClaimOutcome(enum.Enum):
@@ -199,6 +203,10 @@ class Store(PolicyStore, Protocol):
     def save_checkpoint(self, checkpoint: StoredCheckpoint, event: AuditEvent) -> None: ...
 
     def latest_checkpoint(self) -> StoredCheckpoint | None: ...
+
+    def all_checkpoints(self) -> list[StoredCheckpoint]:
+        """Every stored checkpoint, smallest size first (what auditors keep)."""
+        ...
 
     def exclusive(self, name: str) -> AbstractContextManager[None]:
         """A lock on `name` shared by every replica of the store (set-up steps, key creation)."""

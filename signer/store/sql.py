@@ -56,7 +56,7 @@ from signer.store.policy_tables import Admission, PendingChange, PendingRow, Pol
 
 T = TypeVar("T")
 
-KEY_COLUMNS = "key_id, public_key, state, created_by, created_at_ms"
+KEY_COLUMNS = "key_id, public_key, state, created_by, created_at_ms, network_class"
 PENDING_COLUMNS = "approval_id, caller, request_id, state, expires_at_ms, record, request"
 POLICY_COLUMNS = "version, hash, document_yaml, state, record, activated_at_ms"
 BATCH = "FROM batches WHERE caller = ? AND request_id = ?"
@@ -178,11 +178,18 @@ class SqlStore(abc.ABC):
     # -- keys ----------------------------------------------------------------------
 
     def insert_key(self, key: KeyRecord, event: AuditEvent) -> None:
-        row = (key.key_id, key.public_key, key.state.value, key.created_by, key.created_at_ms)
+        row = (
+            key.key_id,
+            key.public_key,
+            key.state.value,
+            key.created_by,
+            key.created_at_ms,
+            key.network_class,
+        )
 
         def work(tx: Tx) -> None:
             inserted = tx.execute(
-                f"INSERT INTO keys ({KEY_COLUMNS}) VALUES (?, ?, ?, ?, ?)"  # noqa: S608
+                f"INSERT INTO keys ({KEY_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?)"  # noqa: S608
                 " ON CONFLICT (key_id) DO NOTHING RETURNING 1",
                 row,
             ).fetchone()
@@ -491,6 +498,14 @@ class SqlStore(abc.ABC):
         )
         return None if row is None else StoredCheckpoint(int(row[0]), bytes(row[1]), row[2])
 
+    def all_checkpoints(self) -> list[StoredCheckpoint]:
+        rows = self._read(
+            lambda tx: tx.execute(
+                "SELECT size, root, note FROM audit_checkpoints ORDER BY size"
+            ).fetchall()
+        )
+        return [StoredCheckpoint(int(r[0]), bytes(r[1]), r[2]) for r in rows]
+
     # -- policy versions ----------------------------------------------------------------
 
     def policy_versions(self) -> list[PolicyRow]:
@@ -601,6 +616,12 @@ class SqlStore(abc.ABC):
             if not isinstance(result, PendingChange):
                 return result
             new = result.row
+            if result.rebudget is not None:
+                _release_reservations(tx, new.caller, new.request_id)
+                now = self._clock_ms()
+                breach = self._admit(tx, result.rebudget, new.caller, new.request_id, now)
+                if breach is not None:
+                    raise Rollback(breach)
             tx.execute(
                 "UPDATE pending SET state = ?, record = ? WHERE approval_id = ?",
                 (new.state, new.record, approval_id),
@@ -684,7 +705,7 @@ def _bytes(value: bytes | memoryview | None) -> bytes | None:
 
 
 def _key(row: tuple[Any, ...]) -> KeyRecord:
-    return KeyRecord(row[0], bytes(row[1]), KeyState(row[2]), row[3], int(row[4]))
+    return KeyRecord(row[0], bytes(row[1]), KeyState(row[2]), row[3], int(row[4]), row[5])
 
 
 def _pending(row: tuple[Any, ...]) -> PendingRow:

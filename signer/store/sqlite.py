@@ -32,7 +32,8 @@ CREATE TABLE IF NOT EXISTS keys (
     public_key BLOB NOT NULL,
     state TEXT NOT NULL,
     created_by TEXT NOT NULL,
-    created_at_ms INTEGER NOT NULL
+    created_at_ms INTEGER NOT NULL,
+    network_class TEXT NOT NULL CHECK (network_class IN ('mainnet', 'testnet'))
 );
 CREATE TABLE IF NOT EXISTS batches (
     caller TEXT NOT NULL,
@@ -96,6 +97,13 @@ CREATE TABLE IF NOT EXISTS totp (
 ADDED_COLUMNS = (
     ("batches", "approval_id", "TEXT"),  # approvals
     ("batches", "claim_token", "BLOB"),  # fenced claims: rows from before hold no token
+    # Network classes: keys from before may hold mainnet funds, so they are mainnet
+    # (README, "Keys belong to one network class"; migration 3 on PostgreSQL).
+    (
+        "keys",
+        "network_class",
+        "TEXT NOT NULL DEFAULT 'mainnet' CHECK (network_class IN ('mainnet', 'testnet'))",
+    ),
 )
 
 

@@ -77,7 +77,7 @@ def setup(
     store = FailingStore(tmp_path / "custos.db")
     spy = SpySigner(pool)
     record = KeyManager(store, pool).create(
-        f"fc-{tmp_path.name[-8:].lower().replace('_', '-')}", "officer"
+        f"fc-{tmp_path.name[-8:].lower().replace('_', '-')}", "testnet", "officer"
     )
     governor = PolicyGovernor(store, dev_env.dir / "policy.yaml")
     pipeline = SigningPipeline(

@@ -109,7 +109,7 @@ def _pipeline(
     store: Store, pool: SigningPool, signer: Signer, dev_env: DevEnv, key_id: str
 ) -> tuple[SigningPipeline, keys_pb2.Key]:
     """A pipeline over `store` under the development policy, and a fresh key in the token."""
-    record = KeyManager(store, pool).create(key_id.lower().replace("_", "-"), "officer")
+    record = KeyManager(store, pool).create(key_id.lower().replace("_", "-"), "testnet", "officer")
     pipeline = SigningPipeline(
         store,
         signer,
