@@ -224,7 +224,7 @@ def test_policy_and_totp_lockout_events_reach_the_roles_that_may_see_them(
         policy_pb2.ProposePolicyRequest(document_yaml=text.replace("version: 1", "version: 2"))
     )
     key = keys_pb2_grpc.KeysStub(own_server.channel("officer")).CreateKey(
-        keys_pb2.CreateKeyRequest(key_id="locked-out")
+        keys_pb2.CreateKeyRequest(key_id="locked-out", network_class=keys_pb2.NETWORK_CLASS_TESTNET)
     )
     held = signer_pb2_grpc.SignerStub(own_server.channel("payments")).SignBatch(
         pb.SignBatchRequest(request_id="lockout", items=[builders.evm_item(key, value=str(ETH))])

@@ -93,9 +93,12 @@ def _mine(records: Sequence[AuditRecord], subject: str) -> Callable[[AuditRecord
 def _decide_things(server: ServerProcess, tag: str) -> dict[str, str]:
     """Signed, held then rejected, refused batches of two services, and key events."""
     officer = keys_pb2_grpc.KeysStub(server.channel("officer"))
-    key = officer.CreateKey(keys_pb2.CreateKeyRequest(key_id=f"{tag}-{uuid.uuid4().hex[:8]}"))
+    testnet = keys_pb2.NETWORK_CLASS_TESTNET
+    key = officer.CreateKey(
+        keys_pb2.CreateKeyRequest(key_id=f"{tag}-{uuid.uuid4().hex[:8]}", network_class=testnet)
+    )
     limited_key = officer.CreateKey(
-        keys_pb2.CreateKeyRequest(key_id=f"limited-{uuid.uuid4().hex[:8]}")
+        keys_pb2.CreateKeyRequest(key_id=f"limited-{uuid.uuid4().hex[:8]}", network_class=testnet)
     )
     payments = signer_pb2_grpc.SignerStub(server.channel("payments"))
     ids = {}
