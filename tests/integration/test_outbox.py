@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 import grpc
 import pytest
@@ -18,7 +19,7 @@ from proto.custos.v1 import keys_pb2, keys_pb2_grpc, policy_pb2, policy_pb2_grpc
 from proto.custos.v1 import signer_pb2 as pb
 from signer.devsetup import subject_string
 from tests import builders
-from tests.conftest import RunningServer, ServerProcess
+from tests.conftest import DevEnv, RunningServer, ServerProcess, server_with_policy
 from tests.outbox_support import BATCH, POLICY, due, got, watch
 from tests.second_impl import evm_sender
 from tests.support import enroll_totp
@@ -119,7 +120,11 @@ def test_watchers_see_exactly_the_events_their_role_allows_in_log_order(
     assert not any(e.key_id for e in watchers["payments"].events)  # no key events
     officer_kinds = {e.kind for e in watchers["officer"].events}
     assert {"key.created", "key.disabled", "signed", "refused"} <= officer_kinds
-    rejected = next(e for e in watchers["payments"].events if e.kind == "rejected")
+    rejected = next(
+        e
+        for e in watchers["payments"].events
+        if e.kind == "rejected" and e.request_id == ids["held"]
+    )
     assert rejected.requester == payments
     assert rejected.actor == subject_string("approver2")
 
@@ -179,8 +184,20 @@ def _mine(records: Sequence[AuditRecord], subject: str) -> Callable[[AuditRecord
     return lambda r: r.event.kind in BATCH and owner(r) == subject
 
 
-def test_a_watcher_far_behind_reads_its_backlog_from_the_store(server: RunningServer) -> None:
-    """More records than any in-memory queue held (the old bus dropped past 10,000)."""
+def test_a_watcher_far_behind_reads_its_backlog_from_the_store(
+    dev_env: DevEnv, tmp_path: Path
+) -> None:
+    """More records than any in-memory queue held (the old bus dropped past 10,000).
+
+    On a server with a store of its own: the burst stays out of the shared log.
+    """
+    policy = dev_env.config().policy.bootstrap
+    assert policy is not None
+    with server_with_policy(dev_env, tmp_path, policy.read_text()) as server:
+        _far_behind(server)
+
+
+def _far_behind(server: RunningServer) -> None:
     store = server.server.store  # type: ignore[attr-defined]
     start = store.audit_size() - 1
     burst = [AuditEvent("key.enabled", "system", {"key_id": f"burst-{n}"}) for n in range(10_500)]
