@@ -111,8 +111,11 @@ def server(dev_env: DevEnv) -> Iterator[RunningServer]:
 
 
 @contextmanager
-def server_with_policy(env: DevEnv, directory: Path, policy_yaml: str) -> Iterator[RunningServer]:
-    """An in-process server on the shared token with its own store and bootstrap policy."""
+def server_with_policy(
+    env: DevEnv, directory: Path, policy_yaml: str, **sections: object
+) -> Iterator[RunningServer]:
+    """An in-process server on the shared token with its own store, audit witness and
+    bootstrap policy (`sections`: other config sections to replace)."""
     from signer.server import CustosServer
 
     bootstrap = directory / "policy.yaml"
@@ -129,6 +132,7 @@ def server_with_policy(env: DevEnv, directory: Path, policy_yaml: str) -> Iterat
             "audit": config.audit.model_copy(
                 update={"witness_file": directory / "audit-witness.note"}
             ),
+            **sections,
         }
     )
     instance = CustosServer(config, env.pin())

@@ -50,7 +50,7 @@ from signer.pipeline import SigningPipeline, payload_digest
 from signer.store.base import Store
 from tests import builders
 from tests import typed_data as td
-from tests.conftest import DevEnv, RunningServer, ServerProcess
+from tests.conftest import DevEnv, RunningServer, ServerProcess, server_with_policy
 from tests.second_impl import evm_message_signer, evm_sender, evm_typed_data_signer
 from tests.support import enroll_totp
 
@@ -138,28 +138,14 @@ class Rpc:
 def rpc_server(
     dev_env: DevEnv, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[RunningServer]:
-    from signer.server import CustosServer
-
-    directory = tmp_path_factory.mktemp("jsonrpc")
-    bootstrap = directory / "policy.yaml"
-    bootstrap.write_text(POLICY)
-    config = dev_env.config()
-    config = config.model_copy(
-        update={
-            "store": config.store.model_copy(
-                update={"url": f"sqlite:///{directory / 'custos.db'}"}
-            ),
-            "policy": config.policy.model_copy(update={"bootstrap": bootstrap}),
-            "jsonrpc": JsonRpcConfig(
-                enabled=True, listen="127.0.0.1:0", max_body_bytes=MAX_BODY, max_batch_requests=4
-            ),
-        }
+    jsonrpc = JsonRpcConfig(
+        enabled=True, listen="127.0.0.1:0", max_body_bytes=MAX_BODY, max_batch_requests=4
     )
-    instance = CustosServer(config, dev_env.pin())
-    instance.start()
-    assert instance.jsonrpc_port not in (0, instance.port)
-    yield RunningServer(dev_env, instance.port, instance)
-    instance.stop(grace=2)
+    directory = tmp_path_factory.mktemp("jsonrpc")
+    with server_with_policy(dev_env, directory, POLICY, jsonrpc=jsonrpc) as running:
+        instance = running.server
+        assert instance.jsonrpc_port not in (0, instance.port)  # type: ignore[attr-defined]
+        yield running
 
 
 def _rpc(server: RunningServer, identity: str = "payments") -> Rpc:
