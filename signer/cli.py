@@ -383,6 +383,8 @@ def cmd_db_upgrade(args: argparse.Namespace) -> int:
         from signer.store.migrations import POSTGRES
         from signer.store.postgres import PostgresStore, describe_url
 
+        # The pool warns at each failed attempt; the one line below says why instead.
+        logging.getLogger("psycopg.pool").setLevel(logging.ERROR)
         try:
             store = PostgresStore(url, migrate=False)
         except ValueError as exc:
@@ -494,10 +496,13 @@ def _add_key_commands(sub: Any, client_help: str) -> None:
 
 
 def _count(text: str) -> int:
-    """A whole number >= 0 (argparse turns the ValueError into a usage error)."""
-    value = int(text)
+    """A whole number >= 0; anything else is a usage error naming the value."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
     if value < 0:
-        raise ValueError(text)
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number >= 0")
     return value
 
 

@@ -117,8 +117,10 @@ def _tree(parser: argparse.ArgumentParser) -> dict[str, tuple[list[str], list[st
         for action in p._actions:  # argparse has no public walk of its tree
             if isinstance(action, argparse._SubParsersAction):
                 children.update(action.choices)
-            else:
+            elif action.option_strings:
                 options.extend(action.option_strings)
+            elif action.choices:  # a positional with fixed values, e.g. the shell
+                options.extend(str(c) for c in action.choices)
         out[path] = (sorted(children), sorted(options))
         for name, child in children.items():
             walk(f"{path} {name}".strip(), child)

@@ -108,7 +108,7 @@ def split_schema(url: str) -> tuple[str, str | None]:
 def describe_url(url: str) -> str:
     """USER@HOST:PORT/DB of a connection URL: what it points at, never its password."""
     try:
-        info = conninfo_to_dict(url)
+        info = conninfo_to_dict(split_schema(url)[0])
     except psycopg.Error:
         return "(an invalid PostgreSQL URL)"
     user = f"{info['user']}@" if info.get("user") else ""
