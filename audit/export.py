@@ -54,3 +54,25 @@ def read_export(path: str | os.PathLike[str]) -> Iterator[bytes]:
                     "the export's last line has no newline: the file was cut short inside a record"
                 )
             yield line[:-1]
+
+
+def write_file_atomically(path: str | os.PathLike[str], chunks: Iterable[bytes]) -> int:
+    """Write `chunks` to `path` via a temp file, fsync and rename; the bytes written.
+
+    A reader (or a crash) never sees a half-written export or checkpoint file.
+    """
+    target = Path(path)
+    temp = target.with_name(target.name + ".partial")
+    written = 0
+    try:
+        with open(temp, "wb") as out:
+            for chunk in chunks:
+                out.write(chunk)
+                written += len(chunk)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(temp, target)
+    except BaseException:
+        temp.unlink(missing_ok=True)
+        raise
+    return written

@@ -22,6 +22,7 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from audit.checkpoint import Checkpoint, CheckpointError, load_public_key_pem, open_note, peek_note
@@ -381,6 +382,12 @@ def verify_export(
     )
 
 
+def public_key_fingerprint(public_key: Ed25519PublicKey) -> str:
+    """SHA-256 (hex) of the raw 32-byte Ed25519 public key: what operators and auditors pin."""
+    raw = public_key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    return hashlib.sha256(raw).hexdigest()
+
+
 def verify_export_files(
     export_path: str | os.PathLike[str],
     public_key_pem_path: str | os.PathLike[str],
@@ -388,10 +395,24 @@ def verify_export_files(
     key_name: str,
     *,
     origin: str | None = None,
+    key_fingerprint: str | None = None,
 ) -> VerificationReport:
-    """verify_export over files: the export, the audit key's PEM and one signed note per file."""
+    """verify_export over files: the export, the audit key's PEM and one signed note per file.
+
+    With `key_fingerprint` (pinned by the auditor), a public key file with any
+    other fingerprint fails the verification before anything else is read:
+    the export's own key file came from the server, which proves nothing.
+    """
     with open(public_key_pem_path, "rb") as f:
         public_key = load_public_key_pem(f.read())
+    if key_fingerprint is not None:
+        found = public_key_fingerprint(public_key)
+        if found != key_fingerprint.strip().lower():
+            problem = (
+                f"the public key in {public_key_pem_path} has fingerprint {found}, not the "
+                f"pinned {key_fingerprint}: it is not the log's audit key"
+            )
+            return VerificationReport(False, 0, 0, [problem], None)
     notes = []
     for path in checkpoint_paths:
         with open(path, "rb") as f:

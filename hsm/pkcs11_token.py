@@ -175,6 +175,18 @@ class Pkcs11Token:
         """Raw CKM_ECDSA over a 32-byte digest: r||s, not normalized."""
         return self._sign(key_id, digest, Mechanism.ECDSA)
 
+    def ed25519_public_key(self, key_id: str) -> bytes:
+        """The 32-byte public key of Ed25519 key `key_id`; KeyNotFound if the token lacks it."""
+        with self._lock:
+            try:
+                public = self._find(ObjectClass.PUBLIC_KEY, key_id.encode())
+                if public is None:
+                    raise KeyNotFound(key_id)
+                point = bytes(public[Attribute.EC_POINT])
+            except pkcs11.PKCS11Error as exc:
+                raise HsmUnavailable(f"reading public key failed: {type(exc).__name__}") from exc
+        return point[2:] if len(point) == 34 and point[:2] == b"\x04\x20" else point
+
     def ensure_ed25519(self, key_id: str) -> bytes:
         """The 32-byte public key of Ed25519 key `key_id`, generated in the token if missing."""
         ident = key_id.encode()

@@ -163,6 +163,10 @@ def _ensure_ed25519(key_id: str) -> bytes:
     return _token().ensure_ed25519(key_id)
 
 
+def _ed25519_public_key(key_id: str) -> bytes:
+    return _token().ed25519_public_key(key_id)
+
+
 def _sign_eddsa(key_id: str, message: bytes) -> bytes:
     return _token().sign_eddsa(key_id, message)
 
@@ -204,6 +208,7 @@ _TASKS: dict[str, Callable[..., object]] = {
         _logged_in,
         _ensure_health_key,
         _ensure_ed25519,
+        _ed25519_public_key,
         _sign_eddsa,
         _ensure_aes_key,
         _seal,
@@ -342,6 +347,10 @@ class SigningPool:
     def ensure_ed25519(self, key_id: str) -> bytes:
         """Public half of an HSM-resident Ed25519 key (created on first use)."""
         return bytes(self._call("_ensure_ed25519", key_id))
+
+    def ed25519_public_key(self, key_id: str) -> bytes:
+        """Public half of an existing Ed25519 key; KeyNotFound if the token lacks it."""
+        return bytes(self._call("_ed25519_public_key", key_id))
 
     def sign_eddsa(self, key_id: str, message: bytes) -> bytes:
         return bytes(self._call("_sign_eddsa", key_id, message))

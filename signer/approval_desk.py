@@ -34,10 +34,10 @@ from typing import Any
 from google.protobuf.message import DecodeError
 
 from audit.record import AuditEvent
-from policies import approvals
+from policies import approvals, velocity
 from policies.evaluate import RequireApproval
 from proto.custos.v1 import signer_pb2 as pb
-from signer.admission import pending_from_json, pending_to_json
+from signer.admission import admission, budget_error, pending_from_json, pending_to_json
 from signer.errors import (
     BudgetExceeded,
     CustosError,
@@ -474,9 +474,16 @@ class ApprovalDesk:
                 },
             )
             signing = dataclasses.replace(pending, state=SIGNING)
-            return PendingChange(_with(current, raw, signing), [event])
+            # The budget too is judged under the active policy's limits, with what
+            # others spent meanwhile (invariant 9): a breach refuses the batch.
+            return PendingChange(
+                _with(current, raw, signing), [event], rebudget=admission(held.judgement, None)
+            )
 
         taken = self._store.update_pending(approval_id, take)
+        if isinstance(taken, velocity.Breach):
+            self._reject_by_policy(row, budget_error(taken))
+            return None
         if not isinstance(taken, PendingRow) or taken.state != SIGNING:
             return None  # another attempt took it (or it changed): that one decides
         try:

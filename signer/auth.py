@@ -30,6 +30,7 @@ RPC_ROLES: dict[str, frozenset[str]] = {
     "/custos.v1.Keys/ListKeys": frozenset({OFFICER, SERVICE, AUDITOR}),
     "/custos.v1.Audit/StreamRecords": frozenset({AUDITOR}),
     "/custos.v1.Audit/GetLatestCheckpoint": frozenset({AUDITOR}),
+    "/custos.v1.Audit/ListCheckpoints": frozenset({AUDITOR}),
     "/custos.v1.Audit/GetInclusionProof": frozenset({AUDITOR}),
     "/custos.v1.Audit/GetConsistencyProof": frozenset({AUDITOR}),
     "/custos.v1.Audit/Export": frozenset({AUDITOR}),

@@ -11,6 +11,7 @@ import sys
 import threading
 import time
 from collections import deque
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -267,38 +268,126 @@ def cmd_get(args: argparse.Namespace) -> int:
     return _show_batch(stub.GetBatch(signer_pb2.GetBatchRequest(request_id=args.request_id)), args)
 
 
+def _checkpoint_dir(export: Path) -> Path:
+    return export.with_name(export.name + ".checkpoints")
+
+
 def cmd_audit_export(args: argparse.Namespace) -> int:
+    from audit.export import write_file_atomically
+
     stub = audit_pb2_grpc.AuditStub(_profile(args).channel())
     out = Path(args.out)
-    # The checkpoint first: the export then certainly covers it.
-    checkpoint = stub.GetLatestCheckpoint(audit_pb2.GetLatestCheckpointRequest())
+    # The checkpoints first: the export then certainly covers the latest one.
+    checkpoints = list(stub.ListCheckpoints(audit_pb2.ListCheckpointsRequest()))
+    if not checkpoints and not args.to:
+        checkpoints = [stub.GetLatestCheckpoint(audit_pb2.GetLatestCheckpointRequest())]
+    latest = checkpoints[-1] if checkpoints else None
     key = stub.GetAuditKey(audit_pb2.GetAuditKeyRequest())
-    count = 0
-    # By default the export ends where the checkpoint does: every record in it is proven.
-    to_seq = args.to or checkpoint.size
-    with out.open("wb") as handle:
-        for chunk in stub.Export(audit_pb2.ExportRequest(from_seq=0, to_seq=to_seq)):
-            handle.write(chunk.lines)
-            count += chunk.lines.count(b"\n")
-    Path(f"{out}.checkpoint").write_text(checkpoint.note)
-    Path(f"{out}.pub.pem").write_text(key.public_key_pem)
-    print(f"{count} records -> {out}")
-    print(f"checkpoint (size {checkpoint.size}) -> {out}.checkpoint")
-    print(f"audit public key ({key.key_name}) -> {out}.pub.pem")
+    # By default the export ends where the latest checkpoint does: every record is proven.
+    to_seq = args.to or (latest.size if latest else 0)
+    chunks = (c.lines for c in stub.Export(audit_pb2.ExportRequest(from_seq=0, to_seq=to_seq)))
+    counted = 0
+
+    def counting() -> Iterator[bytes]:
+        nonlocal counted
+        for chunk in chunks:
+            counted += chunk.count(b"\n")
+            yield chunk
+
+    write_file_atomically(out, counting())
+    # Every checkpoint, one file per size: an auditor keeps this directory across
+    # exports, so a later export that drops or rewrites history fails against it.
+    kept = _checkpoint_dir(out)
+    kept.mkdir(exist_ok=True)
+    new = 0
+    for checkpoint in checkpoints:
+        path = kept / f"{checkpoint.size:012d}.note"
+        if path.exists():
+            if path.read_text(encoding="utf-8", errors="replace") != checkpoint.note:
+                print(
+                    f"warning: the server's checkpoint of size {checkpoint.size} differs from "
+                    f"the one saved in {path}; kept the saved one (verify will judge both)",
+                    file=sys.stderr,
+                )
+                path = kept / f"{checkpoint.size:012d}.server.note"
+            else:
+                continue
+        write_file_atomically(path, [checkpoint.note.encode()])
+        new += 1
+    if latest is not None:
+        write_file_atomically(Path(f"{out}.checkpoint"), [latest.note.encode()])
+    write_file_atomically(Path(f"{out}.pub.pem"), [key.public_key_pem.encode()])
+    print(f"{counted} records -> {out}")
+    if latest is not None and not args.to:
+        print(
+            f"  (records after the latest checkpoint, size {latest.size}, are left out: no"
+            " checkpoint proves them yet; `custos audit checkpoint` signs one)"
+        )
+    print(f"{len(checkpoints)} checkpoints ({new} new) -> {kept}/")
+    if latest is not None:
+        print(f"latest checkpoint (size {latest.size}) -> {out}.checkpoint")
+    else:
+        print("the server holds no checkpoint: nothing proves these records", file=sys.stderr)
+    print(
+        f"audit public key ({key.key_name}) -> {out}.pub.pem; check its fingerprint against"
+        " the one you pinned (custos audit verify --key-fingerprint)"
+    )
     return 0
 
 
+def _saved_checkpoints(export: Path, given: list[str]) -> list[Path]:
+    """Note files: those given (a directory: its *.note files), else the export's own."""
+    if not given:
+        given = [
+            str(p) for p in (_checkpoint_dir(export), Path(f"{export}.checkpoint")) if p.exists()
+        ]
+        if not given:
+            raise ConfigError(
+                f"no checkpoint to verify against: pass --checkpoint FILE|DIR (none found at "
+                f"{_checkpoint_dir(export)}/ or {export}.checkpoint)"
+            )
+    paths: list[Path] = []
+    for name in given:
+        path = Path(name)
+        paths.extend(sorted(path.glob("*.note")) if path.is_dir() else [path])
+    return paths
+
+
 def cmd_audit_verify(args: argparse.Namespace) -> int:
+    import re
+
+    from audit.checkpoint import CheckpointError
     from audit.verify import verify_export_files
 
+    export = Path(args.export)
+    checkpoints = _saved_checkpoints(export, args.checkpoint)
     try:
         report = verify_export_files(
-            args.export, args.public_key, args.checkpoint, args.key_name, origin=args.origin
+            export,
+            args.public_key,
+            checkpoints,
+            args.key_name,
+            origin=args.origin,
+            key_fingerprint=args.key_fingerprint,
         )
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, CheckpointError) as exc:
         raise ConfigError(f"cannot verify: {exc}") from exc
+
+    def named(text: str) -> str:
+        # The verifier numbers checkpoints in the order given: name their files.
+        return re.sub(
+            r"checkpoint #(\d+)",
+            lambda m: f"checkpoint #{m[1]} ({checkpoints[int(m[1]) - 1]})",
+            text,
+        )
+
     for note in report.notes:
-        print(f"note: {note}")
+        print(f"note: {named(note)}")
+    if args.key_fingerprint is None:
+        print(
+            "note: the public key was not checked against a pinned fingerprint"
+            " (--key-fingerprint): a key file from the server proves nothing by itself"
+        )
     if report.ok and report.trusted_size < report.records and not args.allow_uncovered:
         print(
             f"FAILED: records {report.trusted_size}..{report.records - 1} are not covered by any"
@@ -316,8 +405,38 @@ def cmd_audit_verify(args: argparse.Namespace) -> int:
     if report.first_bad_seq is not None:
         print(f"FAILED at record {report.first_bad_seq}", file=sys.stderr)
     for problem in report.problems:
-        print(f"FAILED: {problem}", file=sys.stderr)
+        print(f"FAILED: {named(problem)}", file=sys.stderr)
     return 1
+
+
+def cmd_audit_init_key(args: argparse.Namespace) -> int:
+    from signer.auditlog import key_fingerprint, setup_audit_key
+
+    config = load_config(Path(args.config))
+    pin = read_pin(config.hsm)
+    register_secret(pin)
+    public, created = setup_audit_key(
+        str(config.hsm.library),
+        config.hsm.token_label,
+        pin,
+        config.hsm.environment,
+        config.audit.key_id,
+    )
+    fingerprint = key_fingerprint(public)
+    pinned = config.audit.key_fingerprint
+    what = "created" if created else "found"
+    print(f"audit key {config.audit.key_id!r} {what} in token {config.hsm.token_label!r}")
+    if pinned == fingerprint:
+        print(f"{args.config} already pins it: key_fingerprint = {fingerprint}")
+        return 0
+    if pinned is not None:
+        raise ConfigError(
+            f"{args.config} pins audit key fingerprint {pinned}, but the token's key has "
+            f"{fingerprint}: this is not the token the config was set up with"
+        )
+    print("add this line to the [audit] section of the config, and give it to your auditors:")
+    print(f'key_fingerprint = "{fingerprint}"')
+    return 0
 
 
 def _print_record(item: audit_pb2.AuditRecord, as_json: bool) -> None:
@@ -421,9 +540,14 @@ def _add_audit_commands(sub: Any, client_help: str) -> None:
     p = sub.add_parser("audit", help="export, verify and read the audit log")
     actions = p.add_subparsers(dest="action", required=True, metavar="ACTION")
     a = actions.add_parser(
-        "export", help="download the log, its latest checkpoint and the audit key (auditor)"
+        "export", help="download the log, every checkpoint and the audit key (auditor)"
     )
-    a.add_argument("--out", required=True, help="export file; .checkpoint and .pub.pem beside it")
+    a.add_argument(
+        "--out",
+        required=True,
+        help="export file; OUT.checkpoints/ (every checkpoint, one file per size, kept across"
+        " exports), OUT.checkpoint (the latest) and OUT.pub.pem beside it",
+    )
     a.add_argument(
         "--to", type=int, default=0, help="stop before this record (default: the checkpoint's size)"
     )
@@ -434,7 +558,17 @@ def _add_audit_commands(sub: Any, client_help: str) -> None:
     )
     a.add_argument("export", help="file written by `custos audit export`")
     a.add_argument("--public-key", required=True, help="the audit key, PEM (Ed25519)")
-    a.add_argument("--checkpoint", action="append", default=[], help="signed checkpoint note")
+    a.add_argument(
+        "--checkpoint",
+        action="append",
+        default=[],
+        help="a signed checkpoint you saved earlier, or a directory of *.note files"
+        " (repeatable; default: EXPORT.checkpoints/ and EXPORT.checkpoint)",
+    )
+    a.add_argument(
+        "--key-fingerprint",
+        help="SHA-256 (hex) of the raw audit public key, as pinned (config audit.key_fingerprint)",
+    )
     a.add_argument("--key-name", default="custos-audit", help="name in the signature lines")
     a.add_argument("--origin", help="the log's origin line, if known")
     a.add_argument(
@@ -457,6 +591,12 @@ def _add_audit_commands(sub: Any, client_help: str) -> None:
     a.add_argument("--client", help=client_help)
     add_output_argument(a)  # json: JSON Lines, each record as the log holds it
     a.set_defaults(func=cmd_audit_tail)
+    a = actions.add_parser(
+        "init-key",
+        help="create the token's audit key if missing and print the fingerprint to pin (set-up)",
+    )
+    a.add_argument("--config", required=True, help="TOML configuration file")
+    a.set_defaults(func=cmd_audit_init_key)
     a = actions.add_parser("checkpoint", help="sign a checkpoint now (officer)")
     a.add_argument("--client", help=client_help)
     a.set_defaults(func=cmd_audit_checkpoint)

@@ -7,6 +7,7 @@ named here (hsm.pin_env / hsm.pin_file).
 
 from __future__ import annotations
 
+import hashlib
 import os
 import tomllib
 from pathlib import Path
@@ -87,6 +88,15 @@ class AuditConfig(_Section):
     key_id: str = Field(default="_audit", min_length=1, max_length=64)
     checkpoint_every_records: int = Field(default=1000, ge=1)
     checkpoint_every_seconds: float = Field(default=60.0, gt=0)
+    # SHA-256 (hex) of the audit key's raw 32-byte Ed25519 public key, pinned at
+    # set-up (`custos init`, `custos audit init-key`): start-up refuses a token
+    # whose audit key is missing or differs. None only so that init-key can read
+    # a config that does not pin one yet; `serve` refuses it.
+    key_fingerprint: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")
+    # Where the service keeps the latest checkpoint it signed or verified, outside
+    # the database, so that a rollback of the store (records and checkpoint rows)
+    # is detected across restarts. Default: beside the config, one file per store.
+    witness_file: Path | None = None
 
 
 class PolicyConfig(_Section):
@@ -202,7 +212,20 @@ def load_config(path: Path) -> Config:
         store = store.model_copy(
             update={"url": "sqlite:///" + str(_absolute(base, config.sqlite_path))}
         )
-    return config.model_copy(update={"tls": tls, "hsm": hsm, "store": store, "policy": policy})
+    audit = config.audit.model_copy(
+        update={
+            "witness_file": _absolute(base, config.audit.witness_file or _witness_name(store.url))
+        }
+    )
+    return config.model_copy(
+        update={"tls": tls, "hsm": hsm, "store": store, "policy": policy, "audit": audit}
+    )
+
+
+def _witness_name(store_url: str) -> Path:
+    # One file per store: two stores (e.g. two PostgreSQL schemas) configured from
+    # one directory must not judge each other's logs.
+    return Path(f"audit-witness-{hashlib.sha256(store_url.encode()).hexdigest()[:16]}.note")
 
 
 def read_pin(hsm: HsmConfig) -> str:

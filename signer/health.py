@@ -1,6 +1,7 @@
-"""Health of the HSM and the store, probed in the background and on failures.
+"""Health of the HSM, the store and the audit log, probed in the background and on failures.
 
-The gRPC health service reports SERVING only while both answer. A request that
+The gRPC health service reports SERVING only while the HSM and the store
+answer and the audit log passed its integrity checks (signer.auditlog). A request that
 fails with UNAVAILABLE flips it at once; the probe flips it back when the
 component answers again. The metrics port's HTTP /readyz reads the same state
 (`readiness`), and says not ready once shutdown begins (`drain`).
@@ -13,6 +14,7 @@ import threading
 from collections.abc import Callable, Mapping
 
 from signer import metrics
+from signer.errors import CustosError
 
 log = logging.getLogger("custos.health")
 
@@ -47,7 +49,10 @@ class HealthMonitor:
                 probe()
             except Exception as exc:  # noqa: BLE001 - any failure means not serving
                 failed.append(name)
-                log.warning("health probe %s failed: %s", name, type(exc).__name__)
+                # A domain error's text is caller-safe (it says what is wrong with the
+                # audit log); infrastructure errors are named by type only.
+                why = str(exc) if isinstance(exc, CustosError) else type(exc).__name__
+                log.warning("health probe %s failed: %s", name, why)
         healthy = not failed
         for name in self._probes:
             metrics.COMPONENT_UP.labels(name).set(0 if name in failed else 1)

@@ -12,6 +12,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from audit.record import AuditEvent
+from hsm.errors import KeyNotFound
 from hsm.pool import SigningPool
 from proto.custos.v1 import (
     audit_pb2,
@@ -25,7 +26,7 @@ from proto.custos.v1 import (
 )
 from signer import metrics, reflection
 from signer.approval_desk import ApprovalDesk
-from signer.auditlog import AuditLog
+from signer.auditlog import AuditGate, AuditLog, key_fingerprint
 from signer.auth import Authorizer
 from signer.chains.limits import ChainLimits
 from signer.chains.registry import make_adapters
@@ -61,12 +62,43 @@ def _read(path: object) -> bytes:
         raise ConfigError(f"cannot read {path}: {exc.strerror}") from exc
 
 
+def _pinned_audit_key(pool: SigningPool, config: Config) -> bytes:
+    """The token's audit public key, once it matches the fingerprint the config pins.
+
+    Never generated here: a missing key is a set-up step (`custos audit
+    init-key`), not something to paper over with a fresh key nobody pinned.
+    """
+    audit = config.audit
+    try:
+        public = pool.ed25519_public_key(audit.key_id)
+    except KeyNotFound:
+        raise ConfigError(
+            f"the token has no audit key {audit.key_id!r}: the token is not the one this "
+            "service was set up with, or the key was deleted. Create a key only for a new "
+            "deployment: `custos audit init-key --config CONFIG`"
+        ) from None
+    found = key_fingerprint(public)
+    if found != audit.key_fingerprint:
+        raise ConfigError(
+            f"the token's audit key {audit.key_id!r} has fingerprint {found}, but "
+            f"audit.key_fingerprint pins {audit.key_fingerprint}: the token holds a "
+            "different audit key (swapped or replaced token); refusing to start"
+        )
+    return public
+
+
 class CustosServer:
     """The running service: HSM sessions, store, pipeline and the gRPC server."""
 
     def __init__(self, config: Config, pin: str) -> None:
         # Before the library loads; spawned signing workers inherit it too.
         os.environ.update(config.hsm.environment)
+        if config.audit.key_fingerprint is None:
+            raise ConfigError(
+                "audit.key_fingerprint is not set: the audit key must be pinned. Run "
+                "`custos audit init-key --config CONFIG` and add the line it prints "
+                "to the [audit] section"
+            )
         tls = config.tls
         credentials = grpc.ssl_server_credentials(
             [(_read(tls.server_key), _read(tls.server_cert))],
@@ -85,7 +117,11 @@ class CustosServer:
             self.pool = SigningPool(
                 str(config.hsm.library), config.hsm.token_label, pin, config.signing_workers
             )
-            audit_key = self.pool.ensure_ed25519(config.audit.key_id)
+            try:
+                audit_key = _pinned_audit_key(self.pool, config)
+            except BaseException:
+                self.pool.close()  # workers are daemons, but leave no login behind
+                raise
             second_factor = SecondFactor(self.store, self.pool, utcnow)
             self.governor = PolicyGovernor(self.store, config.policy.bootstrap)
         self.audit = AuditLog(
@@ -100,7 +136,7 @@ class CustosServer:
         adapters = make_adapters(limits)
         pipeline = SigningPipeline(
             self.store,
-            self.pool,
+            AuditGate(self.pool, self.audit),  # no signature while the log fails its checks
             adapters,
             max_batch_items=config.server.max_batch_items,
             max_batch_work_units=limits.max_batch_work_units,
@@ -120,8 +156,12 @@ class CustosServer:
         )
         self._health = health.HealthServicer()
         self.monitor = HealthMonitor(
-            {"hsm": self.pool.check, "store": self.store.ping}, self._publish_health
+            {"hsm": self.pool.check, "store": self.store.ping, "audit": self.audit.probe},
+            self._publish_health,
         )
+        # Wake the monitor at once (its own thread: two concurrent HSM pings could
+        # each hold a worker the other waits for).
+        self.audit.on_failure = self.monitor.report_failure
         options = [
             # grpc enables SO_REUSEPORT by default: a second process could then bind
             # the same port and take half of the connections. The port is ours alone.
@@ -193,6 +233,8 @@ class CustosServer:
             log.info("metrics on port %d", self.metrics_port)
 
     def start(self) -> None:
+        # Before anything is appended: the log must extend what was signed before.
+        self.audit.verify_at_start()
         self.store.append_audit([AuditEvent("service.started", "system", {"port": self.port})])
         self._bind_metrics()
         self.monitor.start()

@@ -151,6 +151,12 @@ class AuditService(audit_pb2_grpc.AuditServicer):
     ) -> audit_pb2.Checkpoint:
         return _checkpoint_message(self._log.latest())
 
+    def ListCheckpoints(  # noqa: N802
+        self, request: audit_pb2.ListCheckpointsRequest, context: grpc.ServicerContext
+    ) -> Iterator[audit_pb2.Checkpoint]:
+        for stored in self._log.all_checkpoints(request.min_size):
+            yield _checkpoint_message(stored)
+
     def CreateCheckpoint(  # noqa: N802
         self, request: audit_pb2.CreateCheckpointRequest, context: grpc.ServicerContext
     ) -> audit_pb2.Checkpoint:

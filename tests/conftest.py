@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -107,6 +108,30 @@ def server(dev_env: DevEnv) -> Iterator[RunningServer]:
     instance.start()
     yield RunningServer(dev_env, instance.port, instance)
     instance.stop(grace=2)
+
+
+@contextmanager
+def server_with_policy(env: DevEnv, directory: Path, policy_yaml: str) -> Iterator[RunningServer]:
+    """An in-process server on the shared token with its own store and bootstrap policy."""
+    from signer.server import CustosServer
+
+    bootstrap = directory / "policy.yaml"
+    bootstrap.write_text(policy_yaml)
+    config = env.config()
+    config = config.model_copy(
+        update={
+            "store": config.store.model_copy(
+                update={"url": f"sqlite:///{directory / 'custos.db'}"}
+            ),
+            "policy": config.policy.model_copy(update={"bootstrap": bootstrap}),
+        }
+    )
+    instance = CustosServer(config, env.pin())
+    instance.start()
+    try:
+        yield RunningServer(env, instance.port, instance)
+    finally:
+        instance.stop(grace=2)
 
 
 class ServerProcess:

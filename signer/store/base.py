@@ -200,6 +200,10 @@ class Store(PolicyStore, Protocol):
 
     def latest_checkpoint(self) -> StoredCheckpoint | None: ...
 
+    def all_checkpoints(self) -> list[StoredCheckpoint]:
+        """Every stored checkpoint, smallest size first (what auditors keep)."""
+        ...
+
     def exclusive(self, name: str) -> AbstractContextManager[None]:
         """A lock on `name` shared by every replica of the store (set-up steps, key creation)."""
         ...

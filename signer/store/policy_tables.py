@@ -48,6 +48,10 @@ class PendingChange:
     events: Sequence[AuditEvent]
     release_budget: bool = False
     final_result: bytes | None = None  # stored as the batch's result (rejected, expired)
+    # The batch's budget judged again under the active policy's limits: its own
+    # reservations are released and these checked and reserved in the same
+    # transaction; a breach rolls the change back and is handed back instead.
+    rebudget: Admission | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -488,6 +488,14 @@ class SqlStore(abc.ABC):
         )
         return None if row is None else StoredCheckpoint(int(row[0]), bytes(row[1]), row[2])
 
+    def all_checkpoints(self) -> list[StoredCheckpoint]:
+        rows = self._read(
+            lambda tx: tx.execute(
+                "SELECT size, root, note FROM audit_checkpoints ORDER BY size"
+            ).fetchall()
+        )
+        return [StoredCheckpoint(int(r[0]), bytes(r[1]), r[2]) for r in rows]
+
     # -- policy versions ----------------------------------------------------------------
 
     def policy_versions(self) -> list[PolicyRow]:
@@ -598,6 +606,12 @@ class SqlStore(abc.ABC):
             if not isinstance(result, PendingChange):
                 return result
             new = result.row
+            if result.rebudget is not None:
+                _release_reservations(tx, new.caller, new.request_id)
+                now = self._clock_ms()
+                breach = self._admit(tx, result.rebudget, new.caller, new.request_id, now)
+                if breach is not None:
+                    raise Rollback(breach)
             tx.execute(
                 "UPDATE pending SET state = ?, record = ? WHERE approval_id = ?",
                 (new.state, new.record, approval_id),

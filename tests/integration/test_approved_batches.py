@@ -491,3 +491,47 @@ def test_signed_only_with_the_callers_own_grants(env: Desk) -> None:
     ]
     assert rejected[0].fields["error"] == "PermissionDenied"
     assert "not granted" in rejected[0].fields["message"]
+
+
+def test_a_held_batch_is_charged_to_the_limits_of_the_policy_that_signs_it(env: Desk) -> None:
+    # Held under v1 with 0.9 ETH on Holesky, reserved in v1's bucket.
+    held = env.hold("rebudget", [env.holesky(ETH * 9 // 10, 0)])
+    _approve(env, "approver", held.approval_id)
+    # v2 replaces the limit with one of its own (a new bucket, empty), and another
+    # batch spends 0.5 ETH of it before the second approval arrives.
+    v2 = env.activate(
+        env.policy_text.replace("version: 1", "version: 2").replace(
+            "id: holesky-hourly-per-key", "id: holesky-hourly-v2"
+        )
+    )
+    spent = env.pipeline.sign_batch(
+        env.caller, pb.SignBatchRequest(request_id="meanwhile", items=[env.holesky(ETH // 2, 1)])
+    )
+    assert spent.status == pb.BATCH_STATUS_SIGNED
+    signed_before = list(env.signer.signed)
+    # 0.5 + 0.9 ETH would overfill v2's 1 ETH: the held batch is refused, not signed.
+    row = _approve(env, "approver2", held.approval_id)
+    assert row.state == "rejected"
+    assert env.signer.signed == signed_before
+    replay = env.pipeline.get_batch(env.caller, "rebudget")
+    assert replay.status == pb.BATCH_STATUS_REJECTED
+    assert replay.policy_version == v2
+    rejected = [
+        r.event.fields
+        for r in env.store.audit_records(0, 10**6)
+        if r.event.kind == "approval.rejected" and r.event.fields.get("request_id") == "rebudget"
+    ]
+    assert rejected
+    assert rejected[0]["limit"] == "holesky-hourly-v2"
+    assert "sign.signed" not in env.kinds("rebudget")
+    # Its reservations are all released: 0.25 ETH more (and its fee) fits v2's bucket.
+    with sqlite3.connect(env.path) as db:
+        (unreleased,) = db.execute(
+            "SELECT COUNT(*) FROM reservations WHERE request_id = 'rebudget' AND NOT released"
+        ).fetchone()
+    assert unreleased == 0
+    again = env.pipeline.sign_batch(
+        env.caller, pb.SignBatchRequest(request_id="after-reject", items=[env.holesky(ETH // 4, 2)])
+    )
+    assert again.status == pb.BATCH_STATUS_SIGNED
+    assert evm_sender(again.items[0].raw_tx) == builders.address(env.key, "ethereum", "holesky")

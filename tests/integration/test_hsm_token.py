@@ -117,7 +117,10 @@ def test_aes_gcm_seal_binds_the_aad_and_ed25519_signs(token: Pkcs11Token) -> Non
     assert token.unseal("wrap-check", sealed, b"CN=alice") == b"totp secret"
     with pytest.raises(HsmUnavailable):
         token.unseal("wrap-check", sealed, b"CN=mallory")  # bound to its identity
+    with pytest.raises(KeyNotFound):
+        token.ed25519_public_key("ed-check")  # a lookup never creates the key
     public = token.ensure_ed25519("ed-check")
     assert token.ensure_ed25519("ed-check") == public  # created once
+    assert token.ed25519_public_key("ed-check") == public
     signature = token.sign_eddsa("ed-check", b"checkpoint body")
     Ed25519PublicKey.from_public_bytes(public).verify(signature, b"checkpoint body")

@@ -480,6 +480,8 @@ def test_checkpoints_are_stored_once_per_size(store: Store) -> None:
     later = StoredCheckpoint(3, b"\x03" * 32, "note 3")
     store.save_checkpoint(later, event("audit.checkpoint"))
     assert store.latest_checkpoint() == later
+    # Every checkpoint, smallest first: what an auditor's export keeps.
+    assert store.all_checkpoints() == [first, later]
     assert store.audit_size() == 4  # every save is itself audited
 
 

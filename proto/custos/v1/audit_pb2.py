@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bproto/custos/v1/audit.proto\x12\tcustos.v1\">\n\x0b\x41uditRecord\x12\x0b\n\x03seq\x18\x01 \x01(\x04\x12\x0f\n\x07\x65ncoded\x18\x02 \x01(\x0c\x12\x11\n\tleaf_hash\x18\x03 \x01(\x0c\"8\n\x14StreamRecordsRequest\x12\x10\n\x08\x66rom_seq\x18\x01 \x01(\x04\x12\x0e\n\x06\x66ollow\x18\x02 \x01(\x08\"6\n\nCheckpoint\x12\x0c\n\x04note\x18\x01 \x01(\t\x12\x0c\n\x04size\x18\x02 \x01(\x04\x12\x0c\n\x04root\x18\x03 \x01(\x0c\"\x1c\n\x1aGetLatestCheckpointRequest\"\x19\n\x17\x43reateCheckpointRequest\":\n\x18GetInclusionProofRequest\x12\x0b\n\x03seq\x18\x01 \x01(\x04\x12\x11\n\ttree_size\x18\x02 \x01(\x04\"S\n\x0eInclusionProof\x12\x0b\n\x03seq\x18\x01 \x01(\x04\x12\x11\n\ttree_size\x18\x02 \x01(\x04\x12\x11\n\tleaf_hash\x18\x03 \x01(\x0c\x12\x0e\n\x06hashes\x18\x04 \x03(\x0c\"@\n\x1aGetConsistencyProofRequest\x12\x11\n\tfrom_size\x18\x01 \x01(\x04\x12\x0f\n\x07to_size\x18\x02 \x01(\x04\"F\n\x10\x43onsistencyProof\x12\x11\n\tfrom_size\x18\x01 \x01(\x04\x12\x0f\n\x07to_size\x18\x02 \x01(\x04\x12\x0e\n\x06hashes\x18\x03 \x03(\x0c\"1\n\rExportRequest\x12\x10\n\x08\x66rom_seq\x18\x01 \x01(\x04\x12\x0e\n\x06to_seq\x18\x02 \x01(\x04\"\x1c\n\x0b\x45xportChunk\x12\r\n\x05lines\x18\x01 \x01(\x0c\"\x14\n\x12GetAuditKeyRequest\"D\n\x08\x41uditKey\x12\x10\n\x08key_name\x18\x01 \x01(\t\x12\x0e\n\x06origin\x18\x02 \x01(\t\x12\x16\n\x0epublic_key_pem\x18\x03 \x01(\t2\xa8\x04\n\x05\x41udit\x12J\n\rStreamRecords\x12\x1f.custos.v1.StreamRecordsRequest\x1a\x16.custos.v1.AuditRecord0\x01\x12S\n\x13GetLatestCheckpoint\x12%.custos.v1.GetLatestCheckpointRequest\x1a\x15.custos.v1.Checkpoint\x12M\n\x10\x43reateCheckpoint\x12\".custos.v1.CreateCheckpointRequest\x1a\x15.custos.v1.Checkpoint\x12S\n\x11GetInclusionProof\x12#.custos.v1.GetInclusionProofRequest\x1a\x19.custos.v1.InclusionProof\x12Y\n\x13GetConsistencyProof\x12%.custos.v1.GetConsistencyProofRequest\x1a\x1b.custos.v1.ConsistencyProof\x12<\n\x06\x45xport\x12\x18.custos.v1.ExportRequest\x1a\x16.custos.v1.ExportChunk0\x01\x12\x41\n\x0bGetAuditKey\x12\x1d.custos.v1.GetAuditKeyRequest\x1a\x13.custos.v1.AuditKeyBD\n\x11\x64\x65v.custos.api.v1B\nAuditProtoP\x01Z!custos.dev/api/custos/v1;custosv1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bproto/custos/v1/audit.proto\x12\tcustos.v1\">\n\x0b\x41uditRecord\x12\x0b\n\x03seq\x18\x01 \x01(\x04\x12\x0f\n\x07\x65ncoded\x18\x02 \x01(\x0c\x12\x11\n\tleaf_hash\x18\x03 \x01(\x0c\"8\n\x14StreamRecordsRequest\x12\x10\n\x08\x66rom_seq\x18\x01 \x01(\x04\x12\x0e\n\x06\x66ollow\x18\x02 \x01(\x08\"6\n\nCheckpoint\x12\x0c\n\x04note\x18\x01 \x01(\t\x12\x0c\n\x04size\x18\x02 \x01(\x04\x12\x0c\n\x04root\x18\x03 \x01(\x0c\"\x1c\n\x1aGetLatestCheckpointRequest\"*\n\x16ListCheckpointsRequest\x12\x10\n\x08min_size\x18\x01 \x01(\x04\"\x19\n\x17\x43reateCheckpointRequest\":\n\x18GetInclusionProofRequest\x12\x0b\n\x03seq\x18\x01 \x01(\x04\x12\x11\n\ttree_size\x18\x02 \x01(\x04\"S\n\x0eInclusionProof\x12\x0b\n\x03seq\x18\x01 \x01(\x04\x12\x11\n\ttree_size\x18\x02 \x01(\x04\x12\x11\n\tleaf_hash\x18\x03 \x01(\x0c\x12\x0e\n\x06hashes\x18\x04 \x03(\x0c\"@\n\x1aGetConsistencyProofRequest\x12\x11\n\tfrom_size\x18\x01 \x01(\x04\x12\x0f\n\x07to_size\x18\x02 \x01(\x04\"F\n\x10\x43onsistencyProof\x12\x11\n\tfrom_size\x18\x01 \x01(\x04\x12\x0f\n\x07to_size\x18\x02 \x01(\x04\x12\x0e\n\x06hashes\x18\x03 \x03(\x0c\"1\n\rExportRequest\x12\x10\n\x08\x66rom_seq\x18\x01 \x01(\x04\x12\x0e\n\x06to_seq\x18\x02 \x01(\x04\"\x1c\n\x0b\x45xportChunk\x12\r\n\x05lines\x18\x01 \x01(\x0c\"\x14\n\x12GetAuditKeyRequest\"D\n\x08\x41uditKey\x12\x10\n\x08key_name\x18\x01 \x01(\t\x12\x0e\n\x06origin\x18\x02 \x01(\t\x12\x16\n\x0epublic_key_pem\x18\x03 \x01(\t2\xf7\x04\n\x05\x41udit\x12J\n\rStreamRecords\x12\x1f.custos.v1.StreamRecordsRequest\x1a\x16.custos.v1.AuditRecord0\x01\x12S\n\x13GetLatestCheckpoint\x12%.custos.v1.GetLatestCheckpointRequest\x1a\x15.custos.v1.Checkpoint\x12M\n\x10\x43reateCheckpoint\x12\".custos.v1.CreateCheckpointRequest\x1a\x15.custos.v1.Checkpoint\x12M\n\x0fListCheckpoints\x12!.custos.v1.ListCheckpointsRequest\x1a\x15.custos.v1.Checkpoint0\x01\x12S\n\x11GetInclusionProof\x12#.custos.v1.GetInclusionProofRequest\x1a\x19.custos.v1.InclusionProof\x12Y\n\x13GetConsistencyProof\x12%.custos.v1.GetConsistencyProofRequest\x1a\x1b.custos.v1.ConsistencyProof\x12<\n\x06\x45xport\x12\x18.custos.v1.ExportRequest\x1a\x16.custos.v1.ExportChunk0\x01\x12\x41\n\x0bGetAuditKey\x12\x1d.custos.v1.GetAuditKeyRequest\x1a\x13.custos.v1.AuditKeyBD\n\x11\x64\x65v.custos.api.v1B\nAuditProtoP\x01Z!custos.dev/api/custos/v1;custosv1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -40,24 +40,26 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_CHECKPOINT']._serialized_end=218
   _globals['_GETLATESTCHECKPOINTREQUEST']._serialized_start=220
   _globals['_GETLATESTCHECKPOINTREQUEST']._serialized_end=248
-  _globals['_CREATECHECKPOINTREQUEST']._serialized_start=250
-  _globals['_CREATECHECKPOINTREQUEST']._serialized_end=275
-  _globals['_GETINCLUSIONPROOFREQUEST']._serialized_start=277
-  _globals['_GETINCLUSIONPROOFREQUEST']._serialized_end=335
-  _globals['_INCLUSIONPROOF']._serialized_start=337
-  _globals['_INCLUSIONPROOF']._serialized_end=420
-  _globals['_GETCONSISTENCYPROOFREQUEST']._serialized_start=422
-  _globals['_GETCONSISTENCYPROOFREQUEST']._serialized_end=486
-  _globals['_CONSISTENCYPROOF']._serialized_start=488
-  _globals['_CONSISTENCYPROOF']._serialized_end=558
-  _globals['_EXPORTREQUEST']._serialized_start=560
-  _globals['_EXPORTREQUEST']._serialized_end=609
-  _globals['_EXPORTCHUNK']._serialized_start=611
-  _globals['_EXPORTCHUNK']._serialized_end=639
-  _globals['_GETAUDITKEYREQUEST']._serialized_start=641
-  _globals['_GETAUDITKEYREQUEST']._serialized_end=661
-  _globals['_AUDITKEY']._serialized_start=663
-  _globals['_AUDITKEY']._serialized_end=731
-  _globals['_AUDIT']._serialized_start=734
-  _globals['_AUDIT']._serialized_end=1286
+  _globals['_LISTCHECKPOINTSREQUEST']._serialized_start=250
+  _globals['_LISTCHECKPOINTSREQUEST']._serialized_end=292
+  _globals['_CREATECHECKPOINTREQUEST']._serialized_start=294
+  _globals['_CREATECHECKPOINTREQUEST']._serialized_end=319
+  _globals['_GETINCLUSIONPROOFREQUEST']._serialized_start=321
+  _globals['_GETINCLUSIONPROOFREQUEST']._serialized_end=379
+  _globals['_INCLUSIONPROOF']._serialized_start=381
+  _globals['_INCLUSIONPROOF']._serialized_end=464
+  _globals['_GETCONSISTENCYPROOFREQUEST']._serialized_start=466
+  _globals['_GETCONSISTENCYPROOFREQUEST']._serialized_end=530
+  _globals['_CONSISTENCYPROOF']._serialized_start=532
+  _globals['_CONSISTENCYPROOF']._serialized_end=602
+  _globals['_EXPORTREQUEST']._serialized_start=604
+  _globals['_EXPORTREQUEST']._serialized_end=653
+  _globals['_EXPORTCHUNK']._serialized_start=655
+  _globals['_EXPORTCHUNK']._serialized_end=683
+  _globals['_GETAUDITKEYREQUEST']._serialized_start=685
+  _globals['_GETAUDITKEYREQUEST']._serialized_end=705
+  _globals['_AUDITKEY']._serialized_start=707
+  _globals['_AUDITKEY']._serialized_end=775
+  _globals['_AUDIT']._serialized_start=778
+  _globals['_AUDIT']._serialized_end=1409
 # @@protoc_insertion_point(module_scope)

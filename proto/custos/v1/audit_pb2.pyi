@@ -38,6 +38,12 @@ class GetLatestCheckpointRequest(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
 
+class ListCheckpointsRequest(_message.Message):
+    __slots__ = ("min_size",)
+    MIN_SIZE_FIELD_NUMBER: _ClassVar[int]
+    min_size: int
+    def __init__(self, min_size: _Optional[int] = ...) -> None: ...
+
 class CreateCheckpointRequest(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...

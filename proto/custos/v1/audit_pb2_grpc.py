@@ -49,6 +49,11 @@ class AuditStub:
                 request_serializer=proto_dot_custos_dot_v1_dot_audit__pb2.CreateCheckpointRequest.SerializeToString,
                 response_deserializer=proto_dot_custos_dot_v1_dot_audit__pb2.Checkpoint.FromString,
                 _registered_method=True)
+        self.ListCheckpoints = channel.unary_stream(
+                '/custos.v1.Audit/ListCheckpoints',
+                request_serializer=proto_dot_custos_dot_v1_dot_audit__pb2.ListCheckpointsRequest.SerializeToString,
+                response_deserializer=proto_dot_custos_dot_v1_dot_audit__pb2.Checkpoint.FromString,
+                _registered_method=True)
         self.GetInclusionProof = channel.unary_unary(
                 '/custos.v1.Audit/GetInclusionProof',
                 request_serializer=proto_dot_custos_dot_v1_dot_audit__pb2.GetInclusionProofRequest.SerializeToString,
@@ -88,6 +93,13 @@ class AuditServicer:
 
     def CreateCheckpoint(self, request, context):
         """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListCheckpoints(self, request, context):
+        """Every stored checkpoint, smallest first: auditors keep them all.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -132,6 +144,11 @@ def add_AuditServicer_to_server(servicer, server):
             'CreateCheckpoint': grpc.unary_unary_rpc_method_handler(
                     servicer.CreateCheckpoint,
                     request_deserializer=proto_dot_custos_dot_v1_dot_audit__pb2.CreateCheckpointRequest.FromString,
+                    response_serializer=proto_dot_custos_dot_v1_dot_audit__pb2.Checkpoint.SerializeToString,
+            ),
+            'ListCheckpoints': grpc.unary_stream_rpc_method_handler(
+                    servicer.ListCheckpoints,
+                    request_deserializer=proto_dot_custos_dot_v1_dot_audit__pb2.ListCheckpointsRequest.FromString,
                     response_serializer=proto_dot_custos_dot_v1_dot_audit__pb2.Checkpoint.SerializeToString,
             ),
             'GetInclusionProof': grpc.unary_unary_rpc_method_handler(
@@ -235,6 +252,33 @@ class Audit:
             target,
             '/custos.v1.Audit/CreateCheckpoint',
             proto_dot_custos_dot_v1_dot_audit__pb2.CreateCheckpointRequest.SerializeToString,
+            proto_dot_custos_dot_v1_dot_audit__pb2.Checkpoint.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListCheckpoints(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/custos.v1.Audit/ListCheckpoints',
+            proto_dot_custos_dot_v1_dot_audit__pb2.ListCheckpointsRequest.SerializeToString,
             proto_dot_custos_dot_v1_dot_audit__pb2.Checkpoint.FromString,
             options,
             channel_credentials,
