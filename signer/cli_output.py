@@ -62,7 +62,7 @@ def add_output_argument(parser: argparse.ArgumentParser) -> None:
         "--output",
         choices=OUTPUTS,
         default=default if default in OUTPUTS else "table",
-        help=f"table for people (default), json for scripts; default ${OUTPUT_ENV}",
+        help=f"table (for people) or json (for scripts); default ${OUTPUT_ENV}, else table",
     )
 
 
@@ -74,15 +74,10 @@ def to_dict(message: Message) -> dict[str, Any]:
     return json_format.MessageToDict(message, preserving_proto_field_name=True)
 
 
-def print_json(
-    value: Message | Mapping[str, Any] | Sequence[Any], *, compact: bool = False
-) -> None:
-    """One JSON document on stdout (compact: one line, for JSON Lines streams)."""
+def print_json(value: Message | Mapping[str, Any] | Sequence[Any]) -> None:
+    """One JSON document on stdout: a message in protobuf's JSON form, proto field names."""
     data = to_dict(value) if isinstance(value, Message) else value
-    if compact:
-        print(json.dumps(data, separators=(",", ":"), sort_keys=False), flush=True)
-    else:
-        print(json.dumps(data, indent=2))
+    print(json.dumps(data, indent=2))
 
 
 def print_table(headers: Sequence[str], rows: Iterable[Sequence[object]]) -> None:
