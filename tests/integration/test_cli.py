@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pyotp
 import pytest
 
 from proto.custos.v1 import keys_pb2, keys_pb2_grpc
@@ -16,6 +17,7 @@ from signer.cli_output import Exit
 from tests import builders
 from tests.conftest import ServerProcess
 from tests.second_impl import evm_sender
+from tests.support import enroll_totp
 
 pytestmark = pytest.mark.integration
 
@@ -404,6 +406,25 @@ def test_sign_from_stdin_and_a_held_batch_says_what_next(own_server: ServerProce
     assert no_code.returncode == Exit.USAGE
     assert "code required" in no_code.stderr
     _no_traceback(no_code)
+
+    # Rejected: nothing will be signed, so `get` fails (1) and says so.
+    code = pyotp.parse_uri(enroll_totp(own_server.channel, "approver")).now()
+    rejected = _custos(
+        own_server,
+        "approver",
+        "approvals",
+        "reject",
+        aid,
+        "--digest",
+        batch["request_digest"],
+        "--code",
+        code,
+    )
+    assert rejected.returncode == Exit.OK, rejected.stderr
+    after = _custos(own_server, "payments", "get", "big-1")
+    assert after.returncode == Exit.ERROR
+    assert re.search(r"^status +rejected$", after.stdout, re.M)
+    assert "custos: batch big-1 was rejected: nothing signed" in after.stderr
 
 
 def test_policy_show_and_history_as_table_and_json(own_server: ServerProcess) -> None:
