@@ -23,6 +23,7 @@ SERVICE, APPROVER, OFFICER, AUDITOR = "service", "approver", "officer", "auditor
 RPC_ROLES: dict[str, frozenset[str]] = {
     "/custos.v1.Signer/SignBatch": frozenset({SERVICE}),
     "/custos.v1.Signer/GetBatch": frozenset({SERVICE}),
+    "/custos.v1.Signer/SignPsbt": frozenset({SERVICE}),
     "/custos.v1.Keys/CreateKey": frozenset({OFFICER}),
     "/custos.v1.Keys/DisableKey": frozenset({OFFICER}),
     "/custos.v1.Keys/EnableKey": frozenset({OFFICER}),

@@ -30,6 +30,7 @@ from proto.custos.v1 import (
 from signer import cli_output
 from signer.cli_output import Exit, add_output_argument, print_fields, print_json, print_table
 from signer.cli_policy import add_commands as add_policy_commands
+from signer.cli_psbt import add_commands as add_psbt_commands
 from signer.client import ClientProfile
 from signer.config import load_config, read_pin
 from signer.errors import ConfigError
@@ -707,6 +708,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     _add_audit_commands(sub, client_help)
     add_policy_commands(sub, client_help, _profile)
+    add_psbt_commands(sub, client_help, _profile)
 
     p = sub.add_parser("db", help="store maintenance")
     actions = p.add_subparsers(dest="action", required=True, metavar="ACTION")

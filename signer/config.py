@@ -125,6 +125,7 @@ class LimitsConfig(_Section):
     bitcoin_max_outputs: int = Field(default=1000, ge=1, le=100_000)
     bitcoin_max_prev_tx_bytes: int = Field(default=400_000, ge=1000, le=4_000_000)
     bitcoin_max_sighash_bytes: int = Field(default=16_000_000, ge=100_000, le=10**10)
+    bitcoin_max_psbt_bytes: int = Field(default=4_000_000, ge=1000, le=64 * 1024 * 1024)
     ethereum_max_gas_limit: int = Field(default=2**24, ge=21_000, le=2**63 - 1)
     bsc_max_gas_limit: int = Field(default=2**24, ge=21_000, le=2**63 - 1)
     evm_max_data_bytes: int = Field(default=131_072, ge=0, le=16 * 1024 * 1024)
@@ -137,6 +138,29 @@ class LimitsConfig(_Section):
     message_max_bytes: int = Field(default=65_536, ge=1, le=16 * 1024 * 1024)
     typed_data_max_bytes: int = Field(default=65_536, ge=100, le=16 * 1024 * 1024)
     typed_data_max_depth: int = Field(default=16, ge=3, le=64)
+
+
+class JsonRpcConfig(_Section):
+    """[jsonrpc]: the Ethereum JSON-RPC remote signer (signer/jsonrpc.py), off unless enabled.
+
+    HTTPS with the [tls] files: the same CA, a client certificate required, the
+    same identities. Its own port ("127.0.0.1:0" picks a free one, logged).
+    """
+
+    enabled: bool = False
+    listen: str = "127.0.0.1:9000"
+    max_body_bytes: int = Field(default=256 * 1024, ge=1024, le=16 * 1024 * 1024)
+    max_batch_requests: int = Field(default=16, ge=1, le=1000)
+    threads: int = Field(default=8, ge=1, le=256)
+    idle_timeout_seconds: float = Field(default=30.0, gt=0, le=3600)
+
+    @field_validator("listen")
+    @classmethod
+    def _host_and_port(cls, value: str) -> str:
+        host, _, port = value.rpartition(":")
+        if not host or not port.isdigit() or int(port) > 65535:
+            raise ValueError("must be HOST:PORT, e.g. 127.0.0.1:9000")
+        return value
 
 
 class IdentityConfig(_Section):
@@ -154,6 +178,7 @@ class Config(_Section):
     policy: PolicyConfig = PolicyConfig()
     metrics: MetricsConfig = MetricsConfig()
     limits: LimitsConfig = LimitsConfig()
+    jsonrpc: JsonRpcConfig = JsonRpcConfig()
     identities: list[IdentityConfig] = Field(default_factory=list)
 
     @field_validator("identities")

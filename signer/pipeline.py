@@ -333,7 +333,7 @@ class SigningPipeline:
             if adapter is None:
                 raise InvalidRequest(
                     f"items[{index}].tx: no transaction or message (bitcoin, evm, tron, "
-                    "evm_message, evm_typed_data, tron_message or bitcoin_message)"
+                    "evm_message, evm_typed_data, tron_message, bitcoin_message or bitcoin_psbt)"
                 )
             try:
                 ready = adapter.prepare(

@@ -36,6 +36,7 @@ from signer.events import EventBus
 from signer.governance import PolicyGovernor, utcnow
 from signer.health import HealthMonitor
 from signer.interceptors import EdgeInterceptor, StreamLimiter
+from signer.jsonrpc import JsonRpcServer
 from signer.keys import KeyManager
 from signer.pipeline import SigningPipeline
 from signer.policy_services import ApprovalsService, PoliciesService
@@ -211,6 +212,26 @@ class CustosServer:
                 "use (is another Custos or other server running on this port?) or not "
                 "available; stop it or choose another server.listen"
             )
+        self._jsonrpc = self._open_jsonrpc(config, authorizer, pipeline)
+
+    @property
+    def jsonrpc_port(self) -> int:
+        """The JSON-RPC signer's port; 0 when [jsonrpc] is not enabled."""
+        return self._jsonrpc.port if self._jsonrpc is not None else 0
+
+    def _open_jsonrpc(
+        self, config: Config, authorizer: Authorizer, pipeline: SigningPipeline
+    ) -> JsonRpcServer | None:
+        """The JSON-RPC signer's listener when [jsonrpc] enables it (bound, not serving)."""
+        if not config.jsonrpc.enabled:
+            return None
+        try:
+            return JsonRpcServer(config.jsonrpc, config.tls, authorizer, pipeline, self.store)
+        except ConfigError:
+            self._grpc.stop(None)
+            self.pool.close()
+            self.store.close()
+            raise
 
     def _publish_health(self, healthy: bool) -> None:
         status = (
@@ -242,6 +263,9 @@ class CustosServer:
         self.desk.start()
         self._grpc.start()
         log.info("custos listening on port %d", self.port)
+        if self._jsonrpc is not None:
+            self._jsonrpc.start()
+            log.info("json-rpc signer listening on port %d", self.jsonrpc_port)
 
     def wait(self) -> None:
         self._grpc.wait_for_termination()
@@ -249,6 +273,8 @@ class CustosServer:
     def stop(self, grace: float = 10.0) -> None:
         self._health.enter_graceful_shutdown()
         self.monitor.drain()
+        if self._jsonrpc is not None:
+            self._jsonrpc.stop()
         self._grpc.stop(grace).wait()
         self._stop_metrics()
         self.desk.stop()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Iterator
 
 import grpc
@@ -71,6 +72,32 @@ class SignerService(signer_pb2_grpc.SignerServicer):
         self, request: signer_pb2.GetBatchRequest, context: grpc.ServicerContext
     ) -> signer_pb2.SignBatchResponse:
         return self._pipeline.get_batch(current_identity.get(), request.request_id)
+
+    def SignPsbt(  # noqa: N802
+        self, request: signer_pb2.SignPsbtRequest, context: grpc.ServicerContext
+    ) -> signer_pb2.SignPsbtResponse:
+        # A one-item SignBatch, so that the PSBT goes through every step of the
+        # pipeline (grants, policy, approvals, budgets, audit, idempotency) and
+        # GetBatch and a retry with the same request_id answer for it as well.
+        batch = self._pipeline.sign_batch(
+            current_identity.get(),
+            signer_pb2.SignBatchRequest(
+                request_id=request.request_id,
+                items=[
+                    signer_pb2.SignItem(
+                        key_id=request.key_id,
+                        bitcoin_psbt=signer_pb2.BitcoinPsbt(
+                            network=request.network,
+                            psbt=request.psbt,
+                            finalize=request.finalize,
+                        ),
+                    )
+                ],
+            ),
+        )
+        signed = batch.status == signer_pb2.BATCH_STATUS_SIGNED and len(batch.items) == 1
+        psbt = base64.b64decode(batch.items[0].raw_tx) if signed else b""
+        return signer_pb2.SignPsbtResponse(batch=batch, psbt=psbt)
 
 
 class KeysService(keys_pb2_grpc.KeysServicer):

@@ -523,6 +523,24 @@ def _digests(tx: UnsignedBitcoinTx) -> tuple[bytes, ...]:
     # The previous scriptPubKey of a P2PKH input and the BIP143 scriptCode of a
     # P2WPKH input are the same script: the key's P2PKH script.
     script_code = p2pkh_script(hash160(tx.public_key))
+    return signature_hashes(
+        tx,
+        [
+            (index, script_code, txin.script_type == "p2wpkh")
+            for index, txin in enumerate(tx.inputs)
+        ],
+    )
+
+
+def signature_hashes(
+    tx: UnsignedBitcoinTx, requests: Sequence[tuple[int, bytes, bool]]
+) -> tuple[bytes, ...]:
+    """SIGHASH_ALL digests, one per (input index, scriptCode, BIP143 or legacy) request.
+
+    The scriptCode is the script being spent: the previous scriptPubKey of a
+    legacy input, the key's P2PKH script for P2WPKH (also nested in P2SH), the
+    witness script for P2WSH. The PSBT adapter signs with it too.
+    """
     sighash_type = SIGHASH_ALL.to_bytes(4, "little")
     head, chunks, outputs, lock_time = _unsigned_parts(tx)
     # Legacy preimages differ only in which input's scriptSig holds the script:
@@ -535,9 +553,10 @@ def _digests(tx: UnsignedBitcoinTx) -> tuple[bytes, ...]:
     hash_sequence = sha256d(b"".join(txin.sequence.to_bytes(4, "little") for txin in tx.inputs))
     hash_outputs = sha256d(outputs[len(_varint(len(tx.outputs))) :])
     digests = []
-    for index, txin in enumerate(tx.inputs):
+    for index, script_code, segwit in requests:
+        txin = tx.inputs[index]
         sequence = txin.sequence.to_bytes(4, "little")
-        if txin.script_type == "p2wpkh":
+        if segwit:
             preimage = b"".join(
                 [
                     tx.version.to_bytes(4, "little"),

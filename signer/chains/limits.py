@@ -47,6 +47,7 @@ class ChainLimits:
     bitcoin_max_outputs: int = 1000
     bitcoin_max_prev_tx_bytes: int = 400_000  # the largest standard transaction
     bitcoin_max_sighash_bytes: int = 16_000_000  # per item
+    bitcoin_max_psbt_bytes: int = 4_000_000  # a PSBT item, previous transactions included
     # EVM
     ethereum_max_gas_limit: int = TX_GAS_CAP
     bsc_max_gas_limit: int = TX_GAS_CAP

@@ -7,6 +7,7 @@ from collections.abc import Callable
 
 from signer.chains.base import Address, ChainAdapter
 from signer.chains.bitcoin import BitcoinAdapter
+from signer.chains.bitcoin_psbt import BitcoinPsbtAdapter
 from signer.chains.evm import EvmAdapter
 from signer.chains.limits import DEFAULT_LIMITS, ChainLimits
 from signer.chains.messages import (
@@ -30,6 +31,7 @@ def make_adapters(
         EvmTypedDataAdapter(limits),
         TronMessageAdapter(limits),
         BitcoinMessageAdapter(limits),
+        BitcoinPsbtAdapter(limits, clock),
     )
     return {adapter.kind: adapter for adapter in adapters}
 

@@ -27,6 +27,7 @@ from signer.chains.base import ChainAdapter, InvalidField, SignedTx
 from signer.chains.registry import ADAPTERS
 from tests import builders
 from tests.fuzz import message_strategies as fm
+from tests.fuzz import psbt_strategies as fp
 from tests.fuzz import strategies as fz
 from tests.fuzz.conftest import CHAIN_FUZZ, PARSED
 from tests.support import LocalKey
@@ -90,6 +91,11 @@ SEEDS.update(fm.SEEDS)
 MESSAGE_TYPES.update(fm.MESSAGE_TYPES)
 STRUCTURED.update(fm.STRUCTURED)
 VALID.update(fm.VALID)
+# The PSBT item kind (issue 12).
+SEEDS.update(fp.SEEDS)
+MESSAGE_TYPES.update(fp.MESSAGE_TYPES)
+STRUCTURED.update(fp.STRUCTURED)
+VALID.update(fp.VALID)
 MUTATIONS = {
     kind: fz.mutations_of([seed.SerializeToString() for seed in SEEDS[kind]], VALID[kind])
     for kind in SEEDS

@@ -46,6 +46,7 @@ from signer.store.base import KeyState
 from signer.store.sqlite import SqliteStore
 from tests import builders
 from tests.fuzz import message_strategies as fm
+from tests.fuzz import psbt_strategies as fp
 from tests.fuzz import strategies as fz
 from tests.fuzz.conftest import PARSED, REQUEST_FUZZ
 from tests.fuzz.test_fuzz_chains import MAX_MESSAGE_BYTES
@@ -242,6 +243,7 @@ SEED_ITEMS: list[pb.SignItem] = [
     builders.tron_item(_KEY_MESSAGES["fuzz-off"]),  # disabled key
     builders.bitcoin_item(_KEY_MESSAGES["other-key"]),  # not granted
     _missing_key(),
+    pb.SignItem(key_id=_A.key_id, bitcoin_psbt=fp.SEEDS["bitcoin_psbt"][0]),
 ]
 _REQUEST_IDS = st.one_of(
     st.uuids().map(str),
@@ -255,6 +257,7 @@ _TX_FIELDS: dict[str, Any] = {
     "evm": fz.evm_tx(),
     "tron": fz.tron_tx(),
     **fm.STRUCTURED,
+    **fp.STRUCTURED,
 }
 _KINDS = st.sampled_from(sorted(_TX_FIELDS))
 

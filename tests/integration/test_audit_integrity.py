@@ -234,7 +234,7 @@ def _history(d: Deployment, saved: Path) -> None:
     """Sign, let the auditor export (saving every checkpoint), sign more, export again, stop."""
     d.server.start()
     d.key = keys_pb2_grpc.KeysStub(d.server.channel("officer")).CreateKey(
-        keys_pb2.CreateKeyRequest(key_id="audited")
+        keys_pb2.CreateKeyRequest(key_id="audited", network_class=keys_pb2.NETWORK_CLASS_TESTNET)
     )
     d.sign_checked(3)
     first = d.cli("audit", "export", "--out", str(saved))
@@ -371,7 +371,7 @@ def test_a_restored_older_copy_of_the_store_is_refused(
     saved = tmp_path / "saved.jsonl"
     d.server.start()
     d.key = keys_pb2_grpc.KeysStub(d.server.channel("officer")).CreateKey(
-        keys_pb2.CreateKeyRequest(key_id="audited")
+        keys_pb2.CreateKeyRequest(key_id="audited", network_class=keys_pb2.NETWORK_CLASS_TESTNET)
     )
     d.sign_checked(2)
     assert d.cli("audit", "checkpoint", client="officer").returncode == 0
@@ -396,7 +396,7 @@ def test_records_deleted_while_running_stop_signing_at_once(deployment: Deployme
     d = deployment
     d.server.start()
     d.key = keys_pb2_grpc.KeysStub(d.server.channel("officer")).CreateKey(
-        keys_pb2.CreateKeyRequest(key_id="audited")
+        keys_pb2.CreateKeyRequest(key_id="audited", network_class=keys_pb2.NETWORK_CLASS_TESTNET)
     )
     d.sign_checked(4)
     # A checkpoint is made only over records the service verified: after it, the

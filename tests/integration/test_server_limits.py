@@ -72,7 +72,7 @@ def test_streams_from_one_service_cannot_starve_unary_calls(own_server: ServerPr
     _add_service(own_server, "billing")
     own_server.start()
     key = keys_pb2_grpc.KeysStub(own_server.channel("officer")).CreateKey(
-        keys_pb2.CreateKeyRequest(key_id="busy")
+        keys_pb2.CreateKeyRequest(key_id="busy", network_class=keys_pb2.NETWORK_CLASS_TESTNET)
     )
     # One service opens 200 streams at once and keeps them open.
     calls = [_watch(own_server, "payments") for _ in range(200)]

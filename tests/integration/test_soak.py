@@ -87,7 +87,7 @@ def test_workers_die_with_a_killed_server(own_server: ServerProcess) -> None:
 def test_sigkill_soak_every_restart_succeeds(own_server: ServerProcess) -> None:
     own_server.start()
     key = keys_pb2_grpc.KeysStub(own_server.channel("officer")).CreateKey(
-        keys_pb2.CreateKeyRequest(key_id="soak")
+        keys_pb2.CreateKeyRequest(key_id="soak", network_class=keys_pb2.NETWORK_CLASS_TESTNET)
     )
     received: dict[str, list[str]] = {}
     slowest_exit = 0.0

@@ -40,7 +40,7 @@ class SignBatchRequest(_message.Message):
     def __init__(self, request_id: _Optional[str] = ..., items: _Optional[_Iterable[_Union[SignItem, _Mapping]]] = ...) -> None: ...
 
 class SignItem(_message.Message):
-    __slots__ = ("key_id", "bitcoin", "evm", "tron", "evm_message", "evm_typed_data", "tron_message", "bitcoin_message")
+    __slots__ = ("key_id", "bitcoin", "evm", "tron", "evm_message", "evm_typed_data", "tron_message", "bitcoin_message", "bitcoin_psbt")
     KEY_ID_FIELD_NUMBER: _ClassVar[int]
     BITCOIN_FIELD_NUMBER: _ClassVar[int]
     EVM_FIELD_NUMBER: _ClassVar[int]
@@ -49,6 +49,7 @@ class SignItem(_message.Message):
     EVM_TYPED_DATA_FIELD_NUMBER: _ClassVar[int]
     TRON_MESSAGE_FIELD_NUMBER: _ClassVar[int]
     BITCOIN_MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    BITCOIN_PSBT_FIELD_NUMBER: _ClassVar[int]
     key_id: str
     bitcoin: BitcoinTransaction
     evm: EvmTransaction
@@ -57,7 +58,8 @@ class SignItem(_message.Message):
     evm_typed_data: EvmTypedData
     tron_message: TronMessage
     bitcoin_message: BitcoinMessage
-    def __init__(self, key_id: _Optional[str] = ..., bitcoin: _Optional[_Union[BitcoinTransaction, _Mapping]] = ..., evm: _Optional[_Union[EvmTransaction, _Mapping]] = ..., tron: _Optional[_Union[TronTransaction, _Mapping]] = ..., evm_message: _Optional[_Union[EvmPersonalMessage, _Mapping]] = ..., evm_typed_data: _Optional[_Union[EvmTypedData, _Mapping]] = ..., tron_message: _Optional[_Union[TronMessage, _Mapping]] = ..., bitcoin_message: _Optional[_Union[BitcoinMessage, _Mapping]] = ...) -> None: ...
+    bitcoin_psbt: BitcoinPsbt
+    def __init__(self, key_id: _Optional[str] = ..., bitcoin: _Optional[_Union[BitcoinTransaction, _Mapping]] = ..., evm: _Optional[_Union[EvmTransaction, _Mapping]] = ..., tron: _Optional[_Union[TronTransaction, _Mapping]] = ..., evm_message: _Optional[_Union[EvmPersonalMessage, _Mapping]] = ..., evm_typed_data: _Optional[_Union[EvmTypedData, _Mapping]] = ..., tron_message: _Optional[_Union[TronMessage, _Mapping]] = ..., bitcoin_message: _Optional[_Union[BitcoinMessage, _Mapping]] = ..., bitcoin_psbt: _Optional[_Union[BitcoinPsbt, _Mapping]] = ...) -> None: ...
 
 class BitcoinTransaction(_message.Message):
     __slots__ = ("network", "version", "lock_time", "inputs", "outputs")
@@ -203,6 +205,16 @@ class BitcoinMessage(_message.Message):
     message: bytes
     def __init__(self, network: _Optional[str] = ..., address_type: _Optional[str] = ..., message: _Optional[bytes] = ...) -> None: ...
 
+class BitcoinPsbt(_message.Message):
+    __slots__ = ("network", "psbt", "finalize")
+    NETWORK_FIELD_NUMBER: _ClassVar[int]
+    PSBT_FIELD_NUMBER: _ClassVar[int]
+    FINALIZE_FIELD_NUMBER: _ClassVar[int]
+    network: str
+    psbt: bytes
+    finalize: bool
+    def __init__(self, network: _Optional[str] = ..., psbt: _Optional[bytes] = ..., finalize: _Optional[bool] = ...) -> None: ...
+
 class SignedSignature(_message.Message):
     __slots__ = ("digest", "signature")
     DIGEST_FIELD_NUMBER: _ClassVar[int]
@@ -256,3 +268,25 @@ class GetBatchRequest(_message.Message):
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     request_id: str
     def __init__(self, request_id: _Optional[str] = ...) -> None: ...
+
+class SignPsbtRequest(_message.Message):
+    __slots__ = ("request_id", "key_id", "network", "psbt", "finalize")
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    KEY_ID_FIELD_NUMBER: _ClassVar[int]
+    NETWORK_FIELD_NUMBER: _ClassVar[int]
+    PSBT_FIELD_NUMBER: _ClassVar[int]
+    FINALIZE_FIELD_NUMBER: _ClassVar[int]
+    request_id: str
+    key_id: str
+    network: str
+    psbt: bytes
+    finalize: bool
+    def __init__(self, request_id: _Optional[str] = ..., key_id: _Optional[str] = ..., network: _Optional[str] = ..., psbt: _Optional[bytes] = ..., finalize: _Optional[bool] = ...) -> None: ...
+
+class SignPsbtResponse(_message.Message):
+    __slots__ = ("batch", "psbt")
+    BATCH_FIELD_NUMBER: _ClassVar[int]
+    PSBT_FIELD_NUMBER: _ClassVar[int]
+    batch: SignBatchResponse
+    psbt: bytes
+    def __init__(self, batch: _Optional[_Union[SignBatchResponse, _Mapping]] = ..., psbt: _Optional[bytes] = ...) -> None: ...

@@ -44,6 +44,11 @@ class SignerStub:
                 request_serializer=proto_dot_custos_dot_v1_dot_signer__pb2.GetBatchRequest.SerializeToString,
                 response_deserializer=proto_dot_custos_dot_v1_dot_signer__pb2.SignBatchResponse.FromString,
                 _registered_method=True)
+        self.SignPsbt = channel.unary_unary(
+                '/custos.v1.Signer/SignPsbt',
+                request_serializer=proto_dot_custos_dot_v1_dot_signer__pb2.SignPsbtRequest.SerializeToString,
+                response_deserializer=proto_dot_custos_dot_v1_dot_signer__pb2.SignPsbtResponse.FromString,
+                _registered_method=True)
 
 
 class SignerServicer:
@@ -61,6 +66,12 @@ class SignerServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SignPsbt(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_SignerServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -73,6 +84,11 @@ def add_SignerServicer_to_server(servicer, server):
                     servicer.GetBatch,
                     request_deserializer=proto_dot_custos_dot_v1_dot_signer__pb2.GetBatchRequest.FromString,
                     response_serializer=proto_dot_custos_dot_v1_dot_signer__pb2.SignBatchResponse.SerializeToString,
+            ),
+            'SignPsbt': grpc.unary_unary_rpc_method_handler(
+                    servicer.SignPsbt,
+                    request_deserializer=proto_dot_custos_dot_v1_dot_signer__pb2.SignPsbtRequest.FromString,
+                    response_serializer=proto_dot_custos_dot_v1_dot_signer__pb2.SignPsbtResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -129,6 +145,33 @@ class Signer:
             '/custos.v1.Signer/GetBatch',
             proto_dot_custos_dot_v1_dot_signer__pb2.GetBatchRequest.SerializeToString,
             proto_dot_custos_dot_v1_dot_signer__pb2.SignBatchResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SignPsbt(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/custos.v1.Signer/SignPsbt',
+            proto_dot_custos_dot_v1_dot_signer__pb2.SignPsbtRequest.SerializeToString,
+            proto_dot_custos_dot_v1_dot_signer__pb2.SignPsbtResponse.FromString,
             options,
             channel_credentials,
             insecure,
