@@ -199,12 +199,6 @@ def cmd_keys(args: argparse.Namespace) -> int:
     return Exit.OK
 
 
-_STATUS_EXIT = {
-    signer_pb2.BATCH_STATUS_SIGNED: Exit.OK,
-    signer_pb2.BATCH_STATUS_PENDING_APPROVAL: Exit.PENDING,
-}
-
-
 def _show_batch(reply: signer_pb2.SignBatchResponse, args: argparse.Namespace) -> int:
     """Print a SignBatch/GetBatch reply; the exit code says signed, pending or failed."""
     status = _enum(reply.status, signer_pb2.BatchStatus, "BATCH_STATUS_")
@@ -231,21 +225,7 @@ def _show_batch(reply: signer_pb2.SignBatchResponse, args: argparse.Namespace) -
             print()
             for i, it in enumerate(reply.items):
                 print(f"raw_tx[{i}] {it.raw_tx}")
-    code = _STATUS_EXIT.get(reply.status, Exit.ERROR)
-    if reply.status == signer_pb2.BATCH_STATUS_PENDING_APPROVAL:
-        # On stderr, so that stdout stays the reply (JSON with -o json).
-        approval = reply.approval_id
-        print(
-            f"held for approval: {approval} (nothing is signed yet; exit code 3)\n"
-            f"  approvers review it:   custos approvals show {approval}\n"
-            f"  and approve it:        custos approvals approve {approval} --digest DIGEST"
-            " [--code CODE]\n"
-            f"  then fetch the result: custos get {reply.request_id}",
-            file=sys.stderr,
-        )
-    elif code != Exit.OK:
-        print(f"custos: batch {reply.request_id} was {status}: nothing signed", file=sys.stderr)
-    return code
+    return cli_output.batch_outcome(reply)
 
 
 def cmd_sign(args: argparse.Namespace) -> int:

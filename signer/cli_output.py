@@ -20,6 +20,8 @@ from typing import Any
 from google.protobuf import json_format
 from google.protobuf.message import Message
 
+from proto.custos.v1 import signer_pb2
+
 OUTPUT_ENV = "CUSTOS_OUTPUT"
 OUTPUTS = ("table", "json")
 
@@ -97,6 +99,29 @@ def print_fields(fields: Sequence[tuple[str, object]]) -> None:
     width = max((len(name) for name, _ in fields), default=0)
     for name, value in fields:
         print(f"{name.ljust(width)}  {value}")
+
+
+def batch_outcome(reply: signer_pb2.SignBatchResponse) -> int:
+    """The exit code of a batch's status; on stderr, what to do about a held or failed one.
+
+    stderr, so that stdout stays the reply (JSON with -o json).
+    """
+    if reply.status == signer_pb2.BATCH_STATUS_SIGNED:
+        return Exit.OK
+    if reply.status == signer_pb2.BATCH_STATUS_PENDING_APPROVAL:
+        approval = reply.approval_id
+        print(
+            f"held for approval: {approval} (nothing is signed yet; exit code 3)\n"
+            f"  approvers review it:   custos approvals show {approval}\n"
+            f"  and approve it:        custos approvals approve {approval} --digest DIGEST"
+            " [--code CODE]\n"
+            f"  then fetch the result: custos get {reply.request_id}",
+            file=sys.stderr,
+        )
+        return Exit.PENDING
+    status = signer_pb2.BatchStatus.Name(reply.status).removeprefix("BATCH_STATUS_").lower()
+    print(f"custos: batch {reply.request_id} was {status}: nothing signed", file=sys.stderr)
+    return Exit.ERROR
 
 
 # -- shell completion -----------------------------------------------------------------
