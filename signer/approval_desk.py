@@ -274,6 +274,15 @@ class ApprovalDesk:
                         },
                     )
                 )
+            if result.state == approvals.APPROVED:
+                # The quorum is met: the outbox's "approved" event, committed with it.
+                events.append(
+                    AuditEvent(
+                        "approval.approved",
+                        "system",
+                        {"approval_id": approval_id, "request_id": current.request_id},
+                    )
+                )
             return PendingChange(_with(current, raw, result), events)
 
         row = self._decide(approval_id, change)

@@ -49,7 +49,7 @@ RPC_ROLES: dict[str, frozenset[str]] = {
     "/custos.v1.Approvals/GetPending": frozenset({APPROVER, OFFICER}),
     "/custos.v1.Approvals/Approve": frozenset({APPROVER}),
     "/custos.v1.Approvals/Reject": frozenset({APPROVER, SERVICE}),
-    "/custos.v1.Approvals/WatchEvents": frozenset({SERVICE, APPROVER, OFFICER}),
+    "/custos.v1.Approvals/WatchEvents": frozenset({SERVICE, APPROVER, OFFICER, AUDITOR}),
 }
 
 # Any configured identity may check health and read the schema (reflection).

@@ -8,6 +8,7 @@ import hashlib
 import hmac
 import io
 import sys
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -46,6 +47,9 @@ def _read(path: str) -> str:
 
 def _policies(profile: ClientProfile) -> Any:
     return policy_pb2_grpc.PoliciesStub(profile.channel())
+
+
+WATCH_RETRIES = 10  # consecutive failed reconnects before `approvals watch` gives up
 
 
 def _approvals(profile: ClientProfile) -> Any:
@@ -344,18 +348,50 @@ def _decide(args: argparse.Namespace, profile: ClientProfile, approve: bool) -> 
 
 
 def cmd_watch(args: argparse.Namespace, profile: ClientProfile) -> int:
-    try:
-        for event in _approvals(profile).WatchEvents(policy_pb2.WatchEventsRequest()):
-            when = datetime.fromtimestamp(event.at_unix_ms / 1000, UTC).strftime("%H:%M:%S")
-            print(
-                f"{when}Z {event.kind:<9} {event.approval_id} {event.request_id}"
-                f" ({event.requester})",
-                flush=True,
-            )
-    except grpc.RpcError as exc:
-        if exc.code() != grpc.StatusCode.CANCELLED:
-            raise
-    return 0
+    """Print events; when the server goes away, resume after the last one printed.
+
+    Any replica serves the same events in the same order (they are read from
+    the shared store), so resuming loses nothing and repeats nothing.
+    """
+    last: int | None = args.from_seq
+    failures = 0
+    while True:
+        request = policy_pb2.WatchEventsRequest()
+        if last is not None:
+            request.after_seq = last
+        try:
+            for event in _approvals(profile).WatchEvents(request):
+                failures = 0
+                last = event.seq
+                if event.kind == "watching":
+                    print(f"# watching after seq {event.seq}", flush=True)
+                    continue
+                print(_event_line(event), flush=True)
+            return 0
+        except grpc.RpcError as exc:
+            if exc.code() == grpc.StatusCode.CANCELLED:
+                return 0
+            if exc.code() != grpc.StatusCode.UNAVAILABLE or failures >= WATCH_RETRIES:
+                raise
+            failures += 1
+            print(f"# stream lost ({exc.code().name}); resuming after seq {last}", file=sys.stderr)
+            time.sleep(min(2.0**failures * 0.1, 5.0))
+
+
+def _event_line(event: Any) -> str:
+    when = datetime.fromtimestamp(event.at_unix_ms / 1000, UTC).strftime("%H:%M:%S")
+    what = {
+        "key_id": event.key_id,
+        "policy_version": event.policy_version,
+        "subject": event.subject,
+        "checkpoint_size": event.checkpoint_size,
+        "reason": event.reason,
+    }
+    extra = " ".join(f"{name}={value}" for name, value in what.items() if value)
+    line = f"{event.seq:>8} {when}Z {event.kind:<9} {event.approval_id} {event.request_id}"
+    if event.requester:
+        line += f" ({event.requester})"
+    return f"{line} {extra}".rstrip()
 
 
 def _add_totp_commands(sub: Any, client_help: str, with_profile: Any) -> None:
@@ -437,6 +473,11 @@ def add_commands(sub: Any, client_help: str, profile_of: Any) -> None:  # noqa: 
         a.add_argument("--code", help="your current TOTP code")
         a.set_defaults(func=with_profile(lambda args, prof, ok=approve: _decide(args, prof, ok)))
     a = actions.add_parser("watch", help="print events as they happen")
+    a.add_argument(
+        "--from-seq",
+        type=int,
+        help="resume after this sequence number (the last one printed; -1: from the start)",
+    )
     a.set_defaults(func=with_profile(cmd_watch))
     for a in actions.choices.values():
         a.add_argument("--client", help=client_help)

@@ -433,6 +433,8 @@ class SigningPipeline:
                 "items": [
                     {"key_id": i.key_id, "chain": i.chain, "tx_id": i.tx_id} for i in response.items
                 ],
+                # A held batch's id, so that its "signed" event names it (outbox).
+                **({"approval_id": decided.approval_id} if decided.approval_id else {}),
             },
         )
         return response, signed_event

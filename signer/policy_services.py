@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import queue
 import time
 from collections.abc import Iterator, Mapping
 
@@ -12,12 +11,11 @@ from policies.approvals import missing
 from proto.custos.v1 import policy_pb2, policy_pb2_grpc
 from signer.approval_desk import ApprovalDesk, record_of
 from signer.approval_view import decode_items
-from signer.auth import APPROVER, OFFICER
 from signer.chains.base import ChainAdapter
 from signer.errors import InvalidRequest, PermissionDenied
-from signer.events import EventBus
 from signer.governance import PolicyGovernor, proposal_from_json
 from signer.interceptors import current_identity
+from signer.outbox import Outbox, OutboxEvent
 from signer.second_factor import SecondFactor
 from signer.store.base import Store
 from signer.store.policy_tables import PendingRow, PolicyRow
@@ -152,12 +150,11 @@ class ApprovalsService(policy_pb2_grpc.ApprovalsServicer):
     def __init__(
         self,
         desk: ApprovalDesk,
-        events: EventBus,
         store: Store,
         adapters: Mapping[str, ChainAdapter],
     ) -> None:
         self._desk = desk
-        self._events = events
+        self._outbox = Outbox(store)
         self._store = store
         self._adapters = adapters
 
@@ -204,23 +201,39 @@ class ApprovalsService(policy_pb2_grpc.ApprovalsServicer):
         self, request: policy_pb2.WatchEventsRequest, context: grpc.ServicerContext
     ) -> Iterator[policy_pb2.Event]:
         identity = current_identity.get()
-        sees_all = bool(identity.roles & {APPROVER, OFFICER})
-        inbox = self._events.subscribe()
-        try:
-            # From this first message on, the client misses no event.
-            yield policy_pb2.Event(kind="watching", at_unix_ms=int(time.time() * 1000))
-            while context.is_active():
-                try:
-                    event = inbox.get(timeout=1.0)
-                except queue.Empty:
-                    continue
-                if sees_all or event.requester == identity.subject:
-                    yield policy_pb2.Event(
-                        kind=event.kind,
-                        approval_id=event.approval_id,
-                        request_id=event.request_id,
-                        requester=event.requester,
-                        at_unix_ms=event.at_ms,
-                    )
-        finally:
-            self._events.unsubscribe(inbox)
+        end = self._store.audit_size() - 1  # the last seq committed so far (-1: empty log)
+        if request.HasField("after_seq"):
+            after = request.after_seq
+            if after < -1:
+                raise InvalidRequest("after_seq: must be -1 (the start of the log) or a seq")
+            if after > end:
+                raise InvalidRequest(
+                    f"after_seq: {after} is beyond the end of the log ({end}); wrong deployment?"
+                )
+        else:
+            after = end
+        # From this first message on, the client misses no event: it names the
+        # point the stream continues after, to resume from should it break here.
+        yield policy_pb2.Event(kind="watching", seq=after, at_unix_ms=int(time.time() * 1000))
+        # A watcher that leaves wakes the wait at once, so its stream slot is freed now.
+        context.add_callback(self._store.wake_waiters)
+        for event in self._outbox.events(identity, after, active=context.is_active):
+            yield _event_message(event)
+
+
+def _event_message(event: OutboxEvent) -> policy_pb2.Event:
+    return policy_pb2.Event(
+        kind=event.kind,
+        approval_id=event.approval_id,
+        request_id=event.request_id,
+        requester=event.requester,
+        at_unix_ms=event.at_ms,
+        seq=event.seq,
+        audit_kind=event.audit_kind,
+        actor=event.actor,
+        key_id=event.key_id,
+        policy_version=event.policy_version,
+        subject=event.subject,
+        reason=event.reason,
+        checkpoint_size=event.checkpoint_size,
+    )

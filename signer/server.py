@@ -192,7 +192,7 @@ class CustosServer:
             PoliciesService(self.governor, second_factor), self._grpc
         )
         policy_pb2_grpc.add_ApprovalsServicer_to_server(
-            ApprovalsService(self.desk, events, self.store, adapters), self._grpc
+            ApprovalsService(self.desk, self.store, adapters), self._grpc
         )
         health_pb2_grpc.add_HealthServicer_to_server(self._health, self._grpc)
         reflection.enable((*SERVICE_NAMES, health.SERVICE_NAME), self._grpc)

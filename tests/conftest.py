@@ -124,6 +124,11 @@ def server_with_policy(env: DevEnv, directory: Path, policy_yaml: str) -> Iterat
                 update={"url": f"sqlite:///{directory / 'custos.db'}"}
             ),
             "policy": config.policy.model_copy(update={"bootstrap": bootstrap}),
+            # Its own witness too: the shared one vouches for the session server's
+            # (longer) log, and this server's checkpoints must not overwrite it.
+            "audit": config.audit.model_copy(
+                update={"witness_file": directory / "audit-witness.note"}
+            ),
         }
     )
     instance = CustosServer(config, env.pin())

@@ -34,6 +34,7 @@ import hashlib
 import logging
 import random
 import re
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -62,6 +63,10 @@ SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 ATTEMPTS = 4  # a transaction is tried at most this often (deadlocks, lost connections)
 RECONNECT_SECONDS = 1.0  # how long the pool keeps retrying one connection in the background
 AUDIT_POLL_SECONDS = 0.2  # how often wait_for_audit looks for other replicas' records
+# With LISTEN/NOTIFY working, polling is only a safety net (a notification lost
+# with a broken listening connection is made up for by the reconnect's wake-up).
+LISTENING_POLL_SECONDS = 5.0
+AUDIT_CHANNEL = "custos_audit"  # NOTIFY channel; the payload is the schema appended to
 
 Conn = psycopg.Connection[TupleRow]
 
@@ -179,6 +184,10 @@ class PostgresStore(SqlStore):
             "autocommit": False,
         }
         super().__init__(clock_ms)
+        self._url, self._kwargs = url, kwargs
+        self._listener: threading.Thread | None = None
+        self._listening = False
+        self._closing = threading.Event()
         self._pool: ConnectionPool[Conn] = ConnectionPool(
             url,
             kwargs=kwargs,
@@ -273,9 +282,50 @@ class PostgresStore(SqlStore):
         tx.execute(
             "WITH appended AS (INSERT INTO audit_log (seq, record, hash)"
             " SELECT * FROM unnest(?::bigint[], ?::bytea[], ?::bytea[]))"
-            " UPDATE audit_head SET seq = ?, hash = ?",
-            (seqs, encoded, leaves, seqs[-1], leaves[-1]),
+            " UPDATE audit_head SET seq = ?, hash = ?"
+            # NOTIFY is transactional: delivered at COMMIT, never for a rollback,
+            # so watchers on every replica wake for exactly what committed.
+            " FROM (SELECT pg_notify(?, ?)) AS notified",
+            (seqs, encoded, leaves, seqs[-1], leaves[-1], AUDIT_CHANNEL, self.schema),
         )
+
+    # -- wake-ups ------------------------------------------------------------------
+
+    def wait_for_audit(self, size: int, timeout: float) -> None:
+        self._start_listener()
+        super().wait_for_audit(size, timeout)
+
+    def _poll_seconds(self) -> float | None:
+        return LISTENING_POLL_SECONDS if self._listening else AUDIT_POLL_SECONDS
+
+    def _start_listener(self) -> None:
+        # Started by the first waiter, not at open: most stores never wait.
+        with self._appended:
+            if self._listener is not None or self._closing.is_set():
+                return
+            self._listener = threading.Thread(
+                target=self._listen, name=f"custos-listen-{self.schema}", daemon=True
+            )
+        self._listener.start()
+
+    def _listen(self) -> None:
+        """LISTEN on a connection of its own (outside the pool); reconnect when it breaks."""
+        kwargs = {**self._kwargs, "autocommit": True}
+        while not self._closing.is_set():
+            try:
+                with psycopg.connect(self._url, **kwargs) as conn:
+                    conn.execute(f"LISTEN {AUDIT_CHANNEL}")
+                    self._listening = True
+                    self.wake_waiters()  # what was appended while nobody listened
+                    while not self._closing.is_set():
+                        for note in conn.notifies(timeout=1.0):
+                            if note.payload == self.schema:
+                                self.wake_waiters()
+            except psycopg.Error:
+                log.info("audit notifications: connection lost; polling until it is back")
+            finally:
+                self._listening = False
+            self._closing.wait(RECONNECT_SECONDS)
 
     # -- schema -------------------------------------------------------------------
 
@@ -314,4 +364,7 @@ class PostgresStore(SqlStore):
         self._read(lambda tx: tx.execute("SELECT 1").fetchone())
 
     def close(self) -> None:
+        self._closing.set()
+        if self._listener is not None:
+            self._listener.join(timeout=5)
         self._pool.close()

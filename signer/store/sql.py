@@ -467,8 +467,18 @@ class SqlStore(abc.ABC):
                 return
             with self._appended:
                 if self._generation == generation:
-                    poll = self.POLL_SECONDS
+                    poll = self._poll_seconds()
                     self._appended.wait(left if poll is None else min(poll, left))
+
+    def _poll_seconds(self) -> float | None:
+        """How long wait_for_audit sleeps between looks for other processes' appends."""
+        return self.POLL_SECONDS
+
+    def wake_waiters(self) -> None:
+        """Wake wait_for_audit callers early: the log may have grown, or a waiter must stop."""
+        with self._appended:
+            self._generation += 1
+            self._appended.notify_all()
 
     def save_checkpoint(self, checkpoint: StoredCheckpoint, event: AuditEvent) -> None:
         self._write_audited(

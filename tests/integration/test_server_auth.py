@@ -20,6 +20,10 @@ REQUESTS: dict[str, tuple[Message, type[Message]]] = {
         signer_pb2.SignBatchRequest(request_id="auth-probe"),
         signer_pb2.SignBatchResponse,
     ),
+    "/custos.v1.Signer/SignPsbt": (
+        signer_pb2.SignPsbtRequest(request_id="auth-probe"),
+        signer_pb2.SignPsbtResponse,
+    ),
     "/custos.v1.Signer/GetBatch": (
         signer_pb2.GetBatchRequest(request_id="auth-probe"),
         signer_pb2.SignBatchResponse,
@@ -57,6 +61,10 @@ REQUESTS: dict[str, tuple[Message, type[Message]]] = {
     ),
     "/custos.v1.Audit/Export": (audit_pb2.ExportRequest(from_seq=10**9), audit_pb2.ExportChunk),
     "/custos.v1.Audit/GetAuditKey": (audit_pb2.GetAuditKeyRequest(), audit_pb2.AuditKey),
+    "/custos.v1.Audit/ListCheckpoints": (
+        audit_pb2.ListCheckpointsRequest(min_size=10**9),
+        audit_pb2.Checkpoint,
+    ),
 }
 REQUESTS.update(
     {
@@ -113,6 +121,7 @@ REQUESTS.update(
 )
 STREAMING = {
     "/custos.v1.Audit/StreamRecords",
+    "/custos.v1.Audit/ListCheckpoints",
     "/custos.v1.Audit/Export",
     "/custos.v1.Approvals/WatchEvents",
 }

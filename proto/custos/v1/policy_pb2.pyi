@@ -241,19 +241,37 @@ class DecideRequest(_message.Message):
     def __init__(self, approval_id: _Optional[str] = ..., request_digest: _Optional[str] = ..., totp_code: _Optional[str] = ...) -> None: ...
 
 class WatchEventsRequest(_message.Message):
-    __slots__ = ()
-    def __init__(self) -> None: ...
+    __slots__ = ("after_seq",)
+    AFTER_SEQ_FIELD_NUMBER: _ClassVar[int]
+    after_seq: int
+    def __init__(self, after_seq: _Optional[int] = ...) -> None: ...
 
 class Event(_message.Message):
-    __slots__ = ("kind", "approval_id", "request_id", "requester", "at_unix_ms")
+    __slots__ = ("kind", "approval_id", "request_id", "requester", "at_unix_ms", "seq", "audit_kind", "actor", "key_id", "policy_version", "subject", "reason", "checkpoint_size")
     KIND_FIELD_NUMBER: _ClassVar[int]
     APPROVAL_ID_FIELD_NUMBER: _ClassVar[int]
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     REQUESTER_FIELD_NUMBER: _ClassVar[int]
     AT_UNIX_MS_FIELD_NUMBER: _ClassVar[int]
+    SEQ_FIELD_NUMBER: _ClassVar[int]
+    AUDIT_KIND_FIELD_NUMBER: _ClassVar[int]
+    ACTOR_FIELD_NUMBER: _ClassVar[int]
+    KEY_ID_FIELD_NUMBER: _ClassVar[int]
+    POLICY_VERSION_FIELD_NUMBER: _ClassVar[int]
+    SUBJECT_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    CHECKPOINT_SIZE_FIELD_NUMBER: _ClassVar[int]
     kind: str
     approval_id: str
     request_id: str
     requester: str
     at_unix_ms: int
-    def __init__(self, kind: _Optional[str] = ..., approval_id: _Optional[str] = ..., request_id: _Optional[str] = ..., requester: _Optional[str] = ..., at_unix_ms: _Optional[int] = ...) -> None: ...
+    seq: int
+    audit_kind: str
+    actor: str
+    key_id: str
+    policy_version: int
+    subject: str
+    reason: str
+    checkpoint_size: int
+    def __init__(self, kind: _Optional[str] = ..., approval_id: _Optional[str] = ..., request_id: _Optional[str] = ..., requester: _Optional[str] = ..., at_unix_ms: _Optional[int] = ..., seq: _Optional[int] = ..., audit_kind: _Optional[str] = ..., actor: _Optional[str] = ..., key_id: _Optional[str] = ..., policy_version: _Optional[int] = ..., subject: _Optional[str] = ..., reason: _Optional[str] = ..., checkpoint_size: _Optional[int] = ...) -> None: ...

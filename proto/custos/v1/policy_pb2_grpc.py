@@ -462,8 +462,9 @@ class ApprovalsServicer:
         raise NotImplementedError('Method not implemented!')
 
     def WatchEvents(self, request, context):
-        """Server-streaming: pending, approved, rejected, signed and expired events, live.
-        Services see their own requests; approvers and officers see all.
+        """Server-streaming: events from the store's outbox (the audit log), resumable with
+        `after_seq` and the same on every replica. Services see their own batches' events;
+        approvers see every batch's and policy events; officers and auditors see all.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
