@@ -10,13 +10,13 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections import deque
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import grpc
 from google.protobuf import json_format
-from google.protobuf.message import Message
 
 from hsm.errors import HsmConfigError, HsmError
 from proto.custos.v1 import (
@@ -27,6 +27,8 @@ from proto.custos.v1 import (
     signer_pb2,
     signer_pb2_grpc,
 )
+from signer import cli_output
+from signer.cli_output import Exit, add_output_argument, print_fields, print_json, print_table
 from signer.cli_policy import add_commands as add_policy_commands
 from signer.cli_psbt import add_commands as add_psbt_commands
 from signer.client import ClientProfile
@@ -36,7 +38,8 @@ from signer.logs import configure as configure_logs
 from signer.logs import register_secret
 from signer.store.base import StoreUnavailable
 
-EPILOG = """\
+EPILOG = (
+    """\
 Quick start (development):
   custos init --dir .demo                       # token, CA, certificates, config
   custos serve --config .demo/custos.toml       # run the server
@@ -44,29 +47,40 @@ Quick start (development):
   custos sign batch.json --client .demo/clients/payments.toml
 
 Or run `make demo` for all of that with a multi-chain batch.
+
+Commands that show things print a table by default; `-o json` (or
+CUSTOS_OUTPUT=json) prints JSON for scripts. Shell completion:
+  source <(custos completion bash)              # or: eval "$(custos completion zsh)"
+
 """
+    + cli_output.EXIT_CODES_HELP
+)
 
-
-def _print(message: Message) -> None:
-    print(json_format.MessageToJson(message, preserving_proto_field_name=True, indent=2))
+# The endpoint of the last client profile loaded, to name it when it cannot be reached.
+_endpoint: str | None = None
 
 
 def _profile(args: argparse.Namespace) -> ClientProfile:
+    global _endpoint  # noqa: PLW0603 - one command per process
     path = args.client or os.environ.get("CUSTOS_CLIENT")
     if not path:
         raise ConfigError("no client profile: pass --client FILE or set $CUSTOS_CLIENT")
-    return ClientProfile.load(Path(path))
+    profile = ClientProfile.load(Path(path))
+    _endpoint = profile.endpoint
+    return profile
 
 
 def cmd_init(args: argparse.Namespace) -> int:
-    from signer.devsetup import init_dev
+    from signer.devsetup import init_dev_report
 
-    config = init_dev(Path(args.dir), args.listen)
-    print(f"development environment ready: {config}")
-    print(
-        f"client profiles: {config.parent / 'clients'}/{{officer,payments,approver,auditor}}.toml"
-    )
-    return 0
+    result = init_dev_report(Path(args.dir), args.listen, force=args.force)
+    for path in result.written:
+        print(f"wrote {path}")
+    for path in result.kept:
+        print(f"kept  {path} (exists; --force rewrites it)")
+    print(f"development environment ready: {result.config}")
+    print(f"client profiles: {', '.join(str(p) for p in result.profiles)}")
+    return Exit.OK
 
 
 def _write_atomically(path: Path, text: str) -> None:
@@ -105,41 +119,134 @@ _NETWORK_CLASSES = {
 }
 
 
+def _enum(value: int, enum_type: Any, prefix: str) -> str:
+    """KEY_STATE_ENABLED -> enabled."""
+    return str(enum_type.Name(value)).removeprefix(prefix).lower()
+
+
+def _utc(unix: int) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%SZ", time.gmtime(unix)) if unix else "-"
+
+
+def _print_key(key: keys_pb2.Key) -> None:
+    print_fields(
+        [
+            ("key_id", key.key_id),
+            ("state", _enum(key.state, keys_pb2.KeyState, "KEY_STATE_")),
+            ("network_class", _enum(key.network_class, keys_pb2.NetworkClass, "NETWORK_CLASS_")),
+            ("algorithm", key.algorithm),
+            ("public_key", key.public_key),
+            ("created_by", key.created_by),
+            ("created_at", _utc(key.created_at_unix)),
+        ]
+    )
+    print()
+    print_table(
+        ("CHAIN", "NETWORK", "KIND", "ADDRESS"),
+        [(a.chain, a.network, a.kind, a.address) for a in key.addresses],
+    )
+
+
 def cmd_keys(args: argparse.Namespace) -> int:
     stub = keys_pb2_grpc.KeysStub(_profile(args).channel())
-    calls: dict[str, Callable[[], Message]] = {
-        "create": lambda: stub.CreateKey(
+    as_json = cli_output.wants_json(args)
+    if args.action == "list":
+        listed = stub.ListKeys(keys_pb2.ListKeysRequest())
+        if as_json:
+            print_json(listed)
+        else:
+            print_table(
+                ("KEY ID", "STATE", "CLASS", "CREATED", "CREATED BY"),
+                [
+                    (
+                        k.key_id,
+                        _enum(k.state, keys_pb2.KeyState, "KEY_STATE_"),
+                        _enum(k.network_class, keys_pb2.NetworkClass, "NETWORK_CLASS_"),
+                        _utc(k.created_at_unix),
+                        k.created_by,
+                    )
+                    for k in listed.keys
+                ],
+            )
+        return Exit.OK
+    note = ""
+    if args.action == "create":
+        key = stub.CreateKey(
             keys_pb2.CreateKeyRequest(
                 key_id=args.key_id, network_class=_NETWORK_CLASSES[args.network_class]
             )
-        ),
-        "show": lambda: stub.GetKey(keys_pb2.GetKeyRequest(key_id=args.key_id)),
-        "list": lambda: stub.ListKeys(keys_pb2.ListKeysRequest()),
-        "disable": lambda: stub.DisableKey(keys_pb2.SetKeyStateRequest(key_id=args.key_id)),
-        "enable": lambda: stub.EnableKey(keys_pb2.SetKeyStateRequest(key_id=args.key_id)),
-    }
-    _print(calls[args.action]())
-    return 0
+        )
+    elif args.action == "show":
+        key = stub.GetKey(keys_pb2.GetKeyRequest(key_id=args.key_id))
+    else:
+        # Asking first only chooses the words: the server changes nothing (and
+        # writes no audit record) for a key already in the state asked for.
+        disable = args.action == "disable"
+        wanted = keys_pb2.KEY_STATE_DISABLED if disable else keys_pb2.KEY_STATE_ENABLED
+        key = stub.GetKey(keys_pb2.GetKeyRequest(key_id=args.key_id))
+        if key.state == wanted:
+            note = f"key {key.key_id} is already {args.action}d; nothing changed"
+        else:
+            request = keys_pb2.SetKeyStateRequest(key_id=args.key_id)
+            key = (stub.DisableKey if disable else stub.EnableKey)(request)
+            note = f"key {key.key_id} {args.action}d"
+    if as_json:
+        print_json(key)
+    elif note:
+        print(note)
+    else:
+        _print_key(key)
+    return Exit.OK
+
+
+def _show_batch(reply: signer_pb2.SignBatchResponse, args: argparse.Namespace) -> int:
+    """Print a SignBatch/GetBatch reply; the exit code says signed, pending or failed."""
+    status = _enum(reply.status, signer_pb2.BatchStatus, "BATCH_STATUS_")
+    if cli_output.wants_json(args):
+        print_json(reply)
+    else:
+        fields: list[tuple[str, object]] = [("request_id", reply.request_id), ("status", status)]
+        if reply.approval_id:
+            fields.append(("approval_id", reply.approval_id))
+        fields.append(("policy_version", reply.policy_version or "-"))
+        fields.append(("rules", ", ".join(reply.rules) or "-"))
+        if reply.replayed:
+            fields.append(("replayed", "yes (the stored result of this request id)"))
+        print_fields(fields)
+        if reply.items:
+            print()
+            print_table(
+                ("#", "CHAIN", "NETWORK", "KEY", "ADDRESS", "TX ID"),
+                [
+                    (i, it.chain, it.network, it.key_id, it.address, it.tx_id)
+                    for i, it in enumerate(reply.items)
+                ],
+            )
+            print()
+            for i, it in enumerate(reply.items):
+                print(f"raw_tx[{i}] {it.raw_tx}")
+    return cli_output.batch_outcome(reply)
 
 
 def cmd_sign(args: argparse.Namespace) -> int:
+    name = "standard input" if args.file == "-" else args.file
     try:
-        text = Path(args.file).read_text()
+        text = sys.stdin.read() if args.file == "-" else Path(args.file).read_text()
     except OSError as exc:
-        raise ConfigError(f"cannot read {args.file}: {exc.strerror}") from exc
+        raise ConfigError(f"cannot read {name}: {exc.strerror}") from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{name}: not UTF-8 text ({exc.reason})") from exc
     try:
         request = json_format.Parse(text, signer_pb2.SignBatchRequest())
     except json_format.ParseError as exc:
-        raise ConfigError(f"{args.file}: not a SignBatchRequest: {exc}") from exc
+        raise ConfigError(f"{name}: not a SignBatchRequest: {exc}") from exc
     stub = signer_pb2_grpc.SignerStub(_profile(args).channel())
-    _print(stub.SignBatch(request, timeout=args.timeout))
-    return 0
+    return _show_batch(stub.SignBatch(request, timeout=args.timeout), args)
 
 
 def cmd_get(args: argparse.Namespace) -> int:
     stub = signer_pb2_grpc.SignerStub(_profile(args).channel())
-    _print(stub.GetBatch(signer_pb2.GetBatchRequest(request_id=args.request_id)))
-    return 0
+    return _show_batch(stub.GetBatch(signer_pb2.GetBatchRequest(request_id=args.request_id)), args)
 
 
 def _checkpoint_dir(export: Path) -> Path:
@@ -313,19 +420,54 @@ def cmd_audit_init_key(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_audit_tail(args: argparse.Namespace) -> int:
+def _print_record(item: audit_pb2.AuditRecord, as_json: bool) -> None:
     from audit.record import AuditRecord
 
+    if as_json:  # JSON Lines: each record exactly as the log holds it
+        print(item.encoded.decode().rstrip("\n"), flush=True)
+        return
+    record = AuditRecord.decode(item.encoded)
+    when = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(record.ts_ms / 1000))
+    fields = " ".join(f"{k}={json.dumps(v)}" for k, v in sorted(record.event.fields.items()))
+    print(
+        f"{record.seq:>8} {when}Z {record.event.kind:<18} {record.event.actor}  {fields}",
+        flush=True,
+    )
+
+
+def cmd_audit_tail(args: argparse.Namespace) -> int:
     stub = audit_pb2_grpc.AuditStub(_profile(args).channel())
+    as_json = cli_output.wants_json(args)
+    if args.from_seq is not None:
+        # N records from --from-seq on; with --follow, everything from there on.
+        stream = stub.StreamRecords(
+            audit_pb2.StreamRecordsRequest(from_seq=args.from_seq, follow=args.follow)
+        )
+        try:
+            for count, item in enumerate(stream):
+                if count >= args.n and not args.follow:
+                    break
+                _print_record(item, as_json)
+        finally:
+            stream.cancel()
+        return Exit.OK
+    # The last N: records after the latest checkpoint are few, so reading from
+    # N before it and keeping the last N is cheap, and exact however many were
+    # appended since the checkpoint.
     size = stub.GetLatestCheckpoint(audit_pb2.GetLatestCheckpointRequest()).size
-    start = max(0, size + 1 - args.n) if not args.from_seq else args.from_seq
-    request = audit_pb2.StreamRecordsRequest(from_seq=start, follow=args.follow)
-    for item in stub.StreamRecords(request):
-        record = AuditRecord.decode(item.encoded)
-        when = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(record.ts_ms / 1000))
-        fields = " ".join(f"{k}={json.dumps(v)}" for k, v in sorted(record.event.fields.items()))
-        print(f"{record.seq:>8} {when}Z {record.event.kind:<18} {record.event.actor}  {fields}")
-    return 0
+    last: deque[audit_pb2.AuditRecord] = deque(maxlen=args.n)
+    last.extend(stub.StreamRecords(audit_pb2.StreamRecordsRequest(from_seq=max(0, size - args.n))))
+    for item in last:
+        _print_record(item, as_json)
+    if args.follow:
+        start = last[-1].seq + 1 if last else 0
+        stream = stub.StreamRecords(audit_pb2.StreamRecordsRequest(from_seq=start, follow=True))
+        try:
+            for item in stream:
+                _print_record(item, as_json)
+        finally:
+            stream.cancel()
+    return Exit.OK
 
 
 def cmd_audit_checkpoint(args: argparse.Namespace) -> int:
@@ -335,17 +477,38 @@ def cmd_audit_checkpoint(args: argparse.Namespace) -> int:
 
 
 def cmd_db_upgrade(args: argparse.Namespace) -> int:
+    config = load_config(Path(args.config))
+    url = config.store.url
+    if url.startswith(("postgresql://", "postgres://")):
+        from signer.store.migrations import POSTGRES
+        from signer.store.postgres import PostgresStore, describe_url
+
+        # The pool warns at each failed attempt; the one line below says why instead.
+        logging.getLogger("psycopg.pool").setLevel(logging.ERROR)
+        try:
+            store = PostgresStore(url, migrate=False)
+        except ValueError as exc:
+            raise ConfigError(f"store.url: {exc}") from exc
+        try:
+            applied = store.migrate()
+        finally:
+            store.close()
+        target = f"{describe_url(url)} (schema {store.schema})"
+        latest = POSTGRES[-1].version
+        if applied:
+            versions = ", ".join(str(v) for v in applied)
+            print(f"{target}: applied migration(s) {versions}; schema at version {latest}")
+        else:
+            print(f"{target}: schema already at version {latest}; nothing to apply")
+        return Exit.OK
     from signer.store.factory import open_store
 
-    config = load_config(Path(args.config))
     try:
-        store = open_store(config.store.url)  # opening applies pending migrations
+        open_store(url).close()  # SQLite brings its one file up to date when it opens it
     except ValueError as exc:
         raise ConfigError(f"store.url: {exc}") from exc
-    applied: list[int] = getattr(store, "migrate", list)()
-    store.close()
-    print(f"store schema up to date ({len(applied)} migration(s) applied now)")
-    return 0
+    print(f"{url}: schema up to date")
+    return Exit.OK
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -396,10 +559,18 @@ def _add_audit_commands(sub: Any, client_help: str) -> None:
     )
     a.set_defaults(func=cmd_audit_verify)
     a = actions.add_parser("tail", help="the latest events, readable (auditor)")
-    a.add_argument("-n", type=int, default=20, help="how many records (default 20)")
-    a.add_argument("--from-seq", type=int, default=0, help="start at this sequence number")
-    a.add_argument("--follow", action="store_true", help="keep printing new records")
+    a.add_argument(
+        "-n",
+        type=_count,
+        default=20,
+        help="how many records (default 20): the last N, or N from --from-seq",
+    )
+    a.add_argument("--from-seq", type=_count, help="N records from this sequence number on")
+    a.add_argument(
+        "-f", "--follow", action="store_true", help="then keep printing new records (no limit)"
+    )
     a.add_argument("--client", help=client_help)
+    add_output_argument(a)  # json: JSON Lines, each record as the log holds it
     a.set_defaults(func=cmd_audit_tail)
     a = actions.add_parser(
         "init-key",
@@ -412,31 +583,7 @@ def _add_audit_commands(sub: Any, client_help: str) -> None:
     a.set_defaults(func=cmd_audit_checkpoint)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="custos",
-        description="HSM-backed key custody and multi-chain transaction signing.",
-        epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
-    p = sub.add_parser("init", help="create a development token, CA, certificates and config")
-    p.add_argument("--dir", default=".demo", help="directory to create (default .demo)")
-    p.add_argument("--listen", default="127.0.0.1:50051", help="server address to configure")
-    p.set_defaults(func=cmd_init)
-
-    p = sub.add_parser("serve", help="run the signing server")
-    p.add_argument("--config", required=True, help="TOML configuration file")
-    p.add_argument("--port-file", help="write the bound port here once serving")
-    p.add_argument("--grace", type=float, default=10.0, help="seconds to finish in-flight RPCs")
-    p.add_argument(
-        "--log-format", choices=("json", "text"), default="json", help="log lines (default json)"
-    )
-    p.set_defaults(func=cmd_serve)
-
-    client_help = "client profile TOML (endpoint + mTLS files); default $CUSTOS_CLIENT"
+def _add_key_commands(sub: Any, client_help: str) -> None:
     p = sub.add_parser("keys", help="create, list, show, disable or enable keys (officer)")
     actions = p.add_subparsers(dest="action", required=True, metavar="ACTION")
     a = actions.add_parser("create", help="generate a secp256k1 key inside the HSM")
@@ -453,27 +600,90 @@ def build_parser() -> argparse.ArgumentParser:
         " nile, shasta); fixed for the key's life",
     )
     a.add_argument("--client", help=client_help)
+    add_output_argument(a)
     for action, text in (
         ("show", "show a key, its class, its public key and its addresses"),
-        ("disable", "refuse further signing with a key"),
-        ("enable", "allow signing with a key again"),
+        ("disable", "refuse further signing with a key (already disabled: nothing changes)"),
+        ("enable", "allow signing with a key again (already enabled: nothing changes)"),
     ):
         a = actions.add_parser(action, help=text)
         a.add_argument("key_id")
         a.add_argument("--client", help=client_help)
+        add_output_argument(a)
     a = actions.add_parser("list", help="list keys")
     a.add_argument("--client", help=client_help)
+    add_output_argument(a)
     p.set_defaults(func=cmd_keys)
 
-    p = sub.add_parser("sign", help="send a SignBatch request from a JSON file (service)")
-    p.add_argument("file", help="SignBatchRequest in protobuf JSON form")
+
+def _count(text: str) -> int:
+    """A whole number >= 0; anything else is a usage error naming the value."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number >= 0")
+    return value
+
+
+def cmd_completion(args: argparse.Namespace) -> int:
+    print(cli_output.completion_script(build_parser(), args.shell), end="")
+    return Exit.OK
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="custos",
+        description="HSM-backed key custody and multi-chain transaction signing.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("--version", action="version", version=cli_output.version())
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("init", help="create a development token, CA, certificates and config")
+    p.add_argument("--dir", default=".demo", help="directory to create (default .demo)")
+    p.add_argument("--listen", default="127.0.0.1:50051", help="server address to configure")
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="rewrite the config and client profiles even if they exist (edits are lost)",
+    )
+    p.set_defaults(func=cmd_init)
+
+    p = sub.add_parser("serve", help="run the signing server")
+    p.add_argument("--config", required=True, help="TOML configuration file")
+    p.add_argument("--port-file", help="write the bound port here once serving")
+    p.add_argument("--grace", type=float, default=10.0, help="seconds to finish in-flight RPCs")
+    p.add_argument(
+        "--log-format", choices=("json", "text"), default="json", help="log lines (default json)"
+    )
+    p.set_defaults(func=cmd_serve)
+
+    client_help = "client profile TOML (endpoint + mTLS files); default $CUSTOS_CLIENT"
+    _add_key_commands(sub, client_help)
+
+    p = sub.add_parser(
+        "sign",
+        help="send a SignBatch request from a JSON file or stdin (service)",
+        epilog="Exit code 3: the batch is held for approval; it prints what to run next.",
+    )
+    p.add_argument("file", help="SignBatchRequest in protobuf JSON form; - reads standard input")
     p.add_argument("--client", help=client_help)
-    p.add_argument("--timeout", type=float, default=60.0)
+    p.add_argument("--timeout", type=float, default=60.0, help="seconds (default 60)")
+    add_output_argument(p)
     p.set_defaults(func=cmd_sign)
 
-    p = sub.add_parser("get", help="fetch the stored result of a request id (service)")
+    p = sub.add_parser(
+        "get",
+        help="fetch the stored result of a request id (service)",
+        epilog="Exit code 3 while the batch waits for approval, 1 if it was rejected or expired.",
+    )
     p.add_argument("request_id")
     p.add_argument("--client", help=client_help)
+    add_output_argument(p)
     p.set_defaults(func=cmd_get)
 
     _add_audit_commands(sub, client_help)
@@ -490,11 +700,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dir", default=".demo")
     p.add_argument("--listen", default="127.0.0.1:50051", help="server address (port 0: any)")
     p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser(
+        "completion",
+        help="print a shell completion script",
+        epilog='bash: source <(custos completion bash)   zsh: eval "$(custos completion zsh)"',
+    )
+    p.add_argument("shell", choices=("bash", "zsh"))
+    p.set_defaults(func=cmd_completion)
     return parser
 
 
+def _silence_stdout() -> None:
+    """After EPIPE: the interpreter's final flush of stdout must not fail again."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):  # stdout is no file descriptor (tests): nothing to flush
+        pass
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = build_parser().parse_args(argv)  # a usage error exits 2 here
     json_lines = getattr(args, "log_format", "text") == "json"
     configure_logs(logging.DEBUG if args.verbose else logging.INFO, json_lines=json_lines)
 
@@ -504,18 +731,46 @@ def main(argv: list[str] | None = None) -> int:
         else:
             print(message, file=sys.stderr)
 
+    # One place turns every failure into one line and an exit code (README,
+    # "Exit codes"); a traceback only with --verbose, for what nobody foresaw.
     try:
         result: Any = args.func(args)
+        sys.stdout.flush()  # a closed pipe shows here, not in the interpreter's exit
+    except BrokenPipeError:
+        # `custos ... | head`: the reader has what it wanted; stop quietly.
+        _silence_stdout()
+        return Exit.BROKEN_PIPE
+    except KeyboardInterrupt:
+        return Exit.INTERRUPTED
     except (ConfigError, HsmConfigError) as exc:
         fail(f"custos: error: {exc}")
-        return 2
+        return Exit.USAGE
     except (HsmError, StoreUnavailable) as exc:
         fail(f"custos: error: {type(exc).__name__}: {exc}")
-        return 3
+        return Exit.ERROR
     except grpc.RpcError as exc:
-        print(f"custos: {exc.code().name}: {exc.details()}", file=sys.stderr)
-        return 1
+        fail(_rpc_error(exc))
+        return Exit.ERROR
+    except OSError as exc:
+        fail(f"custos: error: {exc}")
+        return Exit.ERROR
+    except Exception as exc:
+        if args.verbose:
+            raise
+        fail(f"custos: error: {type(exc).__name__}: {exc} (run with -v for details)")
+        return Exit.ERROR
     return int(result)
+
+
+def _rpc_error(exc: grpc.RpcError) -> str:
+    code = exc.code() if isinstance(exc, grpc.Call) else None
+    details = exc.details() if isinstance(exc, grpc.Call) else str(exc)
+    if code == grpc.StatusCode.UNAVAILABLE:
+        where = f" at {_endpoint}" if _endpoint else ""
+        return f"custos: error: cannot reach the server{where}: {details}"
+    if code == grpc.StatusCode.DEADLINE_EXCEEDED:
+        return f"custos: error: no reply in time (--timeout): {details}"
+    return f"custos: {code.name if code else 'error'}: {details}"
 
 
 if __name__ == "__main__":

@@ -26,6 +26,7 @@ from proto.custos.v1 import signer_pb2 as pb
 from signer.admission import judge
 from signer.chains.base import InvalidField, KeyInfo
 from signer.chains.registry import ADAPTERS
+from signer.cli_output import add_output_argument, print_json, print_table, wants_json
 from signer.client import ClientProfile
 from signer.errors import BudgetExceeded, ConfigError, PolicyDenied
 from signer.governance import ActivePolicy
@@ -82,20 +83,38 @@ def cmd_approve(args: argparse.Namespace, profile: ClientProfile) -> int:
 
 def cmd_show(args: argparse.Namespace, profile: ClientProfile) -> int:
     version = _policies(profile).GetPolicy(policy_pb2.GetPolicyRequest(version=args.version))
+    if wants_json(args):
+        print_json(version)
+        return 0
     print(f"# version {version.version} ({version.state}), hash {version.hash}")
     print(version.document_yaml, end="")
     return 0
 
 
 def cmd_history(args: argparse.Namespace, profile: ClientProfile) -> int:
-    for v in _policies(profile).ListPolicies(policy_pb2.ListPoliciesRequest()).versions:
+    listed = _policies(profile).ListPolicies(policy_pb2.ListPoliciesRequest())
+    if wants_json(args):
+        print_json(listed)
+        return 0
+    rows = []
+    for v in listed.versions:
         when = datetime.fromtimestamp(v.proposed_at_unix, UTC).strftime("%Y-%m-%d %H:%M")
-        approvers = ", ".join(v.approved_by) or "-"
-        print(
-            f"v{v.version:<4} {v.state:<11} {when}Z  {v.hash[:16]}  by {v.proposed_by}"
-            f"  approved: {approvers}"
+        rows.append(
+            (
+                f"v{v.version}",
+                v.state,
+                f"{when}Z",
+                v.hash[:16],
+                v.proposed_by,
+                _names(v.approved_by),
+            )
         )
+    print_table(("VERSION", "STATE", "PROPOSED", "HASH", "BY", "APPROVED BY"), rows)
     return 0
+
+
+def _names(names: Any) -> str:
+    return ", ".join(names) or "-"
 
 
 def cmd_diff(args: argparse.Namespace, profile: ClientProfile) -> int:
@@ -242,15 +261,21 @@ def _print_batch(b: policy_pb2.PendingBatch, *, full: bool) -> None:
         if item.error:
             print(f"  - key {item.key_id}: CANNOT DECODE: {item.error}")
             continue
-        fee = f"{item.fee} ({item.fee_units})" if item.fee_units else item.fee
+        # Amounts in the asset's units, base units beside them (what is signed).
+        fee = f"{item.fee_units} ({item.fee} base units)" if item.fee_units else item.fee
         print(
             f"  - {item.chain}/{item.network} key {item.key_id} from {item.from_address}"
             f" max fee {fee}{f' lock time {item.lock_time}' if item.lock_time else ''}"
         )
         for t in item.transfers:
-            units = f" = {t.amount_units} {t.symbol}" if t.amount_units else ""
             change = " (change)" if t.is_change else ""
-            print(f"      -> {t.to}: {t.amount} {t.asset}{units}{change}")
+            amount = (
+                f"{t.amount_units} {t.symbol} ({t.amount} base units)"
+                if t.amount_units
+                else f"{t.amount} base units of {t.asset} (decimals unknown)"
+            )
+            asset = f" [{t.asset}]" if t.amount_units and t.asset != "native" else ""
+            print(f"      -> {t.to}: {amount}{asset}{change}")
         if item.method:
             print(f"      call {item.method} on {item.contract} ({', '.join(item.args) or '-'})")
         if item.HasField("message"):
@@ -273,7 +298,13 @@ def _print_batch(b: policy_pb2.PendingBatch, *, full: bool) -> None:
 
 
 def cmd_pending(args: argparse.Namespace, profile: ClientProfile) -> int:
-    for b in _approvals(profile).ListPending(policy_pb2.ListPendingRequest()).batches:
+    listed = _approvals(profile).ListPending(policy_pb2.ListPendingRequest())
+    if wants_json(args):
+        print_json(listed)
+        return 0
+    if not listed.batches:
+        print("no batches wait for approval")
+    for b in listed.batches:
         _print_batch(b, full=False)
     return 0
 
@@ -282,6 +313,9 @@ def cmd_show_pending(args: argparse.Namespace, profile: ClientProfile) -> int:
     batch = _approvals(profile).GetPending(
         policy_pb2.GetPendingRequest(approval_id=args.approval_id)
     )
+    if wants_json(args):
+        print_json(batch)
+        return 0
     _print_batch(batch, full=True)
     return 0
 
@@ -291,6 +325,8 @@ def _decide(args: argparse.Namespace, profile: ClientProfile, approve: bool) -> 
     if approve:
         # Confirm only what was shown: the digest of the exact bytes, recomputed here.
         batch = stub.GetPending(policy_pb2.GetPendingRequest(approval_id=args.approval_id))
+        if batch.totp_required and not args.code:
+            raise ConfigError("--code: code required (this batch needs your current TOTP code)")
         mine = recomputed_digest(batch)
         if not (
             hmac.compare_digest(mine, args.digest.lower())
@@ -379,7 +415,7 @@ def _add_totp_commands(sub: Any, client_help: str, with_profile: Any) -> None:
         a.add_argument("--client", help=client_help)
 
 
-def add_commands(sub: Any, client_help: str, profile_of: Any) -> None:
+def add_commands(sub: Any, client_help: str, profile_of: Any) -> None:  # noqa: PLR0915
     """Register the policy, totp and approvals subcommands."""
 
     def with_profile(fn: Any) -> Any:
@@ -397,8 +433,10 @@ def add_commands(sub: Any, client_help: str, profile_of: Any) -> None:
     a.set_defaults(func=with_profile(cmd_approve))
     a = actions.add_parser("show", help="print a version's document (default: the active one)")
     a.add_argument("version", type=int, nargs="?", default=0)
+    add_output_argument(a)
     a.set_defaults(func=with_profile(cmd_show))
     a = actions.add_parser("history", help="every version, its state and approvers")
+    add_output_argument(a)
     a.set_defaults(func=with_profile(cmd_history))
     a = actions.add_parser("diff", help="diff a version against another version or a file")
     a.add_argument("old", type=int)
@@ -422,9 +460,11 @@ def add_commands(sub: Any, client_help: str, profile_of: Any) -> None:
     p = sub.add_parser("approvals", help="list, approve, reject and watch held batches")
     actions = p.add_subparsers(dest="action", required=True, metavar="ACTION")
     a = actions.add_parser("list", help="held batches, every item decoded")
+    add_output_argument(a)
     a.set_defaults(func=with_profile(cmd_pending))
     a = actions.add_parser("show", help="one held batch: items decoded and its exact request")
     a.add_argument("approval_id")
+    add_output_argument(a)
     a.set_defaults(func=with_profile(cmd_show_pending))
     for verb, approve in (("approve", True), ("reject", False)):
         a = actions.add_parser(verb, help=f"{verb} a pending batch (approver)")

@@ -6,6 +6,7 @@ import argparse
 import base64
 import hashlib
 import os
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,7 @@ from typing import Any
 from google.protobuf import json_format
 
 from proto.custos.v1 import signer_pb2, signer_pb2_grpc
+from signer.cli_output import batch_outcome
 from signer.client import ClientProfile
 from signer.errors import ConfigError
 
@@ -23,7 +25,7 @@ def add_commands(
     sub: Any, client_help: str, profile: Callable[[argparse.Namespace], ClientProfile]
 ) -> None:
     p = sub.add_parser("sign-psbt", help="add the key's signatures to a BIP174 PSBT (service)")
-    p.add_argument("file", help="the PSBT, binary or base64")
+    p.add_argument("file", help="the PSBT, binary or base64; - reads standard input")
     p.add_argument("--key", required=True, help="key id that signs")
     p.add_argument("--network", required=True, help="mainnet | testnet | signet | regtest")
     p.add_argument("--finalize", action="store_true", help="finalize inputs once complete")
@@ -37,7 +39,7 @@ def add_commands(
 def read_psbt(path: str) -> bytes:
     """The binary PSBT in `path`, written in binary or (as Bitcoin Core's RPCs) in base64."""
     try:
-        data = Path(path).read_bytes()
+        data = sys.stdin.buffer.read() if path == "-" else Path(path).read_bytes()
     except OSError as exc:
         raise ConfigError(f"cannot read {path}: {exc.strerror}") from exc
     if data.startswith(PSBT_MAGIC):
@@ -71,4 +73,4 @@ def sign_psbt(args: argparse.Namespace, profile: ClientProfile) -> int:
         temporary.write_text(base64.b64encode(response.psbt).decode() + "\n")
         os.replace(temporary, out)
     print(json_format.MessageToJson(response, preserving_proto_field_name=True, indent=2))
-    return 0
+    return batch_outcome(response.batch)  # 3 while held for approval, as `custos sign`

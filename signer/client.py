@@ -39,11 +39,17 @@ class ClientProfile:
             key=base / raw["key"],
         )
 
+    def _read(self, name: str, path: Path) -> bytes:
+        try:
+            return path.read_bytes()
+        except OSError as exc:
+            raise ConfigError(f"client profile {name} {path}: {exc.strerror}") from exc
+
     def channel(self, endpoint: str | None = None) -> grpc.Channel:
         credentials = grpc.ssl_channel_credentials(
-            root_certificates=self.ca_cert.read_bytes(),
-            private_key=self.key.read_bytes(),
-            certificate_chain=self.cert.read_bytes(),
+            root_certificates=self._read("ca_cert", self.ca_cert),
+            private_key=self._read("key", self.key),
+            certificate_chain=self._read("cert", self.cert),
         )
         return grpc.secure_channel(
             endpoint or self.endpoint,

@@ -3,8 +3,10 @@
 Creates a SoftHSM2 token in DIR/tokens (PINs in 0600 files), a development CA
 with a server certificate and one client certificate per role, the server's
 config file and one client profile per identity. Running it again keeps what
-exists. Nothing here is for production: a real deployment brings its own HSM,
-CA and identities.
+exists: the token, the CA, the certificates and the policy always, the config
+and the client profiles unless `force` (an operator may have edited them).
+Nothing here is for production: a real deployment brings its own HSM, CA and
+identities.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import os
 import secrets
 import shutil
 import subprocess
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from cryptography import x509
@@ -230,12 +232,47 @@ def init_token(directory: Path, label: str = TOKEN_LABEL) -> Path:
     return pin_file
 
 
+def client_profile_text(endpoint: str, ca: Path, cert: Path, key: Path) -> str:
+    return f'endpoint = "{endpoint}"\nca_cert = "{ca}"\ncert = "{cert}"\nkey = "{key}"\n'
+
+
 def write_client_profile(path: Path, endpoint: str, ca: Path, cert: Path, key: Path) -> None:
-    path.write_text(f'endpoint = "{endpoint}"\nca_cert = "{ca}"\ncert = "{cert}"\nkey = "{key}"\n')
+    path.write_text(client_profile_text(endpoint, ca, cert, key))
+
+
+@dataclass
+class DevInit:
+    """What init_dev_report did: the config, every client profile, and which files it wrote."""
+
+    config: Path
+    profiles: list[Path] = field(default_factory=list)
+    written: list[Path] = field(default_factory=list)  # created, or rewritten with force
+    kept: list[Path] = field(default_factory=list)  # existed with other content: left alone
+
+    def put(self, path: Path, text: str, *, force: bool) -> None:
+        """Write `path` unless it exists with other content (an operator's edits) and not force."""
+        if path.exists():
+            if path.read_text() == text:
+                return
+            if not force:
+                self.kept.append(path)
+                return
+        path.write_text(text)
+        self.written.append(path)
 
 
 def init_dev(directory: Path, listen: str = "127.0.0.1:50051") -> Path:
-    """Create (or complete) a development environment; returns the config path."""
+    """Create (or complete) a development environment; returns the config path.
+
+    For callers that own the directory (the demo, tests): the config and the
+    client profiles are rewritten to match `listen`. `custos init` uses
+    init_dev_report, which keeps edited files.
+    """
+    return init_dev_report(directory, listen, force=True).config
+
+
+def init_dev_report(directory: Path, listen: str, *, force: bool) -> DevInit:
+    """Create (or complete) a development environment; edited files are kept unless `force`."""
     directory = directory.resolve()
     directory.mkdir(parents=True, exist_ok=True)
     pin_file = init_token(directory)
@@ -243,10 +280,13 @@ def init_dev(directory: Path, listen: str = "127.0.0.1:50051") -> Path:
     server_cert, server_key = ca.issue("localhost", server=True)
     clients = directory / "clients"
     clients.mkdir(exist_ok=True)
+    report = DevInit(directory / "custos.toml")
     identity_blocks = []
     for identity in DEV_IDENTITIES:
         cert, key = ca.issue(identity.name, server=False)
-        write_client_profile(clients / f"{identity.name}.toml", listen, ca.cert_path, cert, key)
+        profile = clients / f"{identity.name}.toml"
+        report.profiles.append(profile)
+        report.put(profile, client_profile_text(listen, ca.cert_path, cert, key), force=force)
         roles = ", ".join(f'"{r}"' for r in identity.roles)
         keys = ", ".join(f'"{k}"' for k in identity.keys)
         identity_blocks.append(
@@ -254,7 +294,7 @@ def init_dev(directory: Path, listen: str = "127.0.0.1:50051") -> Path:
             f"roles = [{roles}]\nkeys = [{keys}]\n"
         )
     policy = directory / "policy.yaml"
-    if not policy.exists():
+    if not policy.exists():  # the first version only: later ones are proposed, not edited here
         policy.write_text(
             DEV_POLICY.format(
                 **{
@@ -263,6 +303,7 @@ def init_dev(directory: Path, listen: str = "127.0.0.1:50051") -> Path:
                 }
             )
         )
+        report.written.append(policy)
     # The audit key is made here, at set-up, and pinned in the config: the
     # service itself never creates one (a missing or different key stops it).
     audit_key, _created = setup_audit_key(
@@ -272,8 +313,8 @@ def init_dev(directory: Path, listen: str = "127.0.0.1:50051") -> Path:
         {"SOFTHSM2_CONF": str(directory / "softhsm2.conf")},
         AUDIT_KEY_ID,
     )
-    config = directory / "custos.toml"
-    config.write_text(
+    report.put(
+        report.config,
         "# Development configuration written by `custos init`.\n"
         f'[server]\nlisten = "{listen}"\n\n'
         f'[tls]\nca_cert = "{ca.cert_path}"\nserver_cert = "{server_cert}"\n'
@@ -285,6 +326,7 @@ def init_dev(directory: Path, listen: str = "127.0.0.1:50051") -> Path:
         f'[policy]\nbootstrap = "{policy}"\n\n'
         f'[audit]\nkey_fingerprint = "{key_fingerprint(audit_key)}"\n\n'
         # Port 0: any free port, logged at start (several dev servers may run at once).
-        '[metrics]\nlisten = "127.0.0.1:0"\n\n' + "\n".join(identity_blocks)
+        '[metrics]\nlisten = "127.0.0.1:0"\n\n' + "\n".join(identity_blocks),
+        force=force,
     )
-    return config
+    return report

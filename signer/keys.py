@@ -83,11 +83,21 @@ class KeyManager:
         return self._store.list_keys()
 
     def set_state(self, key_id: str, state: KeyState, actor: str) -> KeyRecord:
+        """Enable or disable a key; a key already in `state` is returned unchanged, unaudited.
+
+        The audit log records changes: a repeated disable changed nothing, so it
+        writes nothing. The lock (every replica's) makes the check and the change
+        one step against a concurrent enable or disable of the same key.
+        """
         check_key_id(key_id)
         kind = "key.enabled" if state is KeyState.ENABLED else "key.disabled"
-        record = self._store.set_key_state(
-            key_id, state, AuditEvent(kind, actor, {"key_id": key_id})
-        )
+        with self._store.exclusive(f"key:{key_id}"):
+            current = self._store.get_key(key_id)
+            if current is not None and current.state is state:
+                return current
+            record = self._store.set_key_state(
+                key_id, state, AuditEvent(kind, actor, {"key_id": key_id})
+            )
         if record is None:
             raise NotFound(f"key {key_id!r} not found")
         return record

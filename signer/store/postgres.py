@@ -110,6 +110,30 @@ def split_schema(url: str) -> tuple[str, str | None]:
     return urlunsplit(parts._replace(query=rest)), schema
 
 
+def describe_url(url: str) -> str:
+    """USER@HOST:PORT/DB of a connection URL: what it points at, never its password."""
+    try:
+        info = conninfo_to_dict(split_schema(url)[0])
+    except psycopg.Error:
+        return "(an invalid PostgreSQL URL)"
+    user = f"{info['user']}@" if info.get("user") else ""
+    port = f":{info['port']}" if info.get("port") else ""
+    return f"postgresql://{user}{info.get('host', '')}{port}/{info.get('dbname', '')}"
+
+
+def connection_problem(url: str, kwargs: dict[str, Any]) -> str | None:
+    """Why a connection to `url` fails, in one line without its password; None if it works."""
+    try:
+        psycopg.connect(url, **kwargs).close()
+    except psycopg.Error as exc:
+        reason = " ".join("; ".join(ln for ln in str(exc).splitlines() if ln.strip()).split())
+        password = str(conninfo_to_dict(url).get("password") or "")
+        if password:
+            reason = reason.replace(password, "***")
+        return f"cannot connect to the database {describe_url(url)}: {reason}"
+    return None
+
+
 class PostgresStore(SqlStore):
     """Store on a PostgreSQL database shared by replicas; implements signer.store.base.Store."""
 
@@ -184,6 +208,11 @@ class PostgresStore(SqlStore):
                 self.migrate()
             else:
                 self.ping()
+        except StoreUnavailable as exc:
+            self._pool.close()
+            # The pool only says it timed out: one direct attempt names the cause
+            # (e.g. role "x" does not exist) for the operator.
+            raise StoreUnavailable(connection_problem(url, kwargs) or str(exc)) from exc
         except BaseException:
             self._pool.close()
             raise

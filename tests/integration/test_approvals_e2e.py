@@ -199,7 +199,7 @@ def test_cli_shows_the_request_and_refuses_a_digest_it_did_not_compute(
     batch = _approver(server).GetPending(policy_pb2.GetPendingRequest(approval_id=held.approval_id))
     assert f"digest {batch.request_digest}" in shown.stdout
     assert "MISMATCH" not in shown.stdout
-    assert f"{builders.EVM_DEST}: {2 * ETH} native = 2 ETH" in shown.stdout
+    assert f"{builders.EVM_DEST}: 2 ETH ({2 * ETH} base units)" in shown.stdout
     assert batch.request.hex() in shown.stdout
 
     code = pyotp.parse_uri(uri).now()

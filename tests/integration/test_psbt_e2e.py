@@ -466,3 +466,15 @@ def test_custos_sign_psbt_command(
     result = PartiallySignedTransaction.from_base64(out.read_text().strip())
     assert result.is_final()
     verify(result, spends)
+    # `-` reads the PSBT from standard input: the same request, so the same result.
+    piped = subprocess.run(
+        [sys.executable, "-m", "signer.cli", "sign-psbt", "-", *args[2:], "--finalize"],
+        input=source.read_text(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "CUSTOS_CLIENT": str(profile)},
+        check=False,
+    )
+    assert piped.returncode == 0, piped.stderr
+    assert json.loads(piped.stdout)["batch"]["status"] == "BATCH_STATUS_SIGNED"
