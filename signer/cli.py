@@ -27,6 +27,7 @@ from proto.custos.v1 import (
     signer_pb2,
     signer_pb2_grpc,
 )
+from signer.cli_integrity import add_commands as add_integrity_commands
 from signer.cli_policy import add_commands as add_policy_commands
 from signer.client import ClientProfile
 from signer.config import load_config, read_pin
@@ -308,6 +309,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     _add_audit_commands(sub, client_help)
     add_policy_commands(sub, client_help, _profile)
+    add_integrity_commands(sub)
 
     p = sub.add_parser("db", help="store maintenance")
     actions = p.add_subparsers(dest="action", required=True, metavar="ACTION")

@@ -15,6 +15,7 @@ import os
 import secrets
 import shutil
 import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -270,4 +271,25 @@ def init_dev(directory: Path, listen: str = "127.0.0.1:50051") -> Path:
         # Port 0: any free port, logged at start (several dev servers may run at once).
         '[metrics]\nlisten = "127.0.0.1:0"\n\n' + "\n".join(identity_blocks)
     )
+    with config.open("a") as handle:
+        handle.write(f'\n[integrity]\nkey_check = "{_init_state_key(config)}"\n')
     return config
+
+
+def _init_state_key(config: Path) -> str:
+    """Create the state-authentication key (`custos integrity init-key`); its check value.
+
+    In a child process: the PKCS#11 library reads SOFTHSM2_CONF once per process,
+    and this process may set up several environments (tests) or none at all.
+    """
+    result = subprocess.run(  # noqa: S603 - our own interpreter and module
+        [sys.executable, "-m", "signer.cli", "integrity", "init-key", "--quiet"]
+        + ["--config", str(config)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    line = result.stdout.strip().rpartition("\n")[2]
+    if result.returncode != 0 or not line.startswith("key_check = "):
+        raise ConfigError(f"cannot create the state-authentication key: {result.stderr.strip()}")
+    return line.removeprefix("key_check = ").strip('"')
