@@ -13,14 +13,13 @@ from pathlib import Path
 from typing import Any
 
 from hsm.errors import KeyExists
+from hsm.pool import SigningPool
 from signer.authenticity import key_check_value
 from signer.config import load_config, read_pin
 from signer.logs import register_secret
 
 
 def cmd_init_key(args: argparse.Namespace) -> int:
-    from hsm.pool import SigningPool
-
     config = load_config(Path(args.config))
     pin = read_pin(config.hsm)
     register_secret(pin)

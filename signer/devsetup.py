@@ -282,9 +282,9 @@ def _init_state_key(config: Path) -> str:
     In a child process: the PKCS#11 library reads SOFTHSM2_CONF once per process,
     and this process may set up several environments (tests) or none at all.
     """
-    result = subprocess.run(  # noqa: S603 - our own interpreter and module
-        [sys.executable, "-m", "signer.cli", "integrity", "init-key", "--quiet"]
-        + ["--config", str(config)],
+    command = ["integrity", "init-key", "--quiet", "--config", str(config)]
+    result = subprocess.run(
+        [sys.executable, "-m", "signer.cli", *command],
         capture_output=True,
         text=True,
         check=False,

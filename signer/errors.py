@@ -67,8 +67,7 @@ class TamperedState(CustosError):
     def __init__(self, table: str, key: tuple[object, ...], why: str) -> None:
         row = ", ".join(repr(v) for v in key)
         super().__init__(
-            f"stored state failed its integrity check: {table} row {row} {why};"
-            " nothing was signed",
+            f"stored state failed its integrity check: {table} row {row} {why}; nothing was signed",
             {"code": "STATE_TAMPERED", "table": table},
         )
         self.table = table
