@@ -41,7 +41,7 @@ from signer.errors import (
 from signer.events import EventBus
 from signer.governance import PolicyGovernor, utcnow
 from signer.keys import KEY_ID
-from signer.store.base import ClaimOutcome, KeyRecord, KeyState, Store, StoreError
+from signer.store.base import ClaimLost, ClaimOutcome, KeyRecord, KeyState, Store, StoreError
 
 log = logging.getLogger("custos.pipeline")
 
@@ -189,8 +189,13 @@ class SigningPipeline:
             response.policy_version = judgement.policy.hash
             response.rules.extend(judgement.rules)
             return response
+        assert claim.token is not None  # CLAIMED always carries one
         return self._sign_claimed(
-            caller, request.request_id, items, _Decided(judgement.policy.hash, judgement.rules)
+            caller,
+            request.request_id,
+            items,
+            _Decided(judgement.policy.hash, judgement.rules),
+            claim.token,
         )
 
     def sign_approved(
@@ -207,7 +212,15 @@ class SigningPipeline:
         identity = Identity(caller, frozenset({SERVICE}), ("*",))
         items = self._prepare(identity, request)
         decided = _Decided(policy_version, tuple(rules), approval_id)
-        self._sign_and_store(identity, request.request_id, items, decided)
+        # Approve and the sweep may both get here: the fenced claim lets one sign.
+        claim = self._store.claim_approved(
+            caller, request.request_id, approval_id, self._lease_ms, []
+        )
+        if claim.outcome is ClaimOutcome.DONE:
+            return  # signed (or settled) already
+        if claim.outcome is not ClaimOutcome.CLAIMED or claim.token is None:
+            raise InProgress(f"approved batch {approval_id!r} is being signed by another attempt")
+        self._sign_claimed(identity, request.request_id, items, decided, claim.token, audit=False)
         self._events.publish("signed", approval_id, request.request_id, caller)
 
     def get_batch(self, caller: Identity, request_id: str) -> pb.SignBatchResponse:
@@ -290,14 +303,30 @@ class SigningPipeline:
         return prepared
 
     def _sign_claimed(
-        self, caller: Identity, request_id: str, items: Sequence[_Item], decided: _Decided
+        self,
+        caller: Identity,
+        request_id: str,
+        items: Sequence[_Item],
+        decided: _Decided,
+        token: bytes,
+        *,
+        audit: bool = True,
     ) -> pb.SignBatchResponse:
         try:
-            return self._sign_and_store(caller, request_id, items, decided)
+            return self._sign_and_store(caller, request_id, items, decided, token)
+        except ClaimLost:
+            # Our lease ran out and a retry took the id over (a sign.failed record
+            # closed this attempt): what we signed never leaves; theirs is the result.
+            stored = self._store.get_batch(caller.subject, request_id)
+            if stored is not None and stored.done and stored.result is not None:
+                return _replay(stored.result)
+            raise InProgress(f"request_id {request_id!r} was taken over by a retry") from None
         except BaseException as exc:
             # Give the request id back so that a retry can sign; nothing left the process.
+            # Under our token only: a batch the store completed (a COMMIT whose outcome
+            # we never heard) keeps its result and its budget.
             reason = "hsm unavailable" if isinstance(exc, HsmError) else type(exc).__name__
-            self._release_quietly(caller, request_id, reason)
+            self._release_quietly(caller, request_id, reason, token, audit=audit)
             if isinstance(exc, HsmError):
                 log.warning("signing %s failed: %s", request_id, exc)
                 raise Unavailable(
@@ -311,6 +340,7 @@ class SigningPipeline:
         request_id: str,
         items: Sequence[_Item],
         decided: _Decided,
+        token: bytes,
     ) -> pb.SignBatchResponse:
         requests = [
             SignRequest(item.key.key_id, digest, item.key.public_key)
@@ -349,6 +379,7 @@ class SigningPipeline:
                 request_id,
                 response.SerializeToString(deterministic=True),
                 [signed_event],
+                token=token,
             )
         return response
 
@@ -368,12 +399,16 @@ class SigningPipeline:
         except StoreError:
             log.warning("could not audit the refusal of request %r", request_id[:128])
 
-    def _release_quietly(self, caller: Identity, request_id: str, reason: str) -> None:
+    def _release_quietly(
+        self, caller: Identity, request_id: str, reason: str, token: bytes, *, audit: bool
+    ) -> None:
         event = AuditEvent(
             "sign.failed", caller.subject, {"request_id": request_id, "reason": reason}
         )
         try:
-            self._store.release_batch(caller.subject, request_id, [event])
+            self._store.release_batch(
+                caller.subject, request_id, [event] if audit else [], token=token
+            )
         except Exception:  # the store may be what failed; the lease expires on its own
             log.exception("could not release request id %s", request_id)
 

@@ -35,6 +35,13 @@ class VersionExists(StoreError):
     """A policy version with this number is already stored."""
 
 
+class ClaimLost(StoreError):
+    """The claim's token no longer holds the request id: a retry took it over, or it was settled.
+
+    Nothing was written: the attempt must not hand out what it signed.
+    """
+
+
 class KeyState(enum.Enum):
     ENABLED = "enabled"
     DISABLED = "disabled"
@@ -50,7 +57,7 @@ class KeyRecord:
 
 
 class ClaimOutcome(enum.Enum):
-    CLAIMED = "claimed"  # this caller now owns the request id and must complete or release it
+    CLAIMED = "claimed"  # this attempt holds the id under `token`: it must complete or release it
     HELD = "held"  # claimed and held for approvals (Admission.pending): nothing to sign yet
     PENDING = "pending"  # an earlier attempt is waiting for approvals: `approval_id`
     OVER_LIMIT = "over_limit"  # the budget check refused: `breach`
@@ -65,6 +72,9 @@ class Claim:
     result: bytes | None = None
     approval_id: str | None = None
     breach: object | None = None
+    # Random, stored with the claim: complete_batch and release_batch need it, so an
+    # attempt whose lease ran out cannot touch the work of the retry that took over.
+    token: bytes | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,19 +125,56 @@ class Store(PolicyStore, Protocol):
         transaction (OVER_LIMIT when it does not fit), and a batch that waits
         for approvals is stored as pending (HELD).
 
-        A lease left behind by a crashed attempt expires after `lease_ms`; nothing
-        it signed ever left the process (results are stored before they are
-        returned), so a later attempt may sign afresh. `events` are committed
-        only when the claim is taken.
+        A CLAIMED outcome carries the claim's `token`. A lease left behind by a
+        crashed or stalled attempt expires after `lease_ms`; nothing it signed
+        ever left the process (results are stored, under its token, before they
+        are returned), so a later attempt takes the id over: in the same
+        transaction a `sign.failed` record closes the abandoned attempt and its
+        reservations are released, and the old token stops working. `events`
+        are committed only when the claim is taken.
+        """
+        ...
+
+    def claim_approved(
+        self,
+        caller: str,
+        request_id: str,
+        approval_id: str,
+        lease_ms: int,
+        events: Sequence[AuditEvent],
+    ) -> Claim:
+        """Take an approved batch (held under `approval_id`) for signing.
+
+        CLAIMED with a token; DONE with the result when it is settled already;
+        IN_PROGRESS while another attempt holds a live lease on it; CONFLICT when
+        no batch waits under this approval. An expired attempt is taken over (its
+        reservations stay: they belong to the approved batch).
         """
         ...
 
     def complete_batch(
-        self, caller: str, request_id: str, result: bytes, events: Sequence[AuditEvent]
-    ) -> None: ...
+        self,
+        caller: str,
+        request_id: str,
+        result: bytes,
+        events: Sequence[AuditEvent],
+        *,
+        token: bytes,
+    ) -> None:
+        """Store the result under the claim's `token`; ClaimLost (nothing written) otherwise."""
+        ...
 
-    def release_batch(self, caller: str, request_id: str, events: Sequence[AuditEvent]) -> None:
-        """Give the id back after a failed attempt, so that a retry may sign."""
+    def release_batch(
+        self, caller: str, request_id: str, events: Sequence[AuditEvent], *, token: bytes
+    ) -> bool:
+        """Give the id back after a failed attempt, so that a retry may sign.
+
+        Only under the claim's `token` and only while the batch is not completed:
+        otherwise nothing is written and False is returned (a late attempt, or a
+        commit whose outcome was unknown but which did complete the batch). The
+        reservations of an ordinary batch are released with it; an approved
+        batch keeps its row and reservations and only loses this attempt's claim.
+        """
         ...
 
     def get_batch(self, caller: str, request_id: str) -> BatchRecord | None: ...

@@ -1,5 +1,6 @@
 """PostgreSQL backend of the store: several replicas (processes, hosts) share one database.
 
+The logic is signer.store.sql.SqlStore's; this is PostgreSQL's dialect of it.
 Every method is one transaction on a pooled connection (psycopg 3,
 psycopg_pool), committed before the method returns; with the server's default
 synchronous_commit=on that COMMIT is durable. Correctness across replicas
@@ -28,43 +29,26 @@ recovers when the database returns.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import random
 import re
-import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any, TypeVar, cast
+from typing import Any, TypeVar
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import psycopg
 from psycopg.conninfo import conninfo_to_dict
 from psycopg.errors import DeadlockDetected, SerializationFailure
+from psycopg.rows import TupleRow
 from psycopg_pool import ConnectionPool, PoolClosed, PoolTimeout
 
-from audit.record import AuditEvent, AuditRecord, ChainHead, next_record
-from signer.store.base import (
-    BatchRecord,
-    Claim,
-    ClaimOutcome,
-    KeyAlreadyExists,
-    KeyRecord,
-    KeyState,
-    StoredCheckpoint,
-    StoreError,
-    StoreUnavailable,
-)
+from audit.record import ChainHead
+from signer.store.base import StoreError, StoreUnavailable
 from signer.store.migrations import upgrade
-from signer.store.policy_tables import Admission
-from signer.store.postgres_policy import (
-    Conn,
-    PostgresPolicyTables,
-    advisory_key,
-    lock_all,
-    reserve,
-    usage,
-)
+from signer.store.sql import Rollback, Rows, SqlStore, Tx, now_ms
 
 log = logging.getLogger("custos.store")
 
@@ -77,19 +61,36 @@ SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 ATTEMPTS = 4  # a transaction is tried at most this often (deadlocks, lost connections)
 RECONNECT_SECONDS = 1.0  # how long the pool keeps retrying one connection in the background
 AUDIT_POLL_SECONDS = 0.2  # how often wait_for_audit looks for other replicas' records
-KEY_COLUMNS = "key_id, public_key, state, created_by, created_at_ms"
+
+Conn = psycopg.Connection[TupleRow]
 
 
-def _now_ms() -> int:
-    return time.time_ns() // 1_000_000
+def advisory_key(schema: str, kind: str, name: str) -> int:
+    """A bigint advisory-lock id for `name`, private to one schema (one deployment)."""
+    digest = hashlib.sha256(f"custos\0{schema}\0{kind}\0{name}".encode()).digest()
+    return int.from_bytes(digest[:8], "big", signed=True)
 
 
-class _Rollback(Exception):
-    """Raised inside a transaction to roll it back and return `value` from it."""
+class _PostgresTx(Tx):
+    """A transaction on one pooled connection: `?` placeholders become psycopg's `%s`."""
 
-    def __init__(self, value: object) -> None:
-        super().__init__()
-        self.value = value
+    for_update = " FOR UPDATE"
+
+    def __init__(self, conn: Conn, schema: str) -> None:
+        self.conn = conn
+        self._schema = schema
+
+    def execute(self, query: str, params: Sequence[Any] = ()) -> Rows:
+        return self.conn.execute(query.replace("?", "%s"), params)
+
+    def executemany(self, query: str, rows: Sequence[Sequence[Any]]) -> None:
+        with self.conn.cursor() as cur:
+            cur.executemany(query.replace("?", "%s"), rows)
+
+    def lock(self, kind: str, names: Iterable[str]) -> None:
+        # Ascending order everywhere, so two transactions never deadlock on these.
+        for key in sorted({advisory_key(self._schema, kind, name) for name in names}):
+            self.conn.execute("SELECT pg_advisory_xact_lock(%s)", (key,))
 
 
 def split_schema(url: str) -> tuple[str, str | None]:
@@ -103,15 +104,19 @@ def split_schema(url: str) -> tuple[str, str | None]:
     return urlunsplit(parts._replace(query=rest)), schema
 
 
-class PostgresStore(PostgresPolicyTables):
+class PostgresStore(SqlStore):
     """Store on a PostgreSQL database shared by replicas; implements signer.store.base.Store."""
+
+    USAGE_SELECT = "SUM(amount), SUM(count)"
+    LAST_SEQ = "SELECT seq FROM audit_head"
+    POLL_SECONDS = AUDIT_POLL_SECONDS
 
     def __init__(
         self,
         url: str,
         schema: str | None = None,
         *,
-        clock_ms: Callable[[], int] = _now_ms,
+        clock_ms: Callable[[], int] = now_ms,
         min_size: int = 2,
         max_size: int = 16,
         timeout: float = 5.0,
@@ -148,9 +153,7 @@ class PostgresStore(PostgresPolicyTables):
             "tcp_user_timeout": info.get("tcp_user_timeout", 30_000),
             "autocommit": False,
         }
-        self._clock_ms = clock_ms
-        self._appended = threading.Condition()
-        self._generation = 0  # bumped on every local commit; wakes wait_for_audit early
+        super().__init__(clock_ms)
         self._pool: ConnectionPool[Conn] = ConnectionPool(
             url,
             kwargs=kwargs,
@@ -177,9 +180,6 @@ class PostgresStore(PostgresPolicyTables):
 
     # -- transactions -----------------------------------------------------------
 
-    def _lock_key(self, kind: str, name: str) -> int:
-        return advisory_key(self.schema, kind, name)
-
     def _run(self, work: Callable[[Conn], T]) -> T:
         for attempt in range(1, ATTEMPTS + 1):
             conn: Conn | None = None
@@ -188,9 +188,12 @@ class PostgresStore(PostgresPolicyTables):
                 with self._pool.connection() as conn:
                     try:
                         result = work(conn)
-                    except _Rollback as rollback:
+                    except Rollback as rollback:
                         conn.rollback()
-                        return cast(T, rollback.value)
+                        return rollback.value  # type: ignore[return-value]
+                    except StoreError:
+                        conn.rollback()  # a refusal (ClaimLost, VersionExists, ...): nothing kept
+                        raise
                     committing = True
                     conn.commit()
                 return result
@@ -219,44 +222,29 @@ class PostgresStore(PostgresPolicyTables):
                 raise StoreUnavailable(f"database error: {type(exc).__name__}") from exc
         raise AssertionError("unreachable")  # pragma: no cover
 
-    def _read(self, work: Callable[[Conn], T]) -> T:
-        return self._run(work)
+    def _read(self, work: Callable[[Tx], T]) -> T:
+        return self._run(lambda conn: work(_PostgresTx(conn, self.schema)))
 
-    def _write(self, work: Callable[[Conn], T]) -> T:
-        result = self._run(work)
-        with self._appended:
-            self._generation += 1
-            self._appended.notify_all()
-        return result
+    def _transact(self, work: Callable[[Tx], T]) -> T:
+        return self._run(lambda conn: work(_PostgresTx(conn, self.schema)))
 
-    def _append(self, conn: Conn, events: Sequence[AuditEvent]) -> None:
-        """Chain `events` onto the log inside the caller's transaction."""
-        if not events:
-            return
+    def _head(self, tx: Tx) -> ChainHead | None:
         # Locked last in every transaction (after batch rows and buckets), so
         # the lock order is the same everywhere and is held only until COMMIT.
-        row = conn.execute("SELECT seq, hash FROM audit_head FOR UPDATE").fetchone()
+        row = tx.execute("SELECT seq, hash FROM audit_head FOR UPDATE").fetchone()
         if row is None:
             raise StoreError("audit_head is missing: the schema was not migrated")
-        head = None if row[0] < 0 else ChainHead(int(row[0]), bytes(row[1]))
-        ts = self._clock_ms()
-        seqs: list[int] = []
-        encoded: list[bytes] = []
-        leaves: list[bytes] = []
-        for event in events:
-            record = next_record(head, event, ts)
-            head = ChainHead(record.seq, record.leaf_hash())
-            seqs.append(record.seq)
-            encoded.append(record.encode())
-            leaves.append(head.hash)
-        assert head is not None
+        return None if row[0] < 0 else ChainHead(int(row[0]), bytes(row[1]))
+
+    def _insert_records(self, tx: Tx, rows: Sequence[tuple[int, bytes, bytes]]) -> None:
         # One round trip for the records and the new head: the head stays
         # locked until COMMIT, so every trip saved here is throughput for all.
-        conn.execute(
+        seqs, encoded, leaves = (list(column) for column in zip(*rows, strict=True))
+        tx.execute(
             "WITH appended AS (INSERT INTO audit_log (seq, record, hash)"
-            " SELECT * FROM unnest(%s::bigint[], %s::bytea[], %s::bytea[]))"
-            " UPDATE audit_head SET seq = %s, hash = %s",
-            (seqs, encoded, leaves, head.seq, head.hash),
+            " SELECT * FROM unnest(?::bigint[], ?::bytea[], ?::bytea[]))"
+            " UPDATE audit_head SET seq = ?, hash = ?",
+            (seqs, encoded, leaves, seqs[-1], leaves[-1]),
         )
 
     # -- schema -------------------------------------------------------------------
@@ -268,251 +256,18 @@ class PostgresStore(PostgresPolicyTables):
         applies each version and the others find it done.
         """
 
-        lock_id = self._lock_key("migrate", "")
+        lock_id = advisory_key(self.schema, "migrate", "")
         applied = self._run(lambda conn: upgrade(conn, self.schema, lock_id))
         if applied:
             log.info("schema %s migrated to version %d", self.schema, applied[-1])
         return applied
 
-    # -- keys ---------------------------------------------------------------
-
-    def insert_key(self, key: KeyRecord, event: AuditEvent) -> None:
-        row = (key.key_id, key.public_key, key.state.value, key.created_by, key.created_at_ms)
-
-        def work(conn: Conn) -> None:
-            inserted = conn.execute(
-                f"INSERT INTO keys ({KEY_COLUMNS}) VALUES (%s, %s, %s, %s, %s)"  # noqa: S608
-                " ON CONFLICT (key_id) DO NOTHING RETURNING 1",
-                row,
-            ).fetchone()
-            if inserted is None:
-                raise KeyAlreadyExists(key.key_id)
-            self._append(conn, [event])
-
-        self._write(work)
-
-    def get_key(self, key_id: str) -> KeyRecord | None:
-        return self.get_keys([key_id]).get(key_id)
-
-    def get_keys(self, key_ids: Sequence[str]) -> dict[str, KeyRecord]:
-        ids = sorted(set(key_ids))
-        rows = self._read(
-            lambda conn: conn.execute(
-                f"SELECT {KEY_COLUMNS} FROM keys WHERE key_id = ANY(%s)",  # noqa: S608
-                (ids,),
-            ).fetchall()
-        )
-        return {row[0]: _key(row) for row in rows}
-
-    def list_keys(self) -> list[KeyRecord]:
-        rows = self._read(
-            lambda conn: conn.execute(
-                f"SELECT {KEY_COLUMNS} FROM keys ORDER BY key_id"  # noqa: S608
-            ).fetchall()
-        )
-        return [_key(row) for row in rows]
-
-    def set_key_state(self, key_id: str, state: KeyState, event: AuditEvent) -> KeyRecord | None:
-        def work(conn: Conn) -> KeyRecord | None:
-            row = conn.execute(
-                f"UPDATE keys SET state = %s WHERE key_id = %s RETURNING {KEY_COLUMNS}",  # noqa: S608
-                (state.value, key_id),
-            ).fetchone()
-            if row is None:
-                raise _Rollback(None)  # no key, so no audit record either
-            self._append(conn, [event])
-            return _key(row)
-
-        return self._write(work)
-
-    # -- batches ------------------------------------------------------------
-
-    def claim_batch(
-        self,
-        caller: str,
-        request_id: str,
-        payload_digest: bytes,
-        lease_ms: int,
-        events: Sequence[AuditEvent],
-        *,
-        admission: Admission | None = None,
-    ) -> Claim:
-        held = admission is not None and admission.pending is not None
-        approval_id = admission.pending.approval_id if admission and admission.pending else None
-        key = (caller, request_id)
-
-        def work(conn: Conn) -> Claim:
-            now = self._clock_ms()
-            # A batch held for approvals keeps its request id until it is settled.
-            lease_until = (
-                admission.pending.expires_at_ms
-                if admission and admission.pending
-                else (now + lease_ms)
-            )
-            values = (caller, request_id, payload_digest, lease_until, approval_id)
-            for _ in range(ATTEMPTS):
-                # Either this attempt creates the row (and holds it until COMMIT),
-                # or it locks the row an earlier attempt left and judges it.
-                inserted = conn.execute(
-                    "INSERT INTO batches"
-                    " (caller, request_id, payload_digest, lease_until_ms, approval_id)"
-                    " VALUES (%s, %s, %s, %s, %s)"
-                    " ON CONFLICT (caller, request_id) DO NOTHING RETURNING 1",
-                    values,
-                ).fetchone()
-                if inserted is not None:
-                    break
-                row = conn.execute(
-                    "SELECT payload_digest, done, lease_until_ms, result, approval_id FROM batches"
-                    " WHERE caller = %s AND request_id = %s FOR UPDATE",
-                    key,
-                ).fetchone()
-                if row is None:
-                    continue  # released between the two statements: try to insert again
-                digest, done, lease_until_ms, result, pending_id = row
-                if bytes(digest) != payload_digest:
-                    raise _Rollback(Claim(ClaimOutcome.CONFLICT))
-                if done:
-                    raise _Rollback(Claim(ClaimOutcome.DONE, _bytes(result)))
-                if pending_id is not None:
-                    raise _Rollback(Claim(ClaimOutcome.PENDING, approval_id=pending_id))
-                if lease_until_ms > now:
-                    raise _Rollback(Claim(ClaimOutcome.IN_PROGRESS))
-                # The lease of a crashed attempt ran out: take the id over.
-                conn.execute(
-                    "UPDATE batches SET payload_digest = %s, done = FALSE, lease_until_ms = %s,"
-                    " result = NULL, approval_id = %s WHERE caller = %s AND request_id = %s",
-                    (payload_digest, lease_until, approval_id, caller, request_id),
-                )
-                break
-            else:
-                raise StoreUnavailable(f"request id {request_id!r} keeps being taken and released")
-            if admission is not None:
-                buckets = {b for b, _ in admission.windows}
-                buckets.update(b for b, _, _ in admission.reservations)
-                lock_all(conn, (self._lock_key("bucket", b) for b in buckets))
-                breach = admission.check(usage(conn, admission.windows))
-                if breach is not None:
-                    # Rolls back the row inserted above too: the id stays free.
-                    raise _Rollback(Claim(ClaimOutcome.OVER_LIMIT, breach=breach))
-                reserve(conn, admission, caller, request_id, now)
-            self._append(conn, events)
-            return Claim(ClaimOutcome.HELD if held else ClaimOutcome.CLAIMED)
-
-        return self._write(work)
-
-    def complete_batch(
-        self, caller: str, request_id: str, result: bytes, events: Sequence[AuditEvent]
-    ) -> None:
-        def work(conn: Conn) -> None:
-            conn.execute(
-                "UPDATE batches SET done = TRUE, result = %s WHERE caller = %s AND request_id = %s",
-                (result, caller, request_id),
-            )
-            self._append(conn, events)
-
-        self._write(work)
-
-    def release_batch(self, caller: str, request_id: str, events: Sequence[AuditEvent]) -> None:
-        def work(conn: Conn) -> None:
-            conn.execute(
-                "DELETE FROM batches WHERE caller = %s AND request_id = %s AND NOT done",
-                (caller, request_id),
-            )
-            conn.execute(
-                "UPDATE reservations SET released = TRUE WHERE caller = %s AND request_id = %s",
-                (caller, request_id),
-            )
-            self._append(conn, events)
-
-        self._write(work)
-
-    def get_batch(self, caller: str, request_id: str) -> BatchRecord | None:
-        row = self._read(
-            lambda conn: conn.execute(
-                "SELECT payload_digest, done, result, approval_id FROM batches"
-                " WHERE caller = %s AND request_id = %s",
-                (caller, request_id),
-            ).fetchone()
-        )
-        if row is None:
-            return None
-        return BatchRecord(caller, request_id, bytes(row[0]), bool(row[1]), _bytes(row[2]), row[3])
-
-    # -- audit --------------------------------------------------------------
-
-    def append_audit(self, events: Sequence[AuditEvent]) -> None:
-        self._write(lambda conn: self._append(conn, events))
-
-    def audit_records(self, from_seq: int = 0, limit: int = 1000) -> list[AuditRecord]:
-        return [AuditRecord.decode(data) for _seq, data, _hash in self.audit_rows(from_seq, limit)]
-
-    def audit_rows(self, from_seq: int, limit: int) -> list[tuple[int, bytes, bytes]]:
-        """(seq, canonical encoding, leaf hash) from `from_seq`, at most `limit` rows."""
-        rows = self._read(
-            lambda conn: conn.execute(
-                "SELECT seq, record, hash FROM audit_log WHERE seq >= %s ORDER BY seq LIMIT %s",
-                (from_seq, limit),
-            ).fetchall()
-        )
-        return [(int(seq), bytes(data), bytes(leaf)) for seq, data, leaf in rows]
-
-    def audit_size(self) -> int:
-        row = self._read(lambda conn: conn.execute("SELECT seq FROM audit_head").fetchone())
-        if row is None:
-            raise StoreError("audit_head is missing: the schema was not migrated")
-        return int(row[0]) + 1
-
-    def leaf_hashes(self, size: int) -> list[bytes]:
-        rows = self._read(
-            lambda conn: conn.execute(
-                "SELECT hash FROM audit_log WHERE seq < %s ORDER BY seq", (size,)
-            ).fetchall()
-        )
-        return [bytes(row[0]) for row in rows]
-
-    def wait_for_audit(self, size: int, timeout: float) -> None:
-        """Return when the log holds more than `size` records, or after `timeout` seconds.
-
-        Appends by this process wake the waiter at once; other replicas'
-        appends are seen by polling every AUDIT_POLL_SECONDS.
-        """
-        deadline = time.monotonic() + timeout
-        while True:
-            with self._appended:
-                generation = self._generation
-            if self.audit_size() > size:
-                return
-            left = deadline - time.monotonic()
-            if left <= 0:
-                return
-            with self._appended:
-                if self._generation == generation:
-                    self._appended.wait(min(AUDIT_POLL_SECONDS, left))
-
-    def save_checkpoint(self, checkpoint: StoredCheckpoint, event: AuditEvent) -> None:
-        def work(conn: Conn) -> None:
-            conn.execute(
-                "INSERT INTO audit_checkpoints (size, root, note) VALUES (%s, %s, %s)"
-                " ON CONFLICT (size) DO NOTHING",
-                (checkpoint.size, checkpoint.root, checkpoint.note),
-            )
-            self._append(conn, [event])
-
-        self._write(work)
-
-    def latest_checkpoint(self) -> StoredCheckpoint | None:
-        row = self._read(
-            lambda conn: conn.execute(
-                "SELECT size, root, note FROM audit_checkpoints ORDER BY size DESC LIMIT 1"
-            ).fetchone()
-        )
-        return None if row is None else StoredCheckpoint(int(row[0]), bytes(row[1]), row[2])
+    # -- the rest of the dialect ----------------------------------------------------
 
     @contextmanager
     def exclusive(self, name: str) -> Iterator[None]:
         """Hold a database-wide lock on `name` (every replica), e.g. around HSM key set-up."""
-        key = self._lock_key("exclusive", name)
+        key = advisory_key(self.schema, "exclusive", name)
         try:
             with self._pool.connection() as conn:
                 conn.execute("SELECT pg_advisory_lock(%s)", (key,))
@@ -526,15 +281,7 @@ class PostgresStore(PostgresPolicyTables):
             raise StoreUnavailable("cannot take a database lock") from exc
 
     def ping(self) -> None:
-        self._read(lambda conn: conn.execute("SELECT 1").fetchone())
+        self._read(lambda tx: tx.execute("SELECT 1").fetchone())
 
     def close(self) -> None:
         self._pool.close()
-
-
-def _bytes(value: bytes | memoryview | None) -> bytes | None:
-    return None if value is None else bytes(value)
-
-
-def _key(row: tuple[Any, ...]) -> KeyRecord:
-    return KeyRecord(row[0], bytes(row[1]), KeyState(row[2]), row[3], int(row[4]))

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
-from audit.record import AuditEvent
+from audit.record import AuditEvent, AuditRecord
 from policies.velocity import Spent
 from signer.store.policy_tables import Admission, PendingRow
 
@@ -47,3 +47,37 @@ def pending_row(approval_id: str, caller: str, request_id: str, expires_at_ms: i
     return PendingRow(
         approval_id, caller, request_id, "pending", expires_at_ms, '{"n": 0}', b"\x0a\x01x"
     )
+
+
+CLOSING = frozenset({"sign.signed", "sign.failed", "approval.expired", "approval.refused"})
+
+
+def unclosed_authorizations(records: Sequence[AuditRecord]) -> list[tuple[str, str, int]]:
+    """(caller, request id, seq) of each sign.authorized not closed before the next one.
+
+    An authorization is closed by sign.signed, sign.failed or the batch's expiry
+    or rejection, for the same caller and request id. One left open at the end
+    of the log is listed too: the caller decides whether a live claim explains it.
+    """
+    open_: dict[tuple[str, str], int] = {}
+    approvals: dict[object, tuple[str, str]] = {}  # approval id -> (caller, request id)
+    unclosed: list[tuple[str, str, int]] = []
+    for record in records:
+        request_id = record.event.fields.get("request_id")
+        if not isinstance(request_id, str):
+            continue
+        key = (record.event.actor, request_id)
+        approval_id = record.event.fields.get("approval_id")
+        if record.event.kind == "approval.requested":
+            approvals[approval_id] = key
+        elif approval_id in approvals:
+            # Officers and the sweep settle approvals: the caller is the requester.
+            key = approvals[approval_id]
+        if record.event.kind == "sign.authorized":
+            if key in open_:
+                unclosed.append((*key, open_[key]))
+            open_[key] = record.seq
+        elif record.event.kind in CLOSING:
+            open_.pop(key, None)
+    unclosed.extend((*key, seq) for key, seq in open_.items())
+    return sorted(unclosed, key=lambda u: u[2])

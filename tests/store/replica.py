@@ -38,7 +38,10 @@ def run_replica(
             )
             if claim.outcome is ClaimOutcome.CLAIMED:
                 claimed += 1
-                store.complete_batch(name, f"r{i}", b"ok", [event("sign.signed", name, i=i)])
+                assert claim.token is not None
+                store.complete_batch(
+                    name, f"r{i}", b"ok", [event("sign.signed", name, i=i)], token=claim.token
+                )
             else:
                 assert claim.outcome is ClaimOutcome.OVER_LIMIT, claim
                 refused += 1

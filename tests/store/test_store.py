@@ -105,16 +105,19 @@ def test_claim_replay_conflict_and_lease(store: Store, clock: Clock) -> None:
     other = store.claim_batch("svc", "r1", OTHER, 1000, [event()])
     assert other.outcome is ClaimOutcome.CONFLICT
     clock.now += 1001  # the first attempt crashed: its lease runs out
-    assert store.claim_batch("svc", "r1", DIGEST, 1000, [event()]).outcome is ClaimOutcome.CLAIMED
-    store.complete_batch("svc", "r1", b"result", [event("sign.signed")])
+    retry = store.claim_batch("svc", "r1", DIGEST, 1000, [event()])
+    assert retry.outcome is ClaimOutcome.CLAIMED
+    assert retry.token is not None
+    store.complete_batch("svc", "r1", b"result", [event("sign.signed")], token=retry.token)
     done = store.claim_batch("svc", "r1", DIGEST, 1000, [event()])
     assert (done.outcome, done.result) == (ClaimOutcome.DONE, b"result")
     # A different payload is refused even after the id was signed.
     assert store.claim_batch("svc", "r1", OTHER, 1000, []).outcome is ClaimOutcome.CONFLICT
     # Request ids are scoped per caller.
     assert store.claim_batch("svc2", "r1", OTHER, 1000, []).outcome is ClaimOutcome.CLAIMED
-    # Claims refused for in-progress/conflict/done wrote no audit records.
-    assert len(store.audit_records()) == 3
+    # Claims refused for in-progress/conflict/done wrote no audit records; the
+    # take-over closed the crashed attempt with a record of its own.
+    assert _kinds(store) == ["test", "sign.failed", "test", "sign.signed"]
     batch = store.get_batch("svc", "r1")
     assert batch is not None
     assert (batch.payload_digest, batch.done, batch.result, batch.approval_id) == (
@@ -127,22 +130,28 @@ def test_claim_replay_conflict_and_lease(store: Store, clock: Clock) -> None:
 
 
 def test_release_lets_a_retry_claim(store: Store, backend: Backend) -> None:
-    store.claim_batch("svc", "r1", DIGEST, 60_000, [event()], admission=budget("b", 5, 100))
+    claim = store.claim_batch("svc", "r1", DIGEST, 60_000, [event()], admission=budget("b", 5, 100))
+    assert claim.token is not None
     assert backend.reserved("b") == (5, 1)
-    store.release_batch("svc", "r1", [event("sign.failed")])
+    assert store.release_batch("svc", "r1", [event("sign.failed")], token=claim.token)
     assert store.get_batch("svc", "r1") is None
     assert backend.reserved("b") == (0, 0)  # the budget came back with the id
     assert store.claim_batch("svc", "r1", DIGEST, 60_000, []).outcome is ClaimOutcome.CLAIMED
     assert _kinds(store) == ["test", "sign.failed"]
 
 
-def test_release_keeps_a_completed_batch(store: Store) -> None:
-    store.claim_batch("svc", "r1", DIGEST, 60_000, [])
-    store.complete_batch("svc", "r1", b"signed", [])
-    store.release_batch("svc", "r1", [])
+def test_release_keeps_a_completed_batch_and_its_budget(store: Store, backend: Backend) -> None:
+    # Also what a PostgreSQL COMMIT of unknown outcome leads to: the pipeline
+    # releases under its token, and if the COMMIT did complete the batch, nothing moves.
+    claim = store.claim_batch("svc", "r1", DIGEST, 60_000, [], admission=budget("b", 5, 100))
+    assert claim.token is not None
+    store.complete_batch("svc", "r1", b"signed", [event("sign.signed")], token=claim.token)
+    assert not store.release_batch("svc", "r1", [event("sign.failed")], token=claim.token)
     batch = store.get_batch("svc", "r1")
     assert batch is not None
     assert batch.result == b"signed"
+    assert backend.reserved("b") == (5, 1)
+    assert _kinds(store) == ["sign.signed"]  # the refused release wrote nothing
 
 
 def test_concurrent_claims_of_one_id_have_one_winner(store: Store) -> None:

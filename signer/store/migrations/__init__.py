@@ -5,7 +5,7 @@ entry at the end of POSTGRES. Statements use unqualified names and run with
 search_path set to the store's schema; all pending versions are applied in
 one transaction (PostgreSQL DDL is transactional), so a failed upgrade leaves
 the previous version intact. SQLite keeps its in-place migration
-(signer.store.sqlite._migrate): one file, one process, no race.
+(signer.store.sqlite._migrate, adding ADDED_COLUMNS): one file, one process, no race.
 """
 
 from __future__ import annotations
@@ -121,7 +121,15 @@ CREATE TABLE totp (
 );
 """
 
-POSTGRES: tuple[Migration, ...] = (Migration(1, "initial schema", _INITIAL),)
+# Fenced claims: each claim stores a random token that completing or releasing
+# it must present. Rows from before hold none: their attempts are gone (a
+# restart), so their leases run out and a retry takes them over.
+_CLAIM_TOKENS = "ALTER TABLE batches ADD COLUMN claim_token BYTEA;"
+
+POSTGRES: tuple[Migration, ...] = (
+    Migration(1, "initial schema", _INITIAL),
+    Migration(2, "fenced claims", _CLAIM_TOKENS),
+)
 
 
 def upgrade(conn: psycopg.Connection[TupleRow], schema: str, lock_id: int) -> list[int]:

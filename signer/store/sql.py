@@ -1,0 +1,692 @@
+"""The store logic, written once for every SQL backend.
+
+SqlStore implements signer.store.base.Store (and so policy_tables.PolicyStore)
+over a small dialect layer; SqliteStore and PostgresStore supply only what
+really differs:
+
+- a transaction (`Tx`): the connection that runs it, its placeholders (the SQL
+  here uses `?`), the row-lock suffix (`FOR UPDATE` on PostgreSQL; SQLite has
+  one writer, so every write transaction is serialized already) and named
+  advisory locks (PostgreSQL transaction advisory locks; nothing on SQLite);
+- how transactions run: `_read` and `_transact` (group commit on SQLite, a
+  connection pool with bounded retries on PostgreSQL); raising `Rollback(value)`
+  inside one rolls it back and returns `value`;
+- the head of the audit log and how records are inserted (`_head`,
+  `_insert_records`), and how budget amounts are summed (`USAGE_SELECT`):
+  SQLite keeps uint256 amounts as text and sums them in Python;
+- `exclusive`, `ping`, `close`, and how often `wait_for_audit` polls for other
+  processes' appends.
+
+Booleans are written TRUE/FALSE and tested with NOT, which both backends read
+alike; upserts are `ON CONFLICT ... DO NOTHING/UPDATE`, which both support.
+
+Lock order inside a write transaction, the same everywhere so that replicas
+never deadlock: the batch or pending row first, then budget buckets (ascending),
+then the audit head last (records are appended at the end of each transaction).
+A `change` callback may run more than once on PostgreSQL (a transaction retried
+after a deadlock or a lost connection): it must depend only on the row given.
+"""
+
+from __future__ import annotations
+
+import abc
+import secrets
+import threading
+import time
+from collections.abc import Callable, Iterable, Sequence
+from contextlib import AbstractContextManager
+from typing import Any, ClassVar, Protocol, TypeVar
+
+from audit.record import AuditEvent, AuditRecord, ChainHead, next_record
+from policies.velocity import Spent
+from signer.store.base import (
+    BatchRecord,
+    Claim,
+    ClaimLost,
+    ClaimOutcome,
+    KeyAlreadyExists,
+    KeyRecord,
+    KeyState,
+    StoredCheckpoint,
+    StoreUnavailable,
+    VersionExists,
+)
+from signer.store.policy_tables import Admission, PendingChange, PendingRow, PolicyRow
+
+T = TypeVar("T")
+
+KEY_COLUMNS = "key_id, public_key, state, created_by, created_at_ms"
+PENDING_COLUMNS = "approval_id, caller, request_id, state, expires_at_ms, record, request"
+POLICY_COLUMNS = "version, hash, document_yaml, state, record, activated_at_ms"
+BATCH = "FROM batches WHERE caller = ? AND request_id = ?"
+CLAIM_ATTEMPTS = 4  # insert-or-lock rounds before a claim gives up (the id keeps churning)
+TOKEN_BYTES = 16
+TAKEN_OVER = "lease expired; taken over by a retry"
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+class Rows(Protocol):
+    """What a statement returns: sqlite3.Cursor and psycopg.Cursor both fit."""
+
+    @property
+    def rowcount(self) -> int: ...
+
+    def fetchone(self) -> Any: ...
+
+    def fetchall(self) -> list[Any]: ...
+
+
+class Tx(abc.ABC):
+    """One open transaction in a backend's dialect."""
+
+    for_update: ClassVar[str] = ""  # appended to a SELECT that must lock its rows
+
+    @abc.abstractmethod
+    def execute(self, query: str, params: Sequence[Any] = ()) -> Rows: ...
+
+    @abc.abstractmethod
+    def executemany(self, query: str, rows: Sequence[Sequence[Any]]) -> None: ...
+
+    def lock(self, kind: str, names: Iterable[str]) -> None:  # noqa: B027 - a no-op by default
+        """Hold named locks until the transaction ends (taken in ascending order)."""
+
+
+class Rollback(Exception):
+    """Raised inside a transaction to roll it back and return `value` from it."""
+
+    def __init__(self, value: object) -> None:
+        super().__init__()
+        self.value = value
+
+
+class SqlStore(abc.ABC):
+    """Every Store method, once; subclasses supply the dialect (see the module docstring)."""
+
+    USAGE_SELECT: ClassVar[str]  # the amount/count columns (or their sums) of reservations
+    LAST_SEQ: ClassVar[str]  # one row, one column: the last seq of the log, or -1 / NULL
+    POLL_SECONDS: ClassVar[float | None] = None  # how often other processes' appends are sought
+
+    def __init__(self, clock_ms: Callable[[], int]) -> None:
+        self._clock_ms = clock_ms
+        self._appended = threading.Condition()
+        self._generation = 0  # bumped on every local write; wakes wait_for_audit early
+
+    # -- the dialect ---------------------------------------------------------------
+
+    @abc.abstractmethod
+    def _read(self, work: Callable[[Tx], T]) -> T: ...
+
+    @abc.abstractmethod
+    def _transact(self, work: Callable[[Tx], T]) -> T:
+        """Run `work` in one write transaction, committed (durably) before returning.
+
+        `Rollback(value)` raised by `work` rolls the transaction back and returns `value`.
+        """
+
+    @abc.abstractmethod
+    def _head(self, tx: Tx) -> ChainHead | None:
+        """The last record of the log, locked until the transaction ends."""
+
+    @abc.abstractmethod
+    def _insert_records(self, tx: Tx, rows: Sequence[tuple[int, bytes, bytes]]) -> None:
+        """Insert (seq, encoding, leaf hash) rows and make the last one the head."""
+
+    @abc.abstractmethod
+    def exclusive(self, name: str) -> AbstractContextManager[None]: ...
+
+    @abc.abstractmethod
+    def ping(self) -> None: ...
+
+    @abc.abstractmethod
+    def close(self) -> None: ...
+
+    # -- transactions ----------------------------------------------------------------
+
+    def _write(self, work: Callable[[Tx], T]) -> T:
+        result = self._transact(work)
+        with self._appended:
+            self._generation += 1
+            self._appended.notify_all()
+        return result
+
+    def _append(self, tx: Tx, events: Sequence[AuditEvent]) -> None:
+        """Chain `events` onto the log inside the caller's transaction (its last step)."""
+        if not events:
+            return
+        head = self._head(tx)
+        ts = self._clock_ms()
+        rows = []
+        for event in events:
+            record = next_record(head, event, ts)
+            head = ChainHead(record.seq, record.leaf_hash())
+            rows.append((record.seq, record.encode(), head.hash))
+        self._insert_records(tx, rows)
+
+    def _write_audited(self, work: Callable[[Tx], T], events: Sequence[AuditEvent]) -> T:
+        def audited(tx: Tx) -> T:
+            result = work(tx)
+            self._append(tx, events)
+            return result
+
+        return self._write(audited)
+
+    # -- keys ----------------------------------------------------------------------
+
+    def insert_key(self, key: KeyRecord, event: AuditEvent) -> None:
+        row = (key.key_id, key.public_key, key.state.value, key.created_by, key.created_at_ms)
+
+        def work(tx: Tx) -> None:
+            inserted = tx.execute(
+                f"INSERT INTO keys ({KEY_COLUMNS}) VALUES (?, ?, ?, ?, ?)"  # noqa: S608
+                " ON CONFLICT (key_id) DO NOTHING RETURNING 1",
+                row,
+            ).fetchone()
+            if inserted is None:
+                raise KeyAlreadyExists(key.key_id)
+
+        self._write_audited(work, [event])
+
+    def get_key(self, key_id: str) -> KeyRecord | None:
+        return self.get_keys([key_id]).get(key_id)
+
+    def get_keys(self, key_ids: Sequence[str]) -> dict[str, KeyRecord]:
+        ids = sorted(set(key_ids))
+        if not ids:
+            return {}
+        query = f"SELECT {KEY_COLUMNS} FROM keys WHERE key_id IN ({_marks(ids)})"  # noqa: S608
+        rows = self._read(lambda tx: tx.execute(query, ids).fetchall())
+        return {row[0]: _key(row) for row in rows}
+
+    def list_keys(self) -> list[KeyRecord]:
+        query = f"SELECT {KEY_COLUMNS} FROM keys ORDER BY key_id"  # noqa: S608
+        return [_key(row) for row in self._read(lambda tx: tx.execute(query).fetchall())]
+
+    def set_key_state(self, key_id: str, state: KeyState, event: AuditEvent) -> KeyRecord | None:
+        def work(tx: Tx) -> KeyRecord | None:
+            row = tx.execute(
+                f"UPDATE keys SET state = ? WHERE key_id = ? RETURNING {KEY_COLUMNS}",  # noqa: S608
+                (state.value, key_id),
+            ).fetchone()
+            if row is None:
+                raise Rollback(None)  # no key, so no audit record either
+            self._append(tx, [event])
+            return _key(row)
+
+        return self._write(work)
+
+    # -- batches: fenced claims on request ids ------------------------------------------
+
+    def claim_batch(
+        self,
+        caller: str,
+        request_id: str,
+        payload_digest: bytes,
+        lease_ms: int,
+        events: Sequence[AuditEvent],
+        *,
+        admission: Admission | None = None,
+    ) -> Claim:
+        held = admission.pending if admission is not None else None
+        # A held batch has nobody signing it yet: its signer claims it with claim_approved.
+        token = None if held is not None else secrets.token_bytes(TOKEN_BYTES)
+        approval_id = held.approval_id if held is not None else None
+
+        def work(tx: Tx) -> Claim:
+            now = self._clock_ms()
+            # A batch held for approvals keeps its request id until it is settled.
+            lease_until = held.expires_at_ms if held is not None else now + lease_ms
+            values = (payload_digest, lease_until, approval_id, token)
+            closing: list[AuditEvent] = []
+            for _ in range(CLAIM_ATTEMPTS):
+                # Either this attempt creates the row (and holds it until COMMIT),
+                # or it locks the row an earlier attempt left and judges it.
+                inserted = tx.execute(
+                    "INSERT INTO batches (caller, request_id, payload_digest, lease_until_ms,"
+                    " approval_id, claim_token) VALUES (?, ?, ?, ?, ?, ?)"
+                    " ON CONFLICT (caller, request_id) DO NOTHING RETURNING 1",
+                    (caller, request_id, *values),
+                ).fetchone()
+                if inserted is not None:
+                    break
+                row = tx.execute(
+                    "SELECT payload_digest, done, lease_until_ms, result, approval_id"
+                    f" {BATCH}{tx.for_update}",
+                    (caller, request_id),
+                ).fetchone()
+                if row is None:
+                    continue  # released between the two statements: try to insert again
+                digest, done, lease_until_ms, result, pending_id = row
+                if bytes(digest) != payload_digest:
+                    raise Rollback(Claim(ClaimOutcome.CONFLICT))
+                if done:
+                    raise Rollback(Claim(ClaimOutcome.DONE, _bytes(result)))
+                if pending_id is not None:
+                    raise Rollback(Claim(ClaimOutcome.PENDING, approval_id=pending_id))
+                if lease_until_ms > now:
+                    raise Rollback(Claim(ClaimOutcome.IN_PROGRESS))
+                # The lease ran out: the attempt that held it is abandoned. Its
+                # token stops working here, its budget comes back, and a record
+                # closes its sign.authorized (appended last, see the lock order).
+                closing.append(
+                    AuditEvent(
+                        "sign.failed", caller, {"request_id": request_id, "reason": TAKEN_OVER}
+                    )
+                )
+                _release_reservations(tx, caller, request_id)
+                tx.execute(
+                    "UPDATE batches SET payload_digest = ?, done = FALSE, lease_until_ms = ?,"
+                    " result = NULL, approval_id = ?, claim_token = ? WHERE caller = ?"
+                    " AND request_id = ?",
+                    (*values, caller, request_id),
+                )
+                break
+            else:
+                raise StoreUnavailable(f"request id {request_id!r} keeps being taken and released")
+            if admission is not None:
+                breach = self._admit(tx, admission, caller, request_id, now)
+                if breach is not None:
+                    if not closing:
+                        # Rolls back the row inserted above too: the id stays free.
+                        raise Rollback(Claim(ClaimOutcome.OVER_LIMIT, breach=breach))
+                    # Keep the abandoned attempt closed; the id is free again.
+                    tx.execute(f"DELETE {BATCH}", (caller, request_id))
+                    self._append(tx, closing)
+                    return Claim(ClaimOutcome.OVER_LIMIT, breach=breach)
+            self._append(tx, [*closing, *events])
+            return Claim(ClaimOutcome.HELD if held else ClaimOutcome.CLAIMED, token=token)
+
+        return self._write(work)
+
+    def _admit(
+        self, tx: Tx, admission: Admission, caller: str, request_id: str, now: int
+    ) -> object | None:
+        """Check the budget and reserve it (and store the pending row); the breach, if any."""
+        buckets = {b for b, _ in admission.windows} | {b for b, _, _ in admission.reservations}
+        tx.lock("bucket", buckets)
+        spent: dict[str, Spent] = {}
+        for bucket, start_ms in admission.windows:
+            rows = tx.execute(
+                f"SELECT {self.USAGE_SELECT} FROM reservations"  # noqa: S608
+                " WHERE bucket = ? AND NOT released AND reserved_at_ms > ?",
+                (bucket, start_ms),
+            ).fetchall()
+            spent[bucket] = Spent(
+                sum(int(a) for a, _ in rows if a is not None),
+                sum(int(c) for _, c in rows if c is not None),
+            )
+        breach: object | None = admission.check(spent)
+        if breach is not None:
+            return breach
+        tx.executemany(
+            "INSERT INTO reservations (bucket, amount, count, reserved_at_ms, caller, request_id)"
+            " VALUES (?, ?, ?, ?, ?, ?)",
+            # Text for the amount: uint256 values overflow every integer type.
+            [(b, str(a), c, now, caller, request_id) for b, a, c in admission.reservations],
+        )
+        if admission.pending is not None:
+            p = admission.pending
+            tx.execute(
+                f"INSERT INTO pending ({PENDING_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)",  # noqa: S608
+                (p.approval_id, caller, request_id, p.state, p.expires_at_ms, p.record, p.request),
+            )
+        return None
+
+    def claim_approved(
+        self,
+        caller: str,
+        request_id: str,
+        approval_id: str,
+        lease_ms: int,
+        events: Sequence[AuditEvent],
+    ) -> Claim:
+        token = secrets.token_bytes(TOKEN_BYTES)
+
+        def work(tx: Tx) -> Claim:
+            now = self._clock_ms()
+            row = tx.execute(
+                f"SELECT done, lease_until_ms, result, approval_id, claim_token {BATCH}"
+                f"{tx.for_update}",
+                (caller, request_id),
+            ).fetchone()
+            if row is None or row[3] != approval_id:
+                raise Rollback(Claim(ClaimOutcome.CONFLICT))
+            done, lease_until_ms, result, _, current = row
+            if done:
+                raise Rollback(Claim(ClaimOutcome.DONE, _bytes(result)))
+            if current is not None and lease_until_ms > now:
+                raise Rollback(Claim(ClaimOutcome.IN_PROGRESS))
+            # One authorization, one eventual sign.signed: an expired signing
+            # attempt of an approved batch is simply superseded by this token.
+            tx.execute(
+                "UPDATE batches SET lease_until_ms = ?, claim_token = ? WHERE caller = ?"
+                " AND request_id = ?",
+                (now + lease_ms, token, caller, request_id),
+            )
+            self._append(tx, events)
+            return Claim(ClaimOutcome.CLAIMED, token=token)
+
+        return self._write(work)
+
+    def complete_batch(
+        self,
+        caller: str,
+        request_id: str,
+        result: bytes,
+        events: Sequence[AuditEvent],
+        *,
+        token: bytes,
+    ) -> None:
+        def work(tx: Tx) -> None:
+            cur = tx.execute(
+                "UPDATE batches SET done = TRUE, result = ?"
+                " WHERE caller = ? AND request_id = ? AND claim_token = ? AND NOT done",
+                (result, caller, request_id, token),
+            )
+            if cur.rowcount != 1:
+                raise ClaimLost(f"request id {request_id!r} is no longer held by this attempt")
+            self._append(tx, events)
+
+        self._write(work)
+
+    def release_batch(
+        self, caller: str, request_id: str, events: Sequence[AuditEvent], *, token: bytes
+    ) -> bool:
+        def work(tx: Tx) -> bool:
+            row = tx.execute(
+                f"SELECT approval_id {BATCH} AND claim_token = ? AND NOT done{tx.for_update}",
+                (caller, request_id, token),
+            ).fetchone()
+            if row is None:
+                raise Rollback(False)  # a later attempt's, or completed: not ours to touch
+            if row[0] is not None:
+                # An approved batch stays approved with its budget: only this claim ends.
+                tx.execute(
+                    "UPDATE batches SET claim_token = NULL WHERE caller = ? AND request_id = ?",
+                    (caller, request_id),
+                )
+            else:
+                tx.execute(f"DELETE {BATCH}", (caller, request_id))
+                _release_reservations(tx, caller, request_id)
+            self._append(tx, events)
+            return True
+
+        return self._write(work)
+
+    def get_batch(self, caller: str, request_id: str) -> BatchRecord | None:
+        row = self._read(
+            lambda tx: tx.execute(
+                f"SELECT payload_digest, done, result, approval_id {BATCH}",
+                (caller, request_id),
+            ).fetchone()
+        )
+        if row is None:
+            return None
+        return BatchRecord(caller, request_id, bytes(row[0]), bool(row[1]), _bytes(row[2]), row[3])
+
+    # -- audit ------------------------------------------------------------------------
+
+    def append_audit(self, events: Sequence[AuditEvent]) -> None:
+        self._write(lambda tx: self._append(tx, events))
+
+    def audit_records(self, from_seq: int = 0, limit: int = 1000) -> list[AuditRecord]:
+        return [AuditRecord.decode(data) for _seq, data, _hash in self.audit_rows(from_seq, limit)]
+
+    def audit_rows(self, from_seq: int, limit: int) -> list[tuple[int, bytes, bytes]]:
+        """(seq, canonical encoding, leaf hash) from `from_seq`, at most `limit` rows."""
+        rows = self._read(
+            lambda tx: tx.execute(
+                "SELECT seq, record, hash FROM audit_log WHERE seq >= ? ORDER BY seq LIMIT ?",
+                (from_seq, limit),
+            ).fetchall()
+        )
+        return [(int(seq), bytes(data), bytes(leaf)) for seq, data, leaf in rows]
+
+    def audit_size(self) -> int:
+        row = self._read(lambda tx: tx.execute(self.LAST_SEQ).fetchone())
+        if row is None:
+            raise StoreUnavailable("audit_head is missing: the schema was not migrated")
+        return 0 if row[0] is None else int(row[0]) + 1
+
+    def leaf_hashes(self, size: int) -> list[bytes]:
+        rows = self._read(
+            lambda tx: tx.execute(
+                "SELECT hash FROM audit_log WHERE seq < ? ORDER BY seq", (size,)
+            ).fetchall()
+        )
+        return [bytes(row[0]) for row in rows]
+
+    def wait_for_audit(self, size: int, timeout: float) -> None:
+        """Return when the log holds more than `size` records, or after `timeout` seconds.
+
+        Writes by this process wake the waiter at once; other processes' appends
+        (PostgreSQL replicas) are seen by polling every POLL_SECONDS.
+        """
+        deadline = time.monotonic() + timeout
+        while True:
+            with self._appended:
+                generation = self._generation
+            if self.audit_size() > size:
+                return
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return
+            with self._appended:
+                if self._generation == generation:
+                    poll = self.POLL_SECONDS
+                    self._appended.wait(left if poll is None else min(poll, left))
+
+    def save_checkpoint(self, checkpoint: StoredCheckpoint, event: AuditEvent) -> None:
+        self._write_audited(
+            lambda tx: tx.execute(
+                "INSERT INTO audit_checkpoints (size, root, note) VALUES (?, ?, ?)"
+                " ON CONFLICT (size) DO NOTHING",
+                (checkpoint.size, checkpoint.root, checkpoint.note),
+            ),
+            [event],
+        )
+
+    def latest_checkpoint(self) -> StoredCheckpoint | None:
+        row = self._read(
+            lambda tx: tx.execute(
+                "SELECT size, root, note FROM audit_checkpoints ORDER BY size DESC LIMIT 1"
+            ).fetchone()
+        )
+        return None if row is None else StoredCheckpoint(int(row[0]), bytes(row[1]), row[2])
+
+    # -- policy versions ----------------------------------------------------------------
+
+    def policy_versions(self) -> list[PolicyRow]:
+        query = f"SELECT {POLICY_COLUMNS} FROM policy_versions ORDER BY version"  # noqa: S608
+        return [PolicyRow(*row) for row in self._read(lambda tx: tx.execute(query).fetchall())]
+
+    def insert_policy_version(self, row: PolicyRow, events: Sequence[AuditEvent]) -> None:
+        """Store a new version (VersionExists when its number is taken)."""
+        values = (
+            row.version,
+            row.hash,
+            row.document_yaml,
+            row.state,
+            row.record,
+            row.activated_at_ms,
+        )
+
+        def work(tx: Tx) -> None:
+            tx.lock("policy", [""])
+            inserted = tx.execute(
+                f"INSERT INTO policy_versions ({POLICY_COLUMNS})"  # noqa: S608
+                " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (version) DO NOTHING RETURNING 1",
+                values,
+            ).fetchone()
+            if inserted is None:
+                raise VersionExists(f"policy version {row.version} already exists")
+
+        self._write_audited(work, events)
+
+    def update_policy_version(
+        self,
+        version: int,
+        change: Callable[[PolicyRow], tuple[PolicyRow, Sequence[AuditEvent]] | None],
+    ) -> PolicyRow | None:
+        """Read-modify-write one version in one transaction; `change` returns None to skip."""
+
+        def work(tx: Tx) -> PolicyRow | None:
+            # One policy writer at a time across replicas: activating a version
+            # supersedes whichever is active, which a row lock alone would not
+            # serialize (two activations could each miss the other's new row).
+            tx.lock("policy", [""])
+            current = tx.execute(
+                f"SELECT {POLICY_COLUMNS} FROM policy_versions WHERE version = ?"  # noqa: S608
+                f"{tx.for_update}",
+                (version,),
+            ).fetchone()
+            if current is None:
+                return None
+            result = change(PolicyRow(*current))
+            if result is None:
+                return PolicyRow(*current)
+            new, events = result
+            if new.state == "active":
+                tx.execute("UPDATE policy_versions SET state = 'superseded' WHERE state = 'active'")
+            tx.execute(
+                "UPDATE policy_versions SET state = ?, record = ?, activated_at_ms = ?"
+                " WHERE version = ?",
+                (new.state, new.record, new.activated_at_ms, version),
+            )
+            self._append(tx, events)
+            return new
+
+        return self._write(work)
+
+    # -- approvals --------------------------------------------------------------------
+
+    def get_pending(self, approval_id: str) -> PendingRow | None:
+        row = self._read(
+            lambda tx: tx.execute(
+                f"SELECT {PENDING_COLUMNS} FROM pending WHERE approval_id = ?",  # noqa: S608
+                (approval_id,),
+            ).fetchone()
+        )
+        return None if row is None else _pending(row)
+
+    def list_pending(self, states: Sequence[str]) -> list[PendingRow]:
+        if not states:
+            return []
+        query = (
+            f"SELECT {PENDING_COLUMNS} FROM pending WHERE state IN ({_marks(states)})"  # noqa: S608
+            " ORDER BY expires_at_ms, approval_id"
+        )
+        return [
+            _pending(row) for row in self._read(lambda tx: tx.execute(query, states).fetchall())
+        ]
+
+    def update_pending(
+        self,
+        approval_id: str,
+        change: Callable[[PendingRow], PendingChange | T],
+    ) -> PendingRow | T | None:
+        """Read-modify-write one pending batch; rejected/expired ones release their budget.
+
+        `change` returns a PendingChange to write, or any other value to leave
+        the row as it is and hand that value back (a refusal). A batch that is
+        completed already keeps its result and its reservations.
+        """
+
+        def work(tx: Tx) -> PendingRow | T | None:
+            current = tx.execute(
+                f"SELECT {PENDING_COLUMNS} FROM pending WHERE approval_id = ?"  # noqa: S608
+                f"{tx.for_update}",
+                (approval_id,),
+            ).fetchone()
+            if current is None:
+                return None
+            result = change(_pending(current))
+            if not isinstance(result, PendingChange):
+                return result
+            new = result.row
+            tx.execute(
+                "UPDATE pending SET state = ?, record = ? WHERE approval_id = ?",
+                (new.state, new.record, approval_id),
+            )
+            if result.release_budget:
+                _release_reservations(tx, new.caller, new.request_id)
+            if result.final_result is not None:
+                # Settled unsigned: a retry of the request id replays this outcome.
+                tx.execute(
+                    "UPDATE batches SET done = TRUE, result = ?"
+                    " WHERE caller = ? AND request_id = ? AND NOT done",
+                    (result.final_result, new.caller, new.request_id),
+                )
+            self._append(tx, result.events)
+            return new
+
+        return self._write(work)
+
+    # -- TOTP -----------------------------------------------------------------------
+
+    def put_totp(self, subject: str, sealed: bytes, state: str, event: AuditEvent) -> None:
+        self._write_audited(
+            lambda tx: tx.execute(
+                "INSERT INTO totp (subject, sealed, state) VALUES (?, ?, ?)"
+                " ON CONFLICT (subject) DO UPDATE SET sealed = excluded.sealed,"
+                " state = excluded.state",
+                (subject, sealed, state),
+            ),
+            [event],
+        )
+
+    def get_totp(self, subject: str) -> tuple[bytes, str] | None:
+        row = self._read(
+            lambda tx: tx.execute(
+                "SELECT sealed, state FROM totp WHERE subject = ?", (subject,)
+            ).fetchone()
+        )
+        return None if row is None else (bytes(row[0]), str(row[1]))
+
+    def update_totp_state(
+        self, subject: str, change: Callable[[str], tuple[str, Sequence[AuditEvent], T]]
+    ) -> T:
+        """Run `change` on the stored state inside one transaction and keep its result."""
+
+        def work(tx: Tx) -> T:
+            row = tx.execute(
+                f"SELECT state FROM totp WHERE subject = ?{tx.for_update}",  # noqa: S608
+                (subject,),
+            ).fetchone()
+            if row is None:
+                raise LookupError(f"{subject} has no TOTP enrollment")
+            state, events, result = change(row[0])
+            tx.execute("UPDATE totp SET state = ? WHERE subject = ?", (state, subject))
+            self._append(tx, events)
+            return result
+
+        return self._write(work)
+
+
+def _release_reservations(tx: Tx, caller: str, request_id: str) -> None:
+    """Release the request id's reservations, unless its batch is completed (they stay spent)."""
+    tx.execute(
+        "UPDATE reservations SET released = TRUE"
+        " WHERE caller = ? AND request_id = ? AND NOT released AND NOT EXISTS"
+        " (SELECT 1 FROM batches b WHERE b.caller = reservations.caller"
+        " AND b.request_id = reservations.request_id AND b.done)",
+        (caller, request_id),
+    )
+
+
+def _marks(values: Sequence[object]) -> str:
+    return ", ".join("?" * len(values))
+
+
+def _bytes(value: bytes | memoryview | None) -> bytes | None:
+    return None if value is None else bytes(value)
+
+
+def _key(row: tuple[Any, ...]) -> KeyRecord:
+    return KeyRecord(row[0], bytes(row[1]), KeyState(row[2]), row[3], int(row[4]))
+
+
+def _pending(row: tuple[Any, ...]) -> PendingRow:
+    return PendingRow(row[0], row[1], row[2], row[3], row[4], row[5], bytes(row[6]))
