@@ -7,9 +7,11 @@ never leaves it ([integrity] key_id), over the fact's canonical encoding bound
 to its identity: the table, the primary key, a version counter that every
 change of the row increments, and every field by name. So a row can be neither
 altered, nor moved to another id, nor given another row's contents, without its
-tag failing. (A row replaced by an *older* version of itself still carries a
-valid tag: callers bound that replay with facts kept elsewhere, e.g. the audit
-log names the active policy version; see the README's threat model.)
+tag failing. A row replaced by an *older* version of itself still carries a
+valid tag: the authenticator remembers the highest version of each row it has
+seen (seeded at start-up from the audit log, whose records name the versions
+they wrote) and refuses any lower one, so a replay is caught unless it happens
+before this process ever saw the newer version (see the README's threat model).
 
 Tags are computed in the HSM worker pool, many per round trip. Verified
 (message digest -> tag) pairs are kept in a bounded cache: a hot row (a key
@@ -26,14 +28,17 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import json
 import logging
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from audit.record import AuditEvent
+from hsm.errors import KeyNotFound
 from signer import metrics
-from signer.errors import TamperedState
+from signer.errors import ConfigError, TamperedState
 
 log = logging.getLogger("custos.integrity")
 
@@ -100,6 +105,7 @@ class StateAuthenticator:
         self._cache: OrderedDict[bytes, bytes] = OrderedDict()
         self._cache_entries = cache_entries
         self._lock = threading.Lock()
+        self._floors: dict[tuple[str, tuple[Value, ...]], int] = {}
         self.hsm_calls = 0  # round trips made, for tests and the benchmark
 
     def _remember(self, digest: bytes, tag: bytes) -> None:
@@ -159,22 +165,50 @@ class StateAuthenticator:
                     self._remember(digest, tag)
                 else:
                     bad.append((fact, "does not match its authenticator"))
+        if not bad:
+            bad = self._check_floors([fact for fact, _stored in rows])
         if bad:
             failures = [self._report(fact, why) for fact, why in bad]
             raise failures[0]
+
+    def _check_floors(self, facts: Sequence[Fact]) -> list[tuple[Fact, str]]:
+        """Authentic rows must not be older than a version seen before; raise the floors."""
+        bad = []
+        with self._lock:
+            for fact in facts:
+                floor = self._floors.get((fact.table, fact.key), 0)
+                if fact.version < floor:
+                    bad.append(
+                        (fact, f"is version {fact.version}, older than version {floor} seen before")
+                    )
+            if not bad:
+                for fact in facts:
+                    name = (fact.table, fact.key)
+                    self._floors[name] = max(self._floors.get(name, 0), fact.version)
+        return bad
+
+    def raise_floor(self, table: str, key: tuple[Value, ...], version: int) -> None:
+        """Refuse versions of this row below `version` from now on (e.g. from the audit log)."""
+        with self._lock:
+            name = (table, key)
+            self._floors[name] = max(self._floors.get(name, 0), version)
 
     def check(self, fact: Fact, stored: bytes | None) -> None:
         self.verify([(fact, stored)])
 
     def _report(self, fact: Fact, why: str) -> TamperedState:
         exc = TamperedState(fact.table, fact.key, why)
-        metrics.STATE_INTEGRITY_FAILURES.labels(fact.table).inc()
-        log.error("stored state failed its integrity check: %s %s", fact.row_name(), why)
+        self.alarm(exc)
+        return exc
+
+    def alarm(self, exc: TamperedState) -> None:
+        """Count, log and record an integrity failure (also for checks made elsewhere)."""
+        metrics.STATE_INTEGRITY_FAILURES.labels(exc.table).inc()
+        log.error("stored state failed its integrity check: %s", exc)
         try:
             self._alarm(exc)
         except Exception:  # the alarm is best effort: the refusal stands regardless
             log.exception("could not record the integrity failure")
-        return exc
 
     def forget(self) -> None:
         """Drop every cached verification (tests; a changed key)."""
@@ -195,3 +229,101 @@ def check_key(mac_many: MacMany, expected: str | None) -> None:
             "the token's state-authentication key is not the one the config pins"
             f" (integrity.key_check is {expected[:16]}..., the token's key gives {actual[:16]}...)"
         )
+
+
+def open_authenticator(
+    mac_many_for: Callable[[str], MacMany],
+    key_id: str,
+    key_check: str | None,
+    alarm: Callable[[TamperedState], None],
+) -> StateAuthenticator:
+    """The service's authenticator, after the start-up checks of its key.
+
+    `mac_many_for(key_id)` gives the HSM operation. Raises ConfigError when the
+    config pins no key, the token lacks the key, or the key is another one.
+    """
+    if key_check is None:
+        raise ConfigError(
+            "integrity.key_check: not set; run `custos integrity init-key --config ...`"
+            " once and put the line it prints under [integrity]"
+        )
+    mac_many = mac_many_for(key_id)
+    try:
+        check_key(mac_many, key_check)
+    except KeyNotFound:
+        raise ConfigError(
+            f"integrity.key_id: the token has no state-authentication key {key_id!r};"
+            " it is created only by `custos integrity init-key` (never at start-up)"
+        ) from None
+    except ValueError as exc:
+        raise ConfigError(f"integrity.key_check: {exc}") from None
+    return StateAuthenticator(mac_many, alarm=alarm)
+
+
+def audit_alarm(append: Callable[[list[AuditEvent]], None]) -> Callable[[TamperedState], None]:
+    """An alarm that writes one `state.tampered` audit record per bad row and process.
+
+    On its own thread: a check may fail inside a store transaction, which must not
+    wait for another write. Once per row: a client retrying must not flood the log.
+    """
+    seen: set[tuple[str, tuple[object, ...]]] = set()
+    lock = threading.Lock()
+
+    def write(exc: TamperedState) -> None:
+        try:
+            append(
+                [
+                    AuditEvent(
+                        "state.tampered",
+                        "system",
+                        {"table": exc.table, "row": ", ".join(str(v) for v in exc.key)},
+                    )
+                ]
+            )
+        except Exception:  # the store may be what is broken; the refusal stands
+            log.exception("could not write the state.tampered audit record")
+
+    def alarm(exc: TamperedState) -> None:
+        with lock:
+            if (exc.table, exc.key) in seen:
+                return
+            seen.add((exc.table, exc.key))
+        threading.Thread(target=write, args=(exc,), name="custos-alarm", daemon=True).start()
+
+    return alarm
+
+
+@dataclass
+class LoggedState:
+    """What the audit log says about authenticated rows: the floors replays must not undercut."""
+
+    key_versions: dict[str, int]  # key id -> highest row version a key.* record names
+    activations: dict[int, str]  # policy version -> hash, from policy.activated records
+
+    def seed(self, integrity: StateAuthenticator) -> None:
+        for key_id, version in self.key_versions.items():
+            integrity.raise_floor("keys", (key_id,), version)
+
+
+# Cheap byte tests before decoding: the log is mostly sign.* records.
+_KEY_KINDS = (b'"kind":"key.created"', b'"kind":"key.enabled"', b'"kind":"key.disabled"')
+_ACTIVATED = b'"kind":"policy.activated"'
+
+
+def scan_audit_log(rows: Callable[[int, int], list[tuple[int, bytes, bytes]]]) -> LoggedState:
+    """Read the whole log once (`rows` is Store.audit_rows) for key versions and activations."""
+    logged = LoggedState({}, {})
+    seq = 0
+    while True:
+        page = rows(seq, 5000)
+        if not page:
+            return logged
+        for _seq, data, _leaf in page:
+            if _ACTIVATED in data:
+                fields = json.loads(data)["fields"]
+                logged.activations[int(fields["version"])] = str(fields["hash"])
+            elif any(kind in data for kind in _KEY_KINDS):
+                fields = json.loads(data)["fields"]
+                key_id, version = str(fields["key_id"]), int(fields.get("row_version", 0))
+                logged.key_versions[key_id] = max(logged.key_versions.get(key_id, 0), version)
+        seq = page[-1][0] + 1

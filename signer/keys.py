@@ -2,16 +2,39 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import time
+from collections.abc import Sequence
 
 from audit.record import AuditEvent
 from hsm.errors import HsmUnavailable, KeyExists
 from hsm.keystore import KeyGenerator
-from signer.errors import AlreadyExists, InvalidRequest, NotFound, Unavailable
+from signer.authenticity import Fact, StateAuthenticator
+from signer.errors import AlreadyExists, InProgress, InvalidRequest, NotFound, Unavailable
 from signer.store.base import KeyAlreadyExists, KeyRecord, KeyState, Store
 
 KEY_ID = re.compile(r"[a-z0-9][a-z0-9._-]{0,62}")
+
+
+def key_fact(record: KeyRecord) -> Fact:
+    """What the HSM tag of a key record covers: every column, bound to id and version."""
+    return Fact(
+        "keys",
+        (record.key_id,),
+        record.version,
+        (
+            ("public_key", record.public_key),
+            ("state", record.state.value),
+            ("created_by", record.created_by),
+            ("created_at_ms", record.created_at_ms),
+        ),
+    )
+
+
+def verify_keys(integrity: StateAuthenticator, records: Sequence[KeyRecord]) -> None:
+    """TamperedState unless every record carries its HSM tag (cached: hot keys cost nothing)."""
+    integrity.verify([(key_fact(record), record.mac) for record in records])
 
 
 def check_key_id(key_id: str, field: str = "key_id") -> None:
@@ -24,9 +47,12 @@ def check_key_id(key_id: str, field: str = "key_id") -> None:
 class KeyManager:
     """Creates secp256k1 keys inside the HSM and keeps their registry in the store."""
 
-    def __init__(self, store: Store, generator: KeyGenerator) -> None:
+    def __init__(
+        self, store: Store, generator: KeyGenerator, *, integrity: StateAuthenticator
+    ) -> None:
         self._store = store
         self._generator = generator
+        self._integrity = integrity
 
     def create(self, key_id: str, actor: str) -> KeyRecord:
         check_key_id(key_id)
@@ -48,10 +74,16 @@ class KeyManager:
         except HsmUnavailable as exc:
             raise Unavailable("the HSM could not generate the key; retry later") from exc
         record = KeyRecord(key_id, public_key, KeyState.ENABLED, actor, time.time_ns() // 10**6)
+        record = dataclasses.replace(record, mac=self._integrity.tag(key_fact(record)))
         event = AuditEvent(
             "key.created",
             actor,
-            {"key_id": key_id, "public_key": public_key.hex(), "adopted": adopted},
+            {
+                "key_id": key_id,
+                "public_key": public_key.hex(),
+                "adopted": adopted,
+                "row_version": record.version,
+            },
         )
         try:
             self._store.insert_key(record, event)
@@ -64,17 +96,23 @@ class KeyManager:
         record = self._store.get_key(key_id)
         if record is None:
             raise NotFound(f"key {key_id!r} not found")
+        verify_keys(self._integrity, [record])
         return record
 
     def list(self) -> list[KeyRecord]:
-        return self._store.list_keys()
+        records = self._store.list_keys()
+        verify_keys(self._integrity, records)
+        return records
 
     def set_state(self, key_id: str, state: KeyState, actor: str) -> KeyRecord:
         check_key_id(key_id)
         kind = "key.enabled" if state is KeyState.ENABLED else "key.disabled"
-        record = self._store.set_key_state(
-            key_id, state, AuditEvent(kind, actor, {"key_id": key_id})
-        )
-        if record is None:
-            raise NotFound(f"key {key_id!r} not found")
-        return record
+        # Read (and verify) the row, then store its one successor under a fresh tag;
+        # the store writes it only over the version read (compare-and-set).
+        current = self.get(key_id)
+        new = dataclasses.replace(current, state=state, version=current.version + 1, mac=None)
+        new = dataclasses.replace(new, mac=self._integrity.tag(key_fact(new)))
+        event = AuditEvent(kind, actor, {"key_id": key_id, "row_version": new.version})
+        if not self._store.replace_key(new, event):
+            raise InProgress(f"key {key_id!r} changed meanwhile; retry")
+        return new

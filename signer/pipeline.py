@@ -25,6 +25,7 @@ from proto.custos.v1 import signer_pb2 as pb
 from signer import logs, metrics
 from signer.admission import Judgement, admission, budget_error, judge, pending_row, summarize
 from signer.auth import SERVICE, Identity
+from signer.authenticity import StateAuthenticator
 from signer.chains.base import ChainAdapter, InvalidField, KeyInfo, PreparedTx, SignedTx
 from signer.errors import (
     AlreadyExists,
@@ -40,7 +41,7 @@ from signer.errors import (
 )
 from signer.events import EventBus
 from signer.governance import PolicyGovernor, utcnow
-from signer.keys import KEY_ID
+from signer.keys import KEY_ID, verify_keys
 from signer.store.base import ClaimLost, ClaimOutcome, KeyRecord, KeyState, Store, StoreError
 
 log = logging.getLogger("custos.pipeline")
@@ -84,8 +85,10 @@ class SigningPipeline:
         lease_ms: int,
         governor: PolicyGovernor,
         events: EventBus,
+        integrity: StateAuthenticator,
         clock: Callable[[], datetime] = utcnow,
     ) -> None:
+        self._integrity = integrity
         self._store = store
         self._signer = signer
         self._adapters = adapters
@@ -284,6 +287,9 @@ class SigningPipeline:
             if not caller.may_use_key(item.key_id):
                 raise PermissionDenied(f"items[{index}].key_id: key {item.key_id!r} not granted")
         keys = self._store.get_keys([item.key_id for item in request.items])
+        # Only rows the HSM vouches for may lead to a signature (invariant 8);
+        # verified rows are cached, so a hot key costs no HSM call here.
+        verify_keys(self._integrity, list(keys.values()))
         prepared = []
         for index, item in enumerate(request.items):
             key = keys.get(item.key_id)

@@ -28,6 +28,7 @@ from signer import metrics
 from signer.approval_desk import ApprovalDesk
 from signer.auditlog import AuditLog
 from signer.auth import Authorizer
+from signer.authenticity import audit_alarm, open_authenticator, scan_audit_log
 from signer.chains.registry import ADAPTERS
 from signer.config import Config
 from signer.errors import ConfigError
@@ -86,8 +87,24 @@ class CustosServer:
                 str(config.hsm.library), config.hsm.token_label, pin, config.signing_workers
             )
             audit_key = self.pool.ensure_ed25519(config.audit.key_id)
-            second_factor = SecondFactor(self.store, self.pool, utcnow)
-            self.governor = PolicyGovernor(self.store, config.policy.bootstrap)
+            try:
+                # Stored state is trusted only with its HSM tag (invariant 8); the
+                # audit log says which row versions and activations must not be undercut.
+                self.integrity = open_authenticator(
+                    lambda key_id: functools.partial(self.pool.hmac_many, key_id),
+                    config.integrity.key_id,
+                    config.integrity.key_check,
+                    audit_alarm(self.store.append_audit),
+                )
+                logged = scan_audit_log(self.store.audit_rows)
+                logged.seed(self.integrity)
+                second_factor = SecondFactor(self.store, self.pool, utcnow)
+                self.governor = PolicyGovernor(
+                    self.store, config.policy.bootstrap, integrity=self.integrity, logged=logged
+                )
+            except BaseException:
+                self.pool.close()  # a clear start-up error, no orphaned workers
+                raise
         self.audit = AuditLog(
             self.store,
             config.audit,
@@ -103,6 +120,7 @@ class CustosServer:
             lease_ms=config.server.lease_seconds * 1000,
             governor=self.governor,
             events=events,
+            integrity=self.integrity,
         )
         self.desk = ApprovalDesk(
             self.store,
@@ -115,7 +133,12 @@ class CustosServer:
         )
         self._health = health.HealthServicer()
         self.monitor = HealthMonitor(
-            {"hsm": self.pool.check, "store": self.store.ping}, self._publish_health
+            {
+                "hsm": self.pool.check,
+                "store": self.store.ping,
+                "policy": self.governor.check_integrity,
+            },
+            self._publish_health,
         )
         options = [
             ("grpc.max_receive_message_length", config.server.max_message_bytes),
@@ -132,7 +155,7 @@ class CustosServer:
         )
         signer_pb2_grpc.add_SignerServicer_to_server(SignerService(pipeline), self._grpc)
         keys_pb2_grpc.add_KeysServicer_to_server(
-            KeysService(KeyManager(self.store, self.pool)), self._grpc
+            KeysService(KeyManager(self.store, self.pool, integrity=self.integrity)), self._grpc
         )
         audit_pb2_grpc.add_AuditServicer_to_server(AuditService(self.audit, self.store), self._grpc)
         policy_pb2_grpc.add_PoliciesServicer_to_server(

@@ -54,6 +54,10 @@ class KeyRecord:
     state: KeyState
     created_by: str
     created_at_ms: int
+    # Incremented by every change of the row; with `mac`, the HSM tag over the
+    # record bound to its id and version (signer.authenticity, invariant 8).
+    version: int = 1
+    mac: bytes | None = None
 
 
 class ClaimOutcome(enum.Enum):
@@ -105,8 +109,13 @@ class Store(PolicyStore, Protocol):
 
     def list_keys(self) -> list[KeyRecord]: ...
 
-    def set_key_state(self, key_id: str, state: KeyState, event: AuditEvent) -> KeyRecord | None:
-        """Change the state and audit it; None when the key does not exist."""
+    def replace_key(self, key: KeyRecord, event: AuditEvent) -> bool:
+        """Store `key` (state, version, mac) over version `key.version - 1` and audit it.
+
+        False, and nothing written, when the stored row is not at that version
+        (changed meanwhile, or gone): the caller computed `key.mac` for exactly
+        one successor of the row it read.
+        """
         ...
 
     def claim_batch(

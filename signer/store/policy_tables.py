@@ -27,6 +27,9 @@ class PolicyRow:
     state: str  # proposed | approved | active | superseded | cancelled
     record: str  # JSON of the governance proposal
     activated_at_ms: int | None
+    # Incremented by every change of the row; with `mac`, its HSM tag (signer.authenticity).
+    rev: int = 1
+    mac: bytes | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -55,9 +55,9 @@ from signer.store.policy_tables import Admission, PendingChange, PendingRow, Pol
 
 T = TypeVar("T")
 
-KEY_COLUMNS = "key_id, public_key, state, created_by, created_at_ms"
+KEY_COLUMNS = "key_id, public_key, state, created_by, created_at_ms, version, mac"
 PENDING_COLUMNS = "approval_id, caller, request_id, state, expires_at_ms, record, request"
-POLICY_COLUMNS = "version, hash, document_yaml, state, record, activated_at_ms"
+POLICY_COLUMNS = "version, hash, document_yaml, state, record, activated_at_ms, rev, mac"
 BATCH = "FROM batches WHERE caller = ? AND request_id = ?"
 CLAIM_ATTEMPTS = 4  # insert-or-lock rounds before a claim gives up (the id keeps churning)
 TOKEN_BYTES = 16
@@ -176,11 +176,19 @@ class SqlStore(abc.ABC):
     # -- keys ----------------------------------------------------------------------
 
     def insert_key(self, key: KeyRecord, event: AuditEvent) -> None:
-        row = (key.key_id, key.public_key, key.state.value, key.created_by, key.created_at_ms)
+        row = (
+            key.key_id,
+            key.public_key,
+            key.state.value,
+            key.created_by,
+            key.created_at_ms,
+            key.version,
+            key.mac,
+        )
 
         def work(tx: Tx) -> None:
             inserted = tx.execute(
-                f"INSERT INTO keys ({KEY_COLUMNS}) VALUES (?, ?, ?, ?, ?)"  # noqa: S608
+                f"INSERT INTO keys ({KEY_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)"  # noqa: S608
                 " ON CONFLICT (key_id) DO NOTHING RETURNING 1",
                 row,
             ).fetchone()
@@ -204,16 +212,18 @@ class SqlStore(abc.ABC):
         query = f"SELECT {KEY_COLUMNS} FROM keys ORDER BY key_id"  # noqa: S608
         return [_key(row) for row in self._read(lambda tx: tx.execute(query).fetchall())]
 
-    def set_key_state(self, key_id: str, state: KeyState, event: AuditEvent) -> KeyRecord | None:
-        def work(tx: Tx) -> KeyRecord | None:
-            row = tx.execute(
-                f"UPDATE keys SET state = ? WHERE key_id = ? RETURNING {KEY_COLUMNS}",  # noqa: S608
-                (state.value, key_id),
+    def replace_key(self, key: KeyRecord, event: AuditEvent) -> bool:
+        def work(tx: Tx) -> bool:
+            # Compare-and-set on the version: the mac was made for one successor only.
+            changed = tx.execute(
+                "UPDATE keys SET state = ?, version = ?, mac = ?"
+                " WHERE key_id = ? AND version = ? RETURNING 1",
+                (key.state.value, key.version, key.mac, key.key_id, key.version - 1),
             ).fetchone()
-            if row is None:
-                raise Rollback(None)  # no key, so no audit record either
+            if changed is None:
+                raise Rollback(False)  # nothing changed, so no audit record either
             self._append(tx, [event])
-            return _key(row)
+            return True
 
         return self._write(work)
 
@@ -500,7 +510,7 @@ class SqlStore(abc.ABC):
 
     def policy_versions(self) -> list[PolicyRow]:
         query = f"SELECT {POLICY_COLUMNS} FROM policy_versions ORDER BY version"  # noqa: S608
-        return [PolicyRow(*row) for row in self._read(lambda tx: tx.execute(query).fetchall())]
+        return [_policy(row) for row in self._read(lambda tx: tx.execute(query).fetchall())]
 
     def insert_policy_version(self, row: PolicyRow, events: Sequence[AuditEvent]) -> None:
         """Store a new version (VersionExists when its number is taken)."""
@@ -511,13 +521,15 @@ class SqlStore(abc.ABC):
             row.state,
             row.record,
             row.activated_at_ms,
+            row.rev,
+            row.mac,
         )
 
         def work(tx: Tx) -> None:
             tx.lock("policy", [""])
             inserted = tx.execute(
                 f"INSERT INTO policy_versions ({POLICY_COLUMNS})"  # noqa: S608
-                " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (version) DO NOTHING RETURNING 1",
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (version) DO NOTHING RETURNING 1",
                 values,
             ).fetchone()
             if inserted is None:
@@ -544,16 +556,18 @@ class SqlStore(abc.ABC):
             ).fetchone()
             if current is None:
                 return None
-            result = change(PolicyRow(*current))
+            result = change(_policy(current))
             if result is None:
-                return PolicyRow(*current)
+                return _policy(current)
             new, events = result
             if new.state == "active":
+                # The superseded row keeps its mac: its authenticated state is
+                # "activated" either way (signer.governance.policy_fact).
                 tx.execute("UPDATE policy_versions SET state = 'superseded' WHERE state = 'active'")
             tx.execute(
-                "UPDATE policy_versions SET state = ?, record = ?, activated_at_ms = ?"
-                " WHERE version = ?",
-                (new.state, new.record, new.activated_at_ms, version),
+                "UPDATE policy_versions SET state = ?, record = ?, activated_at_ms = ?,"
+                " rev = ?, mac = ? WHERE version = ?",
+                (new.state, new.record, new.activated_at_ms, new.rev, new.mac, version),
             )
             self._append(tx, events)
             return new
@@ -685,7 +699,13 @@ def _bytes(value: bytes | memoryview | None) -> bytes | None:
 
 
 def _key(row: tuple[Any, ...]) -> KeyRecord:
-    return KeyRecord(row[0], bytes(row[1]), KeyState(row[2]), row[3], int(row[4]))
+    return KeyRecord(
+        row[0], bytes(row[1]), KeyState(row[2]), row[3], int(row[4]), int(row[5]), _bytes(row[6])
+    )
+
+
+def _policy(row: tuple[Any, ...]) -> PolicyRow:
+    return PolicyRow(row[0], row[1], row[2], row[3], row[4], row[5], int(row[6]), _bytes(row[7]))
 
 
 def _pending(row: tuple[Any, ...]) -> PendingRow:

@@ -32,7 +32,9 @@ CREATE TABLE IF NOT EXISTS keys (
     public_key BLOB NOT NULL,
     state TEXT NOT NULL,
     created_by TEXT NOT NULL,
-    created_at_ms INTEGER NOT NULL
+    created_at_ms INTEGER NOT NULL,
+    version INTEGER NOT NULL DEFAULT 1,
+    mac BLOB
 );
 CREATE TABLE IF NOT EXISTS batches (
     caller TEXT NOT NULL,
@@ -61,7 +63,9 @@ CREATE TABLE IF NOT EXISTS policy_versions (
     document_yaml TEXT NOT NULL,
     state TEXT NOT NULL,
     record TEXT NOT NULL,
-    activated_at_ms INTEGER
+    activated_at_ms INTEGER,
+    rev INTEGER NOT NULL DEFAULT 1,
+    mac BLOB
 );
 CREATE TABLE IF NOT EXISTS reservations (
     id INTEGER PRIMARY KEY,
@@ -96,6 +100,12 @@ CREATE TABLE IF NOT EXISTS totp (
 ADDED_COLUMNS = (
     ("batches", "approval_id", "TEXT"),  # approvals
     ("batches", "claim_token", "BLOB"),  # fenced claims: rows from before hold no token
+    # State authenticators (signer.authenticity). Rows from before hold no mac and
+    # are refused until `custos integrity seal` vouches for them once.
+    ("keys", "version", "INTEGER NOT NULL DEFAULT 1"),
+    ("keys", "mac", "BLOB"),
+    ("policy_versions", "rev", "INTEGER NOT NULL DEFAULT 1"),
+    ("policy_versions", "mac", "BLOB"),
 )
 
 

@@ -23,6 +23,7 @@ from signer.services import key_message
 from signer.store.sqlite import SqliteStore
 from tests import builders
 from tests.conftest import SOFTHSM_LIBRARY, DevEnv
+from tests.support import hsm_integrity
 
 pytestmark = pytest.mark.integration
 
@@ -50,7 +51,8 @@ def test_expiry_releases_the_budget_and_settles_the_request(
 ) -> None:
     clock = Clock()
     store = SqliteStore(tmp_path / "custos.db", clock_ms=lambda: int(clock.now.timestamp() * 1000))
-    governor = PolicyGovernor(store, dev_env.dir / "policy.yaml", clock)
+    integrity = hsm_integrity(pool)
+    governor = PolicyGovernor(store, dev_env.dir / "policy.yaml", clock, integrity=integrity)
     events = EventBus()
     inbox = events.subscribe()
     pipeline = SigningPipeline(
@@ -61,6 +63,7 @@ def test_expiry_releases_the_budget_and_settles_the_request(
         lease_ms=60_000,
         governor=governor,
         events=events,
+        integrity=integrity,
         clock=clock,
     )
     desk = ApprovalDesk(
@@ -71,7 +74,7 @@ def test_expiry_releases_the_budget_and_settles_the_request(
         events=events,
         clock=clock,
     )
-    key = key_message(KeyManager(store, pool).create("expiry-key", "officer"))
+    key = key_message(KeyManager(store, pool, integrity=integrity).create("expiry-key", "officer"))
 
     def holesky(value: int, nonce: int) -> pb.SignItem:
         return builders.evm_item(key, chain_id=17000, nonce=nonce, value=str(value))

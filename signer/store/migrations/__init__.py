@@ -126,9 +126,19 @@ CREATE TABLE totp (
 # restart), so their leases run out and a retry takes them over.
 _CLAIM_TOKENS = "ALTER TABLE batches ADD COLUMN claim_token BYTEA;"
 
+# State authenticators (signer.authenticity): a version counter and the HSM tag
+# of each key record and policy version. The migration cannot compute tags (they
+# need the HSM): rows from before hold none and are refused until an operator
+# runs `custos integrity seal` once.
+_STATE_MACS = """
+ALTER TABLE keys ADD COLUMN version BIGINT NOT NULL DEFAULT 1, ADD COLUMN mac BYTEA;
+ALTER TABLE policy_versions ADD COLUMN rev BIGINT NOT NULL DEFAULT 1, ADD COLUMN mac BYTEA;
+"""
+
 POSTGRES: tuple[Migration, ...] = (
     Migration(1, "initial schema", _INITIAL),
     Migration(2, "fenced claims", _CLAIM_TOKENS),
+    Migration(3, "state authenticators", _STATE_MACS),
 )
 
 
