@@ -214,6 +214,17 @@ class PolicyGovernor:
         self._integrity.check(policy_fact(current), current.mac)
         return self._sealed(dataclasses.replace(new, rev=current.rev + 1, mac=None))
 
+    def _update(
+        self,
+        version: int,
+        change: Callable[[PolicyRow], tuple[PolicyRow, list[AuditEvent]] | None],
+    ) -> PolicyRow | None:
+        row = self._store.update_policy_version(version, change)
+        if row is not None:
+            # Committed (or found): an older copy of the row put back is a replay.
+            self._integrity.raise_floor(POLICY_TABLE, (row.version,), row.rev)
+        return row
+
     def _rows(self) -> list[PolicyRow]:
         """Every version row, each verified against its HSM tag (cached after the first)."""
         rows = self._store.policy_versions()
@@ -327,7 +338,7 @@ class PolicyGovernor:
             )
             return self._successor(current, activated), [event]
 
-        return self._store.update_policy_version(row.version, change)
+        return self._update(row.version, change)
 
     def active(self) -> ActivePolicy:
         with self._lock:
@@ -399,7 +410,7 @@ class PolicyGovernor:
             new = dataclasses.replace(current, state=state, record=proposal_json(result))
             return self._successor(current, new), events
 
-        row = self._store.update_policy_version(version, change)
+        row = self._update(version, change)
         if row is None:
             raise NotFound(f"no policy version {version}")
         if refusal:

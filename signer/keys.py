@@ -115,4 +115,6 @@ class KeyManager:
         event = AuditEvent(kind, actor, {"key_id": key_id, "row_version": new.version})
         if not self._store.replace_key(new, event):
             raise InProgress(f"key {key_id!r} changed meanwhile; retry")
+        # Committed: from now on an older copy of the row put back is a replay.
+        self._integrity.raise_floor("keys", (key_id,), new.version)
         return new
