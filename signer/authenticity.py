@@ -26,6 +26,7 @@ alarm hook (an audit record, where the log can still take one).
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import hmac
 import json
@@ -39,6 +40,7 @@ from audit.record import AuditEvent
 from hsm.errors import KeyNotFound
 from signer import metrics
 from signer.errors import ConfigError, TamperedState
+from signer.store.policy_tables import PendingRow
 
 log = logging.getLogger("custos.integrity")
 
@@ -327,3 +329,36 @@ def scan_audit_log(rows: Callable[[int, int], list[tuple[int, bytes, bytes]]]) -
                 key_id, version = str(fields["key_id"]), int(fields.get("row_version", 0))
                 logged.key_versions[key_id] = max(logged.key_versions.get(key_id, 0), version)
         seq = page[-1][0] + 1
+
+
+def pending_fact(row: PendingRow) -> Fact:
+    """What a pending batch's tag covers: the request bytes, approvals (record) and state."""
+    return Fact(
+        "pending",
+        (row.approval_id,),
+        row.rev,
+        (
+            ("caller", row.caller),
+            ("request_id", row.request_id),
+            ("state", row.state),
+            ("expires_at_ms", row.expires_at_ms),
+            ("record", row.record),
+            ("request", row.request),
+        ),
+    )
+
+
+class StoreGuard:
+    """The store's RowGuard (signer.store.base): pending batches sealed and checked."""
+
+    def __init__(self, integrity: StateAuthenticator) -> None:
+        self._integrity = integrity
+
+    def seal_pending(self, row: PendingRow) -> PendingRow:
+        return dataclasses.replace(row, mac=self._integrity.tag(pending_fact(row)))
+
+    def check_pending(self, rows: Sequence[PendingRow]) -> None:
+        self._integrity.verify([(pending_fact(row), row.mac) for row in rows])
+
+    def committed_pending(self, row: PendingRow) -> None:
+        self._integrity.raise_floor("pending", (row.approval_id,), row.rev)

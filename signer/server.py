@@ -28,7 +28,7 @@ from signer import metrics
 from signer.approval_desk import ApprovalDesk
 from signer.auditlog import AuditLog
 from signer.auth import Authorizer
-from signer.authenticity import audit_alarm, open_authenticator, scan_audit_log
+from signer.authenticity import StoreGuard, audit_alarm, open_authenticator, scan_audit_log
 from signer.chains.registry import ADAPTERS
 from signer.config import Config
 from signer.errors import ConfigError
@@ -98,6 +98,7 @@ class CustosServer:
                 )
                 logged = scan_audit_log(self.store.audit_rows)
                 logged.seed(self.integrity)
+                self.store.guard_rows(StoreGuard(self.integrity))
                 second_factor = SecondFactor(self.store, self.pool, utcnow)
                 self.governor = PolicyGovernor(
                     self.store, config.policy.bootstrap, integrity=self.integrity, logged=logged

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from audit.record import AuditEvent, AuditRecord
-from signer.store.policy_tables import Admission, PolicyStore
+from signer.store.policy_tables import Admission, PendingRow, PolicyStore
 
 
 class StoreError(Exception):
@@ -96,6 +96,25 @@ class BatchRecord:
     done: bool
     result: bytes | None
     approval_id: str | None = None  # set while the batch waits for approvals
+
+
+class RowGuard(Protocol):
+    """Seals and checks rows the store writes and reads itself (signer.authenticity).
+
+    Pending batches change inside the store's own read-modify-write
+    transactions, so the store asks its guard for each new row's tag and checks
+    every row it reads or changes; a check that fails raises (TamperedState).
+    """
+
+    def seal_pending(self, row: PendingRow) -> PendingRow:
+        """`row` with the tag of exactly these contents at `row.rev`."""
+        ...
+
+    def check_pending(self, rows: Sequence[PendingRow]) -> None: ...
+
+    def committed_pending(self, row: PendingRow) -> None:
+        """`row` is stored now: an older version of it put back is a replay."""
+        ...
 
 
 class Store(PolicyStore, Protocol):
@@ -212,6 +231,10 @@ class Store(PolicyStore, Protocol):
 
     def exclusive(self, name: str) -> AbstractContextManager[None]:
         """A lock on `name` shared by every replica of the store (set-up steps, key creation)."""
+        ...
+
+    def guard_rows(self, guard: RowGuard) -> None:
+        """Seal and check pending batches with `guard` from now on (the server sets it)."""
         ...
 
     def ping(self) -> None: ...

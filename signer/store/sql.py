@@ -30,6 +30,7 @@ after a deadlock or a lost connection): it must depend only on the row given.
 from __future__ import annotations
 
 import abc
+import dataclasses
 import secrets
 import threading
 import time
@@ -47,6 +48,7 @@ from signer.store.base import (
     KeyAlreadyExists,
     KeyRecord,
     KeyState,
+    RowGuard,
     StoredCheckpoint,
     StoreUnavailable,
     VersionExists,
@@ -56,7 +58,7 @@ from signer.store.policy_tables import Admission, PendingChange, PendingRow, Pol
 T = TypeVar("T")
 
 KEY_COLUMNS = "key_id, public_key, state, created_by, created_at_ms, version, mac"
-PENDING_COLUMNS = "approval_id, caller, request_id, state, expires_at_ms, record, request"
+PENDING_COLUMNS = "approval_id, caller, request_id, state, expires_at_ms, record, request, rev, mac"
 POLICY_COLUMNS = "version, hash, document_yaml, state, record, activated_at_ms, rev, mac"
 BATCH = "FROM batches WHERE caller = ? AND request_id = ?"
 CLAIM_ATTEMPTS = 4  # insert-or-lock rounds before a claim gives up (the id keeps churning)
@@ -113,6 +115,10 @@ class SqlStore(abc.ABC):
         self._clock_ms = clock_ms
         self._appended = threading.Condition()
         self._generation = 0  # bumped on every local write; wakes wait_for_audit early
+        self._guard: RowGuard = _Unguarded()
+
+    def guard_rows(self, guard: RowGuard) -> None:
+        self._guard = guard
 
     # -- the dialect ---------------------------------------------------------------
 
@@ -240,6 +246,12 @@ class SqlStore(abc.ABC):
         admission: Admission | None = None,
     ) -> Claim:
         held = admission.pending if admission is not None else None
+        if admission is not None and held is not None:
+            # Sealed before the transaction: the HSM call holds no lock.
+            held = self._guard.seal_pending(
+                dataclasses.replace(held, caller=caller, request_id=request_id, rev=1, mac=None)
+            )
+            admission = dataclasses.replace(admission, pending=held)
         # A held batch has nobody signing it yet: its signer claims it with claim_approved.
         token = None if held is not None else secrets.token_bytes(TOKEN_BYTES)
         approval_id = held.approval_id if held is not None else None
@@ -339,8 +351,19 @@ class SqlStore(abc.ABC):
         if admission.pending is not None:
             p = admission.pending
             tx.execute(
-                f"INSERT INTO pending ({PENDING_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)",  # noqa: S608
-                (p.approval_id, caller, request_id, p.state, p.expires_at_ms, p.record, p.request),
+                f"INSERT INTO pending ({PENDING_COLUMNS})"  # noqa: S608
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    p.approval_id,
+                    caller,
+                    request_id,
+                    p.state,
+                    p.expires_at_ms,
+                    p.record,
+                    p.request,
+                    p.rev,
+                    p.mac,
+                ),
             )
         return None
 
@@ -583,7 +606,11 @@ class SqlStore(abc.ABC):
                 (approval_id,),
             ).fetchone()
         )
-        return None if row is None else _pending(row)
+        if row is None:
+            return None
+        found = _pending(row)
+        self._guard.check_pending([found])
+        return found
 
     def list_pending(self, states: Sequence[str]) -> list[PendingRow]:
         if not states:
@@ -592,9 +619,11 @@ class SqlStore(abc.ABC):
             f"SELECT {PENDING_COLUMNS} FROM pending WHERE state IN ({_marks(states)})"  # noqa: S608
             " ORDER BY expires_at_ms, approval_id"
         )
-        return [
+        rows = [
             _pending(row) for row in self._read(lambda tx: tx.execute(query, states).fetchall())
         ]
+        self._guard.check_pending(rows)
+        return rows
 
     def update_pending(
         self,
@@ -608,22 +637,37 @@ class SqlStore(abc.ABC):
         completed already keeps its result and its reservations.
         """
 
+        written: list[PendingRow] = []
+
         def work(tx: Tx) -> PendingRow | T | None:
-            current = tx.execute(
+            written.clear()  # PostgreSQL may run this again
+            found = tx.execute(
                 f"SELECT {PENDING_COLUMNS} FROM pending WHERE approval_id = ?"  # noqa: S608
                 f"{tx.for_update}",
                 (approval_id,),
             ).fetchone()
-            if current is None:
+            if found is None:
                 return None
-            result = change(_pending(current))
+            current = _pending(found)
+            self._guard.check_pending([current])  # never build on a forged or altered row
+            result = change(current)
             if not isinstance(result, PendingChange):
                 return result
-            new = result.row
-            tx.execute(
-                "UPDATE pending SET state = ?, record = ? WHERE approval_id = ?",
-                (new.state, new.record, approval_id),
+            # Only state and record change; the tag covers the whole next version.
+            new = self._guard.seal_pending(
+                dataclasses.replace(
+                    current,
+                    state=result.row.state,
+                    record=result.row.record,
+                    rev=current.rev + 1,
+                    mac=None,
+                )
             )
+            tx.execute(
+                "UPDATE pending SET state = ?, record = ?, rev = ?, mac = ? WHERE approval_id = ?",
+                (new.state, new.record, new.rev, new.mac, approval_id),
+            )
+            written.append(new)
             if result.release_budget:
                 _release_reservations(tx, new.caller, new.request_id)
             if result.final_result is not None:
@@ -636,7 +680,10 @@ class SqlStore(abc.ABC):
             self._append(tx, result.events)
             return new
 
-        return self._write(work)
+        outcome = self._write(work)
+        for row in written:
+            self._guard.committed_pending(row)
+        return outcome
 
     # -- TOTP -----------------------------------------------------------------------
 
@@ -709,4 +756,19 @@ def _policy(row: tuple[Any, ...]) -> PolicyRow:
 
 
 def _pending(row: tuple[Any, ...]) -> PendingRow:
-    return PendingRow(row[0], row[1], row[2], row[3], row[4], row[5], bytes(row[6]))
+    return PendingRow(
+        row[0], row[1], row[2], row[3], row[4], row[5], bytes(row[6]), int(row[7]), _bytes(row[8])
+    )
+
+
+class _Unguarded:
+    """No HSM at hand (store tests): rows pass unsealed. The server always sets a guard."""
+
+    def seal_pending(self, row: PendingRow) -> PendingRow:
+        return row
+
+    def check_pending(self, rows: Sequence[PendingRow]) -> None:
+        pass
+
+    def committed_pending(self, row: PendingRow) -> None:
+        pass

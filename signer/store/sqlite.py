@@ -86,7 +86,9 @@ CREATE TABLE IF NOT EXISTS pending (
     state TEXT NOT NULL,
     expires_at_ms INTEGER NOT NULL,
     record TEXT NOT NULL,
-    request BLOB NOT NULL
+    request BLOB NOT NULL,
+    rev INTEGER NOT NULL DEFAULT 1,
+    mac BLOB
 );
 CREATE TABLE IF NOT EXISTS totp (
     subject TEXT PRIMARY KEY,
@@ -106,6 +108,8 @@ ADDED_COLUMNS = (
     ("keys", "mac", "BLOB"),
     ("policy_versions", "rev", "INTEGER NOT NULL DEFAULT 1"),
     ("policy_versions", "mac", "BLOB"),
+    ("pending", "rev", "INTEGER NOT NULL DEFAULT 1"),
+    ("pending", "mac", "BLOB"),
 )
 
 

@@ -12,6 +12,7 @@ from hsm.pool import SigningPool
 from proto.custos.v1 import signer_pb2 as pb
 from signer.approval_desk import ApprovalDesk
 from signer.auth import Identity
+from signer.authenticity import StoreGuard
 from signer.chains.registry import ADAPTERS
 from signer.errors import BudgetExceeded
 from signer.events import EventBus
@@ -52,6 +53,7 @@ def test_expiry_releases_the_budget_and_settles_the_request(
     clock = Clock()
     store = SqliteStore(tmp_path / "custos.db", clock_ms=lambda: int(clock.now.timestamp() * 1000))
     integrity = hsm_integrity(pool)
+    store.guard_rows(StoreGuard(integrity))
     governor = PolicyGovernor(store, dev_env.dir / "policy.yaml", clock, integrity=integrity)
     events = EventBus()
     inbox = events.subscribe()
