@@ -349,7 +349,7 @@ def pending_fact(row: PendingRow) -> Fact:
 
 
 class StoreGuard:
-    """The store's RowGuard (signer.store.base): pending batches sealed and checked."""
+    """The store's RowGuard (signer.store.base): pending batches and TOTP rows."""
 
     def __init__(self, integrity: StateAuthenticator) -> None:
         self._integrity = integrity
@@ -362,3 +362,19 @@ class StoreGuard:
 
     def committed_pending(self, row: PendingRow) -> None:
         self._integrity.raise_floor("pending", (row.approval_id,), row.rev)
+
+    def seal_totp(self, subject: str, sealed: bytes, state: str, rev: int) -> bytes | None:
+        return self._integrity.tag(totp_fact(subject, sealed, state, rev))
+
+    def check_totp(
+        self, subject: str, sealed: bytes, state: str, rev: int, mac: bytes | None
+    ) -> None:
+        self._integrity.check(totp_fact(subject, sealed, state, rev), mac)
+
+    def committed_totp(self, subject: str, rev: int) -> None:
+        self._integrity.raise_floor("totp", (subject,), rev)
+
+
+def totp_fact(subject: str, sealed: bytes, state: str, rev: int) -> Fact:
+    """What a TOTP row's tag covers: the sealed secret and the counters (last step, failures)."""
+    return Fact("totp", (subject,), rev, (("sealed", sealed), ("state", state)))

@@ -101,7 +101,7 @@ class BatchRecord:
 class RowGuard(Protocol):
     """Seals and checks rows the store writes and reads itself (signer.authenticity).
 
-    Pending batches change inside the store's own read-modify-write
+    Pending batches and TOTP rows change inside the store's own read-modify-write
     transactions, so the store asks its guard for each new row's tag and checks
     every row it reads or changes; a check that fails raises (TamperedState).
     """
@@ -115,6 +115,16 @@ class RowGuard(Protocol):
     def committed_pending(self, row: PendingRow) -> None:
         """`row` is stored now: an older version of it put back is a replay."""
         ...
+
+    def seal_totp(self, subject: str, sealed: bytes, state: str, rev: int) -> bytes | None:
+        """The tag of one identity's TOTP row (sealed secret, counters) at version `rev`."""
+        ...
+
+    def check_totp(
+        self, subject: str, sealed: bytes, state: str, rev: int, mac: bytes | None
+    ) -> None: ...
+
+    def committed_totp(self, subject: str, rev: int) -> None: ...
 
 
 class Store(PolicyStore, Protocol):

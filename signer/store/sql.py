@@ -688,42 +688,72 @@ class SqlStore(abc.ABC):
     # -- TOTP -----------------------------------------------------------------------
 
     def put_totp(self, subject: str, sealed: bytes, state: str, event: AuditEvent) -> None:
-        self._write_audited(
-            lambda tx: tx.execute(
-                "INSERT INTO totp (subject, sealed, state) VALUES (?, ?, ?)"
+        written: list[int] = []
+
+        def work(tx: Tx) -> None:
+            written.clear()
+            found = tx.execute(
+                f"SELECT rev FROM totp WHERE subject = ?{tx.for_update}",  # noqa: S608
+                (subject,),
+            ).fetchone()
+            rev = 1 if found is None else int(found[0]) + 1  # a new version, even re-enrolled
+            mac = self._guard.seal_totp(subject, sealed, state, rev)
+            tx.execute(
+                "INSERT INTO totp (subject, sealed, state, rev, mac) VALUES (?, ?, ?, ?, ?)"
                 " ON CONFLICT (subject) DO UPDATE SET sealed = excluded.sealed,"
-                " state = excluded.state",
-                (subject, sealed, state),
-            ),
-            [event],
-        )
+                " state = excluded.state, rev = excluded.rev, mac = excluded.mac",
+                (subject, sealed, state, rev, mac),
+            )
+            written.append(rev)
+
+        self._write_audited(work, [event])
+        for rev in written:
+            self._guard.committed_totp(subject, rev)
 
     def get_totp(self, subject: str) -> tuple[bytes, str] | None:
         row = self._read(
             lambda tx: tx.execute(
-                "SELECT sealed, state FROM totp WHERE subject = ?", (subject,)
+                "SELECT sealed, state, rev, mac FROM totp WHERE subject = ?", (subject,)
             ).fetchone()
         )
-        return None if row is None else (bytes(row[0]), str(row[1]))
+        if row is None:
+            return None
+        sealed, state = bytes(row[0]), str(row[1])
+        self._guard.check_totp(subject, sealed, state, int(row[2]), _bytes(row[3]))
+        return sealed, state
 
     def update_totp_state(
         self, subject: str, change: Callable[[str], tuple[str, Sequence[AuditEvent], T]]
     ) -> T:
         """Run `change` on the stored state inside one transaction and keep its result."""
 
+        written: list[int] = []
+
         def work(tx: Tx) -> T:
+            written.clear()
             row = tx.execute(
-                f"SELECT state FROM totp WHERE subject = ?{tx.for_update}",  # noqa: S608
+                f"SELECT sealed, state, rev, mac FROM totp WHERE subject = ?{tx.for_update}",  # noqa: S608
                 (subject,),
             ).fetchone()
             if row is None:
                 raise LookupError(f"{subject} has no TOTP enrollment")
-            state, events, result = change(row[0])
-            tx.execute("UPDATE totp SET state = ? WHERE subject = ?", (state, subject))
+            sealed, rev = bytes(row[0]), int(row[2])
+            # A reset failure count or an older last-used step must not pass.
+            self._guard.check_totp(subject, sealed, str(row[1]), rev, _bytes(row[3]))
+            state, events, result = change(row[1])
+            mac = self._guard.seal_totp(subject, sealed, state, rev + 1)
+            tx.execute(
+                "UPDATE totp SET state = ?, rev = ?, mac = ? WHERE subject = ?",
+                (state, rev + 1, mac, subject),
+            )
+            written.append(rev + 1)
             self._append(tx, events)
             return result
 
-        return self._write(work)
+        outcome = self._write(work)
+        for rev in written:
+            self._guard.committed_totp(subject, rev)
+        return outcome
 
 
 def _release_reservations(tx: Tx, caller: str, request_id: str) -> None:
@@ -771,4 +801,15 @@ class _Unguarded:
         pass
 
     def committed_pending(self, row: PendingRow) -> None:
+        pass
+
+    def seal_totp(self, subject: str, sealed: bytes, state: str, rev: int) -> bytes | None:
+        return None
+
+    def check_totp(
+        self, subject: str, sealed: bytes, state: str, rev: int, mac: bytes | None
+    ) -> None:
+        pass
+
+    def committed_totp(self, subject: str, rev: int) -> None:
         pass

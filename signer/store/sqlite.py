@@ -93,7 +93,9 @@ CREATE TABLE IF NOT EXISTS pending (
 CREATE TABLE IF NOT EXISTS totp (
     subject TEXT PRIMARY KEY,
     sealed BLOB NOT NULL,
-    state TEXT NOT NULL
+    state TEXT NOT NULL,
+    rev INTEGER NOT NULL DEFAULT 1,
+    mac BLOB
 );
 """
 
@@ -110,6 +112,8 @@ ADDED_COLUMNS = (
     ("policy_versions", "mac", "BLOB"),
     ("pending", "rev", "INTEGER NOT NULL DEFAULT 1"),
     ("pending", "mac", "BLOB"),
+    ("totp", "rev", "INTEGER NOT NULL DEFAULT 1"),
+    ("totp", "mac", "BLOB"),
 )
 
 

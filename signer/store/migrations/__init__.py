@@ -127,13 +127,14 @@ CREATE TABLE totp (
 _CLAIM_TOKENS = "ALTER TABLE batches ADD COLUMN claim_token BYTEA;"
 
 # State authenticators (signer.authenticity): a version counter and the HSM tag
-# of each key record, policy version and pending batch. The migration cannot
-# compute tags (they need the HSM): rows from before hold none and are refused
-# until an operator runs `custos integrity seal` once.
+# of each key record, policy version, pending batch and TOTP row. The migration
+# cannot compute tags (they need the HSM): rows from before hold none and are
+# refused until an operator runs `custos integrity seal` once.
 _STATE_MACS = """
 ALTER TABLE keys ADD COLUMN version BIGINT NOT NULL DEFAULT 1, ADD COLUMN mac BYTEA;
 ALTER TABLE policy_versions ADD COLUMN rev BIGINT NOT NULL DEFAULT 1, ADD COLUMN mac BYTEA;
 ALTER TABLE pending ADD COLUMN rev BIGINT NOT NULL DEFAULT 1, ADD COLUMN mac BYTEA;
+ALTER TABLE totp ADD COLUMN rev BIGINT NOT NULL DEFAULT 1, ADD COLUMN mac BYTEA;
 """
 
 POSTGRES: tuple[Migration, ...] = (

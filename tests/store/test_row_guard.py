@@ -1,4 +1,4 @@
-"""Pending batches sealed and checked by the store's RowGuard, on both backends.
+"""Pending batches and TOTP rows sealed and checked by the store's RowGuard, on both backends.
 
 The guard here uses a software key (tests.support.soft_integrity); the real
 server's guard uses the token's state key, exercised in tests/integration.
@@ -129,3 +129,38 @@ def test_an_older_version_put_back_is_refused(guarded: Store, backend: Backend) 
     )
     with pytest.raises(TamperedState, match="older than version 2"):
         guarded.get_pending("ap1")
+
+
+def _use_code(state: str) -> tuple[str, list[Any], str]:
+    return state + "+used", [event("totp.used")], "ok"
+
+
+def test_totp_rows_are_sealed_and_checked(guarded: Store, backend: Backend) -> None:
+    guarded.put_totp("CN=alice", b"sealed secret", "fresh", event("totp.enrolled"))
+    assert guarded.get_totp("CN=alice") == (b"sealed secret", "fresh")
+    assert guarded.update_totp_state("CN=alice", _use_code) == "ok"
+    assert guarded.get_totp("CN=alice") == (b"sealed secret", "fresh+used")
+
+    # A failure count or last-used step reset by hand; a secret moved from another identity.
+    for attack in (
+        "UPDATE totp SET state = 'fresh' WHERE subject = 'CN=alice'",
+        "UPDATE totp SET sealed = ? WHERE subject = 'CN=alice'",
+    ):
+        guarded.put_totp("CN=alice", b"sealed secret", "fresh", event("totp.enrolled"))
+        _sql(
+            backend, attack.replace("'fresh'", "'reset'"), (b"mallory's",) if "?" in attack else ()
+        )
+        with pytest.raises(TamperedState, match="totp row 'CN=alice'"):
+            guarded.get_totp("CN=alice")
+        with pytest.raises(TamperedState):
+            guarded.update_totp_state("CN=alice", _use_code)
+
+
+def test_an_older_totp_state_put_back_is_refused(guarded: Store, backend: Backend) -> None:
+    guarded.put_totp("CN=bob", b"sealed", "step=1", event("totp.enrolled"))
+    _sql(backend, "CREATE TABLE totp_backup AS SELECT * FROM totp")
+    guarded.update_totp_state("CN=bob", _use_code)
+    _sql(backend, "DELETE FROM totp")
+    _sql(backend, "INSERT INTO totp SELECT * FROM totp_backup")
+    with pytest.raises(TamperedState, match="older than version 2"):
+        guarded.get_totp("CN=bob")
