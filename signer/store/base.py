@@ -10,13 +10,13 @@ signer.store.postgres); signer.store.factory.open_store picks one by URL.
 from __future__ import annotations
 
 import enum
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Protocol
 
 from audit.record import AuditEvent, AuditRecord
-from signer.store.policy_tables import Admission, PendingRow, PolicyStore
+from signer.store.policy_tables import Admission, PendingRow, PolicyRow, PolicyStore
 
 
 class StoreError(Exception):
@@ -125,6 +125,18 @@ class RowGuard(Protocol):
     ) -> None: ...
 
     def committed_totp(self, subject: str, rev: int) -> None: ...
+
+
+class LegacySealer(Protocol):
+    """Tags for rows written before state authentication (`custos integrity seal`)."""
+
+    def key(self, record: KeyRecord) -> bytes: ...
+
+    def policy(self, row: PolicyRow) -> bytes: ...
+
+    def pending(self, row: PendingRow) -> bytes: ...
+
+    def totp(self, subject: str, sealed: bytes, state: str, rev: int) -> bytes: ...
 
 
 class Store(PolicyStore, Protocol):
@@ -241,6 +253,16 @@ class Store(PolicyStore, Protocol):
 
     def exclusive(self, name: str) -> AbstractContextManager[None]:
         """A lock on `name` shared by every replica of the store (set-up steps, key creation)."""
+        ...
+
+    def seal_legacy_rows(
+        self, sealer: LegacySealer, event: Callable[[dict[str, list[str]]], AuditEvent]
+    ) -> dict[str, list[str]]:
+        """Tag every row that has none, once, in one audited transaction; the rows tagged.
+
+        Refuses (StoreError) when any row of those tables carries a tag already: a
+        store that has been sealed once only loses tags by tampering.
+        """
         ...
 
     def guard_rows(self, guard: RowGuard) -> None:

@@ -48,8 +48,10 @@ from signer.store.base import (
     KeyAlreadyExists,
     KeyRecord,
     KeyState,
+    LegacySealer,
     RowGuard,
     StoredCheckpoint,
+    StoreError,
     StoreUnavailable,
     VersionExists,
 )
@@ -119,6 +121,50 @@ class SqlStore(abc.ABC):
 
     def guard_rows(self, guard: RowGuard) -> None:
         self._guard = guard
+
+    def seal_legacy_rows(
+        self, sealer: LegacySealer, event: Callable[[dict[str, list[str]]], AuditEvent]
+    ) -> dict[str, list[str]]:
+        def work(tx: Tx) -> dict[str, list[str]]:
+            for table in ("keys", "policy_versions", "pending", "totp"):
+                tagged = tx.execute(
+                    f"SELECT 1 FROM {table} WHERE mac IS NOT NULL LIMIT 1"  # noqa: S608
+                ).fetchone()
+                if tagged is not None:
+                    raise StoreError(
+                        f"{table} already holds authenticated rows: this store was sealed"
+                        " before, and rows without a tag now are tampered, not old"
+                    )
+            sealed: dict[str, list[str]] = {}
+            query = f"SELECT {KEY_COLUMNS} FROM keys ORDER BY key_id"  # noqa: S608
+            for key in [_key(row) for row in tx.execute(query).fetchall()]:
+                tx.execute(
+                    "UPDATE keys SET mac = ? WHERE key_id = ?", (sealer.key(key), key.key_id)
+                )
+                sealed.setdefault("keys", []).append(key.key_id)
+            query = f"SELECT {POLICY_COLUMNS} FROM policy_versions ORDER BY version"  # noqa: S608
+            for policy in [_policy(row) for row in tx.execute(query).fetchall()]:
+                tx.execute(
+                    "UPDATE policy_versions SET mac = ? WHERE version = ?",
+                    (sealer.policy(policy), policy.version),
+                )
+                sealed.setdefault("policy_versions", []).append(str(policy.version))
+            query = f"SELECT {PENDING_COLUMNS} FROM pending ORDER BY approval_id"  # noqa: S608
+            for pending in [_pending(row) for row in tx.execute(query).fetchall()]:
+                tx.execute(
+                    "UPDATE pending SET mac = ? WHERE approval_id = ?",
+                    (sealer.pending(pending), pending.approval_id),
+                )
+                sealed.setdefault("pending", []).append(pending.approval_id)
+            rows = tx.execute("SELECT subject, sealed, state, rev FROM totp ORDER BY subject")
+            for subject, secret, state, rev in rows.fetchall():
+                mac = sealer.totp(subject, bytes(secret), state, int(rev))
+                tx.execute("UPDATE totp SET mac = ? WHERE subject = ?", (mac, subject))
+                sealed.setdefault("totp", []).append(subject)
+            self._append(tx, [event(sealed)])
+            return sealed
+
+        return self._write(work)
 
     # -- the dialect ---------------------------------------------------------------
 

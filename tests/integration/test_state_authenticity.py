@@ -4,18 +4,24 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import sqlite3
 import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+import grpc
 import pkcs11
 import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 from pkcs11 import Attribute, ObjectClass
 
+from audit.record import AuditRecord
 from hsm.errors import KeyExists, KeyNotFound
 from hsm.pkcs11_token import Pkcs11Token
 from hsm.pool import SigningPool
+from proto.custos.v1 import keys_pb2, keys_pb2_grpc, signer_pb2_grpc
+from proto.custos.v1 import signer_pb2 as pb
 from signer import metrics
 from signer.authenticity import (
     KEY_CHECK_MESSAGE,
@@ -25,11 +31,15 @@ from signer.authenticity import (
     open_authenticator,
 )
 from signer.errors import ConfigError, TamperedState
-from tests.conftest import SOFTHSM_LIBRARY, DevEnv
+from tests import builders
+from tests.conftest import SOFTHSM_LIBRARY, DevEnv, ServerProcess
+from tests.second_impl import evm_sender
 
 pytestmark = pytest.mark.integration
 
 KEY_ID = "_state"
+SERVING = health_pb2.HealthCheckResponse.SERVING
+NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 
 
 @pytest.fixture(scope="module")
@@ -220,3 +230,56 @@ def test_init_key_is_idempotent_and_prints_the_pinned_check(dev_env: DevEnv) -> 
     )
     assert "already in the token" in result.stdout
     assert f'key_check = "{dev_env.config().integrity.key_check}"' in result.stdout
+
+
+def _cli(env: DevEnv, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "signer.cli", *args, "--config", str(env.config_path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def test_a_store_from_before_is_refused_until_sealed_once(own_server: ServerProcess) -> None:
+    server = own_server
+    server.start()
+    key = keys_pb2_grpc.KeysStub(server.channel("officer")).CreateKey(
+        keys_pb2.CreateKeyRequest(key_id="upgraded")
+    )
+    server.stop()
+    # What the migration leaves: every row without a tag.
+    db = sqlite3.connect(server.env.dir / "custos.db", isolation_level=None)
+    for table in ("keys", "policy_versions", "pending", "totp"):
+        db.execute(f"UPDATE {table} SET mac = NULL")  # noqa: S608
+    db.close()
+
+    server.start()
+    health = health_pb2_grpc.HealthStub(server.channel("auditor"))
+    assert health.Check(health_pb2.HealthCheckRequest()).status == NOT_SERVING
+    signer = signer_pb2_grpc.SignerStub(server.channel("payments"))
+    with pytest.raises(grpc.RpcError) as caught:
+        signer.SignBatch(pb.SignBatchRequest(request_id="up-1", items=[builders.evm_item(key)]))
+    assert caught.value.code() is grpc.StatusCode.DATA_LOSS
+    server.stop()
+
+    sealed = _cli(server.env, "integrity", "seal")
+    assert sealed.returncode == 0, sealed.stderr
+    assert "sealed 1 row(s) of keys: upgraded" in sealed.stdout
+    assert "sealed 1 row(s) of policy_versions: 1" in sealed.stdout
+    again = _cli(server.env, "integrity", "seal")
+    assert again.returncode == 2
+    assert "already holds authenticated rows" in again.stderr
+
+    server.start()  # on another port: new stubs
+    health = health_pb2_grpc.HealthStub(server.channel("auditor"))
+    signer = signer_pb2_grpc.SignerStub(server.channel("payments"))
+    assert health.Check(health_pb2.HealthCheckRequest()).status == SERVING
+    response = signer.SignBatch(
+        pb.SignBatchRequest(request_id="up-2", items=[builders.evm_item(key)])
+    )
+    assert evm_sender(response.items[0].raw_tx) == response.items[0].address
+    assert any(
+        AuditRecord.decode(data).event.kind == "state.sealed" for data in server.verified_log()
+    )
