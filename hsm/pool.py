@@ -161,6 +161,7 @@ _TASKS: dict[str, Callable[..., object]] = {
     )
 }
 
+
 def _create_hmac_key(key_id: str) -> None:
     _token().create_hmac_key(key_id)
 
