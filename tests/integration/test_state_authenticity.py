@@ -7,6 +7,7 @@ import hmac
 import sqlite3
 import subprocess
 import sys
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -32,7 +33,7 @@ from signer.authenticity import (
 )
 from signer.errors import ConfigError, TamperedState
 from tests import builders
-from tests.conftest import SOFTHSM_LIBRARY, DevEnv, ServerProcess
+from tests.conftest import SOFTHSM_LIBRARY, DevEnv, RunningServer, ServerProcess
 from tests.second_impl import evm_sender
 
 pytestmark = pytest.mark.integration
@@ -283,3 +284,21 @@ def test_a_store_from_before_is_refused_until_sealed_once(own_server: ServerProc
     assert any(
         AuditRecord.decode(data).event.kind == "state.sealed" for data in server.verified_log()
     )
+
+
+def test_the_signing_hot_path_costs_no_hsm_round_trip_for_its_key(server: RunningServer) -> None:
+    """Issue 8's benchmark budget: key lookups per SignBatch hit the verified-row cache."""
+    key = server.create_key(f"hot-{uuid.uuid4().hex[:8]}")
+    integrity = server.server.integrity  # type: ignore[attr-defined]
+    stub = server.signer()
+
+    def sign() -> None:
+        request = pb.SignBatchRequest(request_id=uuid.uuid4().hex, items=[builders.evm_item(key)])
+        signed = stub.SignBatch(request).items[0]
+        assert evm_sender(signed.raw_tx) == signed.address
+
+    sign()
+    before = integrity.hsm_calls
+    for _ in range(20):
+        sign()
+    assert integrity.hsm_calls == before
