@@ -107,7 +107,9 @@ class StateAuthenticator:
         self._cache: OrderedDict[bytes, bytes] = OrderedDict()
         self._cache_entries = cache_entries
         self._lock = threading.Lock()
-        self._floors: dict[tuple[str, tuple[Value, ...]], int] = {}
+        # Highest version seen per row, and the epoch when it was first seen.
+        self._floors: dict[tuple[str, tuple[Value, ...]], tuple[int, int]] = {}
+        self._epoch = 0
         self.hsm_calls = 0  # round trips made, for tests and the benchmark
 
     def _remember(self, digest: bytes, tag: bytes) -> None:
@@ -142,11 +144,19 @@ class StateAuthenticator:
     def tag(self, fact: Fact) -> bytes:
         return self.tags([fact])[0]
 
-    def verify(self, rows: Sequence[tuple[Fact, bytes | None]]) -> None:
+    def epoch(self) -> int:
+        """Take before reading rows, and pass to verify() as `since` (see there)."""
+        with self._lock:
+            return self._epoch
+
+    def verify(self, rows: Sequence[tuple[Fact, bytes | None]], since: int | None = None) -> None:
         """Check every (fact, stored tag); TamperedState naming the first bad row.
 
         Rows whose (encoding, tag) pair was verified before cost nothing; the
-        others are checked in one HSM round trip.
+        others are checked in one HSM round trip. `since`, the epoch() taken
+        before the rows were read: a newer version first seen after that moment
+        may have been committed after the read, so an older row is then a stale
+        read, not a replay. None: the rows were read under a lock (current).
         """
         missing: list[tuple[Fact, bytes, bytes]] = []  # fact, digest, stored tag
         bad: list[tuple[Fact, str]] = []
@@ -168,35 +178,40 @@ class StateAuthenticator:
                 else:
                     bad.append((fact, "does not match its authenticator"))
         if not bad:
-            bad = self._check_floors([fact for fact, _stored in rows])
+            bad = self._check_floors([fact for fact, _stored in rows], since)
         if bad:
             failures = [self._report(fact, why) for fact, why in bad]
             raise failures[0]
 
-    def _check_floors(self, facts: Sequence[Fact]) -> list[tuple[Fact, str]]:
+    def _check_floors(self, facts: Sequence[Fact], since: int | None) -> list[tuple[Fact, str]]:
         """Authentic rows must not be older than a version seen before; raise the floors."""
         bad = []
         with self._lock:
             for fact in facts:
-                floor = self._floors.get((fact.table, fact.key), 0)
-                if fact.version < floor:
+                floor, seen_at = self._floors.get((fact.table, fact.key), (0, 0))
+                known_before_read = since is None or seen_at <= since
+                if fact.version < floor and known_before_read:
                     bad.append(
                         (fact, f"is version {fact.version}, older than version {floor} seen before")
                     )
             if not bad:
                 for fact in facts:
-                    name = (fact.table, fact.key)
-                    self._floors[name] = max(self._floors.get(name, 0), fact.version)
+                    self._raise(fact.table, fact.key, fact.version)
         return bad
+
+    def _raise(self, table: str, key: tuple[Value, ...], version: int) -> None:
+        name = (table, key)
+        if version > self._floors.get(name, (0, 0))[0]:
+            self._epoch += 1
+            self._floors[name] = (version, self._epoch)
 
     def raise_floor(self, table: str, key: tuple[Value, ...], version: int) -> None:
         """Refuse versions of this row below `version` from now on (e.g. from the audit log)."""
         with self._lock:
-            name = (table, key)
-            self._floors[name] = max(self._floors.get(name, 0), version)
+            self._raise(table, key, version)
 
-    def check(self, fact: Fact, stored: bytes | None) -> None:
-        self.verify([(fact, stored)])
+    def check(self, fact: Fact, stored: bytes | None, since: int | None = None) -> None:
+        self.verify([(fact, stored)], since)
 
     def _report(self, fact: Fact, why: str) -> TamperedState:
         exc = TamperedState(fact.table, fact.key, why)
@@ -357,8 +372,11 @@ class StoreGuard:
     def seal_pending(self, row: PendingRow) -> PendingRow:
         return dataclasses.replace(row, mac=self._integrity.tag(pending_fact(row)))
 
-    def check_pending(self, rows: Sequence[PendingRow]) -> None:
-        self._integrity.verify([(pending_fact(row), row.mac) for row in rows])
+    def epoch(self) -> int:
+        return self._integrity.epoch()
+
+    def check_pending(self, rows: Sequence[PendingRow], since: int | None = None) -> None:
+        self._integrity.verify([(pending_fact(row), row.mac) for row in rows], since)
 
     def committed_pending(self, row: PendingRow) -> None:
         self._integrity.raise_floor("pending", (row.approval_id,), row.rev)
@@ -367,9 +385,16 @@ class StoreGuard:
         return self._integrity.tag(totp_fact(subject, sealed, state, rev))
 
     def check_totp(
-        self, subject: str, sealed: bytes, state: str, rev: int, mac: bytes | None
+        self,
+        subject: str,
+        sealed: bytes,
+        state: str,
+        rev: int,
+        mac: bytes | None,
+        *,
+        since: int | None = None,
     ) -> None:
-        self._integrity.check(totp_fact(subject, sealed, state, rev), mac)
+        self._integrity.check(totp_fact(subject, sealed, state, rev), mac, since)
 
     def committed_totp(self, subject: str, rev: int) -> None:
         self._integrity.raise_floor("totp", (subject,), rev)

@@ -227,8 +227,9 @@ class PolicyGovernor:
 
     def _rows(self) -> list[PolicyRow]:
         """Every version row, each verified against its HSM tag (cached after the first)."""
+        since = self._integrity.epoch()
         rows = self._store.policy_versions()
-        self._integrity.verify([(policy_fact(row), row.mac) for row in rows])
+        self._integrity.verify([(policy_fact(row), row.mac) for row in rows], since)
         return rows
 
     def _derive_active(self, rows: list[PolicyRow]) -> PolicyRow | None:

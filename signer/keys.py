@@ -32,9 +32,14 @@ def key_fact(record: KeyRecord) -> Fact:
     )
 
 
-def verify_keys(integrity: StateAuthenticator, records: Sequence[KeyRecord]) -> None:
-    """TamperedState unless every record carries its HSM tag (cached: hot keys cost nothing)."""
-    integrity.verify([(key_fact(record), record.mac) for record in records])
+def verify_keys(
+    integrity: StateAuthenticator, records: Sequence[KeyRecord], since: int | None
+) -> None:
+    """TamperedState unless every record carries its HSM tag (cached: hot keys cost nothing).
+
+    `since`: integrity.epoch() taken before the records were read.
+    """
+    integrity.verify([(key_fact(record), record.mac) for record in records], since)
 
 
 def check_key_id(key_id: str, field: str = "key_id") -> None:
@@ -93,15 +98,17 @@ class KeyManager:
 
     def get(self, key_id: str) -> KeyRecord:
         check_key_id(key_id)
+        since = self._integrity.epoch()
         record = self._store.get_key(key_id)
         if record is None:
             raise NotFound(f"key {key_id!r} not found")
-        verify_keys(self._integrity, [record])
+        verify_keys(self._integrity, [record], since)
         return record
 
     def list(self) -> list[KeyRecord]:
+        since = self._integrity.epoch()
         records = self._store.list_keys()
-        verify_keys(self._integrity, records)
+        verify_keys(self._integrity, records, since)
         return records
 
     def set_state(self, key_id: str, state: KeyState, actor: str) -> KeyRecord:

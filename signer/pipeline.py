@@ -286,10 +286,11 @@ class SigningPipeline:
                 raise InvalidRequest(f"items[{index}].key_id: not a valid key id")
             if not caller.may_use_key(item.key_id):
                 raise PermissionDenied(f"items[{index}].key_id: key {item.key_id!r} not granted")
+        since = self._integrity.epoch()
         keys = self._store.get_keys([item.key_id for item in request.items])
         # Only rows the HSM vouches for may lead to a signature (invariant 8);
         # verified rows are cached, so a hot key costs no HSM call here.
-        verify_keys(self._integrity, list(keys.values()))
+        verify_keys(self._integrity, list(keys.values()), since)
         prepared = []
         for index, item in enumerate(request.items):
             key = keys.get(item.key_id)

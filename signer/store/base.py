@@ -110,7 +110,13 @@ class RowGuard(Protocol):
         """`row` with the tag of exactly these contents at `row.rev`."""
         ...
 
-    def check_pending(self, rows: Sequence[PendingRow]) -> None: ...
+    def epoch(self) -> int:
+        """Taken before a read outside a write transaction; passed to the checks as `since`."""
+        ...
+
+    def check_pending(self, rows: Sequence[PendingRow], since: int | None = None) -> None:
+        """`since`: see signer.authenticity.StateAuthenticator.verify (None: rows locked)."""
+        ...
 
     def committed_pending(self, row: PendingRow) -> None:
         """`row` is stored now: an older version of it put back is a replay."""
@@ -121,7 +127,14 @@ class RowGuard(Protocol):
         ...
 
     def check_totp(
-        self, subject: str, sealed: bytes, state: str, rev: int, mac: bytes | None
+        self,
+        subject: str,
+        sealed: bytes,
+        state: str,
+        rev: int,
+        mac: bytes | None,
+        *,
+        since: int | None = None,
     ) -> None: ...
 
     def committed_totp(self, subject: str, rev: int) -> None: ...

@@ -646,6 +646,7 @@ class SqlStore(abc.ABC):
     # -- approvals --------------------------------------------------------------------
 
     def get_pending(self, approval_id: str) -> PendingRow | None:
+        since = self._guard.epoch()
         row = self._read(
             lambda tx: tx.execute(
                 f"SELECT {PENDING_COLUMNS} FROM pending WHERE approval_id = ?",  # noqa: S608
@@ -655,7 +656,7 @@ class SqlStore(abc.ABC):
         if row is None:
             return None
         found = _pending(row)
-        self._guard.check_pending([found])
+        self._guard.check_pending([found], since)
         return found
 
     def list_pending(self, states: Sequence[str]) -> list[PendingRow]:
@@ -665,10 +666,11 @@ class SqlStore(abc.ABC):
             f"SELECT {PENDING_COLUMNS} FROM pending WHERE state IN ({_marks(states)})"  # noqa: S608
             " ORDER BY expires_at_ms, approval_id"
         )
+        since = self._guard.epoch()
         rows = [
             _pending(row) for row in self._read(lambda tx: tx.execute(query, states).fetchall())
         ]
-        self._guard.check_pending(rows)
+        self._guard.check_pending(rows, since)
         return rows
 
     def update_pending(
@@ -757,6 +759,7 @@ class SqlStore(abc.ABC):
             self._guard.committed_totp(subject, rev)
 
     def get_totp(self, subject: str) -> tuple[bytes, str] | None:
+        since = self._guard.epoch()
         row = self._read(
             lambda tx: tx.execute(
                 "SELECT sealed, state, rev, mac FROM totp WHERE subject = ?", (subject,)
@@ -765,7 +768,7 @@ class SqlStore(abc.ABC):
         if row is None:
             return None
         sealed, state = bytes(row[0]), str(row[1])
-        self._guard.check_totp(subject, sealed, state, int(row[2]), _bytes(row[3]))
+        self._guard.check_totp(subject, sealed, state, int(row[2]), _bytes(row[3]), since=since)
         return sealed, state
 
     def update_totp_state(
@@ -843,7 +846,10 @@ class _Unguarded:
     def seal_pending(self, row: PendingRow) -> PendingRow:
         return row
 
-    def check_pending(self, rows: Sequence[PendingRow]) -> None:
+    def epoch(self) -> int:
+        return 0
+
+    def check_pending(self, rows: Sequence[PendingRow], since: int | None = None) -> None:
         pass
 
     def committed_pending(self, row: PendingRow) -> None:
@@ -853,7 +859,14 @@ class _Unguarded:
         return None
 
     def check_totp(
-        self, subject: str, sealed: bytes, state: str, rev: int, mac: bytes | None
+        self,
+        subject: str,
+        sealed: bytes,
+        state: str,
+        rev: int,
+        mac: bytes | None,
+        *,
+        since: int | None = None,
     ) -> None:
         pass
 

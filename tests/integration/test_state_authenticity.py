@@ -302,3 +302,17 @@ def test_the_signing_hot_path_costs_no_hsm_round_trip_for_its_key(server: Runnin
     for _ in range(20):
         sign()
     assert integrity.hsm_calls == before
+
+
+def test_a_read_that_began_before_the_newer_version_was_seen_is_stale_not_replayed(
+    integrity: StateAuthenticator,
+) -> None:
+    v1, v2 = _fact("race", 1), _fact("race", 2, state="disabled")
+    t1, t2 = integrity.tags([v1, v2])
+    since = integrity.epoch()  # a reader starts; v1 is what it will read
+    integrity.check(v2, t2)  # meanwhile another thread reads the committed v2
+    integrity.check(v1, t1, since)  # the first reader's row is merely stale
+    with pytest.raises(TamperedState, match="older than version 2"):
+        integrity.check(v1, t1, integrity.epoch())  # a read begun after v2 was seen
+    with pytest.raises(TamperedState, match="older than version 2"):
+        integrity.check(v1, t1)  # a read under a lock is current
