@@ -378,6 +378,22 @@ class StoreGuard:
     def check_pending(self, rows: Sequence[PendingRow], since: int | None = None) -> None:
         self._integrity.verify([(pending_fact(row), row.mac) for row in rows], since)
 
+    def valid_pending(self, rows: Sequence[PendingRow], since: int | None) -> list[PendingRow]:
+        try:
+            self.check_pending(rows, since)
+        except TamperedState:
+            # One bad row must not hide the others (a sweep, a listing): keep
+            # those that pass; each bad one has raised its alarm.
+            good = []
+            for row in rows:
+                try:
+                    self.check_pending([row], since)
+                except TamperedState:
+                    continue
+                good.append(row)
+            return good
+        return list(rows)
+
     def committed_pending(self, row: PendingRow) -> None:
         self._integrity.raise_floor("pending", (row.approval_id,), row.rev)
 

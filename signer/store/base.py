@@ -118,6 +118,10 @@ class RowGuard(Protocol):
         """`since`: see signer.authenticity.StateAuthenticator.verify (None: rows locked)."""
         ...
 
+    def valid_pending(self, rows: Sequence[PendingRow], since: int | None) -> list[PendingRow]:
+        """The rows that pass (for listings: one bad row must not hide the others)."""
+        ...
+
     def committed_pending(self, row: PendingRow) -> None:
         """`row` is stored now: an older version of it put back is a replay."""
         ...

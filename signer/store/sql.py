@@ -670,8 +670,8 @@ class SqlStore(abc.ABC):
         rows = [
             _pending(row) for row in self._read(lambda tx: tx.execute(query, states).fetchall())
         ]
-        self._guard.check_pending(rows, since)
-        return rows
+        # Tampered rows are left out (and alarmed): the sweep goes on with the others.
+        return self._guard.valid_pending(rows, since)
 
     def update_pending(
         self,
@@ -851,6 +851,9 @@ class _Unguarded:
 
     def check_pending(self, rows: Sequence[PendingRow], since: int | None = None) -> None:
         pass
+
+    def valid_pending(self, rows: Sequence[PendingRow], since: int | None) -> list[PendingRow]:
+        return list(rows)
 
     def committed_pending(self, row: PendingRow) -> None:
         pass
