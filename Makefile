@@ -2,13 +2,18 @@
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
+# buf (lint and breaking-change checks of the API protos), pinned, installed from
+# npm into the project's own .tools/ folder; tests/unit/test_buf.py runs it.
+BUF_VERSION := 1.75.0
+BUF    := .tools/buf/node_modules/.bin/buf
+BUF_STAMP := .tools/buf/.installed-$(BUF_VERSION)
 
-.PHONY: demo test lint bench protos setup system-deps clean
+.PHONY: demo test lint bench protos setup system-deps clean buf buf-image lock
 
 demo: setup
 	$(VENV)/bin/custos demo --dir .demo
 
-test: setup
+test: setup $(BUF_STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
@@ -20,7 +25,28 @@ bench: setup
 protos: setup
 	$(PY) scripts/gen_protos.py
 
+# requirements.lock (what the image installs, with hashes) from pyproject.toml;
+# tests/unit/test_lock.py fails when it is stale.
+lock: setup
+	$(PY) scripts/lock.py
+
 setup: system-deps $(STAMP)
+
+$(BUF_STAMP):
+	@command -v npm >/dev/null || { apt-get update -q && apt-get install -y -q npm; }
+	@echo "installing buf $(BUF_VERSION) into .tools/buf (npm)"
+	npm install --silent --no-audit --no-fund --prefix .tools/buf @bufbuild/buf@$(BUF_VERSION)
+	touch $@
+
+buf: $(BUF_STAMP)
+	$(BUF) lint
+	$(BUF) breaking --against proto/custos-v1.image.json
+
+# Run when releasing the API: the image later changes are checked against.
+buf-image: $(BUF_STAMP)
+	$(BUF) build --exclude-source-info -o -#format=json \
+	  | $(PY) -c 'import json,sys; print(json.dumps(json.load(sys.stdin), indent=1, sort_keys=True))' \
+	  > proto/custos-v1.image.json
 
 # SoftHSM2 is the development HSM; libsecp256k1 backs the tests' second Bitcoin
 # implementation (python-bitcointx); python3 and python3-venv may be missing on a
@@ -38,4 +64,4 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 clean:
-	rm -rf $(VENV) .demo .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) .tools .demo .mypy_cache .ruff_cache .pytest_cache

@@ -36,6 +36,7 @@ NETWORKS: dict[str, tuple[str, ...]] = {
     "tron": ("mainnet", "shasta", "nile"),
 }
 
+AMOUNT_NEEDS_ASSETS = "amount needs assets: base units of different assets are not comparable"
 _AMOUNT_TEXT = re.compile(r"(0|[1-9][0-9]{0,77})")
 _DURATION_PART = re.compile(r"([0-9]{1,9})([dhms])")
 _UNIT_SECONDS = {"d": 86400, "h": 3600, "m": 60, "s": 1}
@@ -75,7 +76,11 @@ Identity = Annotated[str, StringConstraints(min_length=1, max_length=512)]
 KeyId = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9._-]{0,62}$")]
 Address = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9]{20,100}$")]
 AssetRef = Annotated[str, StringConstraints(pattern=r"^(native|[A-Za-z0-9]{20,100})$")]
-Method = Annotated[str, StringConstraints(pattern=r"^(transfer|approve|0x[0-9a-f]{8})$")]
+# The methods adapters decode (policies.intent.DECODED_METHODS), or a bare selector.
+Method = Annotated[
+    str,
+    StringConstraints(pattern=r"^(transfer|transferFrom|approve|increaseAllowance|0x[0-9a-f]{8})$"),
+]
 Duration = Annotated[str, StringConstraints(pattern=r"^([0-9]{1,9}[dhms])+$")]
 StartTime = Annotated[str, StringConstraints(pattern=r"^([01][0-9]|2[0-3]):[0-5][0-9]$")]
 EndTime = Annotated[str, StringConstraints(pattern=r"^(([01][0-9]|2[0-3]):[0-5][0-9]|24:00)$")]
@@ -133,7 +138,15 @@ class Governance(_Model):
 
 
 class AddressEntry(_Model):
-    """One destination in the address book."""
+    """One destination in the address book: an account, whatever its spelling.
+
+    Without `scope` the entry matches its account everywhere it exists (see
+    policies.accounts): a Bitcoin key hash in every standard script on every
+    network, an EVM account on every EVM chain and chain id, a Tron account on
+    every Tron network. `scope: chain` keeps it to its chain (all networks),
+    `scope: network` to its chain and network. `chain` and `network` always say
+    how to read `address`.
+    """
 
     id: Name
     chain: Chain
@@ -141,6 +154,7 @@ class AddressEntry(_Model):
     address: Address
     groups: tuple[Name, ...] = ()
     label: Text = ""
+    scope: Literal["chain", "network"] | None = None
 
 
 class AddressBook(_Model):
@@ -242,7 +256,13 @@ class Scope(_Model):
 
 
 class Match(Scope):
-    """A rule's predicates; all given predicates must hold (an empty match matches all)."""
+    """A rule's predicates; all given predicates must hold (an empty match matches all).
+
+    `amount` compares each asset's total in that asset's base units, so it
+    needs `assets`: 10^18 is 1 ETH and also a trillion USDT.
+    """
+
+    model_config = ConfigDict(json_schema_extra={"dependentRequired": {"amount": ["assets"]}})
 
     destinations: Destinations | None = None
     amount: AmountRange | None = None
@@ -250,6 +270,12 @@ class Match(Scope):
     fee: FeeCaps | None = None
     message_signing: bool = False
     time: tuple[TimeWindow, ...] | None = Field(default=None, min_length=1)
+
+    @model_validator(mode="after")
+    def _amount_of_assets(self) -> Match:
+        if self.amount is not None and self.assets is None:
+            raise ValueError(AMOUNT_NEEDS_ASSETS)
+        return self
 
 
 class Approval(_Model):
@@ -363,9 +389,13 @@ def since_key(entry: AddressEntry, membership: str) -> str:
     """Key of the time an address first held a membership (the cooling-off start).
 
     Keyed by the address, not the entry id: pointing an existing id at a new
-    address, or adding an address to a group, starts a new cooling-off.
+    address, or adding an address to a group, starts a new cooling-off. So
+    does changing the entry's scope (where it may be paid); an entry without
+    one keeps the key it had before scopes existed.
     """
-    return f"{entry.chain}:{entry.network}:{normalize_address(entry.address)}#{membership}"
+    where = f"{entry.chain}:{entry.network}:{normalize_address(entry.address)}"
+    scope = f"@{entry.scope}" if entry.scope else ""
+    return f"{where}{scope}#{membership}"
 
 
 def since_keys(doc: PolicyDocument) -> tuple[str, ...]:

@@ -7,15 +7,20 @@ ANDing an intent's masks leaves only rules whose indexed predicates hold and
 the lowest set bit is the first candidate. Only candidates get the remaining
 checks (destinations, amount, contract, fees, time), in rule order. A batch
 is judged as a whole: any deny denies it, any approval requirement applies
-to all of it, and velocity limits see the sum of its items.
+to all of it, and velocity limits see the sum of its items (fees included).
+
+Destinations are compared as accounts (policies.accounts), not spellings. A
+contract call the adapters cannot decode has an unknown amount: no amount
+predicate matches it, and only a rule naming its contract and method allows it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
+from policies.accounts import account_id, account_ids
 from policies.document import (
     DAYS,
     NETWORKS,
@@ -29,15 +34,15 @@ from policies.document import (
     parse_duration,
     since_key,
 )
-from policies.intent import Intent
+from policies.intent import ALLOWANCES, TOKEN_TRANSFERS, Intent
 from policies.velocity import (
     CompiledLimit,
     Delta,
     ScopeFilter,
     Spent,
-    asset_totals,
     batch_deltas,
     check,
+    moved_totals,
 )
 
 RULE_DENIED = "rule_denied"
@@ -113,39 +118,42 @@ Decision = Allow | Deny | RequireApproval
 class _Facts:
     chain: str
     network: str
-    totals: dict[str, int]  # per asset: non-change transfers plus an approve's allowance
-    destinations: tuple[str, ...]
+    totals: dict[str, int]  # per asset: non-change transfers plus a decoded allowance
+    destinations: tuple[str, ...]  # account ids (policies.accounts), not spellings
     fees: dict[str, int]
     contract: str | None
     method: str | None
+    # An undecoded contract call: what it moves is unknown, never 0. No amount
+    # predicate matches it, and only a rule naming its contract and method allows it.
+    unknown_amount: bool
 
 
 def _facts(intent: Intent) -> _Facts:
-    # asset_totals names "native" when nothing moves (for count limits); a
-    # rule's asset predicate must not see an asset the intent does not touch.
-    totals = asset_totals(intent) if intent.transfers else {}
-    destinations = [normalize_address(t.to) for t in intent.transfers if not t.is_change]
+    # Fees are not in totals: rules judge amounts and fee caps apart; velocity
+    # limits charge both (policies.velocity.charged_totals).
+    totals = moved_totals(intent)
+    chain = intent.chain
+    destinations = [account_id(chain, t.to) for t in intent.transfers if not t.is_change]
     call = intent.contract_call
     contract = method = None
     if call is not None:
         contract, method = normalize_address(call.contract), call.method
-        args = dict(call.args)
-        if method == "approve":
-            # The spender can move the allowance: it is a destination and an amount.
-            destinations.append(normalize_address(args.get("spender", "")))
-            totals[contract] = totals.get(contract, 0) + int(args.get("amount", "0"))
-        elif method != "transfer":
-            destinations.append(contract)
+        if method in ALLOWANCES:
+            # The spender can move the allowance: it is a destination (and, in totals, an amount).
+            destinations.append(account_id(chain, dict(call.args).get("spender", "")))
+        elif method not in TOKEN_TRANSFERS:
+            destinations.append(account_id(chain, call.contract))
     fees = dict(intent.fee_details)
     fees["fee"] = intent.fee
     return _Facts(
-        chain=intent.chain,
+        chain=chain,
         network=intent.network,
         totals=totals,
         destinations=tuple(dict.fromkeys(destinations)),
         fees=fees,
         contract=contract,
         method=method,
+        unknown_amount=call is not None and not call.decoded,
     )
 
 
@@ -238,7 +246,17 @@ class _Rule:
             or (self.methods is not None and facts.method not in self.methods)
         ):
             return False
+        if (
+            facts.unknown_amount
+            and self.action != "deny"
+            and (self.contracts is None or self.methods is None)
+        ):
+            # Unknown means no: only a rule naming this contract and method may
+            # let through a call whose effect the service cannot read.
+            return False
         if self.amount is not None:
+            if facts.unknown_amount:
+                return False
             low, high = self.amount.min or 0, self.amount.max
             for total in facts.totals.values() or (0,):
                 if total < low or (high is not None and total > high):
@@ -258,6 +276,23 @@ class _Rule:
         if self.any_destination:
             return any(listed)
         return bool(facts.destinations) and all(listed)
+
+
+@dataclass(frozen=True, slots=True)
+class _Entry:
+    """A compiled address-book entry: where it applies and what it grants."""
+
+    id: str
+    usable: dict[str, datetime]  # membership -> usable from (end of its cooling-off)
+    rule_bits: int  # the rules that name one of its memberships
+    chain: str
+    network: str
+    scope: str | None  # None: the account everywhere; "chain"; "network"
+
+    def applies(self, chain: str, network: str) -> bool:
+        if self.scope is None:
+            return True
+        return chain == self.chain and (self.scope == "chain" or network == self.network)
 
 
 class _Dim:
@@ -298,7 +333,7 @@ class CompiledPolicy:
         self._callers, self._keys, self._chains = _Dim(), _Dim(), _Dim()
         self._networks, self._assets, self._kinds = _Dim(), _Dim(), _Dim()
         self._caller_groups: dict[str, int] = {}
-        self._with_contract = 0
+        self._with_contract = self._denies = 0
         # Destinations: rules without the predicate, with mode all, with mode any,
         # and per membership name the rules naming it.
         self._dest_wild = self._dest_all = self._dest_any = 0
@@ -325,6 +360,8 @@ class CompiledPolicy:
             self._kinds.add(bit, ["message" if m.message_signing else "transaction"])
             if m.contract is not None:
                 self._with_contract |= bit
+            if rule.action == "deny":
+                self._denies |= bit
         self.limits = tuple(
             CompiledLimit.of(lim, doc.identity_groups, doc.key_groups) for lim in doc.limits
         )
@@ -336,8 +373,9 @@ class CompiledPolicy:
             for chain in NETWORKS
         }
         cooling = parse_duration(doc.address_book.cooling_off)
-        # (chain, network, address) -> (entry id, membership -> usable from, rules naming it)
-        self._book: dict[tuple[str, str, str], tuple[str, dict[str, datetime], int]] = {}
+        # Account id -> the entries filed under it (policies.accounts): one entry
+        # per account spelling it stands for, several entries may share one.
+        self._book: dict[str, list[_Entry]] = {}
         for entry in doc.address_book.entries:
             names = memberships(entry)
             usable = {
@@ -346,8 +384,11 @@ class CompiledPolicy:
             rule_bits = 0
             for name in names:
                 rule_bits |= named.get(name, 0)
-            where = (entry.chain, entry.network, normalize_address(entry.address))
-            self._book[where] = (entry.id, usable, rule_bits)
+            compiled_entry = _Entry(
+                entry.id, usable, rule_bits, entry.chain, entry.network, entry.scope
+            )
+            for account in account_ids(entry.chain, entry.address):
+                self._book.setdefault(account, []).append(compiled_entry)
 
     def identity_groups_of(
         self, identity: str, extra: frozenset[str] = frozenset()
@@ -355,15 +396,21 @@ class CompiledPolicy:
         """The identity's groups: those the document lists it in, plus `extra`."""
         return self._groups_of.get(identity, frozenset()) | extra
 
+    def _entries(self, chain: str, network: str, account: str) -> Sequence[_Entry]:
+        """The address-book entries that apply to `account` paid on chain/network."""
+        found = self._book.get(account)
+        if not found:
+            return ()
+        return [e for e in found if e.applies(chain, network)]
+
     def _listed(
-        self, facts: _Facts, address: str, names: frozenset[str], now: datetime, honour_new: bool
+        self, facts: _Facts, account: str, names: frozenset[str], now: datetime, honour_new: bool
     ) -> bool:
-        """Whether `address` holds one of `names`, past its cooling-off unless honour_new."""
-        found = self._book.get((facts.chain, facts.network, address))
-        if found is None:
-            return False
+        """Whether `account` holds one of `names`, past its cooling-off unless honour_new."""
         return any(
-            name in names and (honour_new or now >= usable) for name, usable in found[1].items()
+            name in names and (honour_new or now >= usable)
+            for entry in self._entries(facts.chain, facts.network, account)
+            for name, usable in entry.usable.items()
         )
 
     def limit_deltas(self, request: EvaluationRequest) -> tuple[Delta, ...]:
@@ -392,12 +439,11 @@ class CompiledPolicy:
         return None
 
     def _cooling_entry(self, facts: _Facts, now: datetime) -> tuple[str, datetime] | None:
-        for address in facts.destinations:
-            found = self._book.get((facts.chain, facts.network, address))
-            if found is not None:
-                pending = [t for t in found[1].values() if now < t]
+        for account in facts.destinations:
+            for entry in self._entries(facts.chain, facts.network, account):
+                pending = [t for t in entry.usable.values() if now < t]
                 if pending:
-                    return found[0], max(pending)
+                    return entry.id, max(pending)
         return None
 
     def _judge(
@@ -414,9 +460,10 @@ class CompiledPolicy:
             mask &= self._assets.mask(asset)
         # A superset filter: cooling-off and the exact semantics are left to holds().
         every, some = self._all, 0
-        for address in facts.destinations:
-            found = self._book.get((intent.chain, intent.network, address))
-            bits = found[2] if found is not None else 0
+        for account in facts.destinations:
+            bits = 0
+            for filed in self._entries(intent.chain, intent.network, account):
+                bits |= filed.rule_bits
             every &= bits
             some |= bits
         if not facts.destinations:
@@ -425,8 +472,9 @@ class CompiledPolicy:
         if facts.contract is None:
             mask &= ~self._with_contract
         elif facts.method != "transfer":
-            # Only rules that name contracts may allow approve or arbitrary calls.
-            mask &= self._with_contract
+            # Only rules that name contracts may allow approve or arbitrary
+            # calls; any deny rule may still refuse them (a denied spender).
+            mask &= self._with_contract | self._denies
         rule = self._first(facts, mask, now, clock)
         if rule is None:
             cooling = self._cooling_entry(facts, now)

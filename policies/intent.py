@@ -20,11 +20,26 @@ class Transfer:
     is_change: bool = False  # Bitcoin output back to the signing key's own address
 
 
+# Calls whose arguments the adapters decode, so their amounts are known: a
+# transfer or transferFrom also appears as a Transfer; approve and
+# increaseAllowance carry ("spender", ...) and ("amount", ...) in args. Any
+# other method (a bare selector) moves an unknown amount: policy treats it so.
+TOKEN_TRANSFERS = frozenset({"transfer", "transferFrom"})
+ALLOWANCES = frozenset({"approve", "increaseAllowance"})
+DECODED_METHODS = TOKEN_TRANSFERS | ALLOWANCES
+
+
 @dataclass(frozen=True, slots=True)
 class ContractCall:
     contract: str
-    method: str  # "transfer", "approve", or "0x" + 4-byte selector when not decoded
+    # One of DECODED_METHODS, or "0x" + 4-byte selector when not decoded.
+    method: str
     args: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def decoded(self) -> bool:
+        """Whether policy knows what the call moves (fail closed on any other name)."""
+        return self.method in DECODED_METHODS
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,7 +51,19 @@ class Intent:
     key_id: str
     from_address: str
     transfers: tuple[Transfer, ...]
-    fee: int  # native base units; the maximum the tx may pay (EVM, Tron) or pays (Bitcoin)
+    # Native base units; the maximum the tx may pay (EVM gas_limit x fee cap,
+    # Tron fee_limit) or pays (Bitcoin). Velocity limits charge it to the native asset.
+    fee: int
     contract_call: ContractCall | None = None
     # Chain-specific fee facts for fee caps: fee_rate_sat_vb, gas_limit, max_fee_per_gas, ...
     fee_details: tuple[tuple[str, int], ...] = ()
+    # When the signed transaction may be mined (issue 9 item 7). The adapters
+    # already refuse locks further ahead than the config's [limits] allow; these
+    # are the facts for policy rules that want tighter ones.
+    # Bitcoin nLockTime as signed: 0 none, below 500,000,000 a block height,
+    # from it on a Unix time in seconds (enforced unless every sequence is 0xffffffff).
+    lock_time: int = 0
+    # Bitcoin nSequence of each input, in order (BIP68 relative locks, BIP125 RBF).
+    sequences: tuple[int, ...] = ()
+    # Tron: ms since epoch after which no node accepts the transaction (0: none).
+    expiration_ms: int = 0

@@ -27,6 +27,7 @@ from pydantic_core import CoreSchema, core_schema
 
 from policies.document import (
     AMOUNT_JSON_SCHEMA,
+    AMOUNT_NEEDS_ASSETS,
     EVM_ADDRESS,
     NETWORKS,
     PolicyDocument,
@@ -270,6 +271,8 @@ def _schema_message(error: SchemaError) -> str:
         return "must be an integer from 0 to 2^256-1 or a decimal string of one"
     if error.validator == "anyOf" and all(set(v) == {"required"} for v in value):
         return "needs at least one of " + ", ".join(v["required"][0] for v in value)
+    if error.validator == "dependentRequired" and value == {"amount": ["assets"]}:
+        return AMOUNT_NEEDS_ASSETS
     if error.validator == "minProperties":
         return "needs at least one property"
     if error.validator == "not" and set(value) == {"required"}:

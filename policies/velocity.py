@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from policies.document import Limit, Scope, normalize_address, parse_duration
-from policies.intent import Intent
+from policies.intent import ALLOWANCES, Intent
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,18 +123,46 @@ def _opt_set(values: Iterable[str] | None) -> frozenset[str] | None:
     return None if values is None else frozenset(values)
 
 
-def asset_totals(intent: Intent) -> dict[str, int]:
-    """Sum of non-change transfers per normalized asset; {"native": 0} when nothing moves.
+def moved_totals(intent: Intent) -> dict[str, int]:
+    """Per normalized asset, what the intent moves or lets others move; {} when nothing.
 
-    The empty case still names an asset so that a transaction moving no value
-    (a contract call, an approve) counts toward per-asset count limits.
+    Non-change transfers (a decoded transfer or transferFrom is one), plus the
+    amount of a decoded allowance (approve, increaseAllowance) on its token:
+    the spender can move it without another signature. An undecoded call
+    moves an unknown amount, which no sum can hold; policy rules refuse to
+    judge its amount (policies.evaluate).
     """
     totals: dict[str, int] = {}
     for transfer in intent.transfers:
         if not transfer.is_change:
             asset = normalize_address(transfer.asset)
             totals[asset] = totals.get(asset, 0) + transfer.amount
-    return totals or {"native": 0}
+    call = intent.contract_call
+    if call is not None and call.method in ALLOWANCES:
+        token = normalize_address(call.contract)
+        totals[token] = totals.get(token, 0) + int(dict(call.args).get("amount", "0"))
+    return totals
+
+
+def asset_totals(intent: Intent) -> dict[str, int]:
+    """moved_totals, or {"native": 0} when nothing moves.
+
+    The empty case still names an asset so that a transaction moving no value
+    (an undecoded contract call) counts toward per-asset count limits.
+    """
+    return moved_totals(intent) or {"native": 0}
+
+
+def charged_totals(intent: Intent) -> dict[str, int]:
+    """What velocity limits charge: asset_totals plus the maximum fee on the native asset.
+
+    A fee is spent budget: a 0.01 ETH payment that may burn 100 ETH in gas
+    draws 100.01 ETH from the key's native limits.
+    """
+    totals = asset_totals(intent)
+    if intent.fee:
+        totals["native"] = totals.get("native", 0) + intent.fee
+    return totals
 
 
 @dataclass(frozen=True, slots=True)
@@ -191,12 +219,15 @@ def batch_deltas(
 ) -> tuple[Delta, ...]:
     """Per bucket, what the whole batch adds: amounts summed, one count per transaction.
 
+    Amounts are charged_totals: transfers, allowances and, on the native
+    asset, the maximum fee (so a token transfer counts on native limits too).
+
     `caller_groups` must already include the groups the policy document puts
     the caller in (CompiledPolicy.identity_groups_of).
     """
     sums: dict[str, list[int]] = {}
     owners: dict[str, CompiledLimit] = {}
-    all_totals = [asset_totals(intent) for intent in items]
+    all_totals = [charged_totals(intent) for intent in items]
     for limit in limits:
         for intent, intent_totals in zip(items, all_totals, strict=True):
             if not limit.scope.holds(caller, caller_groups, intent):

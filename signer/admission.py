@@ -16,7 +16,15 @@ from datetime import datetime
 from typing import Any
 
 from policies import approvals, velocity
-from policies.evaluate import Allow, Decision, Deny, EvaluationRequest, Quorum, RequireApproval
+from policies.evaluate import (
+    LIMIT_EXCEEDED,
+    Allow,
+    Decision,
+    Deny,
+    EvaluationRequest,
+    Quorum,
+    RequireApproval,
+)
 from policies.intent import Intent
 from signer.errors import BudgetExceeded, PolicyDenied
 from signer.governance import ActivePolicy
@@ -43,6 +51,15 @@ def judge(policy: ActivePolicy, caller: str, intents: Sequence[Intent], now: dat
     decision: Decision = policy.compiled.evaluate(
         request, {d.key: velocity.Spent() for d in deltas}
     )
+    if isinstance(decision, Deny) and decision.code == LIMIT_EXCEEDED:
+        # One batch larger than a whole limit is refused like batches that overfill
+        # it together: RESOURCE_EXHAUSTED, as the README promises (issue 9 item 10).
+        remaining = {k: str(v) for k, v in decision.remaining.items()}
+        left = ", ".join(f"{k} {v}" for k, v in remaining.items())
+        raise BudgetExceeded(
+            f"velocity limit {decision.limit_id!r} exceeded (remaining: {left})",
+            {"code": LIMIT_EXCEEDED, "limit": decision.limit_id or "", **remaining},
+        )
     if isinstance(decision, Deny):
         details = {"code": decision.code, "policy_version": policy.hash}
         if decision.rule_id:

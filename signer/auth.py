@@ -39,8 +39,12 @@ RPC_ROLES: dict[str, frozenset[str]] = {
     "/custos.v1.Policies/ApprovePolicy": frozenset({OFFICER}),
     "/custos.v1.Policies/GetPolicy": frozenset({OFFICER, APPROVER, AUDITOR, SERVICE}),
     "/custos.v1.Policies/ListPolicies": frozenset({OFFICER, APPROVER, AUDITOR}),
-    "/custos.v1.Policies/EnrollTotp": frozenset({OFFICER}),
+    "/custos.v1.Policies/CancelPolicy": frozenset({OFFICER}),
+    "/custos.v1.Policies/EnrollTotp": frozenset({OFFICER, APPROVER}),
+    "/custos.v1.Policies/IssueTotpToken": frozenset({OFFICER}),
+    "/custos.v1.Policies/UnlockTotp": frozenset({OFFICER}),
     "/custos.v1.Approvals/ListPending": frozenset({APPROVER, OFFICER}),
+    "/custos.v1.Approvals/GetPending": frozenset({APPROVER, OFFICER}),
     "/custos.v1.Approvals/Approve": frozenset({APPROVER}),
     "/custos.v1.Approvals/Reject": frozenset({APPROVER, SERVICE}),
     "/custos.v1.Approvals/WatchEvents": frozenset({SERVICE, APPROVER, OFFICER}),
@@ -75,6 +79,10 @@ class Authorizer:
         self._by_subject = {
             i.subject: Identity(i.subject, frozenset(i.roles), tuple(i.keys)) for i in identities
         }
+
+    def identity_of(self, subject: str) -> Identity | None:
+        """The configured identity with this subject (its roles and key grants), if any."""
+        return self._by_subject.get(subject)
 
     def identify(self, peer_cert_pem: bytes | None) -> Identity:
         if not peer_cert_pem:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import difflib
 import hashlib
+import hmac
 import io
 import sys
 from datetime import UTC, datetime
@@ -16,6 +17,7 @@ import qrcode
 from coincurve import PrivateKey
 from google.protobuf import json_format
 
+from policies import approvals
 from policies.evaluate import Allow, Deny, RequireApproval, compile_policy
 from policies.schema import PolicyValidationError, load_document, load_yaml
 from proto.custos.v1 import policy_pb2, policy_pb2_grpc
@@ -24,7 +26,7 @@ from signer.admission import judge
 from signer.chains.base import InvalidField, KeyInfo
 from signer.chains.registry import ADAPTERS
 from signer.client import ClientProfile
-from signer.errors import ConfigError, PolicyDenied
+from signer.errors import BudgetExceeded, ConfigError, PolicyDenied
 from signer.governance import ActivePolicy
 
 Profile = Any  # a callable returning the ClientProfile for the parsed arguments
@@ -149,6 +151,9 @@ def cmd_test(args: argparse.Namespace) -> int:
         except PolicyDenied as exc:
             print(f"{name}: DENY ({exc.details.get('rule') or exc.details.get('code')}): {exc}")
             continue
+        except BudgetExceeded as exc:
+            print(f"{name}: DENY (limit {exc.details.get('limit')}): {exc}")
+            continue
         except (ConfigError, json_format.ParseError, KeyError) as exc:
             print(f"{name}: INVALID: {exc}")
             continue
@@ -169,7 +174,10 @@ def cmd_test(args: argparse.Namespace) -> int:
 
 
 def cmd_enroll(args: argparse.Namespace, profile: ClientProfile) -> int:
-    reply = _policies(profile).EnrollTotp(policy_pb2.EnrollTotpRequest(subject=args.subject))
+    """Enroll the identity of the client profile itself: the secret is shown only here."""
+    reply = _policies(profile).EnrollTotp(
+        policy_pb2.EnrollTotpRequest(enrollment_token=args.token or "", totp_code=args.code or "")
+    )
     if not args.no_qr:
         qr = qrcode.QRCode(border=1)
         qr.add_data(reply.otpauth_uri)
@@ -181,31 +189,105 @@ def cmd_enroll(args: argparse.Namespace, profile: ClientProfile) -> int:
     return 0
 
 
+def cmd_issue(args: argparse.Namespace, profile: ClientProfile) -> int:
+    reply = _policies(profile).IssueTotpToken(
+        policy_pb2.IssueTotpTokenRequest(subject=args.subject)
+    )
+    expires = datetime.fromtimestamp(reply.expires_at_unix, UTC).strftime("%Y-%m-%d %H:%M")
+    print(f"enrollment token for {reply.subject} (one use, until {expires}Z):")
+    print(reply.enrollment_token)
+    print("the identity enrolls itself with: custos totp enroll --token TOKEN")
+    return 0
+
+
+def cmd_unlock(args: argparse.Namespace, profile: ClientProfile) -> int:
+    reply = _policies(profile).UnlockTotp(
+        policy_pb2.UnlockTotpRequest(subject=args.subject, totp_code=args.code)
+    )
+    print(f"{reply.subject}: TOTP lockout lifted")
+    return 0
+
+
+def cmd_cancel(args: argparse.Namespace, profile: ClientProfile) -> int:
+    version = _policies(profile).CancelPolicy(
+        policy_pb2.CancelPolicyRequest(version=args.version, totp_code=args.code)
+    )
+    print(f"version {version.version}: {version.state}")
+    return 0
+
+
 # -- approvals --------------------------------------------------------------------------
+
+
+def recomputed_digest(batch: policy_pb2.PendingBatch) -> str:
+    """The request digest of the exact bytes the server sent, computed here."""
+    return approvals.request_digest(batch.requester, batch.request_id, batch.request).hex()
+
+
+def _print_batch(b: policy_pb2.PendingBatch, *, full: bool) -> None:
+    expires = datetime.fromtimestamp(b.expires_at_unix, UTC).strftime("%H:%M")
+    print(f"{b.approval_id}  {b.state}  request {b.request_id} by {b.requester}")
+    mine = recomputed_digest(b)
+    check = "" if hmac.compare_digest(mine, b.request_digest) else "  (MISMATCH: do not approve)"
+    print(f"  digest {mine}{check}  rules {', '.join(b.rules)}  expires {expires}Z")
+    print(
+        f"  approved by: {', '.join(b.approved_by) or '-'}; missing: "
+        f"{', '.join(b.missing) or '-'}{'; TOTP required' if b.totp_required else ''}"
+    )
+    for item in b.items:
+        if item.error:
+            print(f"  - key {item.key_id}: CANNOT DECODE: {item.error}")
+            continue
+        fee = f"{item.fee} ({item.fee_units})" if item.fee_units else item.fee
+        print(
+            f"  - {item.chain}/{item.network} key {item.key_id} from {item.from_address}"
+            f" max fee {fee}{f' lock time {item.lock_time}' if item.lock_time else ''}"
+        )
+        for t in item.transfers:
+            units = f" = {t.amount_units} {t.symbol}" if t.amount_units else ""
+            change = " (change)" if t.is_change else ""
+            print(f"      -> {t.to}: {t.amount} {t.asset}{units}{change}")
+        if item.method:
+            print(f"      call {item.method} on {item.contract} ({', '.join(item.args) or '-'})")
+    if full:
+        request = pb.SignBatchRequest.FromString(b.request)
+        print("  request (exactly the bytes held, decoded here):")
+        text = json_format.MessageToJson(request, preserving_proto_field_name=True, indent=2)
+        print("\n".join("    " + line for line in text.splitlines()))
+        print(f"  request bytes (hex): {b.request.hex()}")
 
 
 def cmd_pending(args: argparse.Namespace, profile: ClientProfile) -> int:
     for b in _approvals(profile).ListPending(policy_pb2.ListPendingRequest()).batches:
-        expires = datetime.fromtimestamp(b.expires_at_unix, UTC).strftime("%H:%M")
-        print(f"{b.approval_id}  {b.state}  request {b.request_id} by {b.requester}")
-        print(f"  digest {b.request_digest}  rules {', '.join(b.rules)}  expires {expires}Z")
-        print(
-            f"  approved by: {', '.join(b.approved_by) or '-'}; missing: "
-            f"{', '.join(b.missing) or '-'}{'; TOTP required' if b.totp_required else ''}"
-        )
-        for item in b.items:
-            call = f" [{item.contract_call}]" if item.contract_call else ""
-            print(
-                f"  - {item.chain}/{item.network} key {item.key_id} from {item.from_address}"
-                f" fee {item.fee}{call}"
-            )
-            for destination in item.destinations:
-                print(f"      -> {destination}")
+        _print_batch(b, full=False)
+    return 0
+
+
+def cmd_show_pending(args: argparse.Namespace, profile: ClientProfile) -> int:
+    batch = _approvals(profile).GetPending(
+        policy_pb2.GetPendingRequest(approval_id=args.approval_id)
+    )
+    _print_batch(batch, full=True)
     return 0
 
 
 def _decide(args: argparse.Namespace, profile: ClientProfile, approve: bool) -> int:
     stub = _approvals(profile)
+    if approve:
+        # Confirm only what was shown: the digest of the exact bytes, recomputed here.
+        batch = stub.GetPending(policy_pb2.GetPendingRequest(approval_id=args.approval_id))
+        mine = recomputed_digest(batch)
+        if not (
+            hmac.compare_digest(mine, args.digest.lower())
+            and hmac.compare_digest(mine, batch.request_digest)
+        ):
+            print(
+                f"custos: refused: the held request's bytes hash to {mine}, not to the digest"
+                f" given ({args.digest}) or the server's ({batch.request_digest});"
+                " review it again with `custos approvals show`",
+                file=sys.stderr,
+            )
+            return 1
     request = policy_pb2.DecideRequest(
         approval_id=args.approval_id, request_digest=args.digest, totp_code=args.code or ""
     )
@@ -227,6 +309,27 @@ def cmd_watch(args: argparse.Namespace, profile: ClientProfile) -> int:
         if exc.code() != grpc.StatusCode.CANCELLED:
             raise
     return 0
+
+
+def _add_totp_commands(sub: Any, client_help: str, with_profile: Any) -> None:
+    p = sub.add_parser("totp", help="TOTP second factors: each identity enrolls its own")
+    actions = p.add_subparsers(dest="action", required=True, metavar="ACTION")
+    a = actions.add_parser(
+        "enroll", help="new secret for YOUR identity (the client profile's): shown once"
+    )
+    a.add_argument("--token", help="the enrollment token an officer issued you")
+    a.add_argument("--code", help="your current code (to rotate an enrolled secret)")
+    a.add_argument("--no-qr", action="store_true")
+    a.set_defaults(func=with_profile(cmd_enroll))
+    a = actions.add_parser("issue", help="a one-time enrollment token for SUBJECT (officer)")
+    a.add_argument("subject", help='RFC 4514 subject, e.g. "CN=approver,O=Custos Dev"')
+    a.set_defaults(func=with_profile(cmd_issue))
+    a = actions.add_parser("unlock", help="lift SUBJECT's TOTP lockout (officer, with TOTP)")
+    a.add_argument("subject")
+    a.add_argument("--code", required=True, help="your current TOTP code")
+    a.set_defaults(func=with_profile(cmd_unlock))
+    for a in actions.choices.values():
+        a.add_argument("--client", help=client_help)
 
 
 def add_commands(sub: Any, client_help: str, profile_of: Any) -> None:
@@ -261,18 +364,21 @@ def add_commands(sub: Any, client_help: str, profile_of: Any) -> None:
     a.add_argument("cases", help="YAML list of {name, caller, at, items: [SignItem JSON]}")
     a.set_defaults(func=cmd_test)
 
-    p = sub.add_parser("totp", help="enroll an identity's TOTP second factor (officer)")
-    actions = p.add_subparsers(dest="action", required=True, metavar="ACTION")
-    a = actions.add_parser("enroll", help="new secret for SUBJECT: otpauth URI and QR, shown once")
-    a.add_argument("subject", help='RFC 4514 subject, e.g. "CN=approver,O=Custos Dev"')
-    a.add_argument("--no-qr", action="store_true")
+    a = actions.add_parser("cancel", help="cancel a version during its activation delay")
+    a.add_argument("version", type=int)
+    a.add_argument("--code", required=True, help="your current TOTP code")
     a.add_argument("--client", help=client_help)
-    a.set_defaults(func=with_profile(cmd_enroll))
+    a.set_defaults(func=with_profile(cmd_cancel))
+
+    _add_totp_commands(sub, client_help, with_profile)
 
     p = sub.add_parser("approvals", help="list, approve, reject and watch held batches")
     actions = p.add_subparsers(dest="action", required=True, metavar="ACTION")
-    a = actions.add_parser("list", help="pending batches with a summary of every item")
+    a = actions.add_parser("list", help="held batches, every item decoded")
     a.set_defaults(func=with_profile(cmd_pending))
+    a = actions.add_parser("show", help="one held batch: items decoded and its exact request")
+    a.add_argument("approval_id")
+    a.set_defaults(func=with_profile(cmd_show_pending))
     for verb, approve in (("approve", True), ("reject", False)):
         a = actions.add_parser(verb, help=f"{verb} a pending batch (approver)")
         a.add_argument("approval_id")

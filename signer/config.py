@@ -93,6 +93,31 @@ class MetricsConfig(_Section):
     listen: str = ""
 
 
+class LimitsConfig(_Section):
+    """[limits]: bounds on each item's size and work and on a batch's (signer/chains/limits.py).
+
+    Defaults are those of ChainLimits (a test checks they agree). Every bound is
+    at least 1: a limit cannot be switched off, only raised.
+    """
+
+    max_batch_work_units: int = Field(default=400_000_000, ge=10_000_000, le=10**11)
+    max_lock_ahead_seconds: int = Field(default=86_400, ge=0, le=366 * 86_400)
+    max_lock_ahead_blocks: int = Field(default=144, ge=0, le=52_560)
+    bitcoin_max_inputs: int = Field(default=1000, ge=1, le=10_000)
+    bitcoin_max_outputs: int = Field(default=1000, ge=1, le=100_000)
+    bitcoin_max_prev_tx_bytes: int = Field(default=400_000, ge=1000, le=4_000_000)
+    bitcoin_max_sighash_bytes: int = Field(default=16_000_000, ge=100_000, le=10**10)
+    ethereum_max_gas_limit: int = Field(default=2**24, ge=21_000, le=2**63 - 1)
+    bsc_max_gas_limit: int = Field(default=2**24, ge=21_000, le=2**63 - 1)
+    evm_max_data_bytes: int = Field(default=131_072, ge=0, le=16 * 1024 * 1024)
+    evm_max_access_list_addresses: int = Field(default=256, ge=0, le=100_000)
+    evm_max_access_list_storage_keys: int = Field(default=4096, ge=0, le=1_000_000)
+    evm_max_fee_per_gas_gwei: int = Field(default=10_000, ge=1, le=10**9)
+    evm_max_value_ether: int = Field(default=1_000_000_000, ge=1, le=10**12)
+    tron_max_fee_limit_sun: int = Field(default=15_000_000_000, ge=1, le=15_000_000_000)
+    tron_max_amount_sun: int = Field(default=10**17, ge=1, le=2**63 - 1)
+
+
 class IdentityConfig(_Section):
     subject: str = Field(min_length=1, description="RFC 4514 subject of the client certificate")
     roles: list[Role] = Field(min_length=1)
@@ -108,6 +133,7 @@ class Config(_Section):
     policy: PolicyConfig = PolicyConfig()
     integrity: IntegrityConfig = IntegrityConfig()
     metrics: MetricsConfig = MetricsConfig()
+    limits: LimitsConfig = LimitsConfig()
     identities: list[IdentityConfig] = Field(default_factory=list)
 
     @field_validator("identities")

@@ -26,7 +26,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from proto.custos.v1 import keys_pb2, keys_pb2_grpc, policy_pb2, policy_pb2_grpc, signer_pb2_grpc
 from proto.custos.v1 import signer_pb2 as pb
-from signer.chains.bitcoin_address import script_for_address
+from signer.chains.bitcoin_address import script_for_address, sha256d
 from signer.client import ClientProfile
 from signer.devsetup import init_dev, subject_string
 
@@ -95,11 +95,27 @@ def _ensure_key(stub: keys_pb2_grpc.KeysStub, key_id: str) -> keys_pb2.Key:
     return key
 
 
+def funding_tx(address: str, value: int) -> bytes:
+    """A one-input, one-output transaction paying `value` to `address` (made up, testnet)."""
+    script = script_for_address(address, "testnet")[1]
+    outpoint = hashlib.sha256(f"custos demo funding {address}".encode()).digest() + bytes(4)
+    return b"".join(
+        [
+            (2).to_bytes(4, "little"),  # version
+            b"\x01" + outpoint + b"\x00" + b"\xff" * 4,  # one input, empty scriptSig
+            b"\x01" + value.to_bytes(8, "little") + bytes([len(script)]) + script,
+            bytes(4),  # lock time
+        ]
+    )
+
+
 def build_batch(keys: dict[str, keys_pb2.Key], request_id: str) -> pb.SignBatchRequest:
     btc, eth, bsc, tron = (keys[c] for c in ("bitcoin", "ethereum", "bsc", "tron"))
     own_btc = _address(btc, "bitcoin", "testnet", "p2wpkh")
-    # A made-up previous output paying our own P2WPKH address (testnet).
-    funding = hashlib.sha256(f"custos demo funding {own_btc}".encode()).hexdigest()
+    # A made-up previous transaction paying our own P2WPKH address (testnet); the
+    # input carries it whole, and the server proves the value and script from it.
+    prev_tx = funding_tx(own_btc, 100_000)
+    funding = sha256d(prev_tx)[::-1].hex()
     now_ms = int(time.time() * 1000)
     recipient = _address(eth, "bsc", "testnet")
     transfer = "0xa9059cbb" + recipient[2:].lower().rjust(64, "0") + f"{25 * 10**18:064x}"
@@ -111,7 +127,13 @@ def build_batch(keys: dict[str, keys_pb2.Key], request_id: str) -> pb.SignBatchR
                 bitcoin=pb.BitcoinTransaction(
                     network="testnet",
                     inputs=[
-                        pb.BitcoinInput(txid=funding, vout=0, value=100_000, script_type="p2wpkh")
+                        pb.BitcoinInput(
+                            txid=funding,
+                            vout=0,
+                            prev_tx=prev_tx,
+                            value=100_000,  # optional: checked against prev_tx
+                            script_type="p2wpkh",
+                        )
                     ],
                     outputs=[
                         pb.BitcoinOutput(
@@ -178,7 +200,13 @@ def result_document(request: pb.SignBatchRequest, response: pb.SignBatchResponse
         if signed.chain == "bitcoin":
             script = script_for_address(signed.address, signed.network)[1]
             entry["prevouts"] = [
-                {"txid": i.txid, "vout": i.vout, "value": i.value, "script_pubkey": script.hex()}
+                {
+                    "txid": i.txid,
+                    "vout": i.vout,
+                    "value": i.value,
+                    "script_pubkey": script.hex(),
+                    "prev_tx": i.prev_tx.hex(),
+                }
                 for i in item.bitcoin.inputs
             ]
             entry["fee_sat"] = signed.fee
@@ -197,10 +225,17 @@ def approval_flow(
     officer = policy_pb2_grpc.PoliciesStub(channel("officer"))
     totp: dict[str, pyotp.TOTP] = {}
     for name in ("approver", "approver2"):
-        uri = officer.EnrollTotp(policy_pb2.EnrollTotpRequest(subject=subject_string(name)))
+        # The officer hands out a one-time token; each approver enrolls itself with it,
+        # so only the approver ever sees its secret.
+        token = officer.IssueTotpToken(
+            policy_pb2.IssueTotpTokenRequest(subject=subject_string(name))
+        ).enrollment_token
+        uri = policy_pb2_grpc.PoliciesStub(channel(name)).EnrollTotp(
+            policy_pb2.EnrollTotpRequest(enrollment_token=token)
+        )
         # What the approver's authenticator app does with the otpauth:// URI.
         totp[name] = pyotp.TOTP(pyotp.parse_uri(uri.otpauth_uri).secret)
-    print("[demo] officer enrolled TOTP for approver and approver2 (secrets sealed in the HSM)")
+    print("[demo] approver and approver2 enrolled their own TOTP with officer-issued tokens")
 
     events: list[str] = []
     watch = policy_pb2_grpc.ApprovalsStub(channel("payments")).WatchEvents(

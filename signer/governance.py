@@ -421,6 +421,46 @@ class PolicyGovernor:
         self.refresh()
         return self.get(version)
 
+    def cancel(self, officer: str, version: int, totp_verified: bool) -> PolicyRow:
+        """Cancel a proposal or an approved version still in its activation delay."""
+        if not totp_verified:
+            raise FailedPrecondition("cancel refused (totp_required): a fresh TOTP code is needed")
+        active = self.active()
+        rules = governance.GovernanceRules.of(active.document)
+        refusal: list[Refused] = []
+
+        def change(current: PolicyRow) -> tuple[PolicyRow, list[AuditEvent]] | None:
+            refusal.clear()  # the store may run this again when it retries a transaction
+            if current.state not in ("proposed", "approved"):
+                refusal.append(Refused(governance.NOT_OPEN, f"the version is {current.state}"))
+                return None
+            result = governance.cancel(
+                proposal_from_json(current.record),
+                officer,
+                rules,
+                active_version=active.version,
+                now=self._clock(),
+            )
+            if isinstance(result, Refused):
+                refusal.append(result)
+                return None
+            event = AuditEvent(
+                "policy.cancelled",
+                officer,
+                {"version": current.version, "hash": current.hash, "was": current.state},
+            )
+            cancelled = dataclasses.replace(
+                current, state="cancelled", record=proposal_json(result)
+            )
+            return self._successor(current, cancelled), [event]
+
+        row = self._update(version, change)
+        if row is None:
+            raise NotFound(f"no policy version {version}")
+        if refusal:
+            raise FailedPrecondition(f"cancel refused ({refusal[0].reason}): {refusal[0].message}")
+        return row
+
     def get(self, version: int) -> PolicyRow:
         wanted = version or self.active().version
         for row in self._rows():

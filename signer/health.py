@@ -2,14 +2,15 @@
 
 The gRPC health service reports SERVING only while both answer. A request that
 fails with UNAVAILABLE flips it at once; the probe flips it back when the
-component answers again.
+component answers again. The metrics port's HTTP /readyz reads the same state
+(`readiness`), and says not ready once shutdown begins (`drain`).
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 from signer import metrics
 
@@ -31,6 +32,9 @@ class HealthMonitor:
         self._wake = threading.Event()
         self._thread = threading.Thread(target=self._run, name="custos-health", daemon=True)
         self.healthy = False
+        # Each component's last probe, for the HTTP /readyz probe; empty until the first.
+        self._states: Mapping[str, str] = {}
+        self._draining = False
 
     def start(self) -> None:
         self.check()
@@ -50,8 +54,21 @@ class HealthMonitor:
         if healthy != self.healthy:
             log.info("health: %s", "serving" if healthy else f"not serving ({', '.join(failed)})")
         self.healthy = healthy
+        # One assignment: /readyz threads read a whole probe round, never half of one.
+        self._states = {name: "failing" if name in failed else "ok" for name in self._probes}
         self._publish(healthy)
         return healthy
+
+    def readiness(self) -> tuple[bool, Mapping[str, str]]:
+        """Ready (every component passed its last probe) and each component's state."""
+        states = self._states
+        if self._draining:
+            return False, {**states, "server": "shutting down"}
+        return bool(states) and all(state == "ok" for state in states.values()), states
+
+    def drain(self) -> None:
+        """Not ready from now on: load balancers stop sending while calls finish."""
+        self._draining = True
 
     def report_failure(self, _exc: BaseException) -> None:
         """Called when a request hit an unavailable component: re-probe now."""

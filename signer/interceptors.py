@@ -166,7 +166,7 @@ class EdgeInterceptor(grpc.ServerInterceptor):  # type: ignore[type-arg]
                 self._fail(method, exc, context)
                 raise  # unreachable: abort raises
             finally:
-                metrics.RPC_SECONDS.labels(method, code).observe(time.perf_counter() - started)
+                _observe(method, code, started)
 
         return wrapped
 
@@ -177,9 +177,22 @@ class EdgeInterceptor(grpc.ServerInterceptor):  # type: ignore[type-arg]
         deserialize: Callable[[bytes], Any] | None,
     ) -> Callable[..., Any]:
         def wrapped(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
+            started = time.perf_counter()
+            code = "OK"
             try:
                 yield from behaviour(self._enter(method, context, request, deserialize), context)
+            except GeneratorExit:  # the client went away mid-stream
+                code = grpc.StatusCode.CANCELLED.name
+                raise
             except Exception as exc:  # noqa: BLE001 - every error becomes a status here
+                code = status_for(exc)[0].name
                 self._fail(method, exc, context)
+            finally:
+                _observe(method, code, started)
 
         return wrapped
+
+
+def _observe(method: str, code: str, started: float) -> None:
+    service, name = metrics.rpc_labels(method)
+    metrics.RPC_SECONDS.labels(service, name, code).observe(time.perf_counter() - started)

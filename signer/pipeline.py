@@ -16,6 +16,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
+from google.protobuf.message import DecodeError
+
 from audit.record import AuditEvent
 from hsm.errors import HsmError
 from hsm.keystore import Signer, SignRequest
@@ -27,6 +29,8 @@ from signer.admission import Judgement, admission, budget_error, judge, pending_
 from signer.auth import SERVICE, Identity
 from signer.authenticity import StateAuthenticator
 from signer.chains.base import ChainAdapter, InvalidField, KeyInfo, PreparedTx, SignedTx
+from signer.chains.evm import CHAINS as EVM_CHAINS
+from signer.chains.limits import DEFAULT_LIMITS, WorkBudget
 from signer.errors import (
     AlreadyExists,
     BudgetExceeded,
@@ -58,6 +62,16 @@ class _Item:
 
 
 @dataclass(frozen=True, slots=True)
+class Rejudged:
+    """A held batch judged again now: who asked (with their grants), its items, the verdict."""
+
+    identity: Identity
+    request_id: str
+    items: tuple[_Item, ...]
+    judgement: Judgement
+
+
+@dataclass(frozen=True, slots=True)
 class _Decided:
     """Which policy version and rules let a batch be signed (kept with its result)."""
 
@@ -82,17 +96,23 @@ class SigningPipeline:
         adapters: dict[str, ChainAdapter],
         *,
         max_batch_items: int,
+        max_batch_work_units: int = DEFAULT_LIMITS.max_batch_work_units,
         lease_ms: int,
         governor: PolicyGovernor,
         events: EventBus,
         integrity: StateAuthenticator,
         clock: Callable[[], datetime] = utcnow,
+        identities: Callable[[str], Identity | None] | None = None,
     ) -> None:
+        """`identities` looks up a configured identity by subject (Authorizer.identity_of):
+        held batches are signed with the caller's own grants; without it none is signed."""
         self._integrity = integrity
         self._store = store
+        self._identities = identities
         self._signer = signer
         self._adapters = adapters
         self._max_items = max_batch_items
+        self._max_work = max_batch_work_units
         self._lease_ms = lease_ms
         self._governor = governor
         self._events = events
@@ -109,13 +129,13 @@ class SigningPipeline:
                 metrics.POLICY_DENIALS.labels(
                     exc.details.get("rule", exc.details.get("code", ""))
                 ).inc()
-            _count(outcome, [item.WhichOneof("tx") or "none" for item in request.items])
+            _count(outcome, [_chain_of(item) for item in request.items])
             raise
         except Exception:
-            _count("failed", [item.WhichOneof("tx") or "none" for item in request.items])
+            _count("failed", [_chain_of(item) for item in request.items])
             raise
         outcome = "replayed" if response.replayed else _OUTCOME_OF_STATUS[response.status]
-        _count(outcome, [item.chain for item in response.items] or ["pending"])
+        _count(outcome, [_chain_of(item) for item in request.items])
         # Successes are counted by the metrics; a line each only when debugging.
         log.debug("batch %s: %d items", outcome, len(response.items))
         return response
@@ -201,30 +221,43 @@ class SigningPipeline:
             claim.token,
         )
 
-    def sign_approved(
-        self,
-        caller: str,
-        request_bytes: bytes,
-        approval_id: str,
-        policy_version: str,
-        rules: Sequence[str],
-    ) -> None:
-        """Sign a batch whose approvals are complete (called by the approval desk)."""
-        request = pb.SignBatchRequest.FromString(request_bytes)
-        # Grants were checked when the batch was requested; keys must still be enabled.
-        identity = Identity(caller, frozenset({SERVICE}), ("*",))
+    def rejudge(self, caller: str, request_bytes: bytes) -> Rejudged:
+        """Judge a held batch again, as if it arrived now: the caller's own grants, the
+        keys' states and the active policy (DESIGN.md invariant 9).
+
+        Raises PermissionDenied when the caller is no longer a service identity or
+        lost a key grant, PolicyDenied when the active policy now refuses the batch,
+        and the usual errors for disabled keys or a missing policy.
+        """
+        identity = self._identities(caller) if self._identities is not None else None
+        if identity is None or SERVICE not in identity.roles:
+            raise PermissionDenied(f"{caller!r} is not (or no longer) a service identity")
+        try:
+            request = pb.SignBatchRequest.FromString(request_bytes)
+        except DecodeError:
+            raise InvalidRequest("the stored request does not decode") from None
+        self._check_envelope(request)
         items = self._prepare(identity, request)
-        decided = _Decided(policy_version, tuple(rules), approval_id)
-        # Approve and the sweep may both get here: the fenced claim lets one sign.
-        claim = self._store.claim_approved(
-            caller, request.request_id, approval_id, self._lease_ms, []
+        judgement = judge(
+            self._governor.active(),
+            caller,
+            [item.prepared.intent for item in items],
+            self._clock(),
         )
-        if claim.outcome is ClaimOutcome.DONE:
-            return  # signed (or settled) already
-        if claim.outcome is not ClaimOutcome.CLAIMED or claim.token is None:
-            raise InProgress(f"approved batch {approval_id!r} is being signed by another attempt")
-        self._sign_claimed(identity, request.request_id, items, decided, claim.token, audit=False)
-        self._events.publish("signed", approval_id, request.request_id, caller)
+        return Rejudged(identity, request.request_id, tuple(items), judgement)
+
+    def sign_approved(
+        self, held: Rejudged, approval_id: str
+    ) -> tuple[pb.SignBatchResponse, AuditEvent]:
+        """Sign a proven, approved batch; the caller stores the result (fenced) and tells.
+
+        The response names the policy version and rules of the judgement that
+        really decided: the one made just now, not the one that held the batch.
+        """
+        decided = _Decided(held.judgement.policy.hash, held.judgement.rules, approval_id)
+        signed = self._sign_items(held.identity, held.request_id, held.items, decided)
+        _count("signed", [item.prepared.intent.chain for item in held.items])
+        return signed
 
     def get_batch(self, caller: Identity, request_id: str) -> pb.SignBatchResponse:
         if not REQUEST_ID.fullmatch(request_id):
@@ -291,6 +324,9 @@ class SigningPipeline:
         # Only rows the HSM vouches for may lead to a signature (invariant 8);
         # verified rows are cached, so a hot key costs no HSM call here.
         verify_keys(self._integrity, list(keys.values()), since)
+        # Every adapter charges its item's work here before doing it, so a large
+        # batch of expensive items stops after a bounded amount of CPU.
+        budget = WorkBudget(self._max_work)
         prepared = []
         for index, item in enumerate(request.items):
             key = keys.get(item.key_id)
@@ -303,7 +339,9 @@ class SigningPipeline:
             if adapter is None:
                 raise InvalidRequest(f"items[{index}].tx: no transaction (bitcoin, evm or tron)")
             try:
-                ready = adapter.prepare(getattr(item, kind), KeyInfo(key.key_id, key.public_key))
+                ready = adapter.prepare(
+                    getattr(item, kind), KeyInfo(key.key_id, key.public_key), budget
+                )
             except InvalidField as exc:
                 raise InvalidRequest(f"items[{index}].{exc.field}: {exc.message}") from None
             prepared.append(_Item(index, key, adapter, ready))
@@ -316,24 +354,25 @@ class SigningPipeline:
         items: Sequence[_Item],
         decided: _Decided,
         token: bytes,
-        *,
-        audit: bool = True,
     ) -> pb.SignBatchResponse:
         try:
             return self._sign_and_store(caller, request_id, items, decided, token)
         except ClaimLost:
-            # Our lease ran out and a retry took the id over (a sign.failed record
-            # closed this attempt): what we signed never leaves; theirs is the result.
+            # Our lease ran out; a retry took the id over or a sweep closed the claim
+            # (a sign.failed record closed this attempt either way): what we signed
+            # never leaves, and a stored result is the request id's one result.
             stored = self._store.get_batch(caller.subject, request_id)
             if stored is not None and stored.done and stored.result is not None:
                 return _replay(stored.result)
-            raise InProgress(f"request_id {request_id!r} was taken over by a retry") from None
+            raise InProgress(
+                f"request_id {request_id!r}: this attempt's lease ran out; retry"
+            ) from None
         except BaseException as exc:
             # Give the request id back so that a retry can sign; nothing left the process.
             # Under our token only: a batch the store completed (a COMMIT whose outcome
             # we never heard) keeps its result and its budget.
             reason = "hsm unavailable" if isinstance(exc, HsmError) else type(exc).__name__
-            self._release_quietly(caller, request_id, reason, token, audit=audit)
+            self._release_quietly(caller, request_id, reason, token)
             if isinstance(exc, HsmError):
                 log.warning("signing %s failed: %s", request_id, exc)
                 raise Unavailable(
@@ -349,6 +388,24 @@ class SigningPipeline:
         decided: _Decided,
         token: bytes,
     ) -> pb.SignBatchResponse:
+        response, signed_event = self._sign_items(caller, request_id, items, decided)
+        with metrics.AUDIT_APPEND_SECONDS.time():
+            self._store.complete_batch(
+                caller.subject,
+                request_id,
+                response.SerializeToString(deterministic=True),
+                [signed_event],
+                token=token,
+            )
+        return response
+
+    def _sign_items(
+        self,
+        caller: Identity,
+        request_id: str,
+        items: Sequence[_Item],
+        decided: _Decided,
+    ) -> tuple[pb.SignBatchResponse, AuditEvent]:
         requests = [
             SignRequest(item.key.key_id, digest, item.key.public_key)
             for item in items
@@ -380,15 +437,7 @@ class SigningPipeline:
                 ],
             },
         )
-        with metrics.AUDIT_APPEND_SECONDS.time():
-            self._store.complete_batch(
-                caller.subject,
-                request_id,
-                response.SerializeToString(deterministic=True),
-                [signed_event],
-                token=token,
-            )
-        return response
+        return response, signed_event
 
     def _audit_refusal(self, caller: Identity, request_id: str, exc: CustosError) -> None:
         event = AuditEvent(
@@ -407,15 +456,13 @@ class SigningPipeline:
             log.warning("could not audit the refusal of request %r", request_id[:128])
 
     def _release_quietly(
-        self, caller: Identity, request_id: str, reason: str, token: bytes, *, audit: bool
+        self, caller: Identity, request_id: str, reason: str, token: bytes
     ) -> None:
         event = AuditEvent(
             "sign.failed", caller.subject, {"request_id": request_id, "reason": reason}
         )
         try:
-            self._store.release_batch(
-                caller.subject, request_id, [event] if audit else [], token=token
-            )
+            self._store.release_batch(caller.subject, request_id, [event], token=token)
         except Exception:  # the store may be what failed; the lease expires on its own
             log.exception("could not release request id %s", request_id)
 
@@ -451,6 +498,14 @@ _OUTCOME_OF_ERROR: dict[type[CustosError], str] = {
     InvalidRequest: "invalid",
     Unavailable: "unavailable",
 }
+
+
+def _chain_of(item: pb.SignItem) -> str:
+    """The chain an item is for, as a bounded metric label (never the oneof's `evm`)."""
+    kind = item.WhichOneof("tx")
+    if kind == "evm":
+        return EVM_CHAINS.get(item.evm.chain_id, ("unknown", ""))[0]
+    return kind or "unknown"
 
 
 def _count(outcome: str, chains: Sequence[str]) -> None:

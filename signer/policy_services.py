@@ -4,19 +4,22 @@ from __future__ import annotations
 
 import queue
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 
 import grpc
 
 from policies.approvals import missing
 from proto.custos.v1 import policy_pb2, policy_pb2_grpc
 from signer.approval_desk import ApprovalDesk, record_of
+from signer.approval_view import decode_items
 from signer.auth import APPROVER, OFFICER
-from signer.errors import InvalidRequest
+from signer.chains.base import ChainAdapter
+from signer.errors import InvalidRequest, PermissionDenied
 from signer.events import EventBus
 from signer.governance import PolicyGovernor, proposal_from_json
 from signer.interceptors import current_identity
 from signer.second_factor import SecondFactor
+from signer.store.base import Store
 from signer.store.policy_tables import PendingRow, PolicyRow
 
 
@@ -34,7 +37,9 @@ def version_message(row: PolicyRow) -> policy_pb2.PolicyVersion:
     )
 
 
-def pending_message(row: PendingRow) -> policy_pb2.PendingBatch:
+def pending_message(
+    row: PendingRow, items: list[policy_pb2.PendingItem]
+) -> policy_pb2.PendingBatch:
     pending, raw = record_of(row)
     return policy_pb2.PendingBatch(
         approval_id=row.approval_id,
@@ -47,18 +52,9 @@ def pending_message(row: PendingRow) -> policy_pb2.PendingBatch:
         approved_by=[a.approver for a in pending.approvals],
         missing=[f"{q.group}: {q.approvals} more" for q in missing(pending)],
         totp_required=pending.totp_required,
-        items=[
-            policy_pb2.PendingItem(
-                chain=i["chain"],
-                network=i["network"],
-                key_id=i["key_id"],
-                from_address=i["from"],
-                destinations=i["destinations"],
-                fee=i["fee"],
-                contract_call=i["contract_call"],
-            )
-            for i in raw["items"]
-        ],
+        items=items,
+        request=row.request,
+        policy_version=raw.get("policy", ""),
     )
 
 
@@ -98,28 +94,89 @@ class PoliciesService(policy_pb2_grpc.PoliciesServicer):
             versions=[version_message(row) for row in self._governor.history()]
         )
 
+    def CancelPolicy(  # noqa: N802
+        self, request: policy_pb2.CancelPolicyRequest, context: grpc.ServicerContext
+    ) -> policy_pb2.PolicyVersion:
+        officer = current_identity.get().subject
+        if not request.version:
+            raise InvalidRequest("version: the version to cancel is required")
+        if not request.totp_code:
+            raise InvalidRequest("totp_code: cancelling a version needs a fresh TOTP code")
+        self._second_factor.check(officer, request.totp_code)
+        return version_message(self._governor.cancel(officer, request.version, True))
+
     def EnrollTotp(  # noqa: N802
         self, request: policy_pb2.EnrollTotpRequest, context: grpc.ServicerContext
     ) -> policy_pb2.EnrollTotpResponse:
+        caller = current_identity.get().subject
+        if request.subject and request.subject != caller:
+            raise PermissionDenied(
+                "subject: an identity enrolls only its own TOTP, over its own certificate;"
+                " an officer issues an enrollment token instead (IssueTotpToken)"
+            )
+        uri = self._second_factor.enroll(
+            caller, token=request.enrollment_token, code=request.totp_code
+        )
+        return policy_pb2.EnrollTotpResponse(subject=caller, otpauth_uri=uri)
+
+    def IssueTotpToken(  # noqa: N802
+        self, request: policy_pb2.IssueTotpTokenRequest, context: grpc.ServicerContext
+    ) -> policy_pb2.IssueTotpTokenResponse:
         if not request.subject:
             raise InvalidRequest("subject: the identity to enroll is required")
-        uri = self._second_factor.enroll(current_identity.get().subject, request.subject)
-        return policy_pb2.EnrollTotpResponse(subject=request.subject, otpauth_uri=uri)
+        issued = self._second_factor.issue_token(current_identity.get().subject, request.subject)
+        return policy_pb2.IssueTotpTokenResponse(
+            subject=issued.subject,
+            enrollment_token=issued.token,
+            expires_at_unix=int(issued.expires_at.timestamp()),
+        )
+
+    def UnlockTotp(  # noqa: N802
+        self, request: policy_pb2.UnlockTotpRequest, context: grpc.ServicerContext
+    ) -> policy_pb2.UnlockTotpResponse:
+        officer = current_identity.get().subject
+        if not request.subject:
+            raise InvalidRequest("subject: the identity to unlock is required")
+        if not request.totp_code:
+            raise InvalidRequest("totp_code: unlocking needs the officer's fresh TOTP code")
+        if request.subject == officer:
+            raise PermissionDenied("subject: an officer cannot unlock itself")
+        self._second_factor.check(officer, request.totp_code)
+        self._second_factor.unlock(officer, request.subject)
+        return policy_pb2.UnlockTotpResponse(subject=request.subject)
 
 
 class ApprovalsService(policy_pb2_grpc.ApprovalsServicer):
     """Approvers list, approve and reject held batches; callers watch events."""
 
-    def __init__(self, desk: ApprovalDesk, events: EventBus) -> None:
+    def __init__(
+        self,
+        desk: ApprovalDesk,
+        events: EventBus,
+        store: Store,
+        adapters: Mapping[str, ChainAdapter],
+    ) -> None:
         self._desk = desk
         self._events = events
+        self._store = store
+        self._adapters = adapters
+
+    def _message(self, row: PendingRow) -> policy_pb2.PendingBatch:
+        return pending_message(row, decode_items(self._store, self._adapters, row.request))
 
     def ListPending(  # noqa: N802
         self, request: policy_pb2.ListPendingRequest, context: grpc.ServicerContext
     ) -> policy_pb2.ListPendingResponse:
         return policy_pb2.ListPendingResponse(
-            batches=[pending_message(row) for row in self._desk.list_open()]
+            batches=[self._message(row) for row in self._desk.list_open()]
         )
+
+    def GetPending(  # noqa: N802
+        self, request: policy_pb2.GetPendingRequest, context: grpc.ServicerContext
+    ) -> policy_pb2.PendingBatch:
+        if not request.approval_id:
+            raise InvalidRequest("approval_id: required")
+        return self._message(self._desk.get(request.approval_id))
 
     def Approve(  # noqa: N802
         self, request: policy_pb2.DecideRequest, context: grpc.ServicerContext
@@ -130,7 +187,7 @@ class ApprovalsService(policy_pb2_grpc.ApprovalsServicer):
             request.request_digest,
             request.totp_code,
         )
-        return pending_message(row)
+        return self._message(row)
 
     def Reject(  # noqa: N802
         self, request: policy_pb2.DecideRequest, context: grpc.ServicerContext
@@ -141,7 +198,7 @@ class ApprovalsService(policy_pb2_grpc.ApprovalsServicer):
             request.request_digest,
             request.totp_code,
         )
-        return pending_message(row)
+        return self._message(row)
 
     def WatchEvents(  # noqa: N802
         self, request: policy_pb2.WatchEventsRequest, context: grpc.ServicerContext

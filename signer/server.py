@@ -10,7 +10,6 @@ from concurrent import futures
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
 
 from audit.record import AuditEvent
 from hsm.pool import SigningPool
@@ -24,12 +23,13 @@ from proto.custos.v1 import (
     signer_pb2,
     signer_pb2_grpc,
 )
-from signer import metrics
+from signer import metrics, reflection
 from signer.approval_desk import ApprovalDesk
 from signer.auditlog import AuditLog
 from signer.auth import Authorizer
 from signer.authenticity import StoreGuard, audit_alarm, open_authenticator, scan_audit_log
-from signer.chains.registry import ADAPTERS
+from signer.chains.limits import ChainLimits
+from signer.chains.registry import make_adapters
 from signer.config import Config
 from signer.errors import ConfigError
 from signer.events import EventBus
@@ -113,15 +113,20 @@ class CustosServer:
             functools.partial(self.pool.sign_eddsa, config.audit.key_id),
         )
         events = EventBus()
+        limits = ChainLimits(**config.limits.model_dump())
+        authorizer = Authorizer(config.identities)
+        adapters = make_adapters(limits)
         pipeline = SigningPipeline(
             self.store,
             self.pool,
-            ADAPTERS,
+            adapters,
             max_batch_items=config.server.max_batch_items,
+            max_batch_work_units=limits.max_batch_work_units,
             lease_ms=config.server.lease_seconds * 1000,
             governor=self.governor,
             events=events,
             integrity=self.integrity,
+            identities=authorizer.identity_of,
         )
         self.desk = ApprovalDesk(
             self.store,
@@ -149,9 +154,7 @@ class CustosServer:
             futures.ThreadPoolExecutor(
                 max_workers=config.server.threads, thread_name_prefix="custos-rpc"
             ),
-            interceptors=[
-                EdgeInterceptor(Authorizer(config.identities), self.monitor.report_failure)
-            ],
+            interceptors=[EdgeInterceptor(authorizer, self.monitor.report_failure)],
             options=options,
         )
         signer_pb2_grpc.add_SignerServicer_to_server(SignerService(pipeline), self._grpc)
@@ -163,12 +166,10 @@ class CustosServer:
             PoliciesService(self.governor, second_factor), self._grpc
         )
         policy_pb2_grpc.add_ApprovalsServicer_to_server(
-            ApprovalsService(self.desk, events), self._grpc
+            ApprovalsService(self.desk, events, self.store, adapters), self._grpc
         )
         health_pb2_grpc.add_HealthServicer_to_server(self._health, self._grpc)
-        reflection.enable_server_reflection(
-            (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), self._grpc
-        )
+        reflection.enable((*SERVICE_NAMES, health.SERVICE_NAME), self._grpc)
         self._metrics_listen = config.metrics.listen
         self.metrics_port = 0
         self._stop_metrics: Callable[[], None] = lambda: None
@@ -191,7 +192,9 @@ class CustosServer:
         )
         metrics.bind_gauge(metrics.CHECKPOINT_AGE, self.audit.checkpoint_age)
         if self._metrics_listen:
-            self.metrics_port, self._stop_metrics = metrics.serve(self._metrics_listen)
+            self.metrics_port, self._stop_metrics = metrics.serve(
+                self._metrics_listen, self.monitor.readiness
+            )
             log.info("metrics on port %d", self.metrics_port)
 
     def start(self) -> None:
@@ -208,6 +211,7 @@ class CustosServer:
 
     def stop(self, grace: float = 10.0) -> None:
         self._health.enter_graceful_shutdown()
+        self.monitor.drain()
         self._grpc.stop(grace).wait()
         self._stop_metrics()
         self.desk.stop()

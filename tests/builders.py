@@ -8,6 +8,7 @@ from tronpy.keys import PrivateKey as TronPrivateKey
 
 from proto.custos.v1 import keys_pb2
 from proto.custos.v1 import signer_pb2 as pb
+from tests.second_impl import bitcoin_funding_tx, bitcoin_prevout, bitcoin_prevout_script
 
 # Destinations outside our keys. Sources: BIP-173 test vectors (bech32), the
 # EIP-155 example (0x3535...), Tron's USDT contract, and an address derived by
@@ -29,11 +30,44 @@ def fake_txid(seed: str) -> str:
     return hashlib.sha256(seed.encode()).hexdigest()
 
 
+def bitcoin_script(key: keys_pb2.Key, script_type: str) -> bytes:
+    """The key's own P2WPKH or P2PKH scriptPubKey, as python-bitcointx builds it."""
+    return bitcoin_prevout_script(bytes.fromhex(key.public_key), script_type)
+
+
+def bitcoin_input(
+    key: keys_pb2.Key,
+    value: int,
+    script_type: str = "p2wpkh",
+    seed: str = "btc",
+    vout: int = 0,
+    segwit: bool = False,
+    **fields: object,
+) -> pb.BitcoinInput:
+    """An input spending output `vout` (worth `value`, locked to the key) of a made-up
+    previous transaction that the input carries whole (python-bitcointx builds it)."""
+    decoy = (1_000, bytes.fromhex("0014") + hashlib.sha256(seed.encode()).digest()[:20])
+    outputs = [decoy] * vout + [(value, bitcoin_script(key, script_type))]
+    prev_tx = bitcoin_funding_tx(outputs, seed, segwit)
+    txid, _, _ = bitcoin_prevout(prev_tx, vout)
+    return pb.BitcoinInput(txid=txid, vout=vout, prev_tx=prev_tx, **fields)  # type: ignore[arg-type]
+
+
+def bitcoin_prevouts(tx: pb.BitcoinTransaction) -> list[tuple[int, bytes]]:
+    """(value, scriptPubKey) of every input, read from its prev_tx by python-bitcointx."""
+    result = []
+    for txin in tx.inputs:
+        txid, value, script = bitcoin_prevout(txin.prev_tx, txin.vout)
+        assert txid == txin.txid
+        result.append((value, script))
+    return result
+
+
 def bitcoin_item(
     key: keys_pb2.Key, seed: str = "btc", script_types: tuple[str, ...] = ("p2wpkh", "p2pkh")
 ) -> pb.SignItem:
     inputs = [
-        pb.BitcoinInput(txid=fake_txid(f"{seed}-{i}"), vout=i, value=50_000, script_type=t)
+        bitcoin_input(key, 50_000, t, seed=f"{seed}-{i}", vout=i % 2, segwit=i % 3 == 1)
         for i, t in enumerate(script_types)
     ]
     total = 50_000 * len(inputs)

@@ -2,7 +2,9 @@
 
 - EVM: eth-account recovers the sender from the raw signed transaction.
 - Bitcoin: python-bitcointx's script interpreter runs every input (P2SH and
-  witness flags on) against its previous output. python-bitcointx is the
+  witness flags on) against its previous output. python-bitcointx also builds
+  the previous transactions that requests carry (`bitcoin_funding_tx`) and reads
+  the txid, value and script of a previous output from them (`bitcoin_prevout`). python-bitcointx is the
   maintained fork of python-bitcoinlib; python-bitcoinlib 0.12.2, the latest
   release, has no witness support in VerifyScript.
 - Tron: tronpy recovers the signer's address from the txID and signature,
@@ -15,7 +17,18 @@ import hashlib
 import json
 from collections.abc import Sequence
 
-from bitcointx.core import CTransaction, Hash160, b2lx, x
+from bitcointx.core import (
+    CMutableTransaction,
+    CMutableTxIn,
+    CMutableTxInWitness,
+    CMutableTxOut,
+    CMutableTxWitness,
+    COutPoint,
+    CTransaction,
+    Hash160,
+    b2lx,
+    x,
+)
 from bitcointx.core.script import (
     OP_0,
     OP_CHECKSIG,
@@ -41,6 +54,33 @@ def bitcoin_prevout_script(public_key: bytes, script_type: str) -> bytes:
     if script_type == "p2wpkh":
         return bytes(CScript([OP_0, h]))
     return bytes(CScript([OP_DUP, OP_HASH160, h, OP_EQUALVERIFY, OP_CHECKSIG]))
+
+
+def bitcoin_funding_tx(
+    outputs: Sequence[tuple[int, bytes]], seed: str = "funding", segwit: bool = False
+) -> bytes:
+    """A serialized transaction paying `outputs` ((value, scriptPubKey) each).
+
+    Its one input spends a made-up outpoint derived from `seed`; with `segwit`
+    it carries a witness, so it is serialized in the BIP144 form (marker, flag,
+    witness), whose txid is computed without them.
+    """
+    txin = CMutableTxIn(COutPoint(hashlib.sha256(seed.encode()).digest(), 0), nSequence=0xFFFFFFFF)
+    txouts = [CMutableTxOut(value, CScript(script)) for value, script in outputs]
+    witness = None
+    if segwit:
+        stack = CScriptWitness([bytes(71) + b"\x01", b"\x02" + bytes(32)])
+        witness = CMutableTxWitness([CMutableTxInWitness(stack)])
+    tx = CMutableTransaction([txin], txouts, nLockTime=0, nVersion=2, witness=witness)
+    raw: bytes = tx.serialize()
+    return raw
+
+
+def bitcoin_prevout(prev_tx: bytes, vout: int) -> tuple[str, int, bytes]:
+    """(txid as explorers show it, value, scriptPubKey) of output `vout` of a serialized tx."""
+    tx = CTransaction.deserialize(prev_tx)
+    output = tx.vout[vout]
+    return b2lx(tx.GetTxid()), int(output.nValue), bytes(output.scriptPubKey)
 
 
 def verify_bitcoin(raw_tx_hex: str, prevouts: Sequence[tuple[int, bytes]]) -> str:

@@ -1,17 +1,22 @@
-"""Helpers shared by tests: an in-memory signer for pure unit tests of chain adapters."""
+"""Helpers shared by tests: an in-memory signer for pure unit tests of chain adapters, and
+TOTP enrollment the way identities do it (an officer's token, redeemed by the identity)."""
 
 from __future__ import annotations
 
 import functools
 import hashlib
 import hmac
+from collections.abc import Callable
 
+import grpc
 from coincurve import PrivateKey
 
 from hsm.pool import SigningPool
 from hsm.secp256k1 import RecoverableSignature, normalize
+from proto.custos.v1 import policy_pb2, policy_pb2_grpc
 from signer.authenticity import StateAuthenticator
 from signer.chains.base import KeyInfo
+from signer.devsetup import subject_string
 
 
 class LocalKey:
@@ -41,3 +46,17 @@ def soft_integrity() -> StateAuthenticator:
 def hsm_integrity(pool: SigningPool, key_id: str = "_state") -> StateAuthenticator:
     """The authenticator a server builds: the token's state key (made by `custos init`)."""
     return StateAuthenticator(functools.partial(pool.hmac_many, key_id))
+
+
+def enroll_totp(channel: Callable[[str], grpc.Channel], name: str) -> str:
+    """`name` enrolls its own TOTP with a token an officer (not itself) issued; the URI."""
+    issuer = "officer2" if name == "officer" else "officer"
+    token = (
+        policy_pb2_grpc.PoliciesStub(channel(issuer))
+        .IssueTotpToken(policy_pb2.IssueTotpTokenRequest(subject=subject_string(name)))
+        .enrollment_token
+    )
+    reply = policy_pb2_grpc.PoliciesStub(channel(name)).EnrollTotp(
+        policy_pb2.EnrollTotpRequest(enrollment_token=token)
+    )
+    return str(reply.otpauth_uri)

@@ -10,12 +10,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from hsm.secp256k1 import RecoverableSignature
 
 # The intent types belong to the policy domain; adapters produce them.
 from policies.intent import ContractCall, Intent, Transfer
+
+if TYPE_CHECKING:
+    from signer.chains.limits import WorkBudget
 
 __all__ = [
     "Address",
@@ -80,8 +83,12 @@ class ChainAdapter(Protocol):
         """Every address of the key on this chain family, one per network and kind."""
         ...
 
-    def prepare(self, tx: Any, key: KeyInfo) -> PreparedTx:
-        """Parse and validate one proto transaction; raise InvalidField naming the field."""
+    def prepare(self, tx: Any, key: KeyInfo, budget: WorkBudget | None = None) -> PreparedTx:
+        """Parse and validate one proto transaction; raise InvalidField naming the field.
+
+        Work is charged to `budget` (the batch's) before it is done; the
+        adapter's own limits (signer/chains/limits.py) bound each item.
+        """
         ...
 
     def assemble(

@@ -4,12 +4,19 @@ Serialization and both signature hashes (legacy and BIP143) are written out
 here rather than taken from python-bitcoinlib, so that the unit tests' check
 of every signed transaction with bitcoinlib is a second implementation and
 not the same code run twice.
+
+Every input's value and scriptPubKey come from its previous transaction, which
+the caller sends whole and which must hash to the input's txid: a legacy
+signature does not commit to the value it spends and a BIP143 one only to its
+own input's, so a declared value would let a caller hide a fee from policy
+(issue 9). The fee, its rate and the change are computed from proven values.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -34,10 +41,17 @@ from signer.chains.bitcoin_address import (
     script_for_address,
     sha256d,
 )
+from signer.chains.bitcoin_prevtx import MAX_MONEY, PrevTx, PrevTxError, parse_prev_tx
+from signer.chains.limits import (
+    BITCOIN_INPUT_UNITS,
+    BITCOIN_OUTPUT_UNITS,
+    DEFAULT_LIMITS,
+    ITEM_UNITS,
+    PARSE_WEIGHT,
+    ChainLimits,
+    WorkBudget,
+)
 
-MAX_MONEY: Final = 21_000_000 * 100_000_000
-MAX_INPUTS: Final = 1000
-MAX_OUTPUTS: Final = 1000
 DEFAULT_SEQUENCE: Final = 0xFFFFFFFD
 SIGHASH_ALL: Final = 1
 # Bitcoin Core's sendrawtransaction refuses fee rates above 0.1 BTC/kvB unless
@@ -54,13 +68,31 @@ MAX_STANDARD_WEIGHT: Final = 400_000
 # off by at most one vbyte per input.
 _MAX_SIG_LEN: Final = 72
 _TXID: Final = re.compile(r"[0-9a-fA-F]{64}")
+# nLockTime below this is a block height, from it on a Unix time (BIP65's split).
+LOCKTIME_THRESHOLD: Final = 500_000_000
+# BIP68 relative lock-time fields of nSequence (transaction version 2 and up).
+_SEQ_DISABLE: Final = 1 << 31
+_SEQ_TYPE_SECONDS: Final = 1 << 22
+_SEQ_MASK: Final = 0xFFFF
+_SEQ_GRANULARITY_S: Final = 512
+# The service knows no chain tip, so a height lock time is bounded by an upper
+# estimate of the current mainnet height: block 840,000 (the fourth halving,
+# 2024-04-20 00:09:27 UTC) plus one block per 9 minutes since, faster than the
+# 10-minute target, so that a wallet's lock time at the real tip is accepted.
+# Test networks have lower heights and are held to the same bound (testnet3's
+# block storms put it above: use lock time 0 there).
+_HEIGHT_ANCHOR: Final = (840_000, 1_713_571_767)
+_ESTIMATE_BLOCK_SECONDS: Final = 540
+# Bytes of one BIP143 preimage (version, hashPrevouts, hashSequence, outpoint,
+# scriptCode with its length, value, nSequence, hashOutputs, nLockTime, type).
+_BIP143_PREIMAGE_BYTES: Final = 4 + 32 + 32 + 36 + 26 + 8 + 4 + 32 + 4 + 4
 
 
 @dataclass(frozen=True, slots=True)
 class _Input:
     outpoint: bytes  # previous txid in serialization (reversed) order || vout, 36 bytes
-    value: int
-    script_type: str  # p2wpkh | p2pkh
+    value: int  # proven by the previous transaction
+    script_type: str  # p2wpkh | p2pkh, from the previous output's proven script
     sequence: int
 
 
@@ -93,6 +125,12 @@ class BitcoinAdapter:
 
     kind: str = "bitcoin"
 
+    def __init__(
+        self, limits: ChainLimits = DEFAULT_LIMITS, clock: Callable[[], float] = time.time
+    ) -> None:
+        self._limits = limits
+        self._clock = clock  # Unix seconds, for the lock-time bounds
+
     def addresses(self, public_key: bytes) -> list[Address]:
         key = compressed(public_key)
         result = []
@@ -101,12 +139,25 @@ class BitcoinAdapter:
             result.append(Address("bitcoin", network, "p2pkh", p2pkh_address(key, network)))
         return result
 
-    def prepare(self, tx: Any, key: KeyInfo) -> PreparedTx:
+    def prepare(self, tx: Any, key: KeyInfo, budget: WorkBudget | None = None) -> PreparedTx:
+        limits = self._limits
+        if budget is not None:
+            # Counted from the message's sizes before anything is parsed.
+            budget.charge(
+                ITEM_UNITS
+                + PARSE_WEIGHT * tx.ByteSize()
+                + BITCOIN_INPUT_UNITS * len(tx.inputs)
+                + BITCOIN_OUTPUT_UNITS * len(tx.outputs),
+                "bitcoin",
+            )
         network = _parse_network(tx.network)
         version = _parse_version(tx.version)
         public_key = compressed(key.public_key)
-        inputs = _parse_inputs(tx.inputs)
-        outputs = _parse_outputs(tx.outputs, network)
+        pubkey_hash = hash160(public_key)
+        own_scripts = {p2wpkh_script(pubkey_hash): "p2wpkh", p2pkh_script(pubkey_hash): "p2pkh"}
+        inputs = _parse_inputs(tx.inputs, own_scripts, limits)
+        outputs = _parse_outputs(tx.outputs, network, limits)
+        _check_locks(version, tx.lock_time, inputs, limits, self._clock())
         fee = _fee(inputs, outputs)
         unsigned = UnsignedBitcoinTx(
             network=network,
@@ -119,8 +170,16 @@ class BitcoinAdapter:
             fee=fee,
         )
         vsize = _checked_vsize(unsigned)
-        pubkey_hash = hash160(public_key)
-        own_scripts = {p2wpkh_script(pubkey_hash), p2pkh_script(pubkey_hash)}
+        work = sighash_bytes(unsigned)
+        if work > limits.bitcoin_max_sighash_bytes:
+            raise InvalidField(
+                "bitcoin.inputs",
+                f"signature hashes of {work} bytes exceed limits.bitcoin_max_sighash_bytes = "
+                f"{limits.bitcoin_max_sighash_bytes} (each legacy P2PKH input hashes the "
+                "whole transaction; use P2WPKH inputs or fewer inputs)",
+            )
+        if budget is not None:
+            budget.charge(work, "bitcoin.inputs")
         intent = Intent(
             chain="bitcoin",
             network=network,
@@ -132,6 +191,8 @@ class BitcoinAdapter:
             ),
             fee=fee,
             fee_details=(("vsize", vsize), ("fee_rate_sat_vb_milli", fee * 1000 // vsize)),
+            lock_time=tx.lock_time,
+            sequences=tuple(i.sequence for i in inputs),
         )
         return PreparedTx(intent=intent, digests=_digests(unsigned), unsigned=unsigned)
 
@@ -182,13 +243,21 @@ def _amount(value: int, field: str) -> int:
     return value
 
 
-def _parse_inputs(messages: Sequence[Any]) -> tuple[_Input, ...]:
+def _parse_inputs(
+    messages: Sequence[Any], own_scripts: dict[bytes, str], limits: ChainLimits
+) -> tuple[_Input, ...]:
     if not messages:
         raise InvalidField("bitcoin.inputs", "at least one input is required")
-    if len(messages) > MAX_INPUTS:
-        raise InvalidField("bitcoin.inputs", f"at most {MAX_INPUTS} inputs")
+    if len(messages) > limits.bitcoin_max_inputs:
+        raise InvalidField(
+            "bitcoin.inputs",
+            f"{len(messages)} inputs exceed limits.bitcoin_max_inputs = "
+            f"{limits.bitcoin_max_inputs}",
+        )
     inputs: list[_Input] = []
     seen: dict[bytes, int] = {}
+    # Inputs spending outputs of one transaction each carry it: parse it once.
+    parsed: dict[bytes, PrevTx] = {}
     for index, message in enumerate(messages):
         field = f"bitcoin.inputs[{index}]"
         if not _TXID.fullmatch(message.txid):
@@ -201,24 +270,130 @@ def _parse_inputs(messages: Sequence[Any]) -> tuple[_Input, ...]:
         if outpoint in seen:
             raise InvalidField(field, f"spends the same outpoint as inputs[{seen[outpoint]}]")
         seen[outpoint] = index
-        if message.script_type not in ("p2wpkh", "p2pkh"):
-            raise InvalidField(f"{field}.script_type", "must be p2wpkh or p2pkh")
+        if message.script_type not in ("", "p2wpkh", "p2pkh"):
+            raise InvalidField(f"{field}.script_type", "must be p2wpkh or p2pkh (or empty)")
+        prev = _prev_tx(message.prev_tx, f"{field}.prev_tx", parsed, limits)
+        if prev.txid != txid[::-1]:
+            raise InvalidField(
+                f"{field}.prev_tx",
+                f"hashes to txid {prev.txid_hex}, not the input's txid {message.txid.lower()}",
+            )
+        if message.vout >= len(prev.outputs):
+            raise InvalidField(
+                f"{field}.vout", f"the previous transaction has {len(prev.outputs)} outputs"
+            )
+        value, script = prev.outputs[message.vout]
+        script_type = own_scripts.get(script)
+        if script_type is None:
+            raise InvalidField(
+                f"{field}.prev_tx",
+                f"output {message.vout} is not locked to this key's P2WPKH or P2PKH script",
+            )
+        if message.script_type and message.script_type != script_type:
+            raise InvalidField(
+                f"{field}.script_type",
+                f"declared {message.script_type}, but the previous output is {script_type}",
+            )
+        if message.value and message.value != value:
+            raise InvalidField(
+                f"{field}.value",
+                f"declared {message.value} sat, but the previous output holds {value} sat",
+            )
         inputs.append(
             _Input(
                 outpoint=outpoint,
-                value=_amount(message.value, f"{field}.value"),
-                script_type=message.script_type,
+                value=_amount(value, f"{field}.prev_tx"),
+                script_type=script_type,
                 sequence=message.sequence if message.HasField("sequence") else DEFAULT_SEQUENCE,
             )
         )
     return tuple(inputs)
 
 
-def _parse_outputs(messages: Sequence[Any], network: str) -> tuple[_Output, ...]:
+def _prev_tx(raw: bytes, field: str, parsed: dict[bytes, PrevTx], limits: ChainLimits) -> PrevTx:
+    if not raw:
+        raise InvalidField(
+            field, "required: the previous transaction, whose output this input spends"
+        )
+    if len(raw) > limits.bitcoin_max_prev_tx_bytes:
+        raise InvalidField(
+            field,
+            f"{len(raw)} bytes exceed limits.bitcoin_max_prev_tx_bytes = "
+            f"{limits.bitcoin_max_prev_tx_bytes}",
+        )
+    prev = parsed.get(raw)
+    if prev is None:
+        try:
+            prev = parse_prev_tx(raw)
+        except PrevTxError as exc:
+            raise InvalidField(field, f"not a serialized transaction: {exc}") from None
+        parsed[raw] = prev
+    return prev
+
+
+def _height_upper_estimate(now: float) -> int:
+    height, at = _HEIGHT_ANCHOR
+    return height + max(0, int(now) - at) // _ESTIMATE_BLOCK_SECONDS
+
+
+def _check_locks(
+    version: int, lock_time: int, inputs: Sequence[_Input], limits: ChainLimits, now: float
+) -> None:
+    """Refuse a transaction that only becomes valid further ahead than the limits allow.
+
+    A signature for such a transaction is a payment someone can hold and
+    broadcast long after the key was disabled or the policy changed. The
+    bounds only grow with time, so a batch held for approval and prepared
+    again later never fails on them.
+    """
+    if lock_time >= LOCKTIME_THRESHOLD:
+        latest = int(now) + limits.max_lock_ahead_seconds
+        if lock_time > latest:
+            raise InvalidField(
+                "bitcoin.lock_time",
+                f"Unix time {lock_time} is more than limits.max_lock_ahead_seconds = "
+                f"{limits.max_lock_ahead_seconds} in the future",
+            )
+    elif lock_time:
+        latest = _height_upper_estimate(now) + limits.max_lock_ahead_blocks
+        if lock_time > latest:
+            raise InvalidField(
+                "bitcoin.lock_time",
+                f"height {lock_time} is above {latest}, the highest block expected within "
+                f"limits.max_lock_ahead_blocks = {limits.max_lock_ahead_blocks}",
+            )
+    if version < 2:
+        return
+    for index, txin in enumerate(inputs):
+        if txin.sequence & _SEQ_DISABLE:
+            continue
+        amount = txin.sequence & _SEQ_MASK
+        if txin.sequence & _SEQ_TYPE_SECONDS:
+            if amount * _SEQ_GRANULARITY_S > limits.max_lock_ahead_seconds:
+                raise InvalidField(
+                    f"bitcoin.inputs[{index}].sequence",
+                    f"relative lock of {amount * _SEQ_GRANULARITY_S} s (BIP68) exceeds "
+                    f"limits.max_lock_ahead_seconds = {limits.max_lock_ahead_seconds}",
+                )
+        elif amount > limits.max_lock_ahead_blocks:
+            raise InvalidField(
+                f"bitcoin.inputs[{index}].sequence",
+                f"relative lock of {amount} blocks (BIP68) exceeds "
+                f"limits.max_lock_ahead_blocks = {limits.max_lock_ahead_blocks}",
+            )
+
+
+def _parse_outputs(
+    messages: Sequence[Any], network: str, limits: ChainLimits
+) -> tuple[_Output, ...]:
     if not messages:
         raise InvalidField("bitcoin.outputs", "at least one output is required")
-    if len(messages) > MAX_OUTPUTS:
-        raise InvalidField("bitcoin.outputs", f"at most {MAX_OUTPUTS} outputs")
+    if len(messages) > limits.bitcoin_max_outputs:
+        raise InvalidField(
+            "bitcoin.outputs",
+            f"{len(messages)} outputs exceed limits.bitcoin_max_outputs = "
+            f"{limits.bitcoin_max_outputs}",
+        )
     outputs: list[_Output] = []
     for index, message in enumerate(messages):
         field = f"bitcoin.outputs[{index}]"
@@ -324,16 +499,44 @@ def _estimated_weight(tx: UnsignedBitcoinTx) -> int:
     return 3 * len(stripped) + len(full)
 
 
+def _unsigned_parts(tx: UnsignedBitcoinTx) -> tuple[bytes, list[bytes], bytes, bytes]:
+    """(version and input count, each input with an empty scriptSig, outputs, lock time)."""
+    head = tx.version.to_bytes(4, "little") + _varint(len(tx.inputs))
+    chunks = [txin.outpoint + b"\x00" + txin.sequence.to_bytes(4, "little") for txin in tx.inputs]
+    outputs = _varint(len(tx.outputs)) + b"".join(o.serialize() for o in tx.outputs)
+    return head, chunks, outputs, tx.lock_time.to_bytes(4, "little")
+
+
+def sighash_bytes(tx: UnsignedBitcoinTx) -> int:
+    """How many bytes computing every input's signature hash will hash."""
+    head, chunks, outputs, lock_time = _unsigned_parts(tx)
+    # A legacy preimage is the transaction with one 25-byte scriptSig, plus the type.
+    legacy = len(head) + 41 * len(chunks) + 25 + len(outputs) + len(lock_time) + 4
+    n_legacy = sum(1 for txin in tx.inputs if txin.script_type == "p2pkh")
+    n_segwit = len(tx.inputs) - n_legacy
+    # hashPrevouts, hashSequence and hashOutputs (computed once per transaction).
+    shared = 40 * len(tx.inputs) + len(outputs) - len(_varint(len(tx.outputs)))
+    return n_legacy * legacy + n_segwit * _BIP143_PREIMAGE_BYTES + shared
+
+
 def _digests(tx: UnsignedBitcoinTx) -> tuple[bytes, ...]:
     # The previous scriptPubKey of a P2PKH input and the BIP143 scriptCode of a
     # P2WPKH input are the same script: the key's P2PKH script.
     script_code = p2pkh_script(hash160(tx.public_key))
     sighash_type = SIGHASH_ALL.to_bytes(4, "little")
+    head, chunks, outputs, lock_time = _unsigned_parts(tx)
+    # Legacy preimages differ only in which input's scriptSig holds the script:
+    # they are sliced from one serialization with every scriptSig empty (each
+    # such input is 41 bytes), so the quadratic part is C-level copying and
+    # hashing, not Python work per input pair.
+    all_inputs = b"".join(chunks)
+    tail = outputs + lock_time + sighash_type
     hash_prevouts = sha256d(b"".join(txin.outpoint for txin in tx.inputs))
     hash_sequence = sha256d(b"".join(txin.sequence.to_bytes(4, "little") for txin in tx.inputs))
-    hash_outputs = sha256d(b"".join(output.serialize() for output in tx.outputs))
+    hash_outputs = sha256d(outputs[len(_varint(len(tx.outputs))) :])
     digests = []
     for index, txin in enumerate(tx.inputs):
+        sequence = txin.sequence.to_bytes(4, "little")
         if txin.script_type == "p2wpkh":
             preimage = b"".join(
                 [
@@ -344,16 +547,18 @@ def _digests(tx: UnsignedBitcoinTx) -> tuple[bytes, ...]:
                     _varint(len(script_code)),
                     script_code,
                     txin.value.to_bytes(8, "little"),
-                    txin.sequence.to_bytes(4, "little"),
+                    sequence,
                     hash_outputs,
-                    tx.lock_time.to_bytes(4, "little"),
+                    lock_time,
                     sighash_type,
                 ]
             )
         else:
             # Legacy sighash: every scriptSig emptied except this input's, which
             # holds the script being spent; no witness even in a segwit tx.
-            script_sigs = [script_code if j == index else b"" for j in range(len(tx.inputs))]
-            preimage = _serialize(tx, script_sigs, None) + sighash_type
+            own = txin.outpoint + _varint(len(script_code)) + script_code + sequence
+            preimage = b"".join(
+                [head, all_inputs[: 41 * index], own, all_inputs[41 * (index + 1) :], tail]
+            )
         digests.append(sha256d(preimage))
     return tuple(digests)

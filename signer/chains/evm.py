@@ -30,6 +30,7 @@ from signer.chains.base import (
     SignedTx,
     Transfer,
 )
+from signer.chains.limits import DEFAULT_LIMITS, ITEM_UNITS, ChainLimits, WorkBudget
 
 CHAINS: dict[int, tuple[str, str]] = {
     1: ("ethereum", "mainnet"),
@@ -50,11 +51,30 @@ UINT256_MAX = 2**256 - 1
 # EIP-2681: a nonce of 2^64-1 could never be followed by another transaction.
 NONCE_LIMIT = 2**64 - 1
 MIN_GAS = 21000
+# Intrinsic gas (Yellow Paper; EIP-2028 calldata; EIP-2930 access lists): a
+# transaction whose gas_limit is below it is invalid, and one with a large
+# access list or calldata that its gas cannot pay for is work for nothing.
+GAS_PER_ZERO_BYTE = 4
+GAS_PER_NONZERO_BYTE = 16
+GAS_PER_ACCESS_ADDRESS = 2400
+GAS_PER_STORAGE_KEY = 1900
+# EIP-7623 (Ethereum Prague; BSC Pascal): calldata also has a floor price of 10
+# gas per token (a zero byte is 1 token, another byte 4) that gas_limit must cover.
+FLOOR_GAS_PER_TOKEN = 10
+GWEI = 10**9
+ETHER = 10**18
 _UINT256_DIGITS = len(str(UINT256_MAX))
 _HEX = re.compile(r"[0-9a-fA-F]*")
 _ERC20_TRANSFER = bytes.fromhex("a9059cbb")
 _ERC20_APPROVE = bytes.fromhex("095ea7b3")
-_ERC20_METHODS = {_ERC20_TRANSFER: "transfer", _ERC20_APPROVE: "approve"}
+_ERC20_TRANSFER_FROM = bytes.fromhex("23b872dd")  # transferFrom(address,address,uint256)
+_ERC20_INCREASE_ALLOWANCE = bytes.fromhex("39509351")  # increaseAllowance(address,uint256)
+_ERC20_METHODS = {
+    _ERC20_TRANSFER: "transfer",
+    _ERC20_APPROVE: "approve",
+    _ERC20_TRANSFER_FROM: "transferFrom",
+    _ERC20_INCREASE_ALLOWANCE: "increaseAllowance",
+}
 
 # Explicit sedes halve rlp.encode's time (no per-item type inference) and make
 # it refuse a field of the wrong shape instead of encoding it.
@@ -186,6 +206,46 @@ def _refuse(field: str, text: str, reason: str) -> None:
         raise InvalidField(field, reason)
 
 
+def intrinsic_gas(data: bytes, access_list: Sequence[tuple[bytes, Sequence[bytes]]]) -> int:
+    """The least gas a transaction (not a contract creation) can declare to be valid."""
+    zeros = data.count(0)
+    nonzero = len(data) - zeros
+    gas = MIN_GAS + GAS_PER_ZERO_BYTE * zeros + GAS_PER_NONZERO_BYTE * nonzero
+    gas += GAS_PER_ACCESS_ADDRESS * len(access_list)
+    gas += GAS_PER_STORAGE_KEY * sum(len(keys) for _, keys in access_list)
+    floor = MIN_GAS + FLOOR_GAS_PER_TOKEN * (zeros + 4 * nonzero)
+    return max(gas, floor)
+
+
+def _check_sizes(tx: Any, limits: ChainLimits) -> None:
+    """Bound the variable-size fields before any of them is decoded."""
+    max_data = limits.evm_max_data_bytes
+    if len(tx.data) > 2 + 2 * max_data:
+        raise InvalidField(
+            "evm.data",
+            f"{(len(tx.data) - 2) // 2} bytes exceed limits.evm_max_data_bytes = {max_data}",
+        )
+    if len(tx.access_list) > limits.evm_max_access_list_addresses:
+        raise InvalidField(
+            "evm.access_list",
+            f"{len(tx.access_list)} entries exceed limits.evm_max_access_list_addresses = "
+            f"{limits.evm_max_access_list_addresses}",
+        )
+    keys = sum(len(entry.storage_keys) for entry in tx.access_list)
+    if keys > limits.evm_max_access_list_storage_keys:
+        raise InvalidField(
+            "evm.access_list",
+            f"{keys} storage keys exceed limits.evm_max_access_list_storage_keys = "
+            f"{limits.evm_max_access_list_storage_keys}",
+        )
+
+
+def _at_most(field: str, value: int, limit: int, key: str, unit: int) -> int:
+    if value > limit:
+        raise InvalidField(field, f"{value} wei exceeds limits.{key} = {limit // unit:,}")
+    return value
+
+
 def _access_list(tx: Any) -> tuple[tuple[bytes, tuple[bytes, ...]], ...]:
     entries = []
     for i, entry in enumerate(tx.access_list):
@@ -211,23 +271,65 @@ def _decode_call(to: str, data: bytes) -> tuple[ContractCall | None, Transfer | 
     selector = data[:4]
     method = _ERC20_METHODS.get(selector)
     if method is None:
+        # Not decoded: policy treats what it moves as unknown (policies.intent).
         return ContractCall(to, "0x" + selector.hex()), None
     # Policy acts on the decoded arguments, so anything a lenient ABI decoder
     # would accept but read differently (trailing bytes, dirty padding) is refused.
-    if len(data) != 68:
+    addresses = 2 if method == "transferFrom" else 1
+    size = 4 + 32 * (addresses + 1)
+    if len(data) != size:
         raise InvalidField(
-            "evm.data", f"ERC-20 {method} calldata must be 68 bytes, got {len(data)}"
+            "evm.data", f"ERC-20 {method} calldata must be {size} bytes, got {len(data)}"
         )
-    if any(data[4:16]):
+    words = [data[4 + 32 * i : 36 + 32 * i] for i in range(addresses + 1)]
+    if any(any(word[:12]) for word in words[:addresses]):
         raise InvalidField(
             "evm.data", f"ERC-20 {method} address argument has non-zero padding bytes"
         )
-    party = checksum_address(data[16:36])
-    amount = int.from_bytes(data[36:68], "big")
+    parties = [checksum_address(word[12:]) for word in words[:addresses]]
+    amount = int.from_bytes(words[-1], "big")
     if method == "transfer":
-        call = ContractCall(to, method, (("to", party), ("amount", str(amount))))
-        return call, Transfer(party, to, amount)
-    return ContractCall(to, method, (("spender", party), ("amount", str(amount)))), None
+        call = ContractCall(to, method, (("to", parties[0]), ("amount", str(amount))))
+        return call, Transfer(parties[0], to, amount)
+    if method == "transferFrom":
+        # Moves another account's tokens with this key's allowance: a known
+        # amount of the token, paid to `to`.
+        args = (("from", parties[0]), ("to", parties[1]), ("amount", str(amount)))
+        return ContractCall(to, method, args), Transfer(parties[1], to, amount)
+    return ContractCall(to, method, (("spender", parties[0]), ("amount", str(amount)))), None
+
+
+def _fees(
+    tx: Any, tx_type: int, limits: ChainLimits
+) -> tuple[int, int, int, tuple[tuple[str, int], ...]]:
+    """(gas_price, max_fee_per_gas, max_priority_fee_per_gas, fee_details), each bounded."""
+    max_price = limits.evm_max_fee_per_gas_gwei * GWEI
+    price_key = "evm_max_fee_per_gas_gwei"
+    gas_price = max_fee = priority_fee = 0
+    fee_details: tuple[tuple[str, int], ...]
+    if tx_type == 2:
+        _refuse("evm.gas_price", tx.gas_price, "not used by EIP-1559; set max_fee_per_gas")
+        max_fee = _fee_field("evm.max_fee_per_gas", tx.max_fee_per_gas, "EIP-1559")
+        _at_most("evm.max_fee_per_gas", max_fee, max_price, price_key, GWEI)
+        priority_fee = _fee_field(
+            "evm.max_priority_fee_per_gas", tx.max_priority_fee_per_gas, "EIP-1559"
+        )
+        if priority_fee > max_fee:
+            raise InvalidField("evm.max_priority_fee_per_gas", "must not exceed max_fee_per_gas")
+        fee_details = (
+            ("gas_limit", tx.gas_limit),
+            ("max_fee_per_gas", max_fee),
+            ("max_priority_fee_per_gas", priority_fee),
+        )
+    else:
+        label = "legacy" if tx_type == 0 else "EIP-2930"
+        only_1559 = f"only for EIP-1559 transactions; {label} uses gas_price"
+        _refuse("evm.max_fee_per_gas", tx.max_fee_per_gas, only_1559)
+        _refuse("evm.max_priority_fee_per_gas", tx.max_priority_fee_per_gas, only_1559)
+        gas_price = _fee_field("evm.gas_price", tx.gas_price, label)
+        _at_most("evm.gas_price", gas_price, max_price, price_key, GWEI)
+        fee_details = (("gas_limit", tx.gas_limit), ("gas_price", gas_price))
+    return gas_price, max_fee, priority_fee, fee_details
 
 
 class EvmAdapter:
@@ -235,11 +337,17 @@ class EvmAdapter:
 
     kind = "evm"
 
+    def __init__(self, limits: ChainLimits = DEFAULT_LIMITS) -> None:
+        self._limits = limits
+
     def addresses(self, public_key: bytes) -> list[Address]:
         address = key_address(public_key)
         return [Address(chain, net, "account", address) for chain, net in CHAINS.values()]
 
-    def prepare(self, tx: Any, key: KeyInfo) -> PreparedTx:
+    def prepare(self, tx: Any, key: KeyInfo, budget: WorkBudget | None = None) -> PreparedTx:
+        limits = self._limits
+        if budget is not None:
+            budget.charge(ITEM_UNITS + tx.ByteSize(), "evm")
         chain_net = CHAINS.get(tx.chain_id)
         if chain_net is None:
             known = ", ".join(str(c) for c in CHAINS)
@@ -251,41 +359,34 @@ class EvmAdapter:
             raise InvalidField("evm.nonce", "must be below 2^64-1 (EIP-2681)")
         if not tx.to:
             raise InvalidField("evm.to", "required: contract creation is not supported")
+        _check_sizes(tx, limits)
         to_raw = _address("evm.to", tx.to)
+        max_value = limits.evm_max_value_ether * ETHER
         value = _uint256("evm.value", tx.value) if tx.value else 0
+        _at_most("evm.value", value, max_value, "evm_max_value_ether", ETHER)
         data = _hex_bytes("evm.data", tx.data)
         if tx.gas_limit < MIN_GAS:
             raise InvalidField(
                 "evm.gas_limit", f"must be at least {MIN_GAS}, the gas of a plain transfer"
             )
+        gas_key = f"{chain_net[0]}_max_gas_limit"
+        max_gas: int = getattr(limits, gas_key)
+        if tx.gas_limit > max_gas:
+            raise InvalidField(
+                "evm.gas_limit", f"{tx.gas_limit} exceeds limits.{gas_key} = {max_gas}"
+            )
 
-        gas_price = max_fee = priority_fee = 0
-        fee_details: tuple[tuple[str, int], ...]
-        if tx_type == 2:
-            _refuse("evm.gas_price", tx.gas_price, "not used by EIP-1559; set max_fee_per_gas")
-            max_fee = _fee_field("evm.max_fee_per_gas", tx.max_fee_per_gas, "EIP-1559")
-            priority_fee = _fee_field(
-                "evm.max_priority_fee_per_gas", tx.max_priority_fee_per_gas, "EIP-1559"
-            )
-            if priority_fee > max_fee:
-                raise InvalidField(
-                    "evm.max_priority_fee_per_gas", "must not exceed max_fee_per_gas"
-                )
-            fee_details = (
-                ("gas_limit", tx.gas_limit),
-                ("max_fee_per_gas", max_fee),
-                ("max_priority_fee_per_gas", priority_fee),
-            )
-        else:
-            label = "legacy" if tx_type == 0 else "EIP-2930"
-            only_1559 = f"only for EIP-1559 transactions; {label} uses gas_price"
-            _refuse("evm.max_fee_per_gas", tx.max_fee_per_gas, only_1559)
-            _refuse("evm.max_priority_fee_per_gas", tx.max_priority_fee_per_gas, only_1559)
-            gas_price = _fee_field("evm.gas_price", tx.gas_price, label)
-            fee_details = (("gas_limit", tx.gas_limit), ("gas_price", gas_price))
+        gas_price, max_fee, priority_fee, fee_details = _fees(tx, tx_type, limits)
         if tx_type == 0 and len(tx.access_list):
             raise InvalidField("evm.access_list", "must be empty for legacy transactions")
         access_list = _access_list(tx)
+        needed = intrinsic_gas(data, access_list)
+        if tx.gas_limit < needed:
+            raise InvalidField(
+                "evm.gas_limit",
+                f"{tx.gas_limit} is below the transaction's intrinsic gas {needed} "
+                "(21000 plus calldata (EIP-2028, EIP-7623) plus access list (EIP-2930))",
+            )
 
         to = checksum_address(to_raw)
         call, token_transfer = _decode_call(to, data)

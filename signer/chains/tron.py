@@ -12,7 +12,8 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Mapping, Sequence
+import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
@@ -32,12 +33,14 @@ from signer.chains.base import (
     SignedTx,
     Transfer,
 )
+from signer.chains.limits import DEFAULT_LIMITS, ITEM_UNITS, ChainLimits, WorkBudget
 
 NETWORKS = ("mainnet", "shasta", "nile")  # one address format on all three
 ADDRESS_PREFIX = 0x41
 # java-tron reads the contract message type from this URL; the package is upstream's.
 TYPE_URL_PREFIX = "type.googleapis.com/protocol."
-# Mainnet's maxFeeLimit chain parameter (15,000 TRX), applied on the testnets too.
+# Mainnet's maxFeeLimit chain parameter (15,000 TRX), applied on the testnets too;
+# the default of limits.tron_max_fee_limit_sun, which may only lower it.
 MAX_FEE_LIMIT = 15_000_000_000
 # java-tron refuses an expiration more than 24 h past the head block
 # (MAXIMUM_TIME_UNTIL_EXPIRATION); against timestamp it is the same bound.
@@ -169,7 +172,7 @@ def _token_amount(field: str, text: str) -> int:
     return int(text)
 
 
-def _check_times(tx: Any) -> None:
+def _check_times(tx: Any, limits: ChainLimits, now_ms: int) -> None:
     if tx.timestamp <= 0:
         raise InvalidField("tron.timestamp", "required: creation time in ms since epoch")
     if tx.timestamp < _MIN_TIMESTAMP_MS:
@@ -182,9 +185,20 @@ def _check_times(tx: Any) -> None:
         raise InvalidField(
             "tron.expiration", "must be at most 24 hours after timestamp (Tron's maximum)"
         )
+    # A node takes a transaction until its expiration, and up to 24 h before it
+    # (the expiration must be within 24 h of the head block): one expiring far
+    # ahead is a signature someone can hold and broadcast much later. The bound
+    # only grows with time, so a batch prepared again after approval still passes.
+    latest = now_ms + limits.max_lock_ahead_seconds * 1000
+    if tx.expiration > latest:
+        raise InvalidField(
+            "tron.expiration",
+            f"{tx.expiration} is more than limits.max_lock_ahead_seconds = "
+            f"{limits.max_lock_ahead_seconds} from now ({now_ms} ms)",
+        )
 
 
-def _trx_transfer(tx: Any, owner: bytes) -> tuple[Transfer, dict[str, Any]]:
+def _trx_transfer(tx: Any, owner: bytes, limits: ChainLimits) -> tuple[Transfer, dict[str, Any]]:
     to_raw = parse_address("tron.trx_transfer.to", tx.trx_transfer.to)
     if to_raw == owner:
         # java-tron's TransferActuator refuses it; better to fail here than at broadcast.
@@ -192,6 +206,11 @@ def _trx_transfer(tx: Any, owner: bytes) -> tuple[Transfer, dict[str, Any]]:
     amount = tx.trx_transfer.amount
     if amount <= 0:
         raise InvalidField("tron.trx_transfer.amount", "must be a positive number of sun")
+    if amount > limits.tron_max_amount_sun:
+        raise InvalidField(
+            "tron.trx_transfer.amount",
+            f"{amount} sun exceeds limits.tron_max_amount_sun = {limits.tron_max_amount_sun}",
+        )
     # fee_limit caps TVM energy only; a TransferContract never spends it, and a
     # nonzero value would show policy a fee cap that caps nothing.
     if tx.fee_limit != 0:
@@ -200,15 +219,19 @@ def _trx_transfer(tx: Any, owner: bytes) -> tuple[Transfer, dict[str, Any]]:
     return Transfer(to_base58(to_raw), "native", amount), _contract("TransferContract", value)
 
 
-def _trc20_transfer(tx: Any, owner: bytes) -> tuple[Transfer, ContractCall, dict[str, Any]]:
+def _trc20_transfer(
+    tx: Any, owner: bytes, limits: ChainLimits
+) -> tuple[Transfer, ContractCall, dict[str, Any]]:
     item = tx.trc20_transfer
     token_raw = parse_address("tron.trc20_transfer.contract", item.contract)
     to_raw = parse_address("tron.trc20_transfer.to", item.to)
     amount = _token_amount("tron.trc20_transfer.amount", item.amount)
-    if not 0 < tx.fee_limit <= MAX_FEE_LIMIT:
+    max_fee_limit = min(MAX_FEE_LIMIT, limits.tron_max_fee_limit_sun)
+    if not 0 < tx.fee_limit <= max_fee_limit:
         raise InvalidField(
             "tron.fee_limit",
-            f"must be 1..{MAX_FEE_LIMIT} sun for a TRC-20 transfer, got {tx.fee_limit}",
+            f"must be 1..{max_fee_limit} sun for a TRC-20 transfer "
+            f"(limits.tron_max_fee_limit_sun), got {tx.fee_limit}",
         )
     token, to = to_base58(token_raw), to_base58(to_raw)
     call = ContractCall(token, "transfer", (("to", to), ("amount", str(amount))))
@@ -236,11 +259,19 @@ class TronAdapter:
 
     kind = "tron"
 
+    def __init__(
+        self, limits: ChainLimits = DEFAULT_LIMITS, clock: Callable[[], float] = time.time
+    ) -> None:
+        self._limits = limits
+        self._clock = clock  # Unix seconds, for the expiration bound
+
     def addresses(self, public_key: bytes) -> list[Address]:
         address = key_address(public_key)
         return [Address("tron", network, "account", address) for network in NETWORKS]
 
-    def prepare(self, tx: Any, key: KeyInfo) -> PreparedTx:
+    def prepare(self, tx: Any, key: KeyInfo, budget: WorkBudget | None = None) -> PreparedTx:
+        if budget is not None:
+            budget.charge(ITEM_UNITS + tx.ByteSize(), "tron")
         if tx.network not in NETWORKS:
             raise InvalidField(
                 "tron.network",
@@ -250,9 +281,9 @@ class TronAdapter:
         which = tx.WhichOneof("contract")
         call: ContractCall | None = None
         if which == "trx_transfer":
-            transfer, contract = _trx_transfer(tx, owner)
+            transfer, contract = _trx_transfer(tx, owner, self._limits)
         elif which == "trc20_transfer":
-            transfer, call, contract = _trc20_transfer(tx, owner)
+            transfer, call, contract = _trc20_transfer(tx, owner, self._limits)
         else:
             raise InvalidField("tron.contract", "required: set trx_transfer or trc20_transfer")
         if not _REF_BLOCK_BYTES.fullmatch(tx.ref_block_bytes):
@@ -265,7 +296,7 @@ class TronAdapter:
                 "tron.ref_block_hash",
                 f"must be 8 bytes as 16 hex digits: {_show(tx.ref_block_hash)}",
             )
-        _check_times(tx)
+        _check_times(tx, self._limits, int(self._clock() * 1000))
 
         raw_data: dict[str, Any] = {
             "contract": [contract],
@@ -295,6 +326,7 @@ class TronAdapter:
             fee=tx.fee_limit,
             contract_call=call,
             fee_details=(("fee_limit", tx.fee_limit),),
+            expiration_ms=tx.expiration,
         )
         return PreparedTx(intent, (parsed.txid,), parsed)
 

@@ -2,8 +2,9 @@
 
 Every method that changes state takes the audit events describing the change
 and commits them in the same transaction: a change without its audit record,
-or a record without its change, cannot happen. Backends: SQLite (embedded
-default, signer.store.sqlite) and PostgreSQL (replicas sharing one database,
+or a record without its change, cannot happen. The logic is written once
+(signer.store.sql.SqlStore) over two dialects: SQLite (embedded default,
+signer.store.sqlite) and PostgreSQL (replicas sharing one database,
 signer.store.postgres); signer.store.factory.open_store picks one by URL.
 """
 
@@ -202,23 +203,6 @@ class Store(PolicyStore, Protocol):
         """
         ...
 
-    def claim_approved(
-        self,
-        caller: str,
-        request_id: str,
-        approval_id: str,
-        lease_ms: int,
-        events: Sequence[AuditEvent],
-    ) -> Claim:
-        """Take an approved batch (held under `approval_id`) for signing.
-
-        CLAIMED with a token; DONE with the result when it is settled already;
-        IN_PROGRESS while another attempt holds a live lease on it; CONFLICT when
-        no batch waits under this approval. An expired attempt is taken over (its
-        reservations stay: they belong to the approved batch).
-        """
-        ...
-
     def complete_batch(
         self,
         caller: str,
@@ -241,6 +225,17 @@ class Store(PolicyStore, Protocol):
         commit whose outcome was unknown but which did complete the batch). The
         reservations of an ordinary batch are released with it; an approved
         batch keeps its row and reservations and only loses this attempt's claim.
+        """
+        ...
+
+    def expire_claims(self, limit: int = 100) -> int:
+        """Close up to `limit` claims whose lease ran out with no retry to take them over.
+
+        Each gets a `sign.failed` record (reason: lease expired), its request id is
+        freed and its reservations released, as a take-over would; batches held for
+        approvals are left to their own expiry. Returns how many were closed. Meant
+        for a periodic sweep, so that a crashed attempt's sign.authorized is closed
+        even when its caller never retries.
         """
         ...
 

@@ -90,10 +90,15 @@ class PolicyStore(Protocol):
         self, approval_id: str, change: Callable[[PendingRow], PendingChange | T]
     ) -> PendingRow | T | None: ...
 
-    def put_totp(self, subject: str, sealed: bytes, state: str, event: AuditEvent) -> None: ...
-
     def get_totp(self, subject: str) -> tuple[bytes, str] | None: ...
 
-    def update_totp_state(
-        self, subject: str, change: Callable[[str], tuple[str, Sequence[AuditEvent], T]]
-    ) -> T: ...
+    def change_totp(
+        self,
+        subject: str,
+        change: Callable[
+            [tuple[bytes, str] | None],
+            tuple[tuple[bytes, str] | None, Sequence[AuditEvent], T],
+        ],
+    ) -> T:
+        """Read-modify-write one identity's (sealed secret, state) in one transaction."""
+        ...

@@ -22,9 +22,10 @@ read-then-write steps need. Deadlocks and serialization failures are retried a
 bounded number of times, and so is a lost connection, but only before COMMIT
 was sent (the server rolls back what it never committed); a connection lost
 during COMMIT leaves the outcome unknown and raises StoreUnavailable, like a
-crash at that point. After a lost connection the pool's idle connections are
-checked and replaced, and the pool reconnects on its own, so the same store
-recovers when the database returns.
+crash at that point (the pipeline then releases its claim under its token,
+which leaves a batch that COMMIT did complete untouched). After a lost
+connection the pool's idle connections are checked and replaced, and the pool
+reconnects on its own, so the same store recovers when the database returns.
 """
 
 from __future__ import annotations

@@ -66,6 +66,7 @@ BATCH = "FROM batches WHERE caller = ? AND request_id = ?"
 CLAIM_ATTEMPTS = 4  # insert-or-lock rounds before a claim gives up (the id keeps churning)
 TOKEN_BYTES = 16
 TAKEN_OVER = "lease expired; taken over by a retry"
+LAPSED = "lease expired; no retry came"
 
 
 def now_ms() -> int:
@@ -298,7 +299,7 @@ class SqlStore(abc.ABC):
                 dataclasses.replace(held, caller=caller, request_id=request_id, rev=1, mac=None)
             )
             admission = dataclasses.replace(admission, pending=held)
-        # A held batch has nobody signing it yet: its signer claims it with claim_approved.
+        # A held batch has nobody signing it yet: the approval desk fences its signer.
         token = None if held is not None else secrets.token_bytes(TOKEN_BYTES)
         approval_id = held.approval_id if held is not None else None
 
@@ -413,42 +414,6 @@ class SqlStore(abc.ABC):
             )
         return None
 
-    def claim_approved(
-        self,
-        caller: str,
-        request_id: str,
-        approval_id: str,
-        lease_ms: int,
-        events: Sequence[AuditEvent],
-    ) -> Claim:
-        token = secrets.token_bytes(TOKEN_BYTES)
-
-        def work(tx: Tx) -> Claim:
-            now = self._clock_ms()
-            row = tx.execute(
-                f"SELECT done, lease_until_ms, result, approval_id, claim_token {BATCH}"
-                f"{tx.for_update}",
-                (caller, request_id),
-            ).fetchone()
-            if row is None or row[3] != approval_id:
-                raise Rollback(Claim(ClaimOutcome.CONFLICT))
-            done, lease_until_ms, result, _, current = row
-            if done:
-                raise Rollback(Claim(ClaimOutcome.DONE, _bytes(result)))
-            if current is not None and lease_until_ms > now:
-                raise Rollback(Claim(ClaimOutcome.IN_PROGRESS))
-            # One authorization, one eventual sign.signed: an expired signing
-            # attempt of an approved batch is simply superseded by this token.
-            tx.execute(
-                "UPDATE batches SET lease_until_ms = ?, claim_token = ? WHERE caller = ?"
-                " AND request_id = ?",
-                (now + lease_ms, token, caller, request_id),
-            )
-            self._append(tx, events)
-            return Claim(ClaimOutcome.CLAIMED, token=token)
-
-        return self._write(work)
-
     def complete_batch(
         self,
         caller: str,
@@ -494,6 +459,25 @@ class SqlStore(abc.ABC):
 
         return self._write(work)
 
+    def expire_claims(self, limit: int = 100) -> int:
+        def work(tx: Tx) -> int:
+            rows = tx.execute(
+                "SELECT caller, request_id FROM batches WHERE NOT done AND approval_id IS NULL"  # noqa: S608
+                f" AND lease_until_ms <= ? ORDER BY lease_until_ms LIMIT ?{tx.for_update}",
+                (self._clock_ms(), limit),
+            ).fetchall()
+            closing = []
+            for caller, request_id in rows:
+                tx.execute(f"DELETE {BATCH}", (caller, request_id))
+                _release_reservations(tx, caller, request_id)
+                closing.append(
+                    AuditEvent("sign.failed", caller, {"request_id": request_id, "reason": LAPSED})
+                )
+            self._append(tx, closing)
+            return len(rows)
+
+        return self._write(work)
+
     def get_batch(self, caller: str, request_id: str) -> BatchRecord | None:
         row = self._read(
             lambda tx: tx.execute(
@@ -526,7 +510,7 @@ class SqlStore(abc.ABC):
     def audit_size(self) -> int:
         row = self._read(lambda tx: tx.execute(self.LAST_SEQ).fetchone())
         if row is None:
-            raise StoreUnavailable("audit_head is missing: the schema was not migrated")
+            raise StoreError("audit_head is missing: the schema was not migrated")
         return 0 if row[0] is None else int(row[0]) + 1
 
     def leaf_hashes(self, size: int) -> list[bytes]:
@@ -735,29 +719,6 @@ class SqlStore(abc.ABC):
 
     # -- TOTP -----------------------------------------------------------------------
 
-    def put_totp(self, subject: str, sealed: bytes, state: str, event: AuditEvent) -> None:
-        written: list[int] = []
-
-        def work(tx: Tx) -> None:
-            written.clear()
-            found = tx.execute(
-                f"SELECT rev FROM totp WHERE subject = ?{tx.for_update}",  # noqa: S608
-                (subject,),
-            ).fetchone()
-            rev = 1 if found is None else int(found[0]) + 1  # a new version, even re-enrolled
-            mac = self._guard.seal_totp(subject, sealed, state, rev)
-            tx.execute(
-                "INSERT INTO totp (subject, sealed, state, rev, mac) VALUES (?, ?, ?, ?, ?)"
-                " ON CONFLICT (subject) DO UPDATE SET sealed = excluded.sealed,"
-                " state = excluded.state, rev = excluded.rev, mac = excluded.mac",
-                (subject, sealed, state, rev, mac),
-            )
-            written.append(rev)
-
-        self._write_audited(work, [event])
-        for rev in written:
-            self._guard.committed_totp(subject, rev)
-
     def get_totp(self, subject: str) -> tuple[bytes, str] | None:
         since = self._guard.epoch()
         row = self._read(
@@ -771,31 +732,47 @@ class SqlStore(abc.ABC):
         self._guard.check_totp(subject, sealed, state, int(row[2]), _bytes(row[3]), since=since)
         return sealed, state
 
-    def update_totp_state(
-        self, subject: str, change: Callable[[str], tuple[str, Sequence[AuditEvent], T]]
+    def change_totp(
+        self,
+        subject: str,
+        change: Callable[
+            [tuple[bytes, str] | None],
+            tuple[tuple[bytes, str] | None, Sequence[AuditEvent], T],
+        ],
     ) -> T:
-        """Run `change` on the stored state inside one transaction and keep its result."""
+        """Read-modify-write one identity's (sealed secret, state) in one transaction.
+
+        `change` gets the row (None when there is none) and returns the row to
+        write (None: leave it), the audit events to commit, and a result to return.
+        """
 
         written: list[int] = []
 
         def work(tx: Tx) -> T:
             written.clear()
+            # The named lock also serializes the first write, when no row exists to lock.
+            tx.lock("totp", [subject])
             row = tx.execute(
                 f"SELECT sealed, state, rev, mac FROM totp WHERE subject = ?{tx.for_update}",  # noqa: S608
                 (subject,),
             ).fetchone()
-            if row is None:
-                raise LookupError(f"{subject} has no TOTP enrollment")
-            sealed, rev = bytes(row[0]), int(row[2])
-            # A reset failure count or an older last-used step must not pass.
-            self._guard.check_totp(subject, sealed, str(row[1]), rev, _bytes(row[3]))
-            state, events, result = change(row[1])
-            mac = self._guard.seal_totp(subject, sealed, state, rev + 1)
-            tx.execute(
-                "UPDATE totp SET state = ?, rev = ?, mac = ? WHERE subject = ?",
-                (state, rev + 1, mac, subject),
-            )
-            written.append(rev + 1)
+            current: tuple[bytes, str] | None = None
+            rev = 0
+            if row is not None:
+                current, rev = (bytes(row[0]), str(row[1])), int(row[2])
+                # A reset failure count, an older last-used step or another
+                # identity's secret must not pass.
+                self._guard.check_totp(subject, *current, rev, _bytes(row[3]))
+            new, events, result = change(current)
+            if new is not None:
+                mac = self._guard.seal_totp(subject, new[0], new[1], rev + 1)
+                tx.execute(
+                    "INSERT INTO totp (subject, sealed, state, rev, mac) VALUES (?, ?, ?, ?, ?)"
+                    " ON CONFLICT (subject) DO UPDATE SET sealed = excluded.sealed,"
+                    " state = excluded.state, rev = excluded.rev, mac = excluded.mac",
+                    (subject, *new, rev + 1, mac),
+                )
+                written.append(rev + 1)
             self._append(tx, events)
             return result
 

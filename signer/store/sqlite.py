@@ -117,6 +117,10 @@ ADDED_COLUMNS = (
 )
 
 
+# The shared SQL uses INSERT ... ON CONFLICT ... RETURNING (3.35) and TRUE/FALSE (3.23).
+MIN_SQLITE = (3, 35, 0)
+
+
 def _connect(path: str | Path) -> sqlite3.Connection:
     db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False, timeout=30)
     db.execute("PRAGMA journal_mode=WAL")
@@ -143,6 +147,10 @@ class SqliteStore(SqlStore):
     LAST_SEQ = "SELECT MAX(seq) FROM audit_log"
 
     def __init__(self, path: str | Path, clock_ms: Callable[[], int] = now_ms) -> None:
+        if sqlite3.sqlite_version_info < MIN_SQLITE:
+            raise StoreUnavailable(
+                f"SQLite {sqlite3.sqlite_version} is too old: the store needs 3.35 or newer"
+            )
         super().__init__(clock_ms)
         self._path = path
         self._local = threading.local()

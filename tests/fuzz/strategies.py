@@ -11,6 +11,7 @@ than drawing from it, and the suite draws a few hundred thousand values.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import operator
 from collections.abc import Callable, Sequence
@@ -20,16 +21,19 @@ from google.protobuf.message import Message
 from hypothesis import strategies as st
 from hypothesis.strategies import SearchStrategy
 
+from hsm.secp256k1 import compressed
 from proto.custos.v1 import keys_pb2
 from proto.custos.v1 import signer_pb2 as pb
 from signer.chains.bitcoin import MAX_MONEY
 from signer.chains.bitcoin_address import NETWORKS as BTC_NETWORKS
 from signer.chains.bitcoin_address import b58check_encode, encode_segwit
 from signer.chains.evm import CHAINS, UINT256_MAX, checksum_address
+from signer.chains.limits import DEFAULT_LIMITS
 from signer.chains.registry import all_addresses
 from signer.chains.tron import MAX_FEE_LIMIT, MAX_LIFETIME_MS, to_base58
 from signer.chains.tron import NETWORKS as TRON_NETWORKS
 from tests import builders
+from tests.second_impl import bitcoin_funding_tx, bitcoin_prevout, bitcoin_prevout_script
 from tests.support import LocalKey
 
 KEY = LocalKey(hashlib.sha256(b"custos fuzz key").digest(), key_id="fuzz-a")
@@ -47,6 +51,7 @@ def key_message(local: LocalKey) -> keys_pb2.Key:
     return keys_pb2.Key(
         key_id=local.info.key_id,
         algorithm="secp256k1",
+        public_key=compressed(local.info.public_key).hex(),
         addresses=[
             keys_pb2.Address(chain=a.chain, network=a.network, kind=a.kind, address=a.address)
             for a in all_addresses(local.info.public_key)
@@ -273,7 +278,21 @@ _BTC_ADDRESS = {network: any_address(BTC_PAYABLE[network]) for network in BTC_NE
 _BTC_ANY_ADDRESS = any_address(BTC_PAYABLE["testnet"])
 _BTC_PAYEE = {network: st.sampled_from(BTC_PAYABLE[network]) for network in BTC_NETWORKS}
 _MANY = st.sampled_from((999, 1000, 1001)) | st.integers(300, 1100)
-_MANY_TXIDS = [_digest("huge", i).hex() for i in range(1100)]
+_KEY_SCRIPTS = {t: bitcoin_prevout_script(KEY.info.public_key, t) for t in ("p2wpkh", "p2pkh")}
+_DECOY_OUTPUT = (777, bytes.fromhex("0014") + bytes(range(20)))
+
+
+def _funding(value: int, script_type: str, seed: str, vout: int = 0, segwit: bool = False) -> bytes:
+    """A previous transaction (built by python-bitcointx) paying the fuzz key at `vout`."""
+    outputs = [_DECOY_OUTPUT] * vout + [(value, _KEY_SCRIPTS[script_type])]
+    return bitcoin_funding_tx(outputs, seed, segwit)
+
+
+@functools.cache
+def _many_prev(script_type: str) -> list[tuple[str, bytes]]:
+    """(txid, prev_tx) for the huge-input cases: built once, when first drawn (~2 s)."""
+    raws = (_funding(10_000, script_type, f"huge-{script_type}-{i}") for i in range(1100))
+    return [(bitcoin_prevout(raw, 0)[0], raw) for raw in raws]
 
 
 @st.composite
@@ -282,8 +301,8 @@ def _huge_inputs(draw: st.DrawFn) -> list[pb.BitcoinInput]:
     count = draw(_MANY)
     script_type = draw(_SCRIPT_TYPES)
     return [
-        pb.BitcoinInput(txid=_MANY_TXIDS[i], vout=i, value=10_000, script_type=script_type)
-        for i in range(count)
+        pb.BitcoinInput(txid=txid, vout=0, prev_tx=raw)
+        for txid, raw in _many_prev(script_type)[:count]
     ]
 
 
@@ -294,24 +313,38 @@ def _huge_outputs(draw: st.DrawFn, network: str) -> list[pb.BitcoinOutput]:
     return [pb.BitcoinOutput(address=address, value=1000) for _ in range(count)]
 
 
-_TXIDS = st.lists(st.binary(min_size=32, max_size=32), min_size=1, max_size=4, unique=True)
+_SEEDS = st.lists(st.binary(min_size=8, max_size=8), min_size=1, max_size=4, unique=True)
+# Sequences that lock nothing beyond the default limits (BIP68 is off when bit 31
+# is set; small relative locks are allowed) and lock times in the past.
+_VALID_SEQUENCE = st.none() | st.integers(0x80000000, 2**32 - 1) | st.integers(0, 144)
+_PAST_LOCK_TIME = st.sampled_from((0, 800_000, 1_700_000_000)) | st.integers(0, 800_000)
+
+
+@st.composite
+def _valid_input(draw: st.DrawFn, seed: bytes) -> pb.BitcoinInput:
+    value = draw(st.integers(10_000, 10**8))
+    script_type = draw(_SCRIPT_TYPES)
+    vout = draw(st.integers(0, 3))
+    raw = _funding(value, script_type, seed.hex(), vout, draw(st.booleans()))
+    message = pb.BitcoinInput(txid=bitcoin_prevout(raw, vout)[0], vout=vout, prev_tx=raw)
+    if draw(st.booleans()):  # the optional cross-checks
+        message.value, message.script_type = value, script_type
+    sequence = draw(_VALID_SEQUENCE)
+    if sequence is not None:
+        message.sequence = sequence
+    return message
+
+
+def _proven_value(message: pb.BitcoinInput) -> int:
+    return bitcoin_prevout(message.prev_tx, message.vout)[1]
 
 
 @st.composite
 def bitcoin_valid(draw: st.DrawFn) -> pb.BitcoinTransaction:
     """A transaction that should sign: distinct outpoints, outputs below inputs, sane fee."""
     network = draw(st.sampled_from(_BTC_NETWORK_NAMES))
-    inputs = [
-        pb.BitcoinInput(
-            txid=txid.hex(),
-            vout=draw(st.integers(*UINT32)),
-            value=draw(st.integers(10_000, 10**8)),
-            script_type=draw(_SCRIPT_TYPES),
-            sequence=draw(_OPT_UINT32),
-        )
-        for txid in draw(_TXIDS)
-    ]
-    spendable = sum(i.value for i in inputs) - draw(st.integers(0, 5_000))  # the fee
+    inputs = [draw(_valid_input(seed)) for seed in draw(_SEEDS)]
+    spendable = sum(_proven_value(i) for i in inputs) - draw(st.integers(0, 5_000))  # the fee
     values = []
     for _ in range(draw(st.integers(0, 2))):
         value = draw(st.integers(1, max(1, spendable // 2)))
@@ -322,7 +355,7 @@ def bitcoin_valid(draw: st.DrawFn) -> pb.BitcoinTransaction:
     return pb.BitcoinTransaction(
         network=network,
         version=draw(st.sampled_from((0, 1, 2))),
-        lock_time=draw(_UINT32),
+        lock_time=draw(_PAST_LOCK_TIME),
         inputs=inputs,
         outputs=[pb.BitcoinOutput(address=draw(payee), value=value) for value in values],
     )
@@ -332,7 +365,7 @@ _BTC_TARGETS = st.sampled_from(
     (
         "network", "version", "lock_time", "txid", "vout", "value", "script_type", "sequence",
         "address", "out_value", "no_inputs", "no_outputs", "huge_inputs", "huge_outputs",
-        "dup_input", "unset_sequence",
+        "dup_input", "unset_sequence", "prev_tx", "prev_tx_swap",
     )
 )  # fmt: skip
 _VERSION = ints(UINT32, 2, 3)
@@ -377,6 +410,23 @@ def _break_bitcoin(draw: st.DrawFn, tx: pb.BitcoinTransaction) -> None:
         tx.outputs.extend(draw(_huge_outputs(tx.network)))
     elif target == "dup_input" and has_in:
         tx.inputs.add().CopyFrom(tx.inputs[i])
+    elif target == "prev_tx" and has_in:
+        tx.inputs[i].prev_tx = draw(_PREV_TX_JUNK(tx.inputs[i].prev_tx))
+    elif target == "prev_tx_swap" and len(tx.inputs) > 1:
+        # Another input's previous transaction: well formed, but the wrong txid.
+        tx.inputs[i].prev_tx = tx.inputs[(i + 1) % len(tx.inputs)].prev_tx
+
+
+def _PREV_TX_JUNK(raw: bytes) -> SearchStrategy[bytes]:  # noqa: N802
+    """A previous transaction broken: truncated, extended, one byte changed, or noise."""
+    return st.one_of(
+        st.integers(0, max(len(raw) - 1, 0)).map(lambda n: raw[:n]),
+        st.binary(min_size=1, max_size=8).map(raw.__add__),
+        st.tuples(st.integers(0, max(len(raw) - 1, 0)), st.integers(1, 255)).map(
+            lambda p: raw[: p[0]] + bytes([raw[p[0]] ^ p[1]]) + raw[p[0] + 1 :] if raw else b""
+        ),
+        st.binary(max_size=300),
+    )
 
 
 _BREAKS = st.sampled_from((0, 1, 1, 2, 3))
@@ -398,6 +448,7 @@ def _btc_input_random(draw: st.DrawFn) -> pb.BitcoinInput:
         vout=draw(_UINT32),
         value=draw(_BTC_AMOUNT),
         script_type=draw(_BTC_SCRIPT_TYPE),
+        prev_tx=draw(st.binary(max_size=300)),
     )
     sequence = draw(_OPT_UINT32)
     if sequence is not None:
@@ -459,6 +510,21 @@ _CHAIN_IDS = st.sampled_from(sorted(CHAINS))
 _NONCE = ints((0, 2**64 - 2))
 _GAS_LIMIT = ints((21_000, 2**64 - 1), 21_000, 60_000)
 _VALUE = st.just("") | _UINT256_TEXT
+# Within the default [limits]: what evm_valid draws, the edges included.
+_MAX_GAS = DEFAULT_LIMITS.ethereum_max_gas_limit
+_VALID_VALUE = st.just("") | ints((0, DEFAULT_LIMITS.evm_max_value_ether * 10**18), 10**18).map(str)
+_VALID_FEE = ints((0, DEFAULT_LIMITS.evm_max_fee_per_gas_gwei * 10**9), 30 * 10**9)
+
+
+def _intrinsic_gas(data: str, access_list: Sequence[pb.EvmAccessListEntry]) -> int:
+    """EIP-2028, EIP-2930 and EIP-7623 intrinsic gas, written out for the generator."""
+    raw = bytes.fromhex(data[2:]) if data else b""
+    zeros = raw.count(0)
+    standard = 21_000 + 4 * zeros + 16 * (len(raw) - zeros)
+    standard += sum(2400 + 1900 * len(entry.storage_keys) for entry in access_list)
+    return max(standard, 21_000 + 10 * (zeros + 4 * (len(raw) - zeros)))
+
+
 _ACCESS_LIST = st.lists(_ACCESS_ENTRY, max_size=3)
 
 
@@ -470,18 +536,19 @@ def evm_valid(draw: st.DrawFn) -> pb.EvmTransaction:
         type=tx_type,
         nonce=draw(_NONCE),
         to=draw(_EVM_ADDRESS),
-        value=draw(_VALUE),
+        value=draw(_VALID_VALUE),
         data=draw(_CALLDATA),
-        gas_limit=draw(_GAS_LIMIT),
     )
     if tx_type == pb.EVM_TX_TYPE_EIP1559:
-        max_fee = draw(_UINT256)
+        max_fee = draw(_VALID_FEE)
         tx.max_fee_per_gas = str(max_fee)
         tx.max_priority_fee_per_gas = str(draw(st.integers(0, max_fee)))
     else:
-        tx.gas_price = draw(_UINT256_TEXT)
+        tx.gas_price = str(draw(_VALID_FEE))
     if tx_type != pb.EVM_TX_TYPE_LEGACY:
         tx.access_list.extend(draw(_ACCESS_LIST))
+    least = _intrinsic_gas(tx.data, tx.access_list)
+    tx.gas_limit = draw(ints((least, _MAX_GAS), least, _MAX_GAS))
     return tx
 
 
@@ -559,7 +626,6 @@ def evm_random(draw: st.DrawFn) -> pb.EvmTransaction:
 
 # ---- Tron ----------------------------------------------------------------------------
 
-_MAX_TIMESTAMP = INT64[1] - MAX_LIFETIME_MS
 _TRON_PAYEES = st.sampled_from([a for a in TRON_ADDRESSES if a != builders.TRON_USDT])
 _TRON_TOKENS = st.sampled_from(TRON_ADDRESSES)
 _TRON_ANY_ADDRESS = any_address(TRON_ADDRESSES)
@@ -570,9 +636,7 @@ _REF_BYTES = st.one_of(_hex_of(2), _hex_of(2).map(str.upper))
 _REF_HASH = st.one_of(_hex_of(8), _hex_of(8).map(str.upper))
 _REF_BYTES_JUNK = fuzzed(_REF_BYTES) | HEX_JUNK
 _REF_HASH_JUNK = fuzzed(_REF_HASH) | HEX_JUNK
-_TIMESTAMP = ints((10**12, _MAX_TIMESTAMP), 1_700_000_000_000)
 _LIFETIME = ints((1, MAX_LIFETIME_MS), 60_000)
-_SUN = ints((1, INT64[1]))
 _TOKEN_AMOUNT = ints((1, UINT256_MAX)).map(str)
 _FEE_LIMIT = ints((1, MAX_FEE_LIMIT), 30_000_000)
 _INT64 = ints(INT64)
@@ -587,9 +651,14 @@ _TRON_TARGETS = st.sampled_from(
 )  # fmt: skip
 
 
+# Times in the past and amounts within the default [limits], for tron_valid.
+_PAST_TIMESTAMP = ints((10**12, 1_760_000_000_000), 1_700_000_000_000)
+_VALID_SUN = ints((1, DEFAULT_LIMITS.tron_max_amount_sun))
+
+
 @st.composite
 def tron_valid(draw: st.DrawFn) -> pb.TronTransaction:
-    timestamp = draw(_TIMESTAMP)
+    timestamp = draw(_PAST_TIMESTAMP)
     tx = pb.TronTransaction(
         network=draw(_TRON_NETWORK_NAMES),
         ref_block_bytes=draw(_REF_BYTES),
@@ -599,7 +668,7 @@ def tron_valid(draw: st.DrawFn) -> pb.TronTransaction:
     )
     if draw(st.booleans()):
         tx.trx_transfer.to = draw(_TRON_PAYEES)
-        tx.trx_transfer.amount = draw(_SUN)
+        tx.trx_transfer.amount = draw(_VALID_SUN)
     else:
         tx.trc20_transfer.contract = draw(_TRON_TOKENS)
         tx.trc20_transfer.to = draw(_TRON_PAYEES)

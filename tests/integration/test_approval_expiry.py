@@ -67,6 +67,7 @@ def test_expiry_releases_the_budget_and_settles_the_request(
         events=events,
         integrity=integrity,
         clock=clock,
+        identities={CALLER.subject: CALLER}.get,
     )
     desk = ApprovalDesk(
         store,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Callable
 
@@ -125,6 +126,62 @@ CASES: list[tuple[str, Mutation, grpc.StatusCode, str]] = [
         grpc.StatusCode.INVALID_ARGUMENT,
         "items[0].bitcoin.inputs[0].txid",
     ),
+    # Issue 9: Bitcoin inputs are proven by their previous transactions.
+    (
+        "btc input without prev_tx",
+        lambda k: [_set_input(builders.bitcoin_item(k), "prev_tx", b"")],
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "items[0].bitcoin.inputs[0].prev_tx",
+    ),
+    (
+        "btc prev_tx of another transaction",
+        lambda k: [_swap_prev_tx(builders.bitcoin_item(k))],
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "items[0].bitcoin.inputs[0].prev_tx",
+    ),
+    (
+        "btc understated p2pkh value",
+        lambda k: [_set_input(builders.bitcoin_item(k, script_types=("p2pkh",)), "value", 40_000)],
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "items[0].bitcoin.inputs[0].value",
+    ),
+    (
+        "btc lock time a year ahead",
+        lambda k: [_set(builders.bitcoin_item(k), "lock_time", int(time.time()) + 366 * 86_400)],
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "items[0].bitcoin.lock_time",
+    ),
+    # Issue 10: every item's size and work are bounded.
+    (
+        "evm gas limit 2^64-1",
+        lambda k: _evm(k, gas_limit=2**64 - 1),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "items[1].evm.gas_limit",
+    ),
+    (
+        "evm max fee 2^256-1",
+        lambda k: _evm(k, max_fee_per_gas=str(2**256 - 1)),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "items[1].evm.max_fee_per_gas",
+    ),
+    (
+        "evm access list beyond its gas",
+        lambda k: [builders.bitcoin_item(k), _access_list(builders.evm_item(k), 100)],
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "items[1].evm.gas_limit",
+    ),
+    (
+        "evm access list over the limit",
+        lambda k: [builders.bitcoin_item(k), _access_list(builders.evm_item(k), 5000)],
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "items[1].evm.access_list",
+    ),
+    (
+        "tron expiration a week ahead",
+        lambda k: [_tron_times(k, int(time.time() * 1000) + 7 * 86_400_000)],
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "items[0].tron.expiration",
+    ),
     (
         "unknown key",
         lambda k: [builders.evm_item(_key("nope-nope"))],
@@ -151,6 +208,25 @@ def _set(item: pb.SignItem, field: str, value: object) -> pb.SignItem:
 
 def _set_input(item: pb.SignItem, field: str, value: object) -> pb.SignItem:
     setattr(item.bitcoin.inputs[0], field, value)
+    return item
+
+
+def _swap_prev_tx(item: pb.SignItem) -> pb.SignItem:
+    first, second = item.bitcoin.inputs[0], item.bitcoin.inputs[1]
+    first.prev_tx = second.prev_tx
+    return item
+
+
+def _access_list(item: pb.SignItem, keys: int) -> pb.SignItem:
+    # 60,000 gas pays for about 20 storage keys (1,900 gas each).
+    item.evm.access_list.add(address=builders.EVM_DEST, storage_keys=["0x" + "11" * 32] * keys)
+    return item
+
+
+def _tron_times(key: keys_pb2.Key, expiration: int) -> pb.SignItem:
+    item = builders.tron_item(key)
+    item.tron.timestamp = expiration - 60_000
+    item.tron.expiration = expiration
     return item
 
 
@@ -240,3 +316,19 @@ def test_key_not_granted_is_permission_denied(server: RunningServer, key: keys_p
         )
     assert info.value.code() == grpc.StatusCode.PERMISSION_DENIED
     assert "items[0].key_id" in info.value.details()
+
+
+def test_batch_preparation_work_is_bounded(server: RunningServer, key: keys_pb2.Key) -> None:
+    # Issue 10: legacy sighash work grows with the square of the inputs; a large
+    # request of such items held the interpreter for minutes before policy ran.
+    heavy = builders.bitcoin_item(key, "heavy", script_types=("p2pkh",) * 300)
+    rid = f"heavy-{uuid.uuid4().hex}"
+    items = [heavy] * 80  # ~9 million units each, 400 million per batch
+    with pytest.raises(grpc.RpcError) as info:
+        server.signer().SignBatch(pb.SignBatchRequest(request_id=rid, items=items))
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "limits.max_batch_work_units" in info.value.details()
+    index = int(info.value.details().split("]")[0].removeprefix("items["))
+    # Refused at the item that crossed the budget, not after preparing all 80.
+    assert 20 <= index < 79
+    assert "sign.authorized" not in _audit_mentions(server, rid)

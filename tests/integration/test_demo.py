@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.second_impl import evm_sender, tron_signer, verify_bitcoin
+from tests.second_impl import bitcoin_prevout, evm_sender, tron_signer, verify_bitcoin
 
 pytestmark = pytest.mark.integration
 
@@ -40,7 +40,12 @@ def test_demo_runs_twice_and_its_result_verifies(tmp_path: Path) -> None:
     items = {item["chain"]: item for item in result["items"]}
     assert set(items) == {"bitcoin", "ethereum", "bsc", "tron"}
     btc = items["bitcoin"]
-    prevouts = [(p["value"], bytes.fromhex(p["script_pubkey"])) for p in btc["prevouts"]]
+    prevouts = []
+    for p in btc["prevouts"]:
+        # python-bitcointx reads what each input spends from the previous tx it carried.
+        txid, value, script = bitcoin_prevout(bytes.fromhex(p["prev_tx"]), p["vout"])
+        assert (txid, value, script.hex()) == (p["txid"], p["value"], p["script_pubkey"])
+        prevouts.append((value, script))
     assert verify_bitcoin(btc["raw_tx"], prevouts) == btc["tx_id"]
     for chain in ("ethereum", "bsc"):
         assert evm_sender(items[chain]["raw_tx"]) == items[chain]["address"]

@@ -16,6 +16,7 @@ from proto.custos.v1 import signer_pb2 as pb
 from signer.devsetup import subject_string
 from tests import builders
 from tests.conftest import DevEnv, ServerProcess
+from tests.support import enroll_totp
 
 pytestmark = pytest.mark.integration
 
@@ -26,12 +27,7 @@ def test_a_new_version_needs_another_officers_totp_approval(own_server: ServerPr
     own_server.start()
     officer = policy_pb2_grpc.PoliciesStub(own_server.channel("officer"))
     officer2 = policy_pb2_grpc.PoliciesStub(own_server.channel("officer2"))
-    uris = {
-        name: officer.EnrollTotp(
-            policy_pb2.EnrollTotpRequest(subject=subject_string(name))
-        ).otpauth_uri
-        for name in ("officer", "officer2")
-    }
+    uris = {name: enroll_totp(own_server.channel, name) for name in ("officer", "officer2")}
     active = officer.GetPolicy(policy_pb2.GetPolicyRequest())
     assert (active.version, active.state) == (1, "active")
     text = active.document_yaml.replace("version: 1", "version: 2").replace(

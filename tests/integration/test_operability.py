@@ -17,6 +17,7 @@ from proto.custos.v1 import signer_pb2 as pb
 from signer.devsetup import subject_string
 from tests import builders
 from tests.conftest import RunningServer, ServerProcess
+from tests.support import enroll_totp
 
 pytestmark = pytest.mark.integration
 
@@ -53,10 +54,7 @@ def test_logs_are_json_with_context_and_never_hold_secrets(own_server: ServerPro
     key = keys_pb2_grpc.KeysStub(own_server.channel("officer")).CreateKey(
         keys_pb2.CreateKeyRequest(key_id="logged")
     )
-    officer = policy_pb2_grpc.PoliciesStub(own_server.channel("officer"))
-    uri = officer.EnrollTotp(
-        policy_pb2.EnrollTotpRequest(subject=subject_string("approver"))
-    ).otpauth_uri
+    uri = enroll_totp(own_server.channel, "approver")
     secret = pyotp.parse_uri(uri).secret
     signer = signer_pb2_grpc.SignerStub(own_server.channel("payments"))
     held = signer.SignBatch(
@@ -67,7 +65,8 @@ def test_logs_are_json_with_context_and_never_hold_secrets(own_server: ServerPro
     approvals = policy_pb2_grpc.ApprovalsStub(own_server.channel("approver"))
     pending = approvals.ListPending(policy_pb2.ListPendingRequest()).batches[0]
     good = pyotp.TOTP(secret).now()
-    for code in (good, "000000", "123456"):  # a good code, then failures
+    # Failures first: once approved, a refusal comes before (and without) the code.
+    for code in ("000000", "123456", good):
         with contextlib.suppress(grpc.RpcError):  # refusals are expected here
             approvals.Approve(
                 policy_pb2.DecideRequest(

@@ -22,14 +22,18 @@ from hypothesis import strategies as st
 
 from proto.custos.v1 import keys_pb2, policy_pb2, policy_pb2_grpc
 from proto.custos.v1 import signer_pb2 as pb
-from signer.devsetup import subject_string
 from tests import builders
 from tests.conftest import RunningServer
 from tests.second_impl import evm_sender
+from tests.support import enroll_totp
 
 pytestmark = pytest.mark.integration
 
 ETH = 10**18
+# builders.evm_item's maximum fee (gas limit x max fee per gas): velocity
+# limits charge it to the native asset with the value.
+_TX = builders.evm_item(keys_pb2.Key(key_id="fee")).evm
+FEE = _TX.gas_limit * int(_TX.max_fee_per_gas)
 
 
 def _rid() -> str:
@@ -42,14 +46,8 @@ def _codes_at(uri: str, moment: float) -> str:
 
 @pytest.fixture
 def totp(server: RunningServer) -> dict[str, str]:
-    """The officer (re-)enrolls both approvers: fresh secrets and TOTP state per test."""
-    officer = policy_pb2_grpc.PoliciesStub(server.channel("officer"))
-    return {
-        name: officer.EnrollTotp(
-            policy_pb2.EnrollTotpRequest(subject=subject_string(name))
-        ).otpauth_uri
-        for name in ("approver", "approver2")
-    }
+    """Both approvers (re-)enroll themselves with officer-issued tokens: fresh secrets."""
+    return {name: enroll_totp(server.channel, name) for name in ("approver", "approver2")}
 
 
 class Steps:
@@ -155,10 +153,8 @@ def test_large_batch_waits_for_two_approvers_with_totp_then_is_signed_and_stream
     # Without a code, with a wrong code, or with another request's digest: refused.
     with pytest.raises(grpc.RpcError) as info:
         approvals["approver"].Approve(decide)
-    assert info.value.code() in (
-        grpc.StatusCode.PERMISSION_DENIED,
-        grpc.StatusCode.FAILED_PRECONDITION,
-    )
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "totp_code: code required" in info.value.details()
     wrong_digest = policy_pb2.DecideRequest(
         approval_id=held.approval_id,
         request_digest="00" * 32,
@@ -292,7 +288,7 @@ def test_limit_denial_says_what_remains(server: RunningServer, key: keys_pb2.Key
     assert status.details[0].Unpack(detail)
     assert detail.metadata["limit"] == "holesky-hourly-per-key"
     assert detail.reason == "limit_exceeded"
-    assert dict(detail.metadata)["amount"] == str(ETH - ETH // 4 * 3)
+    assert dict(detail.metadata)["amount"] == str(ETH - ETH // 4 * 3 - FEE)
 
 
 @settings(
@@ -322,7 +318,7 @@ def test_concurrent_batches_never_overspend_a_limit(
         with lock:
             if len(response.items) != len(amounts):  # a batch counts as a whole
                 unexpected.append(f"partial batch: {len(response.items)} of {len(amounts)}")
-            signed.append(sum(amounts))
+            signed.append(sum(amounts) + FEE * len(amounts))
 
     threads = [threading.Thread(target=send, args=(i, b)) for i, b in enumerate(batches)]
     for t in threads:
@@ -332,4 +328,4 @@ def test_concurrent_batches_never_overspend_a_limit(
     assert not unexpected
     assert sum(signed) <= ETH
     # And what was refused really did not fit: some batch alone always fits an empty budget.
-    assert signed or all(sum(b) > ETH for b in batches)
+    assert signed or all(sum(b) + FEE * len(b) > ETH for b in batches)

@@ -80,6 +80,22 @@ REQUESTS.update(
             policy_pb2.EnrollTotpRequest(subject=""),
             policy_pb2.EnrollTotpResponse,
         ),
+        "/custos.v1.Policies/IssueTotpToken": (
+            policy_pb2.IssueTotpTokenRequest(subject=""),
+            policy_pb2.IssueTotpTokenResponse,
+        ),
+        "/custos.v1.Policies/UnlockTotp": (
+            policy_pb2.UnlockTotpRequest(subject=""),
+            policy_pb2.UnlockTotpResponse,
+        ),
+        "/custos.v1.Policies/CancelPolicy": (
+            policy_pb2.CancelPolicyRequest(version=0),
+            policy_pb2.PolicyVersion,
+        ),
+        "/custos.v1.Approvals/GetPending": (
+            policy_pb2.GetPendingRequest(approval_id="missing"),
+            policy_pb2.PendingBatch,
+        ),
         "/custos.v1.Approvals/ListPending": (
             policy_pb2.ListPendingRequest(),
             policy_pb2.ListPendingResponse,

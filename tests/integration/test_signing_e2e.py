@@ -16,7 +16,7 @@ from proto.custos.v1 import keys_pb2
 from proto.custos.v1 import signer_pb2 as pb
 from tests import builders
 from tests.conftest import RunningServer
-from tests.second_impl import bitcoin_prevout_script, evm_sender, tron_signer, verify_bitcoin
+from tests.second_impl import evm_sender, tron_signer, verify_bitcoin
 
 pytestmark = pytest.mark.integration
 
@@ -43,12 +43,9 @@ def check_signed_item(key: keys_pb2.Key, item: pb.SignItem, signed: pb.SignedIte
         assert evm_sender(signed.raw_tx) == signed.address
         assert signed.address == builders.address(key, signed.chain, signed.network)
     elif kind == "bitcoin":
-        prevouts = [
-            (i.value, bitcoin_prevout_script(_public(key), i.script_type))
-            for i in item.bitcoin.inputs
-        ]
+        prevouts = builders.bitcoin_prevouts(item.bitcoin)
         assert verify_bitcoin(signed.raw_tx, prevouts) == signed.tx_id
-        total_in = sum(i.value for i in item.bitcoin.inputs)
+        total_in = sum(value for value, _ in prevouts)
         assert signed.fee == total_in - sum(o.value for o in item.bitcoin.outputs)
     else:
         assert tron_signer(signed.raw_tx) == builders.address(key, "tron", signed.network)

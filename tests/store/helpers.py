@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import TypeVar
 
 from audit.record import AuditEvent, AuditRecord
 from policies.velocity import Spent
+from signer.store.base import StoreUnavailable
 from signer.store.policy_tables import Admission, PendingRow
+from signer.store.postgres import PostgresStore
+from signer.store.sql import Tx
+
+T = TypeVar("T")
 
 
 class Clock:
@@ -81,3 +87,22 @@ def unclosed_authorizations(records: Sequence[AuditRecord]) -> list[tuple[str, s
             open_.pop(key, None)
     unclosed.extend((*key, seq) for key, seq in open_.items())
     return sorted(unclosed, key=lambda u: u[2])
+
+
+class LosesCommitReply(PostgresStore):
+    """A PostgresStore whose next write commits, then fails as a connection lost in COMMIT does.
+
+    The caller cannot tell whether that write happened: what PostgresStore
+    raises when the connection breaks while COMMIT is under way.
+    """
+
+    lose_next_commit = False
+
+    def _transact(self, work: Callable[[Tx], T]) -> T:
+        result = super()._transact(work)
+        if self.lose_next_commit:
+            self.lose_next_commit = False
+            raise StoreUnavailable(
+                "the database connection failed during COMMIT; the outcome is unknown"
+            )
+        return result

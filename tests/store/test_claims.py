@@ -150,47 +150,6 @@ def test_complete_and_release_need_the_claims_own_token(store: Store, backend: B
     assert _kinds(store) == ["sign.authorized", "sign.failed"]
 
 
-def test_an_approved_batch_has_one_signer(store: Store, backend: Backend, clock: Clock) -> None:
-    row = pending_row("ap1", "svc", "r1", expires_at_ms=clock.now + 3_600_000)
-    held = store.claim_batch(
-        "svc",
-        "r1",
-        DIGEST,
-        LEASE,
-        [*_authorized(), event("approval.requested", "svc", request_id="r1", approval_id="ap1")],
-        admission=budget("b", 40, 100, pending=row),
-    )
-    assert (held.outcome, held.token) == (ClaimOutcome.HELD, None)
-    # Approve and the sweep both try: one claim, the other is told it is in progress.
-    first = store.claim_approved("svc", "r1", "ap1", LEASE, [])
-    assert first.outcome is ClaimOutcome.CLAIMED
-    assert first.token is not None
-    assert store.claim_approved("svc", "r1", "ap1", LEASE, []).outcome is ClaimOutcome.IN_PROGRESS
-    assert store.claim_approved("svc", "r1", "ap2", LEASE, []).outcome is ClaimOutcome.CONFLICT
-    assert store.claim_approved("svc", "r9", "ap1", LEASE, []).outcome is ClaimOutcome.CONFLICT
-    # A failed attempt gives back only its claim: the batch stays approved, with its budget.
-    assert store.release_batch("svc", "r1", [], token=first.token)
-    assert backend.reserved("b") == (40, 1)
-    batch = store.get_batch("svc", "r1")
-    assert batch is not None
-    assert batch.approval_id == "ap1"
-    second = store.claim_approved("svc", "r1", "ap1", LEASE, [])
-    assert second.token is not None
-    clock.now += LEASE + 1  # the second stalls past its lease: the sweep takes over
-    third = store.claim_approved("svc", "r1", "ap1", LEASE, [])
-    assert third.outcome is ClaimOutcome.CLAIMED
-    assert third.token is not None
-    with pytest.raises(ClaimLost):
-        store.complete_batch("svc", "r1", b"second", _signed(), token=second.token)
-    assert not store.release_batch("svc", "r1", [], token=second.token)
-    store.complete_batch("svc", "r1", b"third", _signed(), token=third.token)
-    done = store.claim_approved("svc", "r1", "ap1", LEASE, [])
-    assert (done.outcome, done.result) == (ClaimOutcome.DONE, b"third")
-    assert backend.reserved("b") == (40, 1)
-    assert _kinds(store) == ["sign.authorized", "approval.requested", "sign.signed"]
-    assert unclosed_authorizations(store.audit_records()) == []
-
-
 def test_every_sign_authorized_is_closed(store: Store, clock: Clock) -> None:
     """Crashes, take-overs, failures and successes: each authorization ends in a record."""
     tokens: dict[str, bytes] = {}
@@ -271,3 +230,44 @@ def test_a_version_1_postgres_schema_is_migrated(
         _take_over_an_old_claim(store, clock)
     finally:
         store.close()
+
+
+def test_expire_claims_closes_claims_nobody_retried(
+    store: Store, backend: Backend, clock: Clock
+) -> None:
+    crashed = store.claim_batch(
+        "svc", "r1", DIGEST, LEASE, _authorized(), admission=budget("b", 30, 100)
+    )
+    assert crashed.token is not None
+    live = store.claim_batch(
+        "svc", "r2", DIGEST, 10 * LEASE, _authorized("r2"), admission=budget("b", 20, 100)
+    )
+    assert live.token is not None
+    done = store.claim_batch("svc", "r3", DIGEST, LEASE, _authorized("r3"))
+    assert done.token is not None
+    store.complete_batch("svc", "r3", b"ok", _signed("r3"), token=done.token)
+    store.claim_batch(
+        "svc",
+        "r4",
+        DIGEST,
+        LEASE,
+        _authorized("r4"),
+        admission=budget("b", 1, 100, pending=pending_row("ap4", "svc", "r4", clock.now + 10)),
+    )
+    assert store.expire_claims() == 0  # no lease has run out yet
+    clock.now += LEASE
+    assert store.expire_claims() == 1  # r1 only: r2 is live, r3 done, r4 held for approvals
+    assert store.get_batch("svc", "r1") is None
+    assert backend.reserved("b") == (21, 2)
+    failed = store.audit_records(0, 10_000)[-1]
+    assert (failed.event.kind, failed.event.actor) == ("sign.failed", "svc")
+    assert failed.event.fields == {"request_id": "r1", "reason": "lease expired; no retry came"}
+    # The crashed attempt, were it to wake, finds its claim gone.
+    with pytest.raises(ClaimLost):
+        store.complete_batch("svc", "r1", b"late", _signed(), token=crashed.token)
+    assert not store.release_batch("svc", "r1", _failed(), token=crashed.token)
+    assert store.expire_claims() == 0
+    assert [u[1] for u in unclosed_authorizations(store.audit_records(0, 10_000))] == ["r2", "r4"]
+    # A retry of the closed id claims it afresh.
+    retry = store.claim_batch("svc", "r1", DIGEST, LEASE, _authorized())
+    assert retry.outcome is ClaimOutcome.CLAIMED

@@ -19,7 +19,7 @@ from audit.verify import verify_chain
 from signer.store.base import ClaimOutcome, StoreError, StoreUnavailable
 from signer.store.postgres import PostgresStore
 from tests.store.conftest import PostgresBackend
-from tests.store.helpers import budget, event
+from tests.store.helpers import LosesCommitReply, budget, event
 from tests.store.replica import run_replica
 from tests.store.tcp_proxy import TcpProxy
 
@@ -254,17 +254,18 @@ def test_a_connection_lost_mid_transaction_is_retried_whole(
 ) -> None:
     app = f"custos_{pg_schema}"
     store = open_store(_with_params(postgres_url, application_name=app), schema=pg_schema)
-    store.put_totp("alice", b"sealed", "0", event("totp.enrolled"))
+    store.change_totp("alice", lambda _: ((b"sealed", "0"), [event("totp.enrolled")], None))
     calls: list[str] = []
 
-    def change(state: str) -> tuple[str, list[object], int]:
-        calls.append(state)
+    def change(row: tuple[bytes, str] | None) -> tuple[tuple[bytes, str], list[object], int]:
+        assert row is not None
+        calls.append(row[1])
         if len(calls) == 1:
             # Our own backend dies while this transaction holds the row lock.
             assert _terminate(postgres_url, app) >= 1
-        return str(int(state) + 1), [event("totp.failed", "alice")], len(calls)
+        return (row[0], str(int(row[1]) + 1)), [event("totp.failed", "alice")], len(calls)
 
-    assert store.update_totp_state("alice", change) == 2  # type: ignore[arg-type]
+    assert store.change_totp("alice", change) == 2  # type: ignore[arg-type]
     assert calls == ["0", "0"]  # the first attempt was rolled back by the server
     assert store.get_totp("alice") == (b"sealed", "1")
     assert [r.event.kind for r in store.audit_records()] == ["totp.enrolled", "totp.failed"]
@@ -302,6 +303,28 @@ def test_an_outage_raises_unavailable_then_the_same_store_recovers(
         assert verify_chain([r.encode() for r in records]) is None
     finally:
         proxy.cut()
+
+
+def test_a_commit_of_unknown_outcome_never_releases_a_completed_batch(
+    postgres_url: str, pg_schema: str
+) -> None:
+    store = LosesCommitReply(postgres_url, schema=pg_schema)
+    try:
+        claim = store.claim_batch(
+            "svc", "r1", b"\x01" * 32, 60_000, [event()], admission=budget("b", 5, 100)
+        )
+        assert claim.token is not None
+        store.lose_next_commit = True
+        with pytest.raises(StoreUnavailable, match="unknown"):
+            store.complete_batch("svc", "r1", b"signed", [event("sign.signed")], token=claim.token)
+        # What the pipeline does next: give the id back, under its token only.
+        assert not store.release_batch("svc", "r1", [event("sign.failed")], token=claim.token)
+        assert PostgresBackend(postgres_url, pg_schema).reserved("b") == (5, 1)
+        retry = store.claim_batch("svc", "r1", b"\x01" * 32, 60_000, [event()])
+        assert (retry.outcome, retry.result) == (ClaimOutcome.DONE, b"signed")
+        assert [r.event.kind for r in store.audit_records()] == ["test", "sign.signed"]
+    finally:
+        store.close()
 
 
 def test_an_unreachable_database_at_start_is_unavailable() -> None:

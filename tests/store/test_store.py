@@ -423,35 +423,6 @@ def test_policy_versions_insert_approve_activate(store: Store) -> None:
 # -- TOTP -------------------------------------------------------------------------
 
 
-def test_totp_enrollment_and_state_updates(store: Store) -> None:
-    assert store.get_totp("alice") is None
-    store.put_totp("alice", b"sealed-1", '{"n": 0}', event("totp.enrolled", "officer"))
-    assert store.get_totp("alice") == (b"sealed-1", '{"n": 0}')
-
-    def check(state: str) -> tuple[str, list[AuditEvent], str]:
-        return '{"n": 1}', [event("totp.failed", "alice")], "refused"
-
-    assert store.update_totp_state("alice", check) == "refused"
-    assert store.get_totp("alice") == (b"sealed-1", '{"n": 1}')
-    store.put_totp("alice", b"sealed-2", '{"n": 0}', event("totp.enrolled", "officer"))
-    assert store.get_totp("alice") == (b"sealed-2", '{"n": 0}')  # re-enrollment replaces both
-    assert _kinds(store) == ["totp.enrolled", "totp.failed", "totp.enrolled"]
-
-
-def test_totp_state_is_read_modify_write(store: Store) -> None:
-    store.put_totp("alice", b"s", "0", event("totp.enrolled"))
-
-    def bump(state: str) -> tuple[str, list[AuditEvent], None]:
-        return str(int(state) + 1), [], None
-
-    def checker(n: int) -> None:
-        for _ in range(10):
-            store.update_totp_state("alice", bump)
-
-    _run_threads(8, checker)
-    assert store.get_totp("alice") == (b"s", "80")
-
-
 # -- audit log --------------------------------------------------------------------
 
 

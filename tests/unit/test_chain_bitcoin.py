@@ -3,7 +3,8 @@
 bitcoinlib is the second implementation: it deserializes the raw transaction,
 recomputes each signature hash with its own code and verifies the signature
 with OpenSSL. Test addresses are encoded with bitcoinlib's bech32 and the
-base58 package, not with the module under test.
+base58 package, not with the module under test. The previous transactions
+that inputs carry are built, and their txids computed, by python-bitcointx.
 """
 
 from __future__ import annotations
@@ -32,6 +33,20 @@ from bitcoin.core.script import (
     SignatureHash,
 )
 from bitcoin.core.scripteval import SCRIPT_VERIFY_P2SH, VerifyScript
+from bitcointx.core import (
+    CMutableTransaction,
+    CMutableTxIn,
+    CMutableTxInWitness,
+    CMutableTxOut,
+    CMutableTxWitness,
+    COutPoint,
+)
+from bitcointx.core import CTransaction as TxCTransaction
+from bitcointx.core import b2lx as b2lx_tx
+from bitcointx.core.script import CScript as TxCScript
+from bitcointx.core.script import CScriptWitness
+from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import strategies as st
 
 from hsm.secp256k1 import HALF_N, compressed
 from proto.custos.v1 import signer_pb2
@@ -51,6 +66,16 @@ from signer.chains.bitcoin_address import (
     segwit_script,
     sha256d,
 )
+from signer.chains.bitcoin_prevtx import PrevTx, PrevTxError, parse_prev_tx
+from signer.chains.limits import (
+    BITCOIN_INPUT_UNITS,
+    BITCOIN_OUTPUT_UNITS,
+    ITEM_UNITS,
+    PARSE_WEIGHT,
+    ChainLimits,
+    WorkBudget,
+)
+from tests.second_impl import bitcoin_funding_tx, bitcoin_prevout
 from tests.support import LocalKey
 
 VECTORS = Path(__file__).resolve().parent.parent / "vectors"
@@ -113,12 +138,39 @@ def own_address(network: str, kind: str, key: LocalKey = KEY) -> str:
 # ---- building, signing and checking transactions -----------------------------
 
 
-def txid(n: int) -> str:
-    return hashlib.sha256(n.to_bytes(4, "big")).hexdigest()
+def own_script(script_type: str, key: LocalKey = KEY) -> bytes:
+    return script_of(script_type, Hash160(compressed(key.info.public_key)))
 
 
-def spend(script_type: str, value: int, n: int = 0, **extra: Any) -> dict[str, Any]:
-    return {"txid": txid(n), "vout": n % 3, "value": value, "script_type": script_type, **extra}
+def prev_tx(outputs: list[tuple[int, bytes]], n: int = 0, segwit: bool = False) -> bytes:
+    return bitcoin_funding_tx(outputs, f"prev-{n}", segwit)
+
+
+def spend(
+    script_type: str,
+    value: int,
+    n: int = 0,
+    vout: int | None = None,
+    declare: bool = True,
+    segwit: bool | None = None,
+    **extra: Any,
+) -> dict[str, Any]:
+    """An input spending output `vout` of previous transaction `n`, which it carries whole.
+
+    The previous transaction pays `value` to the key's `script_type` script at
+    `vout`, and decoys to someone else before it; every third one is serialized
+    with witness data. `declare` also sends the value and type as cross-checks.
+    """
+    vout = n % 3 if vout is None else vout
+    decoy = (777, script_of("p2wpkh", PROGRAMS["p2wpkh"]))
+    raw = prev_tx([decoy] * vout + [(value, own_script(script_type))], n, n % 3 == 1)
+    if segwit is not None:
+        raw = prev_tx([decoy] * vout + [(value, own_script(script_type))], n, segwit)
+    txid, _, _ = bitcoin_prevout(raw, vout)
+    fields: dict[str, Any] = {"txid": txid, "vout": vout, "prev_tx": raw, **extra}
+    if declare:
+        fields.update(value=value, script_type=script_type)
+    return fields
 
 
 def tx_message(
@@ -196,7 +248,11 @@ def check_with_bitcoinlib(
         assert txin.prevout.n == spec.vout
         assert txin.nSequence == (spec.sequence if spec.HasField("sequence") else 0xFFFFFFFD)
         stack = list(tx.wit.vtxinwit[i].scriptWitness.stack) if tx.has_witness() else []
-        if spec.script_type == "p2pkh":
+        # What the input spends, as python-bitcointx reads it from the previous tx.
+        prev_txid, value, script_pubkey = bitcoin_prevout(spec.prev_tx, spec.vout)
+        assert prev_txid == spec.txid.lower()
+        assert script_pubkey in (bytes(p2pkh), own_script("p2wpkh", key))
+        if script_pubkey == bytes(p2pkh):
             assert stack == []
             assert prepared.digests[i] == SignatureHash(p2pkh, tx, i, SIGHASH_ALL)
             VerifyScript(txin.scriptSig, p2pkh, tx, i, flags=(SCRIPT_VERIFY_P2SH,))
@@ -209,7 +265,7 @@ def check_with_bitcoinlib(
             assert stack[1] == pub
             sig = stack[0]
             digest = SignatureHash(
-                p2pkh, tx, i, SIGHASH_ALL, amount=spec.value, sigversion=SIGVERSION_WITNESS_V0
+                p2pkh, tx, i, SIGHASH_ALL, amount=value, sigversion=SIGVERSION_WITNESS_V0
             )
             assert prepared.digests[i] == digest
             assert CPubKey(pub).verify(digest, sig[:-1])
@@ -365,17 +421,23 @@ def test_bip143_native_p2wpkh_vector(monkeypatch: pytest.MonkeyPatch) -> None:
     assert pub.hex() == vector["public_key"]
     assert p2wpkh_script(hash160(pub)).hex() == vector["script_pubkey"]
     assert b"\x76\xa9\x14" + hash160(pub) + b"\x88\xac" == bytes.fromhex(vector["script_code"])
+    # The BIP does not publish the previous transactions, so nothing can hash to
+    # its txids: this test of the digest alone stands their parse in for them.
+    proven = {}
+    for index, i in enumerate(vector["inputs"]):
+        outputs = ((1, b""),) * i["vout"] + ((i["value"], p2wpkh_script(hash160(pub))),)
+        proven[f"vector {index}".encode()] = PrevTx(bytes.fromhex(i["txid"])[::-1], outputs)
+    monkeypatch.setattr(adapter_module, "parse_prev_tx", proven.__getitem__)
     msg = tx_message(
         vector["network"],
         [
             {
                 "txid": i["txid"],
                 "vout": i["vout"],
-                "value": i["value"],
-                "script_type": "p2wpkh",
+                "prev_tx": f"vector {index}".encode(),
                 "sequence": i["sequence"],
             }
-            for i in vector["inputs"]
+            for index, i in enumerate(vector["inputs"])
         ],
         [(o["address"], o["value"]) for o in vector["outputs"]],
         version=vector["version"],
@@ -438,8 +500,10 @@ def test_version_sequence_and_lock_time_are_honoured() -> None:
             inputs,
             [(own_address("testnet", "p2pkh"), 100_000)],
             version=version,
-            lock_time=2_500_000,
+            lock_time=800_000,  # a height in the past
         )
+        check_with_bitcoinlib(msg, *sign(msg))
+        msg.lock_time = 1_700_000_000  # a Unix time in the past
         check_with_bitcoinlib(msg, *sign(msg))
 
 
@@ -450,7 +514,10 @@ def test_largest_lock_time_is_serialized() -> None:
         [(own_address("regtest", "p2pkh"), 9_000)],
         lock_time=0xFFFFFFFF,
     )
-    _, signed = sign(msg)
+    # Seen from 2106, when that lock time is no longer in the future.
+    adapter = BitcoinAdapter(clock=lambda: 0xFFFFFFFF)
+    prepared = adapter.prepare(msg, KEY.info)
+    signed = adapter.assemble(prepared, [KEY.sign(d) for d in prepared.digests])
     assert signed.raw_tx.endswith("ffffffff")
     assert CTransaction.deserialize(bytes.fromhex(signed.raw_tx)).nLockTime == 0xFFFFFFFF
 
@@ -464,9 +531,14 @@ def test_many_inputs_use_multi_byte_counts() -> None:
 
 
 def test_same_txid_with_another_vout_is_a_different_outpoint() -> None:
-    inputs = [spend("p2wpkh", 10_000, 7, vout=0), spend("p2wpkh", 10_000, 7, vout=0xFFFFFFFF)]
-    msg = tx_message("mainnet", inputs, [(own_address("mainnet", "p2pkh"), 19_000)])
-    check_with_bitcoinlib(msg, *sign(msg))
+    # One previous transaction paying the key twice; each input carries it.
+    raw = prev_tx([(10_000, own_script("p2wpkh")), (20_000, own_script("p2pkh"))], 7)
+    txid, _, _ = bitcoin_prevout(raw, 0)
+    inputs = [{"txid": txid, "vout": vout, "prev_tx": raw} for vout in (1, 0)]
+    msg = tx_message("mainnet", inputs, [(own_address("mainnet", "p2pkh"), 29_000)])
+    prepared, signed = sign(msg)
+    assert prepared.intent.fee == 1_000
+    check_with_bitcoinlib(msg, prepared, signed)
 
 
 # ---- intent: change, fee, vsize --------------------------------------------
@@ -554,13 +626,18 @@ BAD_VALUES: list[tuple[str, Any, str]] = [
     ("inputs.0.txid", " " + "a" * 63, "64 hex"),
     ("inputs.0.txid", "a" * 64 + "\n", "64 hex"),
     ("inputs.0.txid", "0" * 64, "all-zero txid"),
-    ("inputs.0.value", 0, "must be positive"),
-    ("inputs.1.value", -5, "must be positive"),
-    ("inputs.1.value", MAX_MONEY + 1, "exceeds 21,000,000 BTC"),
-    ("inputs.0.script_type", "", "must be p2wpkh or p2pkh"),
+    ("inputs.0.value", 59_999, "declared 59999 sat, but the previous output holds 60000 sat"),
+    ("inputs.1.value", -5, "declared -5 sat, but the previous output holds 40000 sat"),
+    ("inputs.1.value", MAX_MONEY + 1, "but the previous output holds 40000 sat"),
+    ("inputs.0.script_type", "p2pkh", "declared p2pkh, but the previous output is p2wpkh"),
+    ("inputs.1.script_type", "p2wpkh", "declared p2wpkh, but the previous output is p2pkh"),
     ("inputs.1.script_type", "P2PKH", "must be p2wpkh or p2pkh"),
     ("inputs.0.script_type", "p2tr", "must be p2wpkh or p2pkh"),
     ("inputs.0.script_type", "p2sh-p2wpkh", "must be p2wpkh or p2pkh"),
+    ("inputs.0.prev_tx", b"", "required: the previous transaction"),
+    ("inputs.0.prev_tx", b"\x02\x00\x00\x00", "not a serialized transaction: ends early"),
+    ("inputs.1.prev_tx", prev_tx([(40_000, script_of("p2pkh", bytes(20)))], 2), "hashes to txid"),
+    ("inputs.1.vout", 5, "the previous transaction has 3 outputs"),
     ("outputs.0.value", 0, "must be positive"),
     ("outputs.1.value", -1, "must be positive"),
     ("outputs.0.value", MAX_MONEY + 1, "exceeds 21,000,000 BTC"),
@@ -604,11 +681,11 @@ def test_input_and_output_counts() -> None:
     assert_refused(msg, "bitcoin.outputs", "at least one output")
     msg = base_message()
     add_inputs(msg, 999, "p2wpkh")
-    assert_refused(msg, "bitcoin.inputs", "at most 1000 inputs")
+    assert_refused(msg, "bitcoin.inputs", "1001 inputs exceed limits.bitcoin_max_inputs = 1000")
     msg = base_message()
     for _ in range(999):
         msg.outputs.add(address=own_address("mainnet", "p2wpkh"), value=1)
-    assert_refused(msg, "bitcoin.outputs", "at most 1000 outputs")
+    assert_refused(msg, "bitcoin.outputs", "1001 outputs exceed limits.bitcoin_max_outputs = 1000")
 
 
 def test_transaction_over_the_standard_weight_is_refused() -> None:
@@ -629,9 +706,11 @@ def test_totals_must_balance_and_stay_under_max_money() -> None:
     msg = base_message()
     msg.outputs[1].value = 50_001
     assert_refused(msg, "bitcoin.outputs", "outputs exceed inputs by 1 sat")
-    msg = base_message()
-    for txin in msg.inputs:
-        txin.value = MAX_MONEY
+    msg = tx_message(
+        "mainnet",
+        [spend("p2wpkh", MAX_MONEY, 1, vout=0), spend("p2pkh", MAX_MONEY, 2, vout=0)],
+        [(own_address("mainnet", "p2pkh", OTHER), 50_000)],
+    )
     assert_refused(msg, "bitcoin.inputs", "total value exceeds 21,000,000 BTC")
     msg = base_message()
     for output in msg.outputs:
@@ -661,3 +740,293 @@ def test_assemble_refuses_a_foreign_prepared_tx() -> None:
     foreign = PreparedTx(prepared.intent, prepared.digests, unsigned={"not": "bitcoin"})
     with pytest.raises(TypeError):
         ADAPTER.assemble(foreign, [KEY.sign(d) for d in prepared.digests])
+
+
+# ---- previous transactions: the proof of what each input spends ----------------
+
+
+@pytest.mark.parametrize("segwit", [False, True])
+def test_prev_tx_parse_matches_python_bitcointx(segwit: bool) -> None:
+    outputs = [(n * 1_000 + 1, script_of(k, p)) for n, (k, p) in enumerate(PROGRAMS.items())]
+    outputs += [(5, b""), (6, b"\x6a" + bytes(80))]  # empty and OP_RETURN scripts
+    raw = prev_tx(outputs, 42, segwit)
+    assert (raw[4:6] == b"\x00\x01") is segwit
+    parsed = parse_prev_tx(raw)
+    for vout, expected in enumerate(outputs):
+        txid, value, script = bitcoin_prevout(raw, vout)
+        assert parsed.txid_hex == txid
+        assert parsed.outputs[vout] == (value, script) == expected
+
+
+def test_segwit_and_stripped_serializations_prove_the_same_input() -> None:
+    with_witness = prev_tx([(50_000, own_script("p2wpkh"))], 9, segwit=True)
+    stripped = CTransaction.deserialize(with_witness).serialize(params={"include_witness": False})
+    assert stripped != with_witness
+    txid, _, _ = bitcoin_prevout(with_witness, 0)
+    digests = set()
+    for raw in (with_witness, stripped):
+        msg = tx_message(
+            "mainnet",
+            [{"txid": txid, "vout": 0, "prev_tx": raw}],
+            [(own_address("mainnet", "p2pkh", OTHER), 49_000)],
+        )
+        prepared, signed = sign(msg)
+        check_with_bitcoinlib(msg, prepared, signed)
+        digests.add(prepared.digests)
+    assert len(digests) == 1
+
+
+def _compact(n: int, width: int) -> bytes:
+    return {1: bytes([n]), 3: b"\xfd" + n.to_bytes(2, "little")}[width]
+
+
+@pytest.mark.parametrize(
+    ("mutate", "message"),
+    [
+        (lambda raw: raw + b"\x00", "1 bytes after the end"),
+        (lambda raw: raw[:-1], "ends early"),
+        (lambda raw: raw[:4] + b"\x00\x02" + raw[6:], "unknown segwit flag 0x02"),
+        # One input, count written in the 3-byte form: refused as Bitcoin Core does.
+        (lambda raw: raw[:4] + _compact(1, 3) + raw[5:], "non-canonical CompactSize"),
+        (lambda raw: raw[:4] + b"\x00", "has no inputs"),
+        (lambda raw: raw[:4] + b"\x00\x01" + raw[4:-4] + b"\x00" + raw[-4:], "without any witness"),
+    ],
+)
+def test_malformed_prev_tx_is_refused(mutate: Callable[[bytes], bytes], message: str) -> None:
+    raw = prev_tx([(50_000, own_script("p2wpkh"))], 11)
+    with pytest.raises(PrevTxError, match=message):
+        parse_prev_tx(mutate(raw))
+    msg = tx_message(
+        "mainnet",
+        [{"txid": bitcoin_prevout(raw, 0)[0], "vout": 0, "prev_tx": mutate(raw)}],
+        [(own_address("mainnet", "p2pkh", OTHER), 49_000)],
+    )
+    assert_refused(msg, "bitcoin.inputs[0].prev_tx", message)
+
+
+def test_output_not_locked_to_the_key_is_refused() -> None:
+    for script in (own_script("p2wpkh", OTHER), script_of("p2tr", PROGRAMS["p2tr"])):
+        raw = prev_tx([(50_000, script)], 12)
+        msg = tx_message(
+            "mainnet",
+            [{"txid": bitcoin_prevout(raw, 0)[0], "vout": 0, "prev_tx": raw}],
+            [(own_address("mainnet", "p2pkh", OTHER), 49_000)],
+        )
+        assert_refused(msg, "bitcoin.inputs[0].prev_tx", "output 0 is not locked to this key")
+
+
+def test_oversized_prev_tx_is_refused_before_parsing() -> None:
+    raw = prev_tx([(50_000, own_script("p2wpkh")), (1, b"\x6a" + bytes(5_000))], 13)
+    adapter = BitcoinAdapter(ChainLimits(bitcoin_max_prev_tx_bytes=4_000))
+    msg = tx_message(
+        "mainnet",
+        [{"txid": bitcoin_prevout(raw, 0)[0], "vout": 0, "prev_tx": raw}],
+        [(own_address("mainnet", "p2pkh", OTHER), 49_000)],
+    )
+    with pytest.raises(InvalidField, match=r"exceed limits.bitcoin_max_prev_tx_bytes = 4000"):
+        adapter.prepare(msg, KEY.info)
+
+
+def test_understated_p2pkh_input_value_is_refused_and_fee_is_the_real_one() -> None:
+    # Issue 9: a P2PKH sighash does not commit to the input's value, so the same
+    # digest was signed for declared values of 1,010,000 and 1,020,000 sat.
+    outputs = [(own_address("mainnet", "p2wpkh", OTHER), 1_000_000)]
+    msg = tx_message("mainnet", [spend("p2pkh", 1_020_000, 3, declare=False)], outputs)
+    prepared = ADAPTER.prepare(msg, KEY.info)
+    assert prepared.intent.fee == 20_000  # from the proven value, not a declared one
+    msg.inputs[0].value = 1_010_000
+    assert_refused(msg, "bitcoin.inputs[0].value", "the previous output holds 1020000 sat")
+    # A made-up previous transaction holding less does not hash to the txid.
+    forged = prev_tx([(1_010_000, own_script("p2pkh"))], 3)
+    msg.inputs[0].value = 0
+    msg.inputs[0].prev_tx = forged
+    assert_refused(msg, "bitcoin.inputs[0].prev_tx", "not the input's txid")
+
+
+def test_segwit_two_request_fee_attack_is_refused() -> None:
+    # Issue 9: BIP143 commits each signature to its own input's value only. Two
+    # requests with the same outpoints and outputs, each understating a different
+    # input, used to look like small fees while their signatures combined into a
+    # transaction paying the difference to miners. Each request now proves both
+    # values, so each sees the whole fee; a lie about either is refused.
+    inputs = [
+        spend("p2wpkh", 1_000_000, 21, declare=False),
+        spend("p2wpkh", 1_000_000, 22, declare=False),
+    ]
+    outputs = [(own_address("mainnet", "p2wpkh", OTHER), 1_500_000)]
+    msg = tx_message("mainnet", inputs, outputs)
+    assert ADAPTER.prepare(msg, KEY.info).intent.fee == 500_000
+    for understated in (0, 1):
+        attack = tx_message("mainnet", inputs, outputs)
+        lie = attack.inputs[understated]
+        decoys = [(777, script_of("p2wpkh", PROGRAMS["p2wpkh"]))] * lie.vout
+        lie.prev_tx = prev_tx([*decoys, (510_000, own_script("p2wpkh"))], 21 + understated)
+        assert_refused(attack, f"bitcoin.inputs[{understated}].prev_tx", "not the input's txid")
+        attack = tx_message("mainnet", inputs, outputs)
+        attack.inputs[understated].value = 510_000
+        assert_refused(attack, f"bitcoin.inputs[{understated}].value", "holds 1000000 sat")
+
+
+# ---- lock time and sequence: facts on the intent, bounded ahead ---------------
+
+
+NOW = 1_800_000_000.0  # 2027-01-15
+AT_NOW = BitcoinAdapter(clock=lambda: NOW)
+
+
+def test_lock_time_and_sequences_are_on_the_intent() -> None:
+    inputs = [spend("p2wpkh", 50_000, 1, sequence=5), spend("p2pkh", 50_000, 2)]
+    msg = tx_message("mainnet", inputs, [(own_address("mainnet", "p2pkh", OTHER), 99_000)])
+    msg.lock_time = int(NOW)
+    intent = AT_NOW.prepare(msg, KEY.info).intent
+    assert intent.lock_time == int(NOW)
+    assert intent.sequences == (5, 0xFFFFFFFD)
+    assert intent.expiration_ms == 0
+
+
+def test_lock_time_in_the_future_beyond_the_bound_is_refused() -> None:
+    limits = ChainLimits()
+    msg = tx_message(
+        "mainnet", [spend("p2wpkh", 50_000, 1)], [(own_address("mainnet", "p2pkh", OTHER), 49_000)]
+    )
+    msg.lock_time = int(NOW) + limits.max_lock_ahead_seconds
+    AT_NOW.prepare(msg, KEY.info)
+    msg.lock_time += 1
+    with pytest.raises(InvalidField, match=r"limits\.max_lock_ahead_seconds") as caught:
+        AT_NOW.prepare(msg, KEY.info)
+    assert caught.value.field == "bitcoin.lock_time"
+    # Heights: the estimate of the tip is an upper bound (9-minute blocks since block 840,000).
+    highest = 840_000 + (int(NOW) - 1_713_571_767) // 540 + limits.max_lock_ahead_blocks
+    msg.lock_time = highest
+    AT_NOW.prepare(msg, KEY.info)
+    msg.lock_time = highest + 1
+    with pytest.raises(InvalidField, match=r"limits\.max_lock_ahead_blocks") as caught:
+        AT_NOW.prepare(msg, KEY.info)
+    assert caught.value.field == "bitcoin.lock_time"
+
+
+@pytest.mark.parametrize(
+    ("sequence", "version", "refused"),
+    [
+        (144, 2, False),
+        (145, 2, True),  # relative lock of 145 blocks
+        (145, 1, False),  # BIP68 applies from version 2
+        (145 | 1 << 31, 2, False),  # disable flag
+        ((1 << 22) | 168, 2, False),  # 168 * 512 s < 1 day
+        ((1 << 22) | 169, 2, True),
+    ],
+)
+def test_bip68_relative_locks_are_bounded(sequence: int, version: int, refused: bool) -> None:
+    msg = tx_message(
+        "mainnet",
+        [spend("p2wpkh", 50_000, 1, sequence=sequence)],
+        [(own_address("mainnet", "p2pkh", OTHER), 49_000)],
+        version=version,
+    )
+    if refused:
+        assert_refused(msg, "bitcoin.inputs[0].sequence", "relative lock of")
+    else:
+        ADAPTER.prepare(msg, KEY.info)
+
+
+# ---- the work of signature hashes ---------------------------------------------
+
+
+def test_sighash_bytes_counts_what_is_hashed(monkeypatch: pytest.MonkeyPatch) -> None:
+    inputs = [spend("p2pkh" if n % 3 else "p2wpkh", 10_000, n) for n in range(40)]
+    msg = tx_message("mainnet", inputs, [(own_address("mainnet", "p2pkh", OTHER), 390_000)])
+    prepared = ADAPTER.prepare(msg, KEY.info)
+    hashed: list[int] = []
+
+    def counting(data: bytes) -> bytes:
+        hashed.append(len(data))
+        return sha256d(data)
+
+    monkeypatch.setattr(adapter_module, "sha256d", counting)
+    assert adapter_module._digests(prepared.unsigned) == prepared.digests
+    assert sum(hashed) == adapter_module.sighash_bytes(prepared.unsigned)
+
+
+def test_quadratic_legacy_sighash_is_bounded_per_item_and_per_batch() -> None:
+    # Issue 10: 650 P2PKH inputs took 0.5 s to prepare; every legacy input
+    # hashes the whole transaction, so the work grows with the square.
+    inputs = [spend("p2pkh", 10_000, n) for n in range(300)]
+    msg = tx_message("mainnet", inputs, [(own_address("mainnet", "p2pkh", OTHER), 2_990_000)])
+    prepared = ADAPTER.prepare(msg, KEY.info)
+    work = adapter_module.sighash_bytes(prepared.unsigned)
+    assert work > 3_000_000  # 300 inputs x ~12 kB
+    small = BitcoinAdapter(ChainLimits(bitcoin_max_sighash_bytes=work - 1))
+    with pytest.raises(InvalidField, match=f"exceed limits.bitcoin_max_sighash_bytes = {work - 1}"):
+        small.prepare(msg, KEY.info)
+    charge = ITEM_UNITS + PARSE_WEIGHT * msg.ByteSize() + BITCOIN_INPUT_UNITS * 300
+    budget = WorkBudget(charge + BITCOIN_OUTPUT_UNITS + work)
+    ADAPTER.prepare(msg, KEY.info, budget)
+    with pytest.raises(InvalidField, match=r"limits\.max_batch_work_units") as caught:
+        ADAPTER.prepare(msg, KEY.info, budget)
+    assert caught.value.field == "bitcoin"  # refused before parsing the second item
+
+
+# ---- differential: the previous-transaction parser against python-bitcointx ---------
+
+
+@st.composite
+def random_tx(draw: st.DrawFn) -> bytes:
+    """A serialized transaction of random shape, built by python-bitcointx."""
+    inputs = [
+        CMutableTxIn(
+            COutPoint(draw(st.binary(min_size=32, max_size=32)), draw(st.integers(0, 2**32 - 1))),
+            TxCScript(draw(st.binary(max_size=300))),
+            draw(st.integers(0, 2**32 - 1)),
+        )
+        for _ in range(draw(st.integers(1, 5)))
+    ]
+    outputs = [
+        CMutableTxOut(draw(st.integers(0, 10**15)), TxCScript(draw(st.binary(max_size=300))))
+        for _ in range(draw(st.integers(1, 300 if draw(st.booleans()) else 3)))
+    ]
+    witness = None
+    if draw(st.booleans()):
+        stacks = [
+            CMutableTxInWitness(CScriptWitness(draw(st.lists(st.binary(max_size=80), max_size=3))))
+            for _ in inputs
+        ]
+        assume(any(s.scriptWitness.stack for s in stacks))
+        witness = CMutableTxWitness(stacks)
+    tx = CMutableTransaction(
+        inputs,
+        outputs,
+        nLockTime=draw(st.integers(0, 2**32 - 1)),
+        nVersion=draw(st.integers(-(2**31), 2**31 - 1)),
+        witness=witness,
+    )
+    raw: bytes = tx.serialize()
+    return raw
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(raw=random_tx(), edit=st.none() | st.tuples(st.integers(0, 10**6), st.integers(0, 255)))
+def test_prev_tx_parser_agrees_with_python_bitcointx(
+    raw: bytes, edit: tuple[int, int] | None
+) -> None:
+    if edit is not None:  # one byte changed: parsed alike, or refused by us
+        at = edit[0] % len(raw)
+        raw = raw[:at] + bytes([edit[1]]) + raw[at + 1 :]
+    try:
+        parsed = parse_prev_tx(raw)
+    except PrevTxError:
+        return
+    theirs = TxCTransaction.deserialize(raw)  # what we accept, python-bitcointx reads the same
+    assert parsed.txid_hex == b2lx_tx(theirs.GetTxid())
+    assert parsed.outputs == tuple((o.nValue, bytes(o.scriptPubKey)) for o in theirs.vout)
+
+
+def test_a_full_batch_of_ordinary_items_fits_the_default_budget() -> None:
+    # The budget must stop abuse, not the largest ordinary batch: 1000 items
+    # (server.max_batch_items) of two inputs and two outputs.
+    from signer.config import ServerConfig
+
+    msg = base_message()
+    budget = WorkBudget(ChainLimits().max_batch_work_units)
+    for _ in range(ServerConfig().max_batch_items):
+        ADAPTER.prepare(msg, KEY.info, budget)
+    assert budget.used < budget.limit * 3 // 5  # about half of it

@@ -23,6 +23,7 @@ from hsm.secp256k1 import N, RecoverableSignature
 from proto.custos.v1 import signer_pb2 as pb
 from signer.chains.base import ContractCall, InvalidField, PreparedTx, SignedTx, Transfer
 from signer.chains.evm import CHAINS, EvmAdapter, checksum_address
+from signer.chains.limits import DEFAULT_LIMITS, ChainLimits
 from tests.support import LocalKey
 
 VECTORS = Path(__file__).resolve().parent.parent / "vectors"
@@ -44,7 +45,8 @@ TX_TYPES = (LEGACY, EIP2930, EIP1559)
 def make_tx(tx_type: int = EIP1559, **fields: Any) -> pb.EvmTransaction:
     """A valid transaction of `tx_type` on Ethereum mainnet, with `fields` overriding."""
     base: dict[str, Any] = {"chain_id": 1, "type": tx_type, "nonce": 7, "to": TO}
-    base.update(value="1000", gas_limit=21000)
+    # Calldata costs intrinsic gas: 21000 covers a plain transfer only.
+    base.update(value="1000", gas_limit=100_000 if fields.get("data") else 21000)
     if tx_type == EIP1559:
         base.update(max_fee_per_gas="30000000000", max_priority_fee_per_gas="1500000000")
     else:
@@ -244,12 +246,143 @@ def test_zero_value_is_no_transfer(value: str) -> None:
     assert ADAPTER.prepare(make_tx(value=value), KEY.info).intent.transfers == ()
 
 
-def test_largest_values_accepted() -> None:
+# Limits as high as the encoding allows: what the adapter can encode, checked by eth-account.
+UNBOUNDED = EvmAdapter(
+    ChainLimits(
+        evm_max_value_ether=2**256,
+        evm_max_fee_per_gas_gwei=2**256,
+        ethereum_max_gas_limit=2**64,
+    )
+)
+
+
+def test_largest_encodable_values_sign_under_unbounded_limits() -> None:
     top = str(2**256 - 1)
     tx = make_tx(value=top, max_fee_per_gas=top, max_priority_fee_per_gas=top, nonce=2**64 - 2)
-    prepared, signed = sign(tx)
+    tx.gas_limit = 2**64 - 1
+    prepared = UNBOUNDED.prepare(tx, KEY.info)
+    signed = UNBOUNDED.assemble(prepared, [KEY.sign(prepared.digests[0])])
     assert prepared.intent.transfers == (Transfer(TO, "native", 2**256 - 1),)
     check_with_eth_account(tx, prepared, signed, KEY_ADDRESS)
+
+
+def test_largest_values_within_the_limits_are_accepted() -> None:
+    value = DEFAULT_LIMITS.evm_max_value_ether * 10**18
+    fee = DEFAULT_LIMITS.evm_max_fee_per_gas_gwei * 10**9
+    tx = make_tx(value=str(value), max_fee_per_gas=str(fee), max_priority_fee_per_gas=str(fee))
+    tx.gas_limit = DEFAULT_LIMITS.ethereum_max_gas_limit
+    prepared, signed = sign(tx)
+    assert prepared.intent.transfers == (Transfer(TO, "native", value),)
+    check_with_eth_account(tx, prepared, signed, KEY_ADDRESS)
+
+
+@pytest.mark.parametrize(
+    ("tx_type", "fields", "field", "message"),
+    [
+        # Issue 10: gas_limit 2^64-1 with max_fee_per_gas 2^256-1 was signed.
+        (EIP1559, {"gas_limit": 2**64 - 1}, "evm.gas_limit", "limits.ethereum_max_gas_limit"),
+        (
+            EIP1559,
+            {"gas_limit": 2**24 + 1},
+            "evm.gas_limit",
+            "exceeds limits.ethereum_max_gas_limit = 16777216",
+        ),
+        (
+            EIP1559,
+            {"chain_id": 56, "gas_limit": 2**24 + 1},
+            "evm.gas_limit",
+            "limits.bsc_max_gas_limit",
+        ),
+        (
+            EIP1559,
+            {"max_fee_per_gas": str(2**256 - 1)},
+            "evm.max_fee_per_gas",
+            "limits.evm_max_fee_per_gas_gwei = 10,000",
+        ),
+        (
+            EIP1559,
+            {"max_fee_per_gas": str(10**13 + 1)},
+            "evm.max_fee_per_gas",
+            "limits.evm_max_fee_per_gas_gwei",
+        ),
+        (
+            LEGACY,
+            {"gas_price": str(10**13 + 1)},
+            "evm.gas_price",
+            "limits.evm_max_fee_per_gas_gwei",
+        ),
+        (
+            EIP2930,
+            {"gas_price": str(10**13 + 1)},
+            "evm.gas_price",
+            "limits.evm_max_fee_per_gas_gwei",
+        ),
+        (
+            LEGACY,
+            {"value": str(10**27 + 1)},
+            "evm.value",
+            "limits.evm_max_value_ether = 1,000,000,000",
+        ),
+        (LEGACY, {"value": str(2**256 - 1)}, "evm.value", "limits.evm_max_value_ether"),
+        (
+            LEGACY,
+            {"data": "0x" + "ab" * 131_073},
+            "evm.data",
+            "131073 bytes exceed limits.evm_max_data_bytes = 131072",
+        ),
+        (
+            EIP1559,
+            {"access_list": [(TO, [])] * 257},
+            "evm.access_list",
+            "257 entries exceed limits.evm_max_access_list_addresses = 256",
+        ),
+        (
+            EIP1559,
+            {"access_list": [(TO, ["0x" + "00" * 32] * 2049)] * 2},
+            "evm.access_list",
+            "4098 storage keys exceed limits.evm_max_access_list_storage_keys = 4096",
+        ),
+    ],
+)
+def test_fields_beyond_the_limits_are_refused(
+    tx_type: int, fields: dict[str, Any], field: str, message: str
+) -> None:
+    with pytest.raises(InvalidField) as caught:
+        ADAPTER.prepare(make_tx(tx_type, **fields), KEY.info)
+    assert caught.value.field == field
+    assert message in caught.value.message
+
+
+def intrinsic(data: bytes, access_list: list[tuple[str, list[str]]]) -> int:
+    """Intrinsic gas written out from EIP-2028, EIP-2930 and EIP-7623, for the checks."""
+    zeros = sum(1 for b in data if b == 0)
+    standard = 21000 + 4 * zeros + 16 * (len(data) - zeros)
+    standard += sum(2400 + 1900 * len(keys) for _, keys in access_list)
+    return max(standard, 21000 + 10 * (zeros + 4 * (len(data) - zeros)))
+
+
+@pytest.mark.parametrize(
+    ("data", "access_list"),
+    [
+        (b"\x12\x34\x56\x78" + bytes(64), []),
+        (b"\x12\x34\x56\x78" + b"\xff" * 1000, []),  # EIP-7623 floor dominates
+        (b"", [(TO, ["0x" + "00" * 32] * 3), (RECIPIENT, [])]),
+    ],
+)
+def test_gas_limit_must_cover_intrinsic_gas(
+    data: bytes, access_list: list[tuple[str, list[str]]]
+) -> None:
+    # Issue 10: 154,202 storage keys (~293M gas) were signed with gas_limit 30M.
+    needed = intrinsic(data, access_list)
+    fields: dict[str, Any] = {"data": "0x" + data.hex(), "access_list": access_list}
+    prepared, signed = sign(make_tx(EIP1559, gas_limit=needed, **fields))
+    check_with_eth_account(
+        make_tx(EIP1559, gas_limit=needed, **fields), prepared, signed, KEY_ADDRESS
+    )
+    with pytest.raises(InvalidField) as caught:
+        ADAPTER.prepare(make_tx(EIP1559, gas_limit=needed - 1, **fields), KEY.info)
+    assert caught.value.field == "evm.gas_limit"
+    assert f"below the transaction's intrinsic gas {needed}" in caught.value.message
 
 
 def test_erc20_transfer_decoded() -> None:
@@ -461,21 +594,23 @@ def valid_tx(draw: st.DrawFn) -> pb.EvmTransaction:
         "chain_id": draw(st.sampled_from(sorted(CHAINS))),
         "nonce": draw(st.integers(0, 2**64 - 2)),
         "to": draw(address_text()),
-        "value": str(draw(UINT256)) if draw(st.booleans()) else "",
+        "value": str(draw(st.integers(0, 10**27))) if draw(st.booleans()) else "",
         "data": "0x" + data.hex() if data or draw(st.booleans()) else "",
-        "gas_limit": draw(st.integers(21000, 2**64 - 1)),
     }
     if tx_type == EIP1559:
-        max_fee = draw(UINT256)
+        max_fee = draw(st.integers(0, 10**13))
         fields["max_fee_per_gas"] = str(max_fee)
         fields["max_priority_fee_per_gas"] = str(draw(st.integers(0, max_fee)))
     else:
-        fields["gas_price"] = str(draw(UINT256))
+        fields["gas_price"] = str(draw(st.integers(0, 10**13)))
+    access_list: list[tuple[str, list[str]]] = []
     if tx_type != LEGACY:
         keys = st.lists(
             st.binary(min_size=32, max_size=32).map(lambda k: "0x" + k.hex()), max_size=3
         )
-        fields["access_list"] = draw(st.lists(st.tuples(address_text(), keys), max_size=3))
+        access_list = draw(st.lists(st.tuples(address_text(), keys), max_size=3))
+        fields["access_list"] = access_list
+    fields["gas_limit"] = draw(st.integers(intrinsic(data, access_list), 2**24))
     return make_tx(tx_type, **fields)
 
 

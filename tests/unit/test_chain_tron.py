@@ -32,6 +32,7 @@ from hsm.secp256k1 import N, RecoverableSignature
 from proto.custos.v1 import signer_pb2 as pb
 from proto.tron import tron_pb2
 from signer.chains.base import ContractCall, InvalidField, KeyInfo, PreparedTx, SignedTx, Transfer
+from signer.chains.limits import DEFAULT_LIMITS, ChainLimits
 from signer.chains.tron import (
     MAX_FEE_LIMIT,
     MAX_LIFETIME_MS,
@@ -45,7 +46,8 @@ from tests.support import LocalKey
 VECTORS: list[dict[str, Any]] = json.loads(
     (Path(__file__).resolve().parent.parent / "vectors" / "tron_transactions.json").read_text()
 )["vectors"]
-ADAPTER = TronAdapter()
+NOW_S = 1_760_000_000.0  # the adapter's clock: NOW (below) in seconds
+ADAPTER = TronAdapter(clock=lambda: NOW_S)
 SECRET = bytes.fromhex("8e812436a0e3323166e1f0e8ba79e19e217b2c4a53c970d4cca0cfb1078979df")
 KEY = LocalKey(SECRET)
 KEY_ADDRESS = PrivateKey(SECRET).public_key.to_base58check_address()
@@ -248,10 +250,10 @@ def test_trc20_transfer_to_self_is_allowed() -> None:
 @given(
     secret=st.integers(1, N - 1),
     recipient=st.binary(min_size=20, max_size=20),
-    trx_amount=st.integers(1, 2**63 - 1),
+    trx_amount=st.integers(1, DEFAULT_LIMITS.tron_max_amount_sun),
     token_amount=st.integers(1, 2**256 - 1),
     fee_limit=st.integers(1, MAX_FEE_LIMIT),
-    timestamp=st.integers(10**12, 2**62),
+    timestamp=st.integers(10**12, NOW),
     lifetime=st.integers(1, MAX_LIFETIME_MS),
     ref=st.binary(min_size=10, max_size=10),
 )
@@ -465,3 +467,35 @@ def test_trx_amount_cannot_overflow_int64() -> None:
     # The proto field is int64: a larger amount never reaches the adapter.
     with pytest.raises(ValueError, match="out of range"):
         pb.TronTrxTransfer(to=RECIPIENT, amount=2**63)
+
+
+def test_expiration_is_on_the_intent_and_bounded_ahead_of_now() -> None:
+    # Issue 9 item 7: a transaction valid far ahead is a signature someone can hold.
+    prepared = ADAPTER.prepare(trx(), KEY.info)
+    assert prepared.intent.expiration_ms == NOW + 60_000
+    ahead = DEFAULT_LIMITS.max_lock_ahead_seconds * 1000
+    later = NOW + 30 * 86_400_000
+    ADAPTER.prepare(trx(timestamp=NOW + ahead - 1000, expiration=NOW + ahead), KEY.info)
+    for tx in (
+        trx(timestamp=NOW + ahead, expiration=NOW + ahead + 1),
+        trx(timestamp=later, expiration=later + 60_000),
+    ):
+        with pytest.raises(InvalidField, match=r"limits\.max_lock_ahead_seconds") as caught:
+            ADAPTER.prepare(tx, KEY.info)
+        assert caught.value.field == "tron.expiration"
+    # Seen a month later, the same transaction is within the bound.
+    month_later = TronAdapter(clock=lambda: NOW_S + 30 * 86_400)
+    month_later.prepare(trx(timestamp=later, expiration=later + 60_000), KEY.info)
+
+
+def test_amount_and_fee_limit_are_bounded_by_the_limits() -> None:
+    top = DEFAULT_LIMITS.tron_max_amount_sun
+    ADAPTER.prepare(trx(amount=top), KEY.info)
+    with pytest.raises(InvalidField, match=r"exceeds limits\.tron_max_amount_sun") as caught:
+        ADAPTER.prepare(trx(amount=top + 1), KEY.info)
+    assert caught.value.field == "tron.trx_transfer.amount"
+    lowered = TronAdapter(ChainLimits(tron_max_fee_limit_sun=100_000_000), clock=lambda: NOW_S)
+    lowered.prepare(trc20(fee_limit=100_000_000), KEY.info)
+    with pytest.raises(InvalidField, match=r"limits\.tron_max_fee_limit_sun") as caught:
+        lowered.prepare(trc20(fee_limit=100_000_001), KEY.info)
+    assert caught.value.field == "tron.fee_limit"

@@ -71,3 +71,29 @@ def test_pin_from_env_or_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
     (tmp_path / "pin").write_text("from-file\n")
     with_file = load_config(_write(tmp_path, VALID.replace("[hsm]\n", '[hsm]\npin_file = "pin"\n')))
     assert read_pin(with_file.hsm) == "from-file"
+
+
+def test_limits_default_to_the_adapters_defaults_and_can_be_set(tmp_path: Path) -> None:
+    from dataclasses import asdict
+
+    from signer.chains.limits import DEFAULT_LIMITS
+
+    config = load_config(_write(tmp_path, VALID))
+    assert config.limits.model_dump() == asdict(DEFAULT_LIMITS)
+    text = VALID + "\n[limits]\nbitcoin_max_inputs = 50\nethereum_max_gas_limit = 30000000\n"
+    limits = load_config(_write(tmp_path, text)).limits
+    assert (limits.bitcoin_max_inputs, limits.ethereum_max_gas_limit) == (50, 30_000_000)
+
+
+@pytest.mark.parametrize(
+    ("line", "path_named"),
+    [
+        ("bitcoin_max_inputs = 0", "limits.bitcoin_max_inputs"),
+        ("max_batch_work_units = 10", "limits.max_batch_work_units"),
+        ("tron_max_fee_limit_sun = 15000000001", "limits.tron_max_fee_limit_sun"),
+        ("evm_max_gas = 1", "limits.evm_max_gas"),
+    ],
+)
+def test_bad_limit_names_the_key(tmp_path: Path, line: str, path_named: str) -> None:
+    with pytest.raises(ConfigError, match=path_named.replace(".", r"\.")):
+        load_config(_write(tmp_path, VALID + f"\n[limits]\n{line}\n"))

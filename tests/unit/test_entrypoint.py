@@ -73,6 +73,17 @@ def test_missing_config_and_root_are_refused(fake_bin: Path, tmp_path: Path) -> 
     assert _calls(fake_bin) == []
 
 
+def test_dev_init_refuses_root_and_an_existing_config(fake_bin: Path, tmp_path: Path) -> None:
+    config = tmp_path / "custos.toml"
+    root = _run(fake_bin, "dev-init", config=config, uid="0")
+    assert root.returncode == 77
+    config.write_text("# edited by hand\n")
+    existing = _run(fake_bin, "dev-init", config=config)
+    assert existing.returncode == 73
+    assert config.read_text() == "# edited by hand\n"
+    assert _calls(fake_bin) == []
+
+
 def test_script_is_posix_sh() -> None:
     assert subprocess.run(["/bin/sh", "-n", str(ENTRYPOINT)], check=False).returncode == 0
     assert os.access(ENTRYPOINT, os.X_OK)

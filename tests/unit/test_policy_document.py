@@ -62,7 +62,11 @@ def base() -> dict[str, Any]:
                 "action": "require_approval",
                 "approval": {"approvals": 2, "group": "approvers"},
             },
-            {"id": "r3", "match": {"amount": {"min": 1, "max": "1000"}}, "action": "allow"},
+            {
+                "id": "r3",
+                "match": {"assets": ["native"], "amount": {"min": 1, "max": "1000"}},
+                "action": "allow",
+            },
         ],
         "limits": [
             {
@@ -162,7 +166,8 @@ MALFORMED = [
     ("rules.0.match.time", [{"start": "06:00", "end": "06:00"}], "match.time[0]: start and end"),
     ("rules.0.match.time", [{"days": ["funday"], "start": "06:00", "end": "07:00"}], "days[0]"),
     ("rules.0.match.message_signing", "yes", "rules[0].match.message_signing: 'yes' is not"),
-    ("rules.0.match", {"message_signing": True, "amount": {"max": 1}}, "match.amount: does not"),
+    ("rules.0.match", {"message_signing": True, "fee": {"max_fee": 1}}, "match.fee: does not"),
+    ("rules.0.match", {"amount": {"max": 1}}, "rules[0].match: amount needs assets"),
     ("rules.1.id", "r0", "rules: duplicate rule id 'r0'"),
     ("rules.1.id", "-bad", "rules[1].id: '-bad' does not match"),
     ("rules", _DELETE, "(document): 'rules' is a required property"),
@@ -250,6 +255,7 @@ def test_yaml_times_and_numbers_stay_what_they_look_like() -> None:
   - id: night
     match:
       time: [{start: 22:00, end: 18:00}]
+      assets: [native]
       amount: {max: 123456789012345678901234567890}
     action: allow
 """

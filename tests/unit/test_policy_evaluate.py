@@ -190,11 +190,21 @@ CASES: list[tuple[str, dict[str, Any], dict[str, Any], dict[str, Any]]] = [
         },
         {"item": btc((Transfer("1BvBMSEYstWetqTFn5Au4m4GFg7xJaNVN2", "native", 1),))},
     ),
-    ("amount max inclusive", {"amount": {"max": 10**18}}, {}, {"item": eth(amount=10**18 + 1)}),
-    ("amount min inclusive", {"amount": {"min": 10**18}}, {}, {"item": eth(amount=10**18 - 1)}),
+    (
+        "amount max inclusive",
+        {"assets": ["native"], "amount": {"max": 10**18}},
+        {},
+        {"item": eth(amount=10**18 + 1)},
+    ),
+    (
+        "amount min inclusive",
+        {"assets": ["native"], "amount": {"min": 10**18}},
+        {},
+        {"item": eth(amount=10**18 - 1)},
+    ),
     (
         "amount ignores change",
-        {"amount": {"max": 100}},
+        {"assets": ["native"], "amount": {"max": 100}},
         {
             "item": btc(
                 (Transfer(BTC_COLD, "native", 100), Transfer(BTC_OWN, "native", 10**9, True))
@@ -210,7 +220,7 @@ CASES: list[tuple[str, dict[str, Any], dict[str, Any], dict[str, Any]]] = [
     ),
     (
         "contract approve needs a contract rule",
-        {"contract": {"methods": ["approve"]}, "amount": {"max": 10**6}},
+        {"contract": {"methods": ["approve"]}, "assets": [USDT], "amount": {"max": 10**6}},
         {"item": erc20(method="approve", amount=10**6)},
         {"item": erc20(method="approve", amount=2**256 - 1)},
     ),
@@ -328,7 +338,11 @@ def test_first_match_wins_and_order_matters() -> None:
 
 def test_many_rules_first_match_is_the_lowest_index() -> None:
     rules = [
-        {"id": f"r{i}", "match": {"amount": {"min": i, "max": i}}, "action": "allow"}
+        {
+            "id": f"r{i}",
+            "match": {"assets": ["native"], "amount": {"min": i, "max": i}},
+            "action": "allow",
+        }
         for i in range(300)
     ]
     policy = compiled([*rules, {"id": "last", "match": {}, "action": "allow"}])
@@ -459,12 +473,16 @@ def test_cooling_off_survives_versions_and_restarts_for_new_memberships() -> Non
 APPROVAL_RULES = [
     {
         "id": "deny-stranger",
-        "match": {"destinations": {"entries": ["exchange"]}, "amount": {"min": 10**20}},
+        "match": {
+            "destinations": {"entries": ["exchange"]},
+            "assets": ["native"],
+            "amount": {"min": 10**20},
+        },
         "action": "deny",
     },
     {
         "id": "big",
-        "match": {"amount": {"min": 10**19}},
+        "match": {"assets": ["native"], "amount": {"min": 10**19}},
         "action": "require_approval",
         "approval": {"approvals": 2, "group": "approvers", "expires_after": "4h"},
     },
@@ -534,17 +552,22 @@ LIMIT = {
 }
 
 
+ETH_FEE = 21000 * 10**10  # eth()'s maximum fee, charged to the native limits with its amount
+
+
 def test_batch_counts_toward_limits_as_a_whole() -> None:
     policy = compiled([{"id": "all", "match": {}, "action": "allow"}], limits=[LIMIT])
-    assert allowed_by(judge(policy, eth(amount=5 * 10**18), eth(amount=5 * 10**18))) == "all"
-    decision = judge(policy, eth(amount=5 * 10**18), eth(amount=5 * 10**18 + 1))
+    half = 5 * 10**18 - ETH_FEE
+    assert allowed_by(judge(policy, eth(amount=half), eth(amount=half))) == "all"
+    decision = judge(policy, eth(amount=half), eth(amount=half + 1))
     assert isinstance(decision, Deny)
     assert (decision.code, decision.limit_id) == (LIMIT_EXCEEDED, "eth-hourly")
     assert decision.remaining == {"window_seconds": 3600, "amount": 10**19, "count": 3}
     key = policy.limit_deltas(EvaluationRequest("svc-pay", frozenset(), (eth(),), NOW))[0].key
     spent = {key: Spent(9 * 10**18, 1)}
-    decision = judge(policy, eth(amount=10**18), usage=spent)
+    decision = judge(policy, eth(amount=10**18 - ETH_FEE), usage=spent)
     assert allowed_by(decision) == "all"
+    assert isinstance(judge(policy, eth(amount=10**18 - ETH_FEE + 1), usage=spent), Deny)
     decision = judge(policy, eth(amount=1), eth(amount=1), eth(amount=1), usage=spent)
     assert isinstance(decision, Deny)
     assert decision.remaining == {"window_seconds": 3600, "amount": 10**18, "count": 2}

@@ -43,11 +43,12 @@ def intent(
     asset: str = "native",
     chain: str = "ethereum",
     change: int = 0,
+    fee: int = 0,
 ) -> Intent:
     transfers = [Transfer("0xTo", asset, amount)]
     if change:
         transfers.append(Transfer("0xMe", asset, change, is_change=True))
-    return Intent(chain, "mainnet", key, "0xMe", tuple(transfers), 1)
+    return Intent(chain, "mainnet", key, "0xMe", tuple(transfers), fee)
 
 
 def test_buckets_follow_per_dimensions() -> None:

@@ -7,11 +7,11 @@ import json
 import pytest
 from eth_account import Account
 
-from hsm.secp256k1 import RecoverableSignature
+from hsm.secp256k1 import RecoverableSignature, compressed
 from proto.custos.v1 import keys_pb2
 from signer.chains.registry import ADAPTERS
 from tests import builders
-from tests.second_impl import bitcoin_prevout_script, evm_sender, tron_signer, verify_bitcoin
+from tests.second_impl import evm_sender, tron_signer, verify_bitcoin
 from tests.support import LocalKey
 
 KEY = LocalKey(bytes([3] * 32))
@@ -23,6 +23,7 @@ def _key_message(key: LocalKey) -> keys_pb2.Key:
 
     return keys_pb2.Key(
         key_id=key.info.key_id,
+        public_key=compressed(key.info.public_key).hex(),
         addresses=[
             keys_pb2.Address(chain=a.chain, network=a.network, kind=a.kind, address=a.address)
             for a in all_addresses(key.info.public_key)
@@ -45,9 +46,7 @@ def test_evm_recovers_someone_else_for_a_foreign_signature() -> None:
 
 def test_bitcoin_script_check_fails_for_a_foreign_signature() -> None:
     item = builders.bitcoin_item(_key_message(KEY)).bitcoin
-    prevouts = [
-        (i.value, bitcoin_prevout_script(KEY.info.public_key, i.script_type)) for i in item.inputs
-    ]
+    prevouts = builders.bitcoin_prevouts(item)
     verify_bitcoin(_sign("bitcoin", item, KEY), prevouts)
     with pytest.raises(Exception, match=r"(?i)verify|signature|false"):
         verify_bitcoin(_sign("bitcoin", item, OTHER), prevouts)

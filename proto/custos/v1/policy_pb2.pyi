@@ -42,6 +42,14 @@ class ApprovePolicyRequest(_message.Message):
     totp_code: str
     def __init__(self, version: _Optional[int] = ..., hash: _Optional[str] = ..., totp_code: _Optional[str] = ...) -> None: ...
 
+class CancelPolicyRequest(_message.Message):
+    __slots__ = ("version", "totp_code")
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    TOTP_CODE_FIELD_NUMBER: _ClassVar[int]
+    version: int
+    totp_code: str
+    def __init__(self, version: _Optional[int] = ..., totp_code: _Optional[str] = ...) -> None: ...
+
 class GetPolicyRequest(_message.Message):
     __slots__ = ("version",)
     VERSION_FIELD_NUMBER: _ClassVar[int]
@@ -59,10 +67,14 @@ class ListPoliciesResponse(_message.Message):
     def __init__(self, versions: _Optional[_Iterable[_Union[PolicyVersion, _Mapping]]] = ...) -> None: ...
 
 class EnrollTotpRequest(_message.Message):
-    __slots__ = ("subject",)
+    __slots__ = ("subject", "enrollment_token", "totp_code")
     SUBJECT_FIELD_NUMBER: _ClassVar[int]
+    ENROLLMENT_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    TOTP_CODE_FIELD_NUMBER: _ClassVar[int]
     subject: str
-    def __init__(self, subject: _Optional[str] = ...) -> None: ...
+    enrollment_token: str
+    totp_code: str
+    def __init__(self, subject: _Optional[str] = ..., enrollment_token: _Optional[str] = ..., totp_code: _Optional[str] = ...) -> None: ...
 
 class EnrollTotpResponse(_message.Message):
     __slots__ = ("subject", "otpauth_uri")
@@ -72,8 +84,54 @@ class EnrollTotpResponse(_message.Message):
     otpauth_uri: str
     def __init__(self, subject: _Optional[str] = ..., otpauth_uri: _Optional[str] = ...) -> None: ...
 
+class IssueTotpTokenRequest(_message.Message):
+    __slots__ = ("subject",)
+    SUBJECT_FIELD_NUMBER: _ClassVar[int]
+    subject: str
+    def __init__(self, subject: _Optional[str] = ...) -> None: ...
+
+class IssueTotpTokenResponse(_message.Message):
+    __slots__ = ("subject", "enrollment_token", "expires_at_unix")
+    SUBJECT_FIELD_NUMBER: _ClassVar[int]
+    ENROLLMENT_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    EXPIRES_AT_UNIX_FIELD_NUMBER: _ClassVar[int]
+    subject: str
+    enrollment_token: str
+    expires_at_unix: int
+    def __init__(self, subject: _Optional[str] = ..., enrollment_token: _Optional[str] = ..., expires_at_unix: _Optional[int] = ...) -> None: ...
+
+class UnlockTotpRequest(_message.Message):
+    __slots__ = ("subject", "totp_code")
+    SUBJECT_FIELD_NUMBER: _ClassVar[int]
+    TOTP_CODE_FIELD_NUMBER: _ClassVar[int]
+    subject: str
+    totp_code: str
+    def __init__(self, subject: _Optional[str] = ..., totp_code: _Optional[str] = ...) -> None: ...
+
+class UnlockTotpResponse(_message.Message):
+    __slots__ = ("subject",)
+    SUBJECT_FIELD_NUMBER: _ClassVar[int]
+    subject: str
+    def __init__(self, subject: _Optional[str] = ...) -> None: ...
+
+class PendingTransfer(_message.Message):
+    __slots__ = ("to", "asset", "symbol", "amount", "amount_units", "is_change")
+    TO_FIELD_NUMBER: _ClassVar[int]
+    ASSET_FIELD_NUMBER: _ClassVar[int]
+    SYMBOL_FIELD_NUMBER: _ClassVar[int]
+    AMOUNT_FIELD_NUMBER: _ClassVar[int]
+    AMOUNT_UNITS_FIELD_NUMBER: _ClassVar[int]
+    IS_CHANGE_FIELD_NUMBER: _ClassVar[int]
+    to: str
+    asset: str
+    symbol: str
+    amount: str
+    amount_units: str
+    is_change: bool
+    def __init__(self, to: _Optional[str] = ..., asset: _Optional[str] = ..., symbol: _Optional[str] = ..., amount: _Optional[str] = ..., amount_units: _Optional[str] = ..., is_change: _Optional[bool] = ...) -> None: ...
+
 class PendingItem(_message.Message):
-    __slots__ = ("chain", "network", "key_id", "from_address", "destinations", "fee", "contract_call")
+    __slots__ = ("chain", "network", "key_id", "from_address", "destinations", "fee", "contract_call", "transfers", "contract", "method", "args", "fee_units", "lock_time", "error")
     CHAIN_FIELD_NUMBER: _ClassVar[int]
     NETWORK_FIELD_NUMBER: _ClassVar[int]
     KEY_ID_FIELD_NUMBER: _ClassVar[int]
@@ -81,6 +139,13 @@ class PendingItem(_message.Message):
     DESTINATIONS_FIELD_NUMBER: _ClassVar[int]
     FEE_FIELD_NUMBER: _ClassVar[int]
     CONTRACT_CALL_FIELD_NUMBER: _ClassVar[int]
+    TRANSFERS_FIELD_NUMBER: _ClassVar[int]
+    CONTRACT_FIELD_NUMBER: _ClassVar[int]
+    METHOD_FIELD_NUMBER: _ClassVar[int]
+    ARGS_FIELD_NUMBER: _ClassVar[int]
+    FEE_UNITS_FIELD_NUMBER: _ClassVar[int]
+    LOCK_TIME_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
     chain: str
     network: str
     key_id: str
@@ -88,10 +153,17 @@ class PendingItem(_message.Message):
     destinations: _containers.RepeatedScalarFieldContainer[str]
     fee: str
     contract_call: str
-    def __init__(self, chain: _Optional[str] = ..., network: _Optional[str] = ..., key_id: _Optional[str] = ..., from_address: _Optional[str] = ..., destinations: _Optional[_Iterable[str]] = ..., fee: _Optional[str] = ..., contract_call: _Optional[str] = ...) -> None: ...
+    transfers: _containers.RepeatedCompositeFieldContainer[PendingTransfer]
+    contract: str
+    method: str
+    args: _containers.RepeatedScalarFieldContainer[str]
+    fee_units: str
+    lock_time: str
+    error: str
+    def __init__(self, chain: _Optional[str] = ..., network: _Optional[str] = ..., key_id: _Optional[str] = ..., from_address: _Optional[str] = ..., destinations: _Optional[_Iterable[str]] = ..., fee: _Optional[str] = ..., contract_call: _Optional[str] = ..., transfers: _Optional[_Iterable[_Union[PendingTransfer, _Mapping]]] = ..., contract: _Optional[str] = ..., method: _Optional[str] = ..., args: _Optional[_Iterable[str]] = ..., fee_units: _Optional[str] = ..., lock_time: _Optional[str] = ..., error: _Optional[str] = ...) -> None: ...
 
 class PendingBatch(_message.Message):
-    __slots__ = ("approval_id", "requester", "request_id", "request_digest", "state", "expires_at_unix", "rules", "approved_by", "missing", "totp_required", "items")
+    __slots__ = ("approval_id", "requester", "request_id", "request_digest", "state", "expires_at_unix", "rules", "approved_by", "missing", "totp_required", "items", "request", "policy_version")
     APPROVAL_ID_FIELD_NUMBER: _ClassVar[int]
     REQUESTER_FIELD_NUMBER: _ClassVar[int]
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
@@ -103,6 +175,8 @@ class PendingBatch(_message.Message):
     MISSING_FIELD_NUMBER: _ClassVar[int]
     TOTP_REQUIRED_FIELD_NUMBER: _ClassVar[int]
     ITEMS_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_FIELD_NUMBER: _ClassVar[int]
+    POLICY_VERSION_FIELD_NUMBER: _ClassVar[int]
     approval_id: str
     requester: str
     request_id: str
@@ -114,11 +188,19 @@ class PendingBatch(_message.Message):
     missing: _containers.RepeatedScalarFieldContainer[str]
     totp_required: bool
     items: _containers.RepeatedCompositeFieldContainer[PendingItem]
-    def __init__(self, approval_id: _Optional[str] = ..., requester: _Optional[str] = ..., request_id: _Optional[str] = ..., request_digest: _Optional[str] = ..., state: _Optional[str] = ..., expires_at_unix: _Optional[int] = ..., rules: _Optional[_Iterable[str]] = ..., approved_by: _Optional[_Iterable[str]] = ..., missing: _Optional[_Iterable[str]] = ..., totp_required: _Optional[bool] = ..., items: _Optional[_Iterable[_Union[PendingItem, _Mapping]]] = ...) -> None: ...
+    request: bytes
+    policy_version: str
+    def __init__(self, approval_id: _Optional[str] = ..., requester: _Optional[str] = ..., request_id: _Optional[str] = ..., request_digest: _Optional[str] = ..., state: _Optional[str] = ..., expires_at_unix: _Optional[int] = ..., rules: _Optional[_Iterable[str]] = ..., approved_by: _Optional[_Iterable[str]] = ..., missing: _Optional[_Iterable[str]] = ..., totp_required: _Optional[bool] = ..., items: _Optional[_Iterable[_Union[PendingItem, _Mapping]]] = ..., request: _Optional[bytes] = ..., policy_version: _Optional[str] = ...) -> None: ...
 
 class ListPendingRequest(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
+
+class GetPendingRequest(_message.Message):
+    __slots__ = ("approval_id",)
+    APPROVAL_ID_FIELD_NUMBER: _ClassVar[int]
+    approval_id: str
+    def __init__(self, approval_id: _Optional[str] = ...) -> None: ...
 
 class ListPendingResponse(_message.Message):
     __slots__ = ("batches",)

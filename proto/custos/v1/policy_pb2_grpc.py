@@ -54,10 +54,25 @@ class PoliciesStub:
                 request_serializer=proto_dot_custos_dot_v1_dot_policy__pb2.ListPoliciesRequest.SerializeToString,
                 response_deserializer=proto_dot_custos_dot_v1_dot_policy__pb2.ListPoliciesResponse.FromString,
                 _registered_method=True)
+        self.CancelPolicy = channel.unary_unary(
+                '/custos.v1.Policies/CancelPolicy',
+                request_serializer=proto_dot_custos_dot_v1_dot_policy__pb2.CancelPolicyRequest.SerializeToString,
+                response_deserializer=proto_dot_custos_dot_v1_dot_policy__pb2.PolicyVersion.FromString,
+                _registered_method=True)
         self.EnrollTotp = channel.unary_unary(
                 '/custos.v1.Policies/EnrollTotp',
                 request_serializer=proto_dot_custos_dot_v1_dot_policy__pb2.EnrollTotpRequest.SerializeToString,
                 response_deserializer=proto_dot_custos_dot_v1_dot_policy__pb2.EnrollTotpResponse.FromString,
+                _registered_method=True)
+        self.IssueTotpToken = channel.unary_unary(
+                '/custos.v1.Policies/IssueTotpToken',
+                request_serializer=proto_dot_custos_dot_v1_dot_policy__pb2.IssueTotpTokenRequest.SerializeToString,
+                response_deserializer=proto_dot_custos_dot_v1_dot_policy__pb2.IssueTotpTokenResponse.FromString,
+                _registered_method=True)
+        self.UnlockTotp = channel.unary_unary(
+                '/custos.v1.Policies/UnlockTotp',
+                request_serializer=proto_dot_custos_dot_v1_dot_policy__pb2.UnlockTotpRequest.SerializeToString,
+                response_deserializer=proto_dot_custos_dot_v1_dot_policy__pb2.UnlockTotpResponse.FromString,
                 _registered_method=True)
 
 
@@ -88,7 +103,25 @@ class PoliciesServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CancelPolicy(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def EnrollTotp(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def IssueTotpToken(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UnlockTotp(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -117,10 +150,25 @@ def add_PoliciesServicer_to_server(servicer, server):
                     request_deserializer=proto_dot_custos_dot_v1_dot_policy__pb2.ListPoliciesRequest.FromString,
                     response_serializer=proto_dot_custos_dot_v1_dot_policy__pb2.ListPoliciesResponse.SerializeToString,
             ),
+            'CancelPolicy': grpc.unary_unary_rpc_method_handler(
+                    servicer.CancelPolicy,
+                    request_deserializer=proto_dot_custos_dot_v1_dot_policy__pb2.CancelPolicyRequest.FromString,
+                    response_serializer=proto_dot_custos_dot_v1_dot_policy__pb2.PolicyVersion.SerializeToString,
+            ),
             'EnrollTotp': grpc.unary_unary_rpc_method_handler(
                     servicer.EnrollTotp,
                     request_deserializer=proto_dot_custos_dot_v1_dot_policy__pb2.EnrollTotpRequest.FromString,
                     response_serializer=proto_dot_custos_dot_v1_dot_policy__pb2.EnrollTotpResponse.SerializeToString,
+            ),
+            'IssueTotpToken': grpc.unary_unary_rpc_method_handler(
+                    servicer.IssueTotpToken,
+                    request_deserializer=proto_dot_custos_dot_v1_dot_policy__pb2.IssueTotpTokenRequest.FromString,
+                    response_serializer=proto_dot_custos_dot_v1_dot_policy__pb2.IssueTotpTokenResponse.SerializeToString,
+            ),
+            'UnlockTotp': grpc.unary_unary_rpc_method_handler(
+                    servicer.UnlockTotp,
+                    request_deserializer=proto_dot_custos_dot_v1_dot_policy__pb2.UnlockTotpRequest.FromString,
+                    response_serializer=proto_dot_custos_dot_v1_dot_policy__pb2.UnlockTotpResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -242,6 +290,33 @@ class Policies:
             _registered_method=True)
 
     @staticmethod
+    def CancelPolicy(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/custos.v1.Policies/CancelPolicy',
+            proto_dot_custos_dot_v1_dot_policy__pb2.CancelPolicyRequest.SerializeToString,
+            proto_dot_custos_dot_v1_dot_policy__pb2.PolicyVersion.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
     def EnrollTotp(request,
             target,
             options=(),
@@ -258,6 +333,60 @@ class Policies:
             '/custos.v1.Policies/EnrollTotp',
             proto_dot_custos_dot_v1_dot_policy__pb2.EnrollTotpRequest.SerializeToString,
             proto_dot_custos_dot_v1_dot_policy__pb2.EnrollTotpResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def IssueTotpToken(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/custos.v1.Policies/IssueTotpToken',
+            proto_dot_custos_dot_v1_dot_policy__pb2.IssueTotpTokenRequest.SerializeToString,
+            proto_dot_custos_dot_v1_dot_policy__pb2.IssueTotpTokenResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UnlockTotp(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/custos.v1.Policies/UnlockTotp',
+            proto_dot_custos_dot_v1_dot_policy__pb2.UnlockTotpRequest.SerializeToString,
+            proto_dot_custos_dot_v1_dot_policy__pb2.UnlockTotpResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -293,6 +422,11 @@ class ApprovalsStub:
                 request_serializer=proto_dot_custos_dot_v1_dot_policy__pb2.DecideRequest.SerializeToString,
                 response_deserializer=proto_dot_custos_dot_v1_dot_policy__pb2.PendingBatch.FromString,
                 _registered_method=True)
+        self.GetPending = channel.unary_unary(
+                '/custos.v1.Approvals/GetPending',
+                request_serializer=proto_dot_custos_dot_v1_dot_policy__pb2.GetPendingRequest.SerializeToString,
+                response_deserializer=proto_dot_custos_dot_v1_dot_policy__pb2.PendingBatch.FromString,
+                _registered_method=True)
         self.WatchEvents = channel.unary_stream(
                 '/custos.v1.Approvals/WatchEvents',
                 request_serializer=proto_dot_custos_dot_v1_dot_policy__pb2.WatchEventsRequest.SerializeToString,
@@ -316,6 +450,12 @@ class ApprovalsServicer:
         raise NotImplementedError('Method not implemented!')
 
     def Reject(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetPending(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -345,6 +485,11 @@ def add_ApprovalsServicer_to_server(servicer, server):
             'Reject': grpc.unary_unary_rpc_method_handler(
                     servicer.Reject,
                     request_deserializer=proto_dot_custos_dot_v1_dot_policy__pb2.DecideRequest.FromString,
+                    response_serializer=proto_dot_custos_dot_v1_dot_policy__pb2.PendingBatch.SerializeToString,
+            ),
+            'GetPending': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetPending,
+                    request_deserializer=proto_dot_custos_dot_v1_dot_policy__pb2.GetPendingRequest.FromString,
                     response_serializer=proto_dot_custos_dot_v1_dot_policy__pb2.PendingBatch.SerializeToString,
             ),
             'WatchEvents': grpc.unary_stream_rpc_method_handler(
@@ -433,6 +578,33 @@ class Approvals:
             target,
             '/custos.v1.Approvals/Reject',
             proto_dot_custos_dot_v1_dot_policy__pb2.DecideRequest.SerializeToString,
+            proto_dot_custos_dot_v1_dot_policy__pb2.PendingBatch.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetPending(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/custos.v1.Approvals/GetPending',
+            proto_dot_custos_dot_v1_dot_policy__pb2.GetPendingRequest.SerializeToString,
             proto_dot_custos_dot_v1_dot_policy__pb2.PendingBatch.FromString,
             options,
             channel_credentials,

@@ -66,18 +66,20 @@ class BitcoinTransaction(_message.Message):
     def __init__(self, network: _Optional[str] = ..., version: _Optional[int] = ..., lock_time: _Optional[int] = ..., inputs: _Optional[_Iterable[_Union[BitcoinInput, _Mapping]]] = ..., outputs: _Optional[_Iterable[_Union[BitcoinOutput, _Mapping]]] = ...) -> None: ...
 
 class BitcoinInput(_message.Message):
-    __slots__ = ("txid", "vout", "value", "script_type", "sequence")
+    __slots__ = ("txid", "vout", "value", "script_type", "sequence", "prev_tx")
     TXID_FIELD_NUMBER: _ClassVar[int]
     VOUT_FIELD_NUMBER: _ClassVar[int]
     VALUE_FIELD_NUMBER: _ClassVar[int]
     SCRIPT_TYPE_FIELD_NUMBER: _ClassVar[int]
     SEQUENCE_FIELD_NUMBER: _ClassVar[int]
+    PREV_TX_FIELD_NUMBER: _ClassVar[int]
     txid: str
     vout: int
     value: int
     script_type: str
     sequence: int
-    def __init__(self, txid: _Optional[str] = ..., vout: _Optional[int] = ..., value: _Optional[int] = ..., script_type: _Optional[str] = ..., sequence: _Optional[int] = ...) -> None: ...
+    prev_tx: bytes
+    def __init__(self, txid: _Optional[str] = ..., vout: _Optional[int] = ..., value: _Optional[int] = ..., script_type: _Optional[str] = ..., sequence: _Optional[int] = ..., prev_tx: _Optional[bytes] = ...) -> None: ...
 
 class BitcoinOutput(_message.Message):
     __slots__ = ("address", "value")

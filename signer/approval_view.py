@@ -1,0 +1,125 @@
+"""What an approver reads about a held batch: every item decoded afresh from the stored bytes.
+
+The summary written when the batch was held is not shown: it is a label in
+the database, not what would be signed. ListPending and GetPending decode the
+exact request bytes with the chain adapters and the keys' real public keys,
+and send those bytes too, so that the CLI can recompute the request digest
+the approver is about to confirm.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from decimal import Decimal
+
+from policies.intent import Intent
+from proto.custos.v1 import policy_pb2
+from proto.custos.v1 import signer_pb2 as pb
+from signer.chains.base import ChainAdapter, InvalidField, KeyInfo
+from signer.store.base import Store
+
+# (symbol, decimals) of each chain's native asset.
+NATIVE: Mapping[str, tuple[str, int]] = {
+    "bitcoin": ("BTC", 8),
+    "ethereum": ("ETH", 18),
+    "bsc": ("BNB", 18),
+    "tron": ("TRX", 6),
+}
+# Tokens whose decimals are published by their issuers (mainnet contracts).
+TOKENS: Mapping[tuple[str, str], tuple[str, int]] = {
+    ("ethereum", "0xdac17f958d2ee523a2206206994597c13d831ec7"): ("USDT", 6),
+    ("ethereum", "0xa0b86991c6218b36c1d19d4a2e9eb0ce3606eb48"): ("USDC", 6),
+    ("bsc", "0x55d398326f99059ff775485246999027b3197955"): ("USDT", 18),
+    ("bsc", "0x8ac76a51cc950d9822d68b83fe1ad97b32cd580d"): ("USDC", 18),
+    ("tron", "tr7nhqjekqxgtci8q8zy4pl8otszgjlj6t"): ("USDT", 6),
+}
+
+
+def asset_units(chain: str, asset: str) -> tuple[str, int] | None:
+    """(symbol, decimals) where known."""
+    if asset == "native":
+        return NATIVE.get(chain)
+    return TOKENS.get((chain, asset.lower()))
+
+
+def in_units(amount: int, decimals: int) -> str:
+    """`amount` base units as a plain decimal number of whole units (no rounding)."""
+    text = format(Decimal(amount).scaleb(-decimals), "f")
+    return text.rstrip("0").rstrip(".") if "." in text else text
+
+
+def _item(intent: Intent) -> policy_pb2.PendingItem:
+    native = NATIVE.get(intent.chain)
+    call = intent.contract_call
+    transfers = []
+    for t in intent.transfers:
+        units = asset_units(intent.chain, t.asset)
+        transfers.append(
+            policy_pb2.PendingTransfer(
+                to=t.to,
+                asset=t.asset,
+                symbol=units[0] if units else "",
+                amount=str(t.amount),
+                amount_units=in_units(t.amount, units[1]) if units else "",
+                is_change=t.is_change,
+            )
+        )
+    # When the signed transaction may be mined: Bitcoin nLockTime (a height below
+    # 500,000,000, else a Unix time) or a Tron expiration; empty when neither is set.
+    if intent.lock_time:
+        kind = "height" if intent.lock_time < 500_000_000 else "unix time"
+        lock_time = f"{kind} {intent.lock_time}"
+    elif intent.expiration_ms:
+        lock_time = f"expires at unix ms {intent.expiration_ms}"
+    else:
+        lock_time = ""
+    return policy_pb2.PendingItem(
+        chain=intent.chain,
+        network=intent.network,
+        key_id=intent.key_id,
+        from_address=intent.from_address,
+        destinations=[
+            f"{t.to} {t.asset} {t.amount}{' (change)' if t.is_change else ''}"
+            for t in intent.transfers
+        ],
+        fee=str(intent.fee),
+        fee_units=f"{in_units(intent.fee, native[1])} {native[0]}" if native else "",
+        contract_call=f"{call.method} on {call.contract}" if call else "",
+        transfers=transfers,
+        contract=call.contract if call else "",
+        method=call.method if call else "",
+        args=[f"{name}={value}" for name, value in call.args] if call else [],
+        lock_time=lock_time,
+    )
+
+
+def decode_items(
+    store: Store, adapters: Mapping[str, ChainAdapter], request_bytes: bytes
+) -> list[policy_pb2.PendingItem]:
+    """Each item of the stored request as the signature would commit to it."""
+    try:
+        request = pb.SignBatchRequest.FromString(request_bytes)
+    except Exception:  # noqa: BLE001 - junk in the row: say so, show nothing as if valid
+        return [policy_pb2.PendingItem(error="the stored request does not decode")]
+    keys = store.get_keys([item.key_id for item in request.items])
+    out = []
+    for index, item in enumerate(request.items):
+        kind = item.WhichOneof("tx")
+        key = keys.get(item.key_id)
+        adapter = adapters.get(kind) if kind else None
+        if key is None or adapter is None:
+            out.append(
+                policy_pb2.PendingItem(key_id=item.key_id, error=f"items[{index}]: cannot decode")
+            )
+            continue
+        try:
+            prepared = adapter.prepare(getattr(item, kind), KeyInfo(key.key_id, key.public_key))
+        except InvalidField as exc:
+            out.append(
+                policy_pb2.PendingItem(
+                    key_id=item.key_id, error=f"items[{index}].{exc.field}: {exc.message}"
+                )
+            )
+            continue
+        out.append(_item(prepared.intent))
+    return out
