@@ -136,35 +136,41 @@ def test_an_older_version_put_back_is_refused(guarded: Store, backend: Backend) 
         guarded.get_pending("ap1")
 
 
-def _use_code(state: str) -> tuple[str, list[Any], str]:
-    return state + "+used", [event("totp.used")], "ok"
+def _put(secret: bytes, state: str) -> Any:
+    def change(_row: tuple[bytes, str] | None) -> tuple[tuple[bytes, str], list[Any], None]:
+        return (secret, state), [event("totp.enrolled")], None
+
+    return change
+
+
+def _use_code(row: tuple[bytes, str] | None) -> tuple[tuple[bytes, str], list[Any], str]:
+    assert row is not None
+    return (row[0], row[1] + "+used"), [event("totp.used")], "ok"
 
 
 def test_totp_rows_are_sealed_and_checked(guarded: Store, backend: Backend) -> None:
-    guarded.put_totp("CN=alice", b"sealed secret", "fresh", event("totp.enrolled"))
+    guarded.change_totp("CN=alice", _put(b"sealed secret", "fresh"))
     assert guarded.get_totp("CN=alice") == (b"sealed secret", "fresh")
-    assert guarded.update_totp_state("CN=alice", _use_code) == "ok"
+    assert guarded.change_totp("CN=alice", _use_code) == "ok"
     assert guarded.get_totp("CN=alice") == (b"sealed secret", "fresh+used")
 
     # A failure count or last-used step reset by hand; a secret moved from another identity.
-    for attack in (
-        "UPDATE totp SET state = 'fresh' WHERE subject = 'CN=alice'",
-        "UPDATE totp SET sealed = ? WHERE subject = 'CN=alice'",
+    for subject, attack in (
+        ("CN=carol", "UPDATE totp SET state = 'reset' WHERE subject = 'CN=carol'"),
+        ("CN=dave", "UPDATE totp SET sealed = ? WHERE subject = 'CN=dave'"),
     ):
-        guarded.put_totp("CN=alice", b"sealed secret", "fresh", event("totp.enrolled"))
-        _sql(
-            backend, attack.replace("'fresh'", "'reset'"), (b"mallory's",) if "?" in attack else ()
-        )
-        with pytest.raises(TamperedState, match="totp row 'CN=alice'"):
-            guarded.get_totp("CN=alice")
+        guarded.change_totp(subject, _put(b"sealed secret", "fresh"))
+        _sql(backend, attack, (b"mallory's",) if "?" in attack else ())
+        with pytest.raises(TamperedState, match=f"totp row '{subject}' does not match"):
+            guarded.get_totp(subject)
         with pytest.raises(TamperedState):
-            guarded.update_totp_state("CN=alice", _use_code)
+            guarded.change_totp(subject, _use_code)
 
 
 def test_an_older_totp_state_put_back_is_refused(guarded: Store, backend: Backend) -> None:
-    guarded.put_totp("CN=bob", b"sealed", "step=1", event("totp.enrolled"))
+    guarded.change_totp("CN=bob", _put(b"sealed", "step=1"))
     _sql(backend, "CREATE TABLE totp_backup AS SELECT * FROM totp")
-    guarded.update_totp_state("CN=bob", _use_code)
+    guarded.change_totp("CN=bob", _use_code)
     _sql(backend, "DELETE FROM totp")
     _sql(backend, "INSERT INTO totp SELECT * FROM totp_backup")
     with pytest.raises(TamperedState, match="older than version 2"):
