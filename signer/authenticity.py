@@ -221,7 +221,7 @@ class StateAuthenticator:
     def alarm(self, exc: TamperedState) -> None:
         """Count, log and record an integrity failure (also for checks made elsewhere)."""
         metrics.STATE_INTEGRITY_FAILURES.labels(exc.table).inc()
-        log.error("stored state failed its integrity check: %s", exc)
+        log.error("%s", exc)
         try:
             self._alarm(exc)
         except Exception:  # the alarm is best effort: the refusal stands regardless
