@@ -8,7 +8,7 @@ BUF_VERSION := 1.75.0
 BUF    := .tools/buf/node_modules/.bin/buf
 BUF_STAMP := .tools/buf/.installed-$(BUF_VERSION)
 
-.PHONY: demo test lint bench protos setup system-deps clean buf buf-image lock
+.PHONY: demo test soak fuzz lint bench protos setup system-deps clean buf buf-image lock
 
 demo: setup
 	$(VENV)/bin/custos demo --dir .demo
@@ -18,6 +18,21 @@ test: setup $(BUF_STAMP)
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
 	$(PY) -m pytest
+
+# SIGKILL a server under load SOAK_KILLS times (make test runs 5): every restart
+# must succeed, its HSM workers must die with it, nothing received may be lost.
+SOAK_KILLS ?= 100
+soak: setup
+	CUSTOS_SOAK_KILLS=$(SOAK_KILLS) $(PY) -m pytest -s -q \
+	  tests/integration/test_soak.py
+
+# FUZZ_EXAMPLES generated cases per chain parser and for SignBatch request decoding
+# (make test: 400 per parser and 200 requests locally, 10,000 and 2,000 in CI).
+FUZZ_EXAMPLES ?= 100000
+fuzz: setup
+	CUSTOS_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) CUSTOS_FUZZ_REQUESTS=$(FUZZ_EXAMPLES) \
+	  $(PY) -m pytest -q tests/fuzz \
+	  --hypothesis-show-statistics
 
 bench: setup
 	$(PY) bench/run.py

@@ -141,7 +141,9 @@ class Session:
         endpoint = f"127.0.0.1:{ports[0]}"
         self.key_id = key_id
         officer = ClientProfile.load(directory / "clients" / "officer.toml").channel(endpoint)
-        keys_pb2_grpc.KeysStub(officer).CreateKey(keys_pb2.CreateKeyRequest(key_id=key_id))
+        keys_pb2_grpc.KeysStub(officer).CreateKey(
+            keys_pb2.CreateKeyRequest(key_id=key_id, network_class=keys_pb2.NETWORK_CLASS_MAINNET)
+        )
         self.auditor = audit_pb2_grpc.AuditStub(
             ClientProfile.load(directory / "clients" / "auditor.toml").channel(endpoint)
         )

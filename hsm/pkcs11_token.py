@@ -8,7 +8,9 @@ Use several processes (hsm.pool) for several cores.
 
 from __future__ import annotations
 
+import contextlib
 import threading
+import time
 from typing import Any
 
 import pkcs11
@@ -34,35 +36,97 @@ def _unwrap_ec_point(value: bytes) -> bytes:
     raise HsmUnavailable("token returned an EC point in an unexpected encoding")
 
 
+# Seconds between log-in attempts while the token is in a transient state (~6 s in all).
+LOGIN_BACKOFF = (0.05, 0.1, 0.2, 0.4, 0.8, 1.0, 1.5, 2.0)
+
+# What a token being rewritten by another process looks like at log-in.
+_TRANSIENT_LOGIN_ERRORS: tuple[type[Exception], ...] = (
+    pkcs11.UserPinNotInitialized,
+    pkcs11.TokenNotRecognised,
+    pkcs11.TokenNotPresent,
+    pkcs11.DeviceError,
+    pkcs11.DeviceRemoved,
+    pkcs11.GeneralError,
+)
+
+
+class TransientTokenState(TokenNotFound):
+    """The token is absent or half-read right now; log-in may succeed a moment later."""
+
+
+# Sessions open per library in this process: the library may be re-initialized
+# (which ends every session of the process) only while there are none.
+_open_sessions: dict[str, int] = {}
+
+
+def _reset_library(library: str) -> None:
+    """A fresh C_Initialize, so SoftHSM scans its token files again (if nothing is open)."""
+    if _open_sessions.get(library, 0) == 0:
+        # A failure here shows again, clearly, in the next attempt.
+        with contextlib.suppress(pkcs11.PKCS11Error):
+            pkcs11.lib(library).reinitialize()
+
+
+def _open_session(library: str, label: str, pin: str) -> pkcs11.Session:
+    """One log-in attempt: TransientTokenState for states that pass, else a clear error."""
+    try:
+        lib = pkcs11.lib(library)
+    except (OSError, RuntimeError, pkcs11.PKCS11Error) as exc:
+        raise HsmConfigError(f"cannot load PKCS#11 library {library!r}") from exc
+    try:
+        token = lib.get_token(token_label=label)
+    except pkcs11.NoSuchToken as exc:
+        raise TransientTokenState(f"no token labelled {label!r} (is SOFTHSM2_CONF set?)") from exc
+    except pkcs11.MultipleTokensReturned as exc:
+        raise HsmConfigError(f"several tokens labelled {label!r}") from exc
+    except pkcs11.PKCS11Error as exc:
+        raise TransientTokenState(f"cannot list tokens: {type(exc).__name__}") from exc
+    try:
+        return token.open(user_pin=pin, rw=True)
+    except pkcs11.UserAlreadyLoggedIn:
+        # PKCS#11 logins are per process: another session here already logged in.
+        return token.open(rw=True)
+    except pkcs11.PinIncorrect as exc:
+        raise HsmConfigError(f"wrong PIN for token {label!r}") from exc
+    except pkcs11.PinLocked as exc:
+        raise HsmConfigError(f"PIN of token {label!r} is locked") from exc
+    except _TRANSIENT_LOGIN_ERRORS as exc:
+        raise TransientTokenState(
+            f"cannot log in to token {label!r}: {type(exc).__name__}"
+        ) from exc
+    except pkcs11.PKCS11Error as exc:
+        raise HsmConfigError(f"cannot log in to token {label!r}: {type(exc).__name__}") from exc
+
+
 class Pkcs11Token:
     """Logged-in session on the token with `label`; all calls serialized."""
 
     def __init__(self, library: str, label: str, pin: str) -> None:
         self._lock = threading.Lock()
         self._handles: dict[str, Any] = {}
-        try:
-            lib = pkcs11.lib(library)
-        except (OSError, RuntimeError, pkcs11.PKCS11Error) as exc:
-            raise HsmConfigError(f"cannot load PKCS#11 library {library!r}") from exc
-        try:
-            token = lib.get_token(token_label=label)
-        except pkcs11.NoSuchToken as exc:
-            raise TokenNotFound(f"no token labelled {label!r} (is SOFTHSM2_CONF set?)") from exc
-        except pkcs11.MultipleTokensReturned as exc:
-            raise HsmConfigError(f"several tokens labelled {label!r}") from exc
-        except pkcs11.PKCS11Error as exc:
-            raise TokenNotFound(f"cannot list tokens: {type(exc).__name__}") from exc
-        try:
-            self._session = token.open(user_pin=pin, rw=True)
-        except pkcs11.UserAlreadyLoggedIn:
-            # PKCS#11 logins are per process: another session here already logged in.
-            self._session = token.open(rw=True)
-        except pkcs11.PinIncorrect as exc:
-            raise HsmConfigError(f"wrong PIN for token {label!r}") from exc
-        except pkcs11.PinLocked as exc:
-            raise HsmConfigError(f"PIN of token {label!r} is locked") from exc
-        except pkcs11.PKCS11Error as exc:
-            raise HsmConfigError(f"cannot log in to token {label!r}: {type(exc).__name__}") from exc
+        # SoftHSM rewrites token.object in place (login bookkeeping, object changes):
+        # a process reading it meanwhile sees no token or a token without a user
+        # PIN. Those states pass; retry them with backoff, with a fresh library
+        # initialization each time (SoftHSM scans its tokens at C_Initialize).
+        # Never retry a wrong or locked PIN: a real HSM locks it after a few tries.
+        delays = iter(LOGIN_BACKOFF)
+        while True:
+            try:
+                self._session = _open_session(library, label, pin)
+                break
+            except TransientTokenState as exc:
+                delay = next(delays, None)
+                if delay is None:
+                    waited = sum(LOGIN_BACKOFF)
+                    raise TokenNotFound(
+                        f"{exc} (still after {len(LOGIN_BACKOFF) + 1} attempts over "
+                        f"{waited:.0f} s; is another process rewriting the token?)"
+                    ) from exc
+                time.sleep(delay)
+                _reset_library(library)
+        _open_sessions[library] = _open_sessions.get(library, 0) + 1
+        self._library = library
+        self._closed = False
         self.label = label
 
     def _generate_pair(
@@ -178,6 +242,47 @@ class Pkcs11Token:
         """Inverse of seal(); HsmUnavailable when the tag does not verify."""
         return self._gcm(key_id, "decrypt", sealed[12:], sealed[:12], aad)
 
+    def random_bytes(self, size: int) -> bytes:
+        """`size` bytes from the token's random generator (C_GenerateRandom)."""
+        try:
+            return self._random(size)
+        except pkcs11.PKCS11Error as exc:
+            raise HsmUnavailable(f"random generation failed: {type(exc).__name__}") from exc
+
+    def sign_with_session_key(self, private_key: bytes, digest: bytes) -> bytes:
+        """Raw CKM_ECDSA with a secp256k1 key imported only for this one signature.
+
+        For keys derived outside the token (hsm.hd): the key becomes a session
+        object (CKA_TOKEN false: never written to the token's store), sensitive
+        and non-extractable, and is destroyed before this returns, also on error.
+        """
+        template = {
+            Attribute.CLASS: ObjectClass.PRIVATE_KEY,
+            Attribute.KEY_TYPE: KeyType.EC,
+            Attribute.EC_PARAMS: encode_named_curve_parameters(SECP256K1_OID),
+            Attribute.VALUE: private_key,
+            Attribute.TOKEN: False,
+            Attribute.PRIVATE: True,
+            Attribute.SENSITIVE: True,
+            Attribute.EXTRACTABLE: False,
+            Attribute.SIGN: True,
+            Attribute.DERIVE: False,
+        }
+        with self._lock:
+            key: Any = None
+            try:
+                key = self._session.create_object(template)
+                return bytes(key.sign(digest, mechanism=Mechanism.ECDSA))
+            except pkcs11.PKCS11Error as exc:
+                raise HsmUnavailable(
+                    f"signing with a derived key failed: {type(exc).__name__}"
+                ) from exc
+            finally:
+                if key is not None:
+                    # Session objects also vanish with the session; destroy it now.
+                    with contextlib.suppress(pkcs11.PKCS11Error):
+                        key.destroy()
+
     def _random(self, size: int) -> bytes:
         with self._lock:
             return bytes(self._session.generate_random(size * 8))
@@ -224,7 +329,10 @@ class Pkcs11Token:
     def close(self) -> None:
         with self._lock:
             self._handles.clear()
-            self._session.close()
+            if not self._closed:
+                self._closed = True
+                self._session.close()
+                _open_sessions[self._library] -= 1
 
     # -- state authentication (HMAC-SHA256 under a secret key in the token) ----------
 

@@ -16,50 +16,82 @@ signature takes.
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import multiprocessing
 import os
 import queue
+import signal
+import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
 from multiprocessing.connection import Connection
 from typing import Any
 
-from hsm.errors import HsmConfigError, HsmUnavailable, TokenNotFound
+from hsm import hd
+from hsm.bip32 import ExtendedPublicKey
+from hsm.errors import HsmConfigError, HsmUnavailable
 from hsm.keystore import SignRequest
 from hsm.pkcs11_token import Pkcs11Token
 from hsm.secp256k1 import RecoverableSignature, SignatureError, normalize
 
 log = logging.getLogger("custos.hsm")
 
-LOGIN_ATTEMPTS = 10
-
 _worker_token: Pkcs11Token | None = None
 _worker_error: HsmConfigError | None = None
+_worker_args: tuple[str, str, str] = ("", "", "")
 
 Job = tuple[str, bytes, bytes]  # key_id, digest, public key: plain tuples pickle fastest
 
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
+PARENT_POLL_SECONDS = 0.2
+EXIT_GRACE_SECONDS = 5.0
 
-def _exit_with_parent(parent: int) -> None:
-    # A worker whose service died (SIGKILL, OOM) would otherwise live on, idle,
-    # holding an HSM login and the token's locks.
-    while os.getppid() == parent:
-        time.sleep(0.5)
+
+def _exit_between_calls(_signum: int, _frame: object) -> None:
+    # A Python signal handler runs between bytecodes, never inside a PKCS#11
+    # call: a worker leaving here is not halfway through rewriting a token file.
     os._exit(1)
 
 
-def _worker_main(conn: Connection, library: str, label: str, pin: str) -> None:
-    """A worker process: log in once, then answer (function, args) requests until EOF."""
-    global _worker_token, _worker_error  # noqa: PLW0603 - one login per worker process
+def _die_with_parent(parent: int, main_thread_spawned: bool) -> None:
+    """Make this worker leave within a second of its service, however the service ends."""
+    signal.signal(signal.SIGTERM, _exit_between_calls)
+    # Ctrl-C reaches the whole process group: the service shuts down gracefully
+    # and closes the pool itself, so in-flight signatures finish.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if main_thread_spawned and sys.platform.startswith("linux"):
+        # The kernel signals us when the parent dies. It tracks the spawning
+        # thread, not the process, so only workers spawned by the main thread
+        # (which lives as long as the process) ask for it.
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+        except (OSError, AttributeError):
+            pass  # the watch thread below still notices
     threading.Thread(
-        target=_exit_with_parent, args=(os.getppid(),), name="parent-watch", daemon=True
+        target=_exit_with_parent, args=(parent,), name="parent-watch", daemon=True
     ).start()
-    try:
-        _worker_token = _login(library, label, pin)
-    except HsmConfigError as exc:
-        # Kept and raised by every request, so the parent sees the clear message.
-        _worker_error = exc
+
+
+def _exit_with_parent(parent: int) -> None:
+    # Compared with the pid the parent passed: a parent that died while this
+    # worker was still importing has already been replaced by init here.
+    while os.getppid() == parent:
+        time.sleep(PARENT_POLL_SECONDS)
+    os.kill(os.getpid(), signal.SIGTERM)  # handled between calls, see above
+    time.sleep(EXIT_GRACE_SECONDS)
+    os._exit(1)  # the main thread is stuck in the HSM: leave anyway
+
+
+def _worker_main(
+    conn: Connection, login: tuple[str, str, str], parent: int, main_thread_spawned: bool
+) -> None:
+    """A worker process: answer (function, args) requests until EOF; `_login` comes first."""
+    global _worker_args  # noqa: PLW0603 - one login per worker process
+    _die_with_parent(parent, main_thread_spawned)
+    _worker_args = login
     while True:
         try:
             name, args = conn.recv()
@@ -72,15 +104,18 @@ def _worker_main(conn: Connection, library: str, label: str, pin: str) -> None:
         conn.send(reply)
 
 
-def _login(library: str, label: str, pin: str) -> Pkcs11Token:
-    # SoftHSM rewrites token.object on login; a process reading it at that moment
-    # sees no token. Retry that case briefly, never a wrong PIN (real HSMs lock it).
-    for _attempt in range(LOGIN_ATTEMPTS - 1):
+def _login() -> int:
+    """Log in once. The pool asks its workers one at a time: each log-in rewrites
+    SoftHSM's token.object, and a worker reading it meanwhile sees a half-written
+    token (Pkcs11Token retries such transient states with backoff)."""
+    global _worker_token, _worker_error  # noqa: PLW0603 - one login per worker process
+    if _worker_token is None and _worker_error is None:
         try:
-            return Pkcs11Token(library, label, pin)
-        except TokenNotFound:
-            time.sleep(0.2)
-    return Pkcs11Token(library, label, pin)
+            _worker_token = Pkcs11Token(*_worker_args)
+        except HsmConfigError as exc:
+            # Kept and raised by every request, so the parent sees the clear message.
+            _worker_error = exc
+    return _logged_in()
 
 
 def _token() -> Pkcs11Token:
@@ -144,9 +179,24 @@ def _unseal(key_id: str, sealed: bytes, aad: bytes) -> bytes:
     return _token().unseal(key_id, sealed, aad)
 
 
+def _hd_create_seed(seal_key_id: str, aad: bytes) -> bytes:
+    return hd.create_seed(_token(), seal_key_id, aad)
+
+
+def _hd_account_key(
+    seed: tuple[str, bytes, bytes], chain: str, network: str, path: str
+) -> tuple[bytes, bytes, int, bytes, int]:
+    return hd.account_key(_token(), seed, chain, network, path)
+
+
+def _hd_sign(jobs: list[hd.HdJob]) -> list[tuple[int, int, int]]:
+    return hd.sign(_token(), jobs)
+
+
 _TASKS: dict[str, Callable[..., object]] = {
     fn.__name__: fn
     for fn in (
+        _login,
         _sign_jobs,
         _generate,
         _public_key,
@@ -158,6 +208,9 @@ _TASKS: dict[str, Callable[..., object]] = {
         _ensure_aes_key,
         _seal,
         _unseal,
+        _hd_create_seed,
+        _hd_account_key,
+        _hd_sign,
     )
 }
 
@@ -187,8 +240,14 @@ class _Worker:
         context = multiprocessing.get_context("spawn")
         self.conn, child = context.Pipe()
         # spawn, not fork: a forked child would inherit the parent's threads and locks.
+        # A worker whose service died (SIGKILL, OOM) would otherwise live on,
+        # holding an HSM login and the token's locks: it watches this pid.
+        spawned_by_main = threading.current_thread() is threading.main_thread()
         self.process = context.Process(
-            target=_worker_main, args=(child, *args), name="custos-hsm", daemon=True
+            target=_worker_main,
+            args=(child, args, os.getpid(), spawned_by_main),
+            name="custos-hsm",
+            daemon=True,
         )
         self.process.start()
         child.close()
@@ -245,11 +304,11 @@ class SigningPool:
 
     def _start(self) -> _Workers:
         workers = _Workers(self._args, self._count)
-        # Check every worker now: a bad PIN or token fails here, not later.
+        # Log every worker in now, one after another (see _login): a bad PIN or
+        # token fails here, not later.
         try:
             for worker in workers.all:
-                worker.send("_logged_in")
-            for worker in workers.all:
+                worker.send("_login")
                 worker.receive()
         except BaseException:
             workers.stop()
@@ -318,6 +377,30 @@ class SigningPool:
         if not messages:
             return []
         return [bytes(tag) for tag in self._call("_hmac_many", key_id, list(messages))]
+
+    # ---- HD wallets (hsm.hd.HdKeys): derivation runs in the workers, see hsm.hd ----
+
+    def hd_create_seed(self, seal_key_id: str, aad: bytes) -> hd.SealedSeed:
+        sealed = bytes(self._call("_hd_create_seed", seal_key_id, aad))
+        return hd.SealedSeed(seal_key_id, sealed, aad)
+
+    def hd_account_key(
+        self, seed: hd.SealedSeed, chain: str, network: str, account_path: str
+    ) -> ExtendedPublicKey:
+        fields = self._call("_hd_account_key", seed.as_tuple(), chain, network, account_path)
+        return ExtendedPublicKey(*fields)
+
+    def hd_sign(self, requests: Sequence[hd.HdSignRequest]) -> list[RecoverableSignature]:
+        if not requests:
+            return []
+        jobs: list[hd.HdJob] = [
+            (r.seed.as_tuple(), r.chain, r.network, r.path, r.digest, r.public_key)
+            for r in requests
+        ]
+        size = -(-len(jobs) // self._count)
+        chunks = [("_hd_sign", (jobs[i : i + size],)) for i in range(0, len(jobs), size)]
+        results = self._run(chunks)
+        return [RecoverableSignature(r, s, v) for chunk in results for r, s, v in chunk]
 
     def ping(self) -> None:
         """Every worker signs with the health key; HsmUnavailable if any cannot."""

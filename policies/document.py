@@ -35,6 +35,13 @@ NETWORKS: dict[str, tuple[str, ...]] = {
     "bsc": ("mainnet", "testnet"),
     "tron": ("mainnet", "shasta", "nile"),
 }
+# Keys belong to one network class and sign only for its networks
+# (signer/chains/networks.py, the same table; a test keeps them equal). A
+# network's name alone gives its class: only "mainnet" is a mainnet.
+NETWORK_CLASSES: dict[str, tuple[str, ...]] = {
+    "mainnet": ("mainnet",),
+    "testnet": ("testnet", "signet", "regtest", "sepolia", "holesky", "shasta", "nile"),
+}
 
 AMOUNT_NEEDS_ASSETS = "amount needs assets: base units of different assets are not comparable"
 _AMOUNT_TEXT = re.compile(r"(0|[1-9][0-9]{0,77})")
@@ -79,7 +86,9 @@ AssetRef = Annotated[str, StringConstraints(pattern=r"^(native|[A-Za-z0-9]{20,10
 # The methods adapters decode (policies.intent.DECODED_METHODS), or a bare selector.
 Method = Annotated[
     str,
-    StringConstraints(pattern=r"^(transfer|transferFrom|approve|increaseAllowance|0x[0-9a-f]{8})$"),
+    StringConstraints(
+        pattern=r"^(transfer|transferFrom|approve|increaseAllowance|permit|0x[0-9a-f]{8})$"
+    ),
 ]
 Duration = Annotated[str, StringConstraints(pattern=r"^([0-9]{1,9}[dhms])+$")]
 StartTime = Annotated[str, StringConstraints(pattern=r"^([01][0-9]|2[0-3]):[0-5][0-9]$")]
@@ -90,6 +99,12 @@ Network = Literal["mainnet", "testnet", "signet", "regtest", "sepolia", "holesky
 Day = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
 DAYS: tuple[Day, ...] = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 LimitDimension = Literal["key", "asset", "caller"]
+# policies.intent.MESSAGE_KINDS
+MessageKind = Literal["personal_sign", "typed_data", "tron_message", "bitcoin_message"]
+# EIP-712 struct type names (signer/chains/eip712.py accepts no others).
+TypeName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z_$][A-Za-z0-9_$]{0,63}$")]
+ChainId = Annotated[int, Field(ge=1, le=2**64 - 1)]
+NetworkClass = Literal["mainnet", "testnet"]
 
 
 def parse_duration(text: str) -> timedelta:
@@ -243,6 +258,25 @@ class TimeWindow(_Model):
         return self
 
 
+class TypedDataMatch(_Model):
+    """EIP-712 predicates: each given list must contain the signed domain's or type's value.
+
+    A document whose domain leaves a field out matches no list of that field.
+    """
+
+    model_config = ConfigDict(json_schema_extra={"minProperties": 1})
+
+    domain_names: tuple[Text, ...] | None = Field(default=None, min_length=1)
+    chain_ids: tuple[ChainId, ...] | None = Field(default=None, min_length=1)
+    verifying_contracts: tuple[Address, ...] | None = Field(default=None, min_length=1)
+    primary_types: tuple[TypeName, ...] | None = Field(default=None, min_length=1)
+
+    @model_validator(mode="after")
+    def _some(self) -> TypedDataMatch:
+        _at_least_one(self, *TypedDataMatch.model_fields)
+        return self
+
+
 class Scope(_Model):
     """Who and what: the predicates rules and limits share."""
 
@@ -252,6 +286,9 @@ class Scope(_Model):
     key_groups: tuple[Name, ...] | None = Field(default=None, min_length=1)
     chains: tuple[Chain, ...] | None = Field(default=None, min_length=1)
     networks: tuple[Network, ...] | None = Field(default=None, min_length=1)
+    # The class of the item's network, which is its key's class (the service
+    # refuses any other before policy runs): `[mainnet]` is every main network.
+    network_classes: tuple[NetworkClass, ...] | None = Field(default=None, min_length=1)
     assets: tuple[AssetRef, ...] | None = Field(default=None, min_length=1)
 
 
@@ -269,6 +306,10 @@ class Match(Scope):
     contract: ContractMatch | None = None
     fee: FeeCaps | None = None
     message_signing: bool = False
+    # Only with message_signing: which kinds of message, and EIP-712 predicates
+    # (a rule with typed_data matches typed data only).
+    message_kinds: tuple[MessageKind, ...] | None = Field(default=None, min_length=1)
+    typed_data: TypedDataMatch | None = None
     time: tuple[TimeWindow, ...] | None = Field(default=None, min_length=1)
 
     @model_validator(mode="after")
@@ -342,6 +383,22 @@ class Limit(_Model):
         return self
 
 
+class LockBounds(_Model):
+    """How far ahead a signed transaction may be locked or, on Tron, stay valid.
+
+    A signature for a transaction that becomes valid only later (Bitcoin
+    nLockTime, BIP68 relative locks) or stays valid long (Tron expiration) is
+    a payment someone can hold and broadcast after the key was disabled or
+    the policy changed. Every item is held to these bounds before any rule
+    (deny code `lock_too_far`); a document without `locks` gets the defaults.
+    Heights are compared with an upper estimate of the Bitcoin mainnet tip.
+    The service's [limits] max_lock_ahead_* bound the same facts for every policy.
+    """
+
+    max_ahead: Duration = "1h"  # Unix-time lock_time, BIP68 time locks, Tron expiration
+    max_ahead_blocks: int = Field(default=6, ge=0, le=52_560)  # height lock_time, BIP68 blocks
+
+
 class PolicyDocument(_Model):
     """A complete policy version, as officers propose and approve it."""
 
@@ -355,6 +412,9 @@ class PolicyDocument(_Model):
     address_book: AddressBook = AddressBook()
     rules: tuple[Rule, ...] = Field(max_length=10_000)
     limits: tuple[Limit, ...] = Field(default=(), max_length=1_000)
+    # None (absent) means LockBounds(): left out of canonical JSON, so versions
+    # written before locks existed keep their hash and get the default bounds.
+    locks: LockBounds | None = None
 
 
 # ---- canonical form ------------------------------------------------------

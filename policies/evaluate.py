@@ -34,7 +34,8 @@ from policies.document import (
     parse_duration,
     since_key,
 )
-from policies.intent import ALLOWANCES, TOKEN_TRANSFERS, Intent
+from policies.intent import ALLOWANCES, TOKEN_TRANSFERS, Intent, Message
+from policies.locks import LOCK_TOO_FAR, CompiledLocks, lock_breach
 from policies.velocity import (
     CompiledLimit,
     Delta,
@@ -123,6 +124,10 @@ class _Facts:
     fees: dict[str, int]
     contract: str | None
     method: str | None
+    # Every contract the intent calls or a message grants an allowance on
+    # (a Permit2 PermitBatch names several tokens); contract is the first.
+    contracts: tuple[str, ...]
+    message: Message | None
     # An undecoded contract call: what it moves is unknown, never 0. No amount
     # predicate matches it, and only a rule naming its contract and method allows it.
     unknown_amount: bool
@@ -134,14 +139,15 @@ def _facts(intent: Intent) -> _Facts:
     totals = moved_totals(intent)
     chain = intent.chain
     destinations = [account_id(chain, t.to) for t in intent.transfers if not t.is_change]
-    call = intent.contract_call
-    contract = method = None
-    if call is not None:
-        contract, method = normalize_address(call.contract), call.method
-        if method in ALLOWANCES:
+    calls = intent.calls
+    contracts = tuple(dict.fromkeys(normalize_address(call.contract) for call in calls))
+    contract = contracts[0] if contracts else None
+    method = calls[0].method if calls else None
+    for call in calls:
+        if call.method in ALLOWANCES:
             # The spender can move the allowance: it is a destination (and, in totals, an amount).
             destinations.append(account_id(chain, dict(call.args).get("spender", "")))
-        elif method not in TOKEN_TRANSFERS:
+        elif call.method not in TOKEN_TRANSFERS:
             destinations.append(account_id(chain, call.contract))
     fees = dict(intent.fee_details)
     fees["fee"] = intent.fee
@@ -153,7 +159,9 @@ def _facts(intent: Intent) -> _Facts:
         fees=fees,
         contract=contract,
         method=method,
-        unknown_amount=call is not None and not call.decoded,
+        contracts=contracts,
+        message=intent.message,
+        unknown_amount=any(not call.decoded for call in calls),
     )
 
 
@@ -196,6 +204,27 @@ class _Rule:
     methods: frozenset[str] | None
     fee_caps: tuple[tuple[tuple[str, ...], int], ...]
     windows: tuple[_Window, ...] | None
+    message_kinds: frozenset[str] | None = None
+    # EIP-712 predicates: (Message attribute, accepted values); a rule with any
+    # of them matches typed data only.
+    typed_data: tuple[tuple[str, frozenset[object]], ...] | None = None
+
+    def _message_holds(self, message: Message | None) -> bool:
+        if message is None:
+            return True  # the kind index keeps message rules from transactions
+        if self.message_kinds is not None and message.kind not in self.message_kinds:
+            return False
+        if self.typed_data is None:
+            return True
+        if message.kind != "typed_data":
+            return False
+        for attr, accepted in self.typed_data:
+            value = getattr(message, attr)
+            if attr == "verifying_contract" and value is not None:
+                value = normalize_address(value)
+            if value is None or value not in accepted:
+                return False
+        return True
 
     @classmethod
     def of(cls, rule: Rule) -> _Rule:
@@ -216,6 +245,24 @@ class _Rule:
             )
         addresses = contract.addresses if contract else None
         methods = contract.methods if contract else None
+        typed: list[tuple[str, frozenset[object]]] | None = None
+        if m.typed_data is not None:
+            td = m.typed_data
+            typed = [
+                (attr, frozenset(values))
+                for attr, values in (
+                    ("domain_name", td.domain_names),
+                    ("chain_id", td.chain_ids),
+                    (
+                        "verifying_contract",
+                        None
+                        if td.verifying_contracts is None
+                        else map(normalize_address, td.verifying_contracts),
+                    ),
+                    ("primary_type", td.primary_types),
+                )
+                if values is not None
+            ]
         return cls(
             id=rule.id,
             action=rule.action,
@@ -231,6 +278,8 @@ class _Rule:
             methods=frozenset(methods) if methods else None,
             fee_caps=tuple(caps),
             windows=windows,
+            message_kinds=frozenset(m.message_kinds) if m.message_kinds else None,
+            typed_data=tuple(typed) if typed is not None else None,
         )
 
     def holds(
@@ -242,9 +291,11 @@ class _Rule:
         ignore_cooling: bool,
     ) -> bool:
         if facts.contract is not None and (
-            (self.contracts is not None and facts.contract not in self.contracts)
+            (self.contracts is not None and not all(c in self.contracts for c in facts.contracts))
             or (self.methods is not None and facts.method not in self.methods)
         ):
+            return False
+        if not self._message_holds(facts.message):
             return False
         if (
             facts.unknown_amount
@@ -323,6 +374,7 @@ class CompiledPolicy:
     ) -> None:
         self.doc = doc
         self.version = doc.version
+        self._locks = CompiledLocks.of(doc.locks)
         groups: dict[str, set[str]] = {}
         for group, members in doc.identity_groups.items():
             for member in members:
@@ -509,12 +561,34 @@ class CompiledPolicy:
         caller_mask = self._callers.mask(request.caller)
         for group in request.caller_groups:
             caller_mask |= self._caller_groups.get(group, 0)
-        kind = "message" if request.message_signing else "transaction"
-        base = self._all & caller_mask & self._kinds.mask(kind)
+        base = self._all & caller_mask
+        # Message rules judge messages (and every item of a request flagged as
+        # message signing); transaction rules judge the rest.
+        as_transaction = base & self._kinds.mask("transaction")
+        # A deny list is about accounts, whatever is signed: transaction deny rules
+        # that name destinations also refuse a message granting them spending (a
+        # permit's spender), so no policy has to restate them for messages.
+        as_message = base & (
+            self._kinds.mask("message")
+            | (self._denies & (self._dest_all | self._dest_any) & as_transaction)
+        )
         clock = (now.weekday(), now.hour * 60 + now.minute)
         rules: list[_Rule] = []
         for index, intent in enumerate(request.items):
-            verdict = self._judge(index, intent, base, now, clock)
+            # Before any rule: no rule can allow a signature that waits, or
+            # stays valid, longer than the document's bounds.
+            too_far = lock_breach(intent, now, self._locks)
+            if too_far is not None:
+                return Deny(
+                    LOCK_TOO_FAR,
+                    f"item {index}: {too_far.field}: {too_far.message}",
+                    item_index=index,
+                    details={"field": too_far.field},
+                )
+            is_message = request.message_signing or intent.message is not None
+            verdict = self._judge(
+                index, intent, as_message if is_message else as_transaction, now, clock
+            )
             if isinstance(verdict, Deny):
                 return verdict
             rules.append(verdict)

@@ -25,7 +25,9 @@ class Transfer:
 # increaseAllowance carry ("spender", ...) and ("amount", ...) in args. Any
 # other method (a bare selector) moves an unknown amount: policy treats it so.
 TOKEN_TRANSFERS = frozenset({"transfer", "transferFrom"})
-ALLOWANCES = frozenset({"approve", "increaseAllowance"})
+# "permit" is a signed message granting an allowance (EIP-2612 Permit, Uniswap
+# Permit2): it carries the same args and is judged and charged like approve.
+ALLOWANCES = frozenset({"approve", "increaseAllowance", "permit"})
 DECODED_METHODS = TOKEN_TRANSFERS | ALLOWANCES
 
 
@@ -40,6 +42,31 @@ class ContractCall:
     def decoded(self) -> bool:
         """Whether policy knows what the call moves (fail closed on any other name)."""
         return self.method in DECODED_METHODS
+
+
+# What a signed message is, for the policy's message_kinds matcher.
+MESSAGE_KINDS = ("personal_sign", "typed_data", "tron_message", "bitcoin_message")
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """A message to sign (EIP-191, EIP-712, TIP-191, Bitcoin Signed Message), as policy sees it.
+
+    The EIP-712 fields are those of the signed domain and type; None when the
+    domain leaves the field out (or for the other kinds).
+    """
+
+    kind: str  # one of MESSAGE_KINDS
+    size: int  # bytes of the message; for typed data, of its JSON text
+    domain_name: str | None = None
+    domain_version: str | None = None
+    chain_id: int | None = None
+    verifying_contract: str | None = None  # EIP-55 checksummed
+    primary_type: str | None = None
+    # Spending the signature grants (EIP-2612 Permit, Permit2 PermitSingle,
+    # PermitBatch, PermitTransferFrom, PermitBatchTransferFrom): one
+    # ContractCall(token, "permit", (("spender", ...), ("amount", ...))) per token.
+    grants: tuple[ContractCall, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,3 +94,12 @@ class Intent:
     sequences: tuple[int, ...] = ()
     # Tron: ms since epoch after which no node accepts the transaction (0: none).
     expiration_ms: int = 0
+    # Set for a message (no transfers, no fee): only message_signing rules judge it.
+    message: Message | None = None
+
+    @property
+    def calls(self) -> tuple[ContractCall, ...]:
+        """The contract call, or a message's spending grants: what moves tokens by allowance."""
+        if self.contract_call is not None:
+            return (self.contract_call,)
+        return self.message.grants if self.message is not None else ()

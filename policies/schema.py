@@ -29,7 +29,9 @@ from policies.document import (
     AMOUNT_JSON_SCHEMA,
     AMOUNT_NEEDS_ASSETS,
     EVM_ADDRESS,
+    NETWORK_CLASSES,
     NETWORKS,
+    Match,
     PolicyDocument,
     Scope,
     normalize_address,
@@ -173,11 +175,36 @@ def _check_scope(
         for network in scope.networks:
             if network not in known:
                 errors.append((f"{path}.networks", f"{network!r} is not a network of the chains"))
+    if scope.networks and scope.network_classes:
+        in_classes = {n for c in scope.network_classes for n in NETWORK_CLASSES[c]}
+        for network in scope.networks:
+            if network not in in_classes:
+                errors.append(
+                    (f"{path}.networks", f"{network!r} is not in the scope's network_classes")
+                )
 
 
 def _duplicates(ids: list[str]) -> list[str]:
     seen: set[str] = set()
     return [i for i in ids if i in seen or seen.add(i)]  # type: ignore[func-returns-value]
+
+
+def _check_message_match(match: Match, path: str, errors: list[tuple[str, str]]) -> None:
+    if match.message_signing:
+        # Assets, destinations, amount and contract judge the spending a
+        # typed-data permit grants (token, spender, amount), as for approve.
+        if match.fee is not None:
+            errors.append((f"{path}.fee", "does not apply to message signing"))
+        contracts = match.typed_data.verifying_contracts if match.typed_data else None
+        for i, address in enumerate(contracts or ()):
+            if not EVM_ADDRESS.fullmatch(address):
+                errors.append(
+                    (f"{path}.typed_data.verifying_contracts[{i}]", "is not an EVM address")
+                )
+        return
+    for field in ("message_kinds", "typed_data"):
+        if getattr(match, field) is not None:
+            errors.append((f"{path}.{field}", "needs message_signing: true"))
 
 
 def reference_errors(doc: PolicyDocument) -> list[tuple[str, str]]:
@@ -224,10 +251,7 @@ def reference_errors(doc: PolicyDocument) -> list[tuple[str, str]]:
             for name in match.destinations.groups or ():
                 if name not in book.groups:
                     errors.append((f"{path}.destinations.groups", f"unknown group {name!r}"))
-        if match.message_signing:
-            for field in ("assets", "destinations", "amount", "contract", "fee"):
-                if getattr(match, field) is not None:
-                    errors.append((f"{path}.{field}", "does not apply to message signing"))
+        _check_message_match(match, path, errors)
         if rule.approval:
             if not parse_duration(rule.approval.expires_after):
                 errors.append((f"rules[{i}].approval.expires_after", "must be longer than 0s"))

@@ -14,7 +14,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from policies.document import Limit, Scope, normalize_address, parse_duration
+from policies.document import NETWORK_CLASSES, Limit, Scope, normalize_address, parse_duration
 from policies.intent import ALLOWANCES, Intent
 
 
@@ -102,7 +102,7 @@ class ScopeFilter:
             caller_groups=frozenset(scope.caller_groups or ()),
             keys=keys,
             chains=_opt_set(scope.chains),
-            networks=_opt_set(scope.networks),
+            networks=_networks(scope),
             assets=_opt_set(normalize_address(a) for a in scope.assets) if scope.assets else None,
         )
 
@@ -119,6 +119,15 @@ class ScopeFilter:
         return self.networks is None or intent.network in self.networks
 
 
+def _networks(scope: Scope) -> frozenset[str] | None:
+    """The networks a scope accepts: `networks` and `network_classes` both hold."""
+    networks = _opt_set(scope.networks)
+    if scope.network_classes is None:
+        return networks
+    in_classes = frozenset(n for c in scope.network_classes for n in NETWORK_CLASSES[c])
+    return in_classes if networks is None else networks & in_classes
+
+
 def _opt_set(values: Iterable[str] | None) -> frozenset[str] | None:
     return None if values is None else frozenset(values)
 
@@ -127,7 +136,7 @@ def moved_totals(intent: Intent) -> dict[str, int]:
     """Per normalized asset, what the intent moves or lets others move; {} when nothing.
 
     Non-change transfers (a decoded transfer or transferFrom is one), plus the
-    amount of a decoded allowance (approve, increaseAllowance) on its token:
+    amount of a decoded allowance (approve, increaseAllowance, a message's permit) on its token:
     the spender can move it without another signature. An undecoded call
     moves an unknown amount, which no sum can hold; policy rules refuse to
     judge its amount (policies.evaluate).
@@ -137,10 +146,10 @@ def moved_totals(intent: Intent) -> dict[str, int]:
         if not transfer.is_change:
             asset = normalize_address(transfer.asset)
             totals[asset] = totals.get(asset, 0) + transfer.amount
-    call = intent.contract_call
-    if call is not None and call.method in ALLOWANCES:
-        token = normalize_address(call.contract)
-        totals[token] = totals.get(token, 0) + int(dict(call.args).get("amount", "0"))
+    for call in intent.calls:
+        if call.method in ALLOWANCES:
+            token = normalize_address(call.contract)
+            totals[token] = totals.get(token, 0) + int(dict(call.args).get("amount", "0"))
     return totals
 
 
@@ -219,7 +228,8 @@ def batch_deltas(
 ) -> tuple[Delta, ...]:
     """Per bucket, what the whole batch adds: amounts summed, one count per transaction.
 
-    Amounts are charged_totals: transfers, allowances and, on the native
+    Amounts are charged_totals: transfers, allowances (a message's permits
+    included) and, on the native
     asset, the maximum fee (so a token transfer counts on native limits too).
 
     `caller_groups` must already include the groups the policy document puts
@@ -227,6 +237,9 @@ def batch_deltas(
     """
     sums: dict[str, list[int]] = {}
     owners: dict[str, CompiledLimit] = {}
+    # A message moves nothing unless it grants an allowance (a Permit): only
+    # then is it charged, as an approve is; other messages draw on no limit.
+    items = [i for i in items if i.message is None or i.message.grants]
     all_totals = [charged_totals(intent) for intent in items]
     for limit in limits:
         for intent, intent_totals in zip(items, all_totals, strict=True):

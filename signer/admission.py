@@ -107,7 +107,27 @@ def summarize(intent: Intent, key_id: str) -> dict[str, Any]:
         ],
         "fee": str(intent.fee),
         "contract_call": f"{call.method} on {call.contract}" if call else "",
+        **_message_summary(intent),
     }
+
+
+def _message_summary(intent: Intent) -> dict[str, Any]:
+    message = intent.message
+    if message is None:
+        return {}
+    out: dict[str, Any] = {"message": message.kind, "message_bytes": message.size}
+    if message.kind == "typed_data":
+        out["typed_data"] = {
+            "primary_type": message.primary_type,
+            "domain_name": message.domain_name,
+            "chain_id": message.chain_id,
+            "verifying_contract": message.verifying_contract,
+        }
+        out["grants"] = [
+            f"permit {dict(g.args)['spender']} to spend {dict(g.args)['amount']} of {g.contract}"
+            for g in message.grants
+        ]
+    return out
 
 
 def pending_row(

@@ -15,7 +15,7 @@ from decimal import Decimal
 from policies.intent import Intent
 from proto.custos.v1 import policy_pb2
 from proto.custos.v1 import signer_pb2 as pb
-from signer.chains.base import ChainAdapter, InvalidField, KeyInfo
+from signer.chains.base import ChainAdapter, InvalidField, KeyInfo, PreparedTx
 from signer.store.base import Store
 
 # (symbol, decimals) of each chain's native asset.
@@ -46,6 +46,35 @@ def in_units(amount: int, decimals: int) -> str:
     """`amount` base units as a plain decimal number of whole units (no rounding)."""
     text = format(Decimal(amount).scaleb(-decimals), "f")
     return text.rstrip("0").rstrip(".") if "." in text else text
+
+
+def _message(item: pb.SignItem, prepared: PreparedTx) -> policy_pb2.PendingMessage | None:
+    """What a message item signs, shown whole: an approver reads the message itself."""
+    message = prepared.intent.message
+    if message is None:
+        return None
+    kind = item.WhichOneof("tx") or ""
+    if kind == "evm_typed_data":
+        text = item.evm_typed_data.typed_data
+    else:
+        raw = bytes(getattr(item, kind).message)
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            text = "0x" + raw.hex()
+    return policy_pb2.PendingMessage(
+        kind=message.kind,
+        text=text,
+        digest=prepared.digests[0].hex(),
+        primary_type=message.primary_type or "",
+        domain_name=message.domain_name or "",
+        chain_id="" if message.chain_id is None else str(message.chain_id),
+        verifying_contract=message.verifying_contract or "",
+        grants=[
+            f"spender={dict(g.args)['spender']} token={g.contract} amount={dict(g.args)['amount']}"
+            for g in message.grants
+        ],
+    )
 
 
 def _item(intent: Intent) -> policy_pb2.PendingItem:
@@ -121,5 +150,9 @@ def decode_items(
                 )
             )
             continue
-        out.append(_item(prepared.intent))
+        pending = _item(prepared.intent)
+        shown = _message(item, prepared)
+        if shown is not None:
+            pending.message.CopyFrom(shown)
+        out.append(pending)
     return out

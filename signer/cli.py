@@ -40,7 +40,7 @@ EPILOG = """\
 Quick start (development):
   custos init --dir .demo                       # token, CA, certificates, config
   custos serve --config .demo/custos.toml       # run the server
-  custos keys create hot-1 --client .demo/clients/officer.toml
+  custos keys create hot-1 --network-class testnet --client .demo/clients/officer.toml
   custos sign batch.json --client .demo/clients/payments.toml
 
 Or run `make demo` for all of that with a multi-chain batch.
@@ -69,6 +69,13 @@ def cmd_init(args: argparse.Namespace) -> int:
     return 0
 
 
+def _write_atomically(path: Path, text: str) -> None:
+    """Readers polling for `path` see nothing or all of it, never a partial write."""
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    temporary.write_text(text)
+    os.replace(temporary, path)
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     from signer.server import CustosServer
 
@@ -85,17 +92,27 @@ def cmd_serve(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGINT, on_signal)
     server.start()
     if args.port_file:
-        Path(args.port_file).write_text(str(server.port))
+        _write_atomically(Path(args.port_file), f"{server.port}\n")
     stopping.wait()
     logging.getLogger("custos.server").info("shutting down")
     server.stop(grace=args.grace)
     return 0
 
 
+_NETWORK_CLASSES = {
+    "mainnet": keys_pb2.NETWORK_CLASS_MAINNET,
+    "testnet": keys_pb2.NETWORK_CLASS_TESTNET,
+}
+
+
 def cmd_keys(args: argparse.Namespace) -> int:
     stub = keys_pb2_grpc.KeysStub(_profile(args).channel())
     calls: dict[str, Callable[[], Message]] = {
-        "create": lambda: stub.CreateKey(keys_pb2.CreateKeyRequest(key_id=args.key_id)),
+        "create": lambda: stub.CreateKey(
+            keys_pb2.CreateKeyRequest(
+                key_id=args.key_id, network_class=_NETWORK_CLASSES[args.network_class]
+            )
+        ),
         "show": lambda: stub.GetKey(keys_pb2.GetKeyRequest(key_id=args.key_id)),
         "list": lambda: stub.ListKeys(keys_pb2.ListKeysRequest()),
         "disable": lambda: stub.DisableKey(keys_pb2.SetKeyStateRequest(key_id=args.key_id)),
@@ -283,9 +300,22 @@ def build_parser() -> argparse.ArgumentParser:
     client_help = "client profile TOML (endpoint + mTLS files); default $CUSTOS_CLIENT"
     p = sub.add_parser("keys", help="create, list, show, disable or enable keys (officer)")
     actions = p.add_subparsers(dest="action", required=True, metavar="ACTION")
+    a = actions.add_parser("create", help="generate a secp256k1 key inside the HSM")
+    a.add_argument("key_id")
+    # Required, no default: the class is fixed for the key's life, and either
+    # wrong default costs something that cannot be undone (a mainnet key made
+    # as testnet signs mainnet spends under testnet rules; the reverse is a
+    # key that can never sign for the networks it was meant for).
+    a.add_argument(
+        "--network-class",
+        required=True,
+        choices=tuple(_NETWORK_CLASSES),
+        help="mainnet, or testnet (testnet/signet/regtest, Sepolia, Holesky, BSC testnet,"
+        " nile, shasta); fixed for the key's life",
+    )
+    a.add_argument("--client", help=client_help)
     for action, text in (
-        ("create", "generate a secp256k1 key inside the HSM"),
-        ("show", "show a key, its public key and its addresses"),
+        ("show", "show a key, its class, its public key and its addresses"),
         ("disable", "refuse further signing with a key"),
         ("enable", "allow signing with a key again"),
     ):
@@ -326,17 +356,22 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    configure_logs(
-        logging.DEBUG if args.verbose else logging.INFO,
-        json_lines=getattr(args, "log_format", "text") == "json",
-    )
+    json_lines = getattr(args, "log_format", "text") == "json"
+    configure_logs(logging.DEBUG if args.verbose else logging.INFO, json_lines=json_lines)
+
+    def fail(message: str) -> None:
+        if json_lines:  # stderr holds only JSON objects in this mode
+            logging.getLogger("custos").error(message)
+        else:
+            print(message, file=sys.stderr)
+
     try:
         result: Any = args.func(args)
     except (ConfigError, HsmConfigError) as exc:
-        print(f"custos: error: {exc}", file=sys.stderr)
+        fail(f"custos: error: {exc}")
         return 2
     except (HsmError, StoreUnavailable) as exc:
-        print(f"custos: error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        fail(f"custos: error: {type(exc).__name__}: {exc}")
         return 3
     except grpc.RpcError as exc:
         print(f"custos: {exc.code().name}: {exc.details()}", file=sys.stderr)

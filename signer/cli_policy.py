@@ -249,6 +249,17 @@ def _print_batch(b: policy_pb2.PendingBatch, *, full: bool) -> None:
             print(f"      -> {t.to}: {t.amount} {t.asset}{units}{change}")
         if item.method:
             print(f"      call {item.method} on {item.contract} ({', '.join(item.args) or '-'})")
+        if item.HasField("message"):
+            m = item.message
+            print(f"      {m.kind} message, digest {m.digest}")
+            if m.kind == "typed_data":
+                print(
+                    f"      {m.primary_type} in domain {m.domain_name!r} chain id "
+                    f"{m.chain_id or '-'} contract {m.verifying_contract or '-'}"
+                )
+            for grant in m.grants:
+                print(f"      grants allowance: {grant}")
+            print("\n".join("      | " + line for line in m.text.splitlines() or [""]))
     if full:
         request = pb.SignBatchRequest.FromString(b.request)
         print("  request (exactly the bytes held, decoded here):")

@@ -12,7 +12,7 @@ import tomllib
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from signer.errors import ConfigError
 
@@ -30,6 +30,25 @@ class ServerConfig(_Section):
     max_message_bytes: int = Field(default=16 * 1024 * 1024, ge=1024)
     # A crashed attempt's claim on a request id expires after this; see Store.claim_batch.
     lease_seconds: int = Field(default=60, ge=1, le=3600)
+    # Open streams (WatchEvents, StreamRecords, Export, health Watch, reflection)
+    # each hold a thread while open: at most half the threads, so unary calls and
+    # health checks always have threads left; and a share of it per caller.
+    max_streams: int = Field(default=16, ge=1)
+    max_streams_per_caller: int = Field(default=4, ge=1)
+
+    @model_validator(mode="after")
+    def _threads_left_for_unary_calls(self) -> ServerConfig:
+        if self.max_streams > self.threads // 2:
+            raise ValueError(
+                f"max_streams ({self.max_streams}) must be at most half of threads "
+                f"({self.threads}): the other threads serve unary calls and health checks"
+            )
+        if self.max_streams_per_caller > self.max_streams:
+            raise ValueError(
+                f"max_streams_per_caller ({self.max_streams_per_caller}) must be at most "
+                f"max_streams ({self.max_streams})"
+            )
+        return self
 
 
 class TlsConfig(_Section):
@@ -116,6 +135,9 @@ class LimitsConfig(_Section):
     evm_max_value_ether: int = Field(default=1_000_000_000, ge=1, le=10**12)
     tron_max_fee_limit_sun: int = Field(default=15_000_000_000, ge=1, le=15_000_000_000)
     tron_max_amount_sun: int = Field(default=10**17, ge=1, le=2**63 - 1)
+    message_max_bytes: int = Field(default=65_536, ge=1, le=16 * 1024 * 1024)
+    typed_data_max_bytes: int = Field(default=65_536, ge=100, le=16 * 1024 * 1024)
+    typed_data_max_depth: int = Field(default=16, ge=3, le=64)
 
 
 class IdentityConfig(_Section):

@@ -13,6 +13,7 @@ import contextlib
 import hashlib
 import json
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -61,14 +62,44 @@ def start_server(config: Path, workdir: Path) -> tuple[subprocess.Popen[bytes], 
         stderr=log,
     )
     deadline = time.monotonic() + 60
-    while not port_file.exists():
+    while (port := read_port_file(port_file)) is None:
         if process.poll() is not None:
             raise SystemExit(f"the server exited at start-up; see {workdir / 'server.log'}")
         if time.monotonic() > deadline:
             process.kill()
             raise SystemExit("the server did not start within 60 s")
         time.sleep(0.1)
-    return process, int(port_file.read_text())
+    return process, port
+
+
+def read_port_file(path: Path) -> int | None:
+    """The port `custos serve --port-file` wrote, or None while it is not (fully) there.
+
+    The server writes it atomically (temporary file, then rename); a file from an
+    older server that wrote in place may still be seen empty or partial: not yet.
+    """
+    try:
+        text = path.read_text().strip()
+    except FileNotFoundError:
+        return None
+    return int(text) if text.isdigit() else None
+
+
+def _port_in_use(listen: str) -> bool:
+    """Whether another process already listens on `listen` (host:port; port 0 never is)."""
+    host, _, port = listen.rpartition(":")
+    if not port.isdigit() or int(port) == 0:
+        return False
+    family = socket.AF_INET6 if ":" in host.strip("[]") else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        # As grpc binds: connections of a server stopped a moment ago (TIME_WAIT)
+        # do not count, a listening socket does.
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host.strip("[]") or "127.0.0.1", int(port)))
+        except OSError:
+            return True
+    return False
 
 
 def _wait_serving(channel: grpc.Channel) -> None:
@@ -87,11 +118,20 @@ def _wait_serving(channel: grpc.Channel) -> None:
 
 def _ensure_key(stub: keys_pb2_grpc.KeysStub, key_id: str) -> keys_pb2.Key:
     try:
-        key: keys_pb2.Key = stub.CreateKey(keys_pb2.CreateKeyRequest(key_id=key_id))
+        # Demo keys sign for test networks only (the batch is testnet, Sepolia, BSC testnet, nile).
+        key: keys_pb2.Key = stub.CreateKey(
+            keys_pb2.CreateKeyRequest(key_id=key_id, network_class=keys_pb2.NETWORK_CLASS_TESTNET)
+        )
     except grpc.RpcError as exc:
         if exc.code() != grpc.StatusCode.ALREADY_EXISTS:
             raise
         key = stub.GetKey(keys_pb2.GetKeyRequest(key_id=key_id))
+    if key.network_class != keys_pb2.NETWORK_CLASS_TESTNET:
+        # A store from before network classes: its keys became mainnet keys.
+        raise SystemExit(
+            f"[demo] key {key_id} is not a testnet key (made before network classes,"
+            " which made it mainnet); remove the demo directory and run again"
+        )
     return key
 
 
@@ -309,6 +349,11 @@ def approval_flow(
 
 def run_demo(directory: Path, listen: str = "127.0.0.1:50051") -> int:
     directory = directory.resolve()
+    if _port_in_use(listen):
+        # Another Custos (say, a second `make demo`) listens there. The server
+        # refuses a shared port, so this demo takes a free one instead.
+        print(f"[demo] {listen} is in use by another process; using a free port instead")
+        listen = listen.rpartition(":")[0] + ":0"
     config = init_dev(directory, listen)
     print(f"[demo] development token, CA and identities in {directory}")
     process, port = start_server(config, directory)

@@ -79,6 +79,10 @@ rules:
     description: Everything else the caller's key grants allow
     match: {{}}
     action: allow
+  - id: development-messages
+    description: Messages with the caller's keys; typed-data permits need a rule naming the token
+    match: {{message_signing: true}}
+    action: allow
 limits:
   - id: holesky-hourly-per-key
     window: 1h

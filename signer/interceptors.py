@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextvars
 import logging
+import threading
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -62,6 +63,54 @@ def status_for(exc: BaseException) -> tuple[grpc.StatusCode, str]:
     return grpc.StatusCode.INTERNAL, "internal error"
 
 
+class TooManyStreams(errors.BudgetExceeded):
+    """A stream would pass the per-caller or the server-wide limit (RESOURCE_EXHAUSTED)."""
+
+
+class StreamLimiter:
+    """Counts open streams per caller and in total.
+
+    A sync gRPC server runs each open stream on one of its threads until the
+    stream ends. Bounding streams well below the thread count keeps threads for
+    unary calls and health checks, whatever any caller keeps open.
+    """
+
+    def __init__(self, total: int, per_caller: int) -> None:
+        self.total = total
+        self.per_caller = per_caller
+        self._lock = threading.Lock()
+        self._open: dict[str, int] = {}
+
+    def acquire(self, caller: str) -> None:
+        with self._lock:
+            mine = self._open.get(caller, 0)
+            if mine >= self.per_caller:
+                raise TooManyStreams(
+                    f"too many open streams: this caller has {mine} "
+                    f"(server.max_streams_per_caller = {self.per_caller}); close one first",
+                    {"code": "too_many_streams", "limit": str(self.per_caller), "scope": "caller"},
+                )
+            if sum(self._open.values()) >= self.total:
+                raise TooManyStreams(
+                    f"too many open streams on this server (server.max_streams = "
+                    f"{self.total}); retry later",
+                    {"code": "too_many_streams", "limit": str(self.total), "scope": "server"},
+                )
+            self._open[caller] = mine + 1
+
+    def release(self, caller: str) -> None:
+        with self._lock:
+            left = self._open[caller] - 1
+            if left:
+                self._open[caller] = left
+            else:
+                del self._open[caller]
+
+    def open_streams(self) -> int:
+        with self._lock:
+            return sum(self._open.values())
+
+
 def _peer_certificate(context: grpc.ServicerContext) -> bytes | None:
     certs: Any = context.auth_context().get("x509_pem_cert")
     return bytes(certs[0]) if certs else None
@@ -74,9 +123,11 @@ class EdgeInterceptor(grpc.ServerInterceptor):  # type: ignore[type-arg]
         self,
         authorizer: Authorizer,
         on_unavailable: Callable[[BaseException], None] = lambda _exc: None,
+        streams: StreamLimiter | None = None,
     ) -> None:
         self._authorizer = authorizer
         self._on_unavailable = on_unavailable
+        self._streams = streams or StreamLimiter(total=16, per_caller=4)
 
     def intercept_service(
         self,
@@ -179,8 +230,13 @@ class EdgeInterceptor(grpc.ServerInterceptor):  # type: ignore[type-arg]
         def wrapped(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
             started = time.perf_counter()
             code = "OK"
+            holder: str | None = None
             try:
-                yield from behaviour(self._enter(method, context, request, deserialize), context)
+                request = self._enter(method, context, request, deserialize)
+                caller = current_identity.get().subject
+                self._streams.acquire(caller)
+                holder = caller
+                yield from behaviour(request, context)
             except GeneratorExit:  # the client went away mid-stream
                 code = grpc.StatusCode.CANCELLED.name
                 raise
@@ -189,6 +245,10 @@ class EdgeInterceptor(grpc.ServerInterceptor):  # type: ignore[type-arg]
                 self._fail(method, exc, context)
             finally:
                 _observe(method, code, started)
+                # Released when the handler's thread is free again, not when the
+                # client goes away: the limit counts threads held by streams.
+                if holder is not None:
+                    self._streams.release(holder)
 
         return wrapped
 

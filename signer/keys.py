@@ -11,6 +11,7 @@ from audit.record import AuditEvent
 from hsm.errors import HsmUnavailable, KeyExists
 from hsm.keystore import KeyGenerator
 from signer.authenticity import Fact, StateAuthenticator
+from signer.chains.networks import NetworkClass, parse_network_class
 from signer.errors import AlreadyExists, InProgress, InvalidRequest, NotFound, Unavailable
 from signer.store.base import KeyAlreadyExists, KeyRecord, KeyState, Store
 
@@ -28,6 +29,7 @@ def key_fact(record: KeyRecord) -> Fact:
             ("state", record.state.value),
             ("created_by", record.created_by),
             ("created_at_ms", record.created_at_ms),
+            ("network_class", record.network_class),
         ),
     )
 
@@ -59,13 +61,18 @@ class KeyManager:
         self._generator = generator
         self._integrity = integrity
 
-    def create(self, key_id: str, actor: str) -> KeyRecord:
+    def create(self, key_id: str, network_class: NetworkClass, actor: str) -> KeyRecord:
+        """A new key of `network_class`: it will only ever sign for networks of that class."""
         check_key_id(key_id)
+        try:
+            network_class = parse_network_class(network_class)
+        except ValueError as exc:
+            raise InvalidRequest(f"network_class: {exc}") from None
         # Two replicas creating one id at once would leave two HSM keys with one CKA_ID.
         with self._store.exclusive(f"key:{key_id}"):
-            return self._create(key_id, actor)
+            return self._create(key_id, network_class, actor)
 
-    def _create(self, key_id: str, actor: str) -> KeyRecord:
+    def _create(self, key_id: str, network_class: NetworkClass, actor: str) -> KeyRecord:
         if self._store.get_key(key_id) is not None:
             raise AlreadyExists(f"key {key_id!r} already exists")
         adopted = False
@@ -78,7 +85,9 @@ class KeyManager:
             adopted = True
         except HsmUnavailable as exc:
             raise Unavailable("the HSM could not generate the key; retry later") from exc
-        record = KeyRecord(key_id, public_key, KeyState.ENABLED, actor, time.time_ns() // 10**6)
+        record = KeyRecord(
+            key_id, public_key, KeyState.ENABLED, actor, time.time_ns() // 10**6, network_class
+        )
         record = dataclasses.replace(record, mac=self._integrity.tag(key_fact(record)))
         event = AuditEvent(
             "key.created",
@@ -87,6 +96,7 @@ class KeyManager:
                 "key_id": key_id,
                 "public_key": public_key.hex(),
                 "adopted": adopted,
+                "network_class": network_class,
                 "row_version": record.version,
             },
         )

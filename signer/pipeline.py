@@ -31,6 +31,7 @@ from signer.authenticity import StateAuthenticator
 from signer.chains.base import ChainAdapter, InvalidField, KeyInfo, PreparedTx, SignedTx
 from signer.chains.evm import CHAINS as EVM_CHAINS
 from signer.chains.limits import DEFAULT_LIMITS, WorkBudget
+from signer.chains.networks import network_class
 from signer.errors import (
     AlreadyExists,
     BudgetExceeded,
@@ -337,13 +338,17 @@ class SigningPipeline:
             kind = item.WhichOneof("tx")
             adapter = self._adapters.get(kind) if kind else None
             if adapter is None:
-                raise InvalidRequest(f"items[{index}].tx: no transaction (bitcoin, evm or tron)")
+                raise InvalidRequest(
+                    f"items[{index}].tx: no transaction or message (bitcoin, evm, tron, "
+                    "evm_message, evm_typed_data, tron_message or bitcoin_message)"
+                )
             try:
                 ready = adapter.prepare(
                     getattr(item, kind), KeyInfo(key.key_id, key.public_key), budget
                 )
             except InvalidField as exc:
                 raise InvalidRequest(f"items[{index}].{exc.field}: {exc.message}") from None
+            _check_network_class(index, kind, key, ready.intent.chain, ready.intent.network)
             prepared.append(_Item(index, key, adapter, ready))
         return prepared
 
@@ -518,6 +523,21 @@ def _pending(request_id: str, approval_id: str) -> pb.SignBatchResponse:
     return pb.SignBatchResponse(
         request_id=request_id, status=pb.BATCH_STATUS_PENDING_APPROVAL, approval_id=approval_id
     )
+
+
+def _check_network_class(index: int, kind: str, key: KeyRecord, chain: str, network: str) -> None:
+    """Refuse an item for a network outside the key's class, before policy sees it.
+
+    Judged on the network the adapter parsed and signs for (for EVM the chain id
+    in the signed bytes), so no label can move an item across classes.
+    """
+    item_class = network_class(chain, network)
+    if item_class != key.network_class:
+        field = "evm.chain_id" if kind == "evm" else f"{kind}.network"
+        raise InvalidRequest(
+            f"items[{index}].{field}: {chain} {network} is a {item_class} network;"
+            f" key {key.key_id!r} is a {key.network_class} key"
+        )
 
 
 def _replay(result: bytes) -> pb.SignBatchResponse:

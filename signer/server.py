@@ -35,7 +35,7 @@ from signer.errors import ConfigError
 from signer.events import EventBus
 from signer.governance import PolicyGovernor, utcnow
 from signer.health import HealthMonitor
-from signer.interceptors import EdgeInterceptor
+from signer.interceptors import EdgeInterceptor, StreamLimiter
 from signer.keys import KeyManager
 from signer.pipeline import SigningPipeline
 from signer.policy_services import ApprovalsService, PoliciesService
@@ -147,6 +147,9 @@ class CustosServer:
             self._publish_health,
         )
         options = [
+            # grpc enables SO_REUSEPORT by default: a second process could then bind
+            # the same port and take half of the connections. The port is ours alone.
+            ("grpc.so_reuseport", 0),
             ("grpc.max_receive_message_length", config.server.max_message_bytes),
             ("grpc.max_send_message_length", config.server.max_message_bytes),
         ]
@@ -154,7 +157,13 @@ class CustosServer:
             futures.ThreadPoolExecutor(
                 max_workers=config.server.threads, thread_name_prefix="custos-rpc"
             ),
-            interceptors=[EdgeInterceptor(authorizer, self.monitor.report_failure)],
+            interceptors=[
+                EdgeInterceptor(
+                    authorizer,
+                    self.monitor.report_failure,
+                    StreamLimiter(config.server.max_streams, config.server.max_streams_per_caller),
+                )
+            ],
             options=options,
         )
         signer_pb2_grpc.add_SignerServicer_to_server(SignerService(pipeline), self._grpc)
@@ -173,9 +182,19 @@ class CustosServer:
         self._metrics_listen = config.metrics.listen
         self.metrics_port = 0
         self._stop_metrics: Callable[[], None] = lambda: None
-        self.port = self._grpc.add_secure_port(config.server.listen, credentials)
+        try:
+            self.port = self._grpc.add_secure_port(config.server.listen, credentials)
+        except RuntimeError:  # grpcio >= 1.60 raises where older versions returned 0
+            self.port = 0
         if self.port == 0:
-            raise ConfigError(f"server.listen: cannot listen on {config.server.listen}")
+            self._grpc.stop(None)
+            self.pool.close()
+            self.store.close()
+            raise ConfigError(
+                f"server.listen: cannot listen on {config.server.listen}: the address is in "
+                "use (is another Custos or other server running on this port?) or not "
+                "available; stop it or choose another server.listen"
+            )
 
     def _publish_health(self, healthy: bool) -> None:
         status = (

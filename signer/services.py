@@ -17,16 +17,25 @@ from proto.custos.v1 import (
 )
 from signer.auditlog import AuditLog
 from signer.auth import SERVICE
+from signer.chains.networks import MAINNET, TESTNET, NetworkClass, network_class
 from signer.chains.registry import all_addresses
-from signer.errors import NotFound
+from signer.errors import InvalidRequest, NotFound
 from signer.interceptors import current_identity
-from signer.keys import KeyManager
+from signer.keys import KeyManager, check_key_id
 from signer.pipeline import SigningPipeline
 from signer.store.base import KeyRecord, KeyState, Store, StoredCheckpoint
 
 _STATE = {
     KeyState.ENABLED: keys_pb2.KEY_STATE_ENABLED,
     KeyState.DISABLED: keys_pb2.KEY_STATE_DISABLED,
+}
+_CLASS: dict[str, keys_pb2.NetworkClass] = {
+    MAINNET: keys_pb2.NETWORK_CLASS_MAINNET,
+    TESTNET: keys_pb2.NETWORK_CLASS_TESTNET,
+}
+_CLASS_OF_MESSAGE: dict[int, NetworkClass] = {
+    keys_pb2.NETWORK_CLASS_MAINNET: MAINNET,
+    keys_pb2.NETWORK_CLASS_TESTNET: TESTNET,
 }
 
 
@@ -38,10 +47,14 @@ def key_message(record: KeyRecord) -> keys_pb2.Key:
         state=_STATE[record.state],
         created_by=record.created_by,
         created_at_unix=record.created_at_ms // 1000,
+        # Only the addresses the key can sign for: showing a testnet key's
+        # mainnet address would invite mainnet deposits it can never move.
         addresses=[
             keys_pb2.Address(chain=a.chain, network=a.network, kind=a.kind, address=a.address)
             for a in all_addresses(record.public_key)
+            if network_class(a.chain, a.network) == record.network_class
         ],
+        network_class=_CLASS[record.network_class],
     )
 
 
@@ -67,7 +80,17 @@ class KeysService(keys_pb2_grpc.KeysServicer):
     def CreateKey(  # noqa: N802
         self, request: keys_pb2.CreateKeyRequest, context: grpc.ServicerContext
     ) -> keys_pb2.Key:
-        return key_message(self._keys.create(request.key_id, current_identity.get().subject))
+        check_key_id(request.key_id)
+        # Checked before anything reaches the HSM; the class cannot be changed later.
+        chosen = _CLASS_OF_MESSAGE.get(request.network_class)
+        if chosen is None:
+            raise InvalidRequest(
+                "network_class: required, NETWORK_CLASS_MAINNET or NETWORK_CLASS_TESTNET"
+                " (fixed for the key's life)"
+            )
+        return key_message(
+            self._keys.create(request.key_id, chosen, current_identity.get().subject)
+        )
 
     def GetKey(  # noqa: N802
         self, request: keys_pb2.GetKeyRequest, context: grpc.ServicerContext

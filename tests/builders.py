@@ -14,6 +14,7 @@ from tests.second_impl import bitcoin_funding_tx, bitcoin_prevout, bitcoin_prevo
 # EIP-155 example (0x3535...), Tron's USDT contract, and an address derived by
 # tronpy (a second implementation) from a fixed test key.
 BTC_TESTNET_DEST = "tb1qw508d6qejxtdg4y5r3zarvary0c5xw7kxpjzsx"
+BTC_MAINNET_DEST = "bc1qw508d6qejxtdg4y5r3zarvary0c5xw7kv8f3t4"
 EVM_DEST = "0x3535353535353535353535353535353535353535"
 TRON_DEST = str(TronPrivateKey(bytes([7] * 32)).public_key.to_base58check_address())
 TRON_USDT = "TR7NHqjeKQxGTCi8q8ZY4pL8otSzgjLj6t"
@@ -64,7 +65,10 @@ def bitcoin_prevouts(tx: pb.BitcoinTransaction) -> list[tuple[int, bytes]]:
 
 
 def bitcoin_item(
-    key: keys_pb2.Key, seed: str = "btc", script_types: tuple[str, ...] = ("p2wpkh", "p2pkh")
+    key: keys_pb2.Key,
+    seed: str = "btc",
+    script_types: tuple[str, ...] = ("p2wpkh", "p2pkh"),
+    network: str = "testnet",
 ) -> pb.SignItem:
     inputs = [
         bitcoin_input(key, 50_000, t, seed=f"{seed}-{i}", vout=i % 2, segwit=i % 3 == 1)
@@ -74,12 +78,15 @@ def bitcoin_item(
     return pb.SignItem(
         key_id=key.key_id,
         bitcoin=pb.BitcoinTransaction(
-            network="testnet",
+            network=network,
             inputs=inputs,
             outputs=[
-                pb.BitcoinOutput(address=BTC_TESTNET_DEST, value=30_000),
                 pb.BitcoinOutput(
-                    address=address(key, "bitcoin", "testnet", "p2wpkh"), value=total - 31_000
+                    address=BTC_MAINNET_DEST if network == "mainnet" else BTC_TESTNET_DEST,
+                    value=30_000,
+                ),
+                pb.BitcoinOutput(
+                    address=address(key, "bitcoin", network, "p2wpkh"), value=total - 31_000
                 ),
             ],
         ),
@@ -116,9 +123,11 @@ def erc20_transfer_data(recipient: str, amount: int) -> str:
     return "0xa9059cbb" + recipient[2:].lower().rjust(64, "0") + f"{amount:064x}"
 
 
-def tron_item(key: keys_pb2.Key, trc20: bool = False, amount: int = 1_000_000) -> pb.SignItem:
+def tron_item(
+    key: keys_pb2.Key, trc20: bool = False, amount: int = 1_000_000, network: str = "nile"
+) -> pb.SignItem:
     tx = pb.TronTransaction(
-        network="nile",
+        network=network,
         ref_block_bytes="1a2b",
         ref_block_hash="0011223344556677",
         timestamp=1_700_000_000_000,

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,6 +21,7 @@ from audit.verify import verify_export
 from proto.custos.v1 import audit_pb2, audit_pb2_grpc, keys_pb2, keys_pb2_grpc, signer_pb2_grpc
 from signer.client import ClientProfile
 from signer.config import Config, load_config, read_pin
+from signer.demo import read_port_file
 from signer.devsetup import DevCa, init_dev, subject_string, write_client_profile
 from tests.store.postgres_fixtures import pg_schema, postgres_url  # noqa: F401 - fixtures
 
@@ -86,8 +88,15 @@ class RunningServer:
     def keys(self, identity: str = "officer") -> keys_pb2_grpc.KeysStub:
         return keys_pb2_grpc.KeysStub(self.channel(identity))
 
-    def create_key(self, key_id: str) -> keys_pb2.Key:
-        return self.keys().CreateKey(keys_pb2.CreateKeyRequest(key_id=key_id))
+    def create_key(
+        self,
+        key_id: str,
+        network_class: keys_pb2.NetworkClass = keys_pb2.NETWORK_CLASS_TESTNET,
+    ) -> keys_pb2.Key:
+        """A key of `network_class` (test networks unless told: most tests sign for them)."""
+        return self.keys().CreateKey(
+            keys_pb2.CreateKeyRequest(key_id=key_id, network_class=network_class)
+        )
 
 
 @pytest.fixture(scope="session")
@@ -99,6 +108,30 @@ def server(dev_env: DevEnv) -> Iterator[RunningServer]:
     instance.start()
     yield RunningServer(dev_env, instance.port, instance)
     instance.stop(grace=2)
+
+
+@contextmanager
+def server_with_policy(env: DevEnv, directory: Path, policy_yaml: str) -> Iterator[RunningServer]:
+    """An in-process server on the shared token with its own store and bootstrap policy."""
+    from signer.server import CustosServer
+
+    bootstrap = directory / "policy.yaml"
+    bootstrap.write_text(policy_yaml)
+    config = env.config()
+    config = config.model_copy(
+        update={
+            "store": config.store.model_copy(
+                update={"url": f"sqlite:///{directory / 'custos.db'}"}
+            ),
+            "policy": config.policy.model_copy(update={"bootstrap": bootstrap}),
+        }
+    )
+    instance = CustosServer(config, env.pin())
+    instance.start()
+    try:
+        yield RunningServer(env, instance.port, instance)
+    finally:
+        instance.stop(grace=2)
 
 
 class ServerProcess:
@@ -129,13 +162,14 @@ class ServerProcess:
             stderr=log,
         )
         deadline = time.monotonic() + 60
-        while not port_file.exists():
-            assert self.process.poll() is None, (self.env.dir / f"{self.name}.log").read_text()[
-                -3000:
-            ]
+        while (port := read_port_file(port_file)) is None:
+            assert self.process.poll() is None, self.log_text()[-3000:]
             assert time.monotonic() < deadline, "server did not start"
             time.sleep(0.05)
-        self.port = int(port_file.read_text())
+        self.port = port
+
+    def log_text(self) -> str:
+        return (self.env.dir / f"{self.name}.log").read_text(errors="replace")
 
     def channel(self, identity: str) -> grpc.Channel:
         return self.env.profile(identity).channel(f"127.0.0.1:{self.port}")

@@ -58,6 +58,11 @@ class ChainLimits:
     # Tron
     tron_max_fee_limit_sun: int = 15_000_000_000  # mainnet's maxFeeLimit, 15,000 TRX
     tron_max_amount_sun: int = 100_000_000_000 * 1_000_000  # 100 billion TRX
+    # Messages: EIP-191 personal_sign, Tron and Bitcoin message bytes; EIP-712
+    # typed data's JSON text and how deeply its arrays and objects nest.
+    message_max_bytes: int = 65_536
+    typed_data_max_bytes: int = 65_536
+    typed_data_max_depth: int = 16
 
 
 DEFAULT_LIMITS = ChainLimits()

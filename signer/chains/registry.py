@@ -9,6 +9,12 @@ from signer.chains.base import Address, ChainAdapter
 from signer.chains.bitcoin import BitcoinAdapter
 from signer.chains.evm import EvmAdapter
 from signer.chains.limits import DEFAULT_LIMITS, ChainLimits
+from signer.chains.messages import (
+    BitcoinMessageAdapter,
+    EvmMessageAdapter,
+    EvmTypedDataAdapter,
+    TronMessageAdapter,
+)
 from signer.chains.tron import TronAdapter
 
 
@@ -20,6 +26,10 @@ def make_adapters(
         BitcoinAdapter(limits, clock),
         EvmAdapter(limits),
         TronAdapter(limits, clock),
+        EvmMessageAdapter(limits),
+        EvmTypedDataAdapter(limits),
+        TronMessageAdapter(limits),
+        BitcoinMessageAdapter(limits),
     )
     return {adapter.kind: adapter for adapter in adapters}
 

@@ -55,6 +55,10 @@ class KeyRecord:
     state: KeyState
     created_by: str
     created_at_ms: int
+    # "mainnet" | "testnet" (signer/chains/networks.py), fixed for the key's life.
+    # The default is the migration rule for keys created before classes existed:
+    # the class whose requests face the mainnet rules (see the README, Keys).
+    network_class: str = "mainnet"
     # Incremented by every change of the row; with `mac`, the HSM tag over the
     # record bound to its id and version (signer.authenticity, invariant 8).
     version: int = 1

@@ -59,7 +59,7 @@ from signer.store.policy_tables import Admission, PendingChange, PendingRow, Pol
 
 T = TypeVar("T")
 
-KEY_COLUMNS = "key_id, public_key, state, created_by, created_at_ms, version, mac"
+KEY_COLUMNS = "key_id, public_key, state, created_by, created_at_ms, network_class, version, mac"
 PENDING_COLUMNS = "approval_id, caller, request_id, state, expires_at_ms, record, request, rev, mac"
 POLICY_COLUMNS = "version, hash, document_yaml, state, record, activated_at_ms, rev, mac"
 BATCH = "FROM batches WHERE caller = ? AND request_id = ?"
@@ -235,13 +235,14 @@ class SqlStore(abc.ABC):
             key.state.value,
             key.created_by,
             key.created_at_ms,
+            key.network_class,
             key.version,
             key.mac,
         )
 
         def work(tx: Tx) -> None:
             inserted = tx.execute(
-                f"INSERT INTO keys ({KEY_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)"  # noqa: S608
+                f"INSERT INTO keys ({KEY_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"  # noqa: S608
                 " ON CONFLICT (key_id) DO NOTHING RETURNING 1",
                 row,
             ).fetchone()
@@ -803,7 +804,14 @@ def _bytes(value: bytes | memoryview | None) -> bytes | None:
 
 def _key(row: tuple[Any, ...]) -> KeyRecord:
     return KeyRecord(
-        row[0], bytes(row[1]), KeyState(row[2]), row[3], int(row[4]), int(row[5]), _bytes(row[6])
+        row[0],
+        bytes(row[1]),
+        KeyState(row[2]),
+        row[3],
+        int(row[4]),
+        row[5],
+        int(row[6]),
+        _bytes(row[7]),
     )
 
 

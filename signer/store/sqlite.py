@@ -33,6 +33,7 @@ CREATE TABLE IF NOT EXISTS keys (
     state TEXT NOT NULL,
     created_by TEXT NOT NULL,
     created_at_ms INTEGER NOT NULL,
+    network_class TEXT NOT NULL CHECK (network_class IN ('mainnet', 'testnet')),
     version INTEGER NOT NULL DEFAULT 1,
     mac BLOB
 );
@@ -104,6 +105,13 @@ CREATE TABLE IF NOT EXISTS totp (
 ADDED_COLUMNS = (
     ("batches", "approval_id", "TEXT"),  # approvals
     ("batches", "claim_token", "BLOB"),  # fenced claims: rows from before hold no token
+    # Network classes: keys from before may hold mainnet funds, so they are mainnet
+    # (README, "Keys belong to one network class"; migration 3 on PostgreSQL).
+    (
+        "keys",
+        "network_class",
+        "TEXT NOT NULL DEFAULT 'mainnet' CHECK (network_class IN ('mainnet', 'testnet'))",
+    ),
     # State authenticators (signer.authenticity). Rows from before hold no mac and
     # are refused until `custos integrity seal` vouches for them once.
     ("keys", "version", "INTEGER NOT NULL DEFAULT 1"),

@@ -26,6 +26,7 @@ from proto.custos.v1 import signer_pb2 as pb
 from signer.chains.base import ChainAdapter, InvalidField, SignedTx
 from signer.chains.registry import ADAPTERS
 from tests import builders
+from tests.fuzz import message_strategies as fm
 from tests.fuzz import strategies as fz
 from tests.fuzz.conftest import CHAIN_FUZZ, PARSED
 from tests.support import LocalKey
@@ -79,7 +80,16 @@ STRUCTURED = {
     "evm": st.one_of(fz.evm_tx(), fz.evm_random()),
     "tron": st.one_of(fz.tron_tx(), fz.tron_random()),
 }
-VALID = {"bitcoin": fz.bitcoin_valid(), "evm": fz.evm_valid(), "tron": fz.tron_valid()}
+VALID: dict[str, Any] = {
+    "bitcoin": fz.bitcoin_valid(),
+    "evm": fz.evm_valid(),
+    "tron": fz.tron_valid(),
+}
+# The message item kinds (issue 12).
+SEEDS.update(fm.SEEDS)
+MESSAGE_TYPES.update(fm.MESSAGE_TYPES)
+STRUCTURED.update(fm.STRUCTURED)
+VALID.update(fm.VALID)
 MUTATIONS = {
     kind: fz.mutations_of([seed.SerializeToString() for seed in SEEDS[kind]], VALID[kind])
     for kind in SEEDS
@@ -194,3 +204,26 @@ def test_huge_strings_are_refused_quickly(kind: str) -> None:
                 assert elapsed < 1.0, (
                     f"{path} = {char!r} * {HUGE_SIZE}: {outcome} in {elapsed:.1f} s"
                 )
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        '"' + '\\"' * 32_000,  # one unterminated string of escaped quotes
+        '["' + "a\\" * 32_000,
+        '"' * 65_000,
+        "[" * 65_000,
+    ],
+)
+def test_typed_data_text_is_scanned_in_linear_time(text: str) -> None:
+    """64 KB of hostile JSON text is refused quickly.
+
+    The nesting-depth scan once used a string pattern that rescanned to the end
+    from every quote: 64 KB of escaped quotes took 32 s.
+    """
+    tx = pb.EvmTypedData(chain_id=1, typed_data=text[:65_536])
+    started = time.perf_counter()
+    outcome = check_prepare(ADAPTERS["evm_typed_data"], tx, fz.KEY)
+    elapsed = time.perf_counter() - started
+    assert outcome.startswith("refused")
+    assert elapsed < 1.0, f"{outcome} in {elapsed:.1f} s"

@@ -45,6 +45,7 @@ from signer.services import SignerService
 from signer.store.base import KeyState
 from signer.store.sqlite import SqliteStore
 from tests import builders
+from tests.fuzz import message_strategies as fm
 from tests.fuzz import strategies as fz
 from tests.fuzz.conftest import PARSED, REQUEST_FUZZ
 from tests.fuzz.test_fuzz_chains import MAX_MESSAGE_BYTES
@@ -138,7 +139,7 @@ def edge(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Edge]:
     integrity = soft_integrity()
     keys = KeyManager(store, LocalKeys(), integrity=integrity)
     for key_id in KEYS:
-        keys.create(key_id, "officer")
+        keys.create(key_id, "testnet", "officer")
     keys.set_state(DISABLED.info.key_id, KeyState.DISABLED, "officer")
     policy = directory / "policy.yaml"
     names = ("officer", "officer2", "approver", "approver2")
@@ -236,7 +237,7 @@ SEED_ITEMS: list[pb.SignItem] = [
     builders.evm_item(_A),
     builders.evm_item(_A, value=str(2 * 10**18)),  # sepolia, 2 ETH: held for approvers
     builders.evm_item(_A, chain_id=17000, value=str(10**17)),  # holesky: velocity limit
-    builders.evm_item(_A, chain_id=56, tx_type=pb.EVM_TX_TYPE_LEGACY),
+    builders.evm_item(_A, chain_id=97, tx_type=pb.EVM_TX_TYPE_LEGACY),
     builders.tron_item(_A),
     builders.tron_item(_A, trc20=True),
     builders.evm_item(_KEY_MESSAGES["fuzz-b"]),
@@ -251,7 +252,12 @@ _REQUEST_IDS = st.one_of(
 )
 _SEED_ITEM = st.sampled_from(SEED_ITEMS)
 _KEY_IDS = fz.fuzzed(st.sampled_from(sorted(KEYS)))
-_TX_FIELDS = {"bitcoin": fz.bitcoin_tx(), "evm": fz.evm_tx(), "tron": fz.tron_tx()}
+_TX_FIELDS: dict[str, Any] = {
+    "bitcoin": fz.bitcoin_tx(),
+    "evm": fz.evm_tx(),
+    "tron": fz.tron_tx(),
+    **fm.STRUCTURED,
+}
 _KINDS = st.sampled_from(sorted(_TX_FIELDS))
 
 

@@ -77,7 +77,9 @@ def test_expiry_releases_the_budget_and_settles_the_request(
         events=events,
         clock=clock,
     )
-    key = key_message(KeyManager(store, pool, integrity=integrity).create("expiry-key", "officer"))
+    key = key_message(
+        KeyManager(store, pool, integrity=integrity).create("expiry-key", "testnet", "officer")
+    )
 
     def holesky(value: int, nonce: int) -> pb.SignItem:
         return builders.evm_item(key, chain_id=17000, nonce=nonce, value=str(value))

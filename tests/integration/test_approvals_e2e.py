@@ -312,7 +312,7 @@ def test_cancel_during_activation_delay_and_unlock_are_officer_actions(
     assert info.value.code() == grpc.StatusCode.FAILED_PRECONDITION
     # Sepolia still signs under v2.
     key = keys_pb2_grpc.KeysStub(own_server.channel("officer")).CreateKey(
-        keys_pb2.CreateKeyRequest(key_id="still-v2")
+        keys_pb2.CreateKeyRequest(key_id="still-v2", network_class=keys_pb2.NETWORK_CLASS_TESTNET)
     )
     signed = signer_pb2_grpc.SignerStub(own_server.channel("payments")).SignBatch(
         pb.SignBatchRequest(request_id="after-cancel", items=[builders.evm_item(key)])
@@ -352,7 +352,7 @@ def test_batch_held_under_v1_is_rejected_on_approval_once_v2_denies_its_key(
         for name in ("officer", "officer2", "approver", "approver2")
     }
     key = keys_pb2_grpc.KeysStub(own_server.channel("officer")).CreateKey(
-        keys_pb2.CreateKeyRequest(key_id="held-key")
+        keys_pb2.CreateKeyRequest(key_id="held-key", network_class=keys_pb2.NETWORK_CLASS_TESTNET)
     )
     signer = signer_pb2_grpc.SignerStub(own_server.channel("payments"))
     holesky = builders.evm_item(key, chain_id=17000, nonce=1, value=str(ETH * 9 // 10))

@@ -179,7 +179,9 @@ def env(server: RunningServer, tmp_path: Path) -> Iterator[Desk]:
         token = factor.issue_token(OFFICER, subject).token
         uris[name] = factor.enroll(subject, token=token)
     key = key_message(
-        KeyManager(store, pool, integrity=integrity).create(f"ab-{id(clock) % 10**8}", "officer")
+        KeyManager(store, pool, integrity=integrity).create(
+            f"ab-{id(clock) % 10**8}", "testnet", "officer"
+        )
     )
     caller = authorizer.identity_of(PAYMENTS)
     assert caller is not None

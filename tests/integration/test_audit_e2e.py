@@ -98,7 +98,7 @@ def test_export_verifies_offline_and_every_tampering_is_caught(
 ) -> None:
     own_server.start()
     key = keys_pb2_grpc.KeysStub(own_server.channel("officer")).CreateKey(
-        keys_pb2.CreateKeyRequest(key_id="audited")
+        keys_pb2.CreateKeyRequest(key_id="audited", network_class=keys_pb2.NETWORK_CLASS_TESTNET)
     )
     _sign_some(own_server, key, 5)
     made = _cli(own_server, "officer", "audit", "checkpoint")
@@ -169,7 +169,7 @@ def test_proofs_from_the_server_verify_against_its_signed_checkpoints(
 ) -> None:
     own_server.start()
     key = keys_pb2_grpc.KeysStub(own_server.channel("officer")).CreateKey(
-        keys_pb2.CreateKeyRequest(key_id="proved")
+        keys_pb2.CreateKeyRequest(key_id="proved", network_class=keys_pb2.NETWORK_CLASS_TESTNET)
     )
     officer = audit_pb2_grpc.AuditStub(own_server.channel("officer"))
     auditor = audit_pb2_grpc.AuditStub(own_server.channel("auditor"))
@@ -203,7 +203,7 @@ def test_proofs_from_the_server_verify_against_its_signed_checkpoints(
 def test_sigkill_under_load_loses_no_received_result(own_server: ServerProcess) -> None:
     own_server.start()
     key = keys_pb2_grpc.KeysStub(own_server.channel("officer")).CreateKey(
-        keys_pb2.CreateKeyRequest(key_id="crashy")
+        keys_pb2.CreateKeyRequest(key_id="crashy", network_class=keys_pb2.NETWORK_CLASS_TESTNET)
     )
     received: dict[str, list[str]] = {}
     rng = random.Random(1234)

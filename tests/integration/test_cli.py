@@ -46,11 +46,20 @@ def test_help_is_there_for_every_command() -> None:
 
 def test_keys_and_sign_commands(own_server: ServerProcess, tmp_path: Path) -> None:
     own_server.start()
-    created = _custos(own_server, "officer", "keys", "create", "cli-key")
+    # The class is required: no default for what a key can sign, for its whole life.
+    classless = _custos(own_server, "officer", "keys", "create", "cli-key")
+    assert classless.returncode == 2
+    assert "--network-class" in classless.stderr
+    created = _custos(
+        own_server, "officer", "keys", "create", "cli-key", "--network-class", "testnet"
+    )
     assert created.returncode == 0, created.stderr
     key = json.loads(created.stdout)
     assert key["key_id"] == "cli-key"
     assert key["state"] == "KEY_STATE_ENABLED"
+    assert key["network_class"] == "NETWORK_CLASS_TESTNET"
+    assert {a["network"] for a in key["addresses"]} >= {"testnet", "sepolia", "nile"}
+    assert "mainnet" not in {a["network"] for a in key["addresses"]}
     listed = json.loads(_custos(own_server, "officer", "keys", "list").stdout)
     assert [k["key_id"] for k in listed["keys"]] == ["cli-key"]
     disabled = json.loads(_custos(own_server, "officer", "keys", "disable", "cli-key").stdout)
@@ -69,7 +78,7 @@ def test_keys_and_sign_commands(own_server: ServerProcess, tmp_path: Path) -> No
                     {
                         "key_id": "cli-key",
                         "evm": {
-                            "chain_id": 1,
+                            "chain_id": 11155111,
                             "type": "EVM_TX_TYPE_EIP1559",
                             "nonce": 0,
                             "to": builders.EVM_DEST,
@@ -90,7 +99,7 @@ def test_keys_and_sign_commands(own_server: ServerProcess, tmp_path: Path) -> No
     fetched = json.loads(_custos(own_server, "payments", "get", "cli-1").stdout)
     assert fetched["items"][0]["raw_tx"] == item["raw_tx"]
 
-    denied = _custos(own_server, "payments", "keys", "create", "nope")
+    denied = _custos(own_server, "payments", "keys", "create", "nope", "--network-class", "mainnet")
     assert denied.returncode == 1
     assert "PERMISSION_DENIED" in denied.stderr
     batch.write_text("{not json")

@@ -79,7 +79,7 @@ def setup(
     spy = SpySigner(pool)
     integrity = hsm_integrity(pool)
     record = KeyManager(store, pool, integrity=integrity).create(
-        f"fc-{tmp_path.name[-8:].lower().replace('_', '-')}", "officer"
+        f"fc-{tmp_path.name[-8:].lower().replace('_', '-')}", "testnet", "officer"
     )
     governor = PolicyGovernor(store, dev_env.dir / "policy.yaml", integrity=integrity)
     pipeline = SigningPipeline(

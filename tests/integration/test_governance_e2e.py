@@ -37,7 +37,7 @@ def test_a_new_version_needs_another_officers_totp_approval(own_server: ServerPr
     assert (proposed.version, proposed.state) == (2, "proposed")
 
     key = keys_pb2_grpc.KeysStub(own_server.channel("officer")).CreateKey(
-        keys_pb2.CreateKeyRequest(key_id="gov-key")
+        keys_pb2.CreateKeyRequest(key_id="gov-key", network_class=keys_pb2.NETWORK_CLASS_TESTNET)
     )
     signer = signer_pb2_grpc.SignerStub(own_server.channel("payments"))
 

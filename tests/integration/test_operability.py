@@ -52,7 +52,7 @@ def test_metrics_endpoint_reports_signing_hsm_policy_and_health(server: RunningS
 def test_logs_are_json_with_context_and_never_hold_secrets(own_server: ServerProcess) -> None:
     own_server.start()
     key = keys_pb2_grpc.KeysStub(own_server.channel("officer")).CreateKey(
-        keys_pb2.CreateKeyRequest(key_id="logged")
+        keys_pb2.CreateKeyRequest(key_id="logged", network_class=keys_pb2.NETWORK_CLASS_TESTNET)
     )
     uri = enroll_totp(own_server.channel, "approver")
     secret = pyotp.parse_uri(uri).secret

@@ -29,7 +29,7 @@ from proto.custos.v1 import keys_pb2, policy_pb2, policy_pb2_grpc
 from proto.custos.v1 import signer_pb2 as pb
 from signer.devsetup import subject_string
 from tests import builders
-from tests.conftest import DevEnv, RunningServer
+from tests.conftest import DevEnv, RunningServer, server_with_policy
 from tests.second_impl import evm_sender, verify_bitcoin
 
 pytestmark = pytest.mark.integration
@@ -109,24 +109,10 @@ limits:
 def policy_server(
     dev_env: DevEnv, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[RunningServer]:
-    from signer.server import CustosServer
-
-    directory = tmp_path_factory.mktemp("policy-semantics")
-    bootstrap = directory / "policy.yaml"
-    bootstrap.write_text(POLICY)
-    config = dev_env.config()
-    config = config.model_copy(
-        update={
-            "store": config.store.model_copy(
-                update={"url": f"sqlite:///{directory / 'custos.db'}"}
-            ),
-            "policy": config.policy.model_copy(update={"bootstrap": bootstrap}),
-        }
-    )
-    instance = CustosServer(config, dev_env.pin())
-    instance.start()
-    yield RunningServer(dev_env, instance.port, instance)
-    instance.stop(grace=2)
+    with server_with_policy(
+        dev_env, tmp_path_factory.mktemp("policy-semantics"), POLICY
+    ) as running:
+        yield running
 
 
 @pytest.fixture

@@ -63,7 +63,7 @@ def test_two_replicas_share_limits_idempotency_and_one_audit_log(
 ) -> None:
     a, b = replicas
     key = keys_pb2_grpc.KeysStub(a.channel("officer")).CreateKey(
-        keys_pb2.CreateKeyRequest(key_id="shared")
+        keys_pb2.CreateKeyRequest(key_id="shared", network_class=keys_pb2.NETWORK_CLASS_TESTNET)
     )
     results: dict[str, list[str]] = {}
     signed_wei: list[int] = []
@@ -112,7 +112,7 @@ def test_sigkill_of_one_replica_loses_nothing_and_signs_nothing_twice(
 ) -> None:
     a, b = replicas
     key = keys_pb2_grpc.KeysStub(a.channel("officer")).CreateKey(
-        keys_pb2.CreateKeyRequest(key_id="survivor")
+        keys_pb2.CreateKeyRequest(key_id="survivor", network_class=keys_pb2.NETWORK_CLASS_TESTNET)
     )
     rng = random.Random(7)
     delivered: dict[str, list[str]] = {}
@@ -198,7 +198,9 @@ def test_database_outage_gives_unavailable_and_service_resumes(
     server.start()
     try:
         key = keys_pb2_grpc.KeysStub(server.channel("officer")).CreateKey(
-            keys_pb2.CreateKeyRequest(key_id="outage-key")
+            keys_pb2.CreateKeyRequest(
+                key_id="outage-key", network_class=keys_pb2.NETWORK_CLASS_TESTNET
+            )
         )
         stub = signer_pb2_grpc.SignerStub(server.channel("payments"))
         stub.SignBatch(pb.SignBatchRequest(request_id="before", items=[builders.evm_item(key)]))

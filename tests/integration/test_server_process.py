@@ -43,7 +43,9 @@ def _wait_health(server: ServerProcess, status: int, timeout: float = 20) -> Non
 def test_keys_survive_a_restart(own_server: ServerProcess) -> None:
     own_server.start()
     keys = keys_pb2_grpc.KeysStub(own_server.channel("officer"))
-    key = keys.CreateKey(keys_pb2.CreateKeyRequest(key_id="survivor"))
+    key = keys.CreateKey(
+        keys_pb2.CreateKeyRequest(key_id="survivor", network_class=keys_pb2.NETWORK_CLASS_TESTNET)
+    )
     before = _sign(own_server, key)
     own_server.stop()
     own_server.start()
@@ -60,7 +62,7 @@ def test_hsm_failure_gives_unavailable_and_not_serving_then_recovers(
 ) -> None:
     own_server.start()
     key = keys_pb2_grpc.KeysStub(own_server.channel("officer")).CreateKey(
-        keys_pb2.CreateKeyRequest(key_id="fragile")
+        keys_pb2.CreateKeyRequest(key_id="fragile", network_class=keys_pb2.NETWORK_CLASS_TESTNET)
     )
     _sign(own_server, key)
     _wait_health(own_server, health_pb2.HealthCheckResponse.SERVING)
@@ -88,7 +90,7 @@ def test_sigterm_finishes_in_flight_work_and_writes_a_final_checkpoint(
 
     own_server.start()
     key = keys_pb2_grpc.KeysStub(own_server.channel("officer")).CreateKey(
-        keys_pb2.CreateKeyRequest(key_id="graceful")
+        keys_pb2.CreateKeyRequest(key_id="graceful", network_class=keys_pb2.NETWORK_CLASS_TESTNET)
     )
     stub = signer_pb2_grpc.SignerStub(own_server.channel("payments"))
     request = pb.SignBatchRequest(

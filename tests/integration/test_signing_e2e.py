@@ -30,6 +30,11 @@ def key(server: RunningServer) -> keys_pb2.Key:
     return server.create_key(f"e2e-{uuid.uuid4().hex[:8]}")
 
 
+@pytest.fixture(scope="module")
+def main_key(server: RunningServer) -> keys_pb2.Key:
+    return server.create_key(f"e2e-main-{uuid.uuid4().hex[:8]}", keys_pb2.NETWORK_CLASS_MAINNET)
+
+
 def _public(key: keys_pb2.Key) -> bytes:
     from hsm.secp256k1 import uncompressed
 
@@ -56,9 +61,9 @@ def test_multichain_batch_is_signed_and_verifies(server: RunningServer, key: key
     items = [
         builders.bitcoin_item(key, "multi"),
         builders.bitcoin_item(key, "wpkh-only", ("p2wpkh", "p2wpkh", "p2wpkh")),
-        builders.evm_item(key, chain_id=1, nonce=1),
+        builders.evm_item(key, chain_id=17000, nonce=1),
         builders.evm_item(key, chain_id=11155111, tx_type=pb.EVM_TX_TYPE_EIP2930, nonce=2),
-        builders.evm_item(key, chain_id=56, tx_type=pb.EVM_TX_TYPE_LEGACY, nonce=3),
+        builders.evm_item(key, chain_id=97, tx_type=pb.EVM_TX_TYPE_LEGACY, nonce=3),
         builders.evm_item(
             key,
             chain_id=97,
@@ -139,7 +144,7 @@ def test_sixteen_concurrent_clients(server: RunningServer, key: keys_pb2.Key) ->
             for round_ in range(3):
                 items = [
                     builders.evm_item(
-                        key, chain_id=56 if n % 2 else 1, nonce=n * 100 + round_ * 10 + i
+                        key, chain_id=97 if n % 2 else 11155111, nonce=n * 100 + round_ * 10 + i
                     )
                     for i in range(8)
                 ] + [

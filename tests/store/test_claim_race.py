@@ -112,7 +112,7 @@ def _pipeline(
     """A pipeline over `store` under the development policy, and a fresh key in the token."""
     integrity = hsm_integrity(pool)
     record = KeyManager(store, pool, integrity=integrity).create(
-        key_id.lower().replace("_", "-"), "officer"
+        key_id.lower().replace("_", "-"), "testnet", "officer"
     )
     pipeline = SigningPipeline(
         store,

@@ -12,9 +12,18 @@ class KeyState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     KEY_STATE_UNSPECIFIED: _ClassVar[KeyState]
     KEY_STATE_ENABLED: _ClassVar[KeyState]
     KEY_STATE_DISABLED: _ClassVar[KeyState]
+
+class NetworkClass(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    NETWORK_CLASS_UNSPECIFIED: _ClassVar[NetworkClass]
+    NETWORK_CLASS_MAINNET: _ClassVar[NetworkClass]
+    NETWORK_CLASS_TESTNET: _ClassVar[NetworkClass]
 KEY_STATE_UNSPECIFIED: KeyState
 KEY_STATE_ENABLED: KeyState
 KEY_STATE_DISABLED: KeyState
+NETWORK_CLASS_UNSPECIFIED: NetworkClass
+NETWORK_CLASS_MAINNET: NetworkClass
+NETWORK_CLASS_TESTNET: NetworkClass
 
 class Address(_message.Message):
     __slots__ = ("chain", "network", "kind", "address")
@@ -29,7 +38,7 @@ class Address(_message.Message):
     def __init__(self, chain: _Optional[str] = ..., network: _Optional[str] = ..., kind: _Optional[str] = ..., address: _Optional[str] = ...) -> None: ...
 
 class Key(_message.Message):
-    __slots__ = ("key_id", "algorithm", "public_key", "state", "created_by", "created_at_unix", "addresses")
+    __slots__ = ("key_id", "algorithm", "public_key", "state", "created_by", "created_at_unix", "addresses", "network_class")
     KEY_ID_FIELD_NUMBER: _ClassVar[int]
     ALGORITHM_FIELD_NUMBER: _ClassVar[int]
     PUBLIC_KEY_FIELD_NUMBER: _ClassVar[int]
@@ -37,6 +46,7 @@ class Key(_message.Message):
     CREATED_BY_FIELD_NUMBER: _ClassVar[int]
     CREATED_AT_UNIX_FIELD_NUMBER: _ClassVar[int]
     ADDRESSES_FIELD_NUMBER: _ClassVar[int]
+    NETWORK_CLASS_FIELD_NUMBER: _ClassVar[int]
     key_id: str
     algorithm: str
     public_key: str
@@ -44,13 +54,16 @@ class Key(_message.Message):
     created_by: str
     created_at_unix: int
     addresses: _containers.RepeatedCompositeFieldContainer[Address]
-    def __init__(self, key_id: _Optional[str] = ..., algorithm: _Optional[str] = ..., public_key: _Optional[str] = ..., state: _Optional[_Union[KeyState, str]] = ..., created_by: _Optional[str] = ..., created_at_unix: _Optional[int] = ..., addresses: _Optional[_Iterable[_Union[Address, _Mapping]]] = ...) -> None: ...
+    network_class: NetworkClass
+    def __init__(self, key_id: _Optional[str] = ..., algorithm: _Optional[str] = ..., public_key: _Optional[str] = ..., state: _Optional[_Union[KeyState, str]] = ..., created_by: _Optional[str] = ..., created_at_unix: _Optional[int] = ..., addresses: _Optional[_Iterable[_Union[Address, _Mapping]]] = ..., network_class: _Optional[_Union[NetworkClass, str]] = ...) -> None: ...
 
 class CreateKeyRequest(_message.Message):
-    __slots__ = ("key_id",)
+    __slots__ = ("key_id", "network_class")
     KEY_ID_FIELD_NUMBER: _ClassVar[int]
+    NETWORK_CLASS_FIELD_NUMBER: _ClassVar[int]
     key_id: str
-    def __init__(self, key_id: _Optional[str] = ...) -> None: ...
+    network_class: NetworkClass
+    def __init__(self, key_id: _Optional[str] = ..., network_class: _Optional[_Union[NetworkClass, str]] = ...) -> None: ...
 
 class GetKeyRequest(_message.Message):
     __slots__ = ("key_id",)

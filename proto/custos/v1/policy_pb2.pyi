@@ -131,7 +131,7 @@ class PendingTransfer(_message.Message):
     def __init__(self, to: _Optional[str] = ..., asset: _Optional[str] = ..., symbol: _Optional[str] = ..., amount: _Optional[str] = ..., amount_units: _Optional[str] = ..., is_change: _Optional[bool] = ...) -> None: ...
 
 class PendingItem(_message.Message):
-    __slots__ = ("chain", "network", "key_id", "from_address", "destinations", "fee", "contract_call", "transfers", "contract", "method", "args", "fee_units", "lock_time", "error")
+    __slots__ = ("chain", "network", "key_id", "from_address", "destinations", "fee", "contract_call", "transfers", "contract", "method", "args", "fee_units", "lock_time", "error", "message")
     CHAIN_FIELD_NUMBER: _ClassVar[int]
     NETWORK_FIELD_NUMBER: _ClassVar[int]
     KEY_ID_FIELD_NUMBER: _ClassVar[int]
@@ -146,6 +146,7 @@ class PendingItem(_message.Message):
     FEE_UNITS_FIELD_NUMBER: _ClassVar[int]
     LOCK_TIME_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
     chain: str
     network: str
     key_id: str
@@ -160,7 +161,28 @@ class PendingItem(_message.Message):
     fee_units: str
     lock_time: str
     error: str
-    def __init__(self, chain: _Optional[str] = ..., network: _Optional[str] = ..., key_id: _Optional[str] = ..., from_address: _Optional[str] = ..., destinations: _Optional[_Iterable[str]] = ..., fee: _Optional[str] = ..., contract_call: _Optional[str] = ..., transfers: _Optional[_Iterable[_Union[PendingTransfer, _Mapping]]] = ..., contract: _Optional[str] = ..., method: _Optional[str] = ..., args: _Optional[_Iterable[str]] = ..., fee_units: _Optional[str] = ..., lock_time: _Optional[str] = ..., error: _Optional[str] = ...) -> None: ...
+    message: PendingMessage
+    def __init__(self, chain: _Optional[str] = ..., network: _Optional[str] = ..., key_id: _Optional[str] = ..., from_address: _Optional[str] = ..., destinations: _Optional[_Iterable[str]] = ..., fee: _Optional[str] = ..., contract_call: _Optional[str] = ..., transfers: _Optional[_Iterable[_Union[PendingTransfer, _Mapping]]] = ..., contract: _Optional[str] = ..., method: _Optional[str] = ..., args: _Optional[_Iterable[str]] = ..., fee_units: _Optional[str] = ..., lock_time: _Optional[str] = ..., error: _Optional[str] = ..., message: _Optional[_Union[PendingMessage, _Mapping]] = ...) -> None: ...
+
+class PendingMessage(_message.Message):
+    __slots__ = ("kind", "text", "digest", "primary_type", "domain_name", "chain_id", "verifying_contract", "grants")
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    TEXT_FIELD_NUMBER: _ClassVar[int]
+    DIGEST_FIELD_NUMBER: _ClassVar[int]
+    PRIMARY_TYPE_FIELD_NUMBER: _ClassVar[int]
+    DOMAIN_NAME_FIELD_NUMBER: _ClassVar[int]
+    CHAIN_ID_FIELD_NUMBER: _ClassVar[int]
+    VERIFYING_CONTRACT_FIELD_NUMBER: _ClassVar[int]
+    GRANTS_FIELD_NUMBER: _ClassVar[int]
+    kind: str
+    text: str
+    digest: str
+    primary_type: str
+    domain_name: str
+    chain_id: str
+    verifying_contract: str
+    grants: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, kind: _Optional[str] = ..., text: _Optional[str] = ..., digest: _Optional[str] = ..., primary_type: _Optional[str] = ..., domain_name: _Optional[str] = ..., chain_id: _Optional[str] = ..., verifying_contract: _Optional[str] = ..., grants: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class PendingBatch(_message.Message):
     __slots__ = ("approval_id", "requester", "request_id", "request_digest", "state", "expires_at_unix", "rules", "approved_by", "missing", "totp_required", "items", "request", "policy_version")

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1cproto/custos/v1/signer.proto\x12\tcustos.v1\"J\n\x10SignBatchRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\"\n\x05items\x18\x02 \x03(\x0b\x32\x13.custos.v1.SignItem\"\xa8\x01\n\x08SignItem\x12\x0e\n\x06key_id\x18\x01 \x01(\t\x12\x30\n\x07\x62itcoin\x18\n \x01(\x0b\x32\x1d.custos.v1.BitcoinTransactionH\x00\x12(\n\x03\x65vm\x18\x0b \x01(\x0b\x32\x19.custos.v1.EvmTransactionH\x00\x12*\n\x04tron\x18\x0c \x01(\x0b\x32\x1a.custos.v1.TronTransactionH\x00\x42\x04\n\x02tx\"\x9d\x01\n\x12\x42itcoinTransaction\x12\x0f\n\x07network\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\r\x12\x11\n\tlock_time\x18\x03 \x01(\r\x12\'\n\x06inputs\x18\x04 \x03(\x0b\x32\x17.custos.v1.BitcoinInput\x12)\n\x07outputs\x18\x05 \x03(\x0b\x32\x18.custos.v1.BitcoinOutput\"\x83\x01\n\x0c\x42itcoinInput\x12\x0c\n\x04txid\x18\x01 \x01(\t\x12\x0c\n\x04vout\x18\x02 \x01(\r\x12\r\n\x05value\x18\x03 \x01(\x03\x12\x13\n\x0bscript_type\x18\x04 \x01(\t\x12\x15\n\x08sequence\x18\x05 \x01(\rH\x00\x88\x01\x01\x12\x0f\n\x07prev_tx\x18\x06 \x01(\x0c\x42\x0b\n\t_sequence\"/\n\rBitcoinOutput\x12\x0f\n\x07\x61\x64\x64ress\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x03\";\n\x12\x45vmAccessListEntry\x12\x0f\n\x07\x61\x64\x64ress\x18\x01 \x01(\t\x12\x14\n\x0cstorage_keys\x18\x02 \x03(\t\"\x93\x02\n\x0e\x45vmTransaction\x12\x10\n\x08\x63hain_id\x18\x01 \x01(\x04\x12\"\n\x04type\x18\x02 \x01(\x0e\x32\x14.custos.v1.EvmTxType\x12\r\n\x05nonce\x18\x03 \x01(\x04\x12\n\n\x02to\x18\x04 \x01(\t\x12\r\n\x05value\x18\x05 \x01(\t\x12\x0c\n\x04\x64\x61ta\x18\x06 \x01(\t\x12\x11\n\tgas_limit\x18\x07 \x01(\x04\x12\x11\n\tgas_price\x18\x08 \x01(\t\x12\x17\n\x0fmax_fee_per_gas\x18\t \x01(\t\x12 \n\x18max_priority_fee_per_gas\x18\n \x01(\t\x12\x32\n\x0b\x61\x63\x63\x65ss_list\x18\x0b \x03(\x0b\x32\x1d.custos.v1.EvmAccessListEntry\"\x85\x02\n\x0fTronTransaction\x12\x0f\n\x07network\x18\x01 \x01(\t\x12\x32\n\x0ctrx_transfer\x18\x02 \x01(\x0b\x32\x1a.custos.v1.TronTrxTransferH\x00\x12\x36\n\x0etrc20_transfer\x18\x03 \x01(\x0b\x32\x1c.custos.v1.TronTrc20TransferH\x00\x12\x17\n\x0fref_block_bytes\x18\n \x01(\t\x12\x16\n\x0eref_block_hash\x18\x0b \x01(\t\x12\x12\n\nexpiration\x18\x0c \x01(\x03\x12\x11\n\ttimestamp\x18\r \x01(\x03\x12\x11\n\tfee_limit\x18\x0e \x01(\x03\x42\n\n\x08\x63ontract\"-\n\x0fTronTrxTransfer\x12\n\n\x02to\x18\x01 \x01(\t\x12\x0e\n\x06\x61mount\x18\x02 \x01(\x03\"A\n\x11TronTrc20Transfer\x12\x10\n\x08\x63ontract\x18\x01 \x01(\t\x12\n\n\x02to\x18\x02 \x01(\t\x12\x0e\n\x06\x61mount\x18\x03 \x01(\t\"4\n\x0fSignedSignature\x12\x0e\n\x06\x64igest\x18\x01 \x01(\t\x12\x11\n\tsignature\x18\x02 \x01(\t\"\xba\x01\n\nSignedItem\x12\r\n\x05\x63hain\x18\x01 \x01(\t\x12\x0f\n\x07network\x18\x02 \x01(\t\x12\x0e\n\x06key_id\x18\x03 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x04 \x01(\t\x12\r\n\x05tx_id\x18\x05 \x01(\t\x12\x0e\n\x06raw_tx\x18\x06 \x01(\t\x12.\n\nsignatures\x18\x07 \x03(\x0b\x32\x1a.custos.v1.SignedSignature\x12\x0b\n\x03\x66\x65\x65\x18\x08 \x01(\x03\x12\x0f\n\x07max_fee\x18\t \x01(\t\"\xc3\x01\n\x11SignBatchResponse\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12&\n\x06status\x18\x02 \x01(\x0e\x32\x16.custos.v1.BatchStatus\x12$\n\x05items\x18\x03 \x03(\x0b\x32\x15.custos.v1.SignedItem\x12\x10\n\x08replayed\x18\x04 \x01(\x08\x12\x13\n\x0b\x61pproval_id\x18\x05 \x01(\t\x12\x16\n\x0epolicy_version\x18\x06 \x01(\t\x12\r\n\x05rules\x18\x07 \x03(\t\"%\n\x0fGetBatchRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t*r\n\tEvmTxType\x12\x1b\n\x17\x45VM_TX_TYPE_UNSPECIFIED\x10\x00\x12\x16\n\x12\x45VM_TX_TYPE_LEGACY\x10\x01\x12\x17\n\x13\x45VM_TX_TYPE_EIP2930\x10\x02\x12\x17\n\x13\x45VM_TX_TYPE_EIP1559\x10\x03*\x9c\x01\n\x0b\x42\x61tchStatus\x12\x1c\n\x18\x42\x41TCH_STATUS_UNSPECIFIED\x10\x00\x12\x17\n\x13\x42\x41TCH_STATUS_SIGNED\x10\x01\x12!\n\x1d\x42\x41TCH_STATUS_PENDING_APPROVAL\x10\x02\x12\x19\n\x15\x42\x41TCH_STATUS_REJECTED\x10\x03\x12\x18\n\x14\x42\x41TCH_STATUS_EXPIRED\x10\x04\x32\x96\x01\n\x06Signer\x12\x46\n\tSignBatch\x12\x1b.custos.v1.SignBatchRequest\x1a\x1c.custos.v1.SignBatchResponse\x12\x44\n\x08GetBatch\x12\x1a.custos.v1.GetBatchRequest\x1a\x1c.custos.v1.SignBatchResponseBE\n\x11\x64\x65v.custos.api.v1B\x0bSignerProtoP\x01Z!custos.dev/api/custos/v1;custosv1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1cproto/custos/v1/signer.proto\x12\tcustos.v1\"J\n\x10SignBatchRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\"\n\x05items\x18\x02 \x03(\x0b\x32\x13.custos.v1.SignItem\"\xf7\x02\n\x08SignItem\x12\x0e\n\x06key_id\x18\x01 \x01(\t\x12\x30\n\x07\x62itcoin\x18\n \x01(\x0b\x32\x1d.custos.v1.BitcoinTransactionH\x00\x12(\n\x03\x65vm\x18\x0b \x01(\x0b\x32\x19.custos.v1.EvmTransactionH\x00\x12*\n\x04tron\x18\x0c \x01(\x0b\x32\x1a.custos.v1.TronTransactionH\x00\x12\x34\n\x0b\x65vm_message\x18\r \x01(\x0b\x32\x1d.custos.v1.EvmPersonalMessageH\x00\x12\x31\n\x0e\x65vm_typed_data\x18\x0e \x01(\x0b\x32\x17.custos.v1.EvmTypedDataH\x00\x12.\n\x0ctron_message\x18\x0f \x01(\x0b\x32\x16.custos.v1.TronMessageH\x00\x12\x34\n\x0f\x62itcoin_message\x18\x10 \x01(\x0b\x32\x19.custos.v1.BitcoinMessageH\x00\x42\x04\n\x02tx\"\x9d\x01\n\x12\x42itcoinTransaction\x12\x0f\n\x07network\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\r\x12\x11\n\tlock_time\x18\x03 \x01(\r\x12\'\n\x06inputs\x18\x04 \x03(\x0b\x32\x17.custos.v1.BitcoinInput\x12)\n\x07outputs\x18\x05 \x03(\x0b\x32\x18.custos.v1.BitcoinOutput\"\x83\x01\n\x0c\x42itcoinInput\x12\x0c\n\x04txid\x18\x01 \x01(\t\x12\x0c\n\x04vout\x18\x02 \x01(\r\x12\r\n\x05value\x18\x03 \x01(\x03\x12\x13\n\x0bscript_type\x18\x04 \x01(\t\x12\x15\n\x08sequence\x18\x05 \x01(\rH\x00\x88\x01\x01\x12\x0f\n\x07prev_tx\x18\x06 \x01(\x0c\x42\x0b\n\t_sequence\"/\n\rBitcoinOutput\x12\x0f\n\x07\x61\x64\x64ress\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x03\";\n\x12\x45vmAccessListEntry\x12\x0f\n\x07\x61\x64\x64ress\x18\x01 \x01(\t\x12\x14\n\x0cstorage_keys\x18\x02 \x03(\t\"\x93\x02\n\x0e\x45vmTransaction\x12\x10\n\x08\x63hain_id\x18\x01 \x01(\x04\x12\"\n\x04type\x18\x02 \x01(\x0e\x32\x14.custos.v1.EvmTxType\x12\r\n\x05nonce\x18\x03 \x01(\x04\x12\n\n\x02to\x18\x04 \x01(\t\x12\r\n\x05value\x18\x05 \x01(\t\x12\x0c\n\x04\x64\x61ta\x18\x06 \x01(\t\x12\x11\n\tgas_limit\x18\x07 \x01(\x04\x12\x11\n\tgas_price\x18\x08 \x01(\t\x12\x17\n\x0fmax_fee_per_gas\x18\t \x01(\t\x12 \n\x18max_priority_fee_per_gas\x18\n \x01(\t\x12\x32\n\x0b\x61\x63\x63\x65ss_list\x18\x0b \x03(\x0b\x32\x1d.custos.v1.EvmAccessListEntry\"\x85\x02\n\x0fTronTransaction\x12\x0f\n\x07network\x18\x01 \x01(\t\x12\x32\n\x0ctrx_transfer\x18\x02 \x01(\x0b\x32\x1a.custos.v1.TronTrxTransferH\x00\x12\x36\n\x0etrc20_transfer\x18\x03 \x01(\x0b\x32\x1c.custos.v1.TronTrc20TransferH\x00\x12\x17\n\x0fref_block_bytes\x18\n \x01(\t\x12\x16\n\x0eref_block_hash\x18\x0b \x01(\t\x12\x12\n\nexpiration\x18\x0c \x01(\x03\x12\x11\n\ttimestamp\x18\r \x01(\x03\x12\x11\n\tfee_limit\x18\x0e \x01(\x03\x42\n\n\x08\x63ontract\"-\n\x0fTronTrxTransfer\x12\n\n\x02to\x18\x01 \x01(\t\x12\x0e\n\x06\x61mount\x18\x02 \x01(\x03\"A\n\x11TronTrc20Transfer\x12\x10\n\x08\x63ontract\x18\x01 \x01(\t\x12\n\n\x02to\x18\x02 \x01(\t\x12\x0e\n\x06\x61mount\x18\x03 \x01(\t\"7\n\x12\x45vmPersonalMessage\x12\x10\n\x08\x63hain_id\x18\x01 \x01(\x04\x12\x0f\n\x07message\x18\x02 \x01(\x0c\"4\n\x0c\x45vmTypedData\x12\x10\n\x08\x63hain_id\x18\x01 \x01(\x04\x12\x12\n\ntyped_data\x18\x02 \x01(\t\"/\n\x0bTronMessage\x12\x0f\n\x07network\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\x0c\"H\n\x0e\x42itcoinMessage\x12\x0f\n\x07network\x18\x01 \x01(\t\x12\x14\n\x0c\x61\x64\x64ress_type\x18\x02 \x01(\t\x12\x0f\n\x07message\x18\x03 \x01(\x0c\"4\n\x0fSignedSignature\x12\x0e\n\x06\x64igest\x18\x01 \x01(\t\x12\x11\n\tsignature\x18\x02 \x01(\t\"\xba\x01\n\nSignedItem\x12\r\n\x05\x63hain\x18\x01 \x01(\t\x12\x0f\n\x07network\x18\x02 \x01(\t\x12\x0e\n\x06key_id\x18\x03 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x04 \x01(\t\x12\r\n\x05tx_id\x18\x05 \x01(\t\x12\x0e\n\x06raw_tx\x18\x06 \x01(\t\x12.\n\nsignatures\x18\x07 \x03(\x0b\x32\x1a.custos.v1.SignedSignature\x12\x0b\n\x03\x66\x65\x65\x18\x08 \x01(\x03\x12\x0f\n\x07max_fee\x18\t \x01(\t\"\xc3\x01\n\x11SignBatchResponse\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12&\n\x06status\x18\x02 \x01(\x0e\x32\x16.custos.v1.BatchStatus\x12$\n\x05items\x18\x03 \x03(\x0b\x32\x15.custos.v1.SignedItem\x12\x10\n\x08replayed\x18\x04 \x01(\x08\x12\x13\n\x0b\x61pproval_id\x18\x05 \x01(\t\x12\x16\n\x0epolicy_version\x18\x06 \x01(\t\x12\r\n\x05rules\x18\x07 \x03(\t\"%\n\x0fGetBatchRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t*r\n\tEvmTxType\x12\x1b\n\x17\x45VM_TX_TYPE_UNSPECIFIED\x10\x00\x12\x16\n\x12\x45VM_TX_TYPE_LEGACY\x10\x01\x12\x17\n\x13\x45VM_TX_TYPE_EIP2930\x10\x02\x12\x17\n\x13\x45VM_TX_TYPE_EIP1559\x10\x03*\x9c\x01\n\x0b\x42\x61tchStatus\x12\x1c\n\x18\x42\x41TCH_STATUS_UNSPECIFIED\x10\x00\x12\x17\n\x13\x42\x41TCH_STATUS_SIGNED\x10\x01\x12!\n\x1d\x42\x41TCH_STATUS_PENDING_APPROVAL\x10\x02\x12\x19\n\x15\x42\x41TCH_STATUS_REJECTED\x10\x03\x12\x18\n\x14\x42\x41TCH_STATUS_EXPIRED\x10\x04\x32\x96\x01\n\x06Signer\x12\x46\n\tSignBatch\x12\x1b.custos.v1.SignBatchRequest\x1a\x1c.custos.v1.SignBatchResponse\x12\x44\n\x08GetBatch\x12\x1a.custos.v1.GetBatchRequest\x1a\x1c.custos.v1.SignBatchResponseBE\n\x11\x64\x65v.custos.api.v1B\x0bSignerProtoP\x01Z!custos.dev/api/custos/v1;custosv1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -32,38 +32,46 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'proto.custos.v1.signer_pb2'
 if not _descriptor._USE_C_DESCRIPTORS:
   _globals['DESCRIPTOR']._loaded_options = None
   _globals['DESCRIPTOR']._serialized_options = b'\n\021dev.custos.api.v1B\013SignerProtoP\001Z!custos.dev/api/custos/v1;custosv1'
-  _globals['_EVMTXTYPE']._serialized_start=1830
-  _globals['_EVMTXTYPE']._serialized_end=1944
-  _globals['_BATCHSTATUS']._serialized_start=1947
-  _globals['_BATCHSTATUS']._serialized_end=2103
+  _globals['_EVMTXTYPE']._serialized_start=2271
+  _globals['_EVMTXTYPE']._serialized_end=2385
+  _globals['_BATCHSTATUS']._serialized_start=2388
+  _globals['_BATCHSTATUS']._serialized_end=2544
   _globals['_SIGNBATCHREQUEST']._serialized_start=43
   _globals['_SIGNBATCHREQUEST']._serialized_end=117
   _globals['_SIGNITEM']._serialized_start=120
-  _globals['_SIGNITEM']._serialized_end=288
-  _globals['_BITCOINTRANSACTION']._serialized_start=291
-  _globals['_BITCOINTRANSACTION']._serialized_end=448
-  _globals['_BITCOININPUT']._serialized_start=451
-  _globals['_BITCOININPUT']._serialized_end=582
-  _globals['_BITCOINOUTPUT']._serialized_start=584
-  _globals['_BITCOINOUTPUT']._serialized_end=631
-  _globals['_EVMACCESSLISTENTRY']._serialized_start=633
-  _globals['_EVMACCESSLISTENTRY']._serialized_end=692
-  _globals['_EVMTRANSACTION']._serialized_start=695
-  _globals['_EVMTRANSACTION']._serialized_end=970
-  _globals['_TRONTRANSACTION']._serialized_start=973
-  _globals['_TRONTRANSACTION']._serialized_end=1234
-  _globals['_TRONTRXTRANSFER']._serialized_start=1236
-  _globals['_TRONTRXTRANSFER']._serialized_end=1281
-  _globals['_TRONTRC20TRANSFER']._serialized_start=1283
-  _globals['_TRONTRC20TRANSFER']._serialized_end=1348
-  _globals['_SIGNEDSIGNATURE']._serialized_start=1350
-  _globals['_SIGNEDSIGNATURE']._serialized_end=1402
-  _globals['_SIGNEDITEM']._serialized_start=1405
-  _globals['_SIGNEDITEM']._serialized_end=1591
-  _globals['_SIGNBATCHRESPONSE']._serialized_start=1594
-  _globals['_SIGNBATCHRESPONSE']._serialized_end=1789
-  _globals['_GETBATCHREQUEST']._serialized_start=1791
-  _globals['_GETBATCHREQUEST']._serialized_end=1828
-  _globals['_SIGNER']._serialized_start=2106
-  _globals['_SIGNER']._serialized_end=2256
+  _globals['_SIGNITEM']._serialized_end=495
+  _globals['_BITCOINTRANSACTION']._serialized_start=498
+  _globals['_BITCOINTRANSACTION']._serialized_end=655
+  _globals['_BITCOININPUT']._serialized_start=658
+  _globals['_BITCOININPUT']._serialized_end=789
+  _globals['_BITCOINOUTPUT']._serialized_start=791
+  _globals['_BITCOINOUTPUT']._serialized_end=838
+  _globals['_EVMACCESSLISTENTRY']._serialized_start=840
+  _globals['_EVMACCESSLISTENTRY']._serialized_end=899
+  _globals['_EVMTRANSACTION']._serialized_start=902
+  _globals['_EVMTRANSACTION']._serialized_end=1177
+  _globals['_TRONTRANSACTION']._serialized_start=1180
+  _globals['_TRONTRANSACTION']._serialized_end=1441
+  _globals['_TRONTRXTRANSFER']._serialized_start=1443
+  _globals['_TRONTRXTRANSFER']._serialized_end=1488
+  _globals['_TRONTRC20TRANSFER']._serialized_start=1490
+  _globals['_TRONTRC20TRANSFER']._serialized_end=1555
+  _globals['_EVMPERSONALMESSAGE']._serialized_start=1557
+  _globals['_EVMPERSONALMESSAGE']._serialized_end=1612
+  _globals['_EVMTYPEDDATA']._serialized_start=1614
+  _globals['_EVMTYPEDDATA']._serialized_end=1666
+  _globals['_TRONMESSAGE']._serialized_start=1668
+  _globals['_TRONMESSAGE']._serialized_end=1715
+  _globals['_BITCOINMESSAGE']._serialized_start=1717
+  _globals['_BITCOINMESSAGE']._serialized_end=1789
+  _globals['_SIGNEDSIGNATURE']._serialized_start=1791
+  _globals['_SIGNEDSIGNATURE']._serialized_end=1843
+  _globals['_SIGNEDITEM']._serialized_start=1846
+  _globals['_SIGNEDITEM']._serialized_end=2032
+  _globals['_SIGNBATCHRESPONSE']._serialized_start=2035
+  _globals['_SIGNBATCHRESPONSE']._serialized_end=2230
+  _globals['_GETBATCHREQUEST']._serialized_start=2232
+  _globals['_GETBATCHREQUEST']._serialized_end=2269
+  _globals['_SIGNER']._serialized_start=2547
+  _globals['_SIGNER']._serialized_end=2697
 # @@protoc_insertion_point(module_scope)

@@ -40,16 +40,24 @@ class SignBatchRequest(_message.Message):
     def __init__(self, request_id: _Optional[str] = ..., items: _Optional[_Iterable[_Union[SignItem, _Mapping]]] = ...) -> None: ...
 
 class SignItem(_message.Message):
-    __slots__ = ("key_id", "bitcoin", "evm", "tron")
+    __slots__ = ("key_id", "bitcoin", "evm", "tron", "evm_message", "evm_typed_data", "tron_message", "bitcoin_message")
     KEY_ID_FIELD_NUMBER: _ClassVar[int]
     BITCOIN_FIELD_NUMBER: _ClassVar[int]
     EVM_FIELD_NUMBER: _ClassVar[int]
     TRON_FIELD_NUMBER: _ClassVar[int]
+    EVM_MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    EVM_TYPED_DATA_FIELD_NUMBER: _ClassVar[int]
+    TRON_MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    BITCOIN_MESSAGE_FIELD_NUMBER: _ClassVar[int]
     key_id: str
     bitcoin: BitcoinTransaction
     evm: EvmTransaction
     tron: TronTransaction
-    def __init__(self, key_id: _Optional[str] = ..., bitcoin: _Optional[_Union[BitcoinTransaction, _Mapping]] = ..., evm: _Optional[_Union[EvmTransaction, _Mapping]] = ..., tron: _Optional[_Union[TronTransaction, _Mapping]] = ...) -> None: ...
+    evm_message: EvmPersonalMessage
+    evm_typed_data: EvmTypedData
+    tron_message: TronMessage
+    bitcoin_message: BitcoinMessage
+    def __init__(self, key_id: _Optional[str] = ..., bitcoin: _Optional[_Union[BitcoinTransaction, _Mapping]] = ..., evm: _Optional[_Union[EvmTransaction, _Mapping]] = ..., tron: _Optional[_Union[TronTransaction, _Mapping]] = ..., evm_message: _Optional[_Union[EvmPersonalMessage, _Mapping]] = ..., evm_typed_data: _Optional[_Union[EvmTypedData, _Mapping]] = ..., tron_message: _Optional[_Union[TronMessage, _Mapping]] = ..., bitcoin_message: _Optional[_Union[BitcoinMessage, _Mapping]] = ...) -> None: ...
 
 class BitcoinTransaction(_message.Message):
     __slots__ = ("network", "version", "lock_time", "inputs", "outputs")
@@ -160,6 +168,40 @@ class TronTrc20Transfer(_message.Message):
     to: str
     amount: str
     def __init__(self, contract: _Optional[str] = ..., to: _Optional[str] = ..., amount: _Optional[str] = ...) -> None: ...
+
+class EvmPersonalMessage(_message.Message):
+    __slots__ = ("chain_id", "message")
+    CHAIN_ID_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    chain_id: int
+    message: bytes
+    def __init__(self, chain_id: _Optional[int] = ..., message: _Optional[bytes] = ...) -> None: ...
+
+class EvmTypedData(_message.Message):
+    __slots__ = ("chain_id", "typed_data")
+    CHAIN_ID_FIELD_NUMBER: _ClassVar[int]
+    TYPED_DATA_FIELD_NUMBER: _ClassVar[int]
+    chain_id: int
+    typed_data: str
+    def __init__(self, chain_id: _Optional[int] = ..., typed_data: _Optional[str] = ...) -> None: ...
+
+class TronMessage(_message.Message):
+    __slots__ = ("network", "message")
+    NETWORK_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    network: str
+    message: bytes
+    def __init__(self, network: _Optional[str] = ..., message: _Optional[bytes] = ...) -> None: ...
+
+class BitcoinMessage(_message.Message):
+    __slots__ = ("network", "address_type", "message")
+    NETWORK_FIELD_NUMBER: _ClassVar[int]
+    ADDRESS_TYPE_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    network: str
+    address_type: str
+    message: bytes
+    def __init__(self, network: _Optional[str] = ..., address_type: _Optional[str] = ..., message: _Optional[bytes] = ...) -> None: ...
 
 class SignedSignature(_message.Message):
     __slots__ = ("digest", "signature")

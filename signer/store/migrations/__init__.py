@@ -137,10 +137,21 @@ ALTER TABLE pending ADD COLUMN rev BIGINT NOT NULL DEFAULT 1, ADD COLUMN mac BYT
 ALTER TABLE totp ADD COLUMN rev BIGINT NOT NULL DEFAULT 1, ADD COLUMN mac BYTEA;
 """
 
+# Keys belong to one network class (signer/chains/networks.py). Keys created
+# before classes existed become mainnet: a key that may hold mainnet funds must
+# never be judged by testnet rules (its Bitcoin and Tron signatures do not
+# depend on the network label). New keys always name their class: no default.
+_KEY_NETWORK_CLASS = r"""
+ALTER TABLE keys ADD COLUMN network_class TEXT NOT NULL DEFAULT 'mainnet'
+    CHECK (network_class IN ('mainnet', 'testnet'));
+ALTER TABLE keys ALTER COLUMN network_class DROP DEFAULT;
+"""
+
 POSTGRES: tuple[Migration, ...] = (
     Migration(1, "initial schema", _INITIAL),
     Migration(2, "fenced claims", _CLAIM_TOKENS),
-    Migration(3, "state authenticators", _STATE_MACS),
+    Migration(3, "key network class", _KEY_NETWORK_CLASS),
+    Migration(4, "state authenticators", _STATE_MACS),
 )
 
 
