@@ -45,7 +45,9 @@ class Hostile:
         return keys_pb2_grpc.KeysStub(self.server.channel("officer"))
 
     def create_key(self, key_id: str) -> keys_pb2.Key:
-        return self.keys().CreateKey(keys_pb2.CreateKeyRequest(key_id=key_id))
+        return self.keys().CreateKey(
+            keys_pb2.CreateKeyRequest(key_id=key_id, network_class=keys_pb2.NETWORK_CLASS_TESTNET)
+        )
 
     def sign(
         self, key: keys_pb2.Key, key_id: str | None = None, request_id: str = ""
@@ -127,8 +129,8 @@ def hostile(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Hostile]
 
 def _row(h: Hostile, key_id: str) -> tuple[Any, ...]:
     [row] = h.sql(
-        "SELECT key_id, public_key, state, created_by, created_at_ms, version, mac"
-        " FROM keys WHERE key_id = ?",
+        "SELECT key_id, public_key, state, created_by, created_at_ms, version, mac,"
+        " network_class FROM keys WHERE key_id = ?",
         [key_id],
     )
     return row
@@ -137,15 +139,16 @@ def _row(h: Hostile, key_id: str) -> tuple[Any, ...]:
 def _put_row(h: Hostile, key_id: str, row: tuple[Any, ...]) -> None:
     h.sql("DELETE FROM keys WHERE key_id = ?", [key_id])
     h.sql(
-        "INSERT INTO keys (key_id, public_key, state, created_by, created_at_ms, version, mac)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?)",
+        "INSERT INTO keys (key_id, public_key, state, created_by, created_at_ms, version, mac,"
+        " network_class) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
         [key_id, *row[1:]],
     )
 
 
 def test_key_records_cannot_be_altered_moved_forged_or_replayed(hostile: Hostile) -> None:
     h = hostile
-    keys = {name: h.create_key(f"{name}-key") for name in ("good", "off", "pub", "moved", "old")}
+    names = ("good", "off", "pub", "net", "moved", "old")
+    keys = {name: h.create_key(f"{name}-key") for name in names}
     assert len(h.sign(keys["good"]).items) == 1
 
     # A disabled key enabled by hand.
@@ -159,6 +162,10 @@ def test_key_records_cannot_be_altered_moved_forged_or_replayed(hostile: Hostile
     h.sql("UPDATE keys SET public_key = ? WHERE key_id = 'pub-key'", [good_public])
     h.refused(keys["pub"])
 
+    # A testnet key relabelled mainnet (other policy rules would judge it).
+    h.sql("UPDATE keys SET network_class = 'mainnet' WHERE key_id = 'net-key'", [])
+    h.refused(keys["net"])
+
     # A row moved to another id: good-key's row, tag and all, under moved-key.
     _put_row(h, "moved-key", _row(h, "good-key"))
     h.refused(keys["good"], key_id="moved-key")
@@ -166,8 +173,8 @@ def test_key_records_cannot_be_altered_moved_forged_or_replayed(hostile: Hostile
     # Forged rows: no tag, a random tag.
     for forged, mac in (("forged-a", None), ("forged-b", b"\x07" * 32)):
         h.sql(
-            "INSERT INTO keys (key_id, public_key, state, created_by, created_at_ms, version, mac)"
-            " VALUES (?, ?, 'enabled', 'officer', 1, 1, ?)",
+            "INSERT INTO keys (key_id, public_key, state, created_by, created_at_ms, version, mac,"
+            " network_class) VALUES (?, ?, 'enabled', 'officer', 1, 1, ?, 'testnet')",
             [forged, good_public, mac],
         )
         h.refused(keys["good"], key_id=forged)
@@ -191,7 +198,15 @@ def test_key_records_cannot_be_altered_moved_forged_or_replayed(hostile: Hostile
     error = h.refused(keys["old"])
     assert "older than version 2" in error.details()
     alarms = {r.event.fields["row"] for r in h.records() if r.event.kind == "state.tampered"}
-    assert {"off-key", "pub-key", "moved-key", "forged-a", "forged-b", "old-key"} <= alarms
+    assert {
+        "off-key",
+        "pub-key",
+        "net-key",
+        "moved-key",
+        "forged-a",
+        "forged-b",
+        "old-key",
+    } <= alarms
 
 
 def _policy(h: Hostile) -> tuple[Any, ...]:

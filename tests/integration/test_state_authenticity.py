@@ -247,7 +247,7 @@ def test_a_store_from_before_is_refused_until_sealed_once(own_server: ServerProc
     server = own_server
     server.start()
     key = keys_pb2_grpc.KeysStub(server.channel("officer")).CreateKey(
-        keys_pb2.CreateKeyRequest(key_id="upgraded")
+        keys_pb2.CreateKeyRequest(key_id="upgraded", network_class=keys_pb2.NETWORK_CLASS_TESTNET)
     )
     server.stop()
     # What the migration leaves: every row without a tag.
