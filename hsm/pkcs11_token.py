@@ -345,3 +345,54 @@ class Pkcs11Token:
                 self._closed = True
                 self._session.close()
                 _open_sessions[self._library] -= 1
+
+    # -- state authentication (HMAC-SHA256 under a secret key in the token) ----------
+
+    def create_hmac_key(self, key_id: str) -> None:
+        """Create a sensitive, never-extractable HMAC-SHA256 key; KeyExists if there is one.
+
+        Only an explicit set-up step calls this: a key created silently at start-up
+        would let a missing key pass for a fresh deployment.
+        """
+        ident = key_id.encode()
+        with self._lock:
+            try:
+                if self._find(ObjectClass.SECRET_KEY, ident) is not None:
+                    raise KeyExists(key_id)
+                self._session.generate_key(
+                    KeyType.GENERIC_SECRET,
+                    256,
+                    store=True,
+                    id=ident,
+                    label=key_id,
+                    template={
+                        Attribute.SENSITIVE: True,
+                        Attribute.EXTRACTABLE: False,
+                        Attribute.SIGN: True,
+                        Attribute.VERIFY: True,
+                        Attribute.ENCRYPT: False,
+                        Attribute.DECRYPT: False,
+                        Attribute.WRAP: False,
+                        Attribute.UNWRAP: False,
+                        Attribute.DERIVE: False,
+                        Attribute.PRIVATE: True,
+                    },
+                )
+            except pkcs11.PKCS11Error as exc:
+                raise HsmUnavailable(f"HMAC key set-up failed: {type(exc).__name__}") from exc
+
+    def hmac_many(self, key_id: str, messages: list[bytes]) -> list[bytes]:
+        """HMAC-SHA256 of each message under secret key `key_id`, in order."""
+        with self._lock:
+            try:
+                key = self._handles.get(key_id)
+                if key is None:
+                    # Cached like signing keys: a find scans every object file.
+                    key = self._find(ObjectClass.SECRET_KEY, key_id.encode())
+                    if key is None:
+                        raise KeyNotFound(key_id)
+                    self._handles[key_id] = key
+                return [bytes(key.sign(m, mechanism=Mechanism.SHA256_HMAC)) for m in messages]
+            except pkcs11.PKCS11Error as exc:
+                self._handles.pop(key_id, None)
+                raise HsmUnavailable(f"HMAC failed: {type(exc).__name__}") from exc

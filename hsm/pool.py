@@ -219,6 +219,18 @@ _TASKS: dict[str, Callable[..., object]] = {
     )
 }
 
+
+def _create_hmac_key(key_id: str) -> None:
+    _token().create_hmac_key(key_id)
+
+
+def _hmac_many(key_id: str, messages: list[bytes]) -> list[bytes]:
+    return _token().hmac_many(key_id, messages)
+
+
+# Registered apart from the table above, so that branches adding tasks don't collide.
+_TASKS.update({fn.__name__: fn for fn in (_create_hmac_key, _hmac_many)})
+
 CALL_TIMEOUT = 60.0  # seconds; a worker stuck longer in the HSM is replaced
 
 
@@ -364,6 +376,16 @@ class SigningPool:
 
     def unseal(self, key_id: str, sealed: bytes, aad: bytes) -> bytes:
         return bytes(self._call("_unseal", key_id, sealed, aad))
+
+    def create_hmac_key(self, key_id: str) -> None:
+        """Create the HSM-resident HMAC key `key_id` (set-up only); KeyExists if present."""
+        self._call("_create_hmac_key", key_id)
+
+    def hmac_many(self, key_id: str, messages: Sequence[bytes]) -> list[bytes]:
+        """HMAC-SHA256 of every message under `key_id`, in one worker round trip."""
+        if not messages:
+            return []
+        return [bytes(tag) for tag in self._call("_hmac_many", key_id, list(messages))]
 
     # ---- HD wallets (hsm.hd.HdKeys): derivation runs in the workers, see hsm.hd ----
 

@@ -99,6 +99,17 @@ class AuditConfig(_Section):
     witness_file: Path | None = None
 
 
+class IntegrityConfig(_Section):
+    # The HSM-resident HMAC-SHA256 key that authenticates stored state (DESIGN
+    # invariant 8). Created only by a set-up step (`custos init`, `custos integrity
+    # init-key`); start-up fails when the token lacks it.
+    key_id: str = Field(default="_state", min_length=1, max_length=64)
+    # Hex HMAC of a fixed message under that key, written at set-up: start-up fails
+    # when the token's key gives another (a different or replaced key). None only so
+    # that init-key can read a config that does not pin one yet; `serve` refuses it.
+    key_check: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")
+
+
 class PolicyConfig(_Section):
     # The first policy version, installed when the store has none. Later versions
     # go through proposals approved by officers (custos policy propose/approve).
@@ -176,6 +187,7 @@ class Config(_Section):
     store: StoreConfig = StoreConfig()
     audit: AuditConfig = AuditConfig()
     policy: PolicyConfig = PolicyConfig()
+    integrity: IntegrityConfig = IntegrityConfig()
     metrics: MetricsConfig = MetricsConfig()
     limits: LimitsConfig = LimitsConfig()
     jsonrpc: JsonRpcConfig = JsonRpcConfig()

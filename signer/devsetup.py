@@ -17,6 +17,7 @@ import os
 import secrets
 import shutil
 import subprocess
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -313,8 +314,7 @@ def init_dev_report(directory: Path, listen: str, *, force: bool) -> DevInit:
         {"SOFTHSM2_CONF": str(directory / "softhsm2.conf")},
         AUDIT_KEY_ID,
     )
-    report.put(
-        report.config,
+    text = (
         "# Development configuration written by `custos init`.\n"
         f'[server]\nlisten = "{listen}"\n\n'
         f'[tls]\nca_cert = "{ca.cert_path}"\nserver_cert = "{server_cert}"\n'
@@ -326,7 +326,35 @@ def init_dev_report(directory: Path, listen: str, *, force: bool) -> DevInit:
         f'[policy]\nbootstrap = "{policy}"\n\n'
         f'[audit]\nkey_fingerprint = "{key_fingerprint(audit_key)}"\n\n'
         # Port 0: any free port, logged at start (several dev servers may run at once).
-        '[metrics]\nlisten = "127.0.0.1:0"\n\n' + "\n".join(identity_blocks),
-        force=force,
+        '[metrics]\nlisten = "127.0.0.1:0"\n\n' + "\n".join(identity_blocks)
     )
+    # The state-authentication key: made by `custos integrity init-key` (idempotent),
+    # which reads the HSM settings from a config: a provisional one beside it.
+    provisional = directory / ".custos-init.toml"
+    provisional.write_text(text)
+    try:
+        key_check = _init_state_key(provisional)
+    finally:
+        provisional.unlink(missing_ok=True)
+    text += f'\n[integrity]\nkey_check = "{key_check}"\n'
+    report.put(report.config, text, force=force)
     return report
+
+
+def _init_state_key(config: Path) -> str:
+    """Create the state-authentication key (`custos integrity init-key`); its check value.
+
+    In a child process: the PKCS#11 library reads SOFTHSM2_CONF once per process,
+    and this process may set up several environments (tests) or none at all.
+    """
+    command = ["integrity", "init-key", "--quiet", "--config", str(config)]
+    result = subprocess.run(
+        [sys.executable, "-m", "signer.cli", *command],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    line = result.stdout.strip().rpartition("\n")[2]
+    if result.returncode != 0 or not line.startswith("key_check = "):
+        raise ConfigError(f"cannot create the state-authentication key: {result.stderr.strip()}")
+    return line.removeprefix("key_check = ").strip('"')

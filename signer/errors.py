@@ -57,5 +57,22 @@ class Unavailable(CustosError):
     """The HSM or the store is down; nothing was signed (UNAVAILABLE: retry later)."""
 
 
+class TamperedState(CustosError):
+    """A stored row failed its HSM authenticator: the database was altered (DATA_LOSS).
+
+    Nothing was signed. The message names the table and row (facts an operator
+    needs, no secrets); signer.authenticity raises it and raises the alarm.
+    """
+
+    def __init__(self, table: str, key: tuple[object, ...], why: str) -> None:
+        row = ", ".join(repr(v) for v in key)
+        super().__init__(
+            f"stored state failed its integrity check: {table} row {row} {why}; nothing was signed",
+            {"code": "STATE_TAMPERED", "table": table},
+        )
+        self.table = table
+        self.key = key
+
+
 class ConfigError(Exception):
     """The configuration is invalid; raised at start-up with every problem listed."""

@@ -4,12 +4,22 @@ The first version comes from the file named in `[policy] bootstrap` when the
 store has none (the operator who ran `custos init` approves it by installing
 it); every later version needs M distinct officers of the active version, each
 with a fresh TOTP code, then waits its activation delay.
+
+Every version row carries an HSM tag (signer.authenticity) and is checked on
+every load. Which version is active is not taken from the row's state label:
+it is the highest version whose authenticated state is "activated" (versions
+only grow), it must agree with the label, it must not be lower than a version
+the audit log or this process saw activated, and its text must hash to the
+hash its activation names. Otherwise the service refuses to serve (health
+NOT_SERVING, every signing request DATA_LOSS) until an operator restores the
+store and restarts it.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -23,11 +33,47 @@ from policies.approvals import Refused
 from policies.document import PolicyDocument, document_hash
 from policies.evaluate import CompiledPolicy, compile_policy
 from policies.schema import PolicyValidationError, load_document
-from signer.errors import AlreadyExists, FailedPrecondition, InvalidRequest, NotFound
+from signer.authenticity import Fact, LoggedState, StateAuthenticator, scan_audit_log
+from signer.errors import (
+    AlreadyExists,
+    ConfigError,
+    FailedPrecondition,
+    InvalidRequest,
+    NotFound,
+    TamperedState,
+)
 from signer.store.base import Store, VersionExists
 from signer.store.policy_tables import PolicyRow
 
 Clock = Callable[[], datetime]
+
+log = logging.getLogger("custos.policy")
+
+POLICY_TABLE = "policy_versions"
+_ACTIVATED = ("active", "superseded")
+
+
+def policy_fact(row: PolicyRow) -> Fact:
+    """What a version row's HSM tag covers: every column, bound to version number and rev.
+
+    "active" and "superseded" are one authenticated state, "activated": the store
+    moves the previous version from one to the other when another one activates,
+    without re-tagging it. Which activated version is active is derived (the
+    highest), so flipping the labels gains nothing.
+    """
+    state = "activated" if row.state in _ACTIVATED else row.state
+    return Fact(
+        POLICY_TABLE,
+        (row.version,),
+        row.rev,
+        (
+            ("hash", row.hash),
+            ("document_yaml", row.document_yaml),
+            ("state", state),
+            ("record", row.record),
+            ("activated_at_ms", row.activated_at_ms),
+        ),
+    )
 
 
 def utcnow() -> datetime:
@@ -90,12 +136,35 @@ def _parse(yaml_text: str) -> PolicyDocument:
 class PolicyGovernor:
     """Keeps the compiled active policy and runs the governance of new versions."""
 
-    def __init__(self, store: Store, bootstrap: Path | None, clock: Clock = utcnow) -> None:
+    def __init__(
+        self,
+        store: Store,
+        bootstrap: Path | None,
+        clock: Clock = utcnow,
+        *,
+        integrity: StateAuthenticator,
+        logged: LoggedState | None = None,
+    ) -> None:
         self._store = store
         self._clock = clock
+        self._integrity = integrity
         self._lock = threading.Lock()
         self._active: ActivePolicy | None = None
+        self._broken: TamperedState | None = None
+        self._hashed: set[bytes | None] = set()  # tags of rows whose text hashed right
+        logged = logged or scan_audit_log(store.audit_rows)
+        self._logged_activations = dict(logged.activations)
+        # No active version may be lower than one activated before (replayed rows).
+        self._floor = max(logged.activations, default=0)
         if not self._store.policy_versions() and bootstrap is not None:
+            if logged.activations:
+                last = max(logged.activations)
+                raise ConfigError(
+                    f"policy.bootstrap: the store holds no policy versions, but its audit log"
+                    f" records the activation of version {last}"
+                    f" (hash {logged.activations[last]}): the policy table was emptied or"
+                    " belongs to another store; refusing to install the bootstrap file"
+                )
             self._bootstrap(bootstrap)
         self.refresh()
 
@@ -121,7 +190,7 @@ class PolicyGovernor:
         record = _with_entry_since(
             proposal_json(proposal), governance.carry_entry_since({}, doc, now)
         )
-        row = PolicyRow(doc.version, digest, text, "active", record, _ms(now))
+        row = self._sealed(PolicyRow(doc.version, digest, text, "active", record, _ms(now)))
         event = AuditEvent(
             "policy.activated",
             "system",
@@ -134,10 +203,96 @@ class PolicyGovernor:
         )
         self._store.insert_policy_version(row, [event])
 
-    def refresh(self) -> ActivePolicy | None:
-        """Activate approved versions whose delay has passed; reload the active one."""
+    # -- integrity ----------------------------------------------------------------
+
+    def _sealed(self, row: PolicyRow) -> PolicyRow:
+        """`row` with its HSM tag."""
+        return dataclasses.replace(row, mac=self._integrity.tag(policy_fact(row)))
+
+    def _successor(self, current: PolicyRow, new: PolicyRow) -> PolicyRow:
+        """`new`, the next version of the (verified) stored row `current`, with its tag."""
+        self._integrity.check(policy_fact(current), current.mac)
+        return self._sealed(dataclasses.replace(new, rev=current.rev + 1, mac=None))
+
+    def _update(
+        self,
+        version: int,
+        change: Callable[[PolicyRow], tuple[PolicyRow, list[AuditEvent]] | None],
+    ) -> PolicyRow | None:
+        row = self._store.update_policy_version(version, change)
+        if row is not None:
+            # Committed (or found): an older copy of the row put back is a replay.
+            self._integrity.raise_floor(POLICY_TABLE, (row.version,), row.rev)
+        return row
+
+    def _rows(self) -> list[PolicyRow]:
+        """Every version row, each verified against its HSM tag (cached after the first)."""
+        since = self._integrity.epoch()
         rows = self._store.policy_versions()
-        active = next((r for r in reversed(rows) if r.state == "active"), None)
+        self._integrity.verify([(policy_fact(row), row.mac) for row in rows], since)
+        return rows
+
+    def _derive_active(self, rows: list[PolicyRow]) -> PolicyRow | None:
+        """The active version of authenticated rows; TamperedState when the store disagrees."""
+        activated = [row for row in rows if row.state in _ACTIVATED]
+        active = max(activated, key=lambda row: row.version, default=None)
+        labelled = [row.version for row in rows if row.state == "active"]
+        if active is not None and labelled != [active.version]:
+            raise self._tampered(
+                active,
+                f"is the newest activated version, but the store marks {labelled or 'none'}"
+                " as active",
+            )
+        if (active.version if active else 0) < self._floor:
+            raise self._tampered(
+                active,
+                f"is active, but version {self._floor} was activated (audit log or seen before):"
+                " newer versions were deleted or replaced by older copies",
+            )
+        if active is None:
+            return None
+        logged = self._logged_activations.get(active.version)
+        if logged is not None and logged != active.hash:
+            raise self._tampered(active, f"names hash {active.hash}, its activation {logged}")
+        if active.mac not in self._hashed:  # the tag covers text and hash: once per row
+            actual = document_hash(_parse(active.document_yaml))
+            if actual != active.hash:
+                raise self._tampered(active, f"text hashes to {actual}, not to {active.hash}")
+            self._hashed.add(active.mac)
+        return active
+
+    def _tampered(self, row: PolicyRow | None, why: str) -> TamperedState:
+        exc = TamperedState(POLICY_TABLE, (row.version if row else "active",), why)
+        self._integrity.alarm(exc)
+        return exc
+
+    def check_integrity(self) -> None:
+        """Health probe: reload the policy; TamperedState when it cannot be trusted."""
+        self.refresh()
+        if self._broken is not None:
+            raise self._broken
+
+    def refresh(self) -> ActivePolicy | None:
+        """Activate approved versions whose delay has passed; reload the active one.
+
+        None when no version is active, or when the stored policy failed its checks
+        (then active() raises, and check_integrity() says why, until a restart).
+        """
+        if self._broken is not None:
+            return None
+        try:
+            return self._refresh()
+        except TamperedState as exc:
+            log.error("refusing to serve: the stored policy failed its integrity check: %s", exc)
+            with self._lock:
+                self._broken = exc
+                self._active = None
+            return None
+
+    def _refresh(self) -> ActivePolicy | None:
+        rows = self._rows()
+        active = self._derive_active(rows)
+        changed = False
         for row in rows:
             if row.state != "approved":
                 continue
@@ -146,8 +301,12 @@ class PolicyGovernor:
                 proposal, active.version if active else None, self._clock()
             ):
                 activated = self._activate(row, active)
+                changed = changed or activated is not None
                 active = activated or active
+        if changed:  # judge what the store now holds, not what we meant to write
+            active = self._derive_active(self._rows())
         with self._lock:
+            self._floor = max(self._floor, active.version if active else 0)
             if active is None:
                 self._active = None
             elif self._active is None or self._active.hash != active.hash:
@@ -178,13 +337,16 @@ class PolicyGovernor:
                 activated_at_ms=_ms(now),
                 record=_with_entry_since(current.record, since),
             )
-            return activated, [event]
+            return self._successor(current, activated), [event]
 
-        return self._store.update_policy_version(row.version, change)
+        return self._update(row.version, change)
 
     def active(self) -> ActivePolicy:
         with self._lock:
             active = self._active
+            broken = self._broken
+        if broken is not None:
+            raise broken
         if active is None:
             raise FailedPrecondition("no policy is active: every request is denied")
         return active
@@ -201,7 +363,9 @@ class PolicyGovernor:
         )
         if isinstance(result, Refused):
             raise FailedPrecondition(f"proposal refused ({result.reason}): {result.message}")
-        row = PolicyRow(doc.version, digest, yaml_text, "proposed", proposal_json(result), None)
+        row = self._sealed(
+            PolicyRow(doc.version, digest, yaml_text, "proposed", proposal_json(result), None)
+        )
         event = AuditEvent("policy.proposed", officer, {"version": doc.version, "hash": digest})
         try:
             self._store.insert_policy_version(row, [event])
@@ -244,9 +408,10 @@ class PolicyGovernor:
                         },
                     )
                 )
-            return dataclasses.replace(current, state=state, record=proposal_json(result)), events
+            new = dataclasses.replace(current, state=state, record=proposal_json(result))
+            return self._successor(current, new), events
 
-        row = self._store.update_policy_version(version, change)
+        row = self._update(version, change)
         if row is None:
             raise NotFound(f"no policy version {version}")
         if refusal:
@@ -287,9 +452,9 @@ class PolicyGovernor:
             cancelled = dataclasses.replace(
                 current, state="cancelled", record=proposal_json(result)
             )
-            return cancelled, [event]
+            return self._successor(current, cancelled), [event]
 
-        row = self._store.update_policy_version(version, change)
+        row = self._update(version, change)
         if row is None:
             raise NotFound(f"no policy version {version}")
         if refusal:
@@ -298,10 +463,10 @@ class PolicyGovernor:
 
     def get(self, version: int) -> PolicyRow:
         wanted = version or self.active().version
-        for row in self._store.policy_versions():
+        for row in self._rows():
             if row.version == wanted:
                 return row
         raise NotFound(f"no policy version {wanted}")
 
     def history(self) -> list[PolicyRow]:
-        return self._store.policy_versions()
+        return self._rows()

@@ -41,6 +41,8 @@ STATUS_OF: dict[type[Exception], grpc.StatusCode] = {
     errors.InProgress: grpc.StatusCode.ABORTED,
     errors.Unavailable: grpc.StatusCode.UNAVAILABLE,
     errors.BudgetExceeded: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    # Stored state failed its HSM authenticator: unrecoverable corruption of data.
+    errors.TamperedState: grpc.StatusCode.DATA_LOSS,
 }
 
 # Failures of infrastructure whose own text stays in our logs, never in a response.

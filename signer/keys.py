@@ -2,17 +2,46 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import time
+from collections.abc import Sequence
 
 from audit.record import AuditEvent
 from hsm.errors import HsmUnavailable, KeyExists
 from hsm.keystore import KeyGenerator
+from signer.authenticity import Fact, StateAuthenticator
 from signer.chains.networks import NetworkClass, parse_network_class
-from signer.errors import AlreadyExists, InvalidRequest, NotFound, Unavailable
+from signer.errors import AlreadyExists, InProgress, InvalidRequest, NotFound, Unavailable
 from signer.store.base import KeyAlreadyExists, KeyRecord, KeyState, Store
 
 KEY_ID = re.compile(r"[a-z0-9][a-z0-9._-]{0,62}")
+
+
+def key_fact(record: KeyRecord) -> Fact:
+    """What the HSM tag of a key record covers: every column, bound to id and version."""
+    return Fact(
+        "keys",
+        (record.key_id,),
+        record.version,
+        (
+            ("public_key", record.public_key),
+            ("state", record.state.value),
+            ("created_by", record.created_by),
+            ("created_at_ms", record.created_at_ms),
+            ("network_class", record.network_class),
+        ),
+    )
+
+
+def verify_keys(
+    integrity: StateAuthenticator, records: Sequence[KeyRecord], since: int | None
+) -> None:
+    """TamperedState unless every record carries its HSM tag (cached: hot keys cost nothing).
+
+    `since`: integrity.epoch() taken before the records were read.
+    """
+    integrity.verify([(key_fact(record), record.mac) for record in records], since)
 
 
 def check_key_id(key_id: str, field: str = "key_id") -> None:
@@ -25,9 +54,12 @@ def check_key_id(key_id: str, field: str = "key_id") -> None:
 class KeyManager:
     """Creates secp256k1 keys inside the HSM and keeps their registry in the store."""
 
-    def __init__(self, store: Store, generator: KeyGenerator) -> None:
+    def __init__(
+        self, store: Store, generator: KeyGenerator, *, integrity: StateAuthenticator
+    ) -> None:
         self._store = store
         self._generator = generator
+        self._integrity = integrity
 
     def create(self, key_id: str, network_class: NetworkClass, actor: str) -> KeyRecord:
         """A new key of `network_class`: it will only ever sign for networks of that class."""
@@ -56,6 +88,7 @@ class KeyManager:
         record = KeyRecord(
             key_id, public_key, KeyState.ENABLED, actor, time.time_ns() // 10**6, network_class
         )
+        record = dataclasses.replace(record, mac=self._integrity.tag(key_fact(record)))
         event = AuditEvent(
             "key.created",
             actor,
@@ -64,6 +97,7 @@ class KeyManager:
                 "public_key": public_key.hex(),
                 "adopted": adopted,
                 "network_class": network_class,
+                "row_version": record.version,
             },
         )
         try:
@@ -74,13 +108,18 @@ class KeyManager:
 
     def get(self, key_id: str) -> KeyRecord:
         check_key_id(key_id)
+        since = self._integrity.epoch()
         record = self._store.get_key(key_id)
         if record is None:
             raise NotFound(f"key {key_id!r} not found")
+        verify_keys(self._integrity, [record], since)
         return record
 
     def list(self) -> list[KeyRecord]:
-        return self._store.list_keys()
+        since = self._integrity.epoch()
+        records = self._store.list_keys()
+        verify_keys(self._integrity, records, since)
+        return records
 
     def set_state(self, key_id: str, state: KeyState, actor: str) -> KeyRecord:
         """Enable or disable a key; a key already in `state` is returned unchanged, unaudited.
@@ -92,12 +131,17 @@ class KeyManager:
         check_key_id(key_id)
         kind = "key.enabled" if state is KeyState.ENABLED else "key.disabled"
         with self._store.exclusive(f"key:{key_id}"):
-            current = self._store.get_key(key_id)
-            if current is not None and current.state is state:
+            # Read (and verify) the row; a key already in `state` changes nothing. Then
+            # store its one successor under a fresh tag, written only over the version
+            # read (compare-and-set; the lock makes a concurrent change wait).
+            current = self.get(key_id)
+            if current.state is state:
                 return current
-            record = self._store.set_key_state(
-                key_id, state, AuditEvent(kind, actor, {"key_id": key_id})
-            )
-        if record is None:
-            raise NotFound(f"key {key_id!r} not found")
-        return record
+            new = dataclasses.replace(current, state=state, version=current.version + 1, mac=None)
+            new = dataclasses.replace(new, mac=self._integrity.tag(key_fact(new)))
+            event = AuditEvent(kind, actor, {"key_id": key_id, "row_version": new.version})
+            if not self._store.replace_key(new, event):
+                raise InProgress(f"key {key_id!r} changed meanwhile; retry")
+        # Committed: from now on an older copy of the row put back is a replay.
+        self._integrity.raise_floor("keys", (key_id,), new.version)
+        return new

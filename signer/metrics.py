@@ -58,6 +58,11 @@ AUDIT_APPEND_SECONDS = Histogram(
     "custos_audit_append_seconds", "Durable commit of audited changes", buckets=LATENCY_BUCKETS
 )
 CHECKPOINT_AGE = Gauge("custos_audit_checkpoint_age_seconds", "Seconds since the last checkpoint")
+STATE_INTEGRITY_FAILURES = Counter(
+    "custos_state_integrity_failures_total",
+    "Stored rows whose HSM authenticator failed (the database was altered)",
+    ["table"],
+)
 COMPONENT_UP = Gauge("custos_component_up", "1 when the component answers", ["component"])
 BUILD_INFO = Gauge(
     "custos_build_info", "Always 1; the running versions", ["version", "python", "grpc"]

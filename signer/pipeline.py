@@ -27,6 +27,7 @@ from proto.custos.v1 import signer_pb2 as pb
 from signer import logs, metrics
 from signer.admission import Judgement, admission, budget_error, judge, pending_row, summarize
 from signer.auth import SERVICE, Identity
+from signer.authenticity import StateAuthenticator
 from signer.chains.base import ChainAdapter, InvalidField, KeyInfo, PreparedTx, SignedTx
 from signer.chains.evm import CHAINS as EVM_CHAINS
 from signer.chains.limits import DEFAULT_LIMITS, WorkBudget
@@ -45,7 +46,7 @@ from signer.errors import (
 )
 from signer.events import EventBus
 from signer.governance import PolicyGovernor, utcnow
-from signer.keys import KEY_ID
+from signer.keys import KEY_ID, verify_keys
 from signer.store.base import ClaimLost, ClaimOutcome, KeyRecord, KeyState, Store, StoreError
 
 log = logging.getLogger("custos.pipeline")
@@ -100,11 +101,13 @@ class SigningPipeline:
         lease_ms: int,
         governor: PolicyGovernor,
         events: EventBus,
+        integrity: StateAuthenticator,
         clock: Callable[[], datetime] = utcnow,
         identities: Callable[[str], Identity | None] | None = None,
     ) -> None:
         """`identities` looks up a configured identity by subject (Authorizer.identity_of):
         held batches are signed with the caller's own grants; without it none is signed."""
+        self._integrity = integrity
         self._store = store
         self._identities = identities
         self._signer = signer
@@ -317,7 +320,11 @@ class SigningPipeline:
                 raise InvalidRequest(f"items[{index}].key_id: not a valid key id")
             if not caller.may_use_key(item.key_id):
                 raise PermissionDenied(f"items[{index}].key_id: key {item.key_id!r} not granted")
+        since = self._integrity.epoch()
         keys = self._store.get_keys([item.key_id for item in request.items])
+        # Only rows the HSM vouches for may lead to a signature (invariant 8);
+        # verified rows are cached, so a hot key costs no HSM call here.
+        verify_keys(self._integrity, list(keys.values()), since)
         # Every adapter charges its item's work here before doing it, so a large
         # batch of expensive items stops after a bounded amount of CPU.
         budget = WorkBudget(self._max_work)

@@ -28,6 +28,8 @@ from signer import metrics, reflection
 from signer.approval_desk import ApprovalDesk
 from signer.auditlog import AuditGate, AuditLog, key_fingerprint
 from signer.auth import Authorizer
+from signer.authenticity import StoreGuard, audit_alarm, open_authenticator, scan_audit_log
+from signer.chains.base import ChainAdapter
 from signer.chains.limits import ChainLimits
 from signer.chains.registry import make_adapters
 from signer.config import Config
@@ -110,21 +112,7 @@ class CustosServer:
             self.store = open_store(config.store.url)
         except ValueError as exc:
             raise ConfigError(f"store.url: {exc}") from exc
-        # Replicas starting together must not each create the token's set-up keys
-        # (two audit keys with one id) or each install the first policy version.
-        with self.store.exclusive("setup"):
-            # Every HSM call runs in the pool's worker processes; a bad library,
-            # label or PIN fails here with a clear message.
-            self.pool = SigningPool(
-                str(config.hsm.library), config.hsm.token_label, pin, config.signing_workers
-            )
-            try:
-                audit_key = _pinned_audit_key(self.pool, config)
-            except BaseException:
-                self.pool.close()  # workers are daemons, but leave no login behind
-                raise
-            second_factor = SecondFactor(self.store, self.pool, utcnow)
-            self.governor = PolicyGovernor(self.store, config.policy.bootstrap)
+        audit_key, second_factor = self._open_state(config, pin)
         self.audit = AuditLog(
             self.store,
             config.audit,
@@ -144,6 +132,7 @@ class CustosServer:
             lease_ms=config.server.lease_seconds * 1000,
             governor=self.governor,
             events=events,
+            integrity=self.integrity,
             identities=authorizer.identity_of,
         )
         self.desk = ApprovalDesk(
@@ -157,7 +146,12 @@ class CustosServer:
         )
         self._health = health.HealthServicer()
         self.monitor = HealthMonitor(
-            {"hsm": self.pool.check, "store": self.store.ping, "audit": self.audit.probe},
+            {
+                "hsm": self.pool.check,
+                "store": self.store.ping,
+                "audit": self.audit.probe,
+                "policy": self.governor.check_integrity,
+            },
             self._publish_health,
         )
         # Wake the monitor at once (its own thread: two concurrent HSM pings could
@@ -183,19 +177,7 @@ class CustosServer:
             ],
             options=options,
         )
-        signer_pb2_grpc.add_SignerServicer_to_server(SignerService(pipeline), self._grpc)
-        keys_pb2_grpc.add_KeysServicer_to_server(
-            KeysService(KeyManager(self.store, self.pool)), self._grpc
-        )
-        audit_pb2_grpc.add_AuditServicer_to_server(AuditService(self.audit, self.store), self._grpc)
-        policy_pb2_grpc.add_PoliciesServicer_to_server(
-            PoliciesService(self.governor, second_factor), self._grpc
-        )
-        policy_pb2_grpc.add_ApprovalsServicer_to_server(
-            ApprovalsService(self.desk, self.store, adapters), self._grpc
-        )
-        health_pb2_grpc.add_HealthServicer_to_server(self._health, self._grpc)
-        reflection.enable((*SERVICE_NAMES, health.SERVICE_NAME), self._grpc)
+        self._add_services(pipeline, second_factor, adapters)
         self._metrics_listen = config.metrics.listen
         self.metrics_port = 0
         self._stop_metrics: Callable[[], None] = lambda: None
@@ -213,6 +195,59 @@ class CustosServer:
                 "available; stop it or choose another server.listen"
             )
         self._jsonrpc = self._open_jsonrpc(config, authorizer, pipeline)
+
+    def _open_state(self, config: Config, pin: str) -> tuple[bytes, SecondFactor]:
+        """The HSM pool, the state authenticator and the policy governor; the pinned
+        audit public key and the second-factor desk."""
+        # Replicas starting together must not each create the token's set-up keys
+        # (two audit keys with one id) or each install the first policy version.
+        with self.store.exclusive("setup"):
+            # Every HSM call runs in the pool's worker processes; a bad library,
+            # label or PIN fails here with a clear message.
+            self.pool = SigningPool(
+                str(config.hsm.library), config.hsm.token_label, pin, config.signing_workers
+            )
+            try:
+                audit_key = _pinned_audit_key(self.pool, config)
+                # Stored state is trusted only with its HSM tag (invariant 8); the
+                # audit log says which row versions and activations must not be undercut.
+                self.integrity = open_authenticator(
+                    lambda key_id: functools.partial(self.pool.hmac_many, key_id),
+                    config.integrity.key_id,
+                    config.integrity.key_check,
+                    audit_alarm(self.store.append_audit),
+                )
+                logged = scan_audit_log(self.store.audit_rows)
+                logged.seed(self.integrity)
+                self.store.guard_rows(StoreGuard(self.integrity))
+                second_factor = SecondFactor(self.store, self.pool, utcnow)
+                self.governor = PolicyGovernor(
+                    self.store, config.policy.bootstrap, integrity=self.integrity, logged=logged
+                )
+            except BaseException:
+                self.pool.close()  # a clear start-up error, no orphaned workers
+                raise
+        return audit_key, second_factor
+
+    def _add_services(
+        self,
+        pipeline: SigningPipeline,
+        second_factor: SecondFactor,
+        adapters: dict[str, ChainAdapter],
+    ) -> None:
+        signer_pb2_grpc.add_SignerServicer_to_server(SignerService(pipeline), self._grpc)
+        keys_pb2_grpc.add_KeysServicer_to_server(
+            KeysService(KeyManager(self.store, self.pool, integrity=self.integrity)), self._grpc
+        )
+        audit_pb2_grpc.add_AuditServicer_to_server(AuditService(self.audit, self.store), self._grpc)
+        policy_pb2_grpc.add_PoliciesServicer_to_server(
+            PoliciesService(self.governor, second_factor), self._grpc
+        )
+        policy_pb2_grpc.add_ApprovalsServicer_to_server(
+            ApprovalsService(self.desk, self.store, adapters), self._grpc
+        )
+        health_pb2_grpc.add_HealthServicer_to_server(self._health, self._grpc)
+        reflection.enable((*SERVICE_NAMES, health.SERVICE_NAME), self._grpc)
 
     @property
     def jsonrpc_port(self) -> int:

@@ -3,13 +3,18 @@ TOTP enrollment the way identities do it (an officer's token, redeemed by the id
 
 from __future__ import annotations
 
+import functools
+import hashlib
+import hmac
 from collections.abc import Callable
 
 import grpc
 from coincurve import PrivateKey
 
+from hsm.pool import SigningPool
 from hsm.secp256k1 import RecoverableSignature, normalize
 from proto.custos.v1 import policy_pb2, policy_pb2_grpc
+from signer.authenticity import StateAuthenticator
 from signer.chains.base import KeyInfo
 from signer.devsetup import subject_string
 
@@ -25,6 +30,22 @@ class LocalKey:
         # RFC 6979 deterministic nonce, so published vectors reproduce byte for byte.
         raw = self._private.sign_recoverable(digest, hasher=None)[:64]
         return normalize(raw, digest, self.info.public_key)
+
+
+def soft_integrity() -> StateAuthenticator:
+    """State authentication with a key in process memory, for tests that run no HSM.
+
+    Tests that run SoftHSM use hsm_integrity(pool): the real key of the dev token.
+    """
+    key = b"test state key, not an HSM key!!"
+    return StateAuthenticator(
+        lambda messages: [hmac.new(key, m, hashlib.sha256).digest() for m in messages]
+    )
+
+
+def hsm_integrity(pool: SigningPool, key_id: str = "_state") -> StateAuthenticator:
+    """The authenticator a server builds: the token's state key (made by `custos init`)."""
+    return StateAuthenticator(functools.partial(pool.hmac_many, key_id))
 
 
 def enroll_totp(channel: Callable[[str], grpc.Channel], name: str) -> str:

@@ -11,13 +11,13 @@ signer.store.postgres); signer.store.factory.open_store picks one by URL.
 from __future__ import annotations
 
 import enum
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Protocol
 
 from audit.record import AuditEvent, AuditRecord
-from signer.store.policy_tables import Admission, PolicyStore
+from signer.store.policy_tables import Admission, PendingRow, PolicyRow, PolicyStore
 
 
 class StoreError(Exception):
@@ -59,6 +59,10 @@ class KeyRecord:
     # The default is the migration rule for keys created before classes existed:
     # the class whose requests face the mainnet rules (see the README, Keys).
     network_class: str = "mainnet"
+    # Incremented by every change of the row; with `mac`, the HSM tag over the
+    # record bound to its id and version (signer.authenticity, invariant 8).
+    version: int = 1
+    mac: bytes | None = None
 
 
 class ClaimOutcome(enum.Enum):
@@ -99,6 +103,64 @@ class BatchRecord:
     approval_id: str | None = None  # set while the batch waits for approvals
 
 
+class RowGuard(Protocol):
+    """Seals and checks rows the store writes and reads itself (signer.authenticity).
+
+    Pending batches and TOTP rows change inside the store's own read-modify-write
+    transactions, so the store asks its guard for each new row's tag and checks
+    every row it reads or changes; a check that fails raises (TamperedState).
+    """
+
+    def seal_pending(self, row: PendingRow) -> PendingRow:
+        """`row` with the tag of exactly these contents at `row.rev`."""
+        ...
+
+    def epoch(self) -> int:
+        """Taken before a read outside a write transaction; passed to the checks as `since`."""
+        ...
+
+    def check_pending(self, rows: Sequence[PendingRow], since: int | None = None) -> None:
+        """`since`: see signer.authenticity.StateAuthenticator.verify (None: rows locked)."""
+        ...
+
+    def valid_pending(self, rows: Sequence[PendingRow], since: int | None) -> list[PendingRow]:
+        """The rows that pass (for listings: one bad row must not hide the others)."""
+        ...
+
+    def committed_pending(self, row: PendingRow) -> None:
+        """`row` is stored now: an older version of it put back is a replay."""
+        ...
+
+    def seal_totp(self, subject: str, sealed: bytes, state: str, rev: int) -> bytes | None:
+        """The tag of one identity's TOTP row (sealed secret, counters) at version `rev`."""
+        ...
+
+    def check_totp(
+        self,
+        subject: str,
+        sealed: bytes,
+        state: str,
+        rev: int,
+        mac: bytes | None,
+        *,
+        since: int | None = None,
+    ) -> None: ...
+
+    def committed_totp(self, subject: str, rev: int) -> None: ...
+
+
+class LegacySealer(Protocol):
+    """Tags for rows written before state authentication (`custos integrity seal`)."""
+
+    def key(self, record: KeyRecord) -> bytes: ...
+
+    def policy(self, row: PolicyRow) -> bytes: ...
+
+    def pending(self, row: PendingRow) -> bytes: ...
+
+    def totp(self, subject: str, sealed: bytes, state: str, rev: int) -> bytes: ...
+
+
 class Store(PolicyStore, Protocol):
     """Transactional state shared by every replica."""
 
@@ -110,8 +172,13 @@ class Store(PolicyStore, Protocol):
 
     def list_keys(self) -> list[KeyRecord]: ...
 
-    def set_key_state(self, key_id: str, state: KeyState, event: AuditEvent) -> KeyRecord | None:
-        """Change the state and audit it; None when the key does not exist."""
+    def replace_key(self, key: KeyRecord, event: AuditEvent) -> bool:
+        """Store `key` (state, version, mac) over version `key.version - 1` and audit it.
+
+        False, and nothing written, when the stored row is not at that version
+        (changed meanwhile, or gone): the caller computed `key.mac` for exactly
+        one successor of the row it read.
+        """
         ...
 
     def claim_batch(
@@ -210,6 +277,20 @@ class Store(PolicyStore, Protocol):
 
     def exclusive(self, name: str) -> AbstractContextManager[None]:
         """A lock on `name` shared by every replica of the store (set-up steps, key creation)."""
+        ...
+
+    def seal_legacy_rows(
+        self, sealer: LegacySealer, event: Callable[[dict[str, list[str]]], AuditEvent]
+    ) -> dict[str, list[str]]:
+        """Tag every row that has none, once, in one audited transaction; the rows tagged.
+
+        Refuses (StoreError) when any row of those tables carries a tag already: a
+        store that has been sealed once only loses tags by tampering.
+        """
+        ...
+
+    def guard_rows(self, guard: RowGuard) -> None:
+        """Seal and check pending batches with `guard` from now on (the server sets it)."""
         ...
 
     def ping(self) -> None: ...

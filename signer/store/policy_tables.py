@@ -27,6 +27,9 @@ class PolicyRow:
     state: str  # proposed | approved | active | superseded | cancelled
     record: str  # JSON of the governance proposal
     activated_at_ms: int | None
+    # Incremented by every change of the row; with `mac`, its HSM tag (signer.authenticity).
+    rev: int = 1
+    mac: bytes | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,6 +41,10 @@ class PendingRow:
     expires_at_ms: int
     record: str  # JSON of policies.approvals.PendingRequest and the batch summary
     request: bytes  # the SignBatchRequest, to sign once approved
+    # Incremented by every change of the row; with `mac`, its HSM tag. The store
+    # seals and checks these itself, through its RowGuard (signer.store.base).
+    rev: int = 1
+    mac: bytes | None = None
 
 
 @dataclass(frozen=True, slots=True)

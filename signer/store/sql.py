@@ -30,6 +30,7 @@ after a deadlock or a lost connection): it must depend only on the row given.
 from __future__ import annotations
 
 import abc
+import dataclasses
 import secrets
 import threading
 import time
@@ -47,6 +48,8 @@ from signer.store.base import (
     KeyAlreadyExists,
     KeyRecord,
     KeyState,
+    LegacySealer,
+    RowGuard,
     StoredCheckpoint,
     StoreError,
     StoreUnavailable,
@@ -56,9 +59,9 @@ from signer.store.policy_tables import Admission, PendingChange, PendingRow, Pol
 
 T = TypeVar("T")
 
-KEY_COLUMNS = "key_id, public_key, state, created_by, created_at_ms, network_class"
-PENDING_COLUMNS = "approval_id, caller, request_id, state, expires_at_ms, record, request"
-POLICY_COLUMNS = "version, hash, document_yaml, state, record, activated_at_ms"
+KEY_COLUMNS = "key_id, public_key, state, created_by, created_at_ms, network_class, version, mac"
+PENDING_COLUMNS = "approval_id, caller, request_id, state, expires_at_ms, record, request, rev, mac"
+POLICY_COLUMNS = "version, hash, document_yaml, state, record, activated_at_ms, rev, mac"
 BATCH = "FROM batches WHERE caller = ? AND request_id = ?"
 CLAIM_ATTEMPTS = 4  # insert-or-lock rounds before a claim gives up (the id keeps churning)
 TOKEN_BYTES = 16
@@ -115,6 +118,54 @@ class SqlStore(abc.ABC):
         self._clock_ms = clock_ms
         self._appended = threading.Condition()
         self._generation = 0  # bumped on every local write; wakes wait_for_audit early
+        self._guard: RowGuard = _Unguarded()
+
+    def guard_rows(self, guard: RowGuard) -> None:
+        self._guard = guard
+
+    def seal_legacy_rows(
+        self, sealer: LegacySealer, event: Callable[[dict[str, list[str]]], AuditEvent]
+    ) -> dict[str, list[str]]:
+        def work(tx: Tx) -> dict[str, list[str]]:
+            for table in ("keys", "policy_versions", "pending", "totp"):
+                tagged = tx.execute(
+                    f"SELECT 1 FROM {table} WHERE mac IS NOT NULL LIMIT 1"  # noqa: S608
+                ).fetchone()
+                if tagged is not None:
+                    raise StoreError(
+                        f"{table} already holds authenticated rows: this store was sealed"
+                        " before, and rows without a tag now are tampered, not old"
+                    )
+            sealed: dict[str, list[str]] = {}
+            query = f"SELECT {KEY_COLUMNS} FROM keys ORDER BY key_id"  # noqa: S608
+            for key in [_key(row) for row in tx.execute(query).fetchall()]:
+                tx.execute(
+                    "UPDATE keys SET mac = ? WHERE key_id = ?", (sealer.key(key), key.key_id)
+                )
+                sealed.setdefault("keys", []).append(key.key_id)
+            query = f"SELECT {POLICY_COLUMNS} FROM policy_versions ORDER BY version"  # noqa: S608
+            for policy in [_policy(row) for row in tx.execute(query).fetchall()]:
+                tx.execute(
+                    "UPDATE policy_versions SET mac = ? WHERE version = ?",
+                    (sealer.policy(policy), policy.version),
+                )
+                sealed.setdefault("policy_versions", []).append(str(policy.version))
+            query = f"SELECT {PENDING_COLUMNS} FROM pending ORDER BY approval_id"  # noqa: S608
+            for pending in [_pending(row) for row in tx.execute(query).fetchall()]:
+                tx.execute(
+                    "UPDATE pending SET mac = ? WHERE approval_id = ?",
+                    (sealer.pending(pending), pending.approval_id),
+                )
+                sealed.setdefault("pending", []).append(pending.approval_id)
+            rows = tx.execute("SELECT subject, sealed, state, rev FROM totp ORDER BY subject")
+            for subject, secret, state, rev in rows.fetchall():
+                mac = sealer.totp(subject, bytes(secret), state, int(rev))
+                tx.execute("UPDATE totp SET mac = ? WHERE subject = ?", (mac, subject))
+                sealed.setdefault("totp", []).append(subject)
+            self._append(tx, [event(sealed)])
+            return sealed
+
+        return self._write(work)
 
     # -- the dialect ---------------------------------------------------------------
 
@@ -185,11 +236,13 @@ class SqlStore(abc.ABC):
             key.created_by,
             key.created_at_ms,
             key.network_class,
+            key.version,
+            key.mac,
         )
 
         def work(tx: Tx) -> None:
             inserted = tx.execute(
-                f"INSERT INTO keys ({KEY_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?)"  # noqa: S608
+                f"INSERT INTO keys ({KEY_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"  # noqa: S608
                 " ON CONFLICT (key_id) DO NOTHING RETURNING 1",
                 row,
             ).fetchone()
@@ -213,16 +266,18 @@ class SqlStore(abc.ABC):
         query = f"SELECT {KEY_COLUMNS} FROM keys ORDER BY key_id"  # noqa: S608
         return [_key(row) for row in self._read(lambda tx: tx.execute(query).fetchall())]
 
-    def set_key_state(self, key_id: str, state: KeyState, event: AuditEvent) -> KeyRecord | None:
-        def work(tx: Tx) -> KeyRecord | None:
-            row = tx.execute(
-                f"UPDATE keys SET state = ? WHERE key_id = ? RETURNING {KEY_COLUMNS}",  # noqa: S608
-                (state.value, key_id),
+    def replace_key(self, key: KeyRecord, event: AuditEvent) -> bool:
+        def work(tx: Tx) -> bool:
+            # Compare-and-set on the version: the mac was made for one successor only.
+            changed = tx.execute(
+                "UPDATE keys SET state = ?, version = ?, mac = ?"
+                " WHERE key_id = ? AND version = ? RETURNING 1",
+                (key.state.value, key.version, key.mac, key.key_id, key.version - 1),
             ).fetchone()
-            if row is None:
-                raise Rollback(None)  # no key, so no audit record either
+            if changed is None:
+                raise Rollback(False)  # nothing changed, so no audit record either
             self._append(tx, [event])
-            return _key(row)
+            return True
 
         return self._write(work)
 
@@ -239,6 +294,12 @@ class SqlStore(abc.ABC):
         admission: Admission | None = None,
     ) -> Claim:
         held = admission.pending if admission is not None else None
+        if admission is not None and held is not None:
+            # Sealed before the transaction: the HSM call holds no lock.
+            held = self._guard.seal_pending(
+                dataclasses.replace(held, caller=caller, request_id=request_id, rev=1, mac=None)
+            )
+            admission = dataclasses.replace(admission, pending=held)
         # A held batch has nobody signing it yet: the approval desk fences its signer.
         token = None if held is not None else secrets.token_bytes(TOKEN_BYTES)
         approval_id = held.approval_id if held is not None else None
@@ -338,8 +399,19 @@ class SqlStore(abc.ABC):
         if admission.pending is not None:
             p = admission.pending
             tx.execute(
-                f"INSERT INTO pending ({PENDING_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)",  # noqa: S608
-                (p.approval_id, caller, request_id, p.state, p.expires_at_ms, p.record, p.request),
+                f"INSERT INTO pending ({PENDING_COLUMNS})"  # noqa: S608
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    p.approval_id,
+                    caller,
+                    request_id,
+                    p.state,
+                    p.expires_at_ms,
+                    p.record,
+                    p.request,
+                    p.rev,
+                    p.mac,
+                ),
             )
         return None
 
@@ -510,7 +582,7 @@ class SqlStore(abc.ABC):
 
     def policy_versions(self) -> list[PolicyRow]:
         query = f"SELECT {POLICY_COLUMNS} FROM policy_versions ORDER BY version"  # noqa: S608
-        return [PolicyRow(*row) for row in self._read(lambda tx: tx.execute(query).fetchall())]
+        return [_policy(row) for row in self._read(lambda tx: tx.execute(query).fetchall())]
 
     def insert_policy_version(self, row: PolicyRow, events: Sequence[AuditEvent]) -> None:
         """Store a new version (VersionExists when its number is taken)."""
@@ -521,13 +593,15 @@ class SqlStore(abc.ABC):
             row.state,
             row.record,
             row.activated_at_ms,
+            row.rev,
+            row.mac,
         )
 
         def work(tx: Tx) -> None:
             tx.lock("policy", [""])
             inserted = tx.execute(
                 f"INSERT INTO policy_versions ({POLICY_COLUMNS})"  # noqa: S608
-                " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (version) DO NOTHING RETURNING 1",
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (version) DO NOTHING RETURNING 1",
                 values,
             ).fetchone()
             if inserted is None:
@@ -554,16 +628,18 @@ class SqlStore(abc.ABC):
             ).fetchone()
             if current is None:
                 return None
-            result = change(PolicyRow(*current))
+            result = change(_policy(current))
             if result is None:
-                return PolicyRow(*current)
+                return _policy(current)
             new, events = result
             if new.state == "active":
+                # The superseded row keeps its mac: its authenticated state is
+                # "activated" either way (signer.governance.policy_fact).
                 tx.execute("UPDATE policy_versions SET state = 'superseded' WHERE state = 'active'")
             tx.execute(
-                "UPDATE policy_versions SET state = ?, record = ?, activated_at_ms = ?"
-                " WHERE version = ?",
-                (new.state, new.record, new.activated_at_ms, version),
+                "UPDATE policy_versions SET state = ?, record = ?, activated_at_ms = ?,"
+                " rev = ?, mac = ? WHERE version = ?",
+                (new.state, new.record, new.activated_at_ms, new.rev, new.mac, version),
             )
             self._append(tx, events)
             return new
@@ -573,13 +649,18 @@ class SqlStore(abc.ABC):
     # -- approvals --------------------------------------------------------------------
 
     def get_pending(self, approval_id: str) -> PendingRow | None:
+        since = self._guard.epoch()
         row = self._read(
             lambda tx: tx.execute(
                 f"SELECT {PENDING_COLUMNS} FROM pending WHERE approval_id = ?",  # noqa: S608
                 (approval_id,),
             ).fetchone()
         )
-        return None if row is None else _pending(row)
+        if row is None:
+            return None
+        found = _pending(row)
+        self._guard.check_pending([found], since)
+        return found
 
     def list_pending(self, states: Sequence[str]) -> list[PendingRow]:
         if not states:
@@ -588,9 +669,12 @@ class SqlStore(abc.ABC):
             f"SELECT {PENDING_COLUMNS} FROM pending WHERE state IN ({_marks(states)})"  # noqa: S608
             " ORDER BY expires_at_ms, approval_id"
         )
-        return [
+        since = self._guard.epoch()
+        rows = [
             _pending(row) for row in self._read(lambda tx: tx.execute(query, states).fetchall())
         ]
+        # Tampered rows are left out (and alarmed): the sweep goes on with the others.
+        return self._guard.valid_pending(rows, since)
 
     def update_pending(
         self,
@@ -604,28 +688,44 @@ class SqlStore(abc.ABC):
         completed already keeps its result and its reservations.
         """
 
+        written: list[PendingRow] = []
+
         def work(tx: Tx) -> PendingRow | T | None:
-            current = tx.execute(
+            written.clear()  # PostgreSQL may run this again
+            found = tx.execute(
                 f"SELECT {PENDING_COLUMNS} FROM pending WHERE approval_id = ?"  # noqa: S608
                 f"{tx.for_update}",
                 (approval_id,),
             ).fetchone()
-            if current is None:
+            if found is None:
                 return None
-            result = change(_pending(current))
+            current = _pending(found)
+            self._guard.check_pending([current])  # never build on a forged or altered row
+            result = change(current)
             if not isinstance(result, PendingChange):
                 return result
-            new = result.row
             if result.rebudget is not None:
-                _release_reservations(tx, new.caller, new.request_id)
+                # Judged again under the active limits before anything is sealed.
+                _release_reservations(tx, current.caller, current.request_id)
                 now = self._clock_ms()
-                breach = self._admit(tx, result.rebudget, new.caller, new.request_id, now)
+                breach = self._admit(tx, result.rebudget, current.caller, current.request_id, now)
                 if breach is not None:
                     raise Rollback(breach)
-            tx.execute(
-                "UPDATE pending SET state = ?, record = ? WHERE approval_id = ?",
-                (new.state, new.record, approval_id),
+            # Only state and record change; the tag covers the whole next version.
+            new = self._guard.seal_pending(
+                dataclasses.replace(
+                    current,
+                    state=result.row.state,
+                    record=result.row.record,
+                    rev=current.rev + 1,
+                    mac=None,
+                )
             )
+            tx.execute(
+                "UPDATE pending SET state = ?, record = ?, rev = ?, mac = ? WHERE approval_id = ?",
+                (new.state, new.record, new.rev, new.mac, approval_id),
+            )
+            written.append(new)
             if result.release_budget:
                 _release_reservations(tx, new.caller, new.request_id)
             if result.final_result is not None:
@@ -638,17 +738,25 @@ class SqlStore(abc.ABC):
             self._append(tx, result.events)
             return new
 
-        return self._write(work)
+        outcome = self._write(work)
+        for row in written:
+            self._guard.committed_pending(row)
+        return outcome
 
     # -- TOTP -----------------------------------------------------------------------
 
     def get_totp(self, subject: str) -> tuple[bytes, str] | None:
+        since = self._guard.epoch()
         row = self._read(
             lambda tx: tx.execute(
-                "SELECT sealed, state FROM totp WHERE subject = ?", (subject,)
+                "SELECT sealed, state, rev, mac FROM totp WHERE subject = ?", (subject,)
             ).fetchone()
         )
-        return None if row is None else (bytes(row[0]), str(row[1]))
+        if row is None:
+            return None
+        sealed, state = bytes(row[0]), str(row[1])
+        self._guard.check_totp(subject, sealed, state, int(row[2]), _bytes(row[3]), since=since)
+        return sealed, state
 
     def change_totp(
         self,
@@ -664,25 +772,40 @@ class SqlStore(abc.ABC):
         write (None: leave it), the audit events to commit, and a result to return.
         """
 
+        written: list[int] = []
+
         def work(tx: Tx) -> T:
+            written.clear()
             # The named lock also serializes the first write, when no row exists to lock.
             tx.lock("totp", [subject])
             row = tx.execute(
-                f"SELECT sealed, state FROM totp WHERE subject = ?{tx.for_update}",  # noqa: S608
+                f"SELECT sealed, state, rev, mac FROM totp WHERE subject = ?{tx.for_update}",  # noqa: S608
                 (subject,),
             ).fetchone()
-            new, events, result = change(None if row is None else (bytes(row[0]), str(row[1])))
+            current: tuple[bytes, str] | None = None
+            rev = 0
+            if row is not None:
+                current, rev = (bytes(row[0]), str(row[1])), int(row[2])
+                # A reset failure count, an older last-used step or another
+                # identity's secret must not pass.
+                self._guard.check_totp(subject, *current, rev, _bytes(row[3]))
+            new, events, result = change(current)
             if new is not None:
+                mac = self._guard.seal_totp(subject, new[0], new[1], rev + 1)
                 tx.execute(
-                    "INSERT INTO totp (subject, sealed, state) VALUES (?, ?, ?)"
+                    "INSERT INTO totp (subject, sealed, state, rev, mac) VALUES (?, ?, ?, ?, ?)"
                     " ON CONFLICT (subject) DO UPDATE SET sealed = excluded.sealed,"
-                    " state = excluded.state",
-                    (subject, *new),
+                    " state = excluded.state, rev = excluded.rev, mac = excluded.mac",
+                    (subject, *new, rev + 1, mac),
                 )
+                written.append(rev + 1)
             self._append(tx, events)
             return result
 
-        return self._write(work)
+        outcome = self._write(work)
+        for rev in written:
+            self._guard.committed_totp(subject, rev)
+        return outcome
 
 
 def _release_reservations(tx: Tx, caller: str, request_id: str) -> None:
@@ -705,8 +828,60 @@ def _bytes(value: bytes | memoryview | None) -> bytes | None:
 
 
 def _key(row: tuple[Any, ...]) -> KeyRecord:
-    return KeyRecord(row[0], bytes(row[1]), KeyState(row[2]), row[3], int(row[4]), row[5])
+    return KeyRecord(
+        row[0],
+        bytes(row[1]),
+        KeyState(row[2]),
+        row[3],
+        int(row[4]),
+        row[5],
+        int(row[6]),
+        _bytes(row[7]),
+    )
+
+
+def _policy(row: tuple[Any, ...]) -> PolicyRow:
+    return PolicyRow(row[0], row[1], row[2], row[3], row[4], row[5], int(row[6]), _bytes(row[7]))
 
 
 def _pending(row: tuple[Any, ...]) -> PendingRow:
-    return PendingRow(row[0], row[1], row[2], row[3], row[4], row[5], bytes(row[6]))
+    return PendingRow(
+        row[0], row[1], row[2], row[3], row[4], row[5], bytes(row[6]), int(row[7]), _bytes(row[8])
+    )
+
+
+class _Unguarded:
+    """No HSM at hand (store tests): rows pass unsealed. The server always sets a guard."""
+
+    def seal_pending(self, row: PendingRow) -> PendingRow:
+        return row
+
+    def epoch(self) -> int:
+        return 0
+
+    def check_pending(self, rows: Sequence[PendingRow], since: int | None = None) -> None:
+        pass
+
+    def valid_pending(self, rows: Sequence[PendingRow], since: int | None) -> list[PendingRow]:
+        return list(rows)
+
+    def committed_pending(self, row: PendingRow) -> None:
+        pass
+
+    def seal_totp(self, subject: str, sealed: bytes, state: str, rev: int) -> bytes | None:
+        return None
+
+    def check_totp(
+        self,
+        subject: str,
+        sealed: bytes,
+        state: str,
+        rev: int,
+        mac: bytes | None,
+        *,
+        since: int | None = None,
+    ) -> None:
+        pass
+
+    def committed_totp(self, subject: str, rev: int) -> None:
+        pass

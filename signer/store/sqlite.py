@@ -33,7 +33,9 @@ CREATE TABLE IF NOT EXISTS keys (
     state TEXT NOT NULL,
     created_by TEXT NOT NULL,
     created_at_ms INTEGER NOT NULL,
-    network_class TEXT NOT NULL CHECK (network_class IN ('mainnet', 'testnet'))
+    network_class TEXT NOT NULL CHECK (network_class IN ('mainnet', 'testnet')),
+    version INTEGER NOT NULL DEFAULT 1,
+    mac BLOB
 );
 CREATE TABLE IF NOT EXISTS batches (
     caller TEXT NOT NULL,
@@ -62,7 +64,9 @@ CREATE TABLE IF NOT EXISTS policy_versions (
     document_yaml TEXT NOT NULL,
     state TEXT NOT NULL,
     record TEXT NOT NULL,
-    activated_at_ms INTEGER
+    activated_at_ms INTEGER,
+    rev INTEGER NOT NULL DEFAULT 1,
+    mac BLOB
 );
 CREATE TABLE IF NOT EXISTS reservations (
     id INTEGER PRIMARY KEY,
@@ -83,12 +87,16 @@ CREATE TABLE IF NOT EXISTS pending (
     state TEXT NOT NULL,
     expires_at_ms INTEGER NOT NULL,
     record TEXT NOT NULL,
-    request BLOB NOT NULL
+    request BLOB NOT NULL,
+    rev INTEGER NOT NULL DEFAULT 1,
+    mac BLOB
 );
 CREATE TABLE IF NOT EXISTS totp (
     subject TEXT PRIMARY KEY,
     sealed BLOB NOT NULL,
-    state TEXT NOT NULL
+    state TEXT NOT NULL,
+    rev INTEGER NOT NULL DEFAULT 1,
+    mac BLOB
 );
 """
 
@@ -104,6 +112,16 @@ ADDED_COLUMNS = (
         "network_class",
         "TEXT NOT NULL DEFAULT 'mainnet' CHECK (network_class IN ('mainnet', 'testnet'))",
     ),
+    # State authenticators (signer.authenticity). Rows from before hold no mac and
+    # are refused until `custos integrity seal` vouches for them once.
+    ("keys", "version", "INTEGER NOT NULL DEFAULT 1"),
+    ("keys", "mac", "BLOB"),
+    ("policy_versions", "rev", "INTEGER NOT NULL DEFAULT 1"),
+    ("policy_versions", "mac", "BLOB"),
+    ("pending", "rev", "INTEGER NOT NULL DEFAULT 1"),
+    ("pending", "mac", "BLOB"),
+    ("totp", "rev", "INTEGER NOT NULL DEFAULT 1"),
+    ("totp", "mac", "BLOB"),
 )
 
 

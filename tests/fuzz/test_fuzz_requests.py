@@ -50,7 +50,7 @@ from tests.fuzz import psbt_strategies as fp
 from tests.fuzz import strategies as fz
 from tests.fuzz.conftest import PARSED, REQUEST_FUZZ
 from tests.fuzz.test_fuzz_chains import MAX_MESSAGE_BYTES
-from tests.support import LocalKey
+from tests.support import LocalKey, soft_integrity
 
 pytestmark = pytest.mark.fuzz
 
@@ -137,7 +137,8 @@ class Edge:
 def edge(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Edge]:
     directory = tmp_path_factory.mktemp("fuzz-edge")
     store = SqliteStore(directory / "custos.db")
-    keys = KeyManager(store, LocalKeys())
+    integrity = soft_integrity()
+    keys = KeyManager(store, LocalKeys(), integrity=integrity)
     for key_id in KEYS:
         keys.create(key_id, "testnet", "officer")
     keys.set_state(DISABLED.info.key_id, KeyState.DISABLED, "officer")
@@ -150,8 +151,9 @@ def edge(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Edge]:
         ADAPTERS,
         max_batch_items=MAX_BATCH_ITEMS,
         lease_ms=60_000,
-        governor=PolicyGovernor(store, Path(policy)),
+        governor=PolicyGovernor(store, Path(policy), integrity=integrity),
         events=EventBus(),
+        integrity=integrity,
     )
     subject = subject_string(CALLER)
     certificate, _key = DevCa(directory / "pki").issue(CALLER, server=False)

@@ -12,6 +12,7 @@ from hsm.pool import SigningPool
 from proto.custos.v1 import signer_pb2 as pb
 from signer.approval_desk import ApprovalDesk
 from signer.auth import Identity
+from signer.authenticity import StoreGuard
 from signer.chains.registry import ADAPTERS
 from signer.errors import BudgetExceeded
 from signer.events import EventBus
@@ -23,6 +24,7 @@ from signer.services import key_message
 from signer.store.sqlite import SqliteStore
 from tests import builders
 from tests.conftest import SOFTHSM_LIBRARY, DevEnv
+from tests.support import hsm_integrity
 
 pytestmark = pytest.mark.integration
 
@@ -50,7 +52,9 @@ def test_expiry_releases_the_budget_and_settles_the_request(
 ) -> None:
     clock = Clock()
     store = SqliteStore(tmp_path / "custos.db", clock_ms=lambda: int(clock.now.timestamp() * 1000))
-    governor = PolicyGovernor(store, dev_env.dir / "policy.yaml", clock)
+    integrity = hsm_integrity(pool)
+    store.guard_rows(StoreGuard(integrity))
+    governor = PolicyGovernor(store, dev_env.dir / "policy.yaml", clock, integrity=integrity)
     events = EventBus()
     inbox = events.subscribe()
     pipeline = SigningPipeline(
@@ -61,6 +65,7 @@ def test_expiry_releases_the_budget_and_settles_the_request(
         lease_ms=60_000,
         governor=governor,
         events=events,
+        integrity=integrity,
         clock=clock,
         identities={CALLER.subject: CALLER}.get,
     )
@@ -72,7 +77,9 @@ def test_expiry_releases_the_budget_and_settles_the_request(
         events=events,
         clock=clock,
     )
-    key = key_message(KeyManager(store, pool).create("expiry-key", "testnet", "officer"))
+    key = key_message(
+        KeyManager(store, pool, integrity=integrity).create("expiry-key", "testnet", "officer")
+    )
 
     def holesky(value: int, nonce: int) -> pb.SignItem:
         return builders.evm_item(key, chain_id=17000, nonce=nonce, value=str(value))

@@ -159,11 +159,13 @@ def test_a_row_marked_approved_by_hand_is_not_signed(server: RunningServer) -> N
     records = server.server.store.audit_records(0, 10**6)  # type: ignore[attr-defined]
     kinds = [r.event.kind for r in records if r.event.fields.get("request_id") == request_id]
     assert "sign.signed" not in kinds
-    batch = _approver(server).GetPending(policy_pb2.GetPendingRequest(approval_id=held.approval_id))
-    assert batch.state == "pending"
-    _approver(server, "approver2").Reject(
-        policy_pb2.DecideRequest(approval_id=held.approval_id, request_digest=batch.request_digest)
-    )
+    # The row no longer carries its HSM tag: approvers are told so, and it leaves the lists.
+    with pytest.raises(grpc.RpcError) as info:
+        _approver(server).GetPending(policy_pb2.GetPendingRequest(approval_id=held.approval_id))
+    assert info.value.code() == grpc.StatusCode.DATA_LOSS
+    assert "integrity check" in info.value.details()
+    listed = _approver(server).ListPending(policy_pb2.ListPendingRequest())
+    assert held.approval_id not in [b.approval_id for b in listed.batches]
 
 
 def _cli_profile(env: DevEnv, port: int, name: str, tmp_path: Path) -> Path:
@@ -227,7 +229,9 @@ def test_cli_shows_the_request_and_refuses_a_digest_it_did_not_compute(
             (other.SerializeToString(deterministic=True), held.approval_id),
         )
     shown = _custos(profile, "approvals", "show", held.approval_id)
-    assert "MISMATCH" in shown.stdout
+    # The server refuses the row itself (its HSM tag no longer fits): nothing to show.
+    assert shown.returncode == 1
+    assert "DATA_LOSS" in shown.stderr
     swapped = _custos(
         profile,
         "approvals",
@@ -239,7 +243,7 @@ def test_cli_shows_the_request_and_refuses_a_digest_it_did_not_compute(
         code,
     )
     assert swapped.returncode == 1
-    assert "refused" in swapped.stderr
+    assert "DATA_LOSS" in swapped.stderr
     # And the server refuses it too, whatever client asks.
     with pytest.raises(grpc.RpcError) as info:
         _approver(server).Approve(
@@ -247,7 +251,7 @@ def test_cli_shows_the_request_and_refuses_a_digest_it_did_not_compute(
                 approval_id=held.approval_id, request_digest=batch.request_digest, totp_code=code
             )
         )
-    assert info.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert info.value.code() == grpc.StatusCode.DATA_LOSS
     assert "integrity" in info.value.details()
 
 

@@ -46,6 +46,7 @@ from signer.store.sqlite import SqliteStore
 from tests import builders
 from tests.conftest import RunningServer
 from tests.second_impl import evm_sender
+from tests.support import hsm_integrity
 
 pytestmark = pytest.mark.integration
 
@@ -149,7 +150,10 @@ def env(server: RunningServer, tmp_path: Path) -> Iterator[Desk]:
     path = tmp_path / "custos.db"
     store = SqliteStore(path, clock_ms=lambda: int(clock.now.timestamp() * 1000))
     policy_text = (server.env.dir / "policy.yaml").read_text()
-    governor = PolicyGovernor(store, server.env.dir / "policy.yaml", clock)
+    # No RowGuard on this store: these tests prove the desk's own checks (the second
+    # layer); tests/store/test_row_guard.py and test_hostile_db.py the tags (the first).
+    integrity = hsm_integrity(pool)
+    governor = PolicyGovernor(store, server.env.dir / "policy.yaml", clock, integrity=integrity)
     events = EventBus()
     inbox = events.subscribe()
     signer = CountingSigner(pool)
@@ -162,6 +166,7 @@ def env(server: RunningServer, tmp_path: Path) -> Iterator[Desk]:
         lease_ms=60_000,
         governor=governor,
         events=events,
+        integrity=integrity,
         clock=clock,
         identities=authorizer.identity_of,
     )
@@ -174,7 +179,9 @@ def env(server: RunningServer, tmp_path: Path) -> Iterator[Desk]:
         token = factor.issue_token(OFFICER, subject).token
         uris[name] = factor.enroll(subject, token=token)
     key = key_message(
-        KeyManager(store, pool).create(f"ab-{id(clock) % 10**8}", "testnet", "officer")
+        KeyManager(store, pool, integrity=integrity).create(
+            f"ab-{id(clock) % 10**8}", "testnet", "officer"
+        )
     )
     caller = authorizer.identity_of(PAYMENTS)
     assert caller is not None

@@ -29,6 +29,7 @@ from signer.store.base import StoreUnavailable
 from signer.store.sqlite import SqliteStore
 from tests import builders
 from tests.conftest import SOFTHSM_LIBRARY, DevEnv
+from tests.support import hsm_integrity
 
 pytestmark = pytest.mark.integration
 
@@ -76,10 +77,11 @@ def setup(
 ) -> tuple[FailingStore, SpySigner, SigningPipeline, Any]:
     store = FailingStore(tmp_path / "custos.db")
     spy = SpySigner(pool)
-    record = KeyManager(store, pool).create(
+    integrity = hsm_integrity(pool)
+    record = KeyManager(store, pool, integrity=integrity).create(
         f"fc-{tmp_path.name[-8:].lower().replace('_', '-')}", "testnet", "officer"
     )
-    governor = PolicyGovernor(store, dev_env.dir / "policy.yaml")
+    governor = PolicyGovernor(store, dev_env.dir / "policy.yaml", integrity=integrity)
     pipeline = SigningPipeline(
         store,
         spy,
@@ -88,6 +90,7 @@ def setup(
         lease_ms=60_000,
         governor=governor,
         events=EventBus(),
+        integrity=integrity,
     )
     return store, spy, pipeline, key_message(record)
 

@@ -207,5 +207,6 @@ def test_a_key_without_a_class_is_not_created(server: RunningServer) -> None:
             "public_key": created[0]["public_key"],
             "adopted": False,
             "network_class": "testnet",
+            "row_version": 1,
         }
     ]

@@ -36,6 +36,7 @@ from tests.conftest import SOFTHSM_LIBRARY, DevEnv
 from tests.second_impl import evm_sender
 from tests.store.conftest import Backend, PostgresBackend
 from tests.store.helpers import Clock, LosesCommitReply, unclosed_authorizations
+from tests.support import hsm_integrity
 
 pytestmark = pytest.mark.integration
 
@@ -109,15 +110,19 @@ def _pipeline(
     store: Store, pool: SigningPool, signer: Signer, dev_env: DevEnv, key_id: str
 ) -> tuple[SigningPipeline, keys_pb2.Key]:
     """A pipeline over `store` under the development policy, and a fresh key in the token."""
-    record = KeyManager(store, pool).create(key_id.lower().replace("_", "-"), "testnet", "officer")
+    integrity = hsm_integrity(pool)
+    record = KeyManager(store, pool, integrity=integrity).create(
+        key_id.lower().replace("_", "-"), "testnet", "officer"
+    )
     pipeline = SigningPipeline(
         store,
         signer,
         ADAPTERS,
         max_batch_items=10,
         lease_ms=LEASE_MS,
-        governor=PolicyGovernor(store, dev_env.dir / "policy.yaml"),
+        governor=PolicyGovernor(store, dev_env.dir / "policy.yaml", integrity=integrity),
         events=EventBus(),
+        integrity=integrity,
     )
     return pipeline, key_message(record)
 

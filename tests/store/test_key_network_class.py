@@ -9,6 +9,7 @@ unchecked spend.)
 
 from __future__ import annotations
 
+import dataclasses
 import sqlite3
 from pathlib import Path
 
@@ -38,7 +39,11 @@ def test_the_class_round_trips_and_is_listed(store: Store) -> None:
     }
     assert store.get_keys(["m"])["m"].network_class == "mainnet"
     # Changing the state keeps the class: it is fixed for the key's life.
-    disabled = store.set_key_state("t", KeyState.DISABLED, event("key.disabled"))
+    current = store.get_key("t")
+    assert current is not None
+    successor = dataclasses.replace(current, state=KeyState.DISABLED, version=2, mac=b"t" * 32)
+    assert store.replace_key(successor, event("key.disabled"))
+    disabled = store.get_key("t")
     assert disabled is not None
     assert disabled.network_class == "testnet"
 

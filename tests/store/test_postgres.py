@@ -84,7 +84,12 @@ def test_migrate_is_idempotent_and_recorded(
                 _table(pg_schema, "schema_migrations")
             )
         ).fetchall()
-    assert rows == [(1, "initial schema"), (2, "fenced claims"), (3, "key network class")]
+    assert rows == [
+        (1, "initial schema"),
+        (2, "fenced claims"),
+        (3, "key network class"),
+        (4, "state authenticators"),
+    ]
     unmigrated = open_store(postgres_url, schema=pg_schema, migrate=False)
     unmigrated.ping()
 

@@ -65,11 +65,15 @@ def test_key_registry_round_trip_with_audit(store: Store) -> None:
     assert store.get_key("k1") == key
     with pytest.raises(KeyAlreadyExists):
         store.insert_key(key, event("key.created"))
-    disabled = store.set_key_state("k1", KeyState.DISABLED, event("key.disabled"))
-    assert disabled is not None
-    assert disabled.state is KeyState.DISABLED
-    assert store.set_key_state("nope", KeyState.DISABLED, event("key.disabled")) is None
-    # The failed insert and the missing key left no record.
+    disabled = dataclasses.replace(key, state=KeyState.DISABLED, version=2, mac=b"t" * 32)
+    assert store.replace_key(disabled, event("key.disabled"))
+    assert store.get_key("k1") == disabled
+    # Compare-and-set on the version: a successor of version 1 no longer fits.
+    assert not store.replace_key(dataclasses.replace(disabled, mac=b"u" * 32), event("x"))
+    missing = dataclasses.replace(disabled, key_id="nope")
+    assert not store.replace_key(missing, event("key.disabled"))
+    assert store.get_key("k1") == disabled
+    # The failed insert, the stale successor and the missing key left no record.
     assert _kinds(store) == ["key.created", "key.disabled"]
 
 

@@ -12,6 +12,7 @@ from signer.admission import judge
 from signer.errors import FailedPrecondition, PolicyDenied
 from signer.governance import PolicyGovernor
 from signer.store.sqlite import SqliteStore
+from tests.support import soft_integrity
 
 OLD = "0x1111111111111111111111111111111111111111"
 NEW = "0x2222222222222222222222222222222222222222"
@@ -64,7 +65,7 @@ def test_bootstrap_quorum_activation_and_cooling_off_carry(tmp_path: Path) -> No
     store = SqliteStore(tmp_path / "s.db", clock_ms=lambda: int(clock.now.timestamp() * 1000))
     first = tmp_path / "v1.yaml"
     first.write_text(POLICY.format(version=1, entries=_entry("old", OLD)))
-    governor = PolicyGovernor(store, first, clock)
+    governor = PolicyGovernor(store, first, clock, integrity=soft_integrity())
     assert governor.active().version == 1
     assert _pay(governor, OLD, clock.now) == "denied: destination_cooling_off"
     clock.now += timedelta(hours=25)

@@ -9,6 +9,7 @@ import pytest
 from signer.errors import FailedPrecondition
 from signer.governance import PolicyGovernor
 from signer.store.sqlite import SqliteStore
+from tests.support import soft_integrity
 from tests.unit.test_governor import POLICY, Clock, _entry
 
 
@@ -21,7 +22,7 @@ def _approved(tmp_path: Path) -> tuple[PolicyGovernor, SqliteStore, Clock]:
     store = SqliteStore(tmp_path / "db.sqlite", clock_ms=lambda: int(clock.now.timestamp() * 1000))
     path = tmp_path / "v1.yaml"
     path.write_text(_doc(1))
-    governor = PolicyGovernor(store, path, clock)
+    governor = PolicyGovernor(store, path, clock, integrity=soft_integrity())
     row = governor.propose("CN=o1", _doc(2))
     governor.approve("CN=o2", 2, row.hash, totp_verified=True)
     governor.approve("CN=o3", 2, row.hash, totp_verified=True)

@@ -126,6 +126,17 @@ CREATE TABLE totp (
 # restart), so their leases run out and a retry takes them over.
 _CLAIM_TOKENS = "ALTER TABLE batches ADD COLUMN claim_token BYTEA;"
 
+# State authenticators (signer.authenticity): a version counter and the HSM tag
+# of each key record, policy version, pending batch and TOTP row. The migration
+# cannot compute tags (they need the HSM): rows from before hold none and are
+# refused until an operator runs `custos integrity seal` once.
+_STATE_MACS = """
+ALTER TABLE keys ADD COLUMN version BIGINT NOT NULL DEFAULT 1, ADD COLUMN mac BYTEA;
+ALTER TABLE policy_versions ADD COLUMN rev BIGINT NOT NULL DEFAULT 1, ADD COLUMN mac BYTEA;
+ALTER TABLE pending ADD COLUMN rev BIGINT NOT NULL DEFAULT 1, ADD COLUMN mac BYTEA;
+ALTER TABLE totp ADD COLUMN rev BIGINT NOT NULL DEFAULT 1, ADD COLUMN mac BYTEA;
+"""
+
 # Keys belong to one network class (signer/chains/networks.py). Keys created
 # before classes existed become mainnet: a key that may hold mainnet funds must
 # never be judged by testnet rules (its Bitcoin and Tron signatures do not
@@ -140,6 +151,7 @@ POSTGRES: tuple[Migration, ...] = (
     Migration(1, "initial schema", _INITIAL),
     Migration(2, "fenced claims", _CLAIM_TOKENS),
     Migration(3, "key network class", _KEY_NETWORK_CLASS),
+    Migration(4, "state authenticators", _STATE_MACS),
 )
 
 
