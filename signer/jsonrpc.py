@@ -55,6 +55,7 @@ from signer.errors import (
     NotFound,
     PermissionDenied,
     PolicyDenied,
+    TamperedState,
     Unauthenticated,
     Unavailable,
 )
@@ -83,6 +84,7 @@ NOT_FOUND = -32009
 FAILED_PRECONDITION = -32010
 REJECTED = -32011  # the approvers rejected this payload
 EXPIRED = -32012  # the approval window ran out for this payload
+TAMPERED = -32013  # stored state failed its HSM authenticator: nothing signed (gRPC DATA_LOSS)
 
 # The one table from domain errors to JSON-RPC codes; the most specific class
 # in an error's MRO decides (PolicyDenied before PermissionDenied).
@@ -97,6 +99,7 @@ ERROR_CODES: Mapping[type[CustosError], int] = {
     FailedPrecondition: FAILED_PRECONDITION,
     InProgress: IN_PROGRESS,
     Unavailable: UNAVAILABLE,
+    TamperedState: TAMPERED,
 }
 
 # Deeper than any call needs (typed data is bounded by limits.typed_data_max_depth <= 64).

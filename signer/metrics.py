@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import platform
 import socket
 import threading
@@ -86,8 +87,19 @@ def rpc_labels(path: str) -> tuple[str, str]:
 
 
 def bind_gauge(gauge: Gauge, read: Callable[[], float]) -> None:
-    """Compute `gauge` at scrape time (e.g. pending approvals from the store)."""
-    gauge.set_function(read)
+    """Compute `gauge` at scrape time (e.g. pending approvals from the store).
+
+    A scrape must answer while the store is down or closed (that is when it
+    matters most): a value that cannot be read is NaN, not a failed scrape.
+    """
+
+    def guarded() -> float:
+        try:
+            return read()
+        except Exception:  # noqa: BLE001 - the store or HSM is down; health metrics say why
+            return math.nan
+
+    gauge.set_function(guarded)
 
 
 # Readiness: (ready, {component: "ok" | "failing"}) from the health monitor.

@@ -510,9 +510,19 @@ _OUTCOME_OF_ERROR: dict[type[CustosError], str] = {
 def _chain_of(item: pb.SignItem) -> str:
     """The chain an item is for, as a bounded metric label (never the oneof's `evm`)."""
     kind = item.WhichOneof("tx")
-    if kind == "evm":
-        return EVM_CHAINS.get(item.evm.chain_id, ("unknown", ""))[0]
-    return kind or "unknown"
+    if kind in ("evm", "evm_message", "evm_typed_data"):
+        return EVM_CHAINS.get(getattr(item, kind).chain_id, ("unknown", ""))[0]
+    # Messages and PSBTs count on their chain: bitcoin_psbt, bitcoin_message -> bitcoin.
+    return _FAMILY_OF_KIND.get(kind or "", "unknown")
+
+
+_FAMILY_OF_KIND = {
+    "bitcoin": "bitcoin",
+    "bitcoin_psbt": "bitcoin",
+    "bitcoin_message": "bitcoin",
+    "tron": "tron",
+    "tron_message": "tron",
+}
 
 
 def _count(outcome: str, chains: Sequence[str]) -> None:

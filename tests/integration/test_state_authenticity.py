@@ -286,7 +286,9 @@ def test_a_store_from_before_is_refused_until_sealed_once(own_server: ServerProc
     )
 
 
-def test_the_signing_hot_path_costs_no_hsm_round_trip_for_its_key(server: RunningServer) -> None:
+def test_the_signing_hot_path_costs_no_hsm_round_trip_for_its_key(
+    server: RunningServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Issue 8's benchmark budget: key lookups per SignBatch hit the verified-row cache."""
     key = server.create_key(f"hot-{uuid.uuid4().hex[:8]}")
     integrity = server.server.integrity  # type: ignore[attr-defined]
@@ -298,10 +300,19 @@ def test_the_signing_hot_path_costs_no_hsm_round_trip_for_its_key(server: Runnin
         assert evm_sender(signed.raw_tx) == signed.address
 
     sign()
-    before = integrity.hsm_calls
+    tagged: list[bytes] = []
+    mac_many = integrity._mac_many
+
+    def spy(messages: list[bytes]) -> list[bytes]:
+        tagged.extend(messages)
+        return mac_many(messages)  # type: ignore[no-any-return]
+
+    monkeypatch.setattr(integrity, "_mac_many", spy)
     for _ in range(20):
         sign()
-    assert integrity.hsm_calls == before
+    # The server's background work (approval sweep, health probes) may check other
+    # rows meanwhile; not one HSM round trip is for this key's record.
+    assert not [m for m in tagged if key.key_id.encode() in m]
 
 
 def test_a_read_that_began_before_the_newer_version_was_seen_is_stale_not_replayed(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 from typing import Any
 
@@ -9,23 +10,22 @@ import pytest
 
 from audit.record import AuditEvent
 from signer.errors import NotFound
-from signer.keys import KeyManager
+from signer.keys import KeyManager, key_fact
 from signer.store.base import KeyRecord, KeyState, Store
+from tests.support import soft_integrity
 
 
 def _kinds(store: Store) -> list[str]:
     return [r.event.kind for r in store.audit_records()]
 
 
-def _manager(store: Store) -> KeyManager:
-    generator: Any = None  # enable/disable never reach the HSM
-    return KeyManager(store, generator)
-
-
 def _with_key(store: Store) -> KeyManager:
+    integrity = soft_integrity()  # enable/disable check and tag rows, never reach the HSM
     key = KeyRecord("k1", b"\x04" + b"\x01" * 64, KeyState.ENABLED, "officer", 5)
+    key = dataclasses.replace(key, mac=integrity.tag(key_fact(key)))
     store.insert_key(key, AuditEvent("key.created", "officer", {"key_id": "k1"}))
-    return _manager(store)
+    generator: Any = None
+    return KeyManager(store, generator, integrity=integrity)
 
 
 def test_a_repeated_disable_or_enable_writes_no_record(store: Store) -> None:
