@@ -111,6 +111,7 @@ class StateAuthenticator:
         self._floors: dict[tuple[str, tuple[Value, ...]], tuple[int, int]] = {}
         self._epoch = 0
         self.hsm_calls = 0  # round trips made, for tests and the benchmark
+        self._alarmed: set[tuple[str, tuple[object, ...]]] = set()  # rows already logged
 
     def _remember(self, digest: bytes, tag: bytes) -> None:
         with self._lock:
@@ -221,7 +222,15 @@ class StateAuthenticator:
     def alarm(self, exc: TamperedState) -> None:
         """Count, log and record an integrity failure (also for checks made elsewhere)."""
         metrics.STATE_INTEGRITY_FAILURES.labels(exc.table).inc()
-        log.error("%s", exc)
+        # An ERROR line once per row: a tampered row met by every sweep tick must
+        # not flood the log (the counter still counts every refusal).
+        with self._lock:
+            first = (exc.table, exc.key) not in self._alarmed
+            self._alarmed.add((exc.table, exc.key))
+        if first:
+            log.error("%s", exc)
+        else:
+            log.debug("%s", exc)
         try:
             self._alarm(exc)
         except Exception:  # the alarm is best effort: the refusal stands regardless
