@@ -247,6 +247,10 @@ def variant(
     if bootstrap is not None:
         old = next(line for line in text.splitlines() if line.startswith("bootstrap = "))
         text = text.replace(old, f'bootstrap = "{bootstrap}"')
+    if extra.startswith("\n[audit]\n"):
+        # `custos init` writes an [audit] section (the pinned key): settings go into it.
+        text = text.replace("[audit]\n", extra.lstrip("\n"), 1)
+        extra = ""
     path = config.parent / f"{name}.toml"
     path.write_text(text + extra)
     return path
