@@ -338,10 +338,8 @@ class SigningPipeline:
             kind = item.WhichOneof("tx")
             adapter = self._adapters.get(kind) if kind else None
             if adapter is None:
-                raise InvalidRequest(
-                    f"items[{index}].tx: no transaction or message (bitcoin, evm, tron, "
-                    "evm_message, evm_typed_data, tron_message, bitcoin_message or bitcoin_psbt)"
-                )
+                kinds = ", ".join(self._adapters)
+                raise InvalidRequest(f"items[{index}].tx: no transaction or message ({kinds})")
             try:
                 ready = adapter.prepare(
                     getattr(item, kind), KeyInfo(key.key_id, key.public_key), budget

@@ -29,6 +29,7 @@ from proto.custos.v1 import keys_pb2, policy_pb2, policy_pb2_grpc
 from proto.custos.v1 import signer_pb2 as pb
 from signer.devsetup import subject_string
 from tests import builders
+from tests import typed_data as td
 from tests.conftest import DevEnv, RunningServer, server_with_policy
 from tests.second_impl import evm_sender, verify_bitcoin
 
@@ -286,6 +287,18 @@ def test_a_denied_ethereum_address_is_denied_on_bnb_smart_chain(
     response = _sign(policy_server, allowed)
     assert response.status == pb.BATCH_STATUS_SIGNED
     assert evm_sender(response.items[0].raw_tx) == builders.address(key, "bsc", "testnet")
+
+
+def test_a_permit_to_a_denied_spender_is_refused_by_the_transaction_deny_list(
+    policy_server: RunningServer, key: keys_pb2.Key
+) -> None:
+    # The policy has no message rules at all: without the deny list judging
+    # messages this would be "no rule matched"; the account's deny rule decides.
+    owner = builders.address(key, "ethereum", "sepolia")
+    permit = td.eip2612_permit(TOKEN, owner, DENIED_ETH, 10**6, SEPOLIA)
+    code, meta = _refused(policy_server, td.typed_item(key.key_id, permit, SEPOLIA))
+    assert code == grpc.StatusCode.PERMISSION_DENIED
+    assert meta["rule"] == "no-sanctioned"
 
 
 def _bitcoin(key: keys_pb2.Key, destination: str, seed: str) -> pb.SignItem:
