@@ -480,6 +480,8 @@ class ApprovalDesk:
                     "policy_version": held.judgement.policy.hash,
                     "rules": list(held.judgement.rules),
                     "approvers": [a.approver for a in effective.approvals],
+                    # What the re-judged batch reserves now (signer.budget_ledger replays it).
+                    "reserved": [[d.key, str(d.amount), d.count] for d in held.judgement.deltas],
                 },
             )
             signing = dataclasses.replace(pending, state=SIGNING)

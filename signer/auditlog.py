@@ -33,6 +33,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
+from typing import Protocol
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
@@ -94,6 +95,26 @@ def setup_audit_key(
         pool.close()
 
 
+class VerifiedRecords(Protocol):
+    """Told every record once it is verified, in log order (signer.budget_ledger)."""
+
+    def reset(self) -> None:
+        """The verified log is being rebuilt from record 0."""
+        ...
+
+    def observe(self, data: bytes) -> None:
+        """One record's canonical bytes, verified."""
+        ...
+
+
+class _NoReader:
+    def reset(self) -> None:
+        pass
+
+    def observe(self, data: bytes) -> None:
+        pass
+
+
 class AuditIntegrityError(FailedPrecondition):
     """The stored log is not a consistent extension of what this service verified."""
 
@@ -142,6 +163,8 @@ class AuditLog:
         # The largest checkpoint whose signature and root this service checked.
         self._anchor: StoredCheckpoint | None = None
         self._witness_size = -1
+        # Replays each verified record (the budget ledger); set before verify_at_start.
+        self.reader: VerifiedRecords = _NoReader()
         self._ready = False  # the start-up rebuild succeeded
         self.failure: str | None = None  # what is wrong with the log; sticky
         # Told at once when the log fails (the health monitor re-probes).
@@ -266,6 +289,7 @@ class AuditLog:
             return False
         self._leaves.append(leaf)
         self._tree.append(leaf)
+        self.reader.observe(data)
         return True
 
     def _verify_record(self, pos: int, seq: int, data: bytes, stored_leaf: bytes) -> None:
@@ -296,6 +320,7 @@ class AuditLog:
             raise self._fail(f"the stored hash of record {pos} does not match its bytes: altered")
         self._leaves.append(leaf)
         self._tree.append(leaf)
+        self.reader.observe(data)
 
     def _check_tail(self, size: int) -> None:
         """The log never shrinks below, nor changes at, the last record already verified."""
@@ -333,6 +358,7 @@ class AuditLog:
     def _rebuild(self) -> None:
         started = time.monotonic()
         self._leaves, self._tree, self._anchor = [], TreeBuilder(), None
+        self.reader.reset()
         stored = self._store.all_checkpoints()
         witness = self._read_witness()
         opened = [(s, self._open(s, "stored checkpoint")) for s in stored]

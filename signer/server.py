@@ -29,11 +29,12 @@ from signer.approval_desk import ApprovalDesk
 from signer.auditlog import AuditGate, AuditLog, key_fingerprint
 from signer.auth import Authorizer
 from signer.authenticity import StoreGuard, audit_alarm, open_authenticator, scan_audit_log
+from signer.budget_ledger import BudgetLedger
 from signer.chains.base import ChainAdapter
 from signer.chains.limits import ChainLimits
 from signer.chains.registry import make_adapters
 from signer.config import Config
-from signer.errors import ConfigError
+from signer.errors import ConfigError, CustosError
 from signer.events import EventBus
 from signer.governance import PolicyGovernor, utcnow
 from signer.health import HealthMonitor
@@ -90,6 +91,15 @@ def _pinned_audit_key(pool: SigningPool, config: Config) -> bytes:
     return public
 
 
+def _longest_window_ms(governor: PolicyGovernor) -> int:
+    """How long the budget ledger keeps entries at first: the active policy's longest window."""
+    try:
+        limits = governor.active().compiled.limits
+    except CustosError:  # no usable policy yet: the ledger learns windows as it is asked
+        return 0
+    return max((int(lim.window.total_seconds() * 1000) for lim in limits), default=0)
+
+
 class CustosServer:
     """The running service: HSM sessions, store, pipeline and the gRPC server."""
 
@@ -119,6 +129,12 @@ class CustosServer:
             audit_key,
             functools.partial(self.pool.sign_eddsa, config.audit.key_id),
         )
+        # Budget rows carry no tag: what the verified log proves they hold is their floor.
+        self.ledger = BudgetLedger(
+            _longest_window_ms(self.governor), refresh=self.audit.sync, alarm=self.integrity.alarm
+        )
+        self.audit.reader = self.ledger
+        self.store.floor_budget(self.ledger)
         events = EventBus()
         limits = ChainLimits(**config.limits.model_dump())
         authorizer = Authorizer(config.identities)

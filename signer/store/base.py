@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from audit.record import AuditEvent, AuditRecord
+from policies.velocity import Spent
 from signer.store.policy_tables import Admission, PendingRow, PolicyRow, PolicyStore
 
 
@@ -147,6 +148,27 @@ class RowGuard(Protocol):
     ) -> None: ...
 
     def committed_totp(self, subject: str, rev: int) -> None: ...
+
+
+class BudgetFloor(Protocol):
+    """What the verified audit log proves each budget bucket holds (signer.budget_ledger).
+
+    Reservation rows carry no tag, so the store checks them against this floor
+    under its bucket locks: rows may hold more than the floor, never less.
+    """
+
+    def usage(self, bucket: str, start_ms: int, without: tuple[str, str]) -> Spent:
+        """The bucket's live reservations stamped strictly after `start_ms`, leaving out
+        those of (caller, request id) `without`, which the asking transaction releases."""
+        ...
+
+    def refresh(self) -> None:
+        """Catch up with the committed log (another replica's releases)."""
+        ...
+
+    def tampered(self, bucket: str, logged: Spent, stored: Spent) -> Exception:
+        """The error to raise (its alarm raised) when the rows stay below the floor."""
+        ...
 
 
 class LegacySealer(Protocol):
@@ -291,6 +313,10 @@ class Store(PolicyStore, Protocol):
 
     def guard_rows(self, guard: RowGuard) -> None:
         """Seal and check pending batches with `guard` from now on (the server sets it)."""
+        ...
+
+    def floor_budget(self, floor: BudgetFloor) -> None:
+        """Check budget reservations against `floor` from now on (the server sets it)."""
         ...
 
     def ping(self) -> None: ...

@@ -42,6 +42,7 @@ from audit.record import AuditEvent, AuditRecord, ChainHead, next_record
 from policies.velocity import Spent
 from signer.store.base import (
     BatchRecord,
+    BudgetFloor,
     Claim,
     ClaimLost,
     ClaimOutcome,
@@ -67,6 +68,10 @@ CLAIM_ATTEMPTS = 4  # insert-or-lock rounds before a claim gives up (the id keep
 TOKEN_BYTES = 16
 TAKEN_OVER = "lease expired; taken over by a retry"
 LAPSED = "lease expired; no retry came"
+# Admissions tried while the rows hold less than the audit log proves, refreshing
+# the ledger in between (a release another replica committed but this one has not
+# verified yet), before the shortfall is called tampering.
+FLOOR_ATTEMPTS = 3
 
 
 def now_ms() -> int:
@@ -119,9 +124,33 @@ class SqlStore(abc.ABC):
         self._appended = threading.Condition()
         self._generation = 0  # bumped on every local write; wakes wait_for_audit early
         self._guard: RowGuard = _Unguarded()
+        self._floor: BudgetFloor | None = None  # None: store tests, no audit log at hand
 
     def guard_rows(self, guard: RowGuard) -> None:
         self._guard = guard
+
+    def floor_budget(self, floor: BudgetFloor) -> None:
+        self._floor = floor
+
+    def _floored(self, run: Callable[[], T]) -> T:
+        """`run` a write that admits budget; again after a refresh while the rows fall short.
+
+        `_admit` rolls the transaction back with a _Short when the rows of a bucket
+        hold less than the floor. Releases this process has not verified yet are
+        committed by then (what the rows showed was committed, with its record), so
+        a refreshed floor agrees unless rows were deleted or altered.
+        """
+        short: _Short | None = None
+        for _ in range(FLOOR_ATTEMPTS):
+            result = run()
+            if not isinstance(result, _Short):
+                return result
+            short = result
+            assert self._floor is not None  # only a floor makes a _Short
+            self._floor.refresh()
+        assert self._floor is not None
+        assert short is not None
+        raise self._floor.tampered(short.bucket, short.logged, short.stored)
 
     def seal_legacy_rows(
         self, sealer: LegacySealer, event: Callable[[dict[str, list[str]]], AuditEvent]
@@ -205,12 +234,16 @@ class SqlStore(abc.ABC):
             self._appended.notify_all()
         return result
 
-    def _append(self, tx: Tx, events: Sequence[AuditEvent]) -> None:
-        """Chain `events` onto the log inside the caller's transaction (its last step)."""
+    def _append(self, tx: Tx, events: Sequence[AuditEvent], ts_ms: int | None = None) -> None:
+        """Chain `events` onto the log inside the caller's transaction (its last step).
+
+        `ts_ms`: the records' time when it must equal something else the
+        transaction stamped (reservations, which signer.budget_ledger replays).
+        """
         if not events:
             return
         head = self._head(tx)
-        ts = self._clock_ms()
+        ts = self._clock_ms() if ts_ms is None else ts_ms
         rows = []
         for event in events:
             record = next_record(head, event, ts)
@@ -365,10 +398,11 @@ class SqlStore(abc.ABC):
                     tx.execute(f"DELETE {BATCH}", (caller, request_id))
                     self._append(tx, closing)
                     return Claim(ClaimOutcome.OVER_LIMIT, breach=breach)
-            self._append(tx, [*closing, *events])
+            # Stamped like the reservations: the ledger replays them from these records.
+            self._append(tx, [*closing, *events], ts_ms=now)
             return Claim(ClaimOutcome.HELD if held else ClaimOutcome.CLAIMED, token=token)
 
-        return self._write(work)
+        return self._floored(lambda: self._write(work))
 
     def _admit(
         self, tx: Tx, admission: Admission, caller: str, request_id: str, now: int
@@ -387,6 +421,10 @@ class SqlStore(abc.ABC):
                 sum(int(a) for a, _ in rows if a is not None),
                 sum(int(c) for _, c in rows if c is not None),
             )
+            if self._floor is not None:
+                logged = self._floor.usage(bucket, start_ms, (caller, request_id))
+                if logged.amount > spent[bucket].amount or logged.count > spent[bucket].count:
+                    raise Rollback(_Short(bucket, logged, spent[bucket]))
         breach: object | None = admission.check(spent)
         if breach is not None:
             return breach
@@ -704,10 +742,11 @@ class SqlStore(abc.ABC):
             result = change(current)
             if not isinstance(result, PendingChange):
                 return result
+            stamp = None
             if result.rebudget is not None:
                 # Judged again under the active limits before anything is sealed.
                 _release_reservations(tx, current.caller, current.request_id)
-                now = self._clock_ms()
+                stamp = now = self._clock_ms()
                 breach = self._admit(tx, result.rebudget, current.caller, current.request_id, now)
                 if breach is not None:
                     raise Rollback(breach)
@@ -735,10 +774,10 @@ class SqlStore(abc.ABC):
                     " WHERE caller = ? AND request_id = ? AND NOT done",
                     (result.final_result, new.caller, new.request_id),
                 )
-            self._append(tx, result.events)
+            self._append(tx, result.events, ts_ms=stamp)
             return new
 
-        outcome = self._write(work)
+        outcome = self._floored(lambda: self._write(work))
         for row in written:
             self._guard.committed_pending(row)
         return outcome
@@ -848,6 +887,15 @@ def _pending(row: tuple[Any, ...]) -> PendingRow:
     return PendingRow(
         row[0], row[1], row[2], row[3], row[4], row[5], bytes(row[6]), int(row[7]), _bytes(row[8])
     )
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Short:
+    """A bucket whose rows hold less than the floor: the admission was rolled back."""
+
+    bucket: str
+    logged: Spent
+    stored: Spent
 
 
 class _Unguarded:
