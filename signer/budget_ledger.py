@@ -19,14 +19,15 @@ replica appends), into per-bucket sums:
   the batch, so that an older log can never cause a false alarm);
 - `sign.signed` makes the reservations spent: nothing releases them after it.
 
-The store compares, under its bucket locks, what the rows hold with what the
-ledger proves (signer.store.sql.SqlStore._admit): the rows may hold more (a
-reservation whose record this process has not verified yet), never less. Less
-means rows were deleted or edited (amount, bucket, time, released flag): the
-store refreshes the ledger to the committed log once or twice (a release by
-another replica may be committed but not yet verified here) and then refuses
-with TamperedState. The ledger keeps entries for the longest window it was
-asked about (or given at start); see the README's threat model for the bounds.
+Before every admission the store has the ledger catch up with the committed
+log (AuditLog.catch_up: one query when nothing is new), then compares, under
+its bucket locks, what the rows hold with what the ledger proves
+(signer.store.sql.SqlStore._admit): the rows may hold more (a reservation
+committed meanwhile), never less. Less means rows were deleted or edited
+(amount, bucket, time, released flag), or a release was committed meanwhile:
+the store catches up and tries again, twice, and then refuses with
+TamperedState. The ledger keeps entries for the longest window it was asked
+about (or given at start); see the README's threat model for the bounds.
 """
 
 from __future__ import annotations
@@ -140,7 +141,7 @@ class BudgetLedger:
         alarm: Callable[[TamperedState], None] = lambda _exc: None,
     ) -> None:
         """`horizon_ms`: how long entries are kept (the longest window of the active
-        policy); `refresh` verifies what the log holds now (AuditLog.sync);
+        policy); `refresh` verifies what the log holds now (AuditLog.catch_up);
         `alarm` counts, logs and records a refusal (StateAuthenticator.alarm)."""
         self._horizon_ms = horizon_ms
         self._refresh = refresh
@@ -265,7 +266,7 @@ class BudgetLedger:
             return Spent(amount, count)
 
     def refresh(self) -> None:
-        """Verify and replay what the log holds now (releases other replicas committed)."""
+        """Verify and replay what the log holds now (what any replica committed)."""
         try:
             self._refresh()
         except Exception:  # a failed log stops signing by itself; the refusal below stands
@@ -278,7 +279,8 @@ class BudgetLedger:
             (bucket,),
             f"holds {stored.amount} (count {stored.count}) in the window, but the audit log"
             f" proves {logged.amount} (count {logged.count}): reservation rows were deleted"
-            " or altered, and the velocity limit is enforced on what the log proves",
+            " or altered; batches drawing on this budget are refused until the rows are"
+            " restored or the proven reservations leave the window",
         )
         self._alarm(exc)
         return exc

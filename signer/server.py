@@ -131,7 +131,9 @@ class CustosServer:
         )
         # Budget rows carry no tag: what the verified log proves they hold is their floor.
         self.ledger = BudgetLedger(
-            _longest_window_ms(self.governor), refresh=self.audit.sync, alarm=self.integrity.alarm
+            _longest_window_ms(self.governor),
+            refresh=self.audit.catch_up,
+            alarm=self.integrity.alarm,
         )
         self.audit.reader = self.ledger
         self.store.floor_budget(self.ledger)

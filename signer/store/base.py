@@ -163,7 +163,7 @@ class BudgetFloor(Protocol):
         ...
 
     def refresh(self) -> None:
-        """Catch up with the committed log (another replica's releases)."""
+        """Catch up with the committed log (called before every admission)."""
         ...
 
     def tampered(self, bucket: str, logged: Spent, stored: Spent) -> Exception:

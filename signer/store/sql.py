@@ -133,22 +133,23 @@ class SqlStore(abc.ABC):
         self._floor = floor
 
     def _floored(self, run: Callable[[], T]) -> T:
-        """`run` a write that admits budget; again after a refresh while the rows fall short.
+        """`run` a write that admits budget, with the floor caught up with the log first.
 
         `_admit` rolls the transaction back with a _Short when the rows of a bucket
-        hold less than the floor. Releases this process has not verified yet are
-        committed by then (what the rows showed was committed, with its record), so
-        a refreshed floor agrees unless rows were deleted or altered.
+        hold less than the floor; then the floor catches up again and `run` is
+        tried again. A release (of another replica, or of a write committed with
+        ours in one SQLite group) that the rows showed was committed with its
+        record, so a refreshed floor agrees unless rows were deleted or altered.
         """
+        if self._floor is None:
+            return run()
         short: _Short | None = None
         for _ in range(FLOOR_ATTEMPTS):
+            self._floor.refresh()
             result = run()
             if not isinstance(result, _Short):
                 return result
             short = result
-            assert self._floor is not None  # only a floor makes a _Short
-            self._floor.refresh()
-        assert self._floor is not None
         assert short is not None
         raise self._floor.tampered(short.bucket, short.logged, short.stored)
 

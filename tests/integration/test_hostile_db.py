@@ -21,7 +21,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from audit.record import AuditRecord
-from proto.custos.v1 import keys_pb2, keys_pb2_grpc, signer_pb2_grpc
+from proto.custos.v1 import keys_pb2, keys_pb2_grpc, policy_pb2, policy_pb2_grpc, signer_pb2_grpc
 from proto.custos.v1 import signer_pb2 as pb
 from signer.devsetup import init_dev
 from tests import builders
@@ -55,20 +55,32 @@ class Hostile:
         item = builders.evm_item(key)
         if key_id is not None:
             item.key_id = key_id
+        return self.sign_items([item], request_id)
+
+    def sign_items(
+        self, items: Sequence[pb.SignItem], request_id: str = ""
+    ) -> pb.SignBatchResponse:
         stub = signer_pb2_grpc.SignerStub(self.server.channel("payments"))
-        request = pb.SignBatchRequest(
-            request_id=request_id or f"h-{uuid.uuid4().hex}", items=[item]
-        )
+        request = pb.SignBatchRequest(request_id=request_id or f"h-{uuid.uuid4().hex}", items=items)
         response = stub.SignBatch(request)
         for signed in response.items:  # what does leave is checked by a second implementation
             assert evm_sender(signed.raw_tx) == signed.address
         return response
 
-    def refused(self, key: keys_pb2.Key, key_id: str | None = None) -> grpc.RpcError:
+    def refused(
+        self,
+        key: keys_pb2.Key,
+        key_id: str | None = None,
+        items: Sequence[pb.SignItem] = (),
+    ) -> grpc.RpcError:
         """Sign and expect a refusal: no signature in a response, none stored, none audited."""
         request_id = f"h-{uuid.uuid4().hex}"
+        if not items:
+            item = builders.evm_item(key)
+            item.key_id = key_id or item.key_id
+            items = [item]
         with pytest.raises(grpc.RpcError) as caught:
-            self.sign(key, key_id, request_id)
+            self.sign_items(items, request_id)
         assert caught.value.code() is grpc.StatusCode.DATA_LOSS, caught.value.details()
         assert "nothing was signed" in caught.value.details()
         signed = [r for r in self.records() if r.event.kind == "sign.signed"]
@@ -285,3 +297,85 @@ def test_the_policy_cannot_be_swapped_repointed_forged_or_deleted(hostile: Hosti
     text = config.read_text()
     config.write_text(text.replace(text[text.index("[policy]") :].split("\n\n")[0], ""))
     _not_serving(h, key, "newer versions were deleted or replaced")
+
+
+ETH = 10**18
+# The development policy limits Holesky native payments to 1 ETH per key and hour.
+HOLESKY_BUCKET = "holesky-hourly-per-key|key={}|asset=ethereum:holesky:native"
+FEE = 60_000 * 30_000_000_000  # builders.evm_item's maximum fee, charged to the limit too
+
+
+def _holesky(key: keys_pb2.Key, value: int, nonce: int) -> pb.SignItem:
+    return builders.evm_item(key, chain_id=17000, nonce=nonce, value=str(value))
+
+
+def _over_limit(h: Hostile, item: pb.SignItem) -> None:
+    with pytest.raises(grpc.RpcError) as caught:
+        h.sign_items([item])
+    assert caught.value.code() is grpc.StatusCode.RESOURCE_EXHAUSTED, caught.value.details()
+    assert "velocity limit 'holesky-hourly-per-key' exceeded" in caught.value.details()
+
+
+def test_deleting_or_editing_budget_reservations_frees_no_budget(hostile: Hostile) -> None:
+    h = hostile
+    attacks = {
+        "deleted": "DELETE FROM reservations WHERE bucket = ?",
+        "lowered": "UPDATE reservations SET amount = '0', count = 0 WHERE bucket = ?",
+        "released": "UPDATE reservations SET released = TRUE WHERE bucket = ?",
+        "aged": "UPDATE reservations SET reserved_at_ms = reserved_at_ms - 7200000"
+        " WHERE bucket = ?",
+    }
+    keys = {name: h.create_key(f"budget-{name}") for name in (*attacks, "honest")}
+    # 3 x 0.3 ETH (and the fees) of each key's 1 ETH per hour.
+    for key in keys.values():
+        for nonce in range(3):
+            h.sign_items([_holesky(key, 3 * ETH // 10, nonce)])
+    for name, query in attacks.items():
+        h.sql(query, [HOLESKY_BUCKET.format(f"budget-{name}")])
+
+    def refused_everywhere() -> None:
+        for name in attacks:
+            # Another 0.3 ETH fits what the rows say now, not what was spent.
+            error = h.refused(keys[name], items=[_holesky(keys[name], 3 * ETH // 10, 3)])
+            bucket = HOLESKY_BUCKET.format(f"budget-{name}")
+            assert f"reservations row {bucket!r}" in error.details()
+            assert f"the audit log proves {3 * (3 * ETH // 10 + FEE)} (count 3)" in error.details()
+        # The untouched key's limit answers as ever; the service goes on.
+        _over_limit(h, _holesky(keys["honest"], 3 * ETH // 10, 3))
+        assert h.health() == SERVING
+
+    refused_everywhere()
+    # After a restart the ledger is replayed from the verified log: still refused.
+    h.restart()
+    refused_everywhere()
+    alarms = {
+        r.event.fields["row"]
+        for r in h.records()
+        if r.event.kind == "state.tampered" and r.event.fields["table"] == "reservations"
+    }
+    assert alarms == {HOLESKY_BUCKET.format(f"budget-{name}") for name in attacks}
+
+
+def test_a_rejected_held_batch_gives_its_budget_back(hostile: Hostile) -> None:
+    """The legitimate release path through the server: the ledger agrees with the rows."""
+    h = hostile
+    key = h.create_key("budget-held")
+    large = builders.evm_item(key, chain_id=11155111, value=str(2 * ETH))  # needs approvers
+    held = h.sign_items([large, _holesky(key, 9 * ETH // 10, 0)])
+    assert held.status == pb.BATCH_STATUS_PENDING_APPROVAL
+    _over_limit(h, _holesky(key, 3 * ETH // 10, 1))  # 0.9 ETH of it is reserved
+
+    approvals = policy_pb2_grpc.ApprovalsStub(h.server.channel("approver"))
+    pending = approvals.GetPending(policy_pb2.GetPendingRequest(approval_id=held.approval_id))
+    approvals.Reject(
+        policy_pb2.DecideRequest(
+            approval_id=held.approval_id, request_digest=pending.request_digest
+        )
+    )
+    # Its budget is back, the rows and the log agree: no alarm, the limit holds.
+    assert len(h.sign_items([_holesky(key, 9 * ETH // 10, 1)]).items) == 1
+    _over_limit(h, _holesky(key, 3 * ETH // 10, 2))
+    h.restart()
+    assert len(h.sign_items([_holesky(key, ETH // 20, 2)]).items) == 1
+    _over_limit(h, _holesky(key, 3 * ETH // 10, 3))
+    assert all(r.event.kind != "state.tampered" for r in h.records())
