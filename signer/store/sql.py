@@ -132,7 +132,7 @@ class SqlStore(abc.ABC):
     def floor_budget(self, floor: BudgetFloor) -> None:
         self._floor = floor
 
-    def _floored(self, run: Callable[[], T]) -> T:
+    def _floored(self, run: Callable[[], T], *, budget: bool = True) -> T:
         """`run` a write that admits budget, with the floor caught up with the log first.
 
         `_admit` rolls the transaction back with a _Short when the rows of a bucket
@@ -141,7 +141,7 @@ class SqlStore(abc.ABC):
         ours in one SQLite group) that the rows showed was committed with its
         record, so a refreshed floor agrees unless rows were deleted or altered.
         """
-        if self._floor is None:
+        if self._floor is None or not budget:  # `budget`: False when nothing is reserved
             return run()
         short: _Short | None = None
         for _ in range(FLOOR_ATTEMPTS):
@@ -403,7 +403,8 @@ class SqlStore(abc.ABC):
             self._append(tx, [*closing, *events], ts_ms=now)
             return Claim(ClaimOutcome.HELD if held else ClaimOutcome.CLAIMED, token=token)
 
-        return self._floored(lambda: self._write(work))
+        reserves = admission is not None and bool(admission.windows)
+        return self._floored(lambda: self._write(work), budget=reserves)
 
     def _admit(
         self, tx: Tx, admission: Admission, caller: str, request_id: str, now: int
