@@ -9,6 +9,7 @@ recorded, and health says NOT_SERVING where the service cannot go on.
 from __future__ import annotations
 
 import sqlite3
+import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -21,7 +22,15 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from audit.record import AuditRecord
-from proto.custos.v1 import keys_pb2, keys_pb2_grpc, policy_pb2, policy_pb2_grpc, signer_pb2_grpc
+from proto.custos.v1 import (
+    audit_pb2,
+    audit_pb2_grpc,
+    keys_pb2,
+    keys_pb2_grpc,
+    policy_pb2,
+    policy_pb2_grpc,
+    signer_pb2_grpc,
+)
 from proto.custos.v1 import signer_pb2 as pb
 from signer.devsetup import init_dev
 from tests import builders
@@ -378,4 +387,38 @@ def test_a_rejected_held_batch_gives_its_budget_back(hostile: Hostile) -> None:
     h.restart()
     assert len(h.sign_items([_holesky(key, ETH // 20, 2)]).items) == 1
     _over_limit(h, _holesky(key, 3 * ETH // 10, 3))
+    assert all(r.event.kind != "state.tampered" for r in h.records())
+
+
+def test_a_failed_batch_gives_its_budget_back(hostile: Hostile) -> None:
+    """A batch claimed and reserved whose signing fails: sign.failed releases it in rows and log.
+
+    Signing is made to fail by stopping the audit log (its checkpoint rows deleted
+    while it runs); once they are back, a restart replays the failed attempt.
+    """
+    h = hostile
+    key = h.create_key("budget-failed")
+    audit = audit_pb2_grpc.AuditStub(h.server.channel("officer"))
+    audit.CreateCheckpoint(audit_pb2.CreateCheckpointRequest())
+    checkpoints = h.sql("SELECT size, root, note FROM audit_checkpoints", [])
+    h.sql("DELETE FROM audit_checkpoints", [])
+    deadline = time.monotonic() + 120
+    while h.health() != NOT_SERVING:
+        assert time.monotonic() < deadline, "the deleted checkpoints were never noticed"
+        time.sleep(0.05)
+    with pytest.raises(grpc.RpcError) as caught:
+        h.sign_items([_holesky(key, 9 * ETH // 10, 0)], "budget-failed-1")
+    assert caught.value.code() is grpc.StatusCode.FAILED_PRECONDITION
+    mine = [
+        r.event.kind for r in h.records() if r.event.fields.get("request_id") == "budget-failed-1"
+    ]
+    assert mine == ["sign.authorized", "sign.failed"]
+
+    for row in checkpoints:
+        h.sql("INSERT INTO audit_checkpoints (size, root, note) VALUES (?, ?, ?)", list(row))
+    h.restart()
+    assert h.health() == SERVING
+    # The failed attempt's 0.9 ETH is back: rows and the replayed log agree.
+    assert len(h.sign_items([_holesky(key, 9 * ETH // 10, 0)]).items) == 1
+    _over_limit(h, _holesky(key, 3 * ETH // 10, 1))
     assert all(r.event.kind != "state.tampered" for r in h.records())
