@@ -18,7 +18,7 @@ from typing import Any
 import grpc
 from google.protobuf import json_format
 
-from hsm.errors import HsmConfigError, HsmError
+from hsm.errors import HsmConfigError, HsmError, KeyExists, KeyNotFound
 from proto.custos.v1 import (
     audit_pb2,
     audit_pb2_grpc,
@@ -747,7 +747,7 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, HsmConfigError) as exc:
         fail(f"custos: error: {exc}")
         return Exit.USAGE
-    except (HsmError, StoreUnavailable) as exc:
+    except (HsmError, KeyNotFound, KeyExists, StoreUnavailable) as exc:
         fail(f"custos: error: {type(exc).__name__}: {exc}")
         return Exit.ERROR
     except grpc.RpcError as exc:

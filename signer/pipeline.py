@@ -34,7 +34,6 @@ from signer.chains.limits import DEFAULT_LIMITS, WorkBudget
 from signer.chains.networks import network_class
 from signer.errors import (
     AlreadyExists,
-    BudgetExceeded,
     CustosError,
     FailedPrecondition,
     InProgress,
@@ -42,7 +41,7 @@ from signer.errors import (
     NotFound,
     PermissionDenied,
     PolicyDenied,
-    Unavailable,
+    kind_of,
 )
 from signer.events import EventBus
 from signer.governance import PolicyGovernor, utcnow
@@ -123,17 +122,15 @@ class SigningPipeline:
         logs.bind(request_id=request.request_id[:128])
         try:
             response = self._sign_batch(caller, request)
-        except CustosError as exc:
-            outcome = _OUTCOME_OF_ERROR.get(type(exc), "refused")
-            log.info("batch %s: %s", outcome, exc)
+        except Exception as exc:
+            outcome = kind_of(exc).outcome
+            if isinstance(exc, CustosError):
+                log.info("batch %s: %s", outcome, exc)
             if isinstance(exc, PolicyDenied):
                 metrics.POLICY_DENIALS.labels(
                     exc.details.get("rule", exc.details.get("code", ""))
                 ).inc()
             _count(outcome, [_chain_of(item) for item in request.items])
-            raise
-        except Exception:
-            _count("failed", [_chain_of(item) for item in request.items])
             raise
         outcome = "replayed" if response.replayed else _OUTCOME_OF_STATUS[response.status]
         _count(outcome, [_chain_of(item) for item in request.items])
@@ -374,13 +371,12 @@ class SigningPipeline:
             # Give the request id back so that a retry can sign; nothing left the process.
             # Under our token only: a batch the store completed (a COMMIT whose outcome
             # we never heard) keeps its result and its budget.
+            # The edge tells the caller (signer.errors.ERROR_KINDS: an HsmError is
+            # UNAVAILABLE, nothing was signed); the HSM's own words stay in our log.
             reason = "hsm unavailable" if isinstance(exc, HsmError) else type(exc).__name__
             self._release_quietly(caller, request_id, reason, token)
             if isinstance(exc, HsmError):
                 log.warning("signing %s failed: %s", request_id, exc)
-                raise Unavailable(
-                    "the HSM is unavailable; nothing was signed, retry later"
-                ) from exc
             raise
 
     def _sign_and_store(
@@ -496,12 +492,6 @@ _OUTCOME_OF_STATUS = {
     pb.BATCH_STATUS_PENDING_APPROVAL: "pending",
     pb.BATCH_STATUS_REJECTED: "rejected",
     pb.BATCH_STATUS_EXPIRED: "expired",
-}
-_OUTCOME_OF_ERROR: dict[type[CustosError], str] = {
-    PolicyDenied: "denied",
-    BudgetExceeded: "over_limit",
-    InvalidRequest: "invalid",
-    Unavailable: "unavailable",
 }
 
 
