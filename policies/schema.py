@@ -193,9 +193,10 @@ def _check_staking_match(match: Match, path: str, errors: list[tuple[str, str]])
     if match.staking is None:
         return
     # A staking contract is a Tron transaction that calls no contract.
-    for field, present in (("message_signing", match.message_signing), ("contract", match.contract)):
-        if present:
-            errors.append((f"{path}.staking", f"cannot be combined with {field}"))
+    if match.message_signing:
+        errors.append((f"{path}.staking", "cannot be combined with message_signing"))
+    if match.contract is not None:
+        errors.append((f"{path}.staking", "cannot be combined with contract"))
     if match.chains is not None and "tron" not in match.chains:
         errors.append((f"{path}.staking", "needs chains to include tron (staking is Tron's)"))
 

@@ -151,7 +151,8 @@ def moved_totals(intent: Intent) -> dict[str, int]:
         if call.method in ALLOWANCES:
             token = normalize_address(call.contract)
             totals[token] = totals.get(token, 0) + int(dict(call.args).get("amount", "0"))
-    # A stake or delegation takes TRX out of the spendable balance (policies.intent.CHARGED_STAKING).
+    # A stake or a delegation takes TRX out of the spendable balance
+    # (policies.intent.CHARGED_STAKING).
     if intent.staking is not None and intent.staking.charged:
         totals["native"] = totals.get("native", 0) + intent.staking.charged
     return totals
