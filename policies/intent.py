@@ -99,6 +99,19 @@ class Staking:
         """Sun this contract takes out of the spendable balance (see CHARGED_STAKING)."""
         return self.amount if self.kind in CHARGED_STAKING else 0
 
+    def summary(self) -> str:
+        """One line for approvers: "delegate 5000000 sun ENERGY to T... locked 86400 blocks"."""
+        if self.kind == "vote":
+            return "vote " + ", ".join(f"{witness}={count}" for witness, count in self.votes)
+        if self.kind == "withdraw_unfrozen":
+            return "withdraw_unfrozen (every unstaked amount past its 14 days)"
+        text = f"{self.kind} {self.amount} sun {self.resource}"
+        if self.receiver is not None:
+            text += f" {'to' if self.kind == 'delegate' else 'from'} {self.receiver}"
+        if self.lock_period is not None:
+            text += f" locked {self.lock_period} blocks"
+        return text
+
     @property
     def accounts(self) -> tuple[str, ...]:
         """The other accounts it names: the receiver, or the witnesses voted for."""
