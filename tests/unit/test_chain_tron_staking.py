@@ -1,23 +1,17 @@
 """Tron staking and voting contracts: tronpy's transaction builder as second implementation.
 
-tronpy builds each contract's JSON (as it would send a node), and a protobuf
-wire encoder written here from java-tron's field numbers (core/contract/
-balance_contract.proto, witness_contract.proto) turns that JSON into the
-Transaction.raw bytes a node would rebuild: their SHA-256 must be the txID the
-adapter signed. tronpy then recovers the signer from the txID and signature.
+tests/tron_staking.py encodes tronpy's JSON independently: its SHA-256 must be
+the txID the adapter signed, and tronpy recovers the signer from it.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Callable
 from typing import Any
 
 import pytest
-from tronpy import Tron
 from tronpy.keys import PrivateKey, to_hex_address
-from tronpy.proto import tron_pb2 as tronpy_pb2
 
 from policies.intent import Staking
 from proto.custos.v1 import signer_pb2 as pb
@@ -32,118 +26,11 @@ from signer.chains.tron import (
 )
 from tests.second_impl import tron_signer
 from tests.support import LocalKey
+from tests.tron_staking import TRONPY, check_with_tronpy
 from tests.unit.test_chain_tron import ADAPTER, KEY, KEY_ADDRESS, NOW, RECIPIENT, make_tx, sign
 
 WITNESS_A = PrivateKey(bytes([0x31] * 32)).public_key.to_base58check_address()
 WITNESS_B = PrivateKey(bytes([0x32] * 32)).public_key.to_base58check_address()
-TRONPY = Tron(network="nile").trx  # builds offline: nothing here talks to a node
-
-# ---- an independent encoder: protobuf wire format from upstream's field numbers ----
-
-_RESOURCE = {"BANDWIDTH": 0, "ENERGY": 1}
-# (field name, number, kind) per contract message, from java-tron's protos.
-_FIELDS: dict[str, tuple[tuple[str, int, str], ...]] = {
-    "FreezeBalanceV2Contract": (
-        ("owner_address", 1, "hex"),
-        ("frozen_balance", 2, "int"),
-        ("resource", 3, "resource"),
-    ),
-    "UnfreezeBalanceV2Contract": (
-        ("owner_address", 1, "hex"),
-        ("unfreeze_balance", 2, "int"),
-        ("resource", 3, "resource"),
-    ),
-    "WithdrawExpireUnfreezeContract": (("owner_address", 1, "hex"),),
-    "DelegateResourceContract": (
-        ("owner_address", 1, "hex"),
-        ("resource", 2, "resource"),
-        ("balance", 3, "int"),
-        ("receiver_address", 4, "hex"),
-        ("lock", 5, "int"),
-        ("lock_period", 6, "int"),
-    ),
-    "UnDelegateResourceContract": (
-        ("owner_address", 1, "hex"),
-        ("resource", 2, "resource"),
-        ("balance", 3, "int"),
-        ("receiver_address", 4, "hex"),
-    ),
-    "VoteWitnessContract": (("owner_address", 1, "hex"), ("votes", 2, "votes")),
-}
-
-
-def _varint(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte, n = n & 0x7F, n >> 7
-        out.append(byte | (0x80 if n else 0))
-        if not n:
-            return bytes(out)
-
-
-def _int(number: int, value: int) -> bytes:
-    # proto3 writes nothing for a default value.
-    return _varint(number << 3) + _varint(value) if value else b""
-
-
-def _bytes(number: int, value: bytes) -> bytes:
-    return _varint(number << 3 | 2) + _varint(len(value)) + value if value else b""
-
-
-def _encode_contract(kind: str, value: dict[str, Any]) -> bytes:
-    out = b""
-    for name, number, how in _FIELDS[kind]:
-        item = value.get(name)
-        if item is None:
-            continue
-        if how == "hex":
-            out += _bytes(number, bytes.fromhex(item))
-        elif how == "resource":
-            out += _int(number, _RESOURCE[item])
-        elif how == "votes":
-            for vote in item:
-                inner = _bytes(1, bytes.fromhex(vote["vote_address"])) + _int(2, vote["vote_count"])
-                out += _bytes(number, inner)
-        else:
-            out += _int(number, int(item))
-    return out
-
-
-def encode_raw_independently(raw_data: dict[str, Any]) -> bytes:
-    """Transaction.raw of a raw_data JSON object, without any generated protobuf class."""
-    [contract] = raw_data["contract"]
-    kind = contract["type"]
-    # The ContractType number from tronpy's own protobuf classes.
-    type_number = tronpy_pb2.Transaction.Contract.ContractType.Value(kind)
-    parameter = _bytes(1, contract["parameter"]["type_url"].encode()) + _bytes(
-        2, _encode_contract(kind, contract["parameter"]["value"])
-    )
-    encoded_contract = _int(1, type_number) + _bytes(2, parameter)
-    return (
-        _bytes(1, bytes.fromhex(raw_data["ref_block_bytes"]))
-        + _bytes(4, bytes.fromhex(raw_data["ref_block_hash"]))
-        + _int(8, raw_data["expiration"])
-        + _bytes(11, encoded_contract)
-        + _int(14, raw_data["timestamp"])
-        + _int(18, raw_data.get("fee_limit", 0))
-    )
-
-
-def tronpy_raw_data(builder: Any, like: dict[str, Any]) -> dict[str, Any]:
-    """tronpy's built raw_data, with the reference block and times of `like`."""
-    # build(offline=True) would compute the txID with tronpy's encoder, which
-    # knows only transfers and smart-contract calls; the contract JSON is what
-    # tronpy's builder makes and would send a node.
-    raw: dict[str, Any] = dict(builder._raw_data)  # the builder's product
-    for field in ("ref_block_bytes", "ref_block_hash", "timestamp", "expiration"):
-        raw[field] = like[field]
-    return raw
-
-
-def _defaults_dropped(value: dict[str, Any]) -> dict[str, Any]:
-    # tronpy writes lock: false; a node (and the adapter) leave default values out.
-    return {k: v for k, v in value.items() if v not in (False, 0)}
-
 
 # ---- each contract, signed and checked by the second implementation ----------
 
@@ -241,20 +128,7 @@ def test_signed_staking_agrees_with_tronpy(
     tx: pb.TronTransaction, build: Callable[[], Any], staking: Staking
 ) -> None:
     prepared, signed = sign(tx)
-    obj = json.loads(signed.raw_tx)
-    ours = obj["raw_data"]
-    theirs = tronpy_raw_data(build(), ours)
-    [our_contract], [their_contract] = ours["contract"], theirs["contract"]
-    assert our_contract["type"] == their_contract["type"]
-    assert our_contract["parameter"]["type_url"] == their_contract["parameter"]["type_url"]
-    assert our_contract["parameter"]["value"] == _defaults_dropped(
-        their_contract["parameter"]["value"]
-    )
-    # The bytes signed are those a node rebuilds from tronpy's JSON.
-    raw = encode_raw_independently(theirs)
-    assert raw.hex() == obj["raw_data_hex"]
-    assert hashlib.sha256(raw).hexdigest() == obj["txID"] == signed.tx_id
-    assert tron_signer(signed.raw_tx) == KEY_ADDRESS == signed.address
+    assert check_with_tronpy(signed.raw_tx, build()) == KEY_ADDRESS == signed.address
     # What policy sees: the staking fact, no transfer, no fee.
     intent = prepared.intent
     assert intent.staking == staking
