@@ -224,3 +224,22 @@ def test_bad_staking_matches_are_refused_naming_the_path(
     text = "; ".join(caught.value.errors)
     assert path in text
     assert words in text
+
+
+def test_approvers_and_the_audit_record_see_the_staking_fact(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from proto.custos.v1 import policy_pb2
+    from signer.admission import summarize
+    from signer.approval_view import _item
+    from signer.cli_policy import _print_batch
+
+    locked = delegate(lock=86400)
+    text = f"delegate {50 * TRX} sun ENERGY to {RECEIVER} locked 86400 blocks"
+    assert summarize(locked, "tron-hot")["staking"] == text
+    assert "staking" not in summarize(trc20(), "tron-hot")
+    shown = _item(locked)
+    assert shown.staking == text
+    assert list(shown.destinations) == []  # no transfer: the receiver is in the staking line
+    _print_batch(policy_pb2.PendingBatch(approval_id="a", items=[shown]), full=False)
+    assert f"      staking: {text}" in capsys.readouterr().out
