@@ -105,6 +105,9 @@ MessageKind = Literal["personal_sign", "typed_data", "tron_message", "bitcoin_me
 TypeName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z_$][A-Za-z0-9_$]{0,63}$")]
 ChainId = Annotated[int, Field(ge=1, le=2**64 - 1)]
 NetworkClass = Literal["mainnet", "testnet"]
+# policies.intent.STAKING_KINDS and RESOURCES
+StakingKind = Literal["stake", "unstake", "delegate", "undelegate", "withdraw_unfrozen", "vote"]
+Resource = Literal["BANDWIDTH", "ENERGY"]
 
 
 def parse_duration(text: str) -> timedelta:
@@ -277,6 +280,21 @@ class TypedDataMatch(_Model):
         return self
 
 
+class StakingMatch(_Model):
+    """Tron staking and voting predicates; only a rule with one allows such a contract.
+
+    Receivers and voted witnesses are destinations: restrict them with the
+    rule's `destinations`. Resource and lock predicates leave out the kinds
+    without one (withdraw_unfrozen and vote have no resource; only a locked
+    delegation has a lock period).
+    """
+
+    kinds: tuple[StakingKind, ...] = Field(min_length=1)
+    resources: tuple[Resource, ...] | None = Field(default=None, min_length=1)
+    # A locked delegation cannot be taken back for its lock period (in 3-second blocks).
+    max_lock_period: int | None = Field(default=None, ge=0, le=10**9)
+
+
 class Scope(_Model):
     """Who and what: the predicates rules and limits share."""
 
@@ -310,6 +328,9 @@ class Match(Scope):
     # (a rule with typed_data matches typed data only).
     message_kinds: tuple[MessageKind, ...] | None = Field(default=None, min_length=1)
     typed_data: TypedDataMatch | None = None
+    # Tron staking and voting: a rule with it matches those contracts only, and
+    # a rule without it none of them (deny rules excepted).
+    staking: StakingMatch | None = None
     time: tuple[TimeWindow, ...] | None = Field(default=None, min_length=1)
 
     @model_validator(mode="after")

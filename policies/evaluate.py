@@ -12,6 +12,8 @@ to all of it, and velocity limits see the sum of its items (fees included).
 Destinations are compared as accounts (policies.accounts), not spellings. A
 contract call the adapters cannot decode has an unknown amount: no amount
 predicate matches it, and only a rule naming its contract and method allows it.
+A Tron staking or voting contract is allowed only by a rule with a `staking`
+match; its receiver or witnesses are its destinations.
 """
 
 from __future__ import annotations
@@ -28,13 +30,14 @@ from policies.document import (
     Approval,
     PolicyDocument,
     Rule,
+    StakingMatch,
     memberships,
     minutes_of,
     normalize_address,
     parse_duration,
     since_key,
 )
-from policies.intent import ALLOWANCES, TOKEN_TRANSFERS, Intent, Message
+from policies.intent import ALLOWANCES, TOKEN_TRANSFERS, Intent, Message, Staking
 from policies.locks import LOCK_TOO_FAR, CompiledLocks, lock_breach
 from policies.velocity import (
     CompiledLimit,
@@ -128,6 +131,7 @@ class _Facts:
     # (a Permit2 PermitBatch names several tokens); contract is the first.
     contracts: tuple[str, ...]
     message: Message | None
+    staking: Staking | None
     # An undecoded contract call: what it moves is unknown, never 0. No amount
     # predicate matches it, and only a rule naming its contract and method allows it.
     unknown_amount: bool
@@ -149,6 +153,9 @@ def _facts(intent: Intent) -> _Facts:
             destinations.append(account_id(chain, dict(call.args).get("spender", "")))
         elif call.method not in TOKEN_TRANSFERS:
             destinations.append(account_id(chain, call.contract))
+    if intent.staking is not None:
+        # A delegation's receiver, the witnesses voted for: judged like payees.
+        destinations.extend(account_id(chain, a) for a in intent.staking.accounts)
     fees = dict(intent.fee_details)
     fees["fee"] = intent.fee
     return _Facts(
@@ -161,6 +168,7 @@ def _facts(intent: Intent) -> _Facts:
         method=method,
         contracts=contracts,
         message=intent.message,
+        staking=intent.staking,
         unknown_amount=any(not call.decoded for call in calls),
     )
 
@@ -208,6 +216,27 @@ class _Rule:
     # EIP-712 predicates: (Message attribute, accepted values); a rule with any
     # of them matches typed data only.
     typed_data: tuple[tuple[str, frozenset[object]], ...] | None = None
+    staking: StakingMatch | None = None
+
+    def _staking_holds(self, staking: Staking | None) -> bool:
+        match = self.staking
+        if staking is None or match is None:
+            # A rule without a staking match judges staking only to deny it;
+            # _judge's mask already keeps staking rules from other intents.
+            return staking is None or self.action == "deny"
+        if staking.kind not in match.kinds:
+            return False
+        if (
+            match.resources is not None
+            and staking.resource is not None
+            and staking.resource not in match.resources
+        ):
+            return False
+        return not (
+            match.max_lock_period is not None
+            and staking.lock_period is not None
+            and staking.lock_period > match.max_lock_period
+        )
 
     def _message_holds(self, message: Message | None) -> bool:
         if message is None:
@@ -280,6 +309,7 @@ class _Rule:
             windows=windows,
             message_kinds=frozenset(m.message_kinds) if m.message_kinds else None,
             typed_data=tuple(typed) if typed is not None else None,
+            staking=m.staking,
         )
 
     def holds(
@@ -296,6 +326,8 @@ class _Rule:
         ):
             return False
         if not self._message_holds(facts.message):
+            return False
+        if not self._staking_holds(facts.staking):
             return False
         if (
             facts.unknown_amount
@@ -385,7 +417,7 @@ class CompiledPolicy:
         self._callers, self._keys, self._chains = _Dim(), _Dim(), _Dim()
         self._networks, self._assets, self._kinds = _Dim(), _Dim(), _Dim()
         self._caller_groups: dict[str, int] = {}
-        self._with_contract = self._denies = 0
+        self._with_contract = self._with_staking = self._denies = 0
         # Destinations: rules without the predicate, with mode all, with mode any,
         # and per membership name the rules naming it.
         self._dest_wild = self._dest_all = self._dest_any = 0
@@ -412,6 +444,8 @@ class CompiledPolicy:
             self._kinds.add(bit, ["message" if m.message_signing else "transaction"])
             if m.contract is not None:
                 self._with_contract |= bit
+            if m.staking is not None:
+                self._with_staking |= bit
             if rule.action == "deny":
                 self._denies |= bit
         self.limits = tuple(
@@ -527,6 +561,11 @@ class CompiledPolicy:
             # Only rules that name contracts may allow approve or arbitrary
             # calls; any deny rule may still refuse them (a denied spender).
             mask &= self._with_contract | self._denies
+        if facts.staking is None:
+            mask &= ~self._with_staking
+        else:
+            # Only staking rules may allow staking; any deny rule may refuse it.
+            mask &= self._with_staking | self._denies
         rule = self._first(facts, mask, now, clock)
         if rule is None:
             cooling = self._cooling_entry(facts, now)

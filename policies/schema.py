@@ -189,6 +189,18 @@ def _duplicates(ids: list[str]) -> list[str]:
     return [i for i in ids if i in seen or seen.add(i)]  # type: ignore[func-returns-value]
 
 
+def _check_staking_match(match: Match, path: str, errors: list[tuple[str, str]]) -> None:
+    if match.staking is None:
+        return
+    # A staking contract is a Tron transaction that calls no contract.
+    if match.message_signing:
+        errors.append((f"{path}.staking", "cannot be combined with message_signing"))
+    if match.contract is not None:
+        errors.append((f"{path}.staking", "cannot be combined with contract"))
+    if match.chains is not None and "tron" not in match.chains:
+        errors.append((f"{path}.staking", "needs chains to include tron (staking is Tron's)"))
+
+
 def _check_message_match(match: Match, path: str, errors: list[tuple[str, str]]) -> None:
     if match.message_signing:
         # Assets, destinations, amount and contract judge the spending a
@@ -252,6 +264,7 @@ def reference_errors(doc: PolicyDocument) -> list[tuple[str, str]]:
                 if name not in book.groups:
                     errors.append((f"{path}.destinations.groups", f"unknown group {name!r}"))
         _check_message_match(match, path, errors)
+        _check_staking_match(match, path, errors)
         if rule.approval:
             if not parse_duration(rule.approval.expires_after):
                 errors.append((f"rules[{i}].approval.expires_after", "must be longer than 0s"))

@@ -107,6 +107,7 @@ def summarize(intent: Intent, key_id: str) -> dict[str, Any]:
         ],
         "fee": str(intent.fee),
         "contract_call": f"{call.method} on {call.contract}" if call else "",
+        **({"staking": intent.staking.summary()} if intent.staking else {}),
         **_message_summary(intent),
     }
 

@@ -278,6 +278,8 @@ def _print_batch(b: policy_pb2.PendingBatch, *, full: bool) -> None:
             print(f"      -> {t.to}: {amount}{asset}{change}")
         if item.method:
             print(f"      call {item.method} on {item.contract} ({', '.join(item.args) or '-'})")
+        if item.staking:
+            print(f"      staking: {item.staking}")
         if item.HasField("message"):
             m = item.message
             print(f"      {m.kind} message, digest {m.digest}")

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from hsm.secp256k1 import RecoverableSignature
 
 # The intent types belong to the policy domain; adapters produce them.
-from policies.intent import ContractCall, Intent, Transfer
+from policies.intent import ContractCall, Intent, Staking, Transfer
 
 if TYPE_CHECKING:
     from signer.chains.limits import WorkBudget
@@ -29,6 +29,7 @@ __all__ = [
     "KeyInfo",
     "PreparedTx",
     "SignedTx",
+    "Staking",
     "Transfer",
 ]
 
