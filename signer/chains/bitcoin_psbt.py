@@ -43,7 +43,7 @@ from signer.chains.bitcoin import (
     _Input,
     _Output,
     _parse_network,
-    _prev_tx,
+    fee_of,
     sighash_bytes,
     signature_hashes,
 )
@@ -56,7 +56,7 @@ from signer.chains.bitcoin_address import (
     p2wpkh_address,
     p2wpkh_script,
 )
-from signer.chains.bitcoin_prevtx import MAX_MONEY, PrevTx
+from signer.chains.bitcoin_prevtx import MAX_MONEY, PrevoutProofs
 from signer.chains.limits import (
     BITCOIN_INPUT_UNITS,
     BITCOIN_OUTPUT_UNITS,
@@ -172,7 +172,7 @@ class BitcoinPsbtAdapter:
                 "witness script in the PSBT)",
             )
         outputs = _outputs(psbt, network)
-        fee = _fee(inputs, outputs)
+        fee = fee_of(inputs, outputs, f"{_FIELD}.psbt")
         unsigned = UnsignedBitcoinTx(
             network=network,
             version=psbt.tx.version,
@@ -308,32 +308,19 @@ def _inputs(
     """Every input with its proven value, the inputs the key signs, and its multisig scripts."""
     own_nested = p2wpkh_script(hash160(public_key))
     own_nested_p2sh = _p2sh_script(own_nested)
-    parsed: dict[bytes, PrevTx] = {}
-    seen: dict[bytes, int] = {}
+    proofs = PrevoutProofs(limits)
     inputs: list[_Input] = []
     signing: list[_Signing] = []
     multisig_scripts: set[bytes] = set()
     for index, (txin, input_map) in enumerate(zip(psbt.tx.inputs, psbt.inputs, strict=True)):
         where = f"{_FIELD}.psbt.inputs[{index}]"
-        if not any(txin.txid):
-            raise InvalidField(where, "spends the null outpoint of a coinbase")
-        if txin.outpoint in seen:
-            raise InvalidField(where, f"spends the same outpoint as inputs[{seen[txin.outpoint]}]")
-        seen[txin.outpoint] = index
-        raw_prev = input_map.get(bytes([IN_NON_WITNESS_UTXO])) or b""
-        prev = _prev_tx(raw_prev, f"{where}.non_witness_utxo", parsed, limits)
-        if prev.txid != txin.txid:
-            raise InvalidField(
-                f"{where}.non_witness_utxo",
-                f"hashes to txid {prev.txid_hex}, not the input's txid {txin.txid[::-1].hex()}",
-            )
-        if txin.vout >= len(prev.outputs):
-            raise InvalidField(
-                f"{where}.non_witness_utxo", f"has {len(prev.outputs)} outputs, no {txin.vout}"
-            )
-        value, script = prev.outputs[txin.vout]
-        if not 0 < value <= MAX_MONEY:
-            raise InvalidField(f"{where}.non_witness_utxo", f"output {txin.vout} holds {value} sat")
+        value, script = proofs.prove(
+            index,
+            txin.outpoint,
+            input_map.get(bytes([IN_NON_WITNESS_UTXO])) or b"",
+            input_field=where,
+            prev_field=f"{where}.non_witness_utxo",
+        )
         program, redeem = _check_scripts(input_map, script, value, where)
         if not redeem and program == own_nested_p2sh:
             # The key's own P2SH-P2WPKH output: its redeem script is known without the PSBT's.
@@ -454,20 +441,6 @@ def _outputs(psbt: Psbt, network: str) -> tuple[_Output, ...]:
             raise InvalidField(where, f"value {value} sat is not in 1..{MAX_MONEY}")
         outputs.append(_Output(address, script, value))
     return tuple(outputs)
-
-
-def _fee(inputs: Sequence[_Input], outputs: Sequence[_Output]) -> int:
-    total_in = sum(i.value for i in inputs)
-    total_out = sum(o.value for o in outputs)
-    if total_in > MAX_MONEY:
-        raise InvalidField(f"{_FIELD}.psbt.inputs", "total value exceeds 21,000,000 BTC")
-    if total_out > MAX_MONEY:
-        raise InvalidField(f"{_FIELD}.psbt.outputs", "total value exceeds 21,000,000 BTC")
-    if total_out > total_in:
-        raise InvalidField(
-            f"{_FIELD}.psbt.outputs", f"outputs exceed inputs by {total_out - total_in} sat"
-        )
-    return total_in - total_out
 
 
 def _witness_size(stack: Sequence[int]) -> int:
