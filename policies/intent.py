@@ -17,7 +17,19 @@ class Transfer:
     to: str
     asset: str
     amount: int
-    is_change: bool = False  # Bitcoin output back to the signing key's own address
+    # Bitcoin output back to the custody its signed inputs come from: the
+    # signing key's own scripts, or for a multisig spend the same m-of-n key set.
+    is_change: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Multisig:
+    """An m-of-n OP_CHECKMULTISIG the item's key cosigns (a PSBT input it signs)."""
+
+    threshold: int  # m
+    total: int  # n
+    # The other keys (compressed SEC1, lowercase hex), sorted, each once.
+    cosigners: tuple[str, ...]
 
 
 # Calls whose arguments the adapters decode, so their amounts are known: a
@@ -96,6 +108,8 @@ class Intent:
     expiration_ms: int = 0
     # Set for a message (no transfers, no fee): only message_signing rules judge it.
     message: Message | None = None
+    # Each distinct multisig whose inputs the key signs, in input order.
+    multisig: tuple[Multisig, ...] = ()
 
     @property
     def calls(self) -> tuple[ContractCall, ...]:
