@@ -105,6 +105,8 @@ MessageKind = Literal["personal_sign", "typed_data", "tron_message", "bitcoin_me
 TypeName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z_$][A-Za-z0-9_$]{0,63}$")]
 ChainId = Annotated[int, Field(ge=1, le=2**64 - 1)]
 NetworkClass = Literal["mainnet", "testnet"]
+# A compressed SEC1 secp256k1 public key in lowercase hex (how multisig scripts carry keys).
+PublicKeyHex = Annotated[str, StringConstraints(pattern=r"^0[23][0-9a-f]{64}$")]
 
 
 def parse_duration(text: str) -> timedelta:
@@ -277,6 +279,28 @@ class TypedDataMatch(_Model):
         return self
 
 
+class MultisigMatch(_Model):
+    """Predicates on the m-of-n multisigs a PSBT item's key cosigns (policies.intent.Multisig).
+
+    A rule with `multisig` matches only items that spend a multisig, and
+    every multisig they spend must satisfy each given predicate.
+    """
+
+    model_config = ConfigDict(json_schema_extra={"minProperties": 1})
+
+    # Every other key of the multisig is one of these.
+    cosigners: tuple[PublicKeyHex, ...] | None = Field(default=None, min_length=1)
+    # m is at least this.
+    min_threshold: int | None = Field(default=None, ge=1, le=16)
+    # An output returns change to the same multisig (same m, same keys).
+    change: Literal["same_multisig"] | None = None
+
+    @model_validator(mode="after")
+    def _some(self) -> MultisigMatch:
+        _at_least_one(self, *MultisigMatch.model_fields)
+        return self
+
+
 class Scope(_Model):
     """Who and what: the predicates rules and limits share."""
 
@@ -310,6 +334,7 @@ class Match(Scope):
     # (a rule with typed_data matches typed data only).
     message_kinds: tuple[MessageKind, ...] | None = Field(default=None, min_length=1)
     typed_data: TypedDataMatch | None = None
+    multisig: MultisigMatch | None = None
     time: tuple[TimeWindow, ...] | None = Field(default=None, min_length=1)
 
     @model_validator(mode="after")

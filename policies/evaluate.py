@@ -26,6 +26,7 @@ from policies.document import (
     NETWORKS,
     AmountRange,
     Approval,
+    MultisigMatch,
     PolicyDocument,
     Rule,
     memberships,
@@ -34,7 +35,7 @@ from policies.document import (
     parse_duration,
     since_key,
 )
-from policies.intent import ALLOWANCES, TOKEN_TRANSFERS, Intent, Message
+from policies.intent import ALLOWANCES, TOKEN_TRANSFERS, Intent, Message, Multisig
 from policies.locks import LOCK_TOO_FAR, CompiledLocks, lock_breach
 from policies.velocity import (
     CompiledLimit,
@@ -131,6 +132,9 @@ class _Facts:
     # An undecoded contract call: what it moves is unknown, never 0. No amount
     # predicate matches it, and only a rule naming its contract and method allows it.
     unknown_amount: bool
+    multisig: tuple[Multisig, ...] = ()
+    # An output is change (for a multisig spend: back to the same m-of-n key set).
+    returns_change: bool = False
 
 
 def _facts(intent: Intent) -> _Facts:
@@ -162,6 +166,8 @@ def _facts(intent: Intent) -> _Facts:
         contracts=contracts,
         message=intent.message,
         unknown_amount=any(not call.decoded for call in calls),
+        multisig=intent.multisig,
+        returns_change=any(t.is_change for t in intent.transfers),
     )
 
 
@@ -191,6 +197,36 @@ _FEE_FACTS: dict[str, tuple[tuple[str, ...], int]] = {
 
 
 @dataclass(frozen=True, slots=True)
+class _MultisigRule:
+    """A compiled `multisig` predicate (policies.document.MultisigMatch)."""
+
+    cosigners: frozenset[str] | None
+    min_threshold: int
+    same_multisig_change: bool
+
+    @classmethod
+    def of(cls, match: MultisigMatch) -> _MultisigRule:
+        return cls(
+            frozenset(match.cosigners) if match.cosigners is not None else None,
+            match.min_threshold or 1,
+            match.change == "same_multisig",
+        )
+
+    def holds(self, facts: _Facts) -> bool:
+        if not facts.multisig:
+            return False
+        if self.same_multisig_change and not facts.returns_change:
+            # The adapter marks an output of a multisig spend as change only
+            # when it pays the same m-of-n key set (signer/chains/bitcoin_psbt.py).
+            return False
+        return all(
+            ms.threshold >= self.min_threshold
+            and (self.cosigners is None or self.cosigners.issuperset(ms.cosigners))
+            for ms in facts.multisig
+        )
+
+
+@dataclass(frozen=True, slots=True)
 class _Rule:
     id: str
     action: str
@@ -208,6 +244,7 @@ class _Rule:
     # EIP-712 predicates: (Message attribute, accepted values); a rule with any
     # of them matches typed data only.
     typed_data: tuple[tuple[str, frozenset[object]], ...] | None = None
+    multisig: _MultisigRule | None = None
 
     def _message_holds(self, message: Message | None) -> bool:
         if message is None:
@@ -280,6 +317,7 @@ class _Rule:
             windows=windows,
             message_kinds=frozenset(m.message_kinds) if m.message_kinds else None,
             typed_data=tuple(typed) if typed is not None else None,
+            multisig=_MultisigRule.of(m.multisig) if m.multisig is not None else None,
         )
 
     def holds(
@@ -296,6 +334,8 @@ class _Rule:
         ):
             return False
         if not self._message_holds(facts.message):
+            return False
+        if self.multisig is not None and not self.multisig.holds(facts):
             return False
         if (
             facts.unknown_amount
