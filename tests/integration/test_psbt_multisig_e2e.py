@@ -24,18 +24,15 @@ from proto.custos.v1 import keys_pb2
 from signer.chains.psbt import parse_psbt
 from signer.devsetup import subject_string
 from tests.conftest import DevEnv, RunningServer, server_with_policy
-from tests.integration.test_psbt_e2e import (
+from tests.integration.test_psbt_e2e import _pub, refused, sign, signed
+from tests.psbt_builders import (
     SOFT,
     Spend,
-    _multisig,
-    _pub,
     build,
     external,
+    multisig_script,
     p2sh_p2wsh,
     p2wsh,
-    refused,
-    sign,
-    signed,
     verify,
 )
 from tests.second_impl import bitcoin_prevout_script
@@ -76,7 +73,7 @@ def key(server: RunningServer) -> keys_pb2.Key:
 
 
 def _treasury(key: keys_pb2.Key) -> bytes:
-    return bytes(_multisig(2, [SOFT[0].pub, _pub(key), SOFT[1].pub]))
+    return bytes(multisig_script(2, [SOFT[0].pub, _pub(key), SOFT[1].pub]))
 
 
 def _denied(server: RunningServer, key: keys_pb2.Key, raw: bytes) -> None:
@@ -88,7 +85,7 @@ def _denied(server: RunningServer, key: keys_pb2.Key, raw: bytes) -> None:
 def test_change_back_to_the_same_2_of_3_is_allowed_and_verifies(
     server: RunningServer, key: keys_pb2.Key
 ) -> None:
-    script = _multisig(2, [SOFT[0].pub, _pub(key), SOFT[1].pub])
+    script = multisig_script(2, [SOFT[0].pub, _pub(key), SOFT[1].pub])
     spends = [p2wsh(script)]
     # Change to the P2SH-P2WSH form of the same 2-of-3: the same custody.
     change = p2sh_p2wsh(script).script
@@ -99,7 +96,7 @@ def test_change_back_to_the_same_2_of_3_is_allowed_and_verifies(
     verify(result, spends)
     # The same keys in another order (a sortedmulti wallet's change), proven by
     # the witness script the coordinator puts in the PSBT's output fields.
-    reordered = _multisig(2, [SOFT[1].pub, SOFT[0].pub, _pub(key)])
+    reordered = multisig_script(2, [SOFT[1].pub, SOFT[0].pub, _pub(key)])
     psbt = build(spends, [(30_000, external()), (68_000, p2wsh(reordered).script)])
     psbt.outputs[1] = PSBT_Output(witness_script=reordered, index=1)
     result = signed(sign(server, key, psbt))
@@ -112,9 +109,9 @@ def test_change_to_another_multisig_or_to_custos_alone_is_refused(
     server: RunningServer, key: keys_pb2.Key
 ) -> None:
     pub = _pub(key)
-    spends = [p2wsh(_multisig(2, [SOFT[0].pub, pub, SOFT[1].pub]))]
-    swapped = _multisig(2, [SOFT[0].pub, pub, STRANGER.pub])
-    one_of_one = _multisig(1, [pub])
+    spends = [p2wsh(multisig_script(2, [SOFT[0].pub, pub, SOFT[1].pub]))]
+    swapped = multisig_script(2, [SOFT[0].pub, pub, STRANGER.pub])
+    one_of_one = multisig_script(1, [pub])
     for script, claimed in [
         (p2wsh(swapped).script, swapped),  # one key swapped, claimed as change
         (p2sh_p2wsh(swapped).script, None),
@@ -132,8 +129,8 @@ def test_an_unknown_cosigner_or_a_lower_threshold_is_refused(
 ) -> None:
     pub = _pub(key)
     for script in [
-        _multisig(2, [SOFT[0].pub, pub, STRANGER.pub]),
-        _multisig(1, [SOFT[0].pub, pub, SOFT[1].pub]),
+        multisig_script(2, [SOFT[0].pub, pub, STRANGER.pub]),
+        multisig_script(1, [SOFT[0].pub, pub, SOFT[1].pub]),
     ]:
         spends = [p2wsh(script)]
         psbt = build(spends, [(30_000, external()), (68_000, spends[0].script)])
@@ -149,7 +146,7 @@ def _with_partial_sig(raw: bytes, index: int, pubkey: bytes, value: bytes) -> by
 def test_a_forged_cosigner_signature_is_refused_naming_the_input(
     server: RunningServer, key: keys_pb2.Key
 ) -> None:
-    script = _multisig(2, [SOFT[0].pub, _pub(key), SOFT[1].pub])
+    script = multisig_script(2, [SOFT[0].pub, _pub(key), SOFT[1].pub])
     spends = [p2wsh(script), p2sh_p2wsh(script)]
     change = spends[0].script
     psbt = build(spends, [(30_000, external()), (168_000, change)])
@@ -192,7 +189,7 @@ def _high_s(sig_with_type: bytes) -> bytes:
 def test_a_valid_cosigner_signature_and_custos_finalize_and_verify(
     server: RunningServer, key: keys_pb2.Key
 ) -> None:
-    script = _multisig(2, [SOFT[0].pub, _pub(key), SOFT[1].pub])
+    script = multisig_script(2, [SOFT[0].pub, _pub(key), SOFT[1].pub])
     spends = [p2wsh(script), p2sh_p2wsh(script), Spend(p2wsh(script).script, 50_000)]
     spends[2].witness_script = script
     psbt = build(spends, [(100_000, external()), (148_000, spends[1].script)])
