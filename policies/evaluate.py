@@ -5,7 +5,7 @@ per dimension (caller, message or transaction, chain, network, key, asset,
 contract call) a Python int has bit i set when rule i accepts the value, so
 ANDing an intent's masks leaves only rules whose indexed predicates hold and
 the lowest set bit is the first candidate. Only candidates get the remaining
-checks (destinations, amount, contract, fees, time), in rule order. A batch
+checks (destinations, amount, contract, fees, multisig, time), in rule order. A batch
 is judged as a whole: any deny denies it, any approval requirement applies
 to all of it, and velocity limits see the sum of its items (fees included).
 
