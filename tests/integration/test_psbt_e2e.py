@@ -300,6 +300,10 @@ def test_a_held_psbt_is_signed_after_approval_and_change_to_the_multisig_is_chan
         ("1490000", True),
     ]
     assert item.fee == "10000"
+    # Approvers see the multisig as the policy does: m, n and the other keys.
+    (multisig,) = item.multisigs
+    assert (multisig.threshold, multisig.total) == (2, 3)
+    assert list(multisig.cosigners) == sorted(k.pub.hex() for k in SOFT[:2])
     approvals.Approve(
         policy_pb2.DecideRequest(
             approval_id=held.batch.approval_id, request_digest=pending.request_digest
