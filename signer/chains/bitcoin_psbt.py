@@ -353,6 +353,12 @@ def _inputs(
         found = None if final else _match(program, redeem, input_map, public_key)
         if found is not None:
             kind, script_code, multisig = found
+            if multisig is not None and len(set(multisig[1])) != len(multisig[1]):
+                # OP_CHECKMULTISIG would count one key's signature once per listing:
+                # an "m-of-n" that one holder satisfies alone is not what it says.
+                raise InvalidField(
+                    f"{where}.witness_script", "lists a key more than once; Custos does not sign it"
+                )
             sighash = input_map.get(bytes([IN_SIGHASH_TYPE]))
             sighash_type = SIGHASH_ALL if sighash is None else int.from_bytes(sighash, "little")
             if sighash_type != SIGHASH_ALL:

@@ -198,3 +198,15 @@ def test_verify_der_is_strict() -> None:
     padded = b"\x30" + bytes([der[1] + 1]) + b"\x02" + bytes([der[3] + 1]) + b"\x00" + der[4:]
     assert not verify_der(padded, digest, pub)  # a needlessly padded r
     assert not verify_der(b"", digest, pub)
+
+
+def test_a_multisig_listing_a_key_twice_is_refused() -> None:
+    # [Custos, Custos, SOFT[0]]: Custos's one signature would count twice.
+    script = multisig_script(2, [CUSTOS_PUB, CUSTOS_PUB, SOFT[0].pub])
+    psbt = build([p2wsh(script)], [(90_000, bitcoin_prevout_script(SOFT[1].pub, "p2wpkh"))])
+    adapter = BitcoinPsbtAdapter(ChainLimits())
+    item = pb.BitcoinPsbt(network="testnet", psbt=psbt.serialize())
+    with pytest.raises(InvalidField) as info:
+        adapter.prepare(item, CUSTOS.info)
+    assert info.value.field == "bitcoin_psbt.psbt.inputs[0].witness_script"
+    assert "lists a key more than once" in info.value.message
