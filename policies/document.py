@@ -108,6 +108,8 @@ NetworkClass = Literal["mainnet", "testnet"]
 # policies.intent.STAKING_KINDS and RESOURCES
 StakingKind = Literal["stake", "unstake", "delegate", "undelegate", "withdraw_unfrozen", "vote"]
 Resource = Literal["BANDWIDTH", "ENERGY"]
+# A compressed SEC1 secp256k1 public key in lowercase hex (how multisig scripts carry keys).
+PublicKeyHex = Annotated[str, StringConstraints(pattern=r"^0[23][0-9a-f]{64}$")]
 
 
 def parse_duration(text: str) -> timedelta:
@@ -295,6 +297,28 @@ class StakingMatch(_Model):
     max_lock_period: int | None = Field(default=None, ge=0, le=10**9)
 
 
+class MultisigMatch(_Model):
+    """Predicates on the m-of-n multisigs a PSBT item's key cosigns (policies.intent.Multisig).
+
+    A rule with `multisig` matches only items that spend a multisig, and
+    every multisig they spend must satisfy each given predicate.
+    """
+
+    model_config = ConfigDict(json_schema_extra={"minProperties": 1})
+
+    # Every other key of the multisig is one of these.
+    cosigners: tuple[PublicKeyHex, ...] | None = Field(default=None, min_length=1)
+    # m is at least this.
+    min_threshold: int | None = Field(default=None, ge=1, le=16)
+    # An output returns change to the same multisig (same m, same keys).
+    change: Literal["same_multisig"] | None = None
+
+    @model_validator(mode="after")
+    def _some(self) -> MultisigMatch:
+        _at_least_one(self, *MultisigMatch.model_fields)
+        return self
+
+
 class Scope(_Model):
     """Who and what: the predicates rules and limits share."""
 
@@ -331,6 +355,7 @@ class Match(Scope):
     # Tron staking and voting: a rule with it matches those contracts only, and
     # a rule without it none of them (deny rules excepted).
     staking: StakingMatch | None = None
+    multisig: MultisigMatch | None = None
     time: tuple[TimeWindow, ...] | None = Field(default=None, min_length=1)
 
     @model_validator(mode="after")

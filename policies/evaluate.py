@@ -5,7 +5,7 @@ per dimension (caller, message or transaction, chain, network, key, asset,
 contract call) a Python int has bit i set when rule i accepts the value, so
 ANDing an intent's masks leaves only rules whose indexed predicates hold and
 the lowest set bit is the first candidate. Only candidates get the remaining
-checks (destinations, amount, contract, fees, time), in rule order. A batch
+checks (destinations, amount, contract, fees, multisig, time), in rule order. A batch
 is judged as a whole: any deny denies it, any approval requirement applies
 to all of it, and velocity limits see the sum of its items (fees included).
 
@@ -28,6 +28,7 @@ from policies.document import (
     NETWORKS,
     AmountRange,
     Approval,
+    MultisigMatch,
     PolicyDocument,
     Rule,
     StakingMatch,
@@ -37,7 +38,7 @@ from policies.document import (
     parse_duration,
     since_key,
 )
-from policies.intent import ALLOWANCES, TOKEN_TRANSFERS, Intent, Message, Staking
+from policies.intent import ALLOWANCES, TOKEN_TRANSFERS, Intent, Message, Multisig, Staking
 from policies.locks import LOCK_TOO_FAR, CompiledLocks, lock_breach
 from policies.velocity import (
     CompiledLimit,
@@ -135,6 +136,9 @@ class _Facts:
     # An undecoded contract call: what it moves is unknown, never 0. No amount
     # predicate matches it, and only a rule naming its contract and method allows it.
     unknown_amount: bool
+    multisig: tuple[Multisig, ...] = ()
+    # An output is change (for a multisig spend: back to the same m-of-n key set).
+    returns_change: bool = False
 
 
 def _facts(intent: Intent) -> _Facts:
@@ -170,6 +174,8 @@ def _facts(intent: Intent) -> _Facts:
         message=intent.message,
         staking=intent.staking,
         unknown_amount=any(not call.decoded for call in calls),
+        multisig=intent.multisig,
+        returns_change=any(t.is_change for t in intent.transfers),
     )
 
 
@@ -199,6 +205,36 @@ _FEE_FACTS: dict[str, tuple[tuple[str, ...], int]] = {
 
 
 @dataclass(frozen=True, slots=True)
+class _MultisigRule:
+    """A compiled `multisig` predicate (policies.document.MultisigMatch)."""
+
+    cosigners: frozenset[str] | None
+    min_threshold: int
+    same_multisig_change: bool
+
+    @classmethod
+    def of(cls, match: MultisigMatch) -> _MultisigRule:
+        return cls(
+            frozenset(match.cosigners) if match.cosigners is not None else None,
+            match.min_threshold or 1,
+            match.change == "same_multisig",
+        )
+
+    def holds(self, facts: _Facts) -> bool:
+        if not facts.multisig:
+            return False
+        if self.same_multisig_change and not facts.returns_change:
+            # The adapter marks an output of a multisig spend as change only
+            # when it pays the same m-of-n key set (signer/chains/bitcoin_psbt.py).
+            return False
+        return all(
+            ms.threshold >= self.min_threshold
+            and (self.cosigners is None or self.cosigners.issuperset(ms.cosigners))
+            for ms in facts.multisig
+        )
+
+
+@dataclass(frozen=True, slots=True)
 class _Rule:
     id: str
     action: str
@@ -217,6 +253,7 @@ class _Rule:
     # of them matches typed data only.
     typed_data: tuple[tuple[str, frozenset[object]], ...] | None = None
     staking: StakingMatch | None = None
+    multisig: _MultisigRule | None = None
 
     def _staking_holds(self, staking: Staking | None) -> bool:
         match = self.staking
@@ -310,6 +347,7 @@ class _Rule:
             message_kinds=frozenset(m.message_kinds) if m.message_kinds else None,
             typed_data=tuple(typed) if typed is not None else None,
             staking=m.staking,
+            multisig=_MultisigRule.of(m.multisig) if m.multisig is not None else None,
         )
 
     def holds(
@@ -328,6 +366,8 @@ class _Rule:
         if not self._message_holds(facts.message):
             return False
         if not self._staking_holds(facts.staking):
+            return False
+        if self.multisig is not None and not self.multisig.holds(facts):
             return False
         if (
             facts.unknown_amount

@@ -17,7 +17,19 @@ class Transfer:
     to: str
     asset: str
     amount: int
-    is_change: bool = False  # Bitcoin output back to the signing key's own address
+    # Bitcoin output back to the custody its signed inputs come from: the
+    # signing key's own scripts, or for a multisig spend the same m-of-n key set.
+    is_change: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Multisig:
+    """An m-of-n OP_CHECKMULTISIG the item's key cosigns (a PSBT input it signs)."""
+
+    threshold: int  # m
+    total: int  # n
+    # The other keys (compressed SEC1, lowercase hex), sorted, each once.
+    cosigners: tuple[str, ...]
 
 
 # Calls whose arguments the adapters decode, so their amounts are known: a
@@ -150,6 +162,8 @@ class Intent:
     # Set for a Tron staking or voting contract (no transfers): only rules with
     # a staking match allow it.
     staking: Staking | None = None
+    # Each distinct multisig whose inputs the key signs, in input order.
+    multisig: tuple[Multisig, ...] = ()
 
     @property
     def calls(self) -> tuple[ContractCall, ...]:

@@ -120,6 +120,10 @@ def _item(intent: Intent) -> policy_pb2.PendingItem:
         args=[f"{name}={value}" for name, value in call.args] if call else [],
         lock_time=lock_time,
         staking=intent.staking.summary() if intent.staking else "",
+        multisigs=[
+            policy_pb2.PendingMultisig(threshold=m.threshold, total=m.total, cosigners=m.cosigners)
+            for m in intent.multisig
+        ],
     )
 
 

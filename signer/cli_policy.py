@@ -267,6 +267,9 @@ def _print_batch(b: policy_pb2.PendingBatch, *, full: bool) -> None:
             f"  - {item.chain}/{item.network} key {item.key_id} from {item.from_address}"
             f" max fee {fee}{f' lock time {item.lock_time}' if item.lock_time else ''}"
         )
+        for ms in item.multisigs:
+            others = ", ".join(ms.cosigners) or "-"
+            print(f"      cosigns a {ms.threshold}-of-{ms.total} multisig with {others}")
         for t in item.transfers:
             change = " (change)" if t.is_change else ""
             amount = (
