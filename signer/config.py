@@ -114,6 +114,25 @@ class IntegrityConfig(_Section):
     key_check: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")
 
 
+class EventsConfig(_Section):
+    """[events]: the event-signing key and webhook deliveries (signer.delivery, signer.webhooks)."""
+
+    # The HSM-resident Ed25519 key that signs every delivery. Made only by set-up
+    # (`custos init`, `custos events init-key`) and pinned here like the audit key:
+    # start-up refuses a token whose key is missing or differs. Unset: no
+    # deliveries (webhooks cannot be registered), nothing else changes.
+    key_id: str = Field(default="_events", min_length=1, max_length=64)
+    key_fingerprint: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")
+    # The CAs that may vouch for receivers' certificates (PEM); unset: the system's.
+    ca_file: Path | None = None
+    delivery_timeout_seconds: float = Field(default=10.0, gt=0, le=300)
+    # Failed deliveries are retried after 1, 2, 4, ... seconds, at most this long apart.
+    retry_initial_seconds: float = Field(default=1.0, gt=0, le=3600)
+    retry_max_seconds: float = Field(default=300.0, gt=0, le=86_400)
+    # How often a replica looks for endpoints no live replica is delivering to.
+    claim_check_seconds: float = Field(default=2.0, gt=0, le=3600)
+
+
 class PolicyConfig(_Section):
     # The first policy version, installed when the store has none. Later versions
     # go through proposals approved by officers (custos policy propose/approve).
@@ -219,6 +238,7 @@ class Config(_Section):
     hsm: HsmConfig
     store: StoreConfig = StoreConfig()
     audit: AuditConfig = AuditConfig()
+    events: EventsConfig = EventsConfig()
     policy: PolicyConfig = PolicyConfig()
     integrity: IntegrityConfig = IntegrityConfig()
     metrics: MetricsConfig = MetricsConfig()
@@ -298,6 +318,9 @@ def load_config(path: Path) -> Config:
             }
         }
     )
+    events = config.events
+    if events.ca_file is not None:
+        events = events.model_copy(update={"ca_file": _absolute(base, events.ca_file)})
     return config.model_copy(
         update={
             "tls": tls,
@@ -306,6 +329,7 @@ def load_config(path: Path) -> Config:
             "policy": policy,
             "audit": audit,
             "review": review,
+            "events": events,
         }
     )
 
