@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 import unicodedata
 from dataclasses import dataclass, replace
 from datetime import datetime
@@ -34,6 +35,7 @@ from policies.evaluate import Review, held_by_review
 from policies.intent import Intent
 from signer.admission import Judgement
 from signer.config import ReviewConfig
+from signer.delivery import DeliveryError, DeliverySigner, post_signed
 from signer.errors import FailedPrecondition, PolicyDenied
 
 log = logging.getLogger("custos.review")
@@ -65,6 +67,29 @@ class Transport(Protocol):
     def __call__(
         self, url: str, body: bytes, *, timeout_s: float, ca_file: str | None
     ) -> Reply: ...
+
+
+def _seconds() -> int:
+    return int(time.time())
+
+
+def signed_transport(signer: DeliverySigner) -> Transport:
+    """POSTs signed with the event-signing key, as webhook deliveries are (signer.delivery)."""
+
+    def post(url: str, body: bytes, *, timeout_s: float, ca_file: str | None) -> Reply:
+        try:
+            return post_signed(
+                url,
+                body,
+                signer,
+                timeout_s=timeout_s,
+                ca_file=ca_file,
+                now=lambda: int(time.time()),
+            )
+        except DeliveryError as exc:
+            raise Unreachable(str(exc)) from None
+
+    return post
 
 
 @dataclass(frozen=True, slots=True)
