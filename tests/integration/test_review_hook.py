@@ -39,7 +39,19 @@ from tests.webhook_receiver import verify_delivery
 pytestmark = pytest.mark.integration
 
 # One destination per endpoint: the policy's rule for it names that endpoint.
-ENDPOINTS = ("allow", "deny", "hold", "slow", "garbage", "error", "untrusted", "missing")
+ENDPOINTS = (
+    "allow",
+    "deny",
+    "hold",
+    "slow",
+    "stall",
+    "garbage",
+    "error",
+    "untrusted",
+    "missing",
+)
+# Endpoints that answer "allow" only once the test opens their gate.
+GATED = ("slow", "stall")
 DESTINATION = {name: f"0x{i + 1:040x}" for i, name in enumerate(ENDPOINTS)}
 DENY_REASON = "sanctions list hit:\n\x1b[31mcase 4711\x1b[0m " + "x" * 500
 
@@ -81,8 +93,14 @@ class ReviewServer:
     public_key_pem: bytes = b""  # the event-signing key, once the server is up
     port: int = 0
     requests: list[tuple[str, dict[str, str], bytes, bool]] = field(default_factory=list)
-    release: threading.Event = field(default_factory=threading.Event)
+    gates: dict[str, threading.Event] = field(
+        default_factory=lambda: {name: threading.Event() for name in GATED}
+    )
     lock: threading.Lock = field(default_factory=threading.Lock)
+    arrived: threading.Condition = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.arrived = threading.Condition(self.lock)
 
     def url(self, name: str) -> str:
         return f"https://localhost:{self.port}/{name}"
@@ -113,13 +131,13 @@ def _start(directory: Path) -> tuple[ReviewServer, ThreadingHTTPServer]:
             body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
             headers = dict(self.headers.items())
             name = self.path.strip("/")
-            with review.lock:
+            with review.arrived:
                 review.requests.append(
                     (name, headers, body, verify_delivery(review.public_key_pem, headers, body))
                 )
-            if name == "slow":
-                # Answers "allow" only after the test let go: far past the timeout.
-                review.release.wait(60)
+                review.arrived.notify_all()
+            if name in review.gates:
+                review.gates[name].wait(120)
                 name = "allow"
             status, answer = ANSWERS[name]
             self.send_response(status)
@@ -155,7 +173,7 @@ def setup(dev_env: DevEnv, tmp_path_factory: pytest.TempPathFactory) -> Iterator
     stranger_ca = DevCa(directory / "other-pki").cert_path
     endpoints = {
         name: ReviewEndpointConfig(url=review.url(name), ca_file=ca_file)
-        for name in ("allow", "deny", "hold", "garbage", "error")
+        for name in ("allow", "deny", "hold", "stall", "garbage", "error")
     }
     # Never answers in time: a short timeout of its own (no answer means deny).
     endpoints["slow"] = ReviewEndpointConfig(
@@ -171,7 +189,8 @@ def setup(dev_env: DevEnv, tmp_path_factory: pytest.TempPathFactory) -> Iterator
             review.public_key_pem = event_signer.public_key_pem()
             yield Setup(running, review)
     finally:
-        review.release.set()
+        for gate in review.gates.values():
+            gate.set()
         httpd.shutdown()
 
 
@@ -314,13 +333,40 @@ def test_no_answer_within_the_timeout_refuses(setup: Setup, key: keys_pb2.Key) -
     try:
         error, details = _refused(setup, request)
     finally:
-        setup.review.release.set()
+        setup.review.gates["slow"].set()
     assert error.code() == grpc.StatusCode.FAILED_PRECONDITION
     assert "no answer within 0.5 s" in error.details()
     assert (details["code"], details["endpoint"]) == ("review_failed", "slow")
     (refused,) = _records(setup, request.request_id)
     assert "no answer within" in refused.event.fields["reason"]
     _nothing_signed(setup, request)
+
+
+def test_a_review_in_flight_holds_up_no_other_caller(setup: Setup, key: keys_pb2.Key) -> None:
+    stalled = _request(key, "stall")
+    outcome: list[object] = []
+    caller = threading.Thread(
+        target=lambda: outcome.append(setup.server.signer().SignBatch(stalled, timeout=120))
+    )
+    caller.start()
+    try:
+        with setup.review.arrived:
+            assert setup.review.arrived.wait_for(
+                lambda: any(p == "stall" for p, *_ in setup.review.requests), 60
+            )
+        # The endpoint still has not answered: another batch goes through meanwhile.
+        other = setup.server.create_key(f"rv-{uuid.uuid4().hex[:10]}")
+        quick = setup.server.signer().SignBatch(_request(other, "allow"))
+        assert quick.status == pb.BATCH_STATUS_SIGNED
+        assert evm_sender(quick.items[0].raw_tx) == builders.address(other, "ethereum", "sepolia")
+        assert not outcome
+    finally:
+        setup.review.gates["stall"].set()
+        caller.join(120)
+    (signed,) = outcome
+    assert isinstance(signed, pb.SignBatchResponse)
+    assert signed.status == pb.BATCH_STATUS_SIGNED
+    assert evm_sender(signed.items[0].raw_tx) == builders.address(key, "ethereum", "sepolia")
 
 
 @pytest.mark.parametrize(
