@@ -30,6 +30,7 @@ import unicodedata
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any, Protocol
+from urllib.parse import urlsplit
 
 from policies.evaluate import Review, held_by_review
 from policies.intent import Intent
@@ -79,15 +80,19 @@ def signed_transport(signer: DeliverySigner) -> Transport:
     def post(url: str, body: bytes, *, timeout_s: float, ca_file: str | None) -> Reply:
         try:
             return post_signed(
-                url,
-                body,
-                signer,
-                timeout_s=timeout_s,
-                ca_file=ca_file,
-                now=lambda: int(time.time()),
+                url, body, signer, timeout_s=timeout_s, ca_file=ca_file, now=_seconds
             )
         except DeliveryError as exc:
-            raise Unreachable(str(exc)) from None
+            # The caller learns what failed, not where the endpoint or its CA file
+            # are; the log has the whole message.
+            log.warning("review POST failed: %s", exc)
+            text = str(exc)
+            if text.startswith("cannot load the CA file"):
+                text = "the endpoint's configured CA file cannot be loaded"
+            parts = urlsplit(url)
+            raise Unreachable(
+                text.removeprefix(f"{parts.hostname}:{parts.port or 443}: ")
+            ) from None
 
     return post
 
