@@ -57,6 +57,9 @@ class Reply(Protocol):
     @property
     def body(self) -> bytes: ...
 
+    @property
+    def truncated(self) -> bool: ...
+
 
 class Unreachable(Exception):
     """No HTTP answer (connection, TLS, timeout); the message is safe to show the caller."""
@@ -195,6 +198,8 @@ def parse_answer(reply: Reply) -> tuple[str, str]:
     """(decision, sanitized reason) of a 2xx JSON answer; _Failed for anything else."""
     if not 200 <= reply.status < 300:
         raise _Failed(f"the endpoint answered HTTP {reply.status}")
+    if reply.truncated:
+        raise _Failed(f"the endpoint's answer is longer than {len(reply.body)} bytes")
     try:
         data = json.loads(reply.body)
     except (ValueError, UnicodeDecodeError):

@@ -115,6 +115,7 @@ def test_a_hold_adds_the_review_rules_approval_to_what_the_batch_asks() -> None:
 class _Reply:
     status: int
     body: bytes
+    truncated: bool = False
 
 
 class _Endpoint:
@@ -198,6 +199,7 @@ def test_deny_carries_a_sanitized_reason() -> None:
         (_Reply(200, b'{"decision": "ALLOW"}'), 'no "decision"'),
         (_Reply(200, b'{"decision": "allow", "reason": 7}'), '"reason" is not a string'),
         (_Reply(200, b'{"decision": "allow"' + b" " * 70_000), "not JSON"),
+        (_Reply(200, b'{"decision": "allow"}   ', truncated=True), "answer is longer than"),
         (Unreachable("aml.test:443: no answer within 2 s"), "no answer within 2 s"),
         (RuntimeError("secret internal detail"), "could not be asked"),
     ],
