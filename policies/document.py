@@ -375,27 +375,51 @@ class Approval(_Model):
 
 
 class Rule(_Model):
-    """One ordered rule: the first rule whose match holds decides."""
+    """One ordered rule: the first rule whose match holds decides.
+
+    `review` asks an external endpoint before signing (action review): it is
+    the name of an endpoint the service's config declares ([review.endpoints]),
+    never a URL. The endpoint's answer allows, denies, or holds the batch for
+    the rule's `approval`; no answer in time denies.
+    """
 
     model_config = ConfigDict(
         json_schema_extra={
-            "if": {"properties": {"action": {"const": "require_approval"}}},
-            "then": {"required": ["approval"]},
-            "else": {"not": {"required": ["approval"]}},
+            "allOf": [
+                {
+                    "if": {
+                        "properties": {"action": {"enum": ["require_approval", "review"]}},
+                        "required": ["action"],
+                    },
+                    "then": {"required": ["approval"]},
+                    "else": {"not": {"required": ["approval"]}},
+                },
+                {
+                    "if": {"properties": {"action": {"const": "review"}}, "required": ["action"]},
+                    "then": {"required": ["review"]},
+                    "else": {"not": {"required": ["review"]}},
+                },
+            ]
         }
     )
 
     id: Name
     description: Text = ""
     match: Match = Match()
-    action: Literal["allow", "deny", "require_approval"]
+    action: Literal["allow", "deny", "require_approval", "review"]
     approval: Approval | None = None
+    review: Name | None = None
     reason: Text | None = None  # shown to the caller of a denied request
 
     @model_validator(mode="after")
     def _approval_iff_required(self) -> Rule:
-        if (self.action == "require_approval") != (self.approval is not None):
-            raise ValueError("approval is required for, and only for, action require_approval")
+        held = self.action in ("require_approval", "review")
+        if held != (self.approval is not None):
+            raise ValueError(
+                "approval is required for, and only for, actions require_approval and review"
+            )
+        if (self.action == "review") != (self.review is not None):
+            raise ValueError("review is required for, and only for, action review")
         return self
 
 

@@ -69,10 +69,28 @@ class EvaluationRequest:
 
 
 @dataclass(frozen=True, slots=True)
+class Review:
+    """An external review a `review` rule asks for before signing.
+
+    `endpoint` names one of the service's configured endpoints; a "hold"
+    answer asks for the rule's `approval` (see held_by_review).
+    """
+
+    rule_id: str
+    endpoint: str
+    approval: Approval
+    expires_after: timedelta
+
+
+@dataclass(frozen=True, slots=True)
 class Allow:
-    """Every item is allowed; `rule_ids[i]` is the rule that allowed item i."""
+    """Every item is allowed; `rule_ids[i]` is the rule that allowed item i.
+
+    With `reviews`, only once every endpoint named there allowed it too.
+    """
 
     rule_ids: tuple[str, ...]
+    reviews: tuple[Review, ...] = ()
 
     @property
     def rule_id(self) -> str:
@@ -114,9 +132,53 @@ class RequireApproval:
     quorum: tuple[Quorum, ...]
     totp_required: bool
     expires_after: timedelta
+    reviews: tuple[Review, ...] = ()
 
 
 Decision = Allow | Deny | RequireApproval
+
+
+def _requirement(
+    rule_ids: tuple[str, ...],
+    quorum: Iterable[Quorum],
+    totp: Iterable[bool],
+    expiries: Iterable[timedelta],
+    reviews: tuple[Review, ...],
+) -> Allow | RequireApproval:
+    """Allow when nothing is asked, else the combined requirement (see RequireApproval)."""
+    counts: dict[str, int] = {}
+    for q in quorum:
+        counts[q.group] = max(counts.get(q.group, 0), q.approvals)
+    if not counts:
+        return Allow(rule_ids, reviews)
+    return RequireApproval(
+        rule_ids=rule_ids,
+        quorum=tuple(Quorum(g, n) for g, n in sorted(counts.items())),
+        totp_required=any(totp),
+        expires_after=min(expiries),
+        reviews=reviews,
+    )
+
+
+def held_by_review(
+    decision: Allow | RequireApproval, held: Sequence[Review] | None = None
+) -> Allow | RequireApproval:
+    """The decision once the reviews in `held` (default: all of them) answered "hold".
+
+    Each held review adds its rule's approval to what the decision already
+    asks; the decision keeps its reviews (they were asked, and answered).
+    """
+    held = decision.reviews if held is None else held
+    if not held:
+        return decision
+    quorum = [Quorum(r.approval.group, r.approval.approvals) for r in held]
+    totp = [r.approval.totp for r in held]
+    expiries = [r.expires_after for r in held]
+    if isinstance(decision, RequireApproval):
+        quorum += decision.quorum
+        totp.append(decision.totp_required)
+        expiries.append(decision.expires_after)
+    return _requirement(decision.rule_ids, quorum, totp, expiries, decision.reviews)
 
 
 @dataclass(frozen=True, slots=True)
@@ -239,6 +301,7 @@ class _Rule:
     id: str
     action: str
     reason: str | None
+    review: str | None
     approval: Approval | None
     expires_after: timedelta
     memberships: frozenset[str] | None  # "entry:<id>" / "group:<name>" of the destinations
@@ -333,6 +396,7 @@ class _Rule:
             id=rule.id,
             action=rule.action,
             reason=rule.reason,
+            review=rule.review,
             approval=rule.approval,
             expires_after=parse_duration(rule.approval.expires_after)
             if rule.approval
@@ -679,18 +743,20 @@ class CompiledPolicy:
                 limit_id=breach.limit_id,
                 remaining=breach.remaining(),
             )
-        rule_ids = tuple(r.id for r in rules)
-        needed = [(r.approval, r.expires_after) for r in rules if r.approval is not None]
-        if not needed:
-            return Allow(rule_ids)
-        counts: dict[str, int] = {}
-        for a, _ in needed:
-            counts[a.group] = max(counts.get(a.group, 0), a.approvals)
-        return RequireApproval(
-            rule_ids=rule_ids,
-            quorum=tuple(Quorum(g, n) for g, n in sorted(counts.items())),
-            totp_required=any(a.totp for a, _ in needed),
-            expires_after=min(expiry for _, expiry in needed),
+        needed = [r for r in rules if r.approval is not None and r.action == "require_approval"]
+        # One review per rule, however many of the batch's items it judged: the
+        # endpoint sees the whole batch.
+        reviews = {
+            r.id: Review(r.id, r.review, r.approval, r.expires_after)
+            for r in rules
+            if r.review is not None and r.approval is not None
+        }
+        return _requirement(
+            tuple(r.id for r in rules),
+            [Quorum(r.approval.group, r.approval.approvals) for r in needed if r.approval],
+            [r.approval.totp for r in needed if r.approval],
+            [r.expires_after for r in needed],
+            tuple(reviews.values()),
         )
 
 

@@ -37,6 +37,8 @@ class Judgement:
     decision: Allow | RequireApproval
     deltas: tuple[velocity.Delta, ...]
     now: datetime
+    # The external reviews' answers (signer/review.py): (endpoint, answer, reason).
+    reviewed: tuple[tuple[str, str, str], ...] = ()
 
     @property
     def rules(self) -> tuple[str, ...]:

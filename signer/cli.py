@@ -27,6 +27,7 @@ from proto.custos.v1 import (
     signer_pb2_grpc,
 )
 from signer import cli_output
+from signer.cli_events import add_commands as add_events_commands
 from signer.cli_integrity import add_commands as add_integrity_commands
 from signer.cli_output import Exit, add_output_argument, print_fields, print_json, print_table
 from signer.cli_policy import add_commands as add_policy_commands
@@ -684,6 +685,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_policy_commands(sub, client_help, _profile)
     add_psbt_commands(sub, client_help, _profile)
     add_integrity_commands(sub)
+    add_events_commands(sub)
 
     p = sub.add_parser("db", help="store maintenance")
     actions = p.add_subparsers(dest="action", required=True, metavar="ACTION")

@@ -9,6 +9,7 @@ store does not know about; a retried request id replays the stored bytes.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 import re
@@ -22,7 +23,7 @@ from audit.record import AuditEvent
 from hsm.errors import HsmError
 from hsm.keystore import Signer, SignRequest
 from hsm.secp256k1 import RecoverableSignature
-from policies.evaluate import RequireApproval
+from policies.evaluate import RequireApproval, held_by_review
 from proto.custos.v1 import signer_pb2 as pb
 from signer import logs, metrics
 from signer.admission import Judgement, admission, budget_error, judge, pending_row, summarize
@@ -46,6 +47,7 @@ from signer.errors import (
 from signer.events import EventBus
 from signer.governance import PolicyGovernor, utcnow
 from signer.keys import KEY_ID, verify_keys
+from signer.review import REVIEW_FAILED, Batch, ItemFacts, Reviewer
 from signer.store.base import ClaimLost, ClaimOutcome, KeyRecord, KeyState, Store, StoreError
 
 log = logging.getLogger("custos.pipeline")
@@ -103,9 +105,12 @@ class SigningPipeline:
         integrity: StateAuthenticator,
         clock: Callable[[], datetime] = utcnow,
         identities: Callable[[str], Identity | None] | None = None,
+        reviewer: Reviewer | None = None,
     ) -> None:
         """`identities` looks up a configured identity by subject (Authorizer.identity_of):
-        held batches are signed with the caller's own grants; without it none is signed."""
+        held batches are signed with the caller's own grants; without it none is signed.
+        `reviewer` asks the endpoints of `review` rules; without it such rules fail closed."""
+        self._reviewer = reviewer
         self._integrity = integrity
         self._store = store
         self._identities = identities
@@ -155,6 +160,8 @@ class SigningPipeline:
                 [item.prepared.intent for item in items],
                 self._clock(),
             )
+            if judgement.decision.reviews:
+                judgement = self._review(caller, request.request_id, digest, items, judgement)
         except CustosError as exc:
             self._audit_refusal(caller, request.request_id, exc)
             raise
@@ -242,7 +249,35 @@ class SigningPipeline:
             [item.prepared.intent for item in items],
             self._clock(),
         )
+        # No endpoint is asked again: every review rule counts as held, so only
+        # its approvals let the batch be signed (signer/review.py says why).
+        judgement = dataclasses.replace(judgement, decision=held_by_review(judgement.decision))
         return Rejudged(identity, request.request_id, tuple(items), judgement)
+
+    def _review(
+        self,
+        caller: Identity,
+        request_id: str,
+        digest: bytes,
+        items: Sequence[_Item],
+        judgement: Judgement,
+    ) -> Judgement:
+        """The judgement once the review rules' endpoints answered (outside any transaction)."""
+        if self._reviewer is None:
+            raise FailedPrecondition(
+                "the policy asks for an external review, and this service has none configured;"
+                " nothing was signed",
+                {"code": REVIEW_FAILED, "policy_version": judgement.policy.hash},
+            )
+        batch = Batch(
+            caller.subject,
+            request_id,
+            digest,
+            tuple(
+                ItemFacts(i.key.key_id, i.prepared.intent, tuple(i.prepared.digests)) for i in items
+            ),
+        )
+        return self._reviewer.review(batch, judgement, self._clock())
 
     def sign_approved(
         self, held: Rejudged, approval_id: str
@@ -286,6 +321,16 @@ class SigningPipeline:
                 if isinstance(judgement.decision, RequireApproval)
                 else "allow",
                 "rules": list(judgement.rules),
+                **(
+                    {
+                        "reviews": [
+                            {"endpoint": e, "answer": a, "reason": r}
+                            for e, a, r in judgement.reviewed
+                        ]
+                    }
+                    if judgement.reviewed
+                    else {}
+                ),
                 "reserved": [[d.key, str(d.amount), d.count] for d in judgement.deltas],
                 "items": [
                     {
