@@ -219,6 +219,13 @@ def reference_errors(doc: PolicyDocument) -> list[tuple[str, str]]:
         errors.append(
             ("governance.approvals_required", f"exceeds the {reachable} officers who can approve")
         )
+    if doc.ceremonies is not None:
+        others = len(set(gov.officers)) - 1  # the proposer never counts toward a ceremony
+        for kind, quorum in doc.ceremonies.model_dump(exclude_none=True).items():
+            if isinstance(quorum, int) and quorum > others:
+                errors.append(
+                    (f"ceremonies.{kind}", f"exceeds the {others} officers other than a proposer")
+                )
     book = doc.address_book
     entry_ids = [e.id for e in book.entries]
     for dup in _duplicates(entry_ids):
