@@ -334,7 +334,9 @@ class SigningPipeline:
             if key is None:
                 raise NotFound(f"items[{index}].key_id: key {item.key_id!r} not found")
             if key.state is not KeyState.ENABLED:
-                raise FailedPrecondition(f"items[{index}].key_id: key {item.key_id!r} is disabled")
+                raise FailedPrecondition(
+                    f"items[{index}].key_id: key {item.key_id!r} is {key.state.value}"
+                )
             kind = item.WhichOneof("tx")
             adapter = self._adapters.get(kind) if kind else None
             if adapter is None:
