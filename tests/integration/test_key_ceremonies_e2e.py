@@ -4,7 +4,12 @@ the quorum executes it exactly once; tampered proposal rows are refused."""
 
 from __future__ import annotations
 
+import json
+import os
+import re
 import sqlite3
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -444,3 +449,47 @@ def test_development_policy_lets_one_officer_act_alone(server: RunningServer) ->
         keys_pb2.ProposeKeyCeremonyRequest(kind=RETIRE, key_id="dev-alone")
     )
     assert (retire.state, retire.approvals_required) == ("open", 1)
+
+
+def test_the_cli_runs_a_ceremony_and_checks_the_digest_itself(
+    officers: Officers, tmp_path: Path
+) -> None:
+    o = officers
+
+    def custos(name: str, *args: str) -> subprocess.CompletedProcess[str]:
+        # The dev profile, pointed at this server.
+        profile = tmp_path / f"{name}.toml"
+        source = (o.server.env.dir / "clients" / f"{name}.toml").read_text()
+        endpoint = f'endpoint = "127.0.0.1:{o.server.port}"'
+        profile.write_text(re.sub(r'endpoint = "[^"]*"', endpoint, source))
+        env = {k: v for k, v in os.environ.items() if k not in ("CUSTOS_OUTPUT", "CUSTOS_CLIENT")}
+        return subprocess.run(
+            [sys.executable, "-m", "signer.cli", "keys", *args, "--client", str(profile)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env=env,
+            check=False,
+        )
+
+    proposed = custos(
+        "officer", "propose-create", "cli-cer", "--network-class", "testnet", "-o", "json"
+    )
+    assert proposed.returncode == 0, proposed.stderr
+    shown = json.loads(proposed.stdout)
+    cid, digest = shown["ceremony_id"], shown["digest"]
+    assert (shown["kind"], shown["state"]) == ("CEREMONY_KIND_CREATE_KEY", "open")
+    # A digest other than the ceremony's own: the client refuses before sending a code.
+    wrong = custos("officer2", "approve", cid, "--digest", "ab" * 32, "--code", "123456")
+    assert wrong.returncode == 1
+    assert "nothing was approved" in wrong.stderr
+    for name in ("officer2", "officer3"):
+        approved = custos(name, "approve", cid, "--digest", digest, "--code", o.code(name))
+        assert approved.returncode == 0, approved.stderr
+    table = custos("officer", "show-ceremony", cid)
+    assert re.search(r"^state\s+executed$", table.stdout, re.M), table.stdout
+    assert re.search(r"^outcome\s+created, public key 04[0-9a-f]{128}$", table.stdout, re.M)
+    listed = json.loads(custos("officer3", "list-ceremonies", "-o", "json").stdout)
+    assert [(c["ceremony_id"], c["state"]) for c in listed["ceremonies"]] == [(cid, "executed")]
+    keys = custos("officer", "show", "cli-cer", "-o", "json")
+    assert json.loads(keys.stdout)["state"] == "KEY_STATE_ENABLED"
