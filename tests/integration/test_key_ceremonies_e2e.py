@@ -493,3 +493,42 @@ def test_the_cli_runs_a_ceremony_and_checks_the_digest_itself(
     assert [(c["ceremony_id"], c["state"]) for c in listed["ceremonies"]] == [(cid, "executed")]
     keys = custos("officer", "show", "cli-cer", "-o", "json")
     assert json.loads(keys.stdout)["state"] == "KEY_STATE_ENABLED"
+
+
+def test_after_a_restart_the_audit_log_still_refuses_an_older_copy(
+    dev_env: DevEnv, tmp_path: Path, third_officer: IdentityConfig
+) -> None:
+    """The revision floors come back from the audit log: a replay needs no live witness."""
+    identities = [*dev_env.config().identities, third_officer]
+    with server_with_policy(dev_env, tmp_path, POLICY, identities=identities) as server:
+        o = Officers(server)
+        key = _create(o, "restart-key", by=("officer3", "officer", "officer2"))
+        disable = o.propose("officer", DISABLE, key.key_id)
+        o.approve("officer3", disable.ceremony_id, disable.digest)
+        enable = o.propose("officer", ENABLE, key.key_id)
+        db = sqlite3.connect(tmp_path / "custos.db")
+        with db:
+            saved = db.execute(
+                "SELECT state, record, rev, mac FROM ceremonies WHERE ceremony_id = ?",
+                (enable.ceremony_id,),
+            ).fetchone()
+        o.approve("officer2", enable.ceremony_id, enable.digest)
+        assert o.approve("officer3", enable.ceremony_id, enable.digest).state == "executed"
+        disable = o.propose("officer2", DISABLE, key.key_id)
+        assert o.approve("officer", disable.ceremony_id, disable.digest).state == "executed"
+    with db:  # while no server runs: the enable ceremony as freshly proposed
+        db.execute(
+            "UPDATE ceremonies SET state = ?, record = ?, rev = ?, mac = ? WHERE ceremony_id = ?",
+            (*saved, enable.ceremony_id),
+        )
+    db.close()
+    with server_with_policy(dev_env, tmp_path, POLICY, identities=identities) as server:
+        o.server = server
+        o.stubs = {name: server.keys(name) for name in OFFICERS}
+        o.refused(
+            lambda: o.approve("officer3", enable.ceremony_id, enable.digest),
+            grpc.StatusCode.DATA_LOSS,
+            "older than version",
+        )
+        state = o.stubs["officer"].GetKey(keys_pb2.GetKeyRequest(key_id=key.key_id)).state
+        assert state == keys_pb2.KEY_STATE_DISABLED
