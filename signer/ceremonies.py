@@ -142,11 +142,15 @@ class KeyCeremonies:
         return rules.CeremonyRules.of(self._governor.active().document, kind)
 
     def _event(
-        self, kind: str, actor: str, row: CeremonyRow, ceremony: rules.Ceremony, **more: Any
+        self, step: str, actor: str, row: CeremonyRow, ceremony: rules.Ceremony, **more: Any
     ) -> AuditEvent:
-        """An audit record of one step: the ceremony, its kind and parameters, never secrets."""
+        """An audit record of one step: the ceremony, its kind and parameters, never secrets.
+
+        `rev` is the row's revision after the step: at start-up the audit log
+        says which revision no stored copy may be older than (a replay).
+        """
         return AuditEvent(
-            f"ceremony.{kind}",
+            f"ceremony.{step}",
             actor,
             {
                 "ceremony_id": ceremony.ceremony_id,
