@@ -21,7 +21,7 @@ import pyotp
 import pytest
 
 from policies import ceremonies
-from proto.custos.v1 import keys_pb2, signer_pb2
+from proto.custos.v1 import keys_pb2, policy_pb2, policy_pb2_grpc, signer_pb2
 from signer.config import IdentityConfig
 from signer.devsetup import DevCa, subject_string, write_client_profile
 from tests import builders
@@ -348,6 +348,18 @@ def test_cancelled_ceremony_never_executes(officers: Officers) -> None:
         "not found",
     )
     assert "ceremony.cancelled" in [k for k, _a, _f in o.audit()]
+    # The officers asked to approve learn of a proposal on their event stream.
+    stream = policy_pb2_grpc.ApprovalsStub(o.server.channel("officer2")).WatchEvents(
+        policy_pb2.WatchEventsRequest(after_seq=-1), timeout=30
+    )
+    seen = []
+    for event in stream:
+        seen.append((event.kind, event.key_id, event.actor))
+        if event.kind == "ceremony.cancelled":
+            break
+    stream.cancel()
+    assert ("ceremony.proposed", "cancel-key", subject_string("officer")) in seen
+    assert ("ceremony.approved", "cancel-key", subject_string("officer2")) in seen
 
 
 @pytest.mark.parametrize("tamper", ["approvals", "state", "key"])
