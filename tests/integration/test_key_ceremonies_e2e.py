@@ -327,6 +327,29 @@ def test_disable_enable_retire_each_need_their_quorum(officers: Officers) -> Non
     ]
 
 
+def test_a_second_create_of_one_key_id_fails_audited_and_changes_nothing(
+    officers: Officers,
+) -> None:
+    o = officers
+    first = o.propose("officer", CREATE, "twice-key", keys_pb2.NETWORK_CLASS_TESTNET)
+    second = o.propose("officer", CREATE, "twice-key", keys_pb2.NETWORK_CLASS_MAINNET)
+    for ceremony in (first, second):
+        o.approve("officer2", ceremony.ceremony_id, ceremony.digest)
+    assert o.approve("officer3", first.ceremony_id, first.digest).state == "executed"
+    failed = o.approve("officer3", second.ceremony_id, second.digest)
+    assert failed.state == "failed"
+    assert "already exists" in failed.outcome
+    key = o.stubs["officer"].GetKey(keys_pb2.GetKeyRequest(key_id="twice-key"))
+    assert key.network_class == keys_pb2.NETWORK_CLASS_TESTNET  # the first one's
+    records = o.audit()
+    assert [k for k, _a, f in records if f.get("key_id") == "twice-key" and k == "key.created"] == [
+        "key.created"
+    ]
+    assert ("ceremony.failed", second.ceremony_id) in [
+        (k, f.get("ceremony_id")) for k, _a, f in records
+    ]
+
+
 def test_cancelled_ceremony_never_executes(officers: Officers) -> None:
     o = officers
     proposed = o.propose("officer", CREATE, "cancel-key", keys_pb2.NETWORK_CLASS_TESTNET)
