@@ -73,6 +73,14 @@ def setup_audit_key(
     Only set-up commands call this (`custos init`, `custos audit init-key`); the
     service looks the key up and refuses to start without it.
     """
+    return setup_ed25519_keys(library, label, pin, environment, [key_id])[0]
+
+
+def setup_ed25519_keys(
+    library: str, label: str, pin: str, environment: Mapping[str, str], key_ids: Sequence[str]
+) -> list[tuple[bytes, bool]]:
+    """The token's Ed25519 keys `key_ids` (audit, event signing), each generated if
+    missing: (raw public key, created) for each. Set-up commands only."""
     # The workers read the library's environment (SOFTHSM2_CONF) when spawned:
     # set it for that moment only, so that a caller's own settings survive.
     saved = {name: os.environ.get(name) for name in environment}
@@ -86,10 +94,13 @@ def setup_audit_key(
             else:
                 os.environ[name] = value
     try:
-        try:
-            return pool.ed25519_public_key(key_id), False
-        except KeyNotFound:
-            return pool.ensure_ed25519(key_id), True
+        keys = []
+        for key_id in key_ids:
+            try:
+                keys.append((pool.ed25519_public_key(key_id), False))
+            except KeyNotFound:
+                keys.append((pool.ensure_ed25519(key_id), True))
+        return keys
     finally:
         pool.close()
 

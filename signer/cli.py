@@ -11,14 +11,13 @@ import sys
 import threading
 import time
 from collections import deque
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import grpc
 from google.protobuf import json_format
 
-from hsm.errors import HsmConfigError, HsmError
+from hsm.errors import HsmConfigError, HsmError, KeyExists, KeyNotFound
 from proto.custos.v1 import (
     audit_pb2,
     audit_pb2_grpc,
@@ -29,6 +28,7 @@ from proto.custos.v1 import (
 )
 from signer import cli_output
 from signer.cli_ceremonies import add_commands as add_ceremony_commands
+from signer.cli_events import add_commands as add_events_commands
 from signer.cli_integrity import add_commands as add_integrity_commands
 from signer.cli_output import Exit, add_output_argument, print_fields, print_json, print_table
 from signer.cli_policy import add_commands as add_policy_commands
@@ -256,7 +256,7 @@ def _checkpoint_dir(export: Path) -> Path:
 
 
 def cmd_audit_export(args: argparse.Namespace) -> int:
-    from audit.export import write_file_atomically
+    from audit.export import write_export, write_file_atomically
 
     stub = audit_pb2_grpc.AuditStub(_profile(args).channel())
     out = Path(args.out)
@@ -268,16 +268,10 @@ def cmd_audit_export(args: argparse.Namespace) -> int:
     key = stub.GetAuditKey(audit_pb2.GetAuditKeyRequest())
     # By default the export ends where the latest checkpoint does: every record is proven.
     to_seq = args.to or (latest.size if latest else 0)
-    chunks = (c.lines for c in stub.Export(audit_pb2.ExportRequest(from_seq=0, to_seq=to_seq)))
-    counted = 0
-
-    def counting() -> Iterator[bytes]:
-        nonlocal counted
-        for chunk in chunks:
-            counted += chunk.count(b"\n")
-            yield chunk
-
-    write_file_atomically(out, counting())
+    chunks = stub.Export(audit_pb2.ExportRequest(from_seq=0, to_seq=to_seq))
+    # Each chunk holds whole newline-terminated records (audit.export's format).
+    records = (line for c in chunks for line in c.lines.split(b"\n")[:-1])
+    counted = write_export(records, out)
     # Every checkpoint, one file per size: an auditor keeps this directory across
     # exports, so a later export that drops or rewrites history fails against it.
     kept = _checkpoint_dir(out)
@@ -702,6 +696,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_policy_commands(sub, client_help, _profile)
     add_psbt_commands(sub, client_help, _profile)
     add_integrity_commands(sub)
+    add_events_commands(sub)
 
     p = sub.add_parser("db", help="store maintenance")
     actions = p.add_subparsers(dest="action", required=True, metavar="ACTION")
@@ -758,7 +753,7 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, HsmConfigError) as exc:
         fail(f"custos: error: {exc}")
         return Exit.USAGE
-    except (HsmError, StoreUnavailable) as exc:
+    except (HsmError, KeyNotFound, KeyExists, StoreUnavailable) as exc:
         fail(f"custos: error: {type(exc).__name__}: {exc}")
         return Exit.ERROR
     except grpc.RpcError as exc:

@@ -26,14 +26,15 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from signer.auditlog import key_fingerprint, setup_audit_key
-from signer.config import AuditConfig
+from signer.auditlog import key_fingerprint, setup_ed25519_keys
+from signer.config import AuditConfig, EventsConfig
 from signer.errors import ConfigError
 
 TOKEN_LABEL = "custos-dev"  # noqa: S105 - a label, not a secret
 ORG = "Custos Dev"
 SOFTHSM_LIBRARY = "/usr/lib/softhsm/libsofthsm2.so"
 AUDIT_KEY_ID = AuditConfig().key_id
+EVENTS_KEY_ID = EventsConfig().key_id
 
 
 @dataclass(frozen=True)
@@ -310,12 +311,13 @@ def init_dev_report(directory: Path, listen: str, *, force: bool) -> DevInit:
         report.written.append(policy)
     # The audit key is made here, at set-up, and pinned in the config: the
     # service itself never creates one (a missing or different key stops it).
-    audit_key, _created = setup_audit_key(
+    # So is the event-signing key that signs webhook deliveries (signer.delivery).
+    (audit_key, _), (event_key, _) = setup_ed25519_keys(
         SOFTHSM_LIBRARY,
         TOKEN_LABEL,
         pin_file.read_text().strip(),
         {"SOFTHSM2_CONF": str(directory / "softhsm2.conf")},
-        AUDIT_KEY_ID,
+        [AUDIT_KEY_ID, EVENTS_KEY_ID],
     )
     text = (
         "# Development configuration written by `custos init`.\n"
@@ -328,6 +330,7 @@ def init_dev_report(directory: Path, listen: str, *, force: bool) -> DevInit:
         f'[store]\nurl = "sqlite:///{directory / "custos.db"}"\n\n'
         f'[policy]\nbootstrap = "{policy}"\n\n'
         f'[audit]\nkey_fingerprint = "{key_fingerprint(audit_key)}"\n\n'
+        f'[events]\nkey_fingerprint = "{key_fingerprint(event_key)}"\n\n'
         # Port 0: any free port, logged at start (several dev servers may run at once).
         '[metrics]\nlisten = "127.0.0.1:0"\n\n' + "\n".join(identity_blocks)
     )

@@ -34,6 +34,7 @@ from signer.chains.base import ChainAdapter
 from signer.chains.limits import ChainLimits
 from signer.chains.registry import make_adapters
 from signer.config import Config
+from signer.delivery import DeliverySigner
 from signer.errors import ConfigError
 from signer.events import EventBus
 from signer.governance import PolicyGovernor, utcnow
@@ -43,6 +44,7 @@ from signer.jsonrpc import JsonRpcServer
 from signer.keys import KeyManager
 from signer.pipeline import SigningPipeline
 from signer.policy_services import ApprovalsService, PoliciesService
+from signer.review import Reviewer, signed_transport
 from signer.second_factor import SecondFactor
 from signer.services import AuditService, KeysService, SignerService
 from signer.store.factory import open_store
@@ -66,29 +68,43 @@ def _read(path: object) -> bytes:
         raise ConfigError(f"cannot read {path}: {exc.strerror}") from exc
 
 
-def _pinned_audit_key(pool: SigningPool, config: Config) -> bytes:
-    """The token's audit public key, once it matches the fingerprint the config pins.
+def _pinned_key(pool: SigningPool, key_id: str, pinned: str, what: str, section: str) -> bytes:
+    """The token's Ed25519 `what` key, once it matches the fingerprint the config pins.
 
-    Never generated here: a missing key is a set-up step (`custos audit
+    Never generated here: a missing key is a set-up step (`custos SECTION
     init-key`), not something to paper over with a fresh key nobody pinned.
     """
-    audit = config.audit
     try:
-        public = pool.ed25519_public_key(audit.key_id)
+        public = pool.ed25519_public_key(key_id)
     except KeyNotFound:
         raise ConfigError(
-            f"the token has no audit key {audit.key_id!r}: the token is not the one this "
+            f"the token has no {what} key {key_id!r}: the token is not the one this "
             "service was set up with, or the key was deleted. Create a key only for a new "
-            "deployment: `custos audit init-key --config CONFIG`"
+            f"deployment: `custos {section} init-key --config CONFIG`"
         ) from None
     found = key_fingerprint(public)
-    if found != audit.key_fingerprint:
+    if found != pinned:
         raise ConfigError(
-            f"the token's audit key {audit.key_id!r} has fingerprint {found}, but "
-            f"audit.key_fingerprint pins {audit.key_fingerprint}: the token holds a "
-            "different audit key (swapped or replaced token); refusing to start"
+            f"the token's {what} key {key_id!r} has fingerprint {found}, but "
+            f"{section}.key_fingerprint pins {pinned}: the token holds a "
+            f"different {what} key (swapped or replaced token); refusing to start"
         )
     return public
+
+
+def _pinned_audit_key(pool: SigningPool, config: Config) -> bytes:
+    audit = config.audit
+    assert audit.key_fingerprint is not None  # checked before the pool opens
+    return _pinned_key(pool, audit.key_id, audit.key_fingerprint, "audit", "audit")
+
+
+def _event_signer(pool: SigningPool, config: Config) -> DeliverySigner | None:
+    """The signer of deliveries when [events] pins its key; None: no deliveries."""
+    events = config.events
+    if events.key_fingerprint is None:
+        return None
+    public = _pinned_key(pool, events.key_id, events.key_fingerprint, "event-signing", "events")
+    return DeliverySigner(public, functools.partial(pool.sign_eddsa, events.key_id))
 
 
 class CustosServer:
@@ -135,6 +151,10 @@ class CustosServer:
             events=events,
             integrity=self.integrity,
             identities=authorizer.identity_of,
+            reviewer=Reviewer(
+                config.review,
+                signed_transport(self.event_signer) if self.event_signer is not None else None,
+            ),
         )
         self.desk = ApprovalDesk(
             self.store,
@@ -210,6 +230,7 @@ class CustosServer:
             )
             try:
                 audit_key = _pinned_audit_key(self.pool, config)
+                self.event_signer = _event_signer(self.pool, config)
                 # Stored state is trusted only with its HSM tag (invariant 8); the
                 # audit log says which row versions and activations must not be undercut.
                 self.integrity = open_authenticator(
