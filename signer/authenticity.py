@@ -325,15 +325,26 @@ class LoggedState:
 
     key_versions: dict[str, int]  # key id -> highest row version a key.* record names
     activations: dict[int, str]  # policy version -> hash, from policy.activated records
+    # ceremony id -> highest row revision a ceremony.* record names
+    ceremony_revs: dict[str, int] = dataclasses.field(default_factory=dict)
 
     def seed(self, integrity: StateAuthenticator) -> None:
         for key_id, version in self.key_versions.items():
             integrity.raise_floor("keys", (key_id,), version)
+        for ceremony_id, rev in self.ceremony_revs.items():
+            # An executed ceremony put back as approved must not run again.
+            integrity.raise_floor("ceremonies", (ceremony_id,), rev)
 
 
 # Cheap byte tests before decoding: the log is mostly sign.* records.
-_KEY_KINDS = (b'"kind":"key.created"', b'"kind":"key.enabled"', b'"kind":"key.disabled"')
+_KEY_KINDS = (
+    b'"kind":"key.created"',
+    b'"kind":"key.enabled"',
+    b'"kind":"key.disabled"',
+    b'"kind":"key.retired"',
+)
 _ACTIVATED = b'"kind":"policy.activated"'
+_CEREMONY = b'"kind":"ceremony.'
 
 
 def scan_audit_log(rows: Callable[[int, int], list[tuple[int, bytes, bytes]]]) -> LoggedState:
@@ -352,6 +363,12 @@ def scan_audit_log(rows: Callable[[int, int], list[tuple[int, bytes, bytes]]]) -
                 fields = json.loads(data)["fields"]
                 key_id, version = str(fields["key_id"]), int(fields.get("row_version", 0))
                 logged.key_versions[key_id] = max(logged.key_versions.get(key_id, 0), version)
+            elif _CEREMONY in data:
+                fields = json.loads(data)["fields"]
+                ceremony_id, rev = str(fields["ceremony_id"]), int(fields.get("rev", 0))
+                logged.ceremony_revs[ceremony_id] = max(
+                    logged.ceremony_revs.get(ceremony_id, 0), rev
+                )
         seq = page[-1][0] + 1
 
 

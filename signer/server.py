@@ -29,6 +29,7 @@ from signer.approval_desk import ApprovalDesk
 from signer.auditlog import AuditGate, AuditLog, key_fingerprint
 from signer.auth import Authorizer
 from signer.authenticity import StoreGuard, audit_alarm, open_authenticator, scan_audit_log
+from signer.ceremonies import KeyCeremonies
 from signer.chains.limits import ChainLimits
 from signer.chains.registry import Adapters, make_adapters
 from signer.config import Config
@@ -256,8 +257,10 @@ class CustosServer:
         adapters: Adapters,
     ) -> None:
         signer_pb2_grpc.add_SignerServicer_to_server(SignerService(pipeline), self._grpc)
+        keys = KeyManager(self.store, self.pool, integrity=self.integrity)
+        key_ceremonies = KeyCeremonies(self.store, keys, self.governor, integrity=self.integrity)
         keys_pb2_grpc.add_KeysServicer_to_server(
-            KeysService(KeyManager(self.store, self.pool, integrity=self.integrity)), self._grpc
+            KeysService(keys, key_ceremonies, second_factor), self._grpc
         )
         audit_pb2_grpc.add_AuditServicer_to_server(AuditService(self.audit, self.store), self._grpc)
         policy_pb2_grpc.add_PoliciesServicer_to_server(

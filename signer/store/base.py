@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from audit.record import AuditEvent, AuditRecord
+from signer.store.ceremony_tables import CeremonyStore
 from signer.store.policy_tables import Admission, PendingRow, PolicyRow, PolicyStore
 
 
@@ -46,6 +47,7 @@ class ClaimLost(StoreError):
 class KeyState(enum.Enum):
     ENABLED = "enabled"
     DISABLED = "disabled"
+    RETIRED = "retired"  # final: never signs again, never re-enabled
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,7 +163,7 @@ class LegacySealer(Protocol):
     def totp(self, subject: str, sealed: bytes, state: str, rev: int) -> bytes: ...
 
 
-class Store(PolicyStore, Protocol):
+class Store(PolicyStore, CeremonyStore, Protocol):
     """Transactional state shared by every replica."""
 
     def insert_key(self, key: KeyRecord, event: AuditEvent) -> None: ...

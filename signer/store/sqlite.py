@@ -91,6 +91,16 @@ CREATE TABLE IF NOT EXISTS pending (
     rev INTEGER NOT NULL DEFAULT 1,
     mac BLOB
 );
+CREATE TABLE IF NOT EXISTS ceremonies (
+    ceremony_id TEXT PRIMARY KEY,
+    kind TEXT NOT NULL,
+    state TEXT NOT NULL,
+    record TEXT NOT NULL,
+    created_at_ms INTEGER NOT NULL,
+    rev INTEGER NOT NULL DEFAULT 1,
+    mac BLOB
+);
+CREATE INDEX IF NOT EXISTS ceremonies_created ON ceremonies (created_at_ms);
 CREATE TABLE IF NOT EXISTS totp (
     subject TEXT PRIMARY KEY,
     sealed BLOB NOT NULL,

@@ -39,6 +39,26 @@ REQUESTS: dict[str, tuple[Message, type[Message]]] = {
         keys_pb2.SetKeyStateRequest(key_id="auth-probe-missing"),
         keys_pb2.Key,
     ),
+    "/custos.v1.Keys/ProposeKeyCeremony": (
+        keys_pb2.ProposeKeyCeremonyRequest(key_id="auth-probe-missing"),  # no kind: refused
+        keys_pb2.KeyCeremony,
+    ),
+    "/custos.v1.Keys/ApproveKeyCeremony": (
+        keys_pb2.ApproveKeyCeremonyRequest(ceremony_id="missing", digest="00"),
+        keys_pb2.KeyCeremony,
+    ),
+    "/custos.v1.Keys/CancelKeyCeremony": (
+        keys_pb2.CancelKeyCeremonyRequest(ceremony_id="missing"),
+        keys_pb2.KeyCeremony,
+    ),
+    "/custos.v1.Keys/GetKeyCeremony": (
+        keys_pb2.GetKeyCeremonyRequest(ceremony_id="missing"),
+        keys_pb2.KeyCeremony,
+    ),
+    "/custos.v1.Keys/ListKeyCeremonies": (
+        keys_pb2.ListKeyCeremoniesRequest(),
+        keys_pb2.ListKeyCeremoniesResponse,
+    ),
     "/custos.v1.Audit/StreamRecords": (
         audit_pb2.StreamRecordsRequest(from_seq=10**9),
         audit_pb2.AuditRecord,
