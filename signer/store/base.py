@@ -18,6 +18,7 @@ from typing import Protocol
 
 from audit.record import AuditEvent, AuditRecord
 from signer.store.policy_tables import Admission, PendingRow, PolicyRow, PolicyStore
+from signer.store.webhook_tables import WebhookStore
 
 
 class StoreError(Exception):
@@ -161,7 +162,7 @@ class LegacySealer(Protocol):
     def totp(self, subject: str, sealed: bytes, state: str, rev: int) -> bytes: ...
 
 
-class Store(PolicyStore, Protocol):
+class Store(PolicyStore, WebhookStore, Protocol):
     """Transactional state shared by every replica."""
 
     def insert_key(self, key: KeyRecord, event: AuditEvent) -> None: ...
