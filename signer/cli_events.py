@@ -159,12 +159,12 @@ def add_commands(
     a = actions.add_parser(
         "public-key",
         help="print the event-signing public key (PEM) receivers verify with: from the"
-        " token (--config) or from the server (--client, any role)",
+        " server (--client or $CUSTOS_CLIENT, any role) or from the token (--config)",
     )
-    where = a.add_mutually_exclusive_group(required=True)
+    where = a.add_mutually_exclusive_group()
     where.add_argument("--config", help="TOML configuration file (reads the token)")
     where.add_argument("--client", help=client_help)
-    a.set_defaults(func=lambda args: cmd_public_key(args, profile(args) if args.client else None))
+    a.set_defaults(func=lambda args: cmd_public_key(args, None if args.config else profile(args)))
 
 
 def _add_webhook_commands(

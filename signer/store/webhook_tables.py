@@ -94,6 +94,10 @@ class WebhookTables(abc.ABC):
     def _write(self, work: Callable[[Any], T]) -> T: ...
 
     @abc.abstractmethod
+    def _transact(self, work: Callable[[Any], T]) -> T:
+        """A write that appends nothing to the log (does not wake log watchers)."""
+
+    @abc.abstractmethod
     def _write_audited(self, work: Callable[[Any], T], events: Sequence[AuditEvent]) -> T: ...
 
     @abc.abstractmethod
@@ -190,7 +194,7 @@ class WebhookTables(abc.ABC):
             ).fetchall()
             return [_row(r) for r in rows]
 
-        return self._write(work)
+        return self._transact(work)
 
     def advance_webhook(self, webhook_id: str, owner: str, expected: int, next_seq: int) -> bool:
         """Move the cursor from `expected` to `next_seq` while `owner` holds the claim.
@@ -208,12 +212,14 @@ class WebhookTables(abc.ABC):
             ).fetchone()
             return moved is not None
 
-        return self._write(work)
+        return self._transact(work)
 
     def release_webhooks(self, owner: str) -> None:
         """Give up `owner`'s claims (a clean stop): another replica may take them at once."""
-        self._write(
-            lambda tx: tx.execute(
-                "UPDATE webhooks SET owner = '', lease_until_ms = 0 WHERE owner = ?", (owner,)
+        self._transact(
+            lambda tx: (
+                tx.execute(
+                    "UPDATE webhooks SET owner = '', lease_until_ms = 0 WHERE owner = ?", (owner,)
+                ).rowcount
             )
         )

@@ -9,6 +9,8 @@ audit log read directly from the store.
 
 from __future__ import annotations
 
+import json
+import re
 import sqlite3
 import time
 from collections.abc import Callable, Iterator
@@ -22,6 +24,7 @@ from proto.custos.v1 import keys_pb2, keys_pb2_grpc, webhooks_pb2, webhooks_pb2_
 from signer.store.base import Store
 from signer.store.factory import open_store
 from tests.conftest import DevEnv, RunningServer, ServerProcess, server_with_policy
+from tests.integration.test_cli import _custos
 from tests.integration.test_replicas import _configure
 from tests.webhook_receiver import Receiver, start_receiver
 
@@ -294,3 +297,50 @@ def test_two_replicas_deliver_each_event_once_in_order_across_an_outage_and_a_si
     (listed,) = survivor.ListWebhooks(webhooks_pb2.ListWebhooksRequest()).webhooks
     assert other.process is not None
     assert listed.delivering_replica.split("/")[1] == str(other.process.pid)
+
+
+# -- the command line ----------------------------------------------------------------------
+
+
+def test_cli_adds_lists_replays_and_removes_and_prints_the_public_key(
+    own_server: ServerProcess, receiver: Receiver
+) -> None:
+    own_server.start()
+    added = _custos(
+        own_server, "officer", "webhooks", "add", receiver.url, "--kind", "signed",
+        "--kind", "key.created", "--from-seq", "0", "-o", "json",
+    )  # fmt: skip
+    assert added.returncode == 0, added.stderr
+    hook = json.loads(added.stdout)
+    assert hook["kinds"] == ["key.created", "signed"]
+    assert hook["created_by"] == "CN=officer,O=Custos Dev"
+    listed = _custos(own_server, "auditor", "webhooks", "list")
+    header, row = listed.stdout.splitlines()
+    assert header.split() == ["WEBHOOK", "ID", "NEXT", "SEQ", "KINDS", "URL"]
+    assert row.split()[0] == hook["webhook_id"]
+    assert row.split()[-1] == receiver.url
+    bad = _custos(own_server, "officer", "webhooks", "add", "http://x/", "--kind", "signed")
+    assert bad.returncode != 0
+    assert "url: must be an https:// URL" in bad.stderr
+    assert "Traceback" not in bad.stderr
+    denied = _custos(own_server, "payments", "webhooks", "remove", hook["webhook_id"])
+    assert denied.returncode != 0
+    assert "needs one of the roles officer" in denied.stderr
+    replayed = _custos(
+        own_server, "officer", "webhooks", "replay", hook["webhook_id"], "--from-seq", "1"
+    )
+    assert replayed.returncode == 0, replayed.stderr
+    assert re.search(r"^next seq +1$", replayed.stdout, re.M)
+    removed = _custos(own_server, "officer", "webhooks", "remove", hook["webhook_id"])
+    assert removed.stdout == f"removed {hook['webhook_id']}\n"
+    assert _custos(own_server, "auditor", "webhooks", "list").stdout.splitlines()[1:] == []
+    # The same key from the server (any role) and from the token (the operator's config).
+    served = _custos(own_server, "payments", "events", "public-key")
+    assert served.returncode == 0, served.stderr
+    config = str(own_server.env.config_path)
+    from_token = _custos(own_server, "officer", "events", "public-key", "--config", config)
+    assert from_token.returncode == 0, from_token.stderr
+    assert served.stdout == from_token.stdout
+    assert served.stdout.startswith("-----BEGIN PUBLIC KEY-----\n")
+    fingerprint = own_server.env.config().events.key_fingerprint
+    assert served.stdout.endswith(f"# X-Custos-Key-Id: {fingerprint}\n")
