@@ -28,6 +28,7 @@ import time
 from collections.abc import Callable
 
 from audit.record import AuditRecord
+from signer import metrics
 from signer.config import EventsConfig
 from signer.delivery import DeliveryError, DeliverySigner, post_signed
 from signer.outbox import EVENT_KINDS, PAGE, Outbox, OutboxEvent
@@ -134,13 +135,16 @@ class _EndpointWorker:
                 headers={SEQUENCE_HEADER: str(event.seq), WEBHOOK_HEADER: webhook_id},
             )
         except DeliveryError as exc:
+            metrics.WEBHOOK_DELIVERIES.labels("failed").inc()
             log.warning("webhook %s: event %d not delivered: %s", webhook_id, event.seq, exc)
             return False
         if not result.ok:
+            metrics.WEBHOOK_DELIVERIES.labels("refused").inc()
             log.warning(
                 "webhook %s: event %d refused: HTTP %d", webhook_id, event.seq, result.status
             )
             return False
+        metrics.WEBHOOK_DELIVERIES.labels("delivered").inc()
         log.debug("webhook %s: event %d delivered", webhook_id, event.seq)
         return True
 

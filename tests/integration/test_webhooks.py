@@ -91,6 +91,14 @@ def _store(server: RunningServer) -> Store:
     return store
 
 
+def _deliveries(outcome: str) -> float:
+    """custos_webhook_deliveries_total{outcome} of the in-process server."""
+    from prometheus_client import REGISTRY
+
+    value = REGISTRY.get_sample_value("custos_webhook_deliveries_total", {"outcome": outcome})
+    return value or 0.0
+
+
 def _code(call: Callable[[], object]) -> tuple[grpc.StatusCode, str]:
     with pytest.raises(grpc.RpcError) as caught:
         call()
@@ -151,6 +159,7 @@ def test_every_event_once_in_order_across_a_receiver_outage_then_a_replay(
     officer = server.channel("officer")
     hook = _hooks(officer).AddWebhook(webhooks_pb2.AddWebhookRequest(url=receiver.url, kinds=KINDS))
     start = hook.next_seq
+    refused_before = _deliveries("refused")
     _create_keys(officer, "before-outage", 2)
     receiver.wait_for(lambda r: len(r.accepted()) == 2)
     receiver.status = 503  # the receiver is down: every attempt fails, nothing is skipped
@@ -166,6 +175,7 @@ def test_every_event_once_in_order_across_a_receiver_outage_then_a_replay(
     assert all(d.verified for d in receiver.requests)
     refused = [d for d in receiver.requests if d.headers["X-Answered"] == "503"]
     assert len(refused) >= 3
+    assert _deliveries("refused") - refused_before == len(refused)  # the metric counts them
     assert {int(d.headers["X-Custos-Sequence"]) for d in refused} <= set(expected[2:])
     # The cursor moves past the last event once its 2xx is in.
     _wait_for_cursor(_hooks(officer), expected[-1] + 1)
