@@ -20,24 +20,21 @@ class ExportError(Exception):
 
 
 def write_export(encoded_records: Iterable[bytes], path: str | os.PathLike[str]) -> int:
-    """Write records, one per line, to `path` (atomically: a temp file, then rename); the count."""
-    target = Path(path)
-    temp = target.with_name(target.name + ".partial")
+    """Write records, one per line, to `path` atomically; the count.
+
+    A record holding a raw newline is not canonical: refused, and nothing is left.
+    """
     count = 0
-    try:
-        with open(temp, "wb") as out:
-            for data in encoded_records:
-                if b"\n" in data:
-                    raise ValueError(f"record {count} holds a raw newline: not canonical")
-                out.write(data)
-                out.write(b"\n")
-                count += 1
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(temp, target)
-    except BaseException:
-        temp.unlink(missing_ok=True)  # never leave a half export that looks like one
-        raise
+
+    def lines() -> Iterator[bytes]:
+        nonlocal count
+        for data in encoded_records:
+            if b"\n" in data:
+                raise ValueError(f"record {count} holds a raw newline: not canonical")
+            yield data + b"\n"
+            count += 1
+
+    write_file_atomically(path, lines())
     return count
 
 
@@ -73,6 +70,6 @@ def write_file_atomically(path: str | os.PathLike[str], chunks: Iterable[bytes])
             os.fsync(out.fileno())
         os.replace(temp, target)
     except BaseException:
-        temp.unlink(missing_ok=True)
+        temp.unlink(missing_ok=True)  # never leave a half file that looks like one
         raise
     return written

@@ -37,11 +37,6 @@ def leaf_hash(data: bytes) -> bytes:
     return _sha256(b"\x00" + data).digest()
 
 
-def node_hash(left: bytes, right: bytes) -> bytes:
-    """RFC 6962 interior node hash: SHA-256(0x01 || left || right)."""
-    return _sha256(b"\x01" + left + right).digest()
-
-
 def _perfect_root(level: list[bytes]) -> bytes:
     """Root of a perfect subtree (len(level) is a power of two, at least 1)."""
     sha = _sha256

@@ -17,9 +17,10 @@ class HsmUnavailable(HsmError):
     """The HSM failed during an operation; the request may be retried later."""
 
 
-class KeyNotFound(HsmError):
+# Not HsmErrors: the HSM answered, and what it said is about the key, not an outage.
+class KeyNotFound(LookupError):
     """No private key with this id exists in the token."""
 
 
-class KeyExists(HsmError):
+class KeyExists(Exception):
     """A key with this id already exists in the token."""

@@ -94,3 +94,36 @@ def normalize(raw: bytes, digest: bytes, public_key: bytes) -> RecoverableSignat
             return RecoverableSignature(r, s, recovery_id)
     # Recovery ids 2 and 3 need r >= n - p, probability ~2^-128: treat as failure.
     raise SignatureError("signature does not verify against the key's public key")
+
+
+def _der_scalars(der: bytes) -> tuple[int, int] | None:
+    """(r, s) of a DER signature encoded exactly as der() would encode it, else None."""
+    if len(der) < 8 or der[0] != 0x30 or der[1] != len(der) - 2 or der[2] != 0x02:
+        return None
+    r_end = 4 + der[3]
+    if r_end + 2 > len(der) or der[r_end] != 0x02 or r_end + 2 + der[r_end + 1] != len(der):
+        return None
+    r = int.from_bytes(der[4:r_end], "big")
+    s = int.from_bytes(der[r_end + 2 :], "big")
+    # Re-encoding rejects every non-canonical form (padding, negative values): BIP66.
+    if _der_sequence(_der_integer(r) + _der_integer(s)) != der:
+        return None
+    return r, s
+
+
+def verify_der(der: bytes, digest: bytes, public_key: bytes) -> bool:
+    """Whether `der` is a strict-DER (BIP66), low-S signature of `digest` by `public_key`.
+
+    For signatures made elsewhere (a cosigner's), which the service must not
+    take on trust: anything malformed, high-S or out of range is simply False.
+    """
+    scalars = _der_scalars(der)
+    if scalars is None or len(digest) != 32:
+        return False
+    r, s = scalars
+    if not (0 < r < N and 0 < s <= HALF_N):
+        return False
+    try:
+        return bool(PublicKey(public_key).verify(der, digest, hasher=None))
+    except Exception:  # noqa: BLE001 - coincurve raises bare Exception on a bad point
+        return False

@@ -105,6 +105,11 @@ MessageKind = Literal["personal_sign", "typed_data", "tron_message", "bitcoin_me
 TypeName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z_$][A-Za-z0-9_$]{0,63}$")]
 ChainId = Annotated[int, Field(ge=1, le=2**64 - 1)]
 NetworkClass = Literal["mainnet", "testnet"]
+# policies.intent.STAKING_KINDS and RESOURCES
+StakingKind = Literal["stake", "unstake", "delegate", "undelegate", "withdraw_unfrozen", "vote"]
+Resource = Literal["BANDWIDTH", "ENERGY"]
+# A compressed SEC1 secp256k1 public key in lowercase hex (how multisig scripts carry keys).
+PublicKeyHex = Annotated[str, StringConstraints(pattern=r"^0[23][0-9a-f]{64}$")]
 
 
 def parse_duration(text: str) -> timedelta:
@@ -277,6 +282,43 @@ class TypedDataMatch(_Model):
         return self
 
 
+class StakingMatch(_Model):
+    """Tron staking and voting predicates; only a rule with one allows such a contract.
+
+    Receivers and voted witnesses are destinations: restrict them with the
+    rule's `destinations`. Resource and lock predicates leave out the kinds
+    without one (withdraw_unfrozen and vote have no resource; only a locked
+    delegation has a lock period).
+    """
+
+    kinds: tuple[StakingKind, ...] = Field(min_length=1)
+    resources: tuple[Resource, ...] | None = Field(default=None, min_length=1)
+    # A locked delegation cannot be taken back for its lock period (in 3-second blocks).
+    max_lock_period: int | None = Field(default=None, ge=0, le=10**9)
+
+
+class MultisigMatch(_Model):
+    """Predicates on the m-of-n multisigs a PSBT item's key cosigns (policies.intent.Multisig).
+
+    A rule with `multisig` matches only items that spend a multisig, and
+    every multisig they spend must satisfy each given predicate.
+    """
+
+    model_config = ConfigDict(json_schema_extra={"minProperties": 1})
+
+    # Every other key of the multisig is one of these.
+    cosigners: tuple[PublicKeyHex, ...] | None = Field(default=None, min_length=1)
+    # m is at least this.
+    min_threshold: int | None = Field(default=None, ge=1, le=16)
+    # An output returns change to the same multisig (same m, same keys).
+    change: Literal["same_multisig"] | None = None
+
+    @model_validator(mode="after")
+    def _some(self) -> MultisigMatch:
+        _at_least_one(self, *MultisigMatch.model_fields)
+        return self
+
+
 class Scope(_Model):
     """Who and what: the predicates rules and limits share."""
 
@@ -310,6 +352,10 @@ class Match(Scope):
     # (a rule with typed_data matches typed data only).
     message_kinds: tuple[MessageKind, ...] | None = Field(default=None, min_length=1)
     typed_data: TypedDataMatch | None = None
+    # Tron staking and voting: a rule with it matches those contracts only, and
+    # a rule without it none of them (deny rules excepted).
+    staking: StakingMatch | None = None
+    multisig: MultisigMatch | None = None
     time: tuple[TimeWindow, ...] | None = Field(default=None, min_length=1)
 
     @model_validator(mode="after")
@@ -329,27 +375,51 @@ class Approval(_Model):
 
 
 class Rule(_Model):
-    """One ordered rule: the first rule whose match holds decides."""
+    """One ordered rule: the first rule whose match holds decides.
+
+    `review` asks an external endpoint before signing (action review): it is
+    the name of an endpoint the service's config declares ([review.endpoints]),
+    never a URL. The endpoint's answer allows, denies, or holds the batch for
+    the rule's `approval`; no answer in time denies.
+    """
 
     model_config = ConfigDict(
         json_schema_extra={
-            "if": {"properties": {"action": {"const": "require_approval"}}},
-            "then": {"required": ["approval"]},
-            "else": {"not": {"required": ["approval"]}},
+            "allOf": [
+                {
+                    "if": {
+                        "properties": {"action": {"enum": ["require_approval", "review"]}},
+                        "required": ["action"],
+                    },
+                    "then": {"required": ["approval"]},
+                    "else": {"not": {"required": ["approval"]}},
+                },
+                {
+                    "if": {"properties": {"action": {"const": "review"}}, "required": ["action"]},
+                    "then": {"required": ["review"]},
+                    "else": {"not": {"required": ["review"]}},
+                },
+            ]
         }
     )
 
     id: Name
     description: Text = ""
     match: Match = Match()
-    action: Literal["allow", "deny", "require_approval"]
+    action: Literal["allow", "deny", "require_approval", "review"]
     approval: Approval | None = None
+    review: Name | None = None
     reason: Text | None = None  # shown to the caller of a denied request
 
     @model_validator(mode="after")
     def _approval_iff_required(self) -> Rule:
-        if (self.action == "require_approval") != (self.approval is not None):
-            raise ValueError("approval is required for, and only for, action require_approval")
+        held = self.action in ("require_approval", "review")
+        if held != (self.approval is not None):
+            raise ValueError(
+                "approval is required for, and only for, actions require_approval and review"
+            )
+        if (self.action == "review") != (self.review is not None):
+            raise ValueError("review is required for, and only for, action review")
         return self
 
 

@@ -5,13 +5,15 @@ per dimension (caller, message or transaction, chain, network, key, asset,
 contract call) a Python int has bit i set when rule i accepts the value, so
 ANDing an intent's masks leaves only rules whose indexed predicates hold and
 the lowest set bit is the first candidate. Only candidates get the remaining
-checks (destinations, amount, contract, fees, time), in rule order. A batch
+checks (destinations, amount, contract, fees, multisig, time), in rule order. A batch
 is judged as a whole: any deny denies it, any approval requirement applies
 to all of it, and velocity limits see the sum of its items (fees included).
 
 Destinations are compared as accounts (policies.accounts), not spellings. A
 contract call the adapters cannot decode has an unknown amount: no amount
 predicate matches it, and only a rule naming its contract and method allows it.
+A Tron staking or voting contract is allowed only by a rule with a `staking`
+match; its receiver or witnesses are its destinations.
 """
 
 from __future__ import annotations
@@ -26,15 +28,17 @@ from policies.document import (
     NETWORKS,
     AmountRange,
     Approval,
+    MultisigMatch,
     PolicyDocument,
     Rule,
+    StakingMatch,
     memberships,
     minutes_of,
     normalize_address,
     parse_duration,
     since_key,
 )
-from policies.intent import ALLOWANCES, TOKEN_TRANSFERS, Intent, Message
+from policies.intent import ALLOWANCES, TOKEN_TRANSFERS, Intent, Message, Multisig, Staking
 from policies.locks import LOCK_TOO_FAR, CompiledLocks, lock_breach
 from policies.velocity import (
     CompiledLimit,
@@ -65,10 +69,28 @@ class EvaluationRequest:
 
 
 @dataclass(frozen=True, slots=True)
+class Review:
+    """An external review a `review` rule asks for before signing.
+
+    `endpoint` names one of the service's configured endpoints; a "hold"
+    answer asks for the rule's `approval` (see held_by_review).
+    """
+
+    rule_id: str
+    endpoint: str
+    approval: Approval
+    expires_after: timedelta
+
+
+@dataclass(frozen=True, slots=True)
 class Allow:
-    """Every item is allowed; `rule_ids[i]` is the rule that allowed item i."""
+    """Every item is allowed; `rule_ids[i]` is the rule that allowed item i.
+
+    With `reviews`, only once every endpoint named there allowed it too.
+    """
 
     rule_ids: tuple[str, ...]
+    reviews: tuple[Review, ...] = ()
 
     @property
     def rule_id(self) -> str:
@@ -110,9 +132,53 @@ class RequireApproval:
     quorum: tuple[Quorum, ...]
     totp_required: bool
     expires_after: timedelta
+    reviews: tuple[Review, ...] = ()
 
 
 Decision = Allow | Deny | RequireApproval
+
+
+def _requirement(
+    rule_ids: tuple[str, ...],
+    quorum: Iterable[Quorum],
+    totp: Iterable[bool],
+    expiries: Iterable[timedelta],
+    reviews: tuple[Review, ...],
+) -> Allow | RequireApproval:
+    """Allow when nothing is asked, else the combined requirement (see RequireApproval)."""
+    counts: dict[str, int] = {}
+    for q in quorum:
+        counts[q.group] = max(counts.get(q.group, 0), q.approvals)
+    if not counts:
+        return Allow(rule_ids, reviews)
+    return RequireApproval(
+        rule_ids=rule_ids,
+        quorum=tuple(Quorum(g, n) for g, n in sorted(counts.items())),
+        totp_required=any(totp),
+        expires_after=min(expiries),
+        reviews=reviews,
+    )
+
+
+def held_by_review(
+    decision: Allow | RequireApproval, held: Sequence[Review] | None = None
+) -> Allow | RequireApproval:
+    """The decision once the reviews in `held` (default: all of them) answered "hold".
+
+    Each held review adds its rule's approval to what the decision already
+    asks; the decision keeps its reviews (they were asked, and answered).
+    """
+    held = decision.reviews if held is None else held
+    if not held:
+        return decision
+    quorum = [Quorum(r.approval.group, r.approval.approvals) for r in held]
+    totp = [r.approval.totp for r in held]
+    expiries = [r.expires_after for r in held]
+    if isinstance(decision, RequireApproval):
+        quorum += decision.quorum
+        totp.append(decision.totp_required)
+        expiries.append(decision.expires_after)
+    return _requirement(decision.rule_ids, quorum, totp, expiries, decision.reviews)
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,9 +194,13 @@ class _Facts:
     # (a Permit2 PermitBatch names several tokens); contract is the first.
     contracts: tuple[str, ...]
     message: Message | None
+    staking: Staking | None
     # An undecoded contract call: what it moves is unknown, never 0. No amount
     # predicate matches it, and only a rule naming its contract and method allows it.
     unknown_amount: bool
+    multisig: tuple[Multisig, ...] = ()
+    # An output is change (for a multisig spend: back to the same m-of-n key set).
+    returns_change: bool = False
 
 
 def _facts(intent: Intent) -> _Facts:
@@ -149,6 +219,9 @@ def _facts(intent: Intent) -> _Facts:
             destinations.append(account_id(chain, dict(call.args).get("spender", "")))
         elif call.method not in TOKEN_TRANSFERS:
             destinations.append(account_id(chain, call.contract))
+    if intent.staking is not None:
+        # A delegation's receiver, the witnesses voted for: judged like payees.
+        destinations.extend(account_id(chain, a) for a in intent.staking.accounts)
     fees = dict(intent.fee_details)
     fees["fee"] = intent.fee
     return _Facts(
@@ -161,7 +234,10 @@ def _facts(intent: Intent) -> _Facts:
         method=method,
         contracts=contracts,
         message=intent.message,
+        staking=intent.staking,
         unknown_amount=any(not call.decoded for call in calls),
+        multisig=intent.multisig,
+        returns_change=any(t.is_change for t in intent.transfers),
     )
 
 
@@ -191,10 +267,41 @@ _FEE_FACTS: dict[str, tuple[tuple[str, ...], int]] = {
 
 
 @dataclass(frozen=True, slots=True)
+class _MultisigRule:
+    """A compiled `multisig` predicate (policies.document.MultisigMatch)."""
+
+    cosigners: frozenset[str] | None
+    min_threshold: int
+    same_multisig_change: bool
+
+    @classmethod
+    def of(cls, match: MultisigMatch) -> _MultisigRule:
+        return cls(
+            frozenset(match.cosigners) if match.cosigners is not None else None,
+            match.min_threshold or 1,
+            match.change == "same_multisig",
+        )
+
+    def holds(self, facts: _Facts) -> bool:
+        if not facts.multisig:
+            return False
+        if self.same_multisig_change and not facts.returns_change:
+            # The adapter marks an output of a multisig spend as change only
+            # when it pays the same m-of-n key set (signer/chains/bitcoin_psbt.py).
+            return False
+        return all(
+            ms.threshold >= self.min_threshold
+            and (self.cosigners is None or self.cosigners.issuperset(ms.cosigners))
+            for ms in facts.multisig
+        )
+
+
+@dataclass(frozen=True, slots=True)
 class _Rule:
     id: str
     action: str
     reason: str | None
+    review: str | None
     approval: Approval | None
     expires_after: timedelta
     memberships: frozenset[str] | None  # "entry:<id>" / "group:<name>" of the destinations
@@ -208,6 +315,28 @@ class _Rule:
     # EIP-712 predicates: (Message attribute, accepted values); a rule with any
     # of them matches typed data only.
     typed_data: tuple[tuple[str, frozenset[object]], ...] | None = None
+    staking: StakingMatch | None = None
+    multisig: _MultisigRule | None = None
+
+    def _staking_holds(self, staking: Staking | None) -> bool:
+        match = self.staking
+        if staking is None or match is None:
+            # A rule without a staking match judges staking only to deny it;
+            # _judge's mask already keeps staking rules from other intents.
+            return staking is None or self.action == "deny"
+        if staking.kind not in match.kinds:
+            return False
+        if (
+            match.resources is not None
+            and staking.resource is not None
+            and staking.resource not in match.resources
+        ):
+            return False
+        return not (
+            match.max_lock_period is not None
+            and staking.lock_period is not None
+            and staking.lock_period > match.max_lock_period
+        )
 
     def _message_holds(self, message: Message | None) -> bool:
         if message is None:
@@ -267,6 +396,7 @@ class _Rule:
             id=rule.id,
             action=rule.action,
             reason=rule.reason,
+            review=rule.review,
             approval=rule.approval,
             expires_after=parse_duration(rule.approval.expires_after)
             if rule.approval
@@ -280,6 +410,8 @@ class _Rule:
             windows=windows,
             message_kinds=frozenset(m.message_kinds) if m.message_kinds else None,
             typed_data=tuple(typed) if typed is not None else None,
+            staking=m.staking,
+            multisig=_MultisigRule.of(m.multisig) if m.multisig is not None else None,
         )
 
     def holds(
@@ -296,6 +428,10 @@ class _Rule:
         ):
             return False
         if not self._message_holds(facts.message):
+            return False
+        if not self._staking_holds(facts.staking):
+            return False
+        if self.multisig is not None and not self.multisig.holds(facts):
             return False
         if (
             facts.unknown_amount
@@ -385,7 +521,7 @@ class CompiledPolicy:
         self._callers, self._keys, self._chains = _Dim(), _Dim(), _Dim()
         self._networks, self._assets, self._kinds = _Dim(), _Dim(), _Dim()
         self._caller_groups: dict[str, int] = {}
-        self._with_contract = self._denies = 0
+        self._with_contract = self._with_staking = self._denies = 0
         # Destinations: rules without the predicate, with mode all, with mode any,
         # and per membership name the rules naming it.
         self._dest_wild = self._dest_all = self._dest_any = 0
@@ -412,6 +548,8 @@ class CompiledPolicy:
             self._kinds.add(bit, ["message" if m.message_signing else "transaction"])
             if m.contract is not None:
                 self._with_contract |= bit
+            if m.staking is not None:
+                self._with_staking |= bit
             if rule.action == "deny":
                 self._denies |= bit
         self.limits = tuple(
@@ -527,6 +665,11 @@ class CompiledPolicy:
             # Only rules that name contracts may allow approve or arbitrary
             # calls; any deny rule may still refuse them (a denied spender).
             mask &= self._with_contract | self._denies
+        if facts.staking is None:
+            mask &= ~self._with_staking
+        else:
+            # Only staking rules may allow staking; any deny rule may refuse it.
+            mask &= self._with_staking | self._denies
         rule = self._first(facts, mask, now, clock)
         if rule is None:
             cooling = self._cooling_entry(facts, now)
@@ -600,18 +743,20 @@ class CompiledPolicy:
                 limit_id=breach.limit_id,
                 remaining=breach.remaining(),
             )
-        rule_ids = tuple(r.id for r in rules)
-        needed = [(r.approval, r.expires_after) for r in rules if r.approval is not None]
-        if not needed:
-            return Allow(rule_ids)
-        counts: dict[str, int] = {}
-        for a, _ in needed:
-            counts[a.group] = max(counts.get(a.group, 0), a.approvals)
-        return RequireApproval(
-            rule_ids=rule_ids,
-            quorum=tuple(Quorum(g, n) for g, n in sorted(counts.items())),
-            totp_required=any(a.totp for a, _ in needed),
-            expires_after=min(expiry for _, expiry in needed),
+        needed = [r for r in rules if r.approval is not None and r.action == "require_approval"]
+        # One review per rule, however many of the batch's items it judged: the
+        # endpoint sees the whole batch.
+        reviews = {
+            r.id: Review(r.id, r.review, r.approval, r.expires_after)
+            for r in rules
+            if r.review is not None and r.approval is not None
+        }
+        return _requirement(
+            tuple(r.id for r in rules),
+            [Quorum(r.approval.group, r.approval.approvals) for r in needed if r.approval],
+            [r.approval.totp for r in needed if r.approval],
+            [r.expires_after for r in needed],
+            tuple(reviews.values()),
         )
 
 

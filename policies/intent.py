@@ -17,7 +17,19 @@ class Transfer:
     to: str
     asset: str
     amount: int
-    is_change: bool = False  # Bitcoin output back to the signing key's own address
+    # Bitcoin output back to the custody its signed inputs come from: the
+    # signing key's own scripts, or for a multisig spend the same m-of-n key set.
+    is_change: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Multisig:
+    """An m-of-n OP_CHECKMULTISIG the item's key cosigns (a PSBT input it signs)."""
+
+    threshold: int  # m
+    total: int  # n
+    # The other keys (compressed SEC1, lowercase hex), sorted, each once.
+    cosigners: tuple[str, ...]
 
 
 # Calls whose arguments the adapters decode, so their amounts are known: a
@@ -69,6 +81,57 @@ class Message:
     grants: tuple[ContractCall, ...] = ()
 
 
+# What a Tron staking transaction does, for the policy's staking matcher.
+STAKING_KINDS = ("stake", "unstake", "delegate", "undelegate", "withdraw_unfrozen", "vote")
+# The staking kinds that take TRX out of the spendable balance (a stake waits
+# 14 days after unstaking; a delegation hands its resource to another account):
+# their amount is charged to the native asset like a transfer. The others only
+# bring value back to the key's own account or move no value (votes).
+CHARGED_STAKING = frozenset({"stake", "delegate"})
+RESOURCES = ("BANDWIDTH", "ENERGY")
+
+
+@dataclass(frozen=True, slots=True)
+class Staking:
+    """A Tron Stake 2.0 or voting contract, as policy sees it.
+
+    `receiver` (delegate, undelegate) and the voted witnesses are judged as
+    destinations: address-book, destination and deny rules apply to them.
+    """
+
+    kind: str  # one of STAKING_KINDS
+    amount: int = 0  # sun (stake, unstake, delegate, undelegate); 0 for the others
+    resource: str | None = None  # one of RESOURCES; None for withdraw_unfrozen and vote
+    receiver: str | None = None  # delegate, undelegate
+    lock_period: int | None = None  # delegate with lock: blocks; None when not locked
+    votes: tuple[tuple[str, int], ...] = ()  # vote: (witness, count) in signed order
+
+    @property
+    def charged(self) -> int:
+        """Sun this contract takes out of the spendable balance (see CHARGED_STAKING)."""
+        return self.amount if self.kind in CHARGED_STAKING else 0
+
+    def summary(self) -> str:
+        """One line for approvers: "delegate 5000000 sun ENERGY to T... locked 86400 blocks"."""
+        if self.kind == "vote":
+            return "vote " + ", ".join(f"{witness}={count}" for witness, count in self.votes)
+        if self.kind == "withdraw_unfrozen":
+            return "withdraw_unfrozen (every unstaked amount past its 14 days)"
+        text = f"{self.kind} {self.amount} sun {self.resource}"
+        if self.receiver is not None:
+            text += f" {'to' if self.kind == 'delegate' else 'from'} {self.receiver}"
+        if self.lock_period is not None:
+            text += f" locked {self.lock_period} blocks"
+        return text
+
+    @property
+    def accounts(self) -> tuple[str, ...]:
+        """The other accounts it names: the receiver, or the witnesses voted for."""
+        if self.receiver is not None:
+            return (self.receiver,)
+        return tuple(witness for witness, _ in self.votes)
+
+
 @dataclass(frozen=True, slots=True)
 class Intent:
     """What a transaction does, in the terms policy reasons about."""
@@ -96,6 +159,11 @@ class Intent:
     expiration_ms: int = 0
     # Set for a message (no transfers, no fee): only message_signing rules judge it.
     message: Message | None = None
+    # Set for a Tron staking or voting contract (no transfers): only rules with
+    # a staking match allow it.
+    staking: Staking | None = None
+    # Each distinct multisig whose inputs the key signs, in input order.
+    multisig: tuple[Multisig, ...] = ()
 
     @property
     def calls(self) -> tuple[ContractCall, ...]:

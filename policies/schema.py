@@ -189,12 +189,25 @@ def _duplicates(ids: list[str]) -> list[str]:
     return [i for i in ids if i in seen or seen.add(i)]  # type: ignore[func-returns-value]
 
 
+def _check_staking_match(match: Match, path: str, errors: list[tuple[str, str]]) -> None:
+    if match.staking is None:
+        return
+    # A staking contract is a Tron transaction that calls no contract.
+    if match.message_signing:
+        errors.append((f"{path}.staking", "cannot be combined with message_signing"))
+    if match.contract is not None:
+        errors.append((f"{path}.staking", "cannot be combined with contract"))
+    if match.chains is not None and "tron" not in match.chains:
+        errors.append((f"{path}.staking", "needs chains to include tron (staking is Tron's)"))
+
+
 def _check_message_match(match: Match, path: str, errors: list[tuple[str, str]]) -> None:
     if match.message_signing:
         # Assets, destinations, amount and contract judge the spending a
         # typed-data permit grants (token, spender, amount), as for approve.
-        if match.fee is not None:
-            errors.append((f"{path}.fee", "does not apply to message signing"))
+        for field in ("fee", "multisig"):
+            if getattr(match, field) is not None:
+                errors.append((f"{path}.{field}", "does not apply to message signing"))
         contracts = match.typed_data.verifying_contracts if match.typed_data else None
         for i, address in enumerate(contracts or ()):
             if not EVM_ADDRESS.fullmatch(address):
@@ -252,6 +265,9 @@ def reference_errors(doc: PolicyDocument) -> list[tuple[str, str]]:
                 if name not in book.groups:
                     errors.append((f"{path}.destinations.groups", f"unknown group {name!r}"))
         _check_message_match(match, path, errors)
+        _check_staking_match(match, path, errors)
+        if match.multisig is not None and match.chains and "bitcoin" not in match.chains:
+            errors.append((f"{path}.multisig", "needs bitcoin in chains (PSBT multisig inputs)"))
         if rule.approval:
             if not parse_duration(rule.approval.expires_after):
                 errors.append((f"rules[{i}].approval.expires_after", "must be longer than 0s"))

@@ -137,7 +137,8 @@ def moved_totals(intent: Intent) -> dict[str, int]:
 
     Non-change transfers (a decoded transfer or transferFrom is one), plus the
     amount of a decoded allowance (approve, increaseAllowance, a message's permit) on its token:
-    the spender can move it without another signature. An undecoded call
+    the spender can move it without another signature; plus, on the native
+    asset, the sun a Tron stake or delegation takes out of the spendable balance. An undecoded call
     moves an unknown amount, which no sum can hold; policy rules refuse to
     judge its amount (policies.evaluate).
     """
@@ -150,6 +151,10 @@ def moved_totals(intent: Intent) -> dict[str, int]:
         if call.method in ALLOWANCES:
             token = normalize_address(call.contract)
             totals[token] = totals.get(token, 0) + int(dict(call.args).get("amount", "0"))
+    # A stake or a delegation takes TRX out of the spendable balance
+    # (policies.intent.CHARGED_STAKING).
+    if intent.staking is not None and intent.staking.charged:
+        totals["native"] = totals.get("native", 0) + intent.staking.charged
     return totals
 
 

@@ -37,6 +37,8 @@ class Judgement:
     decision: Allow | RequireApproval
     deltas: tuple[velocity.Delta, ...]
     now: datetime
+    # The external reviews' answers (signer/review.py): (endpoint, answer, reason).
+    reviewed: tuple[tuple[str, str, str], ...] = ()
 
     @property
     def rules(self) -> tuple[str, ...]:
@@ -107,6 +109,7 @@ def summarize(intent: Intent, key_id: str) -> dict[str, Any]:
         ],
         "fee": str(intent.fee),
         "contract_call": f"{call.method} on {call.contract}" if call else "",
+        **({"staking": intent.staking.summary()} if intent.staking else {}),
         **_message_summary(intent),
     }
 

@@ -119,6 +119,11 @@ def _item(intent: Intent) -> policy_pb2.PendingItem:
         method=call.method if call else "",
         args=[f"{name}={value}" for name, value in call.args] if call else [],
         lock_time=lock_time,
+        staking=intent.staking.summary() if intent.staking else "",
+        multisigs=[
+            policy_pb2.PendingMultisig(threshold=m.threshold, total=m.total, cosigners=m.cosigners)
+            for m in intent.multisig
+        ],
     )
 
 

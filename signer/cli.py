@@ -11,14 +11,13 @@ import sys
 import threading
 import time
 from collections import deque
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import grpc
 from google.protobuf import json_format
 
-from hsm.errors import HsmConfigError, HsmError
+from hsm.errors import HsmConfigError, HsmError, KeyExists, KeyNotFound
 from proto.custos.v1 import (
     audit_pb2,
     audit_pb2_grpc,
@@ -256,7 +255,7 @@ def _checkpoint_dir(export: Path) -> Path:
 
 
 def cmd_audit_export(args: argparse.Namespace) -> int:
-    from audit.export import write_file_atomically
+    from audit.export import write_export, write_file_atomically
 
     stub = audit_pb2_grpc.AuditStub(_profile(args).channel())
     out = Path(args.out)
@@ -268,16 +267,10 @@ def cmd_audit_export(args: argparse.Namespace) -> int:
     key = stub.GetAuditKey(audit_pb2.GetAuditKeyRequest())
     # By default the export ends where the latest checkpoint does: every record is proven.
     to_seq = args.to or (latest.size if latest else 0)
-    chunks = (c.lines for c in stub.Export(audit_pb2.ExportRequest(from_seq=0, to_seq=to_seq)))
-    counted = 0
-
-    def counting() -> Iterator[bytes]:
-        nonlocal counted
-        for chunk in chunks:
-            counted += chunk.count(b"\n")
-            yield chunk
-
-    write_file_atomically(out, counting())
+    chunks = stub.Export(audit_pb2.ExportRequest(from_seq=0, to_seq=to_seq))
+    # Each chunk holds whole newline-terminated records (audit.export's format).
+    records = (line for c in chunks for line in c.lines.split(b"\n")[:-1])
+    counted = write_export(records, out)
     # Every checkpoint, one file per size: an auditor keeps this directory across
     # exports, so a later export that drops or rewrites history fails against it.
     kept = _checkpoint_dir(out)
@@ -749,7 +742,7 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, HsmConfigError) as exc:
         fail(f"custos: error: {exc}")
         return Exit.USAGE
-    except (HsmError, StoreUnavailable) as exc:
+    except (HsmError, KeyNotFound, KeyExists, StoreUnavailable) as exc:
         fail(f"custos: error: {type(exc).__name__}: {exc}")
         return Exit.ERROR
     except grpc.RpcError as exc:

@@ -19,7 +19,7 @@ from coincurve import PrivateKey
 from google.protobuf import json_format
 
 from policies import approvals
-from policies.evaluate import Allow, Deny, RequireApproval, compile_policy
+from policies.evaluate import Allow, Deny, RequireApproval, compile_policy, held_by_review
 from policies.schema import PolicyValidationError, load_document, load_yaml
 from proto.custos.v1 import policy_pb2, policy_pb2_grpc
 from proto.custos.v1 import signer_pb2 as pb
@@ -142,6 +142,14 @@ def _placeholder_key(key_id: str) -> KeyInfo:
     return KeyInfo(key_id, PrivateKey(secret).public_key.format(compressed=False))
 
 
+def _requirement(decision: Allow | RequireApproval) -> str:
+    """ "2 of treasury with TOTP": what a held batch needs."""
+    if not isinstance(decision, RequireApproval):
+        return "nothing"
+    quorum = ", ".join(f"{q.approvals} of {q.group}" for q in decision.quorum)
+    return quorum + (" with TOTP" if decision.totp_required else "")
+
+
 def cmd_test(args: argparse.Namespace) -> int:
     """Evaluate example requests against a policy file; nothing is signed, no server needed."""
     try:
@@ -181,12 +189,15 @@ def cmd_test(args: argparse.Namespace) -> int:
             print(f"{name}: INVALID: {exc}")
             continue
         rules = ", ".join(decision.rule_ids)
+        # The endpoint is not asked offline: say who would be, and what a "hold" asks.
+        reviews = "".join(
+            f"; review by {r.endpoint} (a hold asks {_requirement(held_by_review(decision, [r]))})"
+            for r in decision.reviews
+        )
         if isinstance(decision, RequireApproval):
-            quorum = ", ".join(f"{q.approvals} of {q.group}" for q in decision.quorum)
-            totp = " with TOTP" if decision.totp_required else ""
-            print(f"{name}: REQUIRE APPROVAL ({rules}): {quorum}{totp}")
+            print(f"{name}: REQUIRE APPROVAL ({rules}): {_requirement(decision)}{reviews}")
         elif isinstance(decision, Allow):
-            print(f"{name}: ALLOW ({rules})")
+            print(f"{name}: ALLOW ({rules}){reviews}")
         elif isinstance(decision, Deny):  # judge raises instead; kept for completeness
             print(f"{name}: DENY: {decision.reason}")
     print("(velocity limits are evaluated as if no budget had been spent)")
@@ -267,6 +278,9 @@ def _print_batch(b: policy_pb2.PendingBatch, *, full: bool) -> None:
             f"  - {item.chain}/{item.network} key {item.key_id} from {item.from_address}"
             f" max fee {fee}{f' lock time {item.lock_time}' if item.lock_time else ''}"
         )
+        for ms in item.multisigs:
+            others = ", ".join(ms.cosigners) or "-"
+            print(f"      cosigns a {ms.threshold}-of-{ms.total} multisig with {others}")
         for t in item.transfers:
             change = " (change)" if t.is_change else ""
             amount = (
@@ -278,6 +292,8 @@ def _print_batch(b: policy_pb2.PendingBatch, *, full: bool) -> None:
             print(f"      -> {t.to}: {amount}{asset}{change}")
         if item.method:
             print(f"      call {item.method} on {item.contract} ({', '.join(item.args) or '-'})")
+        if item.staking:
+            print(f"      staking: {item.staking}")
         if item.HasField("message"):
             m = item.message
             print(f"      {m.kind} message, digest {m.digest}")

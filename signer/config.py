@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import tomllib
 from pathlib import Path
 from typing import Literal
@@ -18,6 +19,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from signer.errors import ConfigError
 
 Role = Literal["service", "approver", "officer", "auditor"]
+NAME_RULE = "letters, digits and _.:- , at most 64, starting with a letter or digit"
+# policies.document.Name: what a policy's `review:` can name.
+REVIEW_ENDPOINT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}")
 
 
 class _Section(BaseModel):
@@ -205,6 +209,35 @@ class JsonRpcConfig(_Section):
         return value
 
 
+class ReviewEndpointConfig(_Section):
+    """One external review endpoint a policy's `review` rules may name (signer/review.py)."""
+
+    url: str = Field(pattern=r"^https://[^\s#@]+$", max_length=2048)
+    # The CAs that may vouch for the endpoint's certificate; absent: the system's.
+    ca_file: Path | None = None
+    timeout_seconds: float | None = Field(default=None, gt=0, le=30)
+
+
+class ReviewConfig(_Section):
+    """[review]: where `review` rules send batches. Endpoints are named here, by the
+    operator, and policies name them: an officer quorum decides which batches are
+    reviewed, the operator decides where the service may send them."""
+
+    # One answer must come within this (per endpoint unless it sets its own);
+    # no answer in time denies the batch.
+    timeout_seconds: float = Field(default=2.0, gt=0, le=30)
+    max_request_bytes: int = Field(default=1024 * 1024, ge=4096, le=16 * 1024 * 1024)
+    endpoints: dict[str, ReviewEndpointConfig] = Field(default_factory=dict)
+
+    @field_validator("endpoints")
+    @classmethod
+    def _names(cls, value: dict[str, ReviewEndpointConfig]) -> dict[str, ReviewEndpointConfig]:
+        for name in value:
+            if not REVIEW_ENDPOINT_NAME.fullmatch(name):
+                raise ValueError(f"{name!r}: endpoint names are policy names ({NAME_RULE})")
+        return value
+
+
 class IdentityConfig(_Section):
     subject: str = Field(min_length=1, description="RFC 4514 subject of the client certificate")
     roles: list[Role] = Field(min_length=1)
@@ -223,6 +256,7 @@ class Config(_Section):
     metrics: MetricsConfig = MetricsConfig()
     limits: LimitsConfig = LimitsConfig()
     jsonrpc: JsonRpcConfig = JsonRpcConfig()
+    review: ReviewConfig = ReviewConfig()
     identities: list[IdentityConfig] = Field(default_factory=list)
 
     @field_validator("identities")
@@ -286,6 +320,16 @@ def load_config(path: Path) -> Config:
             "witness_file": _absolute(base, config.audit.witness_file or _witness_name(store.url))
         }
     )
+    review = config.review.model_copy(
+        update={
+            "endpoints": {
+                name: endpoint.model_copy(update={"ca_file": _absolute(base, endpoint.ca_file)})
+                if endpoint.ca_file is not None
+                else endpoint
+                for name, endpoint in config.review.endpoints.items()
+            }
+        }
+    )
     events = config.events
     if events.ca_file is not None:
         events = events.model_copy(update={"ca_file": _absolute(base, events.ca_file)})
@@ -296,6 +340,7 @@ def load_config(path: Path) -> Config:
             "store": store,
             "policy": policy,
             "audit": audit,
+            "review": review,
             "events": events,
         }
     )

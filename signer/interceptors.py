@@ -1,4 +1,5 @@
-"""The gRPC edge: identity and role checks, and the one table of error -> status.
+"""The gRPC edge: identity and role checks, and errors turned into statuses
+(signer.errors.ERROR_KINDS is the one table).
 
 grpc's server interceptors cannot see the peer's certificate, so the
 interceptor wraps each method handler: the wrapped behaviour authenticates
@@ -20,10 +21,8 @@ from google.protobuf.message import DecodeError
 from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
-from hsm.errors import HsmError
 from signer import errors, logs, metrics
 from signer.auth import Authorizer, Identity
-from signer.store.base import StoreUnavailable
 
 log = logging.getLogger("custos.edge")
 
@@ -31,36 +30,10 @@ current_identity: contextvars.ContextVar[Identity] = contextvars.ContextVar("cur
 
 MAX_MESSAGE = 1024
 
-STATUS_OF: dict[type[Exception], grpc.StatusCode] = {
-    errors.InvalidRequest: grpc.StatusCode.INVALID_ARGUMENT,
-    errors.Unauthenticated: grpc.StatusCode.UNAUTHENTICATED,
-    errors.PermissionDenied: grpc.StatusCode.PERMISSION_DENIED,
-    errors.NotFound: grpc.StatusCode.NOT_FOUND,
-    errors.AlreadyExists: grpc.StatusCode.ALREADY_EXISTS,
-    errors.FailedPrecondition: grpc.StatusCode.FAILED_PRECONDITION,
-    errors.InProgress: grpc.StatusCode.ABORTED,
-    errors.Unavailable: grpc.StatusCode.UNAVAILABLE,
-    errors.BudgetExceeded: grpc.StatusCode.RESOURCE_EXHAUSTED,
-    # Stored state failed its HSM authenticator: unrecoverable corruption of data.
-    errors.TamperedState: grpc.StatusCode.DATA_LOSS,
-}
-
-# Failures of infrastructure whose own text stays in our logs, never in a response.
-INFRASTRUCTURE: dict[type[Exception], str] = {
-    HsmError: "the HSM is unavailable; retry later",
-    StoreUnavailable: "the store is unavailable; retry later",
-}
-
 
 def status_for(exc: BaseException) -> tuple[grpc.StatusCode, str]:
     """The status and caller-safe message for an exception raised by a handler."""
-    for kind, code in STATUS_OF.items():
-        if isinstance(exc, kind):
-            return code, str(exc)
-    for kind, message in INFRASTRUCTURE.items():
-        if isinstance(exc, kind):
-            return grpc.StatusCode.UNAVAILABLE, message
-    return grpc.StatusCode.INTERNAL, "internal error"
+    return grpc.StatusCode[errors.kind_of(exc).status], errors.public_message(exc)
 
 
 class TooManyStreams(errors.BudgetExceeded):

@@ -45,19 +45,19 @@ from signer.auth import Authorizer, Identity
 from signer.chains.evm import CHAINS, key_address
 from signer.config import JsonRpcConfig, TlsConfig
 from signer.errors import (
-    AlreadyExists,
+    ERROR_KINDS,
+    INTERNAL,
     BudgetExceeded,
     ConfigError,
     CustosError,
     FailedPrecondition,
     InProgress,
-    InvalidRequest,
-    NotFound,
     PermissionDenied,
     PolicyDenied,
-    TamperedState,
     Unauthenticated,
     Unavailable,
+    kind_of,
+    public_message,
 )
 from signer.pipeline import SigningPipeline, payload_digest
 from signer.store.base import KeyState, Store
@@ -70,37 +70,19 @@ INVALID_REQUEST = -32600
 METHOD_NOT_FOUND = -32601
 INVALID_PARAMS = -32602
 INTERNAL_ERROR = -32603
-# Server-defined codes (-32000 to -32099), one per outcome a caller acts on differently.
+# Server-defined codes (-32000 to -32099), one per outcome a caller acts on
+# differently; those of errors come from their row in signer.errors.ERROR_KINDS.
 SERVER_ERROR = -32000
-UNAUTHENTICATED = -32001
-PERMISSION_DENIED = -32002
-POLICY_DENIED = -32003
+UNAUTHENTICATED = ERROR_KINDS[Unauthenticated].jsonrpc_code
+PERMISSION_DENIED = ERROR_KINDS[PermissionDenied].jsonrpc_code
+POLICY_DENIED = ERROR_KINDS[PolicyDenied].jsonrpc_code
 APPROVAL_REQUIRED = -32004  # data.approval_id: approvers decide, then send the same call
-OVER_LIMIT = -32005
-UNAVAILABLE = -32006  # retry later: nothing was signed
-IN_PROGRESS = -32007  # retry later: another attempt is signing this payload
-CONFLICT = -32008
-NOT_FOUND = -32009
-FAILED_PRECONDITION = -32010
+OVER_LIMIT = ERROR_KINDS[BudgetExceeded].jsonrpc_code
+UNAVAILABLE = ERROR_KINDS[Unavailable].jsonrpc_code  # retry later: nothing was signed
+IN_PROGRESS = ERROR_KINDS[InProgress].jsonrpc_code  # another attempt is signing this payload
+FAILED_PRECONDITION = ERROR_KINDS[FailedPrecondition].jsonrpc_code
 REJECTED = -32011  # the approvers rejected this payload
 EXPIRED = -32012  # the approval window ran out for this payload
-TAMPERED = -32013  # stored state failed its HSM authenticator: nothing signed (gRPC DATA_LOSS)
-
-# The one table from domain errors to JSON-RPC codes; the most specific class
-# in an error's MRO decides (PolicyDenied before PermissionDenied).
-ERROR_CODES: Mapping[type[CustosError], int] = {
-    InvalidRequest: INVALID_PARAMS,
-    Unauthenticated: UNAUTHENTICATED,
-    PermissionDenied: PERMISSION_DENIED,
-    PolicyDenied: POLICY_DENIED,
-    BudgetExceeded: OVER_LIMIT,
-    NotFound: NOT_FOUND,
-    AlreadyExists: CONFLICT,
-    FailedPrecondition: FAILED_PRECONDITION,
-    InProgress: IN_PROGRESS,
-    Unavailable: UNAVAILABLE,
-    TamperedState: TAMPERED,
-}
 
 # Deeper than any call needs (typed data is bounded by limits.typed_data_max_depth <= 64).
 MAX_JSON_DEPTH = 100
@@ -165,17 +147,17 @@ class RpcError(Exception):
         return error
 
 
-def rpc_error_of(exc: CustosError, fields: Mapping[str, str] | None = None) -> RpcError:
-    """The JSON-RPC error for a domain error; `fields` renames SignBatch field paths."""
-    code = next((ERROR_CODES[c] for c in type(exc).__mro__ if c in ERROR_CODES), SERVER_ERROR)
+def rpc_error_of(exc: BaseException, fields: Mapping[str, str] | None = None) -> RpcError:
+    """The JSON-RPC error for an error; `fields` renames SignBatch field paths."""
     # A call is a one-item batch: "items[0]: " says nothing to a JSON-RPC caller.
-    message = str(exc).removeprefix("items[0]: ")
+    message = public_message(exc).removeprefix("items[0]: ")
     for prefix, name in sorted((fields or {}).items(), key=lambda kv: -len(kv[0])):
         if message.startswith(prefix):
             message = name + message[len(prefix) :]
             break
-    data = {k: v for k, v in exc.details.items() if k != "item"}
-    return RpcError(code, message, data or None)
+    details: Mapping[str, str] = getattr(exc, "details", None) or {}
+    data = {k: v for k, v in details.items() if k != "item"}
+    return RpcError(kind_of(exc).jsonrpc_code, message, data or None)
 
 
 # -- parameter parsing --------------------------------------------------------
@@ -460,11 +442,15 @@ class JsonRpcSigner:
             result = handler(caller, params)
         except RpcError as exc:
             return None if notification else _response(call_id, error=exc)
-        except CustosError as exc:
-            return None if notification else _response(call_id, error=rpc_error_of(exc))
-        except Exception:
-            log.exception("json-rpc %s failed", method)
-            error = RpcError(INTERNAL_ERROR, "internal error; see the server's log")
+        except Exception as exc:
+            kind = kind_of(exc)
+            if kind is INTERNAL:
+                log.exception("json-rpc %s failed", method)
+                error = RpcError(INTERNAL_ERROR, "internal error; see the server's log")
+            else:
+                if kind.public_message is not None:  # an outage: its own words for our log
+                    log.warning("json-rpc %s unavailable: %s", method, exc)
+                error = rpc_error_of(exc)
             return None if notification else _response(call_id, error=error)
         return None if notification else _response(call_id, result=result)
 
@@ -570,7 +556,9 @@ class JsonRpcSigner:
         request.request_id = request_id_for(caller.subject, payload_digest(request))
         try:
             response = self._pipeline.sign_batch(caller, request)
-        except CustosError as exc:
+        except Exception as exc:
+            if kind_of(exc) is INTERNAL:
+                raise
             raise rpc_error_of(exc, fields) from None
         if response.status == pb.BATCH_STATUS_SIGNED:
             return str(response.items[0].raw_tx)

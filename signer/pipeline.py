@@ -9,6 +9,7 @@ store does not know about; a retried request id replays the stored bytes.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 import re
@@ -22,7 +23,7 @@ from audit.record import AuditEvent
 from hsm.errors import HsmError
 from hsm.keystore import Signer, SignRequest
 from hsm.secp256k1 import RecoverableSignature
-from policies.evaluate import RequireApproval
+from policies.evaluate import RequireApproval, held_by_review
 from proto.custos.v1 import signer_pb2 as pb
 from signer import logs, metrics
 from signer.admission import Judgement, admission, budget_error, judge, pending_row, summarize
@@ -34,7 +35,6 @@ from signer.chains.limits import DEFAULT_LIMITS, WorkBudget
 from signer.chains.networks import network_class
 from signer.errors import (
     AlreadyExists,
-    BudgetExceeded,
     CustosError,
     FailedPrecondition,
     InProgress,
@@ -42,11 +42,12 @@ from signer.errors import (
     NotFound,
     PermissionDenied,
     PolicyDenied,
-    Unavailable,
+    kind_of,
 )
 from signer.events import EventBus
 from signer.governance import PolicyGovernor, utcnow
 from signer.keys import KEY_ID, verify_keys
+from signer.review import REVIEW_FAILED, Batch, ItemFacts, Reviewer
 from signer.store.base import ClaimLost, ClaimOutcome, KeyRecord, KeyState, Store, StoreError
 
 log = logging.getLogger("custos.pipeline")
@@ -104,9 +105,12 @@ class SigningPipeline:
         integrity: StateAuthenticator,
         clock: Callable[[], datetime] = utcnow,
         identities: Callable[[str], Identity | None] | None = None,
+        reviewer: Reviewer | None = None,
     ) -> None:
         """`identities` looks up a configured identity by subject (Authorizer.identity_of):
-        held batches are signed with the caller's own grants; without it none is signed."""
+        held batches are signed with the caller's own grants; without it none is signed.
+        `reviewer` asks the endpoints of `review` rules; without it such rules fail closed."""
+        self._reviewer = reviewer
         self._integrity = integrity
         self._store = store
         self._identities = identities
@@ -123,17 +127,15 @@ class SigningPipeline:
         logs.bind(request_id=request.request_id[:128])
         try:
             response = self._sign_batch(caller, request)
-        except CustosError as exc:
-            outcome = _OUTCOME_OF_ERROR.get(type(exc), "refused")
-            log.info("batch %s: %s", outcome, exc)
+        except Exception as exc:
+            outcome = kind_of(exc).outcome
+            if isinstance(exc, CustosError):
+                log.info("batch %s: %s", outcome, exc)
             if isinstance(exc, PolicyDenied):
                 metrics.POLICY_DENIALS.labels(
                     exc.details.get("rule", exc.details.get("code", ""))
                 ).inc()
             _count(outcome, [_chain_of(item) for item in request.items])
-            raise
-        except Exception:
-            _count("failed", [_chain_of(item) for item in request.items])
             raise
         outcome = "replayed" if response.replayed else _OUTCOME_OF_STATUS[response.status]
         _count(outcome, [_chain_of(item) for item in request.items])
@@ -158,6 +160,8 @@ class SigningPipeline:
                 [item.prepared.intent for item in items],
                 self._clock(),
             )
+            if judgement.decision.reviews:
+                judgement = self._review(caller, request.request_id, digest, items, judgement)
         except CustosError as exc:
             self._audit_refusal(caller, request.request_id, exc)
             raise
@@ -245,7 +249,35 @@ class SigningPipeline:
             [item.prepared.intent for item in items],
             self._clock(),
         )
+        # No endpoint is asked again: every review rule counts as held, so only
+        # its approvals let the batch be signed (signer/review.py says why).
+        judgement = dataclasses.replace(judgement, decision=held_by_review(judgement.decision))
         return Rejudged(identity, request.request_id, tuple(items), judgement)
+
+    def _review(
+        self,
+        caller: Identity,
+        request_id: str,
+        digest: bytes,
+        items: Sequence[_Item],
+        judgement: Judgement,
+    ) -> Judgement:
+        """The judgement once the review rules' endpoints answered (outside any transaction)."""
+        if self._reviewer is None:
+            raise FailedPrecondition(
+                "the policy asks for an external review, and this service has none configured;"
+                " nothing was signed",
+                {"code": REVIEW_FAILED, "policy_version": judgement.policy.hash},
+            )
+        batch = Batch(
+            caller.subject,
+            request_id,
+            digest,
+            tuple(
+                ItemFacts(i.key.key_id, i.prepared.intent, tuple(i.prepared.digests)) for i in items
+            ),
+        )
+        return self._reviewer.review(batch, judgement, self._clock())
 
     def sign_approved(
         self, held: Rejudged, approval_id: str
@@ -289,6 +321,16 @@ class SigningPipeline:
                 if isinstance(judgement.decision, RequireApproval)
                 else "allow",
                 "rules": list(judgement.rules),
+                **(
+                    {
+                        "reviews": [
+                            {"endpoint": e, "answer": a, "reason": r}
+                            for e, a, r in judgement.reviewed
+                        ]
+                    }
+                    if judgement.reviewed
+                    else {}
+                ),
                 "reserved": [[d.key, str(d.amount), d.count] for d in judgement.deltas],
                 "items": [
                     {
@@ -374,13 +416,12 @@ class SigningPipeline:
             # Give the request id back so that a retry can sign; nothing left the process.
             # Under our token only: a batch the store completed (a COMMIT whose outcome
             # we never heard) keeps its result and its budget.
+            # The edge tells the caller (signer.errors.ERROR_KINDS: an HsmError is
+            # UNAVAILABLE, nothing was signed); the HSM's own words stay in our log.
             reason = "hsm unavailable" if isinstance(exc, HsmError) else type(exc).__name__
             self._release_quietly(caller, request_id, reason, token)
             if isinstance(exc, HsmError):
                 log.warning("signing %s failed: %s", request_id, exc)
-                raise Unavailable(
-                    "the HSM is unavailable; nothing was signed, retry later"
-                ) from exc
             raise
 
     def _sign_and_store(
@@ -496,12 +537,6 @@ _OUTCOME_OF_STATUS = {
     pb.BATCH_STATUS_PENDING_APPROVAL: "pending",
     pb.BATCH_STATUS_REJECTED: "rejected",
     pb.BATCH_STATUS_EXPIRED: "expired",
-}
-_OUTCOME_OF_ERROR: dict[type[CustosError], str] = {
-    PolicyDenied: "denied",
-    BudgetExceeded: "over_limit",
-    InvalidRequest: "invalid",
-    Unavailable: "unavailable",
 }
 
 

@@ -46,6 +46,7 @@ from signer.jsonrpc import JsonRpcServer
 from signer.keys import KeyManager
 from signer.pipeline import SigningPipeline
 from signer.policy_services import ApprovalsService, PoliciesService
+from signer.review import Reviewer, signed_transport
 from signer.second_factor import SecondFactor
 from signer.services import AuditService, KeysService, SignerService
 from signer.store.factory import open_store
@@ -156,6 +157,10 @@ class CustosServer:
             events=events,
             integrity=self.integrity,
             identities=authorizer.identity_of,
+            reviewer=Reviewer(
+                config.review,
+                signed_transport(self.event_signer) if self.event_signer is not None else None,
+            ),
         )
         self.desk = ApprovalDesk(
             self.store,

@@ -6,14 +6,20 @@ from __future__ import annotations
 import functools
 import hashlib
 import hmac
+import uuid
 from collections.abc import Callable
+from typing import Protocol
 
 import grpc
+import pytest
 from coincurve import PrivateKey
+from google.rpc import error_details_pb2
+from grpc_status import rpc_status
 
 from hsm.pool import SigningPool
 from hsm.secp256k1 import RecoverableSignature, normalize
-from proto.custos.v1 import policy_pb2, policy_pb2_grpc
+from proto.custos.v1 import policy_pb2, policy_pb2_grpc, signer_pb2_grpc
+from proto.custos.v1 import signer_pb2 as pb
 from signer.authenticity import StateAuthenticator
 from signer.chains.base import KeyInfo
 from signer.devsetup import subject_string
@@ -60,3 +66,32 @@ def enroll_totp(channel: Callable[[str], grpc.Channel], name: str) -> str:
         policy_pb2.EnrollTotpRequest(enrollment_token=token)
     )
     return str(reply.otpauth_uri)
+
+
+class _Serves(Protocol):
+    def signer(self, identity: str = "payments") -> signer_pb2_grpc.SignerStub: ...
+
+
+def sign_batch(server: _Serves, *items: pb.SignItem, request_id: str = "") -> pb.SignBatchResponse:
+    """SignBatch of `items` as the payments service, under a fresh request id by default."""
+    request = pb.SignBatchRequest(request_id=request_id or f"t-{uuid.uuid4().hex}", items=items)
+    return server.signer().SignBatch(request)
+
+
+def error_info(error: grpc.RpcError) -> dict[str, str]:
+    """The google.rpc.ErrorInfo metadata a refusal carries ({} when it carries none)."""
+    status = rpc_status.from_call(error)  # type: ignore[arg-type]
+    if status is None or not status.details:
+        return {}
+    detail = error_details_pb2.ErrorInfo()
+    assert status.details[0].Unpack(detail)
+    return dict(detail.metadata)
+
+
+def refused(
+    server: _Serves, *items: pb.SignItem, request_id: str = ""
+) -> tuple[grpc.StatusCode, str, dict[str, str]]:
+    """A SignBatch that must fail: its status code, message and ErrorInfo metadata."""
+    with pytest.raises(grpc.RpcError) as info:
+        sign_batch(server, *items, request_id=request_id)
+    return info.value.code(), str(info.value.details()), error_info(info.value)

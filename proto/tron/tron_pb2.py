@@ -24,25 +24,41 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15proto/tron/tron.proto\x12\x0b\x63ustos.tron\"&\n\x03\x41ny\x12\x10\n\x08type_url\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x0c\"M\n\x10TransferContract\x12\x15\n\rowner_address\x18\x01 \x01(\x0c\x12\x12\n\nto_address\x18\x02 \x01(\x0c\x12\x0e\n\x06\x61mount\x18\x03 \x01(\x03\"\x95\x01\n\x14TriggerSmartContract\x12\x15\n\rowner_address\x18\x01 \x01(\x0c\x12\x18\n\x10\x63ontract_address\x18\x02 \x01(\x0c\x12\x12\n\ncall_value\x18\x03 \x01(\x03\x12\x0c\n\x04\x64\x61ta\x18\x04 \x01(\x0c\x12\x18\n\x10\x63\x61ll_token_value\x18\x05 \x01(\x03\x12\x10\n\x08token_id\x18\x06 \x01(\x03\"\xa7\x04\n\x0bTransaction\x12.\n\x08raw_data\x18\x01 \x01(\x0b\x32\x1c.custos.tron.Transaction.raw\x12\x11\n\tsignature\x18\x02 \x03(\x0c\x1a\x87\x02\n\x08\x43ontract\x12<\n\x04type\x18\x01 \x01(\x0e\x32..custos.tron.Transaction.Contract.ContractType\x12#\n\tparameter\x18\x02 \x01(\x0b\x32\x10.custos.tron.Any\x12\x10\n\x08provider\x18\x03 \x01(\x0c\x12\x14\n\x0c\x43ontractName\x18\x04 \x01(\x0c\x12\x15\n\rPermission_id\x18\x05 \x01(\x05\"Y\n\x0c\x43ontractType\x12\x19\n\x15\x41\x63\x63ountCreateContract\x10\x00\x12\x14\n\x10TransferContract\x10\x01\x12\x18\n\x14TriggerSmartContract\x10\x1f\x1a\xca\x01\n\x03raw\x12\x17\n\x0fref_block_bytes\x18\x01 \x01(\x0c\x12\x15\n\rref_block_num\x18\x03 \x01(\x03\x12\x16\n\x0eref_block_hash\x18\x04 \x01(\x0c\x12\x12\n\nexpiration\x18\x08 \x01(\x03\x12\x0c\n\x04\x64\x61ta\x18\n \x01(\x0c\x12\x33\n\x08\x63ontract\x18\x0b \x03(\x0b\x32!.custos.tron.Transaction.Contract\x12\x11\n\ttimestamp\x18\x0e \x01(\x03\x12\x11\n\tfee_limit\x18\x12 \x01(\x03\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15proto/tron/tron.proto\x12\x0b\x63ustos.tron\"&\n\x03\x41ny\x12\x10\n\x08type_url\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x0c\"M\n\x10TransferContract\x12\x15\n\rowner_address\x18\x01 \x01(\x0c\x12\x12\n\nto_address\x18\x02 \x01(\x0c\x12\x0e\n\x06\x61mount\x18\x03 \x01(\x03\"\x95\x01\n\x14TriggerSmartContract\x12\x15\n\rowner_address\x18\x01 \x01(\x0c\x12\x18\n\x10\x63ontract_address\x18\x02 \x01(\x0c\x12\x12\n\ncall_value\x18\x03 \x01(\x03\x12\x0c\n\x04\x64\x61ta\x18\x04 \x01(\x0c\x12\x18\n\x10\x63\x61ll_token_value\x18\x05 \x01(\x03\x12\x10\n\x08token_id\x18\x06 \x01(\x03\"u\n\x17\x46reezeBalanceV2Contract\x12\x15\n\rowner_address\x18\x01 \x01(\x0c\x12\x16\n\x0e\x66rozen_balance\x18\x02 \x01(\x03\x12+\n\x08resource\x18\x03 \x01(\x0e\x32\x19.custos.tron.ResourceCode\"y\n\x19UnfreezeBalanceV2Contract\x12\x15\n\rowner_address\x18\x01 \x01(\x0c\x12\x18\n\x10unfreeze_balance\x18\x02 \x01(\x03\x12+\n\x08resource\x18\x03 \x01(\x0e\x32\x19.custos.tron.ResourceCode\"7\n\x1eWithdrawExpireUnfreezeContract\x12\x15\n\rowner_address\x18\x01 \x01(\x0c\"\xac\x01\n\x18\x44\x65legateResourceContract\x12\x15\n\rowner_address\x18\x01 \x01(\x0c\x12+\n\x08resource\x18\x02 \x01(\x0e\x32\x19.custos.tron.ResourceCode\x12\x0f\n\x07\x62\x61lance\x18\x03 \x01(\x03\x12\x18\n\x10receiver_address\x18\x04 \x01(\x0c\x12\x0c\n\x04lock\x18\x05 \x01(\x08\x12\x13\n\x0block_period\x18\x06 \x01(\x03\"\x8b\x01\n\x1aUnDelegateResourceContract\x12\x15\n\rowner_address\x18\x01 \x01(\x0c\x12+\n\x08resource\x18\x02 \x01(\x0e\x32\x19.custos.tron.ResourceCode\x12\x0f\n\x07\x62\x61lance\x18\x03 \x01(\x03\x12\x18\n\x10receiver_address\x18\x04 \x01(\x0c\"\xa5\x01\n\x13VoteWitnessContract\x12\x15\n\rowner_address\x18\x01 \x01(\x0c\x12\x34\n\x05votes\x18\x02 \x03(\x0b\x32%.custos.tron.VoteWitnessContract.Vote\x12\x0f\n\x07support\x18\x03 \x01(\x08\x1a\x30\n\x04Vote\x12\x14\n\x0cvote_address\x18\x01 \x01(\x0c\x12\x12\n\nvote_count\x18\x02 \x01(\x03\"\xdf\x05\n\x0bTransaction\x12.\n\x08raw_data\x18\x01 \x01(\x0b\x32\x1c.custos.tron.Transaction.raw\x12\x11\n\tsignature\x18\x02 \x03(\x0c\x1a\xbf\x03\n\x08\x43ontract\x12<\n\x04type\x18\x01 \x01(\x0e\x32..custos.tron.Transaction.Contract.ContractType\x12#\n\tparameter\x18\x02 \x01(\x0b\x32\x10.custos.tron.Any\x12\x10\n\x08provider\x18\x03 \x01(\x0c\x12\x14\n\x0c\x43ontractName\x18\x04 \x01(\x0c\x12\x15\n\rPermission_id\x18\x05 \x01(\x05\"\x90\x02\n\x0c\x43ontractType\x12\x19\n\x15\x41\x63\x63ountCreateContract\x10\x00\x12\x14\n\x10TransferContract\x10\x01\x12\x17\n\x13VoteWitnessContract\x10\x04\x12\x18\n\x14TriggerSmartContract\x10\x1f\x12\x1b\n\x17\x46reezeBalanceV2Contract\x10\x36\x12\x1d\n\x19UnfreezeBalanceV2Contract\x10\x37\x12\"\n\x1eWithdrawExpireUnfreezeContract\x10\x38\x12\x1c\n\x18\x44\x65legateResourceContract\x10\x39\x12\x1e\n\x1aUnDelegateResourceContract\x10:\x1a\xca\x01\n\x03raw\x12\x17\n\x0fref_block_bytes\x18\x01 \x01(\x0c\x12\x15\n\rref_block_num\x18\x03 \x01(\x03\x12\x16\n\x0eref_block_hash\x18\x04 \x01(\x0c\x12\x12\n\nexpiration\x18\x08 \x01(\x03\x12\x0c\n\x04\x64\x61ta\x18\n \x01(\x0c\x12\x33\n\x08\x63ontract\x18\x0b \x03(\x0b\x32!.custos.tron.Transaction.Contract\x12\x11\n\ttimestamp\x18\x0e \x01(\x03\x12\x11\n\tfee_limit\x18\x12 \x01(\x03*9\n\x0cResourceCode\x12\r\n\tBANDWIDTH\x10\x00\x12\n\n\x06\x45NERGY\x10\x01\x12\x0e\n\nTRON_POWER\x10\x02\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'proto.tron.tron_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
+  _globals['_RESOURCECODE']._serialized_start=1831
+  _globals['_RESOURCECODE']._serialized_end=1888
   _globals['_ANY']._serialized_start=38
   _globals['_ANY']._serialized_end=76
   _globals['_TRANSFERCONTRACT']._serialized_start=78
   _globals['_TRANSFERCONTRACT']._serialized_end=155
   _globals['_TRIGGERSMARTCONTRACT']._serialized_start=158
   _globals['_TRIGGERSMARTCONTRACT']._serialized_end=307
-  _globals['_TRANSACTION']._serialized_start=310
-  _globals['_TRANSACTION']._serialized_end=861
-  _globals['_TRANSACTION_CONTRACT']._serialized_start=393
-  _globals['_TRANSACTION_CONTRACT']._serialized_end=656
-  _globals['_TRANSACTION_CONTRACT_CONTRACTTYPE']._serialized_start=567
-  _globals['_TRANSACTION_CONTRACT_CONTRACTTYPE']._serialized_end=656
-  _globals['_TRANSACTION_RAW']._serialized_start=659
-  _globals['_TRANSACTION_RAW']._serialized_end=861
+  _globals['_FREEZEBALANCEV2CONTRACT']._serialized_start=309
+  _globals['_FREEZEBALANCEV2CONTRACT']._serialized_end=426
+  _globals['_UNFREEZEBALANCEV2CONTRACT']._serialized_start=428
+  _globals['_UNFREEZEBALANCEV2CONTRACT']._serialized_end=549
+  _globals['_WITHDRAWEXPIREUNFREEZECONTRACT']._serialized_start=551
+  _globals['_WITHDRAWEXPIREUNFREEZECONTRACT']._serialized_end=606
+  _globals['_DELEGATERESOURCECONTRACT']._serialized_start=609
+  _globals['_DELEGATERESOURCECONTRACT']._serialized_end=781
+  _globals['_UNDELEGATERESOURCECONTRACT']._serialized_start=784
+  _globals['_UNDELEGATERESOURCECONTRACT']._serialized_end=923
+  _globals['_VOTEWITNESSCONTRACT']._serialized_start=926
+  _globals['_VOTEWITNESSCONTRACT']._serialized_end=1091
+  _globals['_VOTEWITNESSCONTRACT_VOTE']._serialized_start=1043
+  _globals['_VOTEWITNESSCONTRACT_VOTE']._serialized_end=1091
+  _globals['_TRANSACTION']._serialized_start=1094
+  _globals['_TRANSACTION']._serialized_end=1829
+  _globals['_TRANSACTION_CONTRACT']._serialized_start=1177
+  _globals['_TRANSACTION_CONTRACT']._serialized_end=1624
+  _globals['_TRANSACTION_CONTRACT_CONTRACTTYPE']._serialized_start=1352
+  _globals['_TRANSACTION_CONTRACT_CONTRACTTYPE']._serialized_end=1624
+  _globals['_TRANSACTION_RAW']._serialized_start=1627
+  _globals['_TRANSACTION_RAW']._serialized_end=1829
 # @@protoc_insertion_point(module_scope)

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from hsm.secp256k1 import RecoverableSignature
 
 # The intent types belong to the policy domain; adapters produce them.
-from policies.intent import ContractCall, Intent, Transfer
+from policies.intent import ContractCall, Intent, Multisig, Staking, Transfer
 
 if TYPE_CHECKING:
     from signer.chains.limits import WorkBudget
@@ -27,8 +27,10 @@ __all__ = [
     "Intent",
     "InvalidField",
     "KeyInfo",
+    "Multisig",
     "PreparedTx",
     "SignedTx",
+    "Staking",
     "Transfer",
 ]
 

@@ -41,7 +41,7 @@ from signer.chains.bitcoin_address import (
     script_for_address,
     sha256d,
 )
-from signer.chains.bitcoin_prevtx import MAX_MONEY, PrevTx, PrevTxError, parse_prev_tx
+from signer.chains.bitcoin_prevtx import MAX_MONEY, PrevoutProofs
 from signer.chains.limits import (
     BITCOIN_INPUT_UNITS,
     BITCOIN_OUTPUT_UNITS,
@@ -158,7 +158,7 @@ class BitcoinAdapter:
         inputs = _parse_inputs(tx.inputs, own_scripts, limits)
         outputs = _parse_outputs(tx.outputs, network, limits)
         _check_locks(version, tx.lock_time, inputs, limits, self._clock())
-        fee = _fee(inputs, outputs)
+        fee = fee_of(inputs, outputs)
         unsigned = UnsignedBitcoinTx(
             network=network,
             version=version,
@@ -255,34 +255,23 @@ def _parse_inputs(
             f"{limits.bitcoin_max_inputs}",
         )
     inputs: list[_Input] = []
-    seen: dict[bytes, int] = {}
-    # Inputs spending outputs of one transaction each carry it: parse it once.
-    parsed: dict[bytes, PrevTx] = {}
+    proofs = PrevoutProofs(limits)
     for index, message in enumerate(messages):
         field = f"bitcoin.inputs[{index}]"
         if not _TXID.fullmatch(message.txid):
             raise InvalidField(f"{field}.txid", "must be 64 hex characters")
-        txid = bytes.fromhex(message.txid)
-        if not any(txid):
-            # The null prevout marks a coinbase input; no output has that txid.
-            raise InvalidField(f"{field}.txid", "all-zero txid is not a transaction")
-        outpoint = txid[::-1] + message.vout.to_bytes(4, "little")
-        if outpoint in seen:
-            raise InvalidField(field, f"spends the same outpoint as inputs[{seen[outpoint]}]")
-        seen[outpoint] = index
         if message.script_type not in ("", "p2wpkh", "p2pkh"):
             raise InvalidField(f"{field}.script_type", "must be p2wpkh or p2pkh (or empty)")
-        prev = _prev_tx(message.prev_tx, f"{field}.prev_tx", parsed, limits)
-        if prev.txid != txid[::-1]:
-            raise InvalidField(
-                f"{field}.prev_tx",
-                f"hashes to txid {prev.txid_hex}, not the input's txid {message.txid.lower()}",
-            )
-        if message.vout >= len(prev.outputs):
-            raise InvalidField(
-                f"{field}.vout", f"the previous transaction has {len(prev.outputs)} outputs"
-            )
-        value, script = prev.outputs[message.vout]
+        outpoint = bytes.fromhex(message.txid)[::-1] + message.vout.to_bytes(4, "little")
+        value, script = proofs.prove(
+            index,
+            outpoint,
+            message.prev_tx,
+            input_field=field,
+            prev_field=f"{field}.prev_tx",
+            txid_field=f"{field}.txid",
+            vout_field=f"{field}.vout",
+        )
         script_type = own_scripts.get(script)
         if script_type is None:
             raise InvalidField(
@@ -302,33 +291,12 @@ def _parse_inputs(
         inputs.append(
             _Input(
                 outpoint=outpoint,
-                value=_amount(value, f"{field}.prev_tx"),
+                value=value,
                 script_type=script_type,
                 sequence=message.sequence if message.HasField("sequence") else DEFAULT_SEQUENCE,
             )
         )
     return tuple(inputs)
-
-
-def _prev_tx(raw: bytes, field: str, parsed: dict[bytes, PrevTx], limits: ChainLimits) -> PrevTx:
-    if not raw:
-        raise InvalidField(
-            field, "required: the previous transaction, whose output this input spends"
-        )
-    if len(raw) > limits.bitcoin_max_prev_tx_bytes:
-        raise InvalidField(
-            field,
-            f"{len(raw)} bytes exceed limits.bitcoin_max_prev_tx_bytes = "
-            f"{limits.bitcoin_max_prev_tx_bytes}",
-        )
-    prev = parsed.get(raw)
-    if prev is None:
-        try:
-            prev = parse_prev_tx(raw)
-        except PrevTxError as exc:
-            raise InvalidField(field, f"not a serialized transaction: {exc}") from None
-        parsed[raw] = prev
-    return prev
 
 
 def _height_upper_estimate(now: float) -> int:
@@ -405,16 +373,17 @@ def _parse_outputs(
     return tuple(outputs)
 
 
-def _fee(inputs: Sequence[_Input], outputs: Sequence[_Output]) -> int:
+def fee_of(inputs: Sequence[_Input], outputs: Sequence[_Output], field: str = "bitcoin") -> int:
+    """Inputs minus outputs, from proven values; errors name `field`.inputs / .outputs."""
     total_in = sum(i.value for i in inputs)
     total_out = sum(o.value for o in outputs)
     if total_in > MAX_MONEY:
-        raise InvalidField("bitcoin.inputs", "total value exceeds 21,000,000 BTC")
+        raise InvalidField(f"{field}.inputs", "total value exceeds 21,000,000 BTC")
     if total_out > MAX_MONEY:
-        raise InvalidField("bitcoin.outputs", "total value exceeds 21,000,000 BTC")
+        raise InvalidField(f"{field}.outputs", "total value exceeds 21,000,000 BTC")
     if total_out > total_in:
         raise InvalidField(
-            "bitcoin.outputs", f"outputs exceed inputs by {total_out - total_in} sat"
+            f"{field}.outputs", f"outputs exceed inputs by {total_out - total_in} sat"
         )
     return total_in - total_out
 

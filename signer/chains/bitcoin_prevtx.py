@@ -10,7 +10,8 @@ the transaction the network knows, and the value and scriptPubKey of output
 The parser is strict where Bitcoin Core is (canonical CompactSize, no trailing
 bytes, no witness flag without a witness, amounts within MAX_MONEY) so that it
 never reads a transaction differently from a node. The tests check it against
-python-bitcointx.
+python-bitcointx. `PrevoutProofs` is the one place both Bitcoin adapters prove
+an input's previous output with it.
 """
 
 from __future__ import annotations
@@ -18,7 +19,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Final
 
+from signer.chains.base import InvalidField
 from signer.chains.bitcoin_address import sha256d
+from signer.chains.limits import ChainLimits
 
 MAX_MONEY: Final = 21_000_000 * 100_000_000
 # Bitcoin Core's MAX_SIZE: no CompactSize in a transaction is larger.
@@ -121,3 +124,79 @@ def parse_prev_tx(raw: bytes) -> PrevTx:
         raise PrevTxError(f"{len(raw) - reader.pos} bytes after the end of the transaction")
     stripped = raw if not segwit else raw[:4] + raw[body_start:body_end] + raw[-4:]
     return PrevTx(sha256d(stripped), tuple(outputs))
+
+
+class PrevoutProofs:
+    """Proves the value and script of each input's previous output, for one transaction.
+
+    The Bitcoin adapter (`prev_tx`) and the PSBT adapter (`non_witness_utxo`)
+    both prove inputs here: the previous transaction must be present, within
+    limits.bitcoin_max_prev_tx_bytes, well formed, hash to the input's txid and
+    have output `vout`, holding 1 sat to 21,000,000 BTC; no outpoint may be
+    spent twice. A transaction several inputs spend from is parsed once.
+    """
+
+    def __init__(self, limits: ChainLimits) -> None:
+        self._limits = limits
+        self._parsed: dict[bytes, PrevTx] = {}
+        self._seen: dict[bytes, int] = {}
+
+    def prove(
+        self,
+        index: int,
+        outpoint: bytes,
+        raw: bytes,
+        *,
+        input_field: str,
+        prev_field: str,
+        txid_field: str | None = None,
+        vout_field: str | None = None,
+    ) -> tuple[int, bytes]:
+        """(value, scriptPubKey) of the output `outpoint` (txid in internal order || vout) spends.
+
+        Errors name `prev_field` (the previous transaction), `txid_field` and
+        `vout_field` (default: prev_field) or `input_field` for a repeated outpoint.
+        """
+        txid, vout = outpoint[:32], int.from_bytes(outpoint[32:], "little")
+        if not any(txid):
+            # The null prevout marks a coinbase input; no output has that txid.
+            raise InvalidField(txid_field or prev_field, "all-zero txid is not a transaction")
+        if outpoint in self._seen:
+            raise InvalidField(
+                input_field, f"spends the same outpoint as inputs[{self._seen[outpoint]}]"
+            )
+        self._seen[outpoint] = index
+        prev = self._parse(raw, prev_field)
+        if prev.txid != txid:
+            raise InvalidField(
+                prev_field,
+                f"hashes to txid {prev.txid_hex}, not the input's txid {txid[::-1].hex()}",
+            )
+        if vout >= len(prev.outputs):
+            count = len(prev.outputs)
+            raise InvalidField(
+                vout_field or prev_field, f"the previous transaction has {count} outputs"
+            )
+        value, script = prev.outputs[vout]
+        if value <= 0:
+            raise InvalidField(prev_field, f"output {vout} holds {value} sat: must be positive")
+        return value, script
+
+    def _parse(self, raw: bytes, field: str) -> PrevTx:
+        if not raw:
+            raise InvalidField(
+                field, "required: the previous transaction, whose output this input spends"
+            )
+        limit = self._limits.bitcoin_max_prev_tx_bytes
+        if len(raw) > limit:
+            raise InvalidField(
+                field, f"{len(raw)} bytes exceed limits.bitcoin_max_prev_tx_bytes = {limit}"
+            )
+        prev = self._parsed.get(raw)
+        if prev is None:
+            try:
+                prev = parse_prev_tx(raw)
+            except PrevTxError as exc:
+                raise InvalidField(field, f"not a serialized transaction: {exc}") from None
+            self._parsed[raw] = prev
+        return prev

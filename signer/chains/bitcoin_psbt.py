@@ -9,10 +9,20 @@ BIP32 derivation entries are other wallets' hints and add nothing the script
 does not already say. Any other input is left exactly as it came.
 
 Policy judges the PSBT as the Bitcoin adapter's transactions: the same Intent
-(every output as a transfer, change being outputs back to the key's own
-scripts or to a multisig the key cosigns here, the fee from proven values),
-the same lock-time bounds, limits and work budget, and the same signature
-hashes (signer/chains/bitcoin.py `signature_hashes`).
+(every output as a transfer, the fee from proven values), the same lock-time
+bounds, limits and work budget, and the same signature hashes
+(signer/chains/bitcoin.py `signature_hashes`). Besides, the Intent names each
+multisig the key cosigns (m, n, the other keys), and change is custody kept:
+an output is change only when it returns to the custody every input the key
+signs comes from, the key alone (its own scripts) or the same m-of-n key set
+(P2WSH or P2SH-P2WSH, whose witness script the inputs or the PSBT's output
+fields prove). Value moving from the key alone into a multisig, from one
+multisig to another, or out of a multisig to the key alone leaves the custody
+it was in: it is judged and charged like any payment.
+
+Partial signatures already on an input the key signs (other cosigners') are
+verified before anything is signed: a hostile coordinator must get neither a
+finalized transaction with junk in it nor a miscount of a multisig's signatures.
 """
 
 from __future__ import annotations
@@ -24,12 +34,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
-from hsm.secp256k1 import RecoverableSignature, compressed
+from hsm.secp256k1 import RecoverableSignature, compressed, verify_der
 from signer.chains.base import (
     Address,
     Intent,
     InvalidField,
     KeyInfo,
+    Multisig,
     PreparedTx,
     SignedTx,
     Transfer,
@@ -43,7 +54,7 @@ from signer.chains.bitcoin import (
     _Input,
     _Output,
     _parse_network,
-    _prev_tx,
+    fee_of,
     sighash_bytes,
     signature_hashes,
 )
@@ -56,13 +67,14 @@ from signer.chains.bitcoin_address import (
     p2wpkh_address,
     p2wpkh_script,
 )
-from signer.chains.bitcoin_prevtx import MAX_MONEY, PrevTx
+from signer.chains.bitcoin_prevtx import MAX_MONEY, PrevoutProofs
 from signer.chains.limits import (
     BITCOIN_INPUT_UNITS,
     BITCOIN_OUTPUT_UNITS,
     DEFAULT_LIMITS,
     ITEM_UNITS,
     PARSE_WEIGHT,
+    SIGNATURE_CHECK_UNITS,
     ChainLimits,
     WorkBudget,
 )
@@ -75,6 +87,8 @@ from signer.chains.psbt import (
     IN_SIGHASH_TYPE,
     IN_WITNESS_SCRIPT,
     IN_WITNESS_UTXO,
+    OUT_REDEEM_SCRIPT,
+    OUT_WITNESS_SCRIPT,
     PROPRIETARY,
     Psbt,
     PsbtError,
@@ -163,7 +177,7 @@ class BitcoinPsbtAdapter:
         if psbt.tx.version not in (1, 2):
             raise InvalidField(f"{_FIELD}.psbt.tx.version", "must be 1 or 2")
         public_key = compressed(key.public_key)
-        inputs, signing, change = _inputs(psbt, public_key, limits)
+        inputs, signing = _inputs(psbt, public_key, limits)
         if not signing:
             raise InvalidField(
                 f"{_FIELD}.psbt.inputs",
@@ -172,7 +186,7 @@ class BitcoinPsbtAdapter:
                 "witness script in the PSBT)",
             )
         outputs = _outputs(psbt, network)
-        fee = _fee(inputs, outputs)
+        fee = fee_of(inputs, outputs, f"{_FIELD}.psbt")
         unsigned = UnsignedBitcoinTx(
             network=network,
             version=psbt.tx.version,
@@ -198,24 +212,26 @@ class BitcoinPsbtAdapter:
             )
         if budget is not None:
             budget.charge(work, f"{_FIELD}.psbt.inputs")
-        own = _own_scripts(public_key)
+        change = _change(psbt, signing, public_key)
         intent = Intent(
             chain="bitcoin",
             network=network,
             key_id=key.key_id,
             from_address=unsigned.address,
             transfers=tuple(
-                Transfer(o.address, "native", o.value, is_change=o.script in own | change)
-                for o in outputs
+                Transfer(o.address, "native", o.value, is_change=is_change)
+                for o, is_change in zip(outputs, change, strict=True)
             ),
             fee=fee,
             fee_details=(("vsize", vsize), ("fee_rate_sat_vb_milli", fee * 1000 // vsize)),
             lock_time=unsigned.lock_time,
             sequences=tuple(i.sequence for i in inputs),
+            multisig=_multisig_facts(signing, public_key),
         )
         digests = signature_hashes(
             unsigned, [(s.index, s.script_code, s.kind != "p2pkh") for s in signing]
         )
+        _check_partial_sigs(psbt, signing, digests, public_key, budget)
         prepared = PreparedPsbt(psbt, unsigned, signing, bool(tx.finalize))
         return PreparedTx(intent=intent, digests=digests, unsigned=prepared)
 
@@ -270,6 +286,12 @@ def _p2sh_script(redeem_script: bytes) -> bytes:
     return b"\xa9\x14" + hash160(redeem_script) + b"\x87"
 
 
+def _wsh_scripts(witness_script: bytes) -> tuple[bytes, bytes]:
+    """The P2WSH and P2SH-P2WSH output scripts of a witness script."""
+    p2wsh = b"\x00\x20" + hashlib.sha256(witness_script).digest()
+    return p2wsh, _p2sh_script(p2wsh)
+
+
 def _is_p2sh(script: bytes) -> bool:
     return len(script) == 23 and script[:2] == b"\xa9\x14" and script[22] == 0x87
 
@@ -304,36 +326,22 @@ def parse_multisig(script: bytes) -> tuple[int, tuple[bytes, ...]] | None:
 
 def _inputs(
     psbt: Psbt, public_key: bytes, limits: ChainLimits
-) -> tuple[tuple[_Input, ...], tuple[_Signing, ...], set[bytes]]:
-    """Every input with its proven value, the inputs the key signs, and its multisig scripts."""
+) -> tuple[tuple[_Input, ...], tuple[_Signing, ...]]:
+    """Every input with its proven value, and the inputs the key signs."""
     own_nested = p2wpkh_script(hash160(public_key))
     own_nested_p2sh = _p2sh_script(own_nested)
-    parsed: dict[bytes, PrevTx] = {}
-    seen: dict[bytes, int] = {}
+    proofs = PrevoutProofs(limits)
     inputs: list[_Input] = []
     signing: list[_Signing] = []
-    multisig_scripts: set[bytes] = set()
     for index, (txin, input_map) in enumerate(zip(psbt.tx.inputs, psbt.inputs, strict=True)):
         where = f"{_FIELD}.psbt.inputs[{index}]"
-        if not any(txin.txid):
-            raise InvalidField(where, "spends the null outpoint of a coinbase")
-        if txin.outpoint in seen:
-            raise InvalidField(where, f"spends the same outpoint as inputs[{seen[txin.outpoint]}]")
-        seen[txin.outpoint] = index
-        raw_prev = input_map.get(bytes([IN_NON_WITNESS_UTXO])) or b""
-        prev = _prev_tx(raw_prev, f"{where}.non_witness_utxo", parsed, limits)
-        if prev.txid != txin.txid:
-            raise InvalidField(
-                f"{where}.non_witness_utxo",
-                f"hashes to txid {prev.txid_hex}, not the input's txid {txin.txid[::-1].hex()}",
-            )
-        if txin.vout >= len(prev.outputs):
-            raise InvalidField(
-                f"{where}.non_witness_utxo", f"has {len(prev.outputs)} outputs, no {txin.vout}"
-            )
-        value, script = prev.outputs[txin.vout]
-        if not 0 < value <= MAX_MONEY:
-            raise InvalidField(f"{where}.non_witness_utxo", f"output {txin.vout} holds {value} sat")
+        value, script = proofs.prove(
+            index,
+            txin.outpoint,
+            input_map.get(bytes([IN_NON_WITNESS_UTXO])) or b"",
+            input_field=where,
+            prev_field=f"{where}.non_witness_utxo",
+        )
         program, redeem = _check_scripts(input_map, script, value, where)
         if not redeem and program == own_nested_p2sh:
             # The key's own P2SH-P2WPKH output: its redeem script is known without the PSBT's.
@@ -345,8 +353,12 @@ def _inputs(
         found = None if final else _match(program, redeem, input_map, public_key)
         if found is not None:
             kind, script_code, multisig = found
-            if multisig is not None:
-                multisig_scripts.add(script)
+            if multisig is not None and len(set(multisig[1])) != len(multisig[1]):
+                # OP_CHECKMULTISIG would count one key's signature once per listing:
+                # an "m-of-n" that one holder satisfies alone is not what it says.
+                raise InvalidField(
+                    f"{where}.witness_script", "lists a key more than once; Custos does not sign it"
+                )
             sighash = input_map.get(bytes([IN_SIGHASH_TYPE]))
             sighash_type = SIGHASH_ALL if sighash is None else int.from_bytes(sighash, "little")
             if sighash_type != SIGHASH_ALL:
@@ -363,7 +375,7 @@ def _inputs(
                 sequence=txin.sequence,
             )
         )
-    return tuple(inputs), tuple(signing), multisig_scripts
+    return tuple(inputs), tuple(signing)
 
 
 def _check_scripts(
@@ -423,6 +435,117 @@ def _match(
     return None
 
 
+def _check_partial_sigs(
+    psbt: Psbt,
+    signing: Sequence[_Signing],
+    digests: Sequence[bytes],
+    public_key: bytes,
+    budget: WorkBudget | None,
+) -> None:
+    """Refuse a PSBT whose partial signatures on an input the key signs are not all valid.
+
+    A coordinator's junk must not be finalized into a transaction nodes reject,
+    nor counted towards a multisig's m: every signature already there must be
+    by a key the input's script lists, SIGHASH_ALL, strict DER, low-S, and
+    verify over the digest Custos computed for that input itself.
+    """
+    for s, digest in zip(signing, digests, strict=True):
+        listed = s.multisig[1] if s.multisig is not None else (public_key,)
+        field = f"{_FIELD}.psbt.inputs[{s.index}].partial_sig"
+        sigs = psbt.inputs[s.index].of_type(IN_PARTIAL_SIG)
+        if budget is not None:
+            budget.charge(SIGNATURE_CHECK_UNITS * len(sigs), field)
+        for key, value in sigs:
+            if key not in listed:
+                raise InvalidField(
+                    field, f"by key {key.hex()}, which the input's script does not list"
+                )
+            if value[-1] != SIGHASH_ALL:
+                raise InvalidField(
+                    field, f"by key {key.hex()} has sighash type {value[-1]}, not SIGHASH_ALL (1)"
+                )
+            if not verify_der(value[:-1], digest, key):
+                raise InvalidField(
+                    field,
+                    f"by key {key.hex()} is not a valid low-S DER signature of this input's "
+                    "SIGHASH_ALL digest",
+                )
+
+
+# ---- custody and change ---------------------------------------------------
+
+# Who can spend an output: (m, its keys sorted). The key alone is (1, (key,)),
+# as a 1-of-1 of the key is: the same custody.
+Custody = tuple[int, tuple[bytes, ...]]
+
+
+def _custody(multisig: tuple[int, tuple[bytes, ...]]) -> Custody:
+    m, keys = multisig
+    return m, tuple(sorted(keys))
+
+
+def _spent_custody(signing: Sequence[_Signing], public_key: bytes) -> Custody | None:
+    """The one custody every input the key signs comes from; None when they differ."""
+    spent = {
+        _custody(s.multisig) if s.multisig is not None else (1, (public_key,)) for s in signing
+    }
+    return spent.pop() if len(spent) == 1 else None
+
+
+def _change(psbt: Psbt, signing: Sequence[_Signing], public_key: bytes) -> list[bool]:
+    """Per output, whether it returns to the custody the signed inputs come from."""
+    spent = _spent_custody(signing, public_key)
+    own = _own_scripts(public_key)
+    known = {o: s.script_code for s in signing if s.multisig for o in _wsh_scripts(s.script_code)}
+    return [
+        spent is not None and _output_custody(psbt, index, public_key, own, known) == spent
+        for index in range(len(psbt.outputs))
+    ]
+
+
+def _output_custody(
+    psbt: Psbt, index: int, public_key: bytes, own: set[bytes], known: dict[bytes, bytes]
+) -> Custody | None:
+    """Who can spend output `index`, when its script proves it; None for anyone else.
+
+    The key alone for its own scripts; for a P2WSH or P2SH-P2WSH output, the
+    multisig whose witness script hashes to it: one the key signs an input of
+    here (`known`: output script -> witness script), or one the PSBT's output
+    fields give (a coordinator marks its change so). A field that does not
+    hash to the output is refused: it is no proof.
+    """
+    script = psbt.tx.outputs[index][1]
+    if script in own:
+        return 1, (public_key,)
+    where = f"{_FIELD}.psbt.outputs[{index}]"
+    fields = psbt.outputs[index]
+    redeem = fields.get(bytes([OUT_REDEEM_SCRIPT]))
+    if redeem is not None and _p2sh_script(redeem) != script:
+        raise InvalidField(f"{where}.redeem_script", "does not hash to the output's script")
+    witness_script = fields.get(bytes([OUT_WITNESS_SCRIPT]))
+    if witness_script is None:
+        witness_script = known.get(script)
+    elif script not in _wsh_scripts(witness_script):
+        raise InvalidField(
+            f"{where}.witness_script", "is not the script of the output's P2WSH or P2SH-P2WSH"
+        )
+    multisig = parse_multisig(witness_script) if witness_script is not None else None
+    if multisig is None:
+        return None
+    return _custody(multisig)
+
+
+def _multisig_facts(signing: Sequence[_Signing], public_key: bytes) -> tuple[Multisig, ...]:
+    """Each distinct multisig the key cosigns, as policy sees it."""
+    facts: dict[Custody, Multisig] = {}
+    for s in signing:
+        if s.multisig is not None and _custody(s.multisig) not in facts:
+            m, keys = s.multisig
+            cosigners = tuple(sorted({k.hex() for k in keys if k != public_key}))
+            facts[_custody(s.multisig)] = Multisig(m, len(keys), cosigners)
+    return tuple(facts.values())
+
+
 # ---- outputs and fee -----------------------------------------------------
 
 
@@ -454,20 +577,6 @@ def _outputs(psbt: Psbt, network: str) -> tuple[_Output, ...]:
             raise InvalidField(where, f"value {value} sat is not in 1..{MAX_MONEY}")
         outputs.append(_Output(address, script, value))
     return tuple(outputs)
-
-
-def _fee(inputs: Sequence[_Input], outputs: Sequence[_Output]) -> int:
-    total_in = sum(i.value for i in inputs)
-    total_out = sum(o.value for o in outputs)
-    if total_in > MAX_MONEY:
-        raise InvalidField(f"{_FIELD}.psbt.inputs", "total value exceeds 21,000,000 BTC")
-    if total_out > MAX_MONEY:
-        raise InvalidField(f"{_FIELD}.psbt.outputs", "total value exceeds 21,000,000 BTC")
-    if total_out > total_in:
-        raise InvalidField(
-            f"{_FIELD}.psbt.outputs", f"outputs exceed inputs by {total_out - total_in} sat"
-        )
-    return total_in - total_out
 
 
 def _witness_size(stack: Sequence[int]) -> int:

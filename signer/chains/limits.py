@@ -30,6 +30,7 @@ ITEM_UNITS = 100_000  # any item: decoding, key and address work (~0.1-0.5 ms)
 PARSE_WEIGHT = 16  # per request byte of a Bitcoin item (previous transactions are parsed)
 BITCOIN_INPUT_UNITS = 15_000  # ~50 us per input
 BITCOIN_OUTPUT_UNITS = 40_000  # ~150 us per output (address decoding)
+SIGNATURE_CHECK_UNITS = 25_000  # ~80 us per secp256k1 verification (a cosigner's signature)
 
 
 @dataclass(frozen=True, slots=True)

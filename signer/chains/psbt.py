@@ -40,6 +40,9 @@ IN_BIP32_DERIVATION: Final = 0x06
 IN_FINAL_SCRIPTSIG: Final = 0x07
 IN_FINAL_SCRIPTWITNESS: Final = 0x08
 PROPRIETARY: Final = 0xFC
+# Output types.
+OUT_REDEEM_SCRIPT: Final = 0x00
+OUT_WITNESS_SCRIPT: Final = 0x01
 
 # BIP370 fields that exist only in PSBT version 2.
 _GLOBAL_V2_ONLY: Final = frozenset({0x02, 0x03, 0x04, 0x05, 0x06})
@@ -77,8 +80,8 @@ _INPUT_KEYS: Final[dict[int, tuple[int, ...] | None]] = {
     0x18: None,  # taproot merkle root
 }
 _OUTPUT_KEYS: Final[dict[int, tuple[int, ...] | None]] = {
-    0x00: None,  # redeem script
-    0x01: None,  # witness script
+    OUT_REDEEM_SCRIPT: None,
+    OUT_WITNESS_SCRIPT: None,
     0x02: _PUBKEY,  # BIP32 derivation
     0x05: None,  # taproot internal key
     0x06: None,  # taproot tree

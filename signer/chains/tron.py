@@ -1,4 +1,6 @@
-"""Tron: TRX transfers (TransferContract) and TRC-20 transfers (TriggerSmartContract).
+"""Tron: TRX transfers (TransferContract), TRC-20 transfers (TriggerSmartContract),
+and staking (Stake 2.0: FreezeBalanceV2, UnfreezeBalanceV2, DelegateResource,
+UnDelegateResource, WithdrawExpireUnfreeze) and voting (VoteWitness) contracts.
 
 The key signs the txID, SHA-256 of the serialized Transaction.raw. A node's
 /wallet/broadcasttransaction does not read raw_data_hex: it rebuilds
@@ -31,6 +33,7 @@ from signer.chains.base import (
     KeyInfo,
     PreparedTx,
     SignedTx,
+    Staking,
     Transfer,
 )
 from signer.chains.limits import DEFAULT_LIMITS, ITEM_UNITS, ChainLimits, WorkBudget
@@ -53,6 +56,16 @@ _TRC20_TRANSFER = bytes.fromhex("a9059cbb")  # transfer(address,uint256)
 _REF_BLOCK_BYTES = re.compile(r"[0-9a-fA-F]{4}")
 _REF_BLOCK_HASH = re.compile(r"[0-9a-fA-F]{16}")
 _DIGITS = re.compile(r"[0-9]+")
+# java-tron's minimum stake and delegation (TRX_PRECISION: 1 TRX).
+MIN_STAKE_SUN = 1_000_000
+# java-tron's MAX_VOTE_NUMBER: witnesses one VoteWitnessContract may vote for.
+MAX_VOTES = 30
+# A locked delegation's lock period, in 3-second blocks: lock_period 0 means
+# java-tron's default (DELEGATE_PERIOD, 3 days); the chain parameter
+# maxDelegateLockPeriod can be raised to at most 365 days.
+DEFAULT_LOCK_PERIOD = 86_400
+MAX_LOCK_PERIOD = 10_512_000
+RESOURCES = ("BANDWIDTH", "ENERGY")  # tron_pb2.ResourceCode names Custos signs
 # A base58check Tron address is 34 characters. Base58 decoding is quadratic in
 # the length (a 160,000-character string took 14 s), and a request may carry
 # megabytes, so longer strings are refused before decoding (found by fuzzing).
@@ -113,7 +126,7 @@ def parse_address(field: str, text: str) -> bytes:
 def encode_raw(raw_data: Mapping[str, Any]) -> bytes:
     """Transaction.raw bytes of a raw_data JSON object (visible=false form), as java-tron builds.
 
-    Supports the two contract types Custos signs; ValueError on any other.
+    Supports the contract types Custos signs; ValueError on any other.
     """
     raw = tron_pb2.Transaction.raw(
         ref_block_bytes=bytes.fromhex(raw_data["ref_block_bytes"]),
@@ -125,22 +138,9 @@ def encode_raw(raw_data: Mapping[str, Any]) -> bytes:
     for contract in raw_data["contract"]:
         kind = contract["type"]
         value = contract["parameter"]["value"]
-        inner: tron_pb2.TransferContract | tron_pb2.TriggerSmartContract
-        if kind == "TransferContract":
-            inner = tron_pb2.TransferContract(
-                owner_address=bytes.fromhex(value["owner_address"]),
-                to_address=bytes.fromhex(value["to_address"]),
-                amount=value["amount"],
-            )
-        elif kind == "TriggerSmartContract":
-            inner = tron_pb2.TriggerSmartContract(
-                owner_address=bytes.fromhex(value["owner_address"]),
-                contract_address=bytes.fromhex(value["contract_address"]),
-                call_value=value.get("call_value", 0),
-                data=bytes.fromhex(value.get("data", "")),
-            )
-        else:
+        if kind not in _CONTRACTS:
             raise ValueError(f"unsupported contract type {kind!r}")
+        inner = _CONTRACTS[kind](**_proto_fields(value))
         raw.contract.add(
             type=tron_pb2.Transaction.Contract.ContractType.Value(kind),
             parameter=tron_pb2.Any(
@@ -149,6 +149,35 @@ def encode_raw(raw_data: Mapping[str, Any]) -> bytes:
         )
     encoded: bytes = raw.SerializeToString()
     return encoded
+
+
+# The contract messages encode_raw builds, by their ContractType name.
+_CONTRACTS: dict[str, Any] = {
+    name: getattr(tron_pb2, name)
+    for name in tron_pb2.Transaction.Contract.ContractType.keys()  # noqa: SIM118 - not a dict
+    if name != "AccountCreateContract"
+}
+_BYTES_FIELDS = ("owner_address", "to_address", "contract_address", "receiver_address", "data")
+
+
+def _proto_fields(value: Mapping[str, Any]) -> dict[str, Any]:
+    # The JSON form (visible=false): addresses and data in hex, enums by name.
+    out: dict[str, Any] = {}
+    for name, item in value.items():
+        if name in _BYTES_FIELDS:
+            out[name] = bytes.fromhex(item)
+        elif name == "votes":
+            out[name] = [
+                tron_pb2.VoteWitnessContract.Vote(
+                    vote_address=bytes.fromhex(v["vote_address"]), vote_count=v["vote_count"]
+                )
+                for v in item
+            ]
+        elif name == "resource":
+            out[name] = tron_pb2.ResourceCode.Value(item)
+        else:
+            out[name] = item
+    return out
 
 
 def _contract(kind: str, value: dict[str, Any]) -> dict[str, Any]:
@@ -242,6 +271,140 @@ def _trc20_transfer(
     return Transfer(to, token, amount), call, _contract("TriggerSmartContract", value)
 
 
+# ---- staking and voting --------------------------------------------------
+
+
+def _resource(field: str, text: str) -> str:
+    if text not in RESOURCES:
+        raise InvalidField(field, f"must be BANDWIDTH or ENERGY, got {_show(text)}")
+    return text
+
+
+def _sun(field: str, amount: int, limits: ChainLimits, minimum: int = 1) -> int:
+    if amount < minimum:
+        least = "1 TRX (1000000 sun)" if minimum == MIN_STAKE_SUN else "1 sun"
+        raise InvalidField(field, f"must be at least {least}, got {amount}")
+    if amount > limits.tron_max_amount_sun:
+        raise InvalidField(
+            field, f"{amount} sun exceeds limits.tron_max_amount_sun = {limits.tron_max_amount_sun}"
+        )
+    return amount
+
+
+def _receiver(field: str, text: str, owner: bytes) -> bytes:
+    raw = parse_address(field, text)
+    if raw == owner:
+        # java-tron refuses delegating to, or reclaiming from, the owner itself.
+        raise InvalidField(field, "is the signing key's own address")
+    return raw
+
+
+_Staked = tuple[Staking, dict[str, Any]]
+
+
+def _freeze(tx: Any, owner: bytes, limits: ChainLimits) -> _Staked:
+    item = tx.freeze_balance_v2
+    amount = _sun("tron.freeze_balance_v2.amount", item.amount, limits, MIN_STAKE_SUN)
+    resource = _resource("tron.freeze_balance_v2.resource", item.resource)
+    value = {"owner_address": owner.hex(), "frozen_balance": amount, "resource": resource}
+    return Staking("stake", amount, resource), _contract("FreezeBalanceV2Contract", value)
+
+
+def _unfreeze(tx: Any, owner: bytes, limits: ChainLimits) -> _Staked:
+    item = tx.unfreeze_balance_v2
+    amount = _sun("tron.unfreeze_balance_v2.amount", item.amount, limits)
+    resource = _resource("tron.unfreeze_balance_v2.resource", item.resource)
+    value = {"owner_address": owner.hex(), "unfreeze_balance": amount, "resource": resource}
+    return Staking("unstake", amount, resource), _contract("UnfreezeBalanceV2Contract", value)
+
+
+def _delegate(tx: Any, owner: bytes, limits: ChainLimits) -> _Staked:
+    item = tx.delegate_resource
+    receiver = _receiver("tron.delegate_resource.receiver", item.receiver, owner)
+    amount = _sun("tron.delegate_resource.amount", item.amount, limits, MIN_STAKE_SUN)
+    resource = _resource("tron.delegate_resource.resource", item.resource)
+    value: dict[str, Any] = {
+        "owner_address": owner.hex(),
+        "receiver_address": receiver.hex(),
+        "balance": amount,
+        "resource": resource,
+    }
+    lock_period: int | None = None
+    if item.lock:
+        if not 0 <= item.lock_period <= MAX_LOCK_PERIOD:
+            raise InvalidField(
+                "tron.delegate_resource.lock_period",
+                f"must be 0 (the default, 3 days) to {MAX_LOCK_PERIOD} blocks "
+                f"(365 days), got {item.lock_period}",
+            )
+        value["lock"] = True
+        if item.lock_period:
+            value["lock_period"] = item.lock_period
+        # What java-tron applies: 0 stands for the default period.
+        lock_period = item.lock_period or DEFAULT_LOCK_PERIOD
+    elif item.lock_period:
+        raise InvalidField("tron.delegate_resource.lock_period", "is set but lock is false")
+    staking = Staking("delegate", amount, resource, to_base58(receiver), lock_period)
+    return staking, _contract("DelegateResourceContract", value)
+
+
+def _undelegate(tx: Any, owner: bytes, limits: ChainLimits) -> _Staked:
+    item = tx.undelegate_resource
+    receiver = _receiver("tron.undelegate_resource.receiver", item.receiver, owner)
+    amount = _sun("tron.undelegate_resource.amount", item.amount, limits)
+    resource = _resource("tron.undelegate_resource.resource", item.resource)
+    value = {
+        "owner_address": owner.hex(),
+        "receiver_address": receiver.hex(),
+        "balance": amount,
+        "resource": resource,
+    }
+    staking = Staking("undelegate", amount, resource, to_base58(receiver))
+    return staking, _contract("UnDelegateResourceContract", value)
+
+
+def _withdraw(tx: Any, owner: bytes, limits: ChainLimits) -> _Staked:
+    value = {"owner_address": owner.hex()}
+    return Staking("withdraw_unfrozen"), _contract("WithdrawExpireUnfreezeContract", value)
+
+
+def _vote(tx: Any, owner: bytes, limits: ChainLimits) -> _Staked:
+    votes = tx.vote_witness.votes
+    if not 1 <= len(votes) <= MAX_VOTES:
+        raise InvalidField(
+            "tron.vote_witness.votes", f"must list 1 to {MAX_VOTES} witnesses, got {len(votes)}"
+        )
+    max_count = limits.tron_max_amount_sun // 1_000_000  # one vote per staked TRX
+    seen: set[bytes] = set()
+    facts: list[tuple[str, int]] = []
+    signed: list[dict[str, Any]] = []
+    for i, vote in enumerate(votes):
+        field = f"tron.vote_witness.votes[{i}]"
+        witness = parse_address(f"{field}.witness", vote.witness)
+        if witness in seen:
+            raise InvalidField(f"{field}.witness", "votes for a witness listed before")
+        seen.add(witness)
+        if not 0 < vote.count <= max_count:
+            raise InvalidField(
+                f"{field}.count",
+                f"must be 1..{max_count} (limits.tron_max_amount_sun in TRX), got {vote.count}",
+            )
+        facts.append((to_base58(witness), vote.count))
+        signed.append({"vote_address": witness.hex(), "vote_count": vote.count})
+    value = {"owner_address": owner.hex(), "votes": signed}
+    return Staking("vote", votes=tuple(facts)), _contract("VoteWitnessContract", value)
+
+
+_STAKING: dict[str, Callable[[Any, bytes, ChainLimits], _Staked]] = {
+    "freeze_balance_v2": _freeze,
+    "unfreeze_balance_v2": _unfreeze,
+    "delegate_resource": _delegate,
+    "undelegate_resource": _undelegate,
+    "withdraw_expire_unfreeze": _withdraw,
+    "vote_witness": _vote,
+}
+
+
 @dataclass(frozen=True, slots=True)
 class TronTx:
     """A validated Tron transaction: its raw_data JSON text and the bytes the txID hashes."""
@@ -255,7 +418,7 @@ class TronTx:
 
 
 class TronAdapter:
-    """Tron signing (mainnet, Shasta, Nile): TRX transfers and TRC-20 transfers."""
+    """Tron signing (mainnet, Shasta, Nile): TRX and TRC-20 transfers, staking and voting."""
 
     kind = "tron"
 
@@ -280,12 +443,24 @@ class TronAdapter:
         owner = key_raw_address(key.public_key)
         which = tx.WhichOneof("contract")
         call: ContractCall | None = None
+        staking: Staking | None = None
+        transfers: tuple[Transfer, ...] = ()
         if which == "trx_transfer":
             transfer, contract = _trx_transfer(tx, owner, self._limits)
+            transfers = (transfer,)
         elif which == "trc20_transfer":
             transfer, call, contract = _trc20_transfer(tx, owner, self._limits)
+            transfers = (transfer,)
+        elif which in _STAKING:
+            staking, contract = _STAKING[which](tx, owner, self._limits)
+            # fee_limit caps TVM energy only, which no staking contract spends.
+            if tx.fee_limit != 0:
+                raise InvalidField("tron.fee_limit", f"must be 0 for {which} (TRC-20 only)")
         else:
-            raise InvalidField("tron.contract", "required: set trx_transfer or trc20_transfer")
+            raise InvalidField(
+                "tron.contract",
+                f"required: set one of trx_transfer, trc20_transfer, {', '.join(_STAKING)}",
+            )
         if not _REF_BLOCK_BYTES.fullmatch(tx.ref_block_bytes):
             raise InvalidField(
                 "tron.ref_block_bytes",
@@ -322,9 +497,10 @@ class TronAdapter:
             network=tx.network,
             key_id=key.key_id,
             from_address=address,
-            transfers=(transfer,),
+            transfers=transfers,
             fee=tx.fee_limit,
             contract_call=call,
+            staking=staking,
             fee_details=(("fee_limit", tx.fee_limit),),
             expiration_ms=tx.expiration,
         )

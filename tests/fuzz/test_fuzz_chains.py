@@ -69,6 +69,7 @@ SEEDS: dict[str, list[Message]] = {
     "tron": [
         builders.tron_item(KEY_MESSAGE).tron,
         builders.tron_item(KEY_MESSAGE, trc20=True).tron,
+        *fz.tron_staking_seeds(KEY_MESSAGE),
     ],
 }
 MESSAGE_TYPES: dict[str, type[Message]] = {

@@ -20,7 +20,8 @@ from hypothesis import strategies as st
 from proto.custos.v1 import signer_pb2 as pb
 from signer.auth import Identity
 from signer.chains.evm import key_address
-from signer.jsonrpc import ERROR_CODES, MAX_JSON_DEPTH, JsonRpcSigner, request_id_for
+from signer.errors import ERROR_KINDS
+from signer.jsonrpc import MAX_JSON_DEPTH, JsonRpcSigner, request_id_for
 from signer.pipeline import REQUEST_ID, SigningPipeline, payload_digest
 from signer.store.base import KeyRecord, KeyState, Store
 from tests.fuzz.conftest import PARSED, REQUEST_FUZZ
@@ -31,7 +32,14 @@ pytestmark = pytest.mark.fuzz
 KEY = LocalKey(b"\x01" * 32, "granted")
 ADDRESS = key_address(KEY.info.public_key)
 CALLER = Identity("CN=svc", frozenset({"service"}), ("granted",))
-KNOWN_CODES = {-32700, -32600, -32601, -32602, -32002, *ERROR_CODES.values()}
+KNOWN_CODES = {
+    -32700,
+    -32600,
+    -32601,
+    -32602,
+    -32002,
+    *(kind.jsonrpc_code for kind in ERROR_KINDS.values()),
+}
 
 
 class _Store:

@@ -10,13 +10,12 @@ multisig are software keys held by the test.
 from __future__ import annotations
 
 import base64
-import hashlib
 import json
 import os
 import subprocess
 import sys
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,17 +23,12 @@ import grpc
 import pytest
 from bitcointx import ChainParams
 from bitcointx.core import (
-    CMutableTransaction,
-    CMutableTxIn,
-    CMutableTxOut,
-    COutPoint,
-    CTransaction,
     CTxOut,
     b2lx,
 )
-from bitcointx.core.key import CKey, CPubKey, KeyStore
+from bitcointx.core.key import CPubKey, KeyStore
 from bitcointx.core.psbt import PartiallySignedTransaction
-from bitcointx.core.script import OP_CHECKMULTISIG, CScript
+from bitcointx.core.script import CScript
 from bitcointx.wallet import P2WPKHCoinAddress
 
 from proto.custos.v1 import keys_pb2, policy_pb2, policy_pb2_grpc
@@ -42,14 +36,27 @@ from proto.custos.v1 import signer_pb2 as pb
 from signer.chains.psbt import parse_psbt
 from signer.devsetup import subject_string
 from tests.conftest import DevEnv, RunningServer, server_with_policy
-from tests.second_impl import bitcoin_funding_tx, bitcoin_prevout_script, verify_bitcoin
+from tests.psbt_builders import (
+    SOFT,
+    Spend,
+    build,
+    external,
+    multisig_script,
+    p2pkh,
+    p2sh_p2wpkh,
+    p2sh_p2wsh,
+    p2wpkh,
+    p2wsh,
+    pay_out,
+    verify,
+)
+from tests.second_impl import bitcoin_prevout_script
 
 pytestmark = pytest.mark.integration
 
 VECTORS: dict[str, Any] = json.loads(
     (Path(__file__).parent.parent / "vectors" / "bip174.json").read_text()
 )
-SOFT = [CKey(hashlib.sha256(f"psbt-soft-{i}".encode()).digest()) for i in range(3)]
 with ChainParams("bitcoin/testnet"):
     DENIED = str(P2WPKHCoinAddress.from_pubkey(SOFT[2].pub))
 
@@ -104,90 +111,6 @@ def key(psbt_server: RunningServer) -> keys_pb2.Key:
 
 def _pub(key: keys_pb2.Key) -> bytes:
     return bytes.fromhex(key.public_key)
-
-
-def _multisig(m: int, pubs: Sequence[bytes]) -> CScript:
-    return CScript([m, *pubs, len(pubs), OP_CHECKMULTISIG])
-
-
-class Spend:
-    """One input: its previous output's script, and the scripts a PSBT needs to spend it."""
-
-    def __init__(
-        self,
-        script: bytes,
-        value: int = 100_000,
-        witness_script: CScript | None = None,
-        redeem_script: CScript | None = None,
-    ) -> None:
-        self.script = script
-        self.value = value
-        self.witness_script = witness_script
-        self.redeem_script = redeem_script
-        self.funding = CTransaction.deserialize(
-            bitcoin_funding_tx([(value, script)], seed=uuid.uuid4().hex)
-        )
-
-
-def p2wpkh(pub: bytes) -> Spend:
-    return Spend(bitcoin_prevout_script(pub, "p2wpkh"))
-
-
-def p2pkh(pub: bytes) -> Spend:
-    return Spend(bitcoin_prevout_script(pub, "p2pkh"))
-
-
-def p2sh_p2wpkh(pub: bytes, with_redeem_script: bool = True) -> Spend:
-    redeem = CScript(bitcoin_prevout_script(pub, "p2wpkh"))
-    return Spend(
-        bytes(redeem.to_p2sh_scriptPubKey()), redeem_script=redeem if with_redeem_script else None
-    )
-
-
-def p2wsh(witness_script: CScript) -> Spend:
-    return Spend(bytes(witness_script.to_p2wsh_scriptPubKey()), witness_script=witness_script)
-
-
-def p2sh_p2wsh(witness_script: CScript) -> Spend:
-    redeem = witness_script.to_p2wsh_scriptPubKey()
-    return Spend(
-        bytes(redeem.to_p2sh_scriptPubKey()), witness_script=witness_script, redeem_script=redeem
-    )
-
-
-def build(
-    spends: Sequence[Spend], outputs: Sequence[tuple[int, bytes]]
-) -> PartiallySignedTransaction:
-    with ChainParams("bitcoin/testnet"):
-        tx = CMutableTransaction(
-            [CMutableTxIn(COutPoint(s.funding.GetTxid(), 0), nSequence=0xFFFFFFFD) for s in spends],
-            [CMutableTxOut(value, CScript(script)) for value, script in outputs],
-            nVersion=2,
-        )
-        psbt = PartiallySignedTransaction(unsigned_tx=tx)
-        for index, spend in enumerate(spends):
-            if spend.witness_script is not None:
-                psbt.inputs[index].witness_script = spend.witness_script
-            if spend.redeem_script is not None:
-                psbt.inputs[index].redeem_script = spend.redeem_script
-            psbt.set_utxo(spend.funding, index)
-        return psbt
-
-
-def pay_out(spends: Sequence[Spend], to: bytes, fee: int = 2_000) -> list[tuple[int, bytes]]:
-    return [(sum(s.value for s in spends) - fee, to)]
-
-
-def external() -> bytes:
-    return bitcoin_prevout_script(SOFT[0].pub, "p2wpkh")
-
-
-def verify(psbt: PartiallySignedTransaction, spends: Sequence[Spend]) -> str:
-    """python-bitcointx finalizes what is left, extracts, and runs every input's script."""
-    with ChainParams("bitcoin/testnet"):
-        assert psbt.sign(KeyStore(), finalize=True).is_final
-        tx = psbt.extract_transaction()
-        return verify_bitcoin(tx.serialize().hex(), [(s.value, s.script) for s in spends])
 
 
 def sign(
@@ -258,7 +181,7 @@ def test_two_of_three_p2wsh_with_two_software_cosigners(
     psbt_server: RunningServer, key: keys_pb2.Key
 ) -> None:
     pub = _pub(key)
-    script = _multisig(2, [SOFT[0].pub, pub, SOFT[1].pub])
+    script = multisig_script(2, [SOFT[0].pub, pub, SOFT[1].pub])
     spends = [p2wsh(script), p2sh_p2wsh(script)]
     # Change back to the same multisig: the policy sees it as change.
     psbt = build(spends, [(50_000, external()), (148_000, spends[0].script)])
@@ -357,7 +280,7 @@ def test_policy_denial_refuses_the_whole_psbt(
 def test_a_held_psbt_is_signed_after_approval_and_change_to_the_multisig_is_change(
     psbt_server: RunningServer, key: keys_pb2.Key
 ) -> None:
-    script = _multisig(2, [_pub(key), SOFT[0].pub, SOFT[1].pub])
+    script = multisig_script(2, [_pub(key), SOFT[0].pub, SOFT[1].pub])
     spends = [Spend(bytes(script.to_p2wsh_scriptPubKey()), 3_000_000, witness_script=script)]
     to_self = spends[0].script
     psbt = build(spends, [(1_500_000, external()), (1_490_000, to_self)])
@@ -377,6 +300,10 @@ def test_a_held_psbt_is_signed_after_approval_and_change_to_the_multisig_is_chan
         ("1490000", True),
     ]
     assert item.fee == "10000"
+    # Approvers see the multisig as the policy does: m, n and the other keys.
+    (multisig,) = item.multisigs
+    assert (multisig.threshold, multisig.total) == (2, 3)
+    assert list(multisig.cosigners) == sorted(k.pub.hex() for k in SOFT[:2])
     approvals.Approve(
         policy_pb2.DecideRequest(
             approval_id=held.batch.approval_id, request_digest=pending.request_digest

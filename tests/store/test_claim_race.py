@@ -23,7 +23,7 @@ from proto.custos.v1 import keys_pb2
 from proto.custos.v1 import signer_pb2 as pb
 from signer.auth import Identity
 from signer.chains.registry import ADAPTERS
-from signer.errors import InProgress, Unavailable
+from signer.errors import InProgress
 from signer.events import EventBus
 from signer.governance import PolicyGovernor
 from signer.keys import KeyManager
@@ -177,7 +177,7 @@ def test_a_late_attempt_after_a_take_over_leaves_one_result(
     assert not retry.replayed
     # ...but only the retry's signatures ever leave it.
     if late == "fails":
-        assert isinstance(late_outcome, Unavailable)
+        assert isinstance(late_outcome, HsmUnavailable)  # the edge says UNAVAILABLE
     elif when == "while-the-retry-signs":
         assert isinstance(late_outcome, InProgress)  # nothing stored yet: retry later
     else:

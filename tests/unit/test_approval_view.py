@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import dataclasses
 
-from policies.intent import ContractCall, Intent, Transfer
+import pytest
+
+from policies.intent import ContractCall, Intent, Multisig, Transfer
+from proto.custos.v1 import policy_pb2
 from signer.approval_view import _item, asset_units, in_units
+from signer.cli_policy import _print_batch
 
 USDT_TRON = "TR7NHqjeKQxGTCi8q8ZY4pL8otSzgjLj6t"
 SPENDER = "0x" + "ab" * 20
@@ -76,3 +80,35 @@ def test_a_lock_time_is_shown_as_what_it_is() -> None:
     )
     tron = dataclasses.replace(base, chain="tron", expiration_ms=1_900_000_000_000)
     assert _item(tron).lock_time == "expires at unix ms 1900000000000"
+
+
+def test_the_multisigs_a_psbt_spends_are_shown() -> None:
+    cosigners = ("02" + "a" * 64, "03" + "b" * 64)
+    intent = Intent(
+        chain="bitcoin",
+        network="mainnet",
+        key_id="treasury-ms",
+        from_address="bc1q",
+        transfers=(Transfer("bc1qcold", "native", 10**6), Transfer("bc1qms", "native", 10, True)),
+        fee=1_000,
+        multisig=(Multisig(2, 3, cosigners),),
+    )
+    (shown,) = _item(intent).multisigs
+    assert (shown.threshold, shown.total, tuple(shown.cosigners)) == (2, 3, cosigners)
+    assert [t.is_change for t in _item(intent).transfers] == [False, True]
+
+
+def test_approvals_show_prints_the_multisig(capsys: pytest.CaptureFixture[str]) -> None:
+    intent = Intent(
+        chain="bitcoin",
+        network="mainnet",
+        key_id="treasury-ms",
+        from_address="bc1q",
+        transfers=(Transfer("bc1qcold", "native", 10**6),),
+        fee=1_000,
+        multisig=(Multisig(2, 3, ("02" + "a" * 64, "03" + "b" * 64)),),
+    )
+    batch = policy_pb2.PendingBatch(approval_id="a-1", state="pending", items=[_item(intent)])
+    _print_batch(batch, full=True)
+    out = capsys.readouterr().out
+    assert f"cosigns a 2-of-3 multisig with 02{'a' * 64}, 03{'b' * 64}" in out

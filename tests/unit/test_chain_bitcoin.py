@@ -51,6 +51,7 @@ from hypothesis import strategies as st
 from hsm.secp256k1 import HALF_N, compressed
 from proto.custos.v1 import signer_pb2
 from signer.chains import bitcoin as adapter_module
+from signer.chains import bitcoin_prevtx as prevtx_module
 from signer.chains.base import InvalidField, PreparedTx, SignedTx
 from signer.chains.bitcoin import MAX_MONEY, BitcoinAdapter
 from signer.chains.bitcoin_address import (
@@ -427,7 +428,7 @@ def test_bip143_native_p2wpkh_vector(monkeypatch: pytest.MonkeyPatch) -> None:
     for index, i in enumerate(vector["inputs"]):
         outputs = ((1, b""),) * i["vout"] + ((i["value"], p2wpkh_script(hash160(pub))),)
         proven[f"vector {index}".encode()] = PrevTx(bytes.fromhex(i["txid"])[::-1], outputs)
-    monkeypatch.setattr(adapter_module, "parse_prev_tx", proven.__getitem__)
+    monkeypatch.setattr(prevtx_module, "parse_prev_tx", proven.__getitem__)
     msg = tx_message(
         vector["network"],
         [

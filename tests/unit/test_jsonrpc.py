@@ -10,17 +10,19 @@ from typing import Any, cast
 
 import pytest
 
+from hsm.errors import HsmUnavailable
 from proto.custos.v1 import signer_pb2 as pb
 from signer import errors
 from signer.auth import Identity
 from signer.config import load_config
 from signer.errors import ConfigError
 from signer.jsonrpc import (
-    ERROR_CODES,
     INVALID_PARAMS,
     MAX_JSON_DEPTH,
     PARSE_ERROR,
+    PERMISSION_DENIED,
     POLICY_DENIED,
+    UNAVAILABLE,
     JsonRpcSigner,
     RpcError,
     _deeper_than,
@@ -137,14 +139,7 @@ def test_not_an_object() -> None:
         evm_transaction(["0x1"])
 
 
-def test_every_domain_error_has_a_code_and_the_most_specific_wins() -> None:
-    domain = [
-        c
-        for c in vars(errors).values()
-        if isinstance(c, type) and issubclass(c, errors.CustosError) and c is not errors.CustosError
-    ]
-    assert set(domain) == set(ERROR_CODES)
-    assert len(set(ERROR_CODES.values())) == len(ERROR_CODES)
+def test_the_most_specific_error_decides_the_code_and_details_ride_along() -> None:
     denied = rpc_error_of(
         errors.PolicyDenied("items[0]: denied by policy: no", {"rule": "r", "item": "0"})
     )
@@ -153,6 +148,16 @@ def test_every_domain_error_has_a_code_and_the_most_specific_wins() -> None:
         "denied by policy: no",
         {"rule": "r"},
     )
+    assert (
+        rpc_error_of(errors.PermissionDenied("no grant")).code == PERMISSION_DENIED != POLICY_DENIED
+    )
+
+
+def test_an_hsm_outage_is_told_without_the_hsms_words() -> None:
+    error = rpc_error_of(HsmUnavailable("CKR_DEVICE_ERROR in slot 3"))
+    assert error.code == UNAVAILABLE
+    assert "CKR" not in error.message
+    assert "retry later" in error.message
 
 
 def test_field_paths_are_renamed_to_the_callers() -> None:

@@ -76,7 +76,7 @@ def test_an_edited_dependency_makes_the_lock_stale(tmp_path: Path) -> None:
     original = (ROOT / "pyproject.toml").read_text()
     assert script.inputs(ROOT / "pyproject.toml") == _recorded(script)
     for old, new in [
-        ('"grpcio>=1.60",', '"grpcio>=1.50",'),
+        ('"grpcio>=1.85.1",', '"grpcio>=1.50",'),
         ('"pyotp>=2.9",', '"pyotp>=2.9",\n    "requests>=2",'),
         ('"rlp>=4",', ""),
         ('requires = ["setuptools>=68"]', 'requires = ["setuptools>=61"]'),

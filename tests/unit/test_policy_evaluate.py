@@ -27,7 +27,7 @@ from policies.evaluate import (
     evaluate,
 )
 from policies.governance import carry_entry_since
-from policies.intent import ContractCall, Intent, Transfer
+from policies.intent import ContractCall, Intent, Multisig, Transfer
 from policies.schema import load_document, validate_document
 from policies.velocity import Spent
 
@@ -117,6 +117,17 @@ def btc(
         "bitcoin", "mainnet", "btc-hot", BTC_OWN, outputs, fee, None,
         (("vsize", 200), ("fee_rate_sat_vb_milli", rate_milli)),
     )  # fmt: skip
+
+
+COSIGNER_A, COSIGNER_B, COSIGNER_X = "02" + "a" * 64, "03" + "b" * 64, "02" + "c" * 64
+
+
+def multisig_spend(
+    threshold: int = 2, cosigners: tuple[str, ...] = (COSIGNER_A, COSIGNER_B), change: bool = True
+) -> Intent:
+    """A 2-of-3 PSBT item as the adapter describes it (its change marked by the adapter)."""
+    outputs = (Transfer(BTC_COLD, "native", 10**6), Transfer(BTC_OWN, "native", 10**5, change))
+    return replace(btc(outputs), multisig=(Multisig(threshold, len(cosigners) + 1, cosigners),))
 
 
 def trc20(fee_limit: int = 30_000_000) -> Intent:
@@ -266,6 +277,30 @@ CASES: list[tuple[str, dict[str, Any], dict[str, Any], dict[str, Any]]] = [
         {"fee": {"max_fee_limit": 30_000_000}},
         {"item": trc20()},
         {"item": trc20(30_000_001)},
+    ),
+    (
+        "multisig cosigners",
+        {"multisig": {"cosigners": [COSIGNER_A, COSIGNER_B, COSIGNER_X]}},
+        {"item": multisig_spend(cosigners=(COSIGNER_A, COSIGNER_X))},
+        {"item": multisig_spend(cosigners=(COSIGNER_A, "03" + "d" * 64))},
+    ),
+    (
+        "multisig only for multisig spends",
+        {"multisig": {"min_threshold": 1}},
+        {"item": multisig_spend(threshold=1)},
+        {"item": btc()},
+    ),
+    (
+        "multisig min_threshold",
+        {"multisig": {"min_threshold": 2}},
+        {"item": multisig_spend(threshold=2)},
+        {"item": multisig_spend(threshold=1)},
+    ),
+    (
+        "multisig change same_multisig",
+        {"multisig": {"change": "same_multisig"}},
+        {"item": multisig_spend()},
+        {"item": multisig_spend(change=False)},
     ),
     ("message signing", {"message_signing": True}, {"message": True}, {}),
     ("transactions only by default", {}, {}, {"message": True}),

@@ -3,20 +3,24 @@
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 from pathlib import Path
 from typing import Any
 
 import pytest
-from bitcointx.core.psbt import PartiallySignedTransaction
+from bitcointx.core.psbt import PartiallySignedTransaction, PSBT_Output
 
-from hsm.secp256k1 import compressed
+from hsm.secp256k1 import compressed, verify_der
+from policies.intent import Intent
 from proto.custos.v1 import signer_pb2 as pb
 from signer.chains.base import InvalidField
 from signer.chains.bitcoin_address import b58check_decode
 from signer.chains.bitcoin_psbt import BitcoinPsbtAdapter, parse_multisig
 from signer.chains.limits import ChainLimits
 from signer.chains.psbt import Psbt, PsbtError, parse_psbt
+from tests.psbt_builders import SOFT, Spend, build, multisig_script, p2sh_p2wsh, p2wpkh, p2wsh
+from tests.second_impl import bitcoin_prevout_script
 from tests.support import LocalKey
 
 VECTORS: dict[str, Any] = json.loads(
@@ -140,3 +144,69 @@ def test_bip174_finalizer_vector() -> None:
         assert result.inputs[1].get(bytes([key_type])) == final.inputs[1].get(bytes([key_type]))
     # Only the UTXOs and the final fields are left, as BIP174's Input Finalizer leaves them.
     assert sorted(k[0] for k, _ in result.inputs[1].records) == [0x00, 0x01, 0x07, 0x08]
+
+
+# ---- custody and change (issue 12) ----------------------------------------
+
+CUSTOS = LocalKey(hashlib.sha256(b"unit-psbt-custos").digest())
+CUSTOS_PUB = compressed(CUSTOS.info.public_key)
+TREASURY = multisig_script(2, [SOFT[0].pub, CUSTOS_PUB, SOFT[1].pub])
+
+
+def _intent(spends: list[Spend], outputs: list[tuple[int, bytes]]) -> Intent:
+    raw = build(spends, outputs).serialize()
+    adapter = BitcoinPsbtAdapter(ChainLimits())
+    return adapter.prepare(pb.BitcoinPsbt(network="testnet", psbt=raw), CUSTOS.info).intent
+
+
+def test_change_is_only_the_custody_every_signed_input_comes_from() -> None:
+    own = bitcoin_prevout_script(CUSTOS_PUB, "p2wpkh")
+    treasury, nested = p2wsh(TREASURY).script, p2sh_p2wsh(TREASURY).script
+    # The 2-of-3 alone: both of its forms are change, the key alone is not.
+    intent = _intent([p2wsh(TREASURY)], [(1_000, own), (2_000, nested), (3_000, treasury)])
+    assert [t.is_change for t in intent.transfers] == [False, True, True]
+    (fact,) = intent.multisig
+    assert (fact.threshold, fact.total) == (2, 3)
+    assert fact.cosigners == tuple(sorted(k.hex() for k in (SOFT[0].pub, SOFT[1].pub)))
+    # The key alone: its own script is change, the 2-of-3 is not.
+    intent = _intent([p2wpkh(CUSTOS_PUB)], [(1_000, own), (2_000, treasury)])
+    assert [t.is_change for t in intent.transfers] == [True, False]
+    assert intent.multisig == ()
+    # Both at once: whichever output, value leaves one of the two custodies.
+    intent = _intent([p2wpkh(CUSTOS_PUB), p2wsh(TREASURY)], [(100_000, treasury), (90_000, own)])
+    assert [t.is_change for t in intent.transfers] == [False, False]
+
+
+def test_an_output_witness_script_that_does_not_hash_to_the_output_is_refused() -> None:
+    psbt = build([p2wsh(TREASURY)], [(90_000, p2wsh(TREASURY).script)])
+    psbt.outputs[0] = PSBT_Output(witness_script=multisig_script(1, [CUSTOS_PUB]), index=0)
+    adapter = BitcoinPsbtAdapter(ChainLimits())
+    item = pb.BitcoinPsbt(network="testnet", psbt=psbt.serialize())
+    with pytest.raises(InvalidField) as info:
+        adapter.prepare(item, CUSTOS.info)
+    assert info.value.field == "bitcoin_psbt.psbt.outputs[0].witness_script"
+
+
+def test_verify_der_is_strict() -> None:
+    digest = hashlib.sha256(b"digest").digest()
+    der = SOFT[0].sign(digest)  # python-bitcointx: low-S strict DER
+    pub = bytes(SOFT[0].pub)
+    assert verify_der(der, digest, pub)
+    assert not verify_der(der, hashlib.sha256(b"other").digest(), pub)
+    assert not verify_der(der, digest, bytes(SOFT[1].pub))
+    assert not verify_der(der + b"\x00", digest, pub)  # trailing byte
+    padded = b"\x30" + bytes([der[1] + 1]) + b"\x02" + bytes([der[3] + 1]) + b"\x00" + der[4:]
+    assert not verify_der(padded, digest, pub)  # a needlessly padded r
+    assert not verify_der(b"", digest, pub)
+
+
+def test_a_multisig_listing_a_key_twice_is_refused() -> None:
+    # [Custos, Custos, SOFT[0]]: Custos's one signature would count twice.
+    script = multisig_script(2, [CUSTOS_PUB, CUSTOS_PUB, SOFT[0].pub])
+    psbt = build([p2wsh(script)], [(90_000, bitcoin_prevout_script(SOFT[1].pub, "p2wpkh"))])
+    adapter = BitcoinPsbtAdapter(ChainLimits())
+    item = pb.BitcoinPsbt(network="testnet", psbt=psbt.serialize())
+    with pytest.raises(InvalidField) as info:
+        adapter.prepare(item, CUSTOS.info)
+    assert info.value.field == "bitcoin_psbt.psbt.inputs[0].witness_script"
+    assert "lists a key more than once" in info.value.message

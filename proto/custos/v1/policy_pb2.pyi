@@ -131,7 +131,7 @@ class PendingTransfer(_message.Message):
     def __init__(self, to: _Optional[str] = ..., asset: _Optional[str] = ..., symbol: _Optional[str] = ..., amount: _Optional[str] = ..., amount_units: _Optional[str] = ..., is_change: _Optional[bool] = ...) -> None: ...
 
 class PendingItem(_message.Message):
-    __slots__ = ("chain", "network", "key_id", "from_address", "destinations", "fee", "contract_call", "transfers", "contract", "method", "args", "fee_units", "lock_time", "error", "message")
+    __slots__ = ("chain", "network", "key_id", "from_address", "destinations", "fee", "contract_call", "transfers", "contract", "method", "args", "fee_units", "lock_time", "error", "message", "staking", "multisigs")
     CHAIN_FIELD_NUMBER: _ClassVar[int]
     NETWORK_FIELD_NUMBER: _ClassVar[int]
     KEY_ID_FIELD_NUMBER: _ClassVar[int]
@@ -147,6 +147,8 @@ class PendingItem(_message.Message):
     LOCK_TIME_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
     MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    STAKING_FIELD_NUMBER: _ClassVar[int]
+    MULTISIGS_FIELD_NUMBER: _ClassVar[int]
     chain: str
     network: str
     key_id: str
@@ -162,7 +164,19 @@ class PendingItem(_message.Message):
     lock_time: str
     error: str
     message: PendingMessage
-    def __init__(self, chain: _Optional[str] = ..., network: _Optional[str] = ..., key_id: _Optional[str] = ..., from_address: _Optional[str] = ..., destinations: _Optional[_Iterable[str]] = ..., fee: _Optional[str] = ..., contract_call: _Optional[str] = ..., transfers: _Optional[_Iterable[_Union[PendingTransfer, _Mapping]]] = ..., contract: _Optional[str] = ..., method: _Optional[str] = ..., args: _Optional[_Iterable[str]] = ..., fee_units: _Optional[str] = ..., lock_time: _Optional[str] = ..., error: _Optional[str] = ..., message: _Optional[_Union[PendingMessage, _Mapping]] = ...) -> None: ...
+    staking: str
+    multisigs: _containers.RepeatedCompositeFieldContainer[PendingMultisig]
+    def __init__(self, chain: _Optional[str] = ..., network: _Optional[str] = ..., key_id: _Optional[str] = ..., from_address: _Optional[str] = ..., destinations: _Optional[_Iterable[str]] = ..., fee: _Optional[str] = ..., contract_call: _Optional[str] = ..., transfers: _Optional[_Iterable[_Union[PendingTransfer, _Mapping]]] = ..., contract: _Optional[str] = ..., method: _Optional[str] = ..., args: _Optional[_Iterable[str]] = ..., fee_units: _Optional[str] = ..., lock_time: _Optional[str] = ..., error: _Optional[str] = ..., message: _Optional[_Union[PendingMessage, _Mapping]] = ..., staking: _Optional[str] = ..., multisigs: _Optional[_Iterable[_Union[PendingMultisig, _Mapping]]] = ...) -> None: ...
+
+class PendingMultisig(_message.Message):
+    __slots__ = ("threshold", "total", "cosigners")
+    THRESHOLD_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_FIELD_NUMBER: _ClassVar[int]
+    COSIGNERS_FIELD_NUMBER: _ClassVar[int]
+    threshold: int
+    total: int
+    cosigners: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, threshold: _Optional[int] = ..., total: _Optional[int] = ..., cosigners: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class PendingMessage(_message.Message):
     __slots__ = ("kind", "text", "digest", "primary_type", "domain_name", "chain_id", "verifying_contract", "grants")

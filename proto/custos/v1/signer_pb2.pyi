@@ -134,10 +134,16 @@ class EvmTransaction(_message.Message):
     def __init__(self, chain_id: _Optional[int] = ..., type: _Optional[_Union[EvmTxType, str]] = ..., nonce: _Optional[int] = ..., to: _Optional[str] = ..., value: _Optional[str] = ..., data: _Optional[str] = ..., gas_limit: _Optional[int] = ..., gas_price: _Optional[str] = ..., max_fee_per_gas: _Optional[str] = ..., max_priority_fee_per_gas: _Optional[str] = ..., access_list: _Optional[_Iterable[_Union[EvmAccessListEntry, _Mapping]]] = ...) -> None: ...
 
 class TronTransaction(_message.Message):
-    __slots__ = ("network", "trx_transfer", "trc20_transfer", "ref_block_bytes", "ref_block_hash", "expiration", "timestamp", "fee_limit")
+    __slots__ = ("network", "trx_transfer", "trc20_transfer", "freeze_balance_v2", "unfreeze_balance_v2", "delegate_resource", "undelegate_resource", "withdraw_expire_unfreeze", "vote_witness", "ref_block_bytes", "ref_block_hash", "expiration", "timestamp", "fee_limit")
     NETWORK_FIELD_NUMBER: _ClassVar[int]
     TRX_TRANSFER_FIELD_NUMBER: _ClassVar[int]
     TRC20_TRANSFER_FIELD_NUMBER: _ClassVar[int]
+    FREEZE_BALANCE_V2_FIELD_NUMBER: _ClassVar[int]
+    UNFREEZE_BALANCE_V2_FIELD_NUMBER: _ClassVar[int]
+    DELEGATE_RESOURCE_FIELD_NUMBER: _ClassVar[int]
+    UNDELEGATE_RESOURCE_FIELD_NUMBER: _ClassVar[int]
+    WITHDRAW_EXPIRE_UNFREEZE_FIELD_NUMBER: _ClassVar[int]
+    VOTE_WITNESS_FIELD_NUMBER: _ClassVar[int]
     REF_BLOCK_BYTES_FIELD_NUMBER: _ClassVar[int]
     REF_BLOCK_HASH_FIELD_NUMBER: _ClassVar[int]
     EXPIRATION_FIELD_NUMBER: _ClassVar[int]
@@ -146,12 +152,18 @@ class TronTransaction(_message.Message):
     network: str
     trx_transfer: TronTrxTransfer
     trc20_transfer: TronTrc20Transfer
+    freeze_balance_v2: TronFreezeBalanceV2
+    unfreeze_balance_v2: TronUnfreezeBalanceV2
+    delegate_resource: TronDelegateResource
+    undelegate_resource: TronUnDelegateResource
+    withdraw_expire_unfreeze: TronWithdrawExpireUnfreeze
+    vote_witness: TronVoteWitness
     ref_block_bytes: str
     ref_block_hash: str
     expiration: int
     timestamp: int
     fee_limit: int
-    def __init__(self, network: _Optional[str] = ..., trx_transfer: _Optional[_Union[TronTrxTransfer, _Mapping]] = ..., trc20_transfer: _Optional[_Union[TronTrc20Transfer, _Mapping]] = ..., ref_block_bytes: _Optional[str] = ..., ref_block_hash: _Optional[str] = ..., expiration: _Optional[int] = ..., timestamp: _Optional[int] = ..., fee_limit: _Optional[int] = ...) -> None: ...
+    def __init__(self, network: _Optional[str] = ..., trx_transfer: _Optional[_Union[TronTrxTransfer, _Mapping]] = ..., trc20_transfer: _Optional[_Union[TronTrc20Transfer, _Mapping]] = ..., freeze_balance_v2: _Optional[_Union[TronFreezeBalanceV2, _Mapping]] = ..., unfreeze_balance_v2: _Optional[_Union[TronUnfreezeBalanceV2, _Mapping]] = ..., delegate_resource: _Optional[_Union[TronDelegateResource, _Mapping]] = ..., undelegate_resource: _Optional[_Union[TronUnDelegateResource, _Mapping]] = ..., withdraw_expire_unfreeze: _Optional[_Union[TronWithdrawExpireUnfreeze, _Mapping]] = ..., vote_witness: _Optional[_Union[TronVoteWitness, _Mapping]] = ..., ref_block_bytes: _Optional[str] = ..., ref_block_hash: _Optional[str] = ..., expiration: _Optional[int] = ..., timestamp: _Optional[int] = ..., fee_limit: _Optional[int] = ...) -> None: ...
 
 class TronTrxTransfer(_message.Message):
     __slots__ = ("to", "amount")
@@ -170,6 +182,64 @@ class TronTrc20Transfer(_message.Message):
     to: str
     amount: str
     def __init__(self, contract: _Optional[str] = ..., to: _Optional[str] = ..., amount: _Optional[str] = ...) -> None: ...
+
+class TronFreezeBalanceV2(_message.Message):
+    __slots__ = ("amount", "resource")
+    AMOUNT_FIELD_NUMBER: _ClassVar[int]
+    RESOURCE_FIELD_NUMBER: _ClassVar[int]
+    amount: int
+    resource: str
+    def __init__(self, amount: _Optional[int] = ..., resource: _Optional[str] = ...) -> None: ...
+
+class TronUnfreezeBalanceV2(_message.Message):
+    __slots__ = ("amount", "resource")
+    AMOUNT_FIELD_NUMBER: _ClassVar[int]
+    RESOURCE_FIELD_NUMBER: _ClassVar[int]
+    amount: int
+    resource: str
+    def __init__(self, amount: _Optional[int] = ..., resource: _Optional[str] = ...) -> None: ...
+
+class TronDelegateResource(_message.Message):
+    __slots__ = ("receiver", "amount", "resource", "lock", "lock_period")
+    RECEIVER_FIELD_NUMBER: _ClassVar[int]
+    AMOUNT_FIELD_NUMBER: _ClassVar[int]
+    RESOURCE_FIELD_NUMBER: _ClassVar[int]
+    LOCK_FIELD_NUMBER: _ClassVar[int]
+    LOCK_PERIOD_FIELD_NUMBER: _ClassVar[int]
+    receiver: str
+    amount: int
+    resource: str
+    lock: bool
+    lock_period: int
+    def __init__(self, receiver: _Optional[str] = ..., amount: _Optional[int] = ..., resource: _Optional[str] = ..., lock: _Optional[bool] = ..., lock_period: _Optional[int] = ...) -> None: ...
+
+class TronUnDelegateResource(_message.Message):
+    __slots__ = ("receiver", "amount", "resource")
+    RECEIVER_FIELD_NUMBER: _ClassVar[int]
+    AMOUNT_FIELD_NUMBER: _ClassVar[int]
+    RESOURCE_FIELD_NUMBER: _ClassVar[int]
+    receiver: str
+    amount: int
+    resource: str
+    def __init__(self, receiver: _Optional[str] = ..., amount: _Optional[int] = ..., resource: _Optional[str] = ...) -> None: ...
+
+class TronWithdrawExpireUnfreeze(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class TronVoteWitness(_message.Message):
+    __slots__ = ("votes",)
+    VOTES_FIELD_NUMBER: _ClassVar[int]
+    votes: _containers.RepeatedCompositeFieldContainer[TronVote]
+    def __init__(self, votes: _Optional[_Iterable[_Union[TronVote, _Mapping]]] = ...) -> None: ...
+
+class TronVote(_message.Message):
+    __slots__ = ("witness", "count")
+    WITNESS_FIELD_NUMBER: _ClassVar[int]
+    COUNT_FIELD_NUMBER: _ClassVar[int]
+    witness: str
+    count: int
+    def __init__(self, witness: _Optional[str] = ..., count: _Optional[int] = ...) -> None: ...
 
 class EvmPersonalMessage(_message.Message):
     __slots__ = ("chain_id", "message")
