@@ -225,11 +225,47 @@ def _wait_for_cursor(hooks: webhooks_pb2_grpc.WebhooksStub, at_least: int) -> No
         time.sleep(0.1)
 
 
-def wait_for_record(store: Store, kind: str) -> None:
+def wait_for_record(store: Store, kind: str, row: str | None = None) -> None:
+    """Until the log holds a `kind` record (about `row`, for state.tampered)."""
     deadline = time.monotonic() + 120
-    while not any(r.event.kind == kind for r in store.audit_records(0, 10**7)):
+    while not any(
+        r.event.kind == kind and row in (None, r.event.fields.get("row"))
+        for r in store.audit_records(0, 10**7)
+    ):
         assert time.monotonic() < deadline, f"no {kind} record"
         time.sleep(0.2)
+
+
+def test_a_forged_endpoint_or_a_removed_one_put_back_gets_nothing(
+    server: RunningServer, receiver: Receiver, tmp_path: Path
+) -> None:
+    officer = server.channel("officer")
+    hook = _hooks(officer).AddWebhook(webhooks_pb2.AddWebhookRequest(url=receiver.url, kinds=KINDS))
+    _create_keys(officer, "resurrect-a", 1)
+    receiver.wait_for(lambda r: len(r.accepted()) == 1)
+    database = tmp_path / "custos.db"
+    with sqlite3.connect(database) as db:
+        (old_row,) = db.execute("SELECT * FROM webhooks").fetchall()
+    _hooks(officer).RemoveWebhook(webhooks_pb2.RemoveWebhookRequest(webhook_id=hook.webhook_id))
+    attacker, httpd = start_receiver(tmp_path / "attacker", receiver.public_key_pem)
+    try:
+        forged = list(old_row)
+        forged[0], forged[1] = "wh-0000000000000000", attacker.url
+        with sqlite3.connect(database) as db:
+            marks = ", ".join("?" * len(old_row))
+            db.execute(f"INSERT INTO webhooks VALUES ({marks})", old_row)  # noqa: S608
+            db.execute(f"INSERT INTO webhooks VALUES ({marks})", forged)  # noqa: S608
+        _create_keys(officer, "resurrect-b", 2)
+        store = _store(server)
+        # Refused by their tags (the put-back row by the floor its removal raised).
+        wait_for_record(store, "state.tampered", hook.webhook_id)
+        wait_for_record(store, "state.tampered", "wh-0000000000000000")
+        auditor = _hooks(server.channel("auditor"))
+        assert list(auditor.ListWebhooks(webhooks_pb2.ListWebhooksRequest()).webhooks) == []
+    finally:
+        httpd.shutdown()
+    assert attacker.requests == []
+    assert len(receiver.requests) == 1
 
 
 # -- two replicas on PostgreSQL -------------------------------------------------------------
