@@ -327,6 +327,8 @@ class LoggedState:
     activations: dict[int, str]  # policy version -> hash, from policy.activated records
     # ceremony id -> highest row revision a ceremony.* record names
     ceremony_revs: dict[str, int] = dataclasses.field(default_factory=dict)
+    # Endpoints removed (signer.webhooks): their rows, put back, must be refused.
+    removed_webhooks: set[str] = dataclasses.field(default_factory=set)
 
     def seed(self, integrity: StateAuthenticator) -> None:
         for key_id, version in self.key_versions.items():
@@ -334,6 +336,8 @@ class LoggedState:
         for ceremony_id, rev in self.ceremony_revs.items():
             # An executed ceremony put back as approved must not run again.
             integrity.raise_floor("ceremonies", (ceremony_id,), rev)
+        for webhook_id in self.removed_webhooks:
+            integrity.raise_floor("webhooks", (webhook_id,), 2)  # rows are version 1 for life
 
 
 # Cheap byte tests before decoding: the log is mostly sign.* records.
@@ -345,6 +349,7 @@ _KEY_KINDS = (
 )
 _ACTIVATED = b'"kind":"policy.activated"'
 _CEREMONY = b'"kind":"ceremony.'
+_WEBHOOK_REMOVED = b'"kind":"webhook.removed"'
 
 
 def scan_audit_log(rows: Callable[[int, int], list[tuple[int, bytes, bytes]]]) -> LoggedState:
@@ -359,6 +364,8 @@ def scan_audit_log(rows: Callable[[int, int], list[tuple[int, bytes, bytes]]]) -
             if _ACTIVATED in data:
                 fields = json.loads(data)["fields"]
                 logged.activations[int(fields["version"])] = str(fields["hash"])
+            elif _WEBHOOK_REMOVED in data:
+                logged.removed_webhooks.add(str(json.loads(data)["fields"]["webhook_id"]))
             elif any(kind in data for kind in _KEY_KINDS):
                 fields = json.loads(data)["fields"]
                 key_id, version = str(fields["key_id"]), int(fields.get("row_version", 0))

@@ -696,7 +696,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_policy_commands(sub, client_help, _profile)
     add_psbt_commands(sub, client_help, _profile)
     add_integrity_commands(sub)
-    add_events_commands(sub)
+    add_events_commands(sub, client_help, _profile)
 
     p = sub.add_parser("db", help="store maintenance")
     actions = p.add_subparsers(dest="action", required=True, metavar="ACTION")

@@ -19,6 +19,7 @@ from typing import Protocol
 from audit.record import AuditEvent, AuditRecord
 from signer.store.ceremony_tables import CeremonyStore
 from signer.store.policy_tables import Admission, PendingRow, PolicyRow, PolicyStore
+from signer.store.webhook_tables import WebhookStore
 
 
 class StoreError(Exception):
@@ -163,7 +164,7 @@ class LegacySealer(Protocol):
     def totp(self, subject: str, sealed: bytes, state: str, rev: int) -> bytes: ...
 
 
-class Store(PolicyStore, CeremonyStore, Protocol):
+class Store(PolicyStore, CeremonyStore, WebhookStore, Protocol):
     """Transactional state shared by every replica."""
 
     def insert_key(self, key: KeyRecord, event: AuditEvent) -> None: ...

@@ -57,6 +57,7 @@ from signer.store.base import (
 )
 from signer.store.ceremony_tables import CeremonyRow
 from signer.store.policy_tables import Admission, PendingChange, PendingRow, PolicyRow
+from signer.store.webhook_tables import WebhookTables
 
 T = TypeVar("T")
 
@@ -109,7 +110,7 @@ class Rollback(Exception):
         self.value = value
 
 
-class SqlStore(abc.ABC):
+class SqlStore(WebhookTables, abc.ABC):
     """Every Store method, once; subclasses supply the dialect (see the module docstring)."""
 
     USAGE_SELECT: ClassVar[str]  # the amount/count columns (or their sums) of reservations

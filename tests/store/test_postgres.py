@@ -90,6 +90,7 @@ def test_migrate_is_idempotent_and_recorded(
         (3, "key network class"),
         (4, "state authenticators"),
         (5, "key ceremonies"),
+        (6, "webhooks"),
     ]
     unmigrated = open_store(postgres_url, schema=pg_schema, migrate=False)
     unmigrated.ping()
