@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1aproto/custos/v1/keys.proto\x12\tcustos.v1\"H\n\x07\x41\x64\x64ress\x12\r\n\x05\x63hain\x18\x01 \x01(\t\x12\x0f\n\x07network\x18\x02 \x01(\t\x12\x0c\n\x04kind\x18\x03 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x04 \x01(\t\"\xe4\x01\n\x03Key\x12\x0e\n\x06key_id\x18\x01 \x01(\t\x12\x11\n\talgorithm\x18\x02 \x01(\t\x12\x12\n\npublic_key\x18\x03 \x01(\t\x12\"\n\x05state\x18\x04 \x01(\x0e\x32\x13.custos.v1.KeyState\x12\x12\n\ncreated_by\x18\x05 \x01(\t\x12\x17\n\x0f\x63reated_at_unix\x18\x06 \x01(\x03\x12%\n\taddresses\x18\x07 \x03(\x0b\x32\x12.custos.v1.Address\x12.\n\rnetwork_class\x18\x08 \x01(\x0e\x32\x17.custos.v1.NetworkClass\"R\n\x10\x43reateKeyRequest\x12\x0e\n\x06key_id\x18\x01 \x01(\t\x12.\n\rnetwork_class\x18\x02 \x01(\x0e\x32\x17.custos.v1.NetworkClass\"\x1f\n\rGetKeyRequest\x12\x0e\n\x06key_id\x18\x01 \x01(\t\"\x11\n\x0fListKeysRequest\"0\n\x10ListKeysResponse\x12\x1c\n\x04keys\x18\x01 \x03(\x0b\x32\x0e.custos.v1.Key\"$\n\x12SetKeyStateRequest\x12\x0e\n\x06key_id\x18\x01 \x01(\t*T\n\x08KeyState\x12\x19\n\x15KEY_STATE_UNSPECIFIED\x10\x00\x12\x15\n\x11KEY_STATE_ENABLED\x10\x01\x12\x16\n\x12KEY_STATE_DISABLED\x10\x02*c\n\x0cNetworkClass\x12\x1d\n\x19NETWORK_CLASS_UNSPECIFIED\x10\x00\x12\x19\n\x15NETWORK_CLASS_MAINNET\x10\x01\x12\x19\n\x15NETWORK_CLASS_TESTNET\x10\x02\x32\xb2\x02\n\x04Keys\x12\x38\n\tCreateKey\x12\x1b.custos.v1.CreateKeyRequest\x1a\x0e.custos.v1.Key\x12\x32\n\x06GetKey\x12\x18.custos.v1.GetKeyRequest\x1a\x0e.custos.v1.Key\x12\x43\n\x08ListKeys\x12\x1a.custos.v1.ListKeysRequest\x1a\x1b.custos.v1.ListKeysResponse\x12;\n\nDisableKey\x12\x1d.custos.v1.SetKeyStateRequest\x1a\x0e.custos.v1.Key\x12:\n\tEnableKey\x12\x1d.custos.v1.SetKeyStateRequest\x1a\x0e.custos.v1.KeyBC\n\x11\x64\x65v.custos.api.v1B\tKeysProtoP\x01Z!custos.dev/api/custos/v1;custosv1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1aproto/custos/v1/keys.proto\x12\tcustos.v1\"H\n\x07\x41\x64\x64ress\x12\r\n\x05\x63hain\x18\x01 \x01(\t\x12\x0f\n\x07network\x18\x02 \x01(\t\x12\x0c\n\x04kind\x18\x03 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x04 \x01(\t\"\xe4\x01\n\x03Key\x12\x0e\n\x06key_id\x18\x01 \x01(\t\x12\x11\n\talgorithm\x18\x02 \x01(\t\x12\x12\n\npublic_key\x18\x03 \x01(\t\x12\"\n\x05state\x18\x04 \x01(\x0e\x32\x13.custos.v1.KeyState\x12\x12\n\ncreated_by\x18\x05 \x01(\t\x12\x17\n\x0f\x63reated_at_unix\x18\x06 \x01(\x03\x12%\n\taddresses\x18\x07 \x03(\x0b\x32\x12.custos.v1.Address\x12.\n\rnetwork_class\x18\x08 \x01(\x0e\x32\x17.custos.v1.NetworkClass\"R\n\x10\x43reateKeyRequest\x12\x0e\n\x06key_id\x18\x01 \x01(\t\x12.\n\rnetwork_class\x18\x02 \x01(\x0e\x32\x17.custos.v1.NetworkClass\"\x1f\n\rGetKeyRequest\x12\x0e\n\x06key_id\x18\x01 \x01(\t\"\x11\n\x0fListKeysRequest\"0\n\x10ListKeysResponse\x12\x1c\n\x04keys\x18\x01 \x03(\x0b\x32\x0e.custos.v1.Key\"$\n\x12SetKeyStateRequest\x12\x0e\n\x06key_id\x18\x01 \x01(\t\"\x82\x01\n\x19ProposeKeyCeremonyRequest\x12%\n\x04kind\x18\x01 \x01(\x0e\x32\x17.custos.v1.CeremonyKind\x12\x0e\n\x06key_id\x18\x02 \x01(\t\x12.\n\rnetwork_class\x18\x03 \x01(\x0e\x32\x17.custos.v1.NetworkClass\"S\n\x19\x41pproveKeyCeremonyRequest\x12\x13\n\x0b\x63\x65remony_id\x18\x01 \x01(\t\x12\x0e\n\x06\x64igest\x18\x02 \x01(\t\x12\x11\n\ttotp_code\x18\x03 \x01(\t\"B\n\x18\x43\x61ncelKeyCeremonyRequest\x12\x13\n\x0b\x63\x65remony_id\x18\x01 \x01(\t\x12\x11\n\ttotp_code\x18\x02 \x01(\t\",\n\x15GetKeyCeremonyRequest\x12\x13\n\x0b\x63\x65remony_id\x18\x01 \x01(\t\"\x1a\n\x18ListKeyCeremoniesRequest\"\x80\x03\n\x0bKeyCeremony\x12\x13\n\x0b\x63\x65remony_id\x18\x01 \x01(\t\x12%\n\x04kind\x18\x02 \x01(\x0e\x32\x17.custos.v1.CeremonyKind\x12\x0e\n\x06key_id\x18\x03 \x01(\t\x12.\n\rnetwork_class\x18\x04 \x01(\x0e\x32\x17.custos.v1.NetworkClass\x12\r\n\x05state\x18\x05 \x01(\t\x12\x0e\n\x06\x64igest\x18\x06 \x01(\t\x12\x13\n\x0bproposed_by\x18\x07 \x01(\t\x12\x13\n\x0b\x61pproved_by\x18\x08 \x03(\t\x12\x1a\n\x12\x61pprovals_required\x18\t \x01(\r\x12\x1b\n\x13proposed_at_unix_ms\x18\n \x01(\x03\x12\x1a\n\x12\x65xpires_at_unix_ms\x18\x0b \x01(\x03\x12\x18\n\x10\x66inished_at_unix\x18\x0c \x01(\x03\x12\x16\n\x0epolicy_version\x18\r \x01(\r\x12\x0f\n\x07outcome\x18\x0e \x01(\t\x12\x14\n\x0c\x63\x61ncelled_by\x18\x0f \x01(\t\"G\n\x19ListKeyCeremoniesResponse\x12*\n\nceremonies\x18\x01 \x03(\x0b\x32\x16.custos.v1.KeyCeremony*k\n\x08KeyState\x12\x19\n\x15KEY_STATE_UNSPECIFIED\x10\x00\x12\x15\n\x11KEY_STATE_ENABLED\x10\x01\x12\x16\n\x12KEY_STATE_DISABLED\x10\x02\x12\x15\n\x11KEY_STATE_RETIRED\x10\x03*c\n\x0cNetworkClass\x12\x1d\n\x19NETWORK_CLASS_UNSPECIFIED\x10\x00\x12\x19\n\x15NETWORK_CLASS_MAINNET\x10\x01\x12\x19\n\x15NETWORK_CLASS_TESTNET\x10\x02*\xa6\x01\n\x0c\x43\x65remonyKind\x12\x1d\n\x19\x43\x45REMONY_KIND_UNSPECIFIED\x10\x00\x12\x1c\n\x18\x43\x45REMONY_KIND_CREATE_KEY\x10\x01\x12\x1d\n\x19\x43\x45REMONY_KIND_DISABLE_KEY\x10\x02\x12\x1c\n\x18\x43\x45REMONY_KIND_ENABLE_KEY\x10\x03\x12\x1c\n\x18\x43\x45REMONY_KIND_RETIRE_KEY\x10\x04\x32\xd8\x05\n\x04Keys\x12\x38\n\tCreateKey\x12\x1b.custos.v1.CreateKeyRequest\x1a\x0e.custos.v1.Key\x12\x32\n\x06GetKey\x12\x18.custos.v1.GetKeyRequest\x1a\x0e.custos.v1.Key\x12\x43\n\x08ListKeys\x12\x1a.custos.v1.ListKeysRequest\x1a\x1b.custos.v1.ListKeysResponse\x12;\n\nDisableKey\x12\x1d.custos.v1.SetKeyStateRequest\x1a\x0e.custos.v1.Key\x12:\n\tEnableKey\x12\x1d.custos.v1.SetKeyStateRequest\x1a\x0e.custos.v1.Key\x12R\n\x12ProposeKeyCeremony\x12$.custos.v1.ProposeKeyCeremonyRequest\x1a\x16.custos.v1.KeyCeremony\x12R\n\x12\x41pproveKeyCeremony\x12$.custos.v1.ApproveKeyCeremonyRequest\x1a\x16.custos.v1.KeyCeremony\x12P\n\x11\x43\x61ncelKeyCeremony\x12#.custos.v1.CancelKeyCeremonyRequest\x1a\x16.custos.v1.KeyCeremony\x12J\n\x0eGetKeyCeremony\x12 .custos.v1.GetKeyCeremonyRequest\x1a\x16.custos.v1.KeyCeremony\x12^\n\x11ListKeyCeremonies\x12#.custos.v1.ListKeyCeremoniesRequest\x1a$.custos.v1.ListKeyCeremoniesResponseBC\n\x11\x64\x65v.custos.api.v1B\tKeysProtoP\x01Z!custos.dev/api/custos/v1;custosv1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -32,10 +32,12 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'proto.custos.v1.keys_pb2', 
 if not _descriptor._USE_C_DESCRIPTORS:
   _globals['DESCRIPTOR']._loaded_options = None
   _globals['DESCRIPTOR']._serialized_options = b'\n\021dev.custos.api.v1B\tKeysProtoP\001Z!custos.dev/api/custos/v1;custosv1'
-  _globals['_KEYSTATE']._serialized_start=570
-  _globals['_KEYSTATE']._serialized_end=654
-  _globals['_NETWORKCLASS']._serialized_start=656
-  _globals['_NETWORKCLASS']._serialized_end=755
+  _globals['_KEYSTATE']._serialized_start=1390
+  _globals['_KEYSTATE']._serialized_end=1497
+  _globals['_NETWORKCLASS']._serialized_start=1499
+  _globals['_NETWORKCLASS']._serialized_end=1598
+  _globals['_CEREMONYKIND']._serialized_start=1601
+  _globals['_CEREMONYKIND']._serialized_end=1767
   _globals['_ADDRESS']._serialized_start=41
   _globals['_ADDRESS']._serialized_end=113
   _globals['_KEY']._serialized_start=116
@@ -50,6 +52,20 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_LISTKEYSRESPONSE']._serialized_end=530
   _globals['_SETKEYSTATEREQUEST']._serialized_start=532
   _globals['_SETKEYSTATEREQUEST']._serialized_end=568
-  _globals['_KEYS']._serialized_start=758
-  _globals['_KEYS']._serialized_end=1064
+  _globals['_PROPOSEKEYCEREMONYREQUEST']._serialized_start=571
+  _globals['_PROPOSEKEYCEREMONYREQUEST']._serialized_end=701
+  _globals['_APPROVEKEYCEREMONYREQUEST']._serialized_start=703
+  _globals['_APPROVEKEYCEREMONYREQUEST']._serialized_end=786
+  _globals['_CANCELKEYCEREMONYREQUEST']._serialized_start=788
+  _globals['_CANCELKEYCEREMONYREQUEST']._serialized_end=854
+  _globals['_GETKEYCEREMONYREQUEST']._serialized_start=856
+  _globals['_GETKEYCEREMONYREQUEST']._serialized_end=900
+  _globals['_LISTKEYCEREMONIESREQUEST']._serialized_start=902
+  _globals['_LISTKEYCEREMONIESREQUEST']._serialized_end=928
+  _globals['_KEYCEREMONY']._serialized_start=931
+  _globals['_KEYCEREMONY']._serialized_end=1315
+  _globals['_LISTKEYCEREMONIESRESPONSE']._serialized_start=1317
+  _globals['_LISTKEYCEREMONIESRESPONSE']._serialized_end=1388
+  _globals['_KEYS']._serialized_start=1770
+  _globals['_KEYS']._serialized_end=2498
 # @@protoc_insertion_point(module_scope)
