@@ -27,6 +27,7 @@ from policies import ceremonies as rules
 from policies.approvals import Refused
 from policies.governance import OfficerApproval
 from signer.authenticity import Fact, StateAuthenticator
+from signer.clock import Clock, utcnow
 from signer.errors import (
     AlreadyExists,
     FailedPrecondition,
@@ -34,8 +35,8 @@ from signer.errors import (
     InvalidRequest,
     NotFound,
 )
-from signer.governance import PolicyGovernor, utcnow
 from signer.keys import KeyManager, check_key_id, checked_network_class
+from signer.policy_governor import PolicyGovernor
 from signer.store.base import KeyRecord, KeyState, Store
 from signer.store.ceremony_tables import CeremonyRow
 
@@ -104,7 +105,7 @@ class KeyCeremonies:
         governor: PolicyGovernor,
         *,
         integrity: StateAuthenticator,
-        clock: Callable[[], datetime] = utcnow,
+        clock: Clock = utcnow,
     ) -> None:
         self._store = store
         self._keys = keys
