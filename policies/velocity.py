@@ -4,8 +4,9 @@ Pure arithmetic. The store does the atomic part: in one transaction it sums
 the live reservations of each bucket (`Delta.key`) made after
 `window_start(delta, now)`, calls `check`, and inserts one reservation per
 delta. Released reservations (rejected or expired requests) no longer count;
-spent ones count until they leave the window. `usage_of` is the reference
-definition of that sum, which the store's SQL must agree with.
+spent ones count until they leave the window (tests/unit/test_policy_velocity.py
+holds the reference definition of that sum, which the store's SQL and the
+audit-log ledger, signer/budget_ledger.py, must agree with).
 """
 
 from __future__ import annotations
@@ -57,17 +58,6 @@ class Breach:
         if self.remaining_count is not None:
             out["count"] = self.remaining_count
         return out
-
-
-@dataclass(frozen=True, slots=True)
-class Reservation:
-    """One stored reservation, as `usage_of` reads it."""
-
-    key: str
-    amount: int
-    count: int
-    reserved_at: datetime
-    released: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -305,21 +295,3 @@ def check(deltas: Iterable[Delta], usage: Mapping[str, Spent]) -> Breach | None:
         if over_amount or over_count:
             return Breach(delta.limit_id, delta.key, delta.window, amount_left, count_left)
     return None
-
-
-def usage_of(reservations: Iterable[Reservation], delta: Delta, now: datetime) -> Spent:
-    """Reference sum of a bucket's live reservations in its window ending at `now`."""
-    start = window_start(delta, now)
-    amount = count = 0
-    for r in reservations:
-        # No upper bound: a reservation stamped ahead of `now` (clock skew
-        # between replicas) must still count, or skew would hand out budget.
-        if r.key == delta.key and not r.released and r.reserved_at > start:
-            amount += r.amount
-            count += r.count
-    return Spent(amount, count)
-
-
-def reservations_for(deltas: Iterable[Delta], now: datetime) -> tuple[Reservation, ...]:
-    """The reservation rows a store writes for an accepted batch."""
-    return tuple(Reservation(d.key, d.amount, d.count, now) for d in deltas)

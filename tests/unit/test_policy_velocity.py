@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import json
-from dataclasses import replace
+from collections.abc import Iterable
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -16,15 +17,44 @@ from policies.intent import Intent, Transfer
 from policies.velocity import (
     CompiledLimit,
     Delta,
-    Reservation,
     Spent,
     batch_deltas,
     check,
     remaining,
-    reservations_for,
-    usage_of,
     window_start,
 )
+
+
+# The reference model of what a store sums: the store's SQL and the audit-log
+# ledger (signer/budget_ledger.py) must agree with it.
+@dataclass(frozen=True, slots=True)
+class Reservation:
+    """One stored reservation, as the reference model reads it."""
+
+    key: str
+    amount: int
+    count: int
+    reserved_at: datetime
+    released: bool = False
+
+
+def usage_of(reservations: Iterable[Reservation], delta: Delta, now: datetime) -> Spent:
+    """Reference sum of a bucket's live reservations in its window ending at `now`."""
+    start = window_start(delta, now)
+    amount = count = 0
+    for r in reservations:
+        # No upper bound: a reservation stamped ahead of `now` (clock skew
+        # between replicas) must still count, or skew would hand out budget.
+        if r.key == delta.key and not r.released and r.reserved_at > start:
+            amount += r.amount
+            count += r.count
+    return Spent(amount, count)
+
+
+def reservations_for(deltas: Iterable[Delta], now: datetime) -> tuple[Reservation, ...]:
+    """The reservation rows a store writes for an accepted batch."""
+    return tuple(Reservation(d.key, d.amount, d.count, now) for d in deltas)
+
 
 NOW = datetime(2024, 5, 6, 12, 0, tzinfo=UTC)
 USDT = "0xdAC17F958D2ee523a2206206994597C13D831ec7"
