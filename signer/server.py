@@ -40,6 +40,7 @@ from signer.governance import PolicyGovernor, utcnow
 from signer.health import HealthMonitor
 from signer.interceptors import EdgeInterceptor, StreamLimiter
 from signer.jsonrpc import JsonRpcServer
+from signer.key_import import KeyImports
 from signer.keys import KeyManager
 from signer.pipeline import SigningPipeline
 from signer.policy_services import ApprovalsService, PoliciesService
@@ -258,7 +259,11 @@ class CustosServer:
     ) -> None:
         signer_pb2_grpc.add_SignerServicer_to_server(SignerService(pipeline), self._grpc)
         keys_pb2_grpc.add_KeysServicer_to_server(
-            KeysService(KeyManager(self.store, self.pool, integrity=self.integrity)), self._grpc
+            KeysService(
+                KeyManager(self.store, self.pool, integrity=self.integrity),
+                KeyImports(self.store, self.pool, integrity=self.integrity),
+            ),
+            self._grpc,
         )
         audit_pb2_grpc.add_AuditServicer_to_server(AuditService(self.audit, self.store), self._grpc)
         policy_pb2_grpc.add_PoliciesServicer_to_server(

@@ -22,7 +22,8 @@ from signer.chains.networks import MAINNET, TESTNET, NetworkClass, network_class
 from signer.chains.registry import all_addresses
 from signer.errors import InvalidRequest, NotFound
 from signer.interceptors import current_identity
-from signer.keys import KeyManager, check_key_id
+from signer.key_import import IMPORT_KEY_ALGORITHM, ImportKeyInfo, KeyImports, WrappedImport
+from signer.keys import GENERATED, IMPORTED, KeyManager, check_key_id
 from signer.pipeline import SigningPipeline
 from signer.store.base import KeyRecord, KeyState, Store, StoredCheckpoint
 
@@ -33,6 +34,10 @@ _STATE = {
 _CLASS: dict[str, keys_pb2.NetworkClass] = {
     MAINNET: keys_pb2.NETWORK_CLASS_MAINNET,
     TESTNET: keys_pb2.NETWORK_CLASS_TESTNET,
+}
+_ORIGIN = {
+    GENERATED: keys_pb2.KEY_ORIGIN_GENERATED,
+    IMPORTED: keys_pb2.KEY_ORIGIN_IMPORTED,
 }
 _CLASS_OF_MESSAGE: dict[int, NetworkClass] = {
     keys_pb2.NETWORK_CLASS_MAINNET: MAINNET,
@@ -56,6 +61,15 @@ def key_message(record: KeyRecord) -> keys_pb2.Key:
             if network_class(a.chain, a.network) == record.network_class
         ],
         network_class=_CLASS[record.network_class],
+        origin=_ORIGIN[record.origin],
+    )
+
+
+def _import_key_message(info: ImportKeyInfo) -> keys_pb2.ImportWrappingKey:
+    return keys_pb2.ImportWrappingKey(
+        public_key_der=info.public_key_der,
+        fingerprint=info.fingerprint,
+        algorithm=IMPORT_KEY_ALGORITHM,
     )
 
 
@@ -100,24 +114,55 @@ class SignerService(signer_pb2_grpc.SignerServicer):
         return signer_pb2.SignPsbtResponse(batch=batch, psbt=psbt)
 
 
+def _chosen_class(value: int) -> NetworkClass:
+    """The network class a request names; checked before anything reaches the HSM."""
+    chosen = _CLASS_OF_MESSAGE.get(value)
+    if chosen is None:
+        raise InvalidRequest(
+            "network_class: required, NETWORK_CLASS_MAINNET or NETWORK_CLASS_TESTNET"
+            " (fixed for the key's life)"
+        )
+    return chosen
+
+
 class KeysService(keys_pb2_grpc.KeysServicer):
-    def __init__(self, keys: KeyManager) -> None:
+    def __init__(self, keys: KeyManager, imports: KeyImports) -> None:
         self._keys = keys
+        self._imports = imports
 
     def CreateKey(  # noqa: N802
         self, request: keys_pb2.CreateKeyRequest, context: grpc.ServicerContext
     ) -> keys_pb2.Key:
         check_key_id(request.key_id)
-        # Checked before anything reaches the HSM; the class cannot be changed later.
-        chosen = _CLASS_OF_MESSAGE.get(request.network_class)
-        if chosen is None:
-            raise InvalidRequest(
-                "network_class: required, NETWORK_CLASS_MAINNET or NETWORK_CLASS_TESTNET"
-                " (fixed for the key's life)"
-            )
+        chosen = _chosen_class(request.network_class)
         return key_message(
             self._keys.create(request.key_id, chosen, current_identity.get().subject)
         )
+
+    def CreateImportKey(  # noqa: N802
+        self, request: keys_pb2.CreateImportKeyRequest, context: grpc.ServicerContext
+    ) -> keys_pb2.ImportWrappingKey:
+        return _import_key_message(self._imports.create_import_key(current_identity.get().subject))
+
+    def GetImportKey(  # noqa: N802
+        self, request: keys_pb2.GetImportKeyRequest, context: grpc.ServicerContext
+    ) -> keys_pb2.ImportWrappingKey:
+        return _import_key_message(self._imports.import_key())
+
+    def ImportKey(  # noqa: N802
+        self, request: keys_pb2.ImportKeyRequest, context: grpc.ServicerContext
+    ) -> keys_pb2.Key:
+        check_key_id(request.key_id)
+        wrapped = WrappedImport(
+            key_id=request.key_id,
+            network_class=_chosen_class(request.network_class),
+            wrapped_key=request.wrapped_key,
+            public_key=request.public_key,
+            import_key_fingerprint=request.import_key_fingerprint,
+            source=request.source,
+            path=request.path,
+        )
+        return key_message(self._imports.import_wrapped(wrapped, current_identity.get().subject))
 
     def GetKey(  # noqa: N802
         self, request: keys_pb2.GetKeyRequest, context: grpc.ServicerContext

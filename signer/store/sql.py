@@ -59,7 +59,9 @@ from signer.store.policy_tables import Admission, PendingChange, PendingRow, Pol
 
 T = TypeVar("T")
 
-KEY_COLUMNS = "key_id, public_key, state, created_by, created_at_ms, network_class, version, mac"
+KEY_COLUMNS = (
+    "key_id, public_key, state, created_by, created_at_ms, network_class, version, mac, origin"
+)
 PENDING_COLUMNS = "approval_id, caller, request_id, state, expires_at_ms, record, request, rev, mac"
 POLICY_COLUMNS = "version, hash, document_yaml, state, record, activated_at_ms, rev, mac"
 BATCH = "FROM batches WHERE caller = ? AND request_id = ?"
@@ -238,11 +240,12 @@ class SqlStore(abc.ABC):
             key.network_class,
             key.version,
             key.mac,
+            key.origin,
         )
 
         def work(tx: Tx) -> None:
             inserted = tx.execute(
-                f"INSERT INTO keys ({KEY_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"  # noqa: S608
+                f"INSERT INTO keys ({KEY_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"  # noqa: S608
                 " ON CONFLICT (key_id) DO NOTHING RETURNING 1",
                 row,
             ).fetchone()
@@ -837,6 +840,7 @@ def _key(row: tuple[Any, ...]) -> KeyRecord:
         row[5],
         int(row[6]),
         _bytes(row[7]),
+        origin=row[8],
     )
 
 

@@ -39,6 +39,15 @@ REQUESTS: dict[str, tuple[Message, type[Message]]] = {
         keys_pb2.SetKeyStateRequest(key_id="auth-probe-missing"),
         keys_pb2.Key,
     ),
+    "/custos.v1.Keys/CreateImportKey": (
+        keys_pb2.CreateImportKeyRequest(),
+        keys_pb2.ImportWrappingKey,
+    ),
+    "/custos.v1.Keys/GetImportKey": (keys_pb2.GetImportKeyRequest(), keys_pb2.ImportWrappingKey),
+    "/custos.v1.Keys/ImportKey": (
+        keys_pb2.ImportKeyRequest(key_id="Not Valid"),
+        keys_pb2.Key,
+    ),
     "/custos.v1.Audit/StreamRecords": (
         audit_pb2.StreamRecordsRequest(from_seq=10**9),
         audit_pb2.AuditRecord,

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1aproto/custos/v1/keys.proto\x12\tcustos.v1\"H\n\x07\x41\x64\x64ress\x12\r\n\x05\x63hain\x18\x01 \x01(\t\x12\x0f\n\x07network\x18\x02 \x01(\t\x12\x0c\n\x04kind\x18\x03 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x04 \x01(\t\"\xe4\x01\n\x03Key\x12\x0e\n\x06key_id\x18\x01 \x01(\t\x12\x11\n\talgorithm\x18\x02 \x01(\t\x12\x12\n\npublic_key\x18\x03 \x01(\t\x12\"\n\x05state\x18\x04 \x01(\x0e\x32\x13.custos.v1.KeyState\x12\x12\n\ncreated_by\x18\x05 \x01(\t\x12\x17\n\x0f\x63reated_at_unix\x18\x06 \x01(\x03\x12%\n\taddresses\x18\x07 \x03(\x0b\x32\x12.custos.v1.Address\x12.\n\rnetwork_class\x18\x08 \x01(\x0e\x32\x17.custos.v1.NetworkClass\"R\n\x10\x43reateKeyRequest\x12\x0e\n\x06key_id\x18\x01 \x01(\t\x12.\n\rnetwork_class\x18\x02 \x01(\x0e\x32\x17.custos.v1.NetworkClass\"\x1f\n\rGetKeyRequest\x12\x0e\n\x06key_id\x18\x01 \x01(\t\"\x11\n\x0fListKeysRequest\"0\n\x10ListKeysResponse\x12\x1c\n\x04keys\x18\x01 \x03(\x0b\x32\x0e.custos.v1.Key\"$\n\x12SetKeyStateRequest\x12\x0e\n\x06key_id\x18\x01 \x01(\t*T\n\x08KeyState\x12\x19\n\x15KEY_STATE_UNSPECIFIED\x10\x00\x12\x15\n\x11KEY_STATE_ENABLED\x10\x01\x12\x16\n\x12KEY_STATE_DISABLED\x10\x02*c\n\x0cNetworkClass\x12\x1d\n\x19NETWORK_CLASS_UNSPECIFIED\x10\x00\x12\x19\n\x15NETWORK_CLASS_MAINNET\x10\x01\x12\x19\n\x15NETWORK_CLASS_TESTNET\x10\x02\x32\xb2\x02\n\x04Keys\x12\x38\n\tCreateKey\x12\x1b.custos.v1.CreateKeyRequest\x1a\x0e.custos.v1.Key\x12\x32\n\x06GetKey\x12\x18.custos.v1.GetKeyRequest\x1a\x0e.custos.v1.Key\x12\x43\n\x08ListKeys\x12\x1a.custos.v1.ListKeysRequest\x1a\x1b.custos.v1.ListKeysResponse\x12;\n\nDisableKey\x12\x1d.custos.v1.SetKeyStateRequest\x1a\x0e.custos.v1.Key\x12:\n\tEnableKey\x12\x1d.custos.v1.SetKeyStateRequest\x1a\x0e.custos.v1.KeyBC\n\x11\x64\x65v.custos.api.v1B\tKeysProtoP\x01Z!custos.dev/api/custos/v1;custosv1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1aproto/custos/v1/keys.proto\x12\tcustos.v1\"H\n\x07\x41\x64\x64ress\x12\r\n\x05\x63hain\x18\x01 \x01(\t\x12\x0f\n\x07network\x18\x02 \x01(\t\x12\x0c\n\x04kind\x18\x03 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x04 \x01(\t\"\x8a\x02\n\x03Key\x12\x0e\n\x06key_id\x18\x01 \x01(\t\x12\x11\n\talgorithm\x18\x02 \x01(\t\x12\x12\n\npublic_key\x18\x03 \x01(\t\x12\"\n\x05state\x18\x04 \x01(\x0e\x32\x13.custos.v1.KeyState\x12\x12\n\ncreated_by\x18\x05 \x01(\t\x12\x17\n\x0f\x63reated_at_unix\x18\x06 \x01(\x03\x12%\n\taddresses\x18\x07 \x03(\x0b\x32\x12.custos.v1.Address\x12.\n\rnetwork_class\x18\x08 \x01(\x0e\x32\x17.custos.v1.NetworkClass\x12$\n\x06origin\x18\t \x01(\x0e\x32\x14.custos.v1.KeyOrigin\"R\n\x10\x43reateKeyRequest\x12\x0e\n\x06key_id\x18\x01 \x01(\t\x12.\n\rnetwork_class\x18\x02 \x01(\x0e\x32\x17.custos.v1.NetworkClass\"\xb9\x01\n\x10ImportKeyRequest\x12\x0e\n\x06key_id\x18\x01 \x01(\t\x12.\n\rnetwork_class\x18\x02 \x01(\x0e\x32\x17.custos.v1.NetworkClass\x12\x13\n\x0bwrapped_key\x18\x03 \x01(\x0c\x12\x12\n\npublic_key\x18\x04 \x01(\x0c\x12\x1e\n\x16import_key_fingerprint\x18\x05 \x01(\t\x12\x0e\n\x06source\x18\x06 \x01(\t\x12\x0c\n\x04path\x18\x07 \x01(\t\"S\n\x11ImportWrappingKey\x12\x16\n\x0epublic_key_der\x18\x01 \x01(\x0c\x12\x13\n\x0b\x66ingerprint\x18\x02 \x01(\t\x12\x11\n\talgorithm\x18\x03 \x01(\t\"\x18\n\x16\x43reateImportKeyRequest\"\x15\n\x13GetImportKeyRequest\"\x1f\n\rGetKeyRequest\x12\x0e\n\x06key_id\x18\x01 \x01(\t\"\x11\n\x0fListKeysRequest\"0\n\x10ListKeysResponse\x12\x1c\n\x04keys\x18\x01 \x03(\x0b\x32\x0e.custos.v1.Key\"$\n\x12SetKeyStateRequest\x12\x0e\n\x06key_id\x18\x01 \x01(\t*T\n\x08KeyState\x12\x19\n\x15KEY_STATE_UNSPECIFIED\x10\x00\x12\x15\n\x11KEY_STATE_ENABLED\x10\x01\x12\x16\n\x12KEY_STATE_DISABLED\x10\x02*c\n\x0cNetworkClass\x12\x1d\n\x19NETWORK_CLASS_UNSPECIFIED\x10\x00\x12\x19\n\x15NETWORK_CLASS_MAINNET\x10\x01\x12\x19\n\x15NETWORK_CLASS_TESTNET\x10\x02*Z\n\tKeyOrigin\x12\x1a\n\x16KEY_ORIGIN_UNSPECIFIED\x10\x00\x12\x18\n\x14KEY_ORIGIN_GENERATED\x10\x01\x12\x17\n\x13KEY_ORIGIN_IMPORTED\x10\x02\x32\x8e\x04\n\x04Keys\x12\x38\n\tCreateKey\x12\x1b.custos.v1.CreateKeyRequest\x1a\x0e.custos.v1.Key\x12\x32\n\x06GetKey\x12\x18.custos.v1.GetKeyRequest\x1a\x0e.custos.v1.Key\x12\x43\n\x08ListKeys\x12\x1a.custos.v1.ListKeysRequest\x1a\x1b.custos.v1.ListKeysResponse\x12;\n\nDisableKey\x12\x1d.custos.v1.SetKeyStateRequest\x1a\x0e.custos.v1.Key\x12:\n\tEnableKey\x12\x1d.custos.v1.SetKeyStateRequest\x1a\x0e.custos.v1.Key\x12R\n\x0f\x43reateImportKey\x12!.custos.v1.CreateImportKeyRequest\x1a\x1c.custos.v1.ImportWrappingKey\x12L\n\x0cGetImportKey\x12\x1e.custos.v1.GetImportKeyRequest\x1a\x1c.custos.v1.ImportWrappingKey\x12\x38\n\tImportKey\x12\x1b.custos.v1.ImportKeyRequest\x1a\x0e.custos.v1.KeyBC\n\x11\x64\x65v.custos.api.v1B\tKeysProtoP\x01Z!custos.dev/api/custos/v1;custosv1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -32,24 +32,34 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'proto.custos.v1.keys_pb2', 
 if not _descriptor._USE_C_DESCRIPTORS:
   _globals['DESCRIPTOR']._loaded_options = None
   _globals['DESCRIPTOR']._serialized_options = b'\n\021dev.custos.api.v1B\tKeysProtoP\001Z!custos.dev/api/custos/v1;custosv1'
-  _globals['_KEYSTATE']._serialized_start=570
-  _globals['_KEYSTATE']._serialized_end=654
-  _globals['_NETWORKCLASS']._serialized_start=656
-  _globals['_NETWORKCLASS']._serialized_end=755
+  _globals['_KEYSTATE']._serialized_start=930
+  _globals['_KEYSTATE']._serialized_end=1014
+  _globals['_NETWORKCLASS']._serialized_start=1016
+  _globals['_NETWORKCLASS']._serialized_end=1115
+  _globals['_KEYORIGIN']._serialized_start=1117
+  _globals['_KEYORIGIN']._serialized_end=1207
   _globals['_ADDRESS']._serialized_start=41
   _globals['_ADDRESS']._serialized_end=113
   _globals['_KEY']._serialized_start=116
-  _globals['_KEY']._serialized_end=344
-  _globals['_CREATEKEYREQUEST']._serialized_start=346
-  _globals['_CREATEKEYREQUEST']._serialized_end=428
-  _globals['_GETKEYREQUEST']._serialized_start=430
-  _globals['_GETKEYREQUEST']._serialized_end=461
-  _globals['_LISTKEYSREQUEST']._serialized_start=463
-  _globals['_LISTKEYSREQUEST']._serialized_end=480
-  _globals['_LISTKEYSRESPONSE']._serialized_start=482
-  _globals['_LISTKEYSRESPONSE']._serialized_end=530
-  _globals['_SETKEYSTATEREQUEST']._serialized_start=532
-  _globals['_SETKEYSTATEREQUEST']._serialized_end=568
-  _globals['_KEYS']._serialized_start=758
-  _globals['_KEYS']._serialized_end=1064
+  _globals['_KEY']._serialized_end=382
+  _globals['_CREATEKEYREQUEST']._serialized_start=384
+  _globals['_CREATEKEYREQUEST']._serialized_end=466
+  _globals['_IMPORTKEYREQUEST']._serialized_start=469
+  _globals['_IMPORTKEYREQUEST']._serialized_end=654
+  _globals['_IMPORTWRAPPINGKEY']._serialized_start=656
+  _globals['_IMPORTWRAPPINGKEY']._serialized_end=739
+  _globals['_CREATEIMPORTKEYREQUEST']._serialized_start=741
+  _globals['_CREATEIMPORTKEYREQUEST']._serialized_end=765
+  _globals['_GETIMPORTKEYREQUEST']._serialized_start=767
+  _globals['_GETIMPORTKEYREQUEST']._serialized_end=788
+  _globals['_GETKEYREQUEST']._serialized_start=790
+  _globals['_GETKEYREQUEST']._serialized_end=821
+  _globals['_LISTKEYSREQUEST']._serialized_start=823
+  _globals['_LISTKEYSREQUEST']._serialized_end=840
+  _globals['_LISTKEYSRESPONSE']._serialized_start=842
+  _globals['_LISTKEYSRESPONSE']._serialized_end=890
+  _globals['_SETKEYSTATEREQUEST']._serialized_start=892
+  _globals['_SETKEYSTATEREQUEST']._serialized_end=928
+  _globals['_KEYS']._serialized_start=1210
+  _globals['_KEYS']._serialized_end=1736
 # @@protoc_insertion_point(module_scope)

@@ -18,12 +18,21 @@ class NetworkClass(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     NETWORK_CLASS_UNSPECIFIED: _ClassVar[NetworkClass]
     NETWORK_CLASS_MAINNET: _ClassVar[NetworkClass]
     NETWORK_CLASS_TESTNET: _ClassVar[NetworkClass]
+
+class KeyOrigin(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    KEY_ORIGIN_UNSPECIFIED: _ClassVar[KeyOrigin]
+    KEY_ORIGIN_GENERATED: _ClassVar[KeyOrigin]
+    KEY_ORIGIN_IMPORTED: _ClassVar[KeyOrigin]
 KEY_STATE_UNSPECIFIED: KeyState
 KEY_STATE_ENABLED: KeyState
 KEY_STATE_DISABLED: KeyState
 NETWORK_CLASS_UNSPECIFIED: NetworkClass
 NETWORK_CLASS_MAINNET: NetworkClass
 NETWORK_CLASS_TESTNET: NetworkClass
+KEY_ORIGIN_UNSPECIFIED: KeyOrigin
+KEY_ORIGIN_GENERATED: KeyOrigin
+KEY_ORIGIN_IMPORTED: KeyOrigin
 
 class Address(_message.Message):
     __slots__ = ("chain", "network", "kind", "address")
@@ -38,7 +47,7 @@ class Address(_message.Message):
     def __init__(self, chain: _Optional[str] = ..., network: _Optional[str] = ..., kind: _Optional[str] = ..., address: _Optional[str] = ...) -> None: ...
 
 class Key(_message.Message):
-    __slots__ = ("key_id", "algorithm", "public_key", "state", "created_by", "created_at_unix", "addresses", "network_class")
+    __slots__ = ("key_id", "algorithm", "public_key", "state", "created_by", "created_at_unix", "addresses", "network_class", "origin")
     KEY_ID_FIELD_NUMBER: _ClassVar[int]
     ALGORITHM_FIELD_NUMBER: _ClassVar[int]
     PUBLIC_KEY_FIELD_NUMBER: _ClassVar[int]
@@ -47,6 +56,7 @@ class Key(_message.Message):
     CREATED_AT_UNIX_FIELD_NUMBER: _ClassVar[int]
     ADDRESSES_FIELD_NUMBER: _ClassVar[int]
     NETWORK_CLASS_FIELD_NUMBER: _ClassVar[int]
+    ORIGIN_FIELD_NUMBER: _ClassVar[int]
     key_id: str
     algorithm: str
     public_key: str
@@ -55,7 +65,8 @@ class Key(_message.Message):
     created_at_unix: int
     addresses: _containers.RepeatedCompositeFieldContainer[Address]
     network_class: NetworkClass
-    def __init__(self, key_id: _Optional[str] = ..., algorithm: _Optional[str] = ..., public_key: _Optional[str] = ..., state: _Optional[_Union[KeyState, str]] = ..., created_by: _Optional[str] = ..., created_at_unix: _Optional[int] = ..., addresses: _Optional[_Iterable[_Union[Address, _Mapping]]] = ..., network_class: _Optional[_Union[NetworkClass, str]] = ...) -> None: ...
+    origin: KeyOrigin
+    def __init__(self, key_id: _Optional[str] = ..., algorithm: _Optional[str] = ..., public_key: _Optional[str] = ..., state: _Optional[_Union[KeyState, str]] = ..., created_by: _Optional[str] = ..., created_at_unix: _Optional[int] = ..., addresses: _Optional[_Iterable[_Union[Address, _Mapping]]] = ..., network_class: _Optional[_Union[NetworkClass, str]] = ..., origin: _Optional[_Union[KeyOrigin, str]] = ...) -> None: ...
 
 class CreateKeyRequest(_message.Message):
     __slots__ = ("key_id", "network_class")
@@ -64,6 +75,42 @@ class CreateKeyRequest(_message.Message):
     key_id: str
     network_class: NetworkClass
     def __init__(self, key_id: _Optional[str] = ..., network_class: _Optional[_Union[NetworkClass, str]] = ...) -> None: ...
+
+class ImportKeyRequest(_message.Message):
+    __slots__ = ("key_id", "network_class", "wrapped_key", "public_key", "import_key_fingerprint", "source", "path")
+    KEY_ID_FIELD_NUMBER: _ClassVar[int]
+    NETWORK_CLASS_FIELD_NUMBER: _ClassVar[int]
+    WRAPPED_KEY_FIELD_NUMBER: _ClassVar[int]
+    PUBLIC_KEY_FIELD_NUMBER: _ClassVar[int]
+    IMPORT_KEY_FINGERPRINT_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_FIELD_NUMBER: _ClassVar[int]
+    PATH_FIELD_NUMBER: _ClassVar[int]
+    key_id: str
+    network_class: NetworkClass
+    wrapped_key: bytes
+    public_key: bytes
+    import_key_fingerprint: str
+    source: str
+    path: str
+    def __init__(self, key_id: _Optional[str] = ..., network_class: _Optional[_Union[NetworkClass, str]] = ..., wrapped_key: _Optional[bytes] = ..., public_key: _Optional[bytes] = ..., import_key_fingerprint: _Optional[str] = ..., source: _Optional[str] = ..., path: _Optional[str] = ...) -> None: ...
+
+class ImportWrappingKey(_message.Message):
+    __slots__ = ("public_key_der", "fingerprint", "algorithm")
+    PUBLIC_KEY_DER_FIELD_NUMBER: _ClassVar[int]
+    FINGERPRINT_FIELD_NUMBER: _ClassVar[int]
+    ALGORITHM_FIELD_NUMBER: _ClassVar[int]
+    public_key_der: bytes
+    fingerprint: str
+    algorithm: str
+    def __init__(self, public_key_der: _Optional[bytes] = ..., fingerprint: _Optional[str] = ..., algorithm: _Optional[str] = ...) -> None: ...
+
+class CreateImportKeyRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class GetImportKeyRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
 
 class GetKeyRequest(_message.Message):
     __slots__ = ("key_id",)

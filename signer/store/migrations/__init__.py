@@ -147,11 +147,18 @@ ALTER TABLE keys ADD COLUMN network_class TEXT NOT NULL DEFAULT 'mainnet'
 ALTER TABLE keys ALTER COLUMN network_class DROP DEFAULT;
 """
 
+# Imported keys (signer.key_import): every key from before was generated in the token.
+_KEY_ORIGIN = """
+ALTER TABLE keys ADD COLUMN origin TEXT NOT NULL DEFAULT 'generated'
+    CHECK (origin IN ('generated', 'imported'));
+"""
+
 POSTGRES: tuple[Migration, ...] = (
     Migration(1, "initial schema", _INITIAL),
     Migration(2, "fenced claims", _CLAIM_TOKENS),
     Migration(3, "key network class", _KEY_NETWORK_CLASS),
     Migration(4, "state authenticators", _STATE_MACS),
+    Migration(5, "key origin", _KEY_ORIGIN),
 )
 
 
