@@ -117,12 +117,14 @@ def from_keystore(data: bytes, password: str) -> SecretKey:
         raise ImportMaterialError(f"keystore: larger than {MAX_KEYSTORE_BYTES} bytes")
     try:
         document = json.loads(data)
-        crypto = document.get("crypto", document.get("Crypto"))
-        if document.get("version") != 3 or not isinstance(crypto, dict):
-            raise ImportMaterialError("keystore: not a version 3 keystore")
-        kdf, params = crypto.get("kdf"), crypto.get("kdfparams")
-    except (ValueError, AttributeError):
-        raise ImportMaterialError("keystore: not a JSON object") from None
+    except ValueError:
+        raise ImportMaterialError("keystore: not JSON") from None
+    if not isinstance(document, dict):
+        raise ImportMaterialError("keystore: not a JSON object")
+    crypto = document.get("crypto", document.get("Crypto"))
+    if document.get("version") != 3 or not isinstance(crypto, dict):
+        raise ImportMaterialError("keystore: not a version 3 keystore")
+    kdf, params = crypto.get("kdf"), crypto.get("kdfparams")
     if not isinstance(params, dict):
         raise ImportMaterialError("keystore: crypto.kdfparams is missing")
     salt = _hex_field(params, "salt", "crypto.kdfparams.")
