@@ -130,13 +130,15 @@ def test_wrapped_key_opens_only_with_the_import_key_into_the_same_pkcs8_key() ->
     )
     secret = from_hex(SECRET.hex())
     blob = wrap_for_import(secret, der)
-    assert SECRET not in blob and len(blob) == 384
+    assert SECRET not in blob
+    assert len(blob) == 384
     opened = serialization.load_der_private_key(private.decrypt(blob, OAEP), None)
     assert isinstance(opened, ec.EllipticCurvePrivateKey)
     assert opened.private_numbers().private_value == int.from_bytes(SECRET, "big")
     assert wrap_for_import(secret, der) != blob  # OAEP is randomized
     fingerprint = import_key_fingerprint(der)
-    assert len(fingerprint.replace(":", "")) == 64 and fingerprint.count(":") == 15
+    assert len(fingerprint.replace(":", "")) == 64
+    assert fingerprint.count(":") == 15
     small = rsa.generate_private_key(65537, 2048).public_key()
     small_der = small.public_bytes(
         serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
