@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from coincurve import PublicKey
@@ -116,53 +117,78 @@ class KeyImports:
 
     def import_wrapped(self, request: WrappedImport, actor: str) -> KeyRecord:
         """Unwrap the officer's key into the HSM and register it; nothing half-made on failure."""
-        network_class, public_key, path = _checked(request)
+        self.check(request)
+        with self._store.exclusive(f"key:{request.key_id}"):
+            record, event = self.new_imported_key(request, actor)
+            try:
+                self._store.insert_key(record, event)
+            except KeyAlreadyExists as exc:
+                raise AlreadyExists(f"key {request.key_id!r} already exists") from exc
+        return record
+
+    def check(self, request: WrappedImport) -> None:
+        """Everything that can be checked before the HSM unwraps: fields, the import key, ids.
+
+        InvalidRequest naming the field, FailedPrecondition for a blob made for
+        another import key, AlreadyExists for a key id or a public key in custody.
+        """
+        _, public_key, _ = _checked(request)
         current = self.import_key()
         if request.import_key_fingerprint != current.fingerprint:
             raise FailedPrecondition(
                 "import_key_fingerprint: the key was encrypted to another import key than"
                 f" the HSM's ({current.fingerprint}); encrypt it again"
             )
-        with self._store.exclusive(f"key:{request.key_id}"):
-            if self._store.get_key(request.key_id) is not None:
-                raise AlreadyExists(f"key {request.key_id!r} already exists")
-            for other in self._store.list_keys():
-                if other.public_key == public_key:
-                    raise AlreadyExists(
-                        f"public_key: this key is already in custody as key {other.key_id!r}"
-                    )
-            adopted = self._unwrap(request, public_key)
-            record = KeyRecord(
-                request.key_id,
-                public_key,
-                KeyState.ENABLED,
-                actor,
-                time.time_ns() // 10**6,
-                network_class,
-                origin=IMPORTED,
-            )
-            record = dataclasses.replace(record, mac=self._integrity.tag(key_fact(record)))
-            event = AuditEvent(
-                "key.imported",
-                actor,
-                {
-                    "key_id": record.key_id,
-                    "origin": IMPORTED,
-                    "public_key": public_key.hex(),
-                    "addresses": key_addresses(record),
-                    "network_class": network_class,
-                    "import_key_fingerprint": current.fingerprint,
-                    "source": request.source,
-                    "path": path,
-                    "adopted": adopted,
-                    "row_version": record.version,
-                },
-            )
-            try:
-                self._store.insert_key(record, event)
-            except KeyAlreadyExists as exc:
-                raise AlreadyExists(f"key {request.key_id!r} already exists") from exc
-        return record
+        if self._store.get_key(request.key_id) is not None:
+            raise AlreadyExists(f"key {request.key_id!r} already exists")
+        for other in self._store.list_keys():
+            if other.public_key == public_key:
+                raise AlreadyExists(
+                    f"public_key: this key is already in custody as key {other.key_id!r}"
+                )
+
+    def new_imported_key(
+        self,
+        request: WrappedImport,
+        actor: str,
+        context: Mapping[str, str | int] | None = None,
+    ) -> tuple[KeyRecord, AuditEvent]:
+        """Unwrap the key into the HSM: its tagged record and audit event, unstored.
+
+        Call under `store.exclusive(f"key:{key_id}")`, after check(); checks again
+        what may have changed since. `context`: more audit fields.
+        """
+        self.check(request)
+        network_class, public_key, path = _checked(request)
+        adopted = self._unwrap(request, public_key)
+        record = KeyRecord(
+            request.key_id,
+            public_key,
+            KeyState.ENABLED,
+            actor,
+            time.time_ns() // 10**6,
+            network_class,
+            origin=IMPORTED,
+        )
+        record = dataclasses.replace(record, mac=self._integrity.tag(key_fact(record)))
+        event = AuditEvent(
+            "key.imported",
+            actor,
+            {
+                "key_id": record.key_id,
+                "origin": IMPORTED,
+                "public_key": public_key.hex(),
+                "addresses": key_addresses(record),
+                "network_class": network_class,
+                "import_key_fingerprint": request.import_key_fingerprint,
+                "source": request.source,
+                "path": path,
+                "adopted": adopted,
+                "row_version": record.version,
+                **(context or {}),
+            },
+        )
+        return record, event
 
     def _unwrap(self, request: WrappedImport, public_key: bytes) -> bool:
         """Unwrap into the token; True when a previous attempt had (adopted, never replaced)."""
