@@ -38,6 +38,7 @@ from policies import approvals, velocity
 from policies.evaluate import RequireApproval
 from proto.custos.v1 import signer_pb2 as pb
 from signer.admission import admission, budget_error, pending_from_json, pending_to_json
+from signer.chains.items import SignBatch
 from signer.errors import (
     BudgetExceeded,
     CustosError,
@@ -48,7 +49,8 @@ from signer.errors import (
 )
 from signer.events import EventBus
 from signer.governance import PolicyGovernor
-from signer.pipeline import Rejudged, SigningPipeline, payload_digest
+from signer.pipeline import Rejudged, SigningPipeline
+from signer.requests import stored_batch
 from signer.second_factor import SecondFactor
 from signer.store.base import Store
 from signer.store.policy_tables import PendingChange, PendingRow
@@ -129,15 +131,15 @@ class ApprovalDesk:
 
     # -- proof --------------------------------------------------------------------
 
-    def intact(self, row: PendingRow) -> approvals.PendingRequest:
-        """The pending record, after checking it belongs to the stored request bytes.
+    def intact(self, row: PendingRow) -> tuple[approvals.PendingRequest, SignBatch]:
+        """The pending record and the held batch, after checking they belong together.
 
         Raises Tampered. Nothing here trusts the row's state or its summary.
         """
         try:
             pending, _ = record_of(row)
-            request = pb.SignBatchRequest.FromString(row.request)
-        except _JUNK:  # junk written into the row: refuse it, whatever it is
+            request = stored_batch(row.request)
+        except (*_JUNK, InvalidRequest):  # junk written into the row: refuse it, whatever it is
             raise Tampered("the stored record or request does not decode") from None
         expected = approvals.request_digest(row.caller, row.request_id, row.request)
         if not hmac.compare_digest(expected, pending.request_digest):
@@ -152,10 +154,10 @@ class ApprovalDesk:
         if (
             batch is None
             or batch.approval_id != row.approval_id
-            or not hmac.compare_digest(batch.payload_digest, payload_digest(request))
+            or not hmac.compare_digest(batch.payload_digest, request.payload_digest)
         ):
             raise Tampered("the stored request is not the one its caller's request id claimed")
-        return pending
+        return pending, request
 
     def _alarm(self, row: PendingRow, problem: Tampered) -> None:
         log.error("pending batch %s refused: %s", row.approval_id, problem)
@@ -206,7 +208,7 @@ class ApprovalDesk:
         digest = _digest(digest_hex)
         row = self.get(approval_id)
         try:
-            stored = self.intact(row)
+            stored, request = self.intact(row)
         except Tampered as exc:
             self._alarm(row, exc)
             raise FailedPrecondition(f"refused (integrity): {exc}") from None
@@ -218,7 +220,7 @@ class ApprovalDesk:
         if isinstance(early, approvals.Refused) and early.reason in _POLICY_FREE_REFUSALS:
             raise FailedPrecondition(f"refused ({early.reason}): {early.message}")
         try:
-            held = self._pipeline.rejudge(row.caller, row.request)
+            held = self._pipeline.rejudge(row.caller, request)
         except _FINAL_ERRORS as exc:
             return self._reject_by_policy(row, exc)
         effective = self._effective(stored, held)
@@ -442,12 +444,12 @@ class ApprovalDesk:
         if row is None or row.state != approvals.APPROVED:
             return None
         try:
-            stored = self.intact(row)
+            stored, request = self.intact(row)
         except Tampered as exc:
             self._reject_tampered(row, exc)
             return None
         try:
-            held = self._pipeline.rejudge(row.caller, row.request)
+            held = self._pipeline.rejudge(row.caller, request)
         except _FINAL_ERRORS as exc:
             self._reject_by_policy(row, exc)
             return None

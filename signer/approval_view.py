@@ -14,8 +14,11 @@ from decimal import Decimal
 
 from policies.intent import Intent
 from proto.custos.v1 import policy_pb2
-from proto.custos.v1 import signer_pb2 as pb
-from signer.chains.base import ChainAdapter, InvalidField, KeyInfo, PreparedTx
+from signer import requests
+from signer.chains.base import InvalidField, KeyInfo, PreparedTx
+from signer.chains.items import EvmTypedData, Message, Transaction
+from signer.chains.registry import Adapters
+from signer.errors import InvalidRequest
 from signer.store.base import Store
 
 # (symbol, decimals) of each chain's native asset.
@@ -48,16 +51,15 @@ def in_units(amount: int, decimals: int) -> str:
     return text.rstrip("0").rstrip(".") if "." in text else text
 
 
-def _message(item: pb.SignItem, prepared: PreparedTx) -> policy_pb2.PendingMessage | None:
+def _message(tx: Transaction, prepared: PreparedTx) -> policy_pb2.PendingMessage | None:
     """What a message item signs, shown whole: an approver reads the message itself."""
     message = prepared.intent.message
-    if message is None:
+    if message is None or not isinstance(tx, Message):
         return None
-    kind = item.WhichOneof("tx") or ""
-    if kind == "evm_typed_data":
-        text = item.evm_typed_data.typed_data
+    if isinstance(tx, EvmTypedData):
+        text = tx.typed_data
     else:
-        raw = bytes(getattr(item, kind).message)
+        raw = tx.message
         try:
             text = raw.decode("utf-8")
         except UnicodeDecodeError:
@@ -128,26 +130,24 @@ def _item(intent: Intent) -> policy_pb2.PendingItem:
 
 
 def decode_items(
-    store: Store, adapters: Mapping[str, ChainAdapter], request_bytes: bytes
+    store: Store, adapters: Adapters, request_bytes: bytes
 ) -> list[policy_pb2.PendingItem]:
     """Each item of the stored request as the signature would commit to it."""
     try:
-        request = pb.SignBatchRequest.FromString(request_bytes)
-    except Exception:  # noqa: BLE001 - junk in the row: say so, show nothing as if valid
+        request = requests.stored_batch(request_bytes)
+    except InvalidRequest:  # junk in the row: say so, show nothing as if valid
         return [policy_pb2.PendingItem(error="the stored request does not decode")]
     keys = store.get_keys([item.key_id for item in request.items])
     out = []
     for index, item in enumerate(request.items):
-        kind = item.WhichOneof("tx")
         key = keys.get(item.key_id)
-        adapter = adapters.get(kind) if kind else None
-        if key is None or adapter is None:
+        if key is None or item.tx is None:
             out.append(
                 policy_pb2.PendingItem(key_id=item.key_id, error=f"items[{index}]: cannot decode")
             )
             continue
         try:
-            prepared = adapter.prepare(getattr(item, kind), KeyInfo(key.key_id, key.public_key))
+            _, prepared = adapters.prepare(item.tx, KeyInfo(key.key_id, key.public_key))
         except InvalidField as exc:
             out.append(
                 policy_pb2.PendingItem(
@@ -156,7 +156,7 @@ def decode_items(
             )
             continue
         pending = _item(prepared.intent)
-        shown = _message(item, prepared)
+        shown = _message(item.tx, prepared)
         if shown is not None:
             pending.message.CopyFrom(shown)
         out.append(pending)

@@ -23,6 +23,7 @@ from policies.evaluate import Allow, Deny, RequireApproval, compile_policy, held
 from policies.schema import PolicyValidationError, load_document, load_yaml
 from proto.custos.v1 import policy_pb2, policy_pb2_grpc
 from proto.custos.v1 import signer_pb2 as pb
+from signer import requests
 from signer.admission import judge
 from signer.chains.base import InvalidField, KeyInfo
 from signer.chains.registry import ADAPTERS
@@ -169,12 +170,11 @@ def cmd_test(args: argparse.Namespace) -> int:
                 {"request_id": "test", "items": case["items"]}, pb.SignBatchRequest()
             )
             intents = []
-            for index, item in enumerate(request.items):
-                kind = item.WhichOneof("tx") or ""
+            for index, item in enumerate(requests.sign_batch(request).items):
+                if item.tx is None:
+                    raise ConfigError(f"items[{index}]: no transaction or message")
                 try:
-                    prepared = ADAPTERS[kind].prepare(
-                        getattr(item, kind), _placeholder_key(item.key_id)
-                    )
+                    _, prepared = ADAPTERS.prepare(item.tx, _placeholder_key(item.key_id))
                 except InvalidField as exc:
                     raise ConfigError(f"items[{index}].{exc.field}: {exc.message}") from None
                 intents.append(prepared.intent)

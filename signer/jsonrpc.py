@@ -40,7 +40,7 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 from typing import Any
 
 from proto.custos.v1 import signer_pb2 as pb
-from signer import logs
+from signer import logs, requests
 from signer.auth import Authorizer, Identity
 from signer.chains.evm import CHAINS, key_address
 from signer.config import JsonRpcConfig, TlsConfig
@@ -59,7 +59,8 @@ from signer.errors import (
     kind_of,
     public_message,
 )
-from signer.pipeline import SigningPipeline, payload_digest
+from signer.pipeline import SigningPipeline
+from signer.requests import payload_digest
 from signer.store.base import KeyState, Store
 
 log = logging.getLogger("custos.jsonrpc")
@@ -555,7 +556,7 @@ class JsonRpcSigner:
         request = pb.SignBatchRequest(items=[item])
         request.request_id = request_id_for(caller.subject, payload_digest(request))
         try:
-            response = self._pipeline.sign_batch(caller, request)
+            response = self._pipeline.sign_batch(caller, requests.sign_batch(request))
         except Exception as exc:
             if kind_of(exc) is INTERNAL:
                 raise

@@ -10,14 +10,11 @@ store does not know about; a retried request id replays the stored bytes.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import logging
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-
-from google.protobuf.message import DecodeError
 
 from audit.record import AuditEvent
 from hsm.errors import HsmError
@@ -29,10 +26,18 @@ from signer import logs, metrics
 from signer.admission import Judgement, admission, budget_error, judge, pending_row, summarize
 from signer.auth import SERVICE, Identity
 from signer.authenticity import StateAuthenticator
-from signer.chains.base import ChainAdapter, InvalidField, KeyInfo, PreparedTx, SignedTx
+from signer.chains.base import ChainFamily, InvalidField, KeyInfo, PreparedTx, SignedTx
 from signer.chains.evm import CHAINS as EVM_CHAINS
+from signer.chains.items import (
+    EvmPersonalMessage,
+    EvmTransaction,
+    EvmTypedData,
+    SignBatch,
+    SignItem,
+)
 from signer.chains.limits import DEFAULT_LIMITS, WorkBudget
 from signer.chains.networks import network_class
+from signer.chains.registry import Adapters
 from signer.errors import (
     AlreadyExists,
     CustosError,
@@ -59,7 +64,7 @@ REQUEST_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:/-]{0,127}")
 class _Item:
     index: int
     key: KeyRecord
-    adapter: ChainAdapter
+    adapter: ChainFamily
     prepared: PreparedTx
 
 
@@ -82,12 +87,6 @@ class _Decided:
     approval_id: str = ""
 
 
-def payload_digest(request: pb.SignBatchRequest) -> bytes:
-    """SHA-256 of the items in deterministic protobuf encoding: what idempotency compares."""
-    items_only = pb.SignBatchRequest(items=request.items)
-    return hashlib.sha256(items_only.SerializeToString(deterministic=True)).digest()
-
-
 class SigningPipeline:
     """Validates, authorizes, records, signs and stores one batch at a time."""
 
@@ -95,7 +94,7 @@ class SigningPipeline:
         self,
         store: Store,
         signer: Signer,
-        adapters: dict[str, ChainAdapter],
+        adapters: Adapters,
         *,
         max_batch_items: int,
         max_batch_work_units: int = DEFAULT_LIMITS.max_batch_work_units,
@@ -123,7 +122,7 @@ class SigningPipeline:
         self._events = events
         self._clock = clock
 
-    def sign_batch(self, caller: Identity, request: pb.SignBatchRequest) -> pb.SignBatchResponse:
+    def sign_batch(self, caller: Identity, request: SignBatch) -> pb.SignBatchResponse:
         logs.bind(request_id=request.request_id[:128])
         try:
             response = self._sign_batch(caller, request)
@@ -143,10 +142,10 @@ class SigningPipeline:
         log.debug("batch %s: %d items", outcome, len(response.items))
         return response
 
-    def _sign_batch(self, caller: Identity, request: pb.SignBatchRequest) -> pb.SignBatchResponse:
+    def _sign_batch(self, caller: Identity, request: SignBatch) -> pb.SignBatchResponse:
         try:
             self._check_envelope(request)
-            digest = payload_digest(request)
+            digest = request.payload_digest
             stored = self._store.get_batch(caller.subject, request.request_id)
             if stored is not None and stored.payload_digest == digest:
                 if stored.result is not None:
@@ -172,7 +171,7 @@ class SigningPipeline:
                 judgement,
                 caller.subject,
                 request.request_id,
-                request.SerializeToString(deterministic=True),
+                request.encoded,
                 summaries,
             )
         events = [self._authorized_event(caller, request.request_id, digest, items, judgement)]
@@ -226,9 +225,10 @@ class SigningPipeline:
             claim.token,
         )
 
-    def rejudge(self, caller: str, request_bytes: bytes) -> Rejudged:
+    def rejudge(self, caller: str, request: SignBatch) -> Rejudged:
         """Judge a held batch again, as if it arrived now: the caller's own grants, the
-        keys' states and the active policy (DESIGN.md invariant 9).
+        keys' states and the active policy (DESIGN.md invariant 9). `request` is the
+        held batch decoded from its stored bytes (signer.requests.stored_batch).
 
         Raises PermissionDenied when the caller is no longer a service identity or
         lost a key grant, PolicyDenied when the active policy now refuses the batch,
@@ -237,10 +237,6 @@ class SigningPipeline:
         identity = self._identities(caller) if self._identities is not None else None
         if identity is None or SERVICE not in identity.roles:
             raise PermissionDenied(f"{caller!r} is not (or no longer) a service identity")
-        try:
-            request = pb.SignBatchRequest.FromString(request_bytes)
-        except DecodeError:
-            raise InvalidRequest("the stored request does not decode") from None
         self._check_envelope(request)
         items = self._prepare(identity, request)
         judgement = judge(
@@ -346,7 +342,7 @@ class SigningPipeline:
 
     # -- steps ----------------------------------------------------------------
 
-    def _check_envelope(self, request: pb.SignBatchRequest) -> None:
+    def _check_envelope(self, request: SignBatch) -> None:
         if not REQUEST_ID.fullmatch(request.request_id):
             raise InvalidRequest("request_id: must match [A-Za-z0-9][A-Za-z0-9._:/-]{0,127}")
         if not request.items:
@@ -356,7 +352,7 @@ class SigningPipeline:
                 f"items: {len(request.items)} items exceed the limit of {self._max_items}"
             )
 
-    def _prepare(self, caller: Identity, request: pb.SignBatchRequest) -> list[_Item]:
+    def _prepare(self, caller: Identity, request: SignBatch) -> list[_Item]:
         for index, item in enumerate(request.items):
             if not KEY_ID.fullmatch(item.key_id):
                 raise InvalidRequest(f"items[{index}].key_id: not a valid key id")
@@ -377,17 +373,16 @@ class SigningPipeline:
                 raise NotFound(f"items[{index}].key_id: key {item.key_id!r} not found")
             if key.state is not KeyState.ENABLED:
                 raise FailedPrecondition(f"items[{index}].key_id: key {item.key_id!r} is disabled")
-            kind = item.WhichOneof("tx")
-            adapter = self._adapters.get(kind) if kind else None
-            if adapter is None:
+            if item.tx is None:
                 kinds = ", ".join(self._adapters)
                 raise InvalidRequest(f"items[{index}].tx: no transaction or message ({kinds})")
             try:
-                ready = adapter.prepare(
-                    getattr(item, kind), KeyInfo(key.key_id, key.public_key), budget
+                adapter, ready = self._adapters.prepare(
+                    item.tx, KeyInfo(key.key_id, key.public_key), budget
                 )
             except InvalidField as exc:
                 raise InvalidRequest(f"items[{index}].{exc.field}: {exc.message}") from None
+            kind = item.tx.kind
             _check_network_class(index, kind, key, ready.intent.chain, ready.intent.network)
             # The key's origin comes from its authenticated record, for key_origins rules.
             ready = dataclasses.replace(
@@ -544,13 +539,13 @@ _OUTCOME_OF_STATUS = {
 }
 
 
-def _chain_of(item: pb.SignItem) -> str:
+def _chain_of(item: SignItem) -> str:
     """The chain an item is for, as a bounded metric label (never the oneof's `evm`)."""
-    kind = item.WhichOneof("tx")
-    if kind in ("evm", "evm_message", "evm_typed_data"):
-        return EVM_CHAINS.get(getattr(item, kind).chain_id, ("unknown", ""))[0]
+    tx = item.tx
+    if isinstance(tx, EvmTransaction | EvmPersonalMessage | EvmTypedData):
+        return EVM_CHAINS.get(tx.chain_id, ("unknown", ""))[0]
     # Messages and PSBTs count on their chain: bitcoin_psbt, bitcoin_message -> bitcoin.
-    return _FAMILY_OF_KIND.get(kind or "", "unknown")
+    return _FAMILY_OF_KIND.get(tx.kind if tx else "", "unknown")
 
 
 _FAMILY_OF_KIND = {

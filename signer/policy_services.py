@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 
 import grpc
 
@@ -11,7 +11,7 @@ from policies.approvals import missing
 from proto.custos.v1 import policy_pb2, policy_pb2_grpc
 from signer.approval_desk import ApprovalDesk, record_of
 from signer.approval_view import decode_items
-from signer.chains.base import ChainAdapter
+from signer.chains.registry import Adapters
 from signer.errors import InvalidRequest, PermissionDenied
 from signer.governance import PolicyGovernor, proposal_from_json
 from signer.interceptors import current_identity
@@ -151,7 +151,7 @@ class ApprovalsService(policy_pb2_grpc.ApprovalsServicer):
         self,
         desk: ApprovalDesk,
         store: Store,
-        adapters: Mapping[str, ChainAdapter],
+        adapters: Adapters,
     ) -> None:
         self._desk = desk
         self._outbox = Outbox(store)

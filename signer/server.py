@@ -29,9 +29,8 @@ from signer.approval_desk import ApprovalDesk
 from signer.auditlog import AuditGate, AuditLog, key_fingerprint
 from signer.auth import Authorizer
 from signer.authenticity import StoreGuard, audit_alarm, open_authenticator, scan_audit_log
-from signer.chains.base import ChainAdapter
 from signer.chains.limits import ChainLimits
-from signer.chains.registry import make_adapters
+from signer.chains.registry import Adapters, make_adapters
 from signer.config import Config
 from signer.delivery import DeliverySigner
 from signer.errors import ConfigError
@@ -255,7 +254,7 @@ class CustosServer:
         self,
         pipeline: SigningPipeline,
         second_factor: SecondFactor,
-        adapters: dict[str, ChainAdapter],
+        adapters: Adapters,
     ) -> None:
         signer_pb2_grpc.add_SignerServicer_to_server(SignerService(pipeline), self._grpc)
         keys_pb2_grpc.add_KeysServicer_to_server(

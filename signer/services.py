@@ -1,4 +1,8 @@
-"""gRPC servicers: thin adapters from proto messages to the domain objects."""
+"""gRPC servicers: thin adapters from proto messages to the domain objects.
+
+A SignBatch request is decoded into frozen values here (signer/requests.py),
+once; nothing behind the servicers sees its protobuf form.
+"""
 
 from __future__ import annotations
 
@@ -16,6 +20,7 @@ from proto.custos.v1 import (
     signer_pb2,
     signer_pb2_grpc,
 )
+from signer import requests
 from signer.auditlog import AuditLog
 from signer.auth import SERVICE
 from signer.chains.networks import MAINNET, TESTNET, NetworkClass, network_class
@@ -80,7 +85,7 @@ class SignerService(signer_pb2_grpc.SignerServicer):
     def SignBatch(  # noqa: N802 - gRPC method names
         self, request: signer_pb2.SignBatchRequest, context: grpc.ServicerContext
     ) -> signer_pb2.SignBatchResponse:
-        return self._pipeline.sign_batch(current_identity.get(), request)
+        return self._pipeline.sign_batch(current_identity.get(), requests.sign_batch(request))
 
     def GetBatch(  # noqa: N802
         self, request: signer_pb2.GetBatchRequest, context: grpc.ServicerContext
@@ -95,18 +100,20 @@ class SignerService(signer_pb2_grpc.SignerServicer):
         # GetBatch and a retry with the same request_id answer for it as well.
         batch = self._pipeline.sign_batch(
             current_identity.get(),
-            signer_pb2.SignBatchRequest(
-                request_id=request.request_id,
-                items=[
-                    signer_pb2.SignItem(
-                        key_id=request.key_id,
-                        bitcoin_psbt=signer_pb2.BitcoinPsbt(
-                            network=request.network,
-                            psbt=request.psbt,
-                            finalize=request.finalize,
-                        ),
-                    )
-                ],
+            requests.sign_batch(
+                signer_pb2.SignBatchRequest(
+                    request_id=request.request_id,
+                    items=[
+                        signer_pb2.SignItem(
+                            key_id=request.key_id,
+                            bitcoin_psbt=signer_pb2.BitcoinPsbt(
+                                network=request.network,
+                                psbt=request.psbt,
+                                finalize=request.finalize,
+                            ),
+                        )
+                    ],
+                )
             ),
         )
         signed = batch.status == signer_pb2.BATCH_STATUS_SIGNED and len(batch.items) == 1

@@ -1,7 +1,8 @@
 """What every chain adapter provides, and the values that flow between them.
 
-An adapter turns one proto transaction message into a `PreparedTx` (the
-intent policy will judge, the digests to sign, and its own parsed form),
+An adapter turns one transaction or message (a value of signer/chains/items.py,
+decoded from the request at the edge) into a `PreparedTx` (the intent policy
+will judge, the digests to sign, and its own parsed form),
 then turns the HSM's signatures into a `SignedTx`. Adapters compute every
 digest themselves from the parsed transaction: a caller never supplies a hash.
 """
@@ -10,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from hsm.secp256k1 import RecoverableSignature
 
@@ -23,6 +24,7 @@ if TYPE_CHECKING:
 __all__ = [
     "Address",
     "ChainAdapter",
+    "ChainFamily",
     "ContractCall",
     "Intent",
     "InvalidField",
@@ -76,8 +78,11 @@ class SignedTx:
     max_fee: int = 0  # EVM gas_limit * fee cap in wei; Tron fee_limit in sun
 
 
-class ChainAdapter(Protocol):
-    """One chain family. `kind` is the name of its field in the SignItem oneof."""
+Tx_contra = TypeVar("Tx_contra", contravariant=True)
+
+
+class ChainFamily(Protocol):
+    """One chain family, whatever it signs; `kind` names its field in the SignItem oneof."""
 
     kind: str
 
@@ -85,16 +90,20 @@ class ChainAdapter(Protocol):
         """Every address of the key on this chain family, one per network and kind."""
         ...
 
-    def prepare(self, tx: Any, key: KeyInfo, budget: WorkBudget | None = None) -> PreparedTx:
-        """Parse and validate one proto transaction; raise InvalidField naming the field.
-
-        Work is charged to `budget` (the batch's) before it is done; the
-        adapter's own limits (signer/chains/limits.py) bound each item.
-        """
-        ...
-
     def assemble(
         self, prepared: PreparedTx, signatures: Sequence[RecoverableSignature]
     ) -> SignedTx:
         """Build the broadcastable transaction from one signature per digest."""
+        ...
+
+
+class ChainAdapter(ChainFamily, Protocol[Tx_contra]):
+    """A chain family that prepares items of type `Tx_contra` (signer/chains/items.py)."""
+
+    def prepare(self, tx: Tx_contra, key: KeyInfo, budget: WorkBudget | None = None) -> PreparedTx:
+        """Parse and validate one item; raise InvalidField naming the field.
+
+        Work is charged to `budget` (the batch's) before it is done; the
+        adapter's own limits (signer/chains/limits.py) bound each item.
+        """
         ...

@@ -18,7 +18,7 @@ import re
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Final
 
 from hsm.secp256k1 import RecoverableSignature, compressed
 from signer.chains.base import (
@@ -42,6 +42,7 @@ from signer.chains.bitcoin_address import (
     sha256d,
 )
 from signer.chains.bitcoin_prevtx import MAX_MONEY, PrevoutProofs
+from signer.chains.items import BitcoinInput, BitcoinOutput, BitcoinTransaction
 from signer.chains.limits import (
     BITCOIN_INPUT_UNITS,
     BITCOIN_OUTPUT_UNITS,
@@ -139,13 +140,15 @@ class BitcoinAdapter:
             result.append(Address("bitcoin", network, "p2pkh", p2pkh_address(key, network)))
         return result
 
-    def prepare(self, tx: Any, key: KeyInfo, budget: WorkBudget | None = None) -> PreparedTx:
+    def prepare(
+        self, tx: BitcoinTransaction, key: KeyInfo, budget: WorkBudget | None = None
+    ) -> PreparedTx:
         limits = self._limits
         if budget is not None:
             # Counted from the message's sizes before anything is parsed.
             budget.charge(
                 ITEM_UNITS
-                + PARSE_WEIGHT * tx.ByteSize()
+                + PARSE_WEIGHT * tx.wire_size
                 + BITCOIN_INPUT_UNITS * len(tx.inputs)
                 + BITCOIN_OUTPUT_UNITS * len(tx.outputs),
                 "bitcoin",
@@ -244,7 +247,7 @@ def _amount(value: int, field: str) -> int:
 
 
 def _parse_inputs(
-    messages: Sequence[Any], own_scripts: dict[bytes, str], limits: ChainLimits
+    messages: Sequence[BitcoinInput], own_scripts: dict[bytes, str], limits: ChainLimits
 ) -> tuple[_Input, ...]:
     if not messages:
         raise InvalidField("bitcoin.inputs", "at least one input is required")
@@ -293,7 +296,7 @@ def _parse_inputs(
                 outpoint=outpoint,
                 value=value,
                 script_type=script_type,
-                sequence=message.sequence if message.HasField("sequence") else DEFAULT_SEQUENCE,
+                sequence=DEFAULT_SEQUENCE if message.sequence is None else message.sequence,
             )
         )
     return tuple(inputs)
@@ -352,7 +355,7 @@ def _check_locks(
 
 
 def _parse_outputs(
-    messages: Sequence[Any], network: str, limits: ChainLimits
+    messages: Sequence[BitcoinOutput], network: str, limits: ChainLimits
 ) -> tuple[_Output, ...]:
     if not messages:
         raise InvalidField("bitcoin.outputs", "at least one output is required")

@@ -32,7 +32,7 @@ import hashlib
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Final
 
 from hsm.secp256k1 import RecoverableSignature, compressed, verify_der
 from signer.chains.base import (
@@ -68,6 +68,7 @@ from signer.chains.bitcoin_address import (
     p2wpkh_script,
 )
 from signer.chains.bitcoin_prevtx import MAX_MONEY, PrevoutProofs
+from signer.chains.items import BitcoinPsbt
 from signer.chains.limits import (
     BITCOIN_INPUT_UNITS,
     BITCOIN_OUTPUT_UNITS,
@@ -143,9 +144,11 @@ class BitcoinPsbtAdapter:
     def addresses(self, public_key: bytes) -> list[Address]:
         return []  # the Bitcoin adapter lists the key's addresses
 
-    def prepare(self, tx: Any, key: KeyInfo, budget: WorkBudget | None = None) -> PreparedTx:
+    def prepare(
+        self, tx: BitcoinPsbt, key: KeyInfo, budget: WorkBudget | None = None
+    ) -> PreparedTx:
         limits = self._limits
-        raw: bytes = tx.psbt
+        raw = tx.psbt
         if not raw:
             raise InvalidField(f"{_FIELD}.psbt", "required: a binary BIP174 PSBT")
         if len(raw) > limits.bitcoin_max_psbt_bytes:

@@ -19,7 +19,6 @@ from eth_hash.auto import keccak
 from rlp.sedes import Binary, CountableList, List, big_endian_int, binary
 
 from hsm.secp256k1 import RecoverableSignature, uncompressed
-from proto.custos.v1 import signer_pb2
 from signer.chains.base import (
     Address,
     ContractCall,
@@ -30,6 +29,7 @@ from signer.chains.base import (
     SignedTx,
     Transfer,
 )
+from signer.chains.items import EvmTransaction, EvmTxType
 from signer.chains.limits import DEFAULT_LIMITS, ITEM_UNITS, ChainLimits, WorkBudget
 
 CHAINS: dict[int, tuple[str, str]] = {
@@ -40,11 +40,11 @@ CHAINS: dict[int, tuple[str, str]] = {
     97: ("bsc", "testnet"),
 }
 
-# EIP-2718 type byte per proto enum value; legacy has none and is marked 0.
-_TX_TYPES: dict[int, int] = {
-    signer_pb2.EVM_TX_TYPE_LEGACY: 0,
-    signer_pb2.EVM_TX_TYPE_EIP2930: 1,
-    signer_pb2.EVM_TX_TYPE_EIP1559: 2,
+# EIP-2718 type byte per transaction type; legacy has none and is marked 0.
+_TX_TYPES: dict[EvmTxType, int] = {
+    EvmTxType.LEGACY: 0,
+    EvmTxType.EIP2930: 1,
+    EvmTxType.EIP1559: 2,
 }
 
 UINT256_MAX = 2**256 - 1
@@ -217,7 +217,7 @@ def intrinsic_gas(data: bytes, access_list: Sequence[tuple[bytes, Sequence[bytes
     return max(gas, floor)
 
 
-def _check_sizes(tx: Any, limits: ChainLimits) -> None:
+def _check_sizes(tx: EvmTransaction, limits: ChainLimits) -> None:
     """Bound the variable-size fields before any of them is decoded."""
     max_data = limits.evm_max_data_bytes
     if len(tx.data) > 2 + 2 * max_data:
@@ -246,7 +246,7 @@ def _at_most(field: str, value: int, limit: int, key: str, unit: int) -> int:
     return value
 
 
-def _access_list(tx: Any) -> tuple[tuple[bytes, tuple[bytes, ...]], ...]:
+def _access_list(tx: EvmTransaction) -> tuple[tuple[bytes, tuple[bytes, ...]], ...]:
     entries = []
     for i, entry in enumerate(tx.access_list):
         path = f"evm.access_list[{i}]"
@@ -300,7 +300,7 @@ def _decode_call(to: str, data: bytes) -> tuple[ContractCall | None, Transfer | 
 
 
 def _fees(
-    tx: Any, tx_type: int, limits: ChainLimits
+    tx: EvmTransaction, tx_type: int, limits: ChainLimits
 ) -> tuple[int, int, int, tuple[tuple[str, int], ...]]:
     """(gas_price, max_fee_per_gas, max_priority_fee_per_gas, fee_details), each bounded."""
     max_price = limits.evm_max_fee_per_gas_gwei * GWEI
@@ -344,10 +344,12 @@ class EvmAdapter:
         address = key_address(public_key)
         return [Address(chain, net, "account", address) for chain, net in CHAINS.values()]
 
-    def prepare(self, tx: Any, key: KeyInfo, budget: WorkBudget | None = None) -> PreparedTx:
+    def prepare(
+        self, tx: EvmTransaction, key: KeyInfo, budget: WorkBudget | None = None
+    ) -> PreparedTx:
         limits = self._limits
         if budget is not None:
-            budget.charge(ITEM_UNITS + tx.ByteSize(), "evm")
+            budget.charge(ITEM_UNITS + tx.wire_size, "evm")
         chain_net = CHAINS.get(tx.chain_id)
         if chain_net is None:
             known = ", ".join(str(c) for c in CHAINS)

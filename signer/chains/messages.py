@@ -21,7 +21,6 @@ import base64
 import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 from eth_hash.auto import keccak
 
@@ -33,6 +32,7 @@ from signer.chains.base import Address, Intent, InvalidField, KeyInfo, PreparedT
 from signer.chains.bitcoin_address import NETWORKS as BITCOIN_NETWORKS
 from signer.chains.bitcoin_address import p2pkh_address, p2wpkh_address
 from signer.chains.evm import CHAINS, key_address
+from signer.chains.items import BitcoinMessage, EvmPersonalMessage, EvmTypedData, TronMessage
 from signer.chains.limits import (
     DEFAULT_LIMITS,
     ITEM_UNITS,
@@ -157,8 +157,10 @@ class EvmMessageAdapter:
     def addresses(self, public_key: bytes) -> list[Address]:
         return []  # the EVM transaction adapter lists the key's accounts
 
-    def prepare(self, tx: Any, key: KeyInfo, budget: WorkBudget | None = None) -> PreparedTx:
-        _charge(budget, tx.ByteSize(), self.kind)
+    def prepare(
+        self, tx: EvmPersonalMessage, key: KeyInfo, budget: WorkBudget | None = None
+    ) -> PreparedTx:
+        _charge(budget, tx.wire_size, self.kind)
         chain, network = _evm_chain("evm_message.chain_id", tx.chain_id)
         data = _message_bytes("evm_message.message", tx.message, self._limits)
         digest = eip191_digest(data)
@@ -251,10 +253,12 @@ class EvmTypedDataAdapter:
     def addresses(self, public_key: bytes) -> list[Address]:
         return []
 
-    def prepare(self, tx: Any, key: KeyInfo, budget: WorkBudget | None = None) -> PreparedTx:
+    def prepare(
+        self, tx: EvmTypedData, key: KeyInfo, budget: WorkBudget | None = None
+    ) -> PreparedTx:
         limits = self._limits
         # Parsing and hashing JSON costs about as much per byte as Bitcoin's parsing.
-        _charge(budget, PARSE_WEIGHT * tx.ByteSize(), self.kind)
+        _charge(budget, PARSE_WEIGHT * tx.wire_size, self.kind)
         chain, network = _evm_chain("evm_typed_data.chain_id", tx.chain_id)
         field = "evm_typed_data.typed_data"
         doc = eip712.parse_typed_data(
@@ -315,8 +319,10 @@ class TronMessageAdapter:
     def addresses(self, public_key: bytes) -> list[Address]:
         return []
 
-    def prepare(self, tx: Any, key: KeyInfo, budget: WorkBudget | None = None) -> PreparedTx:
-        _charge(budget, tx.ByteSize(), self.kind)
+    def prepare(
+        self, tx: TronMessage, key: KeyInfo, budget: WorkBudget | None = None
+    ) -> PreparedTx:
+        _charge(budget, tx.wire_size, self.kind)
         if tx.network not in tron_chain.NETWORKS:
             raise InvalidField(
                 "tron_message.network", f"must be one of {', '.join(tron_chain.NETWORKS)}"
@@ -346,8 +352,10 @@ class BitcoinMessageAdapter:
     def addresses(self, public_key: bytes) -> list[Address]:
         return []
 
-    def prepare(self, tx: Any, key: KeyInfo, budget: WorkBudget | None = None) -> PreparedTx:
-        _charge(budget, tx.ByteSize(), self.kind)
+    def prepare(
+        self, tx: BitcoinMessage, key: KeyInfo, budget: WorkBudget | None = None
+    ) -> PreparedTx:
+        _charge(budget, tx.wire_size, self.kind)
         if tx.network not in BITCOIN_NETWORKS:
             raise InvalidField(
                 "bitcoin_message.network", f"must be one of {', '.join(BITCOIN_NETWORKS)}"

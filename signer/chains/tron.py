@@ -36,6 +36,18 @@ from signer.chains.base import (
     Staking,
     Transfer,
 )
+from signer.chains.items import (
+    TronDelegateResource,
+    TronFreezeBalanceV2,
+    TronStaking,
+    TronTransaction,
+    TronTrc20Transfer,
+    TronTrxTransfer,
+    TronUnDelegateResource,
+    TronUnfreezeBalanceV2,
+    TronVoteWitness,
+    TronWithdrawExpireUnfreeze,
+)
 from signer.chains.limits import DEFAULT_LIMITS, ITEM_UNITS, ChainLimits, WorkBudget
 
 NETWORKS = ("mainnet", "shasta", "nile")  # one address format on all three
@@ -201,7 +213,7 @@ def _token_amount(field: str, text: str) -> int:
     return int(text)
 
 
-def _check_times(tx: Any, limits: ChainLimits, now_ms: int) -> None:
+def _check_times(tx: TronTransaction, limits: ChainLimits, now_ms: int) -> None:
     if tx.timestamp <= 0:
         raise InvalidField("tron.timestamp", "required: creation time in ms since epoch")
     if tx.timestamp < _MIN_TIMESTAMP_MS:
@@ -227,12 +239,14 @@ def _check_times(tx: Any, limits: ChainLimits, now_ms: int) -> None:
         )
 
 
-def _trx_transfer(tx: Any, owner: bytes, limits: ChainLimits) -> tuple[Transfer, dict[str, Any]]:
-    to_raw = parse_address("tron.trx_transfer.to", tx.trx_transfer.to)
+def _trx_transfer(
+    tx: TronTransaction, item: TronTrxTransfer, owner: bytes, limits: ChainLimits
+) -> tuple[Transfer, dict[str, Any]]:
+    to_raw = parse_address("tron.trx_transfer.to", item.to)
     if to_raw == owner:
         # java-tron's TransferActuator refuses it; better to fail here than at broadcast.
         raise InvalidField("tron.trx_transfer.to", "is the signing key's own address")
-    amount = tx.trx_transfer.amount
+    amount = item.amount
     if amount <= 0:
         raise InvalidField("tron.trx_transfer.amount", "must be a positive number of sun")
     if amount > limits.tron_max_amount_sun:
@@ -249,9 +263,8 @@ def _trx_transfer(tx: Any, owner: bytes, limits: ChainLimits) -> tuple[Transfer,
 
 
 def _trc20_transfer(
-    tx: Any, owner: bytes, limits: ChainLimits
+    tx: TronTransaction, item: TronTrc20Transfer, owner: bytes, limits: ChainLimits
 ) -> tuple[Transfer, ContractCall, dict[str, Any]]:
-    item = tx.trc20_transfer
     token_raw = parse_address("tron.trc20_transfer.contract", item.contract)
     to_raw = parse_address("tron.trc20_transfer.to", item.to)
     amount = _token_amount("tron.trc20_transfer.amount", item.amount)
@@ -302,24 +315,21 @@ def _receiver(field: str, text: str, owner: bytes) -> bytes:
 _Staked = tuple[Staking, dict[str, Any]]
 
 
-def _freeze(tx: Any, owner: bytes, limits: ChainLimits) -> _Staked:
-    item = tx.freeze_balance_v2
+def _freeze(item: TronFreezeBalanceV2, owner: bytes, limits: ChainLimits) -> _Staked:
     amount = _sun("tron.freeze_balance_v2.amount", item.amount, limits, MIN_STAKE_SUN)
     resource = _resource("tron.freeze_balance_v2.resource", item.resource)
     value = {"owner_address": owner.hex(), "frozen_balance": amount, "resource": resource}
     return Staking("stake", amount, resource), _contract("FreezeBalanceV2Contract", value)
 
 
-def _unfreeze(tx: Any, owner: bytes, limits: ChainLimits) -> _Staked:
-    item = tx.unfreeze_balance_v2
+def _unfreeze(item: TronUnfreezeBalanceV2, owner: bytes, limits: ChainLimits) -> _Staked:
     amount = _sun("tron.unfreeze_balance_v2.amount", item.amount, limits)
     resource = _resource("tron.unfreeze_balance_v2.resource", item.resource)
     value = {"owner_address": owner.hex(), "unfreeze_balance": amount, "resource": resource}
     return Staking("unstake", amount, resource), _contract("UnfreezeBalanceV2Contract", value)
 
 
-def _delegate(tx: Any, owner: bytes, limits: ChainLimits) -> _Staked:
-    item = tx.delegate_resource
+def _delegate(item: TronDelegateResource, owner: bytes, limits: ChainLimits) -> _Staked:
     receiver = _receiver("tron.delegate_resource.receiver", item.receiver, owner)
     amount = _sun("tron.delegate_resource.amount", item.amount, limits, MIN_STAKE_SUN)
     resource = _resource("tron.delegate_resource.resource", item.resource)
@@ -348,8 +358,7 @@ def _delegate(tx: Any, owner: bytes, limits: ChainLimits) -> _Staked:
     return staking, _contract("DelegateResourceContract", value)
 
 
-def _undelegate(tx: Any, owner: bytes, limits: ChainLimits) -> _Staked:
-    item = tx.undelegate_resource
+def _undelegate(item: TronUnDelegateResource, owner: bytes, limits: ChainLimits) -> _Staked:
     receiver = _receiver("tron.undelegate_resource.receiver", item.receiver, owner)
     amount = _sun("tron.undelegate_resource.amount", item.amount, limits)
     resource = _resource("tron.undelegate_resource.resource", item.resource)
@@ -363,13 +372,13 @@ def _undelegate(tx: Any, owner: bytes, limits: ChainLimits) -> _Staked:
     return staking, _contract("UnDelegateResourceContract", value)
 
 
-def _withdraw(tx: Any, owner: bytes, limits: ChainLimits) -> _Staked:
+def _withdraw(item: TronWithdrawExpireUnfreeze, owner: bytes, limits: ChainLimits) -> _Staked:
     value = {"owner_address": owner.hex()}
     return Staking("withdraw_unfrozen"), _contract("WithdrawExpireUnfreezeContract", value)
 
 
-def _vote(tx: Any, owner: bytes, limits: ChainLimits) -> _Staked:
-    votes = tx.vote_witness.votes
+def _vote(item: TronVoteWitness, owner: bytes, limits: ChainLimits) -> _Staked:
+    votes = item.votes
     if not 1 <= len(votes) <= MAX_VOTES:
         raise InvalidField(
             "tron.vote_witness.votes", f"must list 1 to {MAX_VOTES} witnesses, got {len(votes)}"
@@ -395,14 +404,31 @@ def _vote(tx: Any, owner: bytes, limits: ChainLimits) -> _Staked:
     return Staking("vote", votes=tuple(facts)), _contract("VoteWitnessContract", value)
 
 
-_STAKING: dict[str, Callable[[Any, bytes, ChainLimits], _Staked]] = {
-    "freeze_balance_v2": _freeze,
-    "unfreeze_balance_v2": _unfreeze,
-    "delegate_resource": _delegate,
-    "undelegate_resource": _undelegate,
-    "withdraw_expire_unfreeze": _withdraw,
-    "vote_witness": _vote,
-}
+def _staking(item: TronStaking, owner: bytes, limits: ChainLimits) -> _Staked:
+    match item:
+        case TronFreezeBalanceV2():
+            return _freeze(item, owner, limits)
+        case TronUnfreezeBalanceV2():
+            return _unfreeze(item, owner, limits)
+        case TronDelegateResource():
+            return _delegate(item, owner, limits)
+        case TronUnDelegateResource():
+            return _undelegate(item, owner, limits)
+        case TronWithdrawExpireUnfreeze():
+            return _withdraw(item, owner, limits)
+        case TronVoteWitness():
+            return _vote(item, owner, limits)
+
+
+# The staking contracts' fields in TronTransaction, as the error for a missing contract lists them.
+_STAKING = (
+    "freeze_balance_v2",
+    "unfreeze_balance_v2",
+    "delegate_resource",
+    "undelegate_resource",
+    "withdraw_expire_unfreeze",
+    "vote_witness",
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -432,30 +458,32 @@ class TronAdapter:
         address = key_address(public_key)
         return [Address("tron", network, "account", address) for network in NETWORKS]
 
-    def prepare(self, tx: Any, key: KeyInfo, budget: WorkBudget | None = None) -> PreparedTx:
+    def prepare(
+        self, tx: TronTransaction, key: KeyInfo, budget: WorkBudget | None = None
+    ) -> PreparedTx:
         if budget is not None:
-            budget.charge(ITEM_UNITS + tx.ByteSize(), "tron")
+            budget.charge(ITEM_UNITS + tx.wire_size, "tron")
         if tx.network not in NETWORKS:
             raise InvalidField(
                 "tron.network",
                 f"unknown network {_show(tx.network)} (known: {', '.join(NETWORKS)})",
             )
         owner = key_raw_address(key.public_key)
-        which = tx.WhichOneof("contract")
+        item = tx.contract
         call: ContractCall | None = None
         staking: Staking | None = None
         transfers: tuple[Transfer, ...] = ()
-        if which == "trx_transfer":
-            transfer, contract = _trx_transfer(tx, owner, self._limits)
+        if isinstance(item, TronTrxTransfer):
+            transfer, contract = _trx_transfer(tx, item, owner, self._limits)
             transfers = (transfer,)
-        elif which == "trc20_transfer":
-            transfer, call, contract = _trc20_transfer(tx, owner, self._limits)
+        elif isinstance(item, TronTrc20Transfer):
+            transfer, call, contract = _trc20_transfer(tx, item, owner, self._limits)
             transfers = (transfer,)
-        elif which in _STAKING:
-            staking, contract = _STAKING[which](tx, owner, self._limits)
+        elif item is not None:
+            staking, contract = _staking(item, owner, self._limits)
             # fee_limit caps TVM energy only, which no staking contract spends.
             if tx.fee_limit != 0:
-                raise InvalidField("tron.fee_limit", f"must be 0 for {which} (TRC-20 only)")
+                raise InvalidField("tron.fee_limit", f"must be 0 for {item.field} (TRC-20 only)")
         else:
             raise InvalidField(
                 "tron.contract",

@@ -768,7 +768,7 @@ def _break_tron(draw: st.DrawFn, tx: pb.TronTransaction) -> None:
     which = tx.WhichOneof("contract")
     if target == "network":
         tx.network = draw(_TRON_NETWORK)
-    elif target == "to" and which is not None:
+    elif target == "to" and which in ("trx_transfer", "trc20_transfer"):
         getattr(tx, which).to = draw(_TRON_ANY_ADDRESS)
     elif target == "trx_amount":
         tx.trx_transfer.amount = draw(_INT64)

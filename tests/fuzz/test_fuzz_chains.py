@@ -23,6 +23,7 @@ from hypothesis import assume, event, given
 from hypothesis import strategies as st
 
 from proto.custos.v1 import signer_pb2 as pb
+from signer import requests as edge
 from signer.chains.base import ChainAdapter, InvalidField, SignedTx
 from signer.chains.registry import ADAPTERS
 from tests import builders
@@ -118,7 +119,7 @@ def check_prepare(adapter: ChainAdapter, tx: Any, key: LocalKey) -> str:
     """The property: InvalidField of this chain with a short message, or a transaction that signs."""
     PARSED[adapter.kind] += 1
     try:
-        prepared = adapter.prepare(tx, key.info)
+        prepared = adapter.prepare(edge.transaction(tx), key.info)
     except InvalidField as exc:
         refusal = exc
     else:
@@ -139,7 +140,7 @@ def test_seeds_sign() -> None:
     """The mutation seeds are valid, so mutations start from the signing path."""
     for kind, seeds in SEEDS.items():
         for seed in seeds:
-            prepared = ADAPTERS[kind].prepare(seed, fz.KEY.info)
+            prepared = ADAPTERS[kind].prepare(edge.transaction(seed), fz.KEY.info)
             assert prepared.digests
 
 

@@ -20,9 +20,10 @@ from hypothesis import strategies as st
 from proto.custos.v1 import signer_pb2 as pb
 from signer.auth import Identity
 from signer.chains.evm import key_address
+from signer.chains.items import SignBatch
 from signer.errors import ERROR_KINDS
 from signer.jsonrpc import MAX_JSON_DEPTH, JsonRpcSigner, request_id_for
-from signer.pipeline import REQUEST_ID, SigningPipeline, payload_digest
+from signer.pipeline import REQUEST_ID, SigningPipeline
 from signer.store.base import KeyRecord, KeyState, Store
 from tests.fuzz.conftest import PARSED, REQUEST_FUZZ
 from tests.support import LocalKey
@@ -49,9 +50,9 @@ class _Store:
 
 class _Pipeline:
     def __init__(self) -> None:
-        self.requests: list[pb.SignBatchRequest] = []
+        self.requests: list[SignBatch] = []
 
-    def sign_batch(self, caller: Identity, request: pb.SignBatchRequest) -> pb.SignBatchResponse:
+    def sign_batch(self, caller: Identity, request: SignBatch) -> pb.SignBatchResponse:
         self.requests.append(request)
         item = pb.SignedItem(raw_tx="0x00")
         return pb.SignBatchResponse(request_id=request.request_id, status=1, items=[item])
@@ -174,6 +175,5 @@ def test_every_body_gets_a_json_rpc_answer_and_only_granted_single_items_are_sig
         assert len(request.items) == 1
         assert request.items[0].key_id == "granted"
         assert REQUEST_ID.fullmatch(request.request_id)
-        digest = payload_digest(pb.SignBatchRequest(items=request.items))
-        assert request.request_id == request_id_for(CALLER.subject, digest)
+        assert request.request_id == request_id_for(CALLER.subject, request.payload_digest)
     assert MAX_JSON_DEPTH >= 64  # typed data may nest to limits.typed_data_max_depth

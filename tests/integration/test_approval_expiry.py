@@ -10,6 +10,7 @@ import pytest
 
 from hsm.pool import SigningPool
 from proto.custos.v1 import signer_pb2 as pb
+from signer import requests as edge
 from signer.approval_desk import ApprovalDesk
 from signer.auth import Identity
 from signer.authenticity import StoreGuard
@@ -86,12 +87,13 @@ def test_expiry_releases_the_budget_and_settles_the_request(
 
     large = builders.evm_item(key, chain_id=11155111, value=str(2 * ETH))
     held_request = pb.SignBatchRequest(request_id="held", items=[large, holesky(ETH * 9 // 10, 0)])
-    held = pipeline.sign_batch(CALLER, held_request)
+    held = pipeline.sign_batch(CALLER, edge.sign_batch(held_request))
     assert held.status == pb.BATCH_STATUS_PENDING_APPROVAL
     # The held batch reserved 0.9 ETH of the Holesky hourly budget.
     with pytest.raises(BudgetExceeded):
         pipeline.sign_batch(
-            CALLER, pb.SignBatchRequest(request_id="r1", items=[holesky(ETH // 2, 1)])
+            CALLER,
+            edge.sign_batch(pb.SignBatchRequest(request_id="r1", items=[holesky(ETH // 2, 1)])),
         )
 
     clock.now += timedelta(minutes=29)
@@ -105,10 +107,10 @@ def test_expiry_releases_the_budget_and_settles_the_request(
 
     # Its budget is back, and the request id answers with the expiry.
     signed = pipeline.sign_batch(
-        CALLER, pb.SignBatchRequest(request_id="r2", items=[holesky(ETH // 2, 1)])
+        CALLER, edge.sign_batch(pb.SignBatchRequest(request_id="r2", items=[holesky(ETH // 2, 1)]))
     )
     assert signed.status == pb.BATCH_STATUS_SIGNED
-    replay = pipeline.sign_batch(CALLER, held_request)
+    replay = pipeline.sign_batch(CALLER, edge.sign_batch(held_request))
     assert replay.status == pb.BATCH_STATUS_EXPIRED
     kinds_logged = [r.event.kind for r in store.audit_records(0, 1000)]
     assert "approval.expired" in kinds_logged

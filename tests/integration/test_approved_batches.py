@@ -26,6 +26,7 @@ from hsm.keystore import SignRequest
 from hsm.secp256k1 import RecoverableSignature
 from proto.custos.v1 import keys_pb2
 from proto.custos.v1 import signer_pb2 as pb
+from signer import requests as edge
 from signer.approval_desk import ApprovalDesk
 from signer.auth import Authorizer, Identity
 from signer.chains.registry import ADAPTERS
@@ -107,7 +108,7 @@ class Desk:
     def hold(self, request_id: str, extra: Sequence[pb.SignItem] = ()) -> pb.SignBatchResponse:
         large = builders.evm_item(self.key, chain_id=11155111, value=str(2 * ETH))
         request = pb.SignBatchRequest(request_id=request_id, items=[large, *extra])
-        held = self.pipeline.sign_batch(self.caller, request)
+        held = self.pipeline.sign_batch(self.caller, edge.sign_batch(request))
         assert held.status == pb.BATCH_STATUS_PENDING_APPROVAL
         return held
 
@@ -223,7 +224,8 @@ def test_held_under_v1_then_v2_denies_the_key_approval_rejects_it(env: Desk) -> 
     # The held batch reserved 0.9 ETH of the Holesky hourly budget.
     with pytest.raises(BudgetExceeded):
         env.pipeline.sign_batch(
-            env.caller, pb.SignBatchRequest(request_id="r1", items=[env.holesky(ETH // 2, 1)])
+            env.caller,
+            edge.sign_batch(pb.SignBatchRequest(request_id="r1", items=[env.holesky(ETH // 2, 1)])),
         )
     _approve(env, "approver", held.approval_id)
     v2 = env.activate(_deny_key(env.policy_text, env.key.key_id))
@@ -356,8 +358,8 @@ def test_approve_racing_the_sweep_signs_once(env: Desk) -> None:
     barrier = threading.Barrier(2, timeout=30)
     real = env.pipeline.rejudge
 
-    def rejudge(caller: str, request_bytes: bytes) -> Any:
-        held = real(caller, request_bytes)
+    def rejudge(caller: str, request: Any) -> Any:
+        held = real(caller, request)
         barrier.wait()  # both attempts have proven the batch before either takes it
         return held
 
@@ -386,7 +388,8 @@ def test_approved_batch_not_signed_in_time_expires_and_releases_budget(env: Desk
     assert env.signer.signed == []
     assert env.pipeline.get_batch(env.caller, "late").status == pb.BATCH_STATUS_EXPIRED
     signed = env.pipeline.sign_batch(
-        env.caller, pb.SignBatchRequest(request_id="after", items=[env.holesky(ETH // 2, 1)])
+        env.caller,
+        edge.sign_batch(pb.SignBatchRequest(request_id="after", items=[env.holesky(ETH // 2, 1)])),
     )
     assert signed.status == pb.BATCH_STATUS_SIGNED  # the 0.9 ETH came back
 
@@ -512,7 +515,10 @@ def test_a_held_batch_is_charged_to_the_limits_of_the_policy_that_signs_it(env: 
         )
     )
     spent = env.pipeline.sign_batch(
-        env.caller, pb.SignBatchRequest(request_id="meanwhile", items=[env.holesky(ETH // 2, 1)])
+        env.caller,
+        edge.sign_batch(
+            pb.SignBatchRequest(request_id="meanwhile", items=[env.holesky(ETH // 2, 1)])
+        ),
     )
     assert spent.status == pb.BATCH_STATUS_SIGNED
     signed_before = list(env.signer.signed)
@@ -538,7 +544,10 @@ def test_a_held_batch_is_charged_to_the_limits_of_the_policy_that_signs_it(env: 
         ).fetchone()
     assert unreleased == 0
     again = env.pipeline.sign_batch(
-        env.caller, pb.SignBatchRequest(request_id="after-reject", items=[env.holesky(ETH // 4, 2)])
+        env.caller,
+        edge.sign_batch(
+            pb.SignBatchRequest(request_id="after-reject", items=[env.holesky(ETH // 4, 2)])
+        ),
     )
     assert again.status == pb.BATCH_STATUS_SIGNED
     assert evm_sender(again.items[0].raw_tx) == builders.address(env.key, "ethereum", "holesky")

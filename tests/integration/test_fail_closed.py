@@ -18,6 +18,7 @@ from hsm.keystore import SignRequest
 from hsm.pool import SigningPool
 from hsm.secp256k1 import RecoverableSignature
 from proto.custos.v1 import signer_pb2 as pb
+from signer import requests as edge
 from signer.auth import Identity
 from signer.chains.registry import ADAPTERS
 from signer.events import EventBus
@@ -108,7 +109,8 @@ def test_no_signing_when_the_authorization_record_cannot_be_written(setup: Any) 
     store.fail_on = "claim_batch"
     with pytest.raises(StoreUnavailable):
         pipeline.sign_batch(
-            CALLER, pb.SignBatchRequest(request_id="r1", items=[builders.evm_item(key)])
+            CALLER,
+            edge.sign_batch(pb.SignBatchRequest(request_id="r1", items=[builders.evm_item(key)])),
         )
     assert spy.signed == 0
     assert store.get_batch(CALLER.subject, "r1") is None
@@ -120,12 +122,12 @@ def test_no_signature_returned_when_the_result_cannot_be_stored(setup: Any) -> N
     store.fail_on = "complete_batch"
     request = pb.SignBatchRequest(request_id="r2", items=[builders.evm_item(key)])
     with pytest.raises(StoreUnavailable):
-        pipeline.sign_batch(CALLER, request)
+        pipeline.sign_batch(CALLER, edge.sign_batch(request))
     assert spy.signed == 1  # signed inside the service, but never returned
     assert _kinds(store, "r2") == ["sign.authorized", "sign.failed"]
     # The claim was given back: once the store works, a retry signs and is recorded.
     store.fail_on = None
-    response = pipeline.sign_batch(CALLER, request)
+    response = pipeline.sign_batch(CALLER, edge.sign_batch(request))
     assert len(response.items) == 1
     assert _kinds(store, "r2") == [
         "sign.authorized",
@@ -140,7 +142,9 @@ def test_refusals_are_audited_without_a_batch_record(setup: Any) -> None:
     bad = builders.evm_item(key)
     bad.evm.to = "0x1234"
     with pytest.raises(Exception, match=r"items\[0\]\.evm\.to"):
-        pipeline.sign_batch(CALLER, pb.SignBatchRequest(request_id="r3", items=[bad]))
+        pipeline.sign_batch(
+            CALLER, edge.sign_batch(pb.SignBatchRequest(request_id="r3", items=[bad]))
+        )
     assert spy.signed == 0
     assert store.get_batch(CALLER.subject, "r3") is None
     assert _kinds(store, "r3") == ["sign.refused"]

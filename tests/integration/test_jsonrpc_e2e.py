@@ -46,7 +46,8 @@ from signer.jsonrpc import (
     JsonRpcServer,
     request_id_for,
 )
-from signer.pipeline import SigningPipeline, payload_digest
+from signer.pipeline import SigningPipeline
+from signer.requests import payload_digest
 from signer.store.base import Store
 from tests import builders
 from tests import typed_data as td

@@ -15,8 +15,6 @@ from collections.abc import Iterator
 
 import grpc
 import pytest
-from google.rpc import error_details_pb2
-from grpc_status import rpc_status
 
 from proto.custos.v1 import keys_pb2, policy_pb2, policy_pb2_grpc
 from proto.custos.v1 import signer_pb2 as pb
@@ -31,6 +29,7 @@ from tests.second_impl import (
     tron_message_signer,
     typed_data_digest,
 )
+from tests.support import refused, sign_batch
 
 pytestmark = pytest.mark.integration
 
@@ -108,25 +107,6 @@ def _rid() -> str:
     return f"m-{uuid.uuid4().hex}"
 
 
-def _sign(server: RunningServer, *items: pb.SignItem, request_id: str = "") -> pb.SignBatchResponse:
-    request = pb.SignBatchRequest(request_id=request_id or _rid(), items=list(items))
-    return server.signer().SignBatch(request)
-
-
-def _refused(
-    server: RunningServer, *items: pb.SignItem, request_id: str = ""
-) -> tuple[grpc.StatusCode, str, dict[str, str]]:
-    with pytest.raises(grpc.RpcError) as info:
-        _sign(server, *items, request_id=request_id)
-    status = rpc_status.from_call(info.value)
-    metadata: dict[str, str] = {}
-    if status is not None and status.details:
-        detail = error_details_pb2.ErrorInfo()
-        assert status.details[0].Unpack(detail)
-        metadata = dict(detail.metadata)
-    return info.value.code(), str(info.value.details()), metadata
-
-
 def test_each_kind_is_signed_and_verifies(
     msg_server: RunningServer, key: keys_pb2.Key, test_key: keys_pb2.Key
 ) -> None:
@@ -139,7 +119,7 @@ def test_each_kind_is_signed_and_verifies(
         td.bitcoin_item(test_key.key_id, hello, "p2pkh", "testnet"),
         td.bitcoin_item(key.key_id, hello, "p2wpkh", "mainnet"),
     ]
-    response = _sign(msg_server, *items)
+    response = sign_batch(msg_server, *items)
     assert response.status == pb.BATCH_STATUS_SIGNED
     assert list(response.rules) == ["other-messages", "ether-mail", *["other-messages"] * 3]
     personal, mail, tron, p2pkh, p2wpkh = response.items
@@ -160,7 +140,7 @@ def test_typed_data_outside_the_message_rules_is_denied(
     msg_server: RunningServer, key: keys_pb2.Key
 ) -> None:
     request_id = _rid()
-    code, _, meta = _refused(
+    code, _, meta = refused(
         msg_server, td.typed_item(key.key_id, td.mail(name="Evil Mail"), 1), request_id=request_id
     )
     assert code == grpc.StatusCode.PERMISSION_DENIED
@@ -182,21 +162,21 @@ def test_a_permit_is_judged_and_charged_like_an_approve(
         )
 
     # Over the permit rule's amount: the typed-data deny rule is next.
-    code, _, meta = _refused(msg_server, permit(1001))
+    code, _, meta = refused(msg_server, permit(1001))
     assert code == grpc.StatusCode.PERMISSION_DENIED
     assert (meta["code"], meta["rule"]) == ("rule_denied", "no-other-typed-data")
     first = permit(600)
-    response = _sign(msg_server, first)
+    response = sign_batch(msg_server, first)
     assert list(response.rules) == ["usdc-permits"]
     signed = response.items[0]
     assert evm_typed_data_signer(first.evm_typed_data.typed_data, signed.raw_tx) == owner
     assert (signed.chain, signed.network) == ("ethereum", "sepolia")
     # 600 of the day's 1000 are reserved: a second permit of 600 is over the limit.
-    code, _, meta = _refused(msg_server, permit(600))
+    code, _, meta = refused(msg_server, permit(600))
     assert code == grpc.StatusCode.RESOURCE_EXHAUSTED
     assert (meta["limit"], meta["amount"]) == ("usdc-daily", "400")
     # Plain messages draw on no limit.
-    assert _sign(msg_server, td.personal_item(key.key_id, b"still fine", SEPOLIA)).status == (
+    assert sign_batch(msg_server, td.personal_item(key.key_id, b"still fine", SEPOLIA)).status == (
         pb.BATCH_STATUS_SIGNED
     )
 
@@ -206,7 +186,7 @@ def test_an_approver_reads_the_message_and_its_grants(
 ) -> None:
     key = test_key
     doc = td.permit2_single(TOKEN, SPENDER, 77, SEPOLIA)
-    held = _sign(msg_server, td.typed_item(key.key_id, doc, SEPOLIA))
+    held = sign_batch(msg_server, td.typed_item(key.key_id, doc, SEPOLIA))
     assert held.status == pb.BATCH_STATUS_PENDING_APPROVAL
     approver = policy_pb2_grpc.ApprovalsStub(msg_server.channel("approver"))
     batch = approver.GetPending(policy_pb2.GetPendingRequest(approval_id=held.approval_id))
@@ -232,7 +212,7 @@ def test_malformed_typed_data_is_invalid_argument_naming_the_field(
     doc["message"]["to"]["wallet"] = "0x1234"
     request_id = _rid()
     good = td.personal_item(key.key_id, b"hello")
-    code, details, _ = _refused(
+    code, details, _ = refused(
         msg_server, good, td.typed_item(key.key_id, doc, 1), request_id=request_id
     )
     assert code == grpc.StatusCode.INVALID_ARGUMENT
@@ -242,18 +222,18 @@ def test_malformed_typed_data_is_invalid_argument_naming_the_field(
         msg_server.signer().GetBatch(pb.GetBatchRequest(request_id=request_id))
     assert info.value.code() == grpc.StatusCode.NOT_FOUND
     # A domain chain id unknown to Custos is refused the same way.
-    code, details, _ = _refused(msg_server, td.typed_item(key.key_id, td.mail(chainId=137), 1))
+    code, details, _ = refused(msg_server, td.typed_item(key.key_id, td.mail(chainId=137), 1))
     assert code == grpc.StatusCode.INVALID_ARGUMENT
     assert details.startswith("items[0].evm_typed_data.typed_data.domain.chainId:")
 
 
 def test_the_development_policy_signs_messages_but_not_permits(server: RunningServer) -> None:
     key = server.create_key(f"msg-dev-{uuid.uuid4().hex[:8]}")
-    response = _sign(server, td.personal_item(key.key_id, b"hello", 97))
+    response = sign_batch(server, td.personal_item(key.key_id, b"hello", 97))
     assert list(response.rules) == ["development-messages"]
     assert evm_message_signer(b"hello", response.items[0].raw_tx) == response.items[0].address
     owner = builders.address(key, "ethereum", "sepolia")
     permit = td.eip2612_permit(TOKEN, owner, SPENDER, 1, SEPOLIA)
-    code, _, meta = _refused(server, td.typed_item(key.key_id, permit, SEPOLIA))
+    code, _, meta = refused(server, td.typed_item(key.key_id, permit, SEPOLIA))
     assert code == grpc.StatusCode.PERMISSION_DENIED
     assert meta["code"] == "no_rule_matched"

@@ -21,8 +21,6 @@ from bitcointx import ChainParams
 from bitcointx.core.script import CScript
 from bitcointx.wallet import P2PKHCoinAddress, P2SHCoinAddress, P2WPKHCoinAddress
 from eth_account.typed_transactions import TypedTransaction
-from google.rpc import error_details_pb2
-from grpc_status import rpc_status
 from hexbytes import HexBytes
 
 from proto.custos.v1 import keys_pb2, policy_pb2, policy_pb2_grpc
@@ -32,6 +30,7 @@ from tests import builders
 from tests import typed_data as td
 from tests.conftest import DevEnv, RunningServer, server_with_policy
 from tests.second_impl import evm_sender, verify_bitcoin
+from tests.support import refused, sign_batch
 
 pytestmark = pytest.mark.integration
 
@@ -121,23 +120,6 @@ def key(policy_server: RunningServer) -> keys_pb2.Key:
     return policy_server.create_key(f"sem-{uuid.uuid4().hex[:10]}")
 
 
-def _sign(server: RunningServer, *items: pb.SignItem) -> pb.SignBatchResponse:
-    request = pb.SignBatchRequest(request_id=f"s-{uuid.uuid4().hex}", items=list(items))
-    return server.signer().SignBatch(request)
-
-
-def _refused(server: RunningServer, *items: pb.SignItem) -> tuple[grpc.StatusCode, dict[str, str]]:
-    with pytest.raises(grpc.RpcError) as info:
-        _sign(server, *items)
-    status = rpc_status.from_call(info.value)
-    metadata: dict[str, str] = {}
-    if status is not None and status.details:
-        detail = error_details_pb2.ErrorInfo()
-        assert status.details[0].Unpack(detail)
-        metadata = dict(detail.metadata)
-    return info.value.code(), metadata
-
-
 def _call(
     key: keys_pb2.Key, method: str, types: list[str], args: list[object], nonce: int = 0
 ) -> pb.SignItem:
@@ -170,14 +152,14 @@ def test_transfer_from_past_the_amount_rule_is_denied_and_within_it_is_charged(
     types = ["address", "address", "uint256"]
     # The attack: an allow-listed token, a rule with an amount maximum.
     theft = _call(key, "transferFrom", types, [VICTIM, ATTACKER, 10**12])
-    code, meta = _refused(policy_server, theft)
+    code, _, meta = refused(policy_server, theft)
     assert code == grpc.StatusCode.PERMISSION_DENIED
     assert meta["code"] == "no_rule_matched"
     # Within the rule it is a known amount, signed and charged to the token's limit.
     small = _call(key, "transferFrom", types, [VICTIM, ATTACKER, 600], nonce=0)
-    _check_evm(_sign(policy_server, small), key, [small])
+    _check_evm(sign_batch(policy_server, small), key, [small])
     again = _call(key, "transferFrom", types, [VICTIM, ATTACKER, 600], nonce=1)
-    code, meta = _refused(policy_server, again)
+    code, _, meta = refused(policy_server, again)
     assert code == grpc.StatusCode.RESOURCE_EXHAUSTED
     assert (meta["limit"], meta["amount"]) == ("token-daily", "400")
 
@@ -186,7 +168,7 @@ def test_an_undecoded_call_is_never_allowed_by_an_amount_rule(
     policy_server: RunningServer, key: keys_pb2.Key
 ) -> None:
     mint = _call(key, "mint", ["address", "uint256"], [ATTACKER, 10**30])
-    code, meta = _refused(policy_server, mint)
+    code, _, meta = refused(policy_server, mint)
     assert code == grpc.StatusCode.PERMISSION_DENIED
     assert meta["code"] == "no_rule_matched"
 
@@ -195,13 +177,13 @@ def test_an_allowance_is_charged_to_the_tokens_limit(
     policy_server: RunningServer, key: keys_pb2.Key
 ) -> None:
     approve = _call(key, "approve", ["address", "uint256"], [ATTACKER, 900])
-    _check_evm(_sign(policy_server, approve), key, [approve])
+    _check_evm(sign_batch(policy_server, approve), key, [approve])
     transfer = _call(key, "transfer", ["address", "uint256"], [ATTACKER, 200], nonce=1)
-    code, meta = _refused(policy_server, transfer)
+    code, _, meta = refused(policy_server, transfer)
     assert code == grpc.StatusCode.RESOURCE_EXHAUSTED
     assert (meta["limit"], meta["amount"]) == ("token-daily", "100")
     fits = _call(key, "transfer", ["address", "uint256"], [ATTACKER, 100], nonce=1)
-    _check_evm(_sign(policy_server, fits), key, [fits])
+    _check_evm(sign_batch(policy_server, fits), key, [fits])
 
 
 # ---- amounts across assets ------------------------------------------------------
@@ -217,7 +199,7 @@ def test_a_native_cap_does_not_admit_a_trillion_token_units(
         value="0",
         data="0xa9059cbb" + eth_abi.encode(["address", "uint256"], [ATTACKER, 10**12]).hex(),
     )
-    code, meta = _refused(policy_server, item)
+    code, _, meta = refused(policy_server, item)
     assert code == grpc.StatusCode.PERMISSION_DENIED
     assert meta["code"] == "no_rule_matched"
 
@@ -255,7 +237,7 @@ def test_a_small_payment_with_a_huge_maximum_fee_exceeds_the_native_limit(
     # 0.01 ETH with a maximum fee of 100 ETH (10^7 gas at 10^13 wei, both within
     # [limits]): the rule has no fee cap, the 1 ETH/hour limit counts the fee.
     item = _eth(key, ETH // 100, 10_000_000, 10**13, 0)
-    code, meta = _refused(policy_server, item)
+    code, _, meta = refused(policy_server, item)
     assert code == grpc.StatusCode.RESOURCE_EXHAUSTED
     assert (meta["limit"], meta["amount"]) == ("native-hourly", str(ETH))
 
@@ -264,10 +246,10 @@ def test_fees_already_signed_are_spent_budget(
     policy_server: RunningServer, key: keys_pb2.Key
 ) -> None:
     first = _eth(key, ETH // 2, 30_000, 10**13, 0)  # 0.5 ETH + at most 0.3 ETH of gas
-    _check_evm(_sign(policy_server, first), key, [first])
+    _check_evm(sign_batch(policy_server, first), key, [first])
     # 0.1 ETH more would fit beside 0.5 ETH; with 0.3 + 0.2 ETH of fees it does not.
     second = _eth(key, ETH // 10, 25_000, 8 * 10**12, 1)
-    code, meta = _refused(policy_server, second)
+    code, _, meta = refused(policy_server, second)
     assert code == grpc.StatusCode.RESOURCE_EXHAUSTED
     assert meta["amount"] == str(ETH // 5)
 
@@ -279,12 +261,12 @@ def test_a_denied_ethereum_address_is_denied_on_bnb_smart_chain(
     policy_server: RunningServer, key: keys_pb2.Key
 ) -> None:
     for chain_id, to in ((SEPOLIA, DENIED_ETH), (BSC_TESTNET, DENIED_ETH.lower())):
-        code, meta = _refused(policy_server, builders.evm_item(key, chain_id=chain_id, to=to))
+        code, _, meta = refused(policy_server, builders.evm_item(key, chain_id=chain_id, to=to))
         assert code == grpc.StatusCode.PERMISSION_DENIED
         assert meta["rule"] == "no-sanctioned"
     # Another address on BSC is paid: the deny is about the account, not the chain.
     allowed = builders.evm_item(key, chain_id=BSC_TESTNET)
-    response = _sign(policy_server, allowed)
+    response = sign_batch(policy_server, allowed)
     assert response.status == pb.BATCH_STATUS_SIGNED
     assert evm_sender(response.items[0].raw_tx) == builders.address(key, "bsc", "testnet")
 
@@ -296,7 +278,7 @@ def test_a_permit_to_a_denied_spender_is_refused_by_the_transaction_deny_list(
     # messages this would be "no rule matched"; the account's deny rule decides.
     owner = builders.address(key, "ethereum", "sepolia")
     permit = td.eip2612_permit(TOKEN, owner, DENIED_ETH, 10**6, SEPOLIA)
-    code, meta = _refused(policy_server, td.typed_item(key.key_id, permit, SEPOLIA))
+    code, _, meta = refused(policy_server, td.typed_item(key.key_id, permit, SEPOLIA))
     assert code == grpc.StatusCode.PERMISSION_DENIED
     assert meta["rule"] == "no-sanctioned"
 
@@ -311,12 +293,12 @@ def test_a_denied_p2wpkh_address_twins_are_denied(
     policy_server: RunningServer, key: keys_pb2.Key
 ) -> None:
     for n, twin in enumerate((DENIED_P2WPKH, DENIED_P2PKH, DENIED_P2SH_P2WPKH)):
-        code, meta = _refused(policy_server, _bitcoin(key, twin, f"twin-{n}-{key.key_id}"))
+        code, _, meta = refused(policy_server, _bitcoin(key, twin, f"twin-{n}-{key.key_id}"))
         assert code == grpc.StatusCode.PERMISSION_DENIED, twin
         assert meta["rule"] == "no-sanctioned", twin
     # Control: the same transaction to another key hash is signed and valid.
     item = builders.bitcoin_item(key, seed=f"ok-{key.key_id}")
-    response = _sign(policy_server, item)
+    response = sign_batch(policy_server, item)
     assert response.status == pb.BATCH_STATUS_SIGNED
     prevouts = builders.bitcoin_prevouts(item.bitcoin)
     assert verify_bitcoin(response.items[0].raw_tx, prevouts) == response.items[0].tx_id

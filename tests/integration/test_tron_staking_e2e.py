@@ -16,8 +16,6 @@ from typing import Any
 
 import grpc
 import pytest
-from google.rpc import error_details_pb2
-from grpc_status import rpc_status
 from tronpy.keys import PrivateKey
 
 from proto.custos.v1 import keys_pb2, policy_pb2, policy_pb2_grpc
@@ -25,6 +23,7 @@ from proto.custos.v1 import signer_pb2 as pb
 from signer.devsetup import subject_string
 from tests import builders
 from tests.conftest import DevEnv, RunningServer, server_with_policy
+from tests.support import refused, sign_batch
 from tests.tron_staking import TRONPY, check_with_tronpy
 
 pytestmark = pytest.mark.integration
@@ -116,25 +115,6 @@ def _rid() -> str:
     return f"stake-{uuid.uuid4().hex}"
 
 
-def _sign(server: RunningServer, *items: pb.SignItem, request_id: str = "") -> pb.SignBatchResponse:
-    request = pb.SignBatchRequest(request_id=request_id or _rid(), items=list(items))
-    return server.signer().SignBatch(request)
-
-
-def _refused(
-    server: RunningServer, *items: pb.SignItem, request_id: str = ""
-) -> tuple[grpc.StatusCode, str, dict[str, str]]:
-    with pytest.raises(grpc.RpcError) as info:
-        _sign(server, *items, request_id=request_id)
-    status = rpc_status.from_call(info.value)
-    metadata: dict[str, str] = {}
-    if status is not None and status.details:
-        detail = error_details_pb2.ErrorInfo()
-        assert status.details[0].Unpack(detail)
-        metadata = dict(detail.metadata)
-    return info.value.code(), str(info.value.details()), metadata
-
-
 def test_each_contract_is_signed_and_agrees_with_tronpy(
     stake_server: RunningServer, key: keys_pb2.Key
 ) -> None:
@@ -160,7 +140,7 @@ def test_each_contract_is_signed_and_agrees_with_tronpy(
             TRONPY.undelegate_resource(owner, RECEIVER, 5 * TRX, "ENERGY"),
         ),
     ]
-    response = _sign(stake_server, *(item for item, _ in items_and_builders))
+    response = sign_batch(stake_server, *(item for item, _ in items_and_builders))
     assert response.status == pb.BATCH_STATUS_SIGNED
     assert list(response.rules) == ["energy-staking"] * 3 + ["energy-lending"] * 2
     for signed, (_, builder) in zip(response.items, items_and_builders, strict=True):
@@ -171,21 +151,21 @@ def test_each_contract_is_signed_and_agrees_with_tronpy(
 def test_stake_and_delegate_draw_on_the_native_limit(
     stake_server: RunningServer, key: keys_pb2.Key
 ) -> None:
-    assert _sign(stake_server, _stake(key, 30 * TRX), _delegate(key, amount=40 * TRX)).status == (
-        pb.BATCH_STATUS_SIGNED
-    )
+    assert sign_batch(
+        stake_server, _stake(key, 30 * TRX), _delegate(key, amount=40 * TRX)
+    ).status == (pb.BATCH_STATUS_SIGNED)
     # 70 of the day's 100 TRX are spent: 31 more is over, 30 fits.
-    code, _, meta = _refused(stake_server, _stake(key, 31 * TRX))
+    code, _, meta = refused(stake_server, _stake(key, 31 * TRX))
     assert code == grpc.StatusCode.RESOURCE_EXHAUSTED
     assert (meta["limit"], meta["amount"]) == ("trx-daily", str(30 * TRX))
-    code, _, meta = _refused(stake_server, _delegate(key, amount=31 * TRX))
+    code, _, meta = refused(stake_server, _delegate(key, amount=31 * TRX))
     assert (code, meta["limit"]) == (grpc.StatusCode.RESOURCE_EXHAUSTED, "trx-daily")
     # Taking TRX back is not charged: it is signed however much was staked today.
     unstake = _item(
         key, unfreeze_balance_v2=pb.TronUnfreezeBalanceV2(amount=1000 * TRX, resource="ENERGY")
     )
-    assert _sign(stake_server, unstake).status == pb.BATCH_STATUS_SIGNED
-    assert _sign(stake_server, _stake(key, 30 * TRX)).status == pb.BATCH_STATUS_SIGNED
+    assert sign_batch(stake_server, unstake).status == pb.BATCH_STATUS_SIGNED
+    assert sign_batch(stake_server, _stake(key, 30 * TRX)).status == pb.BATCH_STATUS_SIGNED
 
 
 @pytest.mark.parametrize(
@@ -229,9 +209,9 @@ def test_policy_denies_by_receiver_resource_and_lock(
     stake_server: RunningServer, key: keys_pb2.Key, make: Any, code: str, rule: str | None
 ) -> None:
     # A TRX payment in the same batch is allowed by trx-payments: the batch is refused whole.
-    assert list(_sign(stake_server, builders.tron_item(key)).rules) == ["trx-payments"]
+    assert list(sign_batch(stake_server, builders.tron_item(key)).rules) == ["trx-payments"]
     request_id = _rid()
-    status, _, meta = _refused(
+    status, _, meta = refused(
         stake_server, builders.tron_item(key), make(key), request_id=request_id
     )
     assert status == grpc.StatusCode.PERMISSION_DENIED
@@ -252,7 +232,7 @@ def test_a_vote_is_held_and_shown_to_approvers(
             votes=[pb.TronVote(witness=RECEIVER, count=7), pb.TronVote(witness=STRANGER, count=2)]
         ),
     )
-    held = _sign(stake_server, vote)
+    held = sign_batch(stake_server, vote)
     assert held.status == pb.BATCH_STATUS_PENDING_APPROVAL
     approver = policy_pb2_grpc.ApprovalsStub(stake_server.channel("approver"))
     batch = approver.GetPending(policy_pb2.GetPendingRequest(approval_id=held.approval_id))
@@ -307,7 +287,7 @@ def test_malformed_contracts_are_invalid_argument_naming_the_field(
         }
     request_id = _rid()
     # The first item is valid: nothing of the batch is signed or stored.
-    code, details, _ = _refused(
+    code, details, _ = refused(
         stake_server, _stake(key, 2 * TRX), _item(key, **contract), request_id=request_id
     )
     assert code == grpc.StatusCode.INVALID_ARGUMENT

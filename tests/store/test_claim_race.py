@@ -21,6 +21,7 @@ from hsm.pool import SigningPool
 from hsm.secp256k1 import RecoverableSignature
 from proto.custos.v1 import keys_pb2
 from proto.custos.v1 import signer_pb2 as pb
+from signer import requests as edge
 from signer.auth import Identity
 from signer.chains.registry import ADAPTERS
 from signer.errors import InProgress
@@ -80,7 +81,7 @@ class Attempt(threading.Thread):
 
     def run(self) -> None:
         try:
-            self.outcome = self.pipeline.sign_batch(CALLER, self.request)
+            self.outcome = self.pipeline.sign_batch(CALLER, edge.sign_batch(self.request))
         except BaseException as exc:  # noqa: BLE001 - examined by the test
             self.outcome = exc
 
@@ -188,7 +189,7 @@ def test_a_late_attempt_after_a_take_over_leaves_one_result(
     assert stored is not None
     assert stored.done
     assert stored.result == retry.SerializeToString(deterministic=True)
-    again = pipeline.sign_batch(CALLER, request)
+    again = pipeline.sign_batch(CALLER, edge.sign_batch(request))
     assert again.replayed
     assert list(again.items) == list(retry.items)
     for item in retry.items:
@@ -248,11 +249,11 @@ def test_a_result_whose_commit_outcome_was_unknown_keeps_its_budget(
         # The result was committed, but the pipeline heard only an error: it
         # releases under its token, which must leave the completed batch alone.
         with pytest.raises(StoreUnavailable, match="unknown"):
-            pipeline.sign_batch(CALLER, request)
+            pipeline.sign_batch(CALLER, edge.sign_batch(request))
         stored = store.get_batch(CALLER.subject, "unknown-1")
         assert stored is not None
         assert stored.done
-        retry = pipeline.sign_batch(CALLER, request)
+        retry = pipeline.sign_batch(CALLER, edge.sign_batch(request))
         assert retry.replayed
         assert stored.result is not None
         assert list(retry.items) == list(pb.SignBatchResponse.FromString(stored.result).items)

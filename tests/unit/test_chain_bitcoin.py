@@ -50,6 +50,7 @@ from hypothesis import strategies as st
 
 from hsm.secp256k1 import HALF_N, compressed
 from proto.custos.v1 import signer_pb2
+from signer import requests as edge
 from signer.chains import bitcoin as adapter_module
 from signer.chains import bitcoin_prevtx as prevtx_module
 from signer.chains.base import InvalidField, PreparedTx, SignedTx
@@ -190,7 +191,7 @@ def tx_message(
 
 
 def sign(msg: signer_pb2.BitcoinTransaction, key: LocalKey = KEY) -> tuple[PreparedTx, SignedTx]:
-    prepared = ADAPTER.prepare(msg, key.info)
+    prepared = ADAPTER.prepare(edge.transaction(msg), key.info)
     return prepared, ADAPTER.assemble(prepared, [key.sign(d) for d in prepared.digests])
 
 
@@ -207,7 +208,7 @@ def base_message() -> signer_pb2.BitcoinTransaction:
 
 def assert_refused(msg: signer_pb2.BitcoinTransaction, field: str, message: str) -> None:
     with pytest.raises(InvalidField) as caught:
-        ADAPTER.prepare(msg, KEY.info)
+        ADAPTER.prepare(edge.transaction(msg), KEY.info)
     assert caught.value.field == field
     assert message in caught.value.message
 
@@ -404,10 +405,10 @@ def test_address_handling_ignores_bitcoinlib_global_params() -> None:
     msg = tx_message(
         "mainnet", [spend("p2wpkh", 100_000)], [(own_address("mainnet", "p2pkh"), 90_000)]
     )
-    expected = ADAPTER.prepare(msg, KEY.info)
+    expected = ADAPTER.prepare(edge.transaction(msg), KEY.info)
     bitcoin.SelectParams("testnet")
     try:
-        assert ADAPTER.prepare(msg, KEY.info) == expected
+        assert ADAPTER.prepare(edge.transaction(msg), KEY.info) == expected
     finally:
         bitcoin.SelectParams("mainnet")
 
@@ -446,7 +447,7 @@ def test_bip143_native_p2wpkh_vector(monkeypatch: pytest.MonkeyPatch) -> None:
     )
     # The example pays an 8.89 BTC fee, which the fee-rate guard rightly refuses.
     with pytest.raises(InvalidField, match="default broadcast limit"):
-        ADAPTER.prepare(msg, key.info)
+        ADAPTER.prepare(edge.transaction(msg), key.info)
     monkeypatch.setattr(adapter_module, "MAX_FEE_RATE_SAT_VB", 10**12)
     prepared, signed = sign(msg, key)
     index = vector["signed_input"]
@@ -517,7 +518,7 @@ def test_largest_lock_time_is_serialized() -> None:
     )
     # Seen from 2106, when that lock time is no longer in the future.
     adapter = BitcoinAdapter(clock=lambda: 0xFFFFFFFF)
-    prepared = adapter.prepare(msg, KEY.info)
+    prepared = adapter.prepare(edge.transaction(msg), KEY.info)
     signed = adapter.assemble(prepared, [KEY.sign(d) for d in prepared.digests])
     assert signed.raw_tx.endswith("ffffffff")
     assert CTransaction.deserialize(bytes.fromhex(signed.raw_tx)).nLockTime == 0xFFFFFFFF
@@ -556,7 +557,9 @@ def test_change_is_recognised_by_script_on_the_transaction_network() -> None:
         (own_address("mainnet", "p2wpkh", OTHER), 10_000),
         (nested, 10_000),  # P2SH-P2WPKH of the same key: not an address Custos reports for it
     ]
-    prepared = ADAPTER.prepare(tx_message("mainnet", [spend("p2wpkh", 50_000)], outputs), KEY.info)
+    prepared = ADAPTER.prepare(
+        edge.transaction(tx_message("mainnet", [spend("p2wpkh", 50_000)], outputs)), KEY.info
+    )
     transfers = prepared.intent.transfers
     assert [t.is_change for t in transfers] == [True, True, False, False]
     assert transfers[0].to == own_p2wpkh  # bech32 canonicalised to lowercase
@@ -591,7 +594,7 @@ def test_zero_fee_is_reported_not_refused() -> None:
     msg = tx_message(
         "testnet", [spend("p2wpkh", 10_000)], [(own_address("testnet", "p2pkh"), 10_000)]
     )
-    prepared = ADAPTER.prepare(msg, KEY.info)
+    prepared = ADAPTER.prepare(edge.transaction(msg), KEY.info)
     assert prepared.intent.fee == 0
     assert dict(prepared.intent.fee_details)["fee_rate_sat_vb_milli"] == 0
 
@@ -600,9 +603,11 @@ def test_fee_rate_guard_boundary() -> None:
     msg = tx_message(
         "mainnet", [spend("p2wpkh", 10_000_000)], [(own_address("mainnet", "p2pkh"), 9_990_000)]
     )
-    vsize = dict(ADAPTER.prepare(msg, KEY.info).intent.fee_details)["vsize"]
+    vsize = dict(ADAPTER.prepare(edge.transaction(msg), KEY.info).intent.fee_details)["vsize"]
     msg.outputs[0].value = 10_000_000 - adapter_module.MAX_FEE_RATE_SAT_VB * vsize
-    assert dict(ADAPTER.prepare(msg, KEY.info).intent.fee_details)["vsize"] == vsize
+    assert (
+        dict(ADAPTER.prepare(edge.transaction(msg), KEY.info).intent.fee_details)["vsize"] == vsize
+    )
     msg.outputs[0].value -= 1
     assert_refused(msg, "bitcoin.outputs", "above Bitcoin Core's default broadcast limit")
 
@@ -659,7 +664,7 @@ BAD_VALUES: list[tuple[str, Any, str]] = [
 @pytest.mark.parametrize(("path", "value", "message"), BAD_VALUES)
 def test_bad_value_names_its_field(path: str, value: Any, message: str) -> None:
     msg = base_message()
-    ADAPTER.prepare(msg, KEY.info)  # the request is fine before the change
+    ADAPTER.prepare(edge.transaction(msg), KEY.info)  # the request is fine before the change
     *parents, name = path.split(".")
     target: Any = msg
     for part in parents:
@@ -731,13 +736,13 @@ def test_vout_out_of_uint32_range_cannot_be_expressed() -> None:
 
 def test_assemble_needs_one_signature_per_input() -> None:
     msg = base_message()
-    prepared = ADAPTER.prepare(msg, KEY.info)
+    prepared = ADAPTER.prepare(edge.transaction(msg), KEY.info)
     with pytest.raises(ValueError, match="2 inputs"):
         ADAPTER.assemble(prepared, [KEY.sign(prepared.digests[0])])
 
 
 def test_assemble_refuses_a_foreign_prepared_tx() -> None:
-    prepared = ADAPTER.prepare(base_message(), KEY.info)
+    prepared = ADAPTER.prepare(edge.transaction(base_message()), KEY.info)
     foreign = PreparedTx(prepared.intent, prepared.digests, unsigned={"not": "bitcoin"})
     with pytest.raises(TypeError):
         ADAPTER.assemble(foreign, [KEY.sign(d) for d in prepared.digests])
@@ -825,7 +830,7 @@ def test_oversized_prev_tx_is_refused_before_parsing() -> None:
         [(own_address("mainnet", "p2pkh", OTHER), 49_000)],
     )
     with pytest.raises(InvalidField, match=r"exceed limits.bitcoin_max_prev_tx_bytes = 4000"):
-        adapter.prepare(msg, KEY.info)
+        adapter.prepare(edge.transaction(msg), KEY.info)
 
 
 def test_understated_p2pkh_input_value_is_refused_and_fee_is_the_real_one() -> None:
@@ -833,7 +838,7 @@ def test_understated_p2pkh_input_value_is_refused_and_fee_is_the_real_one() -> N
     # digest was signed for declared values of 1,010,000 and 1,020,000 sat.
     outputs = [(own_address("mainnet", "p2wpkh", OTHER), 1_000_000)]
     msg = tx_message("mainnet", [spend("p2pkh", 1_020_000, 3, declare=False)], outputs)
-    prepared = ADAPTER.prepare(msg, KEY.info)
+    prepared = ADAPTER.prepare(edge.transaction(msg), KEY.info)
     assert prepared.intent.fee == 20_000  # from the proven value, not a declared one
     msg.inputs[0].value = 1_010_000
     assert_refused(msg, "bitcoin.inputs[0].value", "the previous output holds 1020000 sat")
@@ -856,7 +861,7 @@ def test_segwit_two_request_fee_attack_is_refused() -> None:
     ]
     outputs = [(own_address("mainnet", "p2wpkh", OTHER), 1_500_000)]
     msg = tx_message("mainnet", inputs, outputs)
-    assert ADAPTER.prepare(msg, KEY.info).intent.fee == 500_000
+    assert ADAPTER.prepare(edge.transaction(msg), KEY.info).intent.fee == 500_000
     for understated in (0, 1):
         attack = tx_message("mainnet", inputs, outputs)
         lie = attack.inputs[understated]
@@ -879,7 +884,7 @@ def test_lock_time_and_sequences_are_on_the_intent() -> None:
     inputs = [spend("p2wpkh", 50_000, 1, sequence=5), spend("p2pkh", 50_000, 2)]
     msg = tx_message("mainnet", inputs, [(own_address("mainnet", "p2pkh", OTHER), 99_000)])
     msg.lock_time = int(NOW)
-    intent = AT_NOW.prepare(msg, KEY.info).intent
+    intent = AT_NOW.prepare(edge.transaction(msg), KEY.info).intent
     assert intent.lock_time == int(NOW)
     assert intent.sequences == (5, 0xFFFFFFFD)
     assert intent.expiration_ms == 0
@@ -891,18 +896,18 @@ def test_lock_time_in_the_future_beyond_the_bound_is_refused() -> None:
         "mainnet", [spend("p2wpkh", 50_000, 1)], [(own_address("mainnet", "p2pkh", OTHER), 49_000)]
     )
     msg.lock_time = int(NOW) + limits.max_lock_ahead_seconds
-    AT_NOW.prepare(msg, KEY.info)
+    AT_NOW.prepare(edge.transaction(msg), KEY.info)
     msg.lock_time += 1
     with pytest.raises(InvalidField, match=r"limits\.max_lock_ahead_seconds") as caught:
-        AT_NOW.prepare(msg, KEY.info)
+        AT_NOW.prepare(edge.transaction(msg), KEY.info)
     assert caught.value.field == "bitcoin.lock_time"
     # Heights: the estimate of the tip is an upper bound (9-minute blocks since block 840,000).
     highest = 840_000 + (int(NOW) - 1_713_571_767) // 540 + limits.max_lock_ahead_blocks
     msg.lock_time = highest
-    AT_NOW.prepare(msg, KEY.info)
+    AT_NOW.prepare(edge.transaction(msg), KEY.info)
     msg.lock_time = highest + 1
     with pytest.raises(InvalidField, match=r"limits\.max_lock_ahead_blocks") as caught:
-        AT_NOW.prepare(msg, KEY.info)
+        AT_NOW.prepare(edge.transaction(msg), KEY.info)
     assert caught.value.field == "bitcoin.lock_time"
 
 
@@ -927,7 +932,7 @@ def test_bip68_relative_locks_are_bounded(sequence: int, version: int, refused: 
     if refused:
         assert_refused(msg, "bitcoin.inputs[0].sequence", "relative lock of")
     else:
-        ADAPTER.prepare(msg, KEY.info)
+        ADAPTER.prepare(edge.transaction(msg), KEY.info)
 
 
 # ---- the work of signature hashes ---------------------------------------------
@@ -936,7 +941,7 @@ def test_bip68_relative_locks_are_bounded(sequence: int, version: int, refused: 
 def test_sighash_bytes_counts_what_is_hashed(monkeypatch: pytest.MonkeyPatch) -> None:
     inputs = [spend("p2pkh" if n % 3 else "p2wpkh", 10_000, n) for n in range(40)]
     msg = tx_message("mainnet", inputs, [(own_address("mainnet", "p2pkh", OTHER), 390_000)])
-    prepared = ADAPTER.prepare(msg, KEY.info)
+    prepared = ADAPTER.prepare(edge.transaction(msg), KEY.info)
     hashed: list[int] = []
 
     def counting(data: bytes) -> bytes:
@@ -953,17 +958,17 @@ def test_quadratic_legacy_sighash_is_bounded_per_item_and_per_batch() -> None:
     # hashes the whole transaction, so the work grows with the square.
     inputs = [spend("p2pkh", 10_000, n) for n in range(300)]
     msg = tx_message("mainnet", inputs, [(own_address("mainnet", "p2pkh", OTHER), 2_990_000)])
-    prepared = ADAPTER.prepare(msg, KEY.info)
+    prepared = ADAPTER.prepare(edge.transaction(msg), KEY.info)
     work = adapter_module.sighash_bytes(prepared.unsigned)
     assert work > 3_000_000  # 300 inputs x ~12 kB
     small = BitcoinAdapter(ChainLimits(bitcoin_max_sighash_bytes=work - 1))
     with pytest.raises(InvalidField, match=f"exceed limits.bitcoin_max_sighash_bytes = {work - 1}"):
-        small.prepare(msg, KEY.info)
+        small.prepare(edge.transaction(msg), KEY.info)
     charge = ITEM_UNITS + PARSE_WEIGHT * msg.ByteSize() + BITCOIN_INPUT_UNITS * 300
     budget = WorkBudget(charge + BITCOIN_OUTPUT_UNITS + work)
-    ADAPTER.prepare(msg, KEY.info, budget)
+    ADAPTER.prepare(edge.transaction(msg), KEY.info, budget)
     with pytest.raises(InvalidField, match=r"limits\.max_batch_work_units") as caught:
-        ADAPTER.prepare(msg, KEY.info, budget)
+        ADAPTER.prepare(edge.transaction(msg), KEY.info, budget)
     assert caught.value.field == "bitcoin"  # refused before parsing the second item
 
 
@@ -1029,5 +1034,5 @@ def test_a_full_batch_of_ordinary_items_fits_the_default_budget() -> None:
     msg = base_message()
     budget = WorkBudget(ChainLimits().max_batch_work_units)
     for _ in range(ServerConfig().max_batch_items):
-        ADAPTER.prepare(msg, KEY.info, budget)
+        ADAPTER.prepare(edge.transaction(msg), KEY.info, budget)
     assert budget.used < budget.limit * 3 // 5  # about half of it

@@ -21,6 +21,7 @@ from hypothesis import strategies as st
 
 from hsm.secp256k1 import N, RecoverableSignature
 from proto.custos.v1 import signer_pb2 as pb
+from signer import requests as edge
 from signer.chains.base import ContractCall, InvalidField, PreparedTx, SignedTx, Transfer
 from signer.chains.evm import CHAINS, EvmAdapter, checksum_address
 from signer.chains.limits import DEFAULT_LIMITS, ChainLimits
@@ -60,7 +61,7 @@ def make_tx(tx_type: int = EIP1559, **fields: Any) -> pb.EvmTransaction:
 
 
 def sign(tx: pb.EvmTransaction, key: LocalKey = KEY) -> tuple[PreparedTx, SignedTx]:
-    prepared = ADAPTER.prepare(tx, key.info)
+    prepared = ADAPTER.prepare(edge.transaction(tx), key.info)
     signatures = [key.sign(digest) for digest in prepared.digests]
     return prepared, ADAPTER.assemble(prepared, signatures)
 
@@ -210,7 +211,7 @@ def test_addresses_one_account_per_chain_and_network() -> None:
 def test_checksum_matches_eip55_examples(address: str) -> None:
     # Source: EIP-55 text, "Test Cases" section.
     assert checksum_address(bytes.fromhex(address[2:])) == address
-    prepared = ADAPTER.prepare(make_tx(to=address.lower()), KEY.info)
+    prepared = ADAPTER.prepare(edge.transaction(make_tx(to=address.lower())), KEY.info)
     assert prepared.intent.transfers == (Transfer(address, "native", 1000),)
 
 
@@ -232,7 +233,7 @@ def test_intent_legacy_fee_and_native_transfer() -> None:
 
 def test_intent_eip1559_fee_is_the_maximum() -> None:
     tx = make_tx(EIP1559, gas_limit=50000, max_fee_per_gas="100", max_priority_fee_per_gas="2")
-    intent = ADAPTER.prepare(tx, KEY.info).intent
+    intent = ADAPTER.prepare(edge.transaction(tx), KEY.info).intent
     assert intent.fee == 50000 * 100
     assert intent.fee_details == (
         ("gas_limit", 50000),
@@ -243,7 +244,7 @@ def test_intent_eip1559_fee_is_the_maximum() -> None:
 
 @pytest.mark.parametrize("value", ["", "0", "000"])
 def test_zero_value_is_no_transfer(value: str) -> None:
-    assert ADAPTER.prepare(make_tx(value=value), KEY.info).intent.transfers == ()
+    assert ADAPTER.prepare(edge.transaction(make_tx(value=value)), KEY.info).intent.transfers == ()
 
 
 # Limits as high as the encoding allows: what the adapter can encode, checked by eth-account.
@@ -260,7 +261,7 @@ def test_largest_encodable_values_sign_under_unbounded_limits() -> None:
     top = str(2**256 - 1)
     tx = make_tx(value=top, max_fee_per_gas=top, max_priority_fee_per_gas=top, nonce=2**64 - 2)
     tx.gas_limit = 2**64 - 1
-    prepared = UNBOUNDED.prepare(tx, KEY.info)
+    prepared = UNBOUNDED.prepare(edge.transaction(tx), KEY.info)
     signed = UNBOUNDED.assemble(prepared, [KEY.sign(prepared.digests[0])])
     assert prepared.intent.transfers == (Transfer(TO, "native", 2**256 - 1),)
     check_with_eth_account(tx, prepared, signed, KEY_ADDRESS)
@@ -348,7 +349,7 @@ def test_fields_beyond_the_limits_are_refused(
     tx_type: int, fields: dict[str, Any], field: str, message: str
 ) -> None:
     with pytest.raises(InvalidField) as caught:
-        ADAPTER.prepare(make_tx(tx_type, **fields), KEY.info)
+        ADAPTER.prepare(edge.transaction(make_tx(tx_type, **fields)), KEY.info)
     assert caught.value.field == field
     assert message in caught.value.message
 
@@ -380,7 +381,9 @@ def test_gas_limit_must_cover_intrinsic_gas(
         make_tx(EIP1559, gas_limit=needed, **fields), prepared, signed, KEY_ADDRESS
     )
     with pytest.raises(InvalidField) as caught:
-        ADAPTER.prepare(make_tx(EIP1559, gas_limit=needed - 1, **fields), KEY.info)
+        ADAPTER.prepare(
+            edge.transaction(make_tx(EIP1559, gas_limit=needed - 1, **fields)), KEY.info
+        )
     assert caught.value.field == "evm.gas_limit"
     assert f"below the transaction's intrinsic gas {needed}" in caught.value.message
 
@@ -400,14 +403,16 @@ def test_erc20_transfer_decoded() -> None:
 
 def test_erc20_transfer_with_native_value_reports_both() -> None:
     tx = make_tx(to=TOKEN, value="5", data=calldata(TRANSFER_SELECTOR, RECIPIENT, 9))
-    transfers = ADAPTER.prepare(tx, KEY.info).intent.transfers
+    transfers = ADAPTER.prepare(edge.transaction(tx), KEY.info).intent.transfers
     assert transfers == (Transfer(TOKEN, "native", 5), Transfer(RECIPIENT, TOKEN, 9))
 
 
 def test_erc20_approve_decoded_without_transfer() -> None:
     data = calldata(APPROVE_SELECTOR, RECIPIENT, 2**256 - 1)
     assert data.startswith("0x095ea7b3")
-    intent = ADAPTER.prepare(make_tx(to=TOKEN, value="", data=data), KEY.info).intent
+    intent = ADAPTER.prepare(
+        edge.transaction(make_tx(to=TOKEN, value="", data=data)), KEY.info
+    ).intent
     assert intent.transfers == ()
     assert intent.contract_call == ContractCall(
         TOKEN, "approve", (("spender", RECIPIENT), ("amount", str(2**256 - 1)))
@@ -415,7 +420,9 @@ def test_erc20_approve_decoded_without_transfer() -> None:
 
 
 def test_unknown_calldata_is_an_opaque_call() -> None:
-    intent = ADAPTER.prepare(make_tx(value="", data="0x12345678ff"), KEY.info).intent
+    intent = ADAPTER.prepare(
+        edge.transaction(make_tx(value="", data="0x12345678ff")), KEY.info
+    ).intent
     assert intent.contract_call == ContractCall(TO, "0x12345678")
     assert intent.transfers == ()
 
@@ -424,7 +431,7 @@ def test_unknown_calldata_is_an_opaque_call() -> None:
 
 
 def test_assemble_needs_exactly_one_signature() -> None:
-    prepared = ADAPTER.prepare(make_tx(), KEY.info)
+    prepared = ADAPTER.prepare(edge.transaction(make_tx()), KEY.info)
     signature = KEY.sign(prepared.digests[0])
     with pytest.raises(ValueError, match="1 signature, got 0"):
         ADAPTER.assemble(prepared, [])
@@ -532,30 +539,30 @@ def test_bad_input(tx_type: int, fields: dict[str, Any], field: str, message: st
     if "data" in fields:
         fields = {"gas_limit": 100000, **fields}
     with pytest.raises(InvalidField) as caught:
-        ADAPTER.prepare(make_tx(tx_type, **fields), KEY.info)
+        ADAPTER.prepare(edge.transaction(make_tx(tx_type, **fields)), KEY.info)
     assert caught.value.field == field
     assert message in caught.value.message
 
 
 @pytest.mark.parametrize("to", [TO.upper().replace("0X", "0x"), RECIPIENT.lower(), RECIPIENT])
 def test_unchecksummed_cases_accepted(to: str) -> None:
-    ADAPTER.prepare(make_tx(to=to), KEY.info)
+    ADAPTER.prepare(edge.transaction(make_tx(to=to)), KEY.info)
 
 
 def test_bad_checksum_message_does_not_hand_out_the_right_one() -> None:
     with pytest.raises(InvalidField) as caught:
-        ADAPTER.prepare(make_tx(to=CHECKSUM_FLIPPED), KEY.info)
+        ADAPTER.prepare(edge.transaction(make_tx(to=CHECKSUM_FLIPPED)), KEY.info)
     assert RECIPIENT.lower() not in str(caught.value).lower()
 
 
 def test_huge_field_is_not_echoed_whole() -> None:
     with pytest.raises(InvalidField) as caught:
-        ADAPTER.prepare(make_tx(value="-" + "1" * 100_000), KEY.info)
+        ADAPTER.prepare(edge.transaction(make_tx(value="-" + "1" * 100_000)), KEY.info)
     assert len(str(caught.value)) < 200
 
 
 def test_empty_hex_data_is_no_call() -> None:
-    intent = ADAPTER.prepare(make_tx(data="0x"), KEY.info).intent
+    intent = ADAPTER.prepare(edge.transaction(make_tx(data="0x")), KEY.info).intent
     assert intent.contract_call is None
 
 
@@ -639,7 +646,7 @@ def test_property_arbitrary_text_fails_only_as_invalid_field(
     # Any other exception escaping prepare() fails the test by itself.
     error: InvalidField | None = None
     try:
-        ADAPTER.prepare(make_tx(tx_type, **{name: text}), KEY.info)
+        ADAPTER.prepare(edge.transaction(make_tx(tx_type, **{name: text})), KEY.info)
     except InvalidField as caught:
         error = caught
     if error is not None:

@@ -17,6 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from proto.custos.v1 import signer_pb2 as pb
+from signer import requests as edge
 from signer.chains.base import InvalidField, PreparedTx, SignedTx
 from signer.chains.eip712 import parse_typed_data
 from signer.chains.limits import ChainLimits, WorkBudget
@@ -45,7 +46,9 @@ def prepare(item: pb.SignItem, limits: ChainLimits | None = None) -> PreparedTx:
     kind = item.WhichOneof("tx")
     assert kind is not None
     adapters = ADAPTERS if limits is None else make_adapters(limits)
-    return adapters[kind].prepare(getattr(item, kind), KEY.info, WorkBudget(10**9))
+    return adapters[kind].prepare(
+        edge.transaction(getattr(item, kind)), KEY.info, WorkBudget(10**9)
+    )
 
 
 def sign(item: pb.SignItem) -> tuple[PreparedTx, SignedTx]:
@@ -403,7 +406,7 @@ def test_work_is_charged_to_the_batch_budget() -> None:
     adapter = ADAPTERS["evm_typed_data"]
     item = td.typed_item("k", td.MAIL, 1)
     with pytest.raises(InvalidField, match="max_batch_work_units"):
-        adapter.prepare(item.evm_typed_data, KEY.info, WorkBudget(100_000))
+        adapter.prepare(edge.transaction(item.evm_typed_data), KEY.info, WorkBudget(100_000))
 
 
 # ---- byte-for-byte against other signers (RFC 6979 nonces on both sides) -------------
@@ -414,7 +417,7 @@ COW = LocalKey(bytes.fromhex("c85ef7d79691fe79573b1a7064c19c1a9819ebdbd1faaab1a8
 def _sign_with(key: LocalKey, item: pb.SignItem) -> SignedTx:
     kind = item.WhichOneof("tx")
     assert kind is not None
-    prepared = ADAPTERS[kind].prepare(getattr(item, kind), key.info)
+    prepared = ADAPTERS[kind].prepare(edge.transaction(getattr(item, kind)), key.info)
     return ADAPTERS[kind].assemble(prepared, [key.sign(d) for d in prepared.digests])
 
 

@@ -31,6 +31,7 @@ from tronpy.proto import tron_pb2 as tronpy_pb2
 from hsm.secp256k1 import N, RecoverableSignature
 from proto.custos.v1 import signer_pb2 as pb
 from proto.tron import tron_pb2
+from signer import requests as edge
 from signer.chains.base import ContractCall, InvalidField, KeyInfo, PreparedTx, SignedTx, Transfer
 from signer.chains.limits import DEFAULT_LIMITS, ChainLimits
 from signer.chains.tron import (
@@ -84,7 +85,7 @@ def trc20(
 
 
 def sign(tx: pb.TronTransaction, key: LocalKey = KEY) -> tuple[PreparedTx, SignedTx]:
-    prepared = ADAPTER.prepare(tx, key.info)
+    prepared = ADAPTER.prepare(edge.transaction(tx), key.info)
     signatures = [key.sign(digest) for digest in prepared.digests]
     return prepared, ADAPTER.assemble(prepared, signatures)
 
@@ -329,7 +330,7 @@ def test_vector_end_to_end(vector: dict[str, Any]) -> None:
     key = KeyInfo("vector-key", public_key.format(compressed=False))
     tx = json_format.ParseDict(vector["request"], pb.TronTransaction())
 
-    prepared = ADAPTER.prepare(tx, key)
+    prepared = ADAPTER.prepare(edge.transaction(tx), key)
     assert prepared.digests == (txid,)
     sig = RecoverableSignature(
         int.from_bytes(sig_bytes[:32], "big"),
@@ -346,7 +347,7 @@ def test_vector_end_to_end(vector: dict[str, Any]) -> None:
 
 
 def test_assemble_refuses_wrong_signature_count() -> None:
-    prepared = ADAPTER.prepare(trx(), KEY.info)
+    prepared = ADAPTER.prepare(edge.transaction(trx()), KEY.info)
     sig = KEY.sign(prepared.digests[0])
     for signatures in ([], [sig, sig]):
         with pytest.raises(ValueError, match="1 signature"):
@@ -356,7 +357,7 @@ def test_assemble_refuses_wrong_signature_count() -> None:
 
 
 def test_assemble_refuses_foreign_prepared_tx() -> None:
-    prepared = ADAPTER.prepare(trx(), KEY.info)
+    prepared = ADAPTER.prepare(edge.transaction(trx()), KEY.info)
     foreign = PreparedTx(prepared.intent, prepared.digests, object())
     with pytest.raises(TypeError):
         ADAPTER.assemble(foreign, [KEY.sign(prepared.digests[0])])
@@ -450,7 +451,7 @@ BAD_INPUT = [
 )
 def test_bad_address(address: str, build: Any, field: str) -> None:
     with pytest.raises(InvalidField) as caught:
-        ADAPTER.prepare(build(address), KEY.info)
+        ADAPTER.prepare(edge.transaction(build(address)), KEY.info)
     assert caught.value.field == field
     assert caught.value.message
 
@@ -458,7 +459,7 @@ def test_bad_address(address: str, build: Any, field: str) -> None:
 @pytest.mark.parametrize(("tx", "field"), BAD_INPUT)
 def test_bad_input(tx: pb.TronTransaction, field: str) -> None:
     with pytest.raises(InvalidField) as caught:
-        ADAPTER.prepare(tx, KEY.info)
+        ADAPTER.prepare(edge.transaction(tx), KEY.info)
     assert caught.value.field == field
     assert caught.value.message
 
@@ -471,31 +472,33 @@ def test_trx_amount_cannot_overflow_int64() -> None:
 
 def test_expiration_is_on_the_intent_and_bounded_ahead_of_now() -> None:
     # Issue 9 item 7: a transaction valid far ahead is a signature someone can hold.
-    prepared = ADAPTER.prepare(trx(), KEY.info)
+    prepared = ADAPTER.prepare(edge.transaction(trx()), KEY.info)
     assert prepared.intent.expiration_ms == NOW + 60_000
     ahead = DEFAULT_LIMITS.max_lock_ahead_seconds * 1000
     later = NOW + 30 * 86_400_000
-    ADAPTER.prepare(trx(timestamp=NOW + ahead - 1000, expiration=NOW + ahead), KEY.info)
+    ADAPTER.prepare(
+        edge.transaction(trx(timestamp=NOW + ahead - 1000, expiration=NOW + ahead)), KEY.info
+    )
     for tx in (
         trx(timestamp=NOW + ahead, expiration=NOW + ahead + 1),
         trx(timestamp=later, expiration=later + 60_000),
     ):
         with pytest.raises(InvalidField, match=r"limits\.max_lock_ahead_seconds") as caught:
-            ADAPTER.prepare(tx, KEY.info)
+            ADAPTER.prepare(edge.transaction(tx), KEY.info)
         assert caught.value.field == "tron.expiration"
     # Seen a month later, the same transaction is within the bound.
     month_later = TronAdapter(clock=lambda: NOW_S + 30 * 86_400)
-    month_later.prepare(trx(timestamp=later, expiration=later + 60_000), KEY.info)
+    month_later.prepare(edge.transaction(trx(timestamp=later, expiration=later + 60_000)), KEY.info)
 
 
 def test_amount_and_fee_limit_are_bounded_by_the_limits() -> None:
     top = DEFAULT_LIMITS.tron_max_amount_sun
-    ADAPTER.prepare(trx(amount=top), KEY.info)
+    ADAPTER.prepare(edge.transaction(trx(amount=top)), KEY.info)
     with pytest.raises(InvalidField, match=r"exceeds limits\.tron_max_amount_sun") as caught:
-        ADAPTER.prepare(trx(amount=top + 1), KEY.info)
+        ADAPTER.prepare(edge.transaction(trx(amount=top + 1)), KEY.info)
     assert caught.value.field == "tron.trx_transfer.amount"
     lowered = TronAdapter(ChainLimits(tron_max_fee_limit_sun=100_000_000), clock=lambda: NOW_S)
-    lowered.prepare(trc20(fee_limit=100_000_000), KEY.info)
+    lowered.prepare(edge.transaction(trc20(fee_limit=100_000_000)), KEY.info)
     with pytest.raises(InvalidField, match=r"limits\.tron_max_fee_limit_sun") as caught:
-        lowered.prepare(trc20(fee_limit=100_000_001), KEY.info)
+        lowered.prepare(edge.transaction(trc20(fee_limit=100_000_001)), KEY.info)
     assert caught.value.field == "tron.fee_limit"

@@ -15,6 +15,7 @@ from tronpy.keys import PrivateKey, to_hex_address
 
 from policies.intent import Staking
 from proto.custos.v1 import signer_pb2 as pb
+from signer import requests as edge
 from signer.chains.base import InvalidField
 from signer.chains.limits import ChainLimits
 from signer.chains.tron import (
@@ -377,7 +378,7 @@ BAD: list[tuple[str, pb.TronTransaction, str, str]] = [
 @pytest.mark.parametrize(("tx", "field", "words"), [b[1:] for b in BAD], ids=[b[0] for b in BAD])
 def test_malformed_staking_names_the_field(tx: pb.TronTransaction, field: str, words: str) -> None:
     with pytest.raises(InvalidField) as caught:
-        ADAPTER.prepare(tx, KEY.info)
+        ADAPTER.prepare(edge.transaction(tx), KEY.info)
     assert caught.value.field == field
     assert words in caught.value.message
 
@@ -385,21 +386,23 @@ def test_malformed_staking_names_the_field(tx: pb.TronTransaction, field: str, w
 def test_amounts_are_bounded_by_the_configured_limit() -> None:
     adapter = TronAdapter(ChainLimits(tron_max_amount_sun=10_000_000), clock=lambda: NOW / 1000)
     ok = make_tx(freeze_balance_v2=pb.TronFreezeBalanceV2(amount=10_000_000, resource="ENERGY"))
-    assert adapter.prepare(ok, KEY.info).intent.staking == Staking("stake", 10_000_000, "ENERGY")
+    assert adapter.prepare(edge.transaction(ok), KEY.info).intent.staking == Staking(
+        "stake", 10_000_000, "ENERGY"
+    )
     over = make_tx(
         delegate_resource=pb.TronDelegateResource(
             receiver=RECIPIENT, amount=10_000_001, resource="ENERGY"
         )
     )
     with pytest.raises(InvalidField, match=r"limits\.tron_max_amount_sun") as caught:
-        adapter.prepare(over, KEY.info)
+        adapter.prepare(edge.transaction(over), KEY.info)
     assert caught.value.field == "tron.delegate_resource.amount"
     # Votes are TRX of Tron power: the same limit, in TRX.
     votes = make_tx(
         vote_witness=pb.TronVoteWitness(votes=[pb.TronVote(witness=WITNESS_A, count=11)])
     )
     with pytest.raises(InvalidField, match=r"limits\.tron_max_amount_sun") as caught:
-        adapter.prepare(votes, KEY.info)
+        adapter.prepare(edge.transaction(votes), KEY.info)
     assert caught.value.field == "tron.vote_witness.votes[0].count"
 
 

@@ -42,6 +42,7 @@ from policies.intent import ContractCall, Intent, Transfer
 from policies.schema import PolicyValidationError, validate_document
 from policies.velocity import Spent, charged_totals
 from proto.custos.v1 import signer_pb2 as pb
+from signer import requests as edge
 from signer.chains.base import InvalidField
 from signer.chains.evm import EvmAdapter
 from tests.support import LocalKey
@@ -82,7 +83,7 @@ def evm(data: str = "", *, to: str = TOKEN, value: int = 0, chain_id: int = 1) -
         max_fee_per_gas=str(FEE_PER_GAS),
         max_priority_fee_per_gas="1",
     )
-    return EvmAdapter().prepare(tx, KEY.info).intent
+    return EvmAdapter().prepare(edge.transaction(tx), KEY.info).intent
 
 
 def call(signature: str, *args: Any) -> str:

@@ -14,6 +14,7 @@ from bitcointx.core.psbt import PartiallySignedTransaction, PSBT_Output
 from hsm.secp256k1 import compressed, verify_der
 from policies.intent import Intent
 from proto.custos.v1 import signer_pb2 as pb
+from signer import requests as edge
 from signer.chains.base import InvalidField
 from signer.chains.bitcoin_address import b58check_decode
 from signer.chains.bitcoin_psbt import BitcoinPsbtAdapter, parse_multisig
@@ -110,7 +111,7 @@ def _local_key(wif: str) -> LocalKey:
 def _sign(key: LocalKey, raw: bytes, finalize: bool = False) -> Psbt:
     adapter = BitcoinPsbtAdapter(ChainLimits())
     prepared = adapter.prepare(
-        pb.BitcoinPsbt(network="testnet", psbt=raw, finalize=finalize), key.info
+        edge.transaction(pb.BitcoinPsbt(network="testnet", psbt=raw, finalize=finalize)), key.info
     )
     signed = adapter.assemble(prepared, [key.sign(d) for d in prepared.digests])
     return parse_psbt(base64.b64decode(signed.raw_tx), 10, 10)
@@ -156,7 +157,9 @@ TREASURY = multisig_script(2, [SOFT[0].pub, CUSTOS_PUB, SOFT[1].pub])
 def _intent(spends: list[Spend], outputs: list[tuple[int, bytes]]) -> Intent:
     raw = build(spends, outputs).serialize()
     adapter = BitcoinPsbtAdapter(ChainLimits())
-    return adapter.prepare(pb.BitcoinPsbt(network="testnet", psbt=raw), CUSTOS.info).intent
+    return adapter.prepare(
+        edge.transaction(pb.BitcoinPsbt(network="testnet", psbt=raw)), CUSTOS.info
+    ).intent
 
 
 def test_change_is_only_the_custody_every_signed_input_comes_from() -> None:
@@ -183,7 +186,7 @@ def test_an_output_witness_script_that_does_not_hash_to_the_output_is_refused() 
     adapter = BitcoinPsbtAdapter(ChainLimits())
     item = pb.BitcoinPsbt(network="testnet", psbt=psbt.serialize())
     with pytest.raises(InvalidField) as info:
-        adapter.prepare(item, CUSTOS.info)
+        adapter.prepare(edge.transaction(item), CUSTOS.info)
     assert info.value.field == "bitcoin_psbt.psbt.outputs[0].witness_script"
 
 
@@ -207,6 +210,6 @@ def test_a_multisig_listing_a_key_twice_is_refused() -> None:
     adapter = BitcoinPsbtAdapter(ChainLimits())
     item = pb.BitcoinPsbt(network="testnet", psbt=psbt.serialize())
     with pytest.raises(InvalidField) as info:
-        adapter.prepare(item, CUSTOS.info)
+        adapter.prepare(edge.transaction(item), CUSTOS.info)
     assert info.value.field == "bitcoin_psbt.psbt.inputs[0].witness_script"
     assert "lists a key more than once" in info.value.message

@@ -9,6 +9,7 @@ from eth_account import Account
 
 from hsm.secp256k1 import RecoverableSignature, compressed
 from proto.custos.v1 import keys_pb2
+from signer import requests as edge
 from signer.chains.registry import ADAPTERS
 from tests import builders
 from tests.second_impl import evm_sender, tron_signer, verify_bitcoin
@@ -33,7 +34,7 @@ def _key_message(key: LocalKey) -> keys_pb2.Key:
 
 def _sign(item_kind: str, item: object, signer: LocalKey) -> str:
     adapter = ADAPTERS[item_kind]
-    prepared = adapter.prepare(item, KEY.info)
+    prepared = adapter.prepare(edge.transaction(item), KEY.info)
     sigs: list[RecoverableSignature] = [signer.sign(d) for d in prepared.digests]
     return adapter.assemble(prepared, sigs).raw_tx
 
