@@ -34,6 +34,7 @@ from hsm.import_material import SecretKey, from_hex, wrap_for_import
 from proto.custos.v1 import keys_pb2
 from proto.custos.v1 import signer_pb2 as pb
 from signer.devsetup import subject_string
+from signer.key_import import IMPORT_KEY_ID
 from tests import builders
 from tests.conftest import DevEnv, RunningServer, server_with_policy
 from tests.integration.test_approvals_e2e import _cli_profile
@@ -353,3 +354,68 @@ def _assert_store_holds_no_secret(
     records = server.server.store.audit_records(0, 10**6)  # type: ignore[attr-defined]
     text = json.dumps([r.event.fields for r in records])
     assert all(secret.hex() not in text for secret in secrets)
+
+
+def _token_attributes(env: DevEnv, key_id: str) -> dict[str, bool]:
+    """What the token says of the private key object with CKA_ID `key_id`."""
+    import pkcs11
+    from pkcs11 import Attribute, ObjectClass
+
+    hsm = env.config().hsm
+    token = pkcs11.lib(str(hsm.library)).get_token(token_label=hsm.token_label)
+    try:
+        session = token.open(user_pin=env.pin())
+    except pkcs11.UserAlreadyLoggedIn:
+        session = token.open()
+    names = ("SENSITIVE", "EXTRACTABLE", "SIGN", "DECRYPT", "UNWRAP")
+    with session:
+        (private,) = session.get_objects(
+            {Attribute.CLASS: ObjectClass.PRIVATE_KEY, Attribute.ID: key_id.encode()}
+        )
+        return {n: bool(private[getattr(Attribute, n)]) for n in names}
+
+
+def test_imported_and_import_keys_are_sensitive_and_never_extractable(
+    imp_server: RunningServer, import_key: keys_pb2.ImportWrappingKey
+) -> None:
+    secret = from_hex(hashlib.sha256(uuid.uuid4().bytes).hexdigest())
+    key_id = f"imp-{uuid.uuid4().hex[:10]}"
+    imp_server.keys().ImportKey(_request(key_id, secret, import_key))
+    assert _token_attributes(imp_server.env, key_id) == {
+        "SENSITIVE": True,
+        "EXTRACTABLE": False,
+        "SIGN": True,
+        "DECRYPT": False,
+        "UNWRAP": False,
+    }
+    unwrapper = _token_attributes(imp_server.env, IMPORT_KEY_ID)
+    # It only unwraps: a decrypting import key would hand any blob back in the clear.
+    assert unwrapper == {
+        "SENSITIVE": True,
+        "EXTRACTABLE": False,
+        "SIGN": False,
+        "DECRYPT": False,
+        "UNWRAP": True,
+    }
+
+
+def test_a_key_unwrapped_but_not_registered_is_adopted_only_if_it_is_the_same(
+    imp_server: RunningServer, import_key: keys_pb2.ImportWrappingKey
+) -> None:
+    """A crash between the HSM's unwrap and the store's insert leaves a token object."""
+    pool = imp_server.server.pool  # type: ignore[attr-defined]
+    secret = from_hex(hashlib.sha256(uuid.uuid4().bytes).hexdigest())
+    key_id = f"imp-{uuid.uuid4().hex[:10]}"
+    request = _request(key_id, secret, import_key)
+    pool.unwrap_secp256k1(IMPORT_KEY_ID, key_id, request.wrapped_key, secret.public_key)
+    other = from_hex(hashlib.sha256(uuid.uuid4().bytes).hexdigest())
+    with pytest.raises(grpc.RpcError) as taken:
+        imp_server.keys().ImportKey(_request(key_id, other, import_key))
+    assert taken.value.code() == grpc.StatusCode.ALREADY_EXISTS
+    assert "the HSM holds another key under this id" in (taken.value.details() or "")
+    key = imp_server.keys().ImportKey(request)
+    _check_key(imp_server, key, secret.value, Account.from_key(secret.value).address)
+    (event,) = [
+        e for kind, e in _events(imp_server) if kind == "key.imported" and e["key_id"] == key_id
+    ]
+    assert event["adopted"] is True
