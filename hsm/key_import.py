@@ -127,8 +127,11 @@ def install_unwrapped_secp256k1(
     mechanism: Mechanism,
     mechanism_param: Any,
     template: dict[Attribute, Any],
+    dry_run: bool = False,
 ) -> None:
     """Unwrap `wrapped` into persistent key `key_id`, proven to match `public_key` first.
+
+    With `dry_run`, only the proof: the trial object is destroyed and nothing is kept.
 
     UnwrapError when the blob does not unwrap, UnwrapMismatch when it does not match; KeyExists when
     the token has the id. Everything made is destroyed when a step fails.
@@ -167,6 +170,9 @@ def install_unwrapped_secp256k1(
             normalize(bytes(trial.sign(digest, mechanism=Mechanism.ECDSA)), digest, public_key)
         except SignatureError:
             raise UnwrapMismatch(f"wrapped key {key_id} does not match its public key") from None
+        if dry_run:
+            made.pop(0).destroy()
+            return
         unwrap(store=True)
         made.append(
             session.create_object(
@@ -192,9 +198,18 @@ def install_unwrapped_secp256k1(
 
 
 def unwrap_imported_secp256k1(
-    session: Any, import_key_id: str, key_id: str, wrapped: bytes, public_key: bytes
+    session: Any,
+    import_key_id: str,
+    key_id: str,
+    wrapped: bytes,
+    public_key: bytes,
+    *,
+    dry_run: bool = False,
 ) -> None:
-    """Unwrap an officer's RSA-OAEP blob into a signing key like a generated one."""
+    """Unwrap an officer's RSA-OAEP blob into a signing key like a generated one.
+
+    `dry_run`: only prove that it unwraps into the key of `public_key` (a proposal).
+    """
     try:
         import_key = find(session, ObjectClass.PRIVATE_KEY, import_key_id)
         if import_key is None:
@@ -208,6 +223,7 @@ def unwrap_imported_secp256k1(
             mechanism=Mechanism.RSA_PKCS_OAEP,
             mechanism_param=OAEP_PARAMS,
             template=dict(SIGNING_KEY_TEMPLATE),
+            dry_run=dry_run,
         )
     except pkcs11.PKCS11Error as exc:
         raise HsmUnavailable(f"importing key {key_id} failed: {type(exc).__name__}") from exc

@@ -52,9 +52,18 @@ class KeyImporter(Protocol):
         ...
 
     def unwrap_secp256k1(
-        self, import_key_id: str, key_id: str, wrapped: bytes, public_key: bytes
+        self,
+        import_key_id: str,
+        key_id: str,
+        wrapped: bytes,
+        public_key: bytes,
+        *,
+        dry_run: bool = False,
     ) -> None:
-        """Unwrap `wrapped` into a sensitive, non-extractable signing key matching `public_key`."""
+        """Unwrap `wrapped` into a sensitive, non-extractable signing key matching `public_key`.
+
+        `dry_run`: only prove that it would (nothing is kept in the token).
+        """
         ...
 
     def public_key(self, key_id: str) -> bytes:

@@ -181,14 +181,19 @@ class Pkcs11Token:
             return key_import.import_key_public(self._session, key_id)
 
     def unwrap_secp256k1(
-        self, import_key_id: str, key_id: str, wrapped: bytes, public_key: bytes
+        self,
+        import_key_id: str,
+        key_id: str,
+        wrapped: bytes,
+        public_key: bytes,
+        dry_run: bool = False,
     ) -> None:
         """Unwrap an RSA-OAEP blob into signing key `key_id`, proven to match `public_key`."""
         from hsm import key_import  # noqa: PLC0415
 
         with self._lock:
             key_import.unwrap_imported_secp256k1(
-                self._session, import_key_id, key_id, wrapped, public_key
+                self._session, import_key_id, key_id, wrapped, public_key, dry_run=dry_run
             )
 
     def public_key(self, key_id: str) -> bytes:

@@ -240,8 +240,10 @@ def _import_key_public(key_id: str) -> bytes:
     return _token().import_key_public(key_id)
 
 
-def _unwrap_secp256k1(import_key_id: str, key_id: str, wrapped: bytes, public_key: bytes) -> None:
-    _token().unwrap_secp256k1(import_key_id, key_id, wrapped, public_key)
+def _unwrap_secp256k1(
+    import_key_id: str, key_id: str, wrapped: bytes, public_key: bytes, dry_run: bool
+) -> None:
+    _token().unwrap_secp256k1(import_key_id, key_id, wrapped, public_key, dry_run)
 
 
 _TASKS.update(
@@ -413,9 +415,15 @@ class SigningPool:
         return bytes(self._call("_import_key_public", key_id))
 
     def unwrap_secp256k1(
-        self, import_key_id: str, key_id: str, wrapped: bytes, public_key: bytes
+        self,
+        import_key_id: str,
+        key_id: str,
+        wrapped: bytes,
+        public_key: bytes,
+        *,
+        dry_run: bool = False,
     ) -> None:
-        self._call("_unwrap_secp256k1", import_key_id, key_id, wrapped, public_key)
+        self._call("_unwrap_secp256k1", import_key_id, key_id, wrapped, public_key, dry_run)
 
     # ---- HD wallets (hsm.hd.HdKeys): derivation runs in the workers, see hsm.hd ----
 

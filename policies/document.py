@@ -159,6 +159,24 @@ class Governance(_Model):
     allow_self_approval: bool = False
 
 
+class Ceremonies(_Model):
+    """Officers other than the proposer who approve each key ceremony (policies.ceremonies).
+
+    A kind left out takes its default: governance.approvals_required, except
+    disable_key, which defaults to 1 (stopping a key only removes the power to
+    sign, and a suspected compromise must be answerable at once; one other
+    officer still has to agree, so one officer alone cannot stop a wallet).
+    0 lets the proposer act alone: for development environments only.
+    """
+
+    create_key: int | None = Field(default=None, ge=0, le=100)
+    disable_key: int | None = Field(default=None, ge=0, le=100)
+    enable_key: int | None = Field(default=None, ge=0, le=100)
+    retire_key: int | None = Field(default=None, ge=0, le=100)
+    import_key: int | None = Field(default=None, ge=0, le=100)
+    proposal_expires_after: Duration | None = None  # default: governance.proposal_expires_after
+
+
 class AddressEntry(_Model):
     """One destination in the address book: an account, whatever its spelling.
 
@@ -490,6 +508,9 @@ class PolicyDocument(_Model):
     # None (absent) means LockBounds(): left out of canonical JSON, so versions
     # written before locks existed keep their hash and get the default bounds.
     locks: LockBounds | None = None
+    # None (absent): every ceremony takes its default quorum (Ceremonies); left
+    # out of canonical JSON, so versions written before ceremonies keep their hash.
+    ceremonies: Ceremonies | None = None
 
 
 # ---- canonical form ------------------------------------------------------

@@ -128,6 +128,41 @@ def ready_to_activate(proposal: Proposal, active_version: int | None, now: datet
     return status(proposal, active_version, now) == ACTIVE
 
 
+def admit_approval(
+    approvals: tuple[OfficerApproval, ...],
+    *,
+    proposer: str,
+    officer: str,
+    digest: str,
+    expected_digest: str,
+    officers: frozenset[str],
+    allow_self_approval: bool,
+    totp_verified: bool,
+    not_open: Refused | None,
+    now: datetime,
+) -> tuple[OfficerApproval, ...] | Refused:
+    """The approvals with `officer`'s added, or why it does not count.
+
+    Shared by every proposal officers approve (policy versions, key
+    ceremonies): a fresh TOTP code, an officer, the exact digest reviewed, a
+    proposal still open (`not_open`: the caller's refusal when it is not), and
+    never one officer twice nor (unless allowed) the proposer.
+    """
+    if not totp_verified:
+        return Refused(TOTP_REQUIRED, "each approval needs a fresh TOTP code")
+    if officer not in officers:
+        return Refused(NOT_OFFICER, "only officers of the active policy version may approve")
+    if not hmac.compare_digest(digest.encode(), expected_digest.encode()):
+        return Refused(HASH_MISMATCH, "the hash is not that of the proposal")
+    if not_open is not None:
+        return not_open
+    if officer == proposer and not allow_self_approval:
+        return Refused(OWN_PROPOSAL, "a proposer cannot approve their own proposal")
+    if any(a.officer == officer for a in approvals):
+        return Refused(ALREADY_APPROVED, "each officer counts once")
+    return (*approvals, OfficerApproval(officer, now))
+
+
 def approve(
     proposal: Proposal,
     officer: str,
@@ -143,22 +178,26 @@ def approve(
     The quorum is never met by one officer twice, nor (unless the active
     version allows self-approval) by the proposer.
     """
-    if not totp_verified:
-        return Refused(TOTP_REQUIRED, "each approval needs a fresh TOTP code")
-    if officer not in rules.officers:
-        return Refused(NOT_OFFICER, "only officers of the active version may approve")
-    if not hmac.compare_digest(document_hash.encode(), proposal.document_hash.encode()):
-        return Refused(HASH_MISMATCH, "the hash is not that of the proposed document")
     state = status(proposal, active_version, now)
+    not_open = None
     if state == STALE:
-        return Refused(STALE, "another version became active since this proposal was made")
-    if state != OPEN:
-        return Refused(NOT_OPEN, f"the proposal is {state}")
-    if officer == proposal.proposer and not rules.allow_self_approval:
-        return Refused(OWN_PROPOSAL, "a proposer cannot approve their own proposal")
-    if any(a.officer == officer for a in proposal.approvals):
-        return Refused(ALREADY_APPROVED, "each officer counts once")
-    approvals = (*proposal.approvals, OfficerApproval(officer, now))
+        not_open = Refused(STALE, "another version became active since this proposal was made")
+    elif state != OPEN:
+        not_open = Refused(NOT_OPEN, f"the proposal is {state}")
+    approvals = admit_approval(
+        proposal.approvals,
+        proposer=proposal.proposer,
+        officer=officer,
+        digest=document_hash,
+        expected_digest=proposal.document_hash,
+        officers=rules.officers,
+        allow_self_approval=rules.allow_self_approval,
+        totp_verified=totp_verified,
+        not_open=not_open,
+        now=now,
+    )
+    if isinstance(approvals, Refused):
+        return approvals
     if len(approvals) < rules.approvals_required:
         return replace(proposal, approvals=approvals)
     return replace(

@@ -220,6 +220,18 @@ def _check_message_match(match: Match, path: str, errors: list[tuple[str, str]])
             errors.append((f"{path}.{field}", "needs message_signing: true"))
 
 
+def _ceremony_errors(doc: PolicyDocument) -> list[tuple[str, str]]:
+    """Key ceremony quorums that no set of officers other than the proposer can reach."""
+    if doc.ceremonies is None:
+        return []
+    others = len(set(doc.governance.officers)) - 1  # the proposer never counts
+    return [
+        (f"ceremonies.{kind}", f"exceeds the {others} officers other than a proposer")
+        for kind, quorum in doc.ceremonies.model_dump(exclude_none=True).items()
+        if isinstance(quorum, int) and quorum > others
+    ]
+
+
 def reference_errors(doc: PolicyDocument) -> list[tuple[str, str]]:
     """(path, message) for every problem the JSON Schema cannot express."""
     errors: list[tuple[str, str]] = []
@@ -232,6 +244,7 @@ def reference_errors(doc: PolicyDocument) -> list[tuple[str, str]]:
         errors.append(
             ("governance.approvals_required", f"exceeds the {reachable} officers who can approve")
         )
+    errors += _ceremony_errors(doc)
     book = doc.address_book
     entry_ids = [e.id for e in book.entries]
     for dup in _duplicates(entry_ids):

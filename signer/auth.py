@@ -32,6 +32,11 @@ RPC_ROLES: dict[str, frozenset[str]] = {
     "/custos.v1.Keys/CreateImportKey": frozenset({OFFICER}),
     "/custos.v1.Keys/GetImportKey": frozenset({OFFICER, AUDITOR}),
     "/custos.v1.Keys/ImportKey": frozenset({OFFICER}),
+    "/custos.v1.Keys/ProposeKeyCeremony": frozenset({OFFICER}),
+    "/custos.v1.Keys/ApproveKeyCeremony": frozenset({OFFICER}),
+    "/custos.v1.Keys/CancelKeyCeremony": frozenset({OFFICER}),
+    "/custos.v1.Keys/GetKeyCeremony": frozenset({OFFICER, AUDITOR}),
+    "/custos.v1.Keys/ListKeyCeremonies": frozenset({OFFICER, AUDITOR}),
     "/custos.v1.Audit/StreamRecords": frozenset({AUDITOR}),
     "/custos.v1.Audit/GetLatestCheckpoint": frozenset({AUDITOR}),
     "/custos.v1.Audit/ListCheckpoints": frozenset({AUDITOR}),
@@ -53,6 +58,11 @@ RPC_ROLES: dict[str, frozenset[str]] = {
     "/custos.v1.Approvals/Approve": frozenset({APPROVER}),
     "/custos.v1.Approvals/Reject": frozenset({APPROVER, SERVICE}),
     "/custos.v1.Approvals/WatchEvents": frozenset({SERVICE, APPROVER, OFFICER, AUDITOR}),
+    "/custos.v1.Webhooks/AddWebhook": frozenset({OFFICER}),
+    "/custos.v1.Webhooks/RemoveWebhook": frozenset({OFFICER}),
+    "/custos.v1.Webhooks/ReplayWebhook": frozenset({OFFICER}),
+    "/custos.v1.Webhooks/ListWebhooks": frozenset({OFFICER, AUDITOR}),
+    "/custos.v1.Webhooks/GetEventKey": frozenset({SERVICE, APPROVER, OFFICER, AUDITOR}),
 }
 
 # Any configured identity may check health and read the schema (reflection).

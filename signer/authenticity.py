@@ -325,15 +325,31 @@ class LoggedState:
 
     key_versions: dict[str, int]  # key id -> highest row version a key.* record names
     activations: dict[int, str]  # policy version -> hash, from policy.activated records
+    # ceremony id -> highest row revision a ceremony.* record names
+    ceremony_revs: dict[str, int] = dataclasses.field(default_factory=dict)
+    # Endpoints removed (signer.webhooks): their rows, put back, must be refused.
+    removed_webhooks: set[str] = dataclasses.field(default_factory=set)
 
     def seed(self, integrity: StateAuthenticator) -> None:
         for key_id, version in self.key_versions.items():
             integrity.raise_floor("keys", (key_id,), version)
+        for ceremony_id, rev in self.ceremony_revs.items():
+            # An executed ceremony put back as approved must not run again.
+            integrity.raise_floor("ceremonies", (ceremony_id,), rev)
+        for webhook_id in self.removed_webhooks:
+            integrity.raise_floor("webhooks", (webhook_id,), 2)  # rows are version 1 for life
 
 
 # Cheap byte tests before decoding: the log is mostly sign.* records.
-_KEY_KINDS = (b'"kind":"key.created"', b'"kind":"key.enabled"', b'"kind":"key.disabled"')
+_KEY_KINDS = (
+    b'"kind":"key.created"',
+    b'"kind":"key.enabled"',
+    b'"kind":"key.disabled"',
+    b'"kind":"key.retired"',
+)
 _ACTIVATED = b'"kind":"policy.activated"'
+_CEREMONY = b'"kind":"ceremony.'
+_WEBHOOK_REMOVED = b'"kind":"webhook.removed"'
 
 
 def scan_audit_log(rows: Callable[[int, int], list[tuple[int, bytes, bytes]]]) -> LoggedState:
@@ -348,10 +364,18 @@ def scan_audit_log(rows: Callable[[int, int], list[tuple[int, bytes, bytes]]]) -
             if _ACTIVATED in data:
                 fields = json.loads(data)["fields"]
                 logged.activations[int(fields["version"])] = str(fields["hash"])
+            elif _WEBHOOK_REMOVED in data:
+                logged.removed_webhooks.add(str(json.loads(data)["fields"]["webhook_id"]))
             elif any(kind in data for kind in _KEY_KINDS):
                 fields = json.loads(data)["fields"]
                 key_id, version = str(fields["key_id"]), int(fields.get("row_version", 0))
                 logged.key_versions[key_id] = max(logged.key_versions.get(key_id, 0), version)
+            elif _CEREMONY in data:
+                fields = json.loads(data)["fields"]
+                ceremony_id, rev = str(fields["ceremony_id"]), int(fields.get("rev", 0))
+                logged.ceremony_revs[ceremony_id] = max(
+                    logged.ceremony_revs.get(ceremony_id, 0), rev
+                )
         seq = page[-1][0] + 1
 
 

@@ -28,6 +28,7 @@ from proto.custos.v1 import (
     signer_pb2_grpc,
 )
 from signer import cli_output
+from signer.cli_ceremonies import add_commands as add_ceremony_commands
 from signer.cli_events import add_commands as add_events_commands
 from signer.cli_import import NETWORK_CLASSES
 from signer.cli_import import add_actions as add_import_actions
@@ -581,9 +582,15 @@ def _add_audit_commands(sub: Any, client_help: str) -> None:
 
 
 def _add_key_commands(sub: Any, client_help: str) -> None:
-    p = sub.add_parser("keys", help="create, import, list, show, disable or enable keys (officer)")
+    p = sub.add_parser(
+        "keys", help="list, show and import keys; propose and approve key ceremonies (officer)"
+    )
     actions = p.add_subparsers(dest="action", required=True, metavar="ACTION")
-    a = actions.add_parser("create", help="generate a secp256k1 key inside the HSM")
+    a = actions.add_parser(
+        "create",
+        help="generate a secp256k1 key inside the HSM alone (only where the policy's"
+        " ceremonies.create_key is 0; else propose-create)",
+    )
     a.add_argument("key_id")
     # Required, no default: the class is fixed for the key's life, and either
     # wrong default costs something that cannot be undone (a mainnet key made
@@ -600,8 +607,11 @@ def _add_key_commands(sub: Any, client_help: str) -> None:
     add_output_argument(a)
     for action, text in (
         ("show", "show a key, its class, its public key and its addresses"),
-        ("disable", "refuse further signing with a key (already disabled: nothing changes)"),
-        ("enable", "allow signing with a key again (already enabled: nothing changes)"),
+        (
+            "disable",
+            "disable a key alone (where ceremonies.disable_key is 0; else propose-disable)",
+        ),
+        ("enable", "enable a key alone (where ceremonies.enable_key is 0; else propose-enable)"),
     ):
         a = actions.add_parser(action, help=text)
         a.add_argument("key_id")
@@ -612,6 +622,7 @@ def _add_key_commands(sub: Any, client_help: str) -> None:
     add_output_argument(a)
     add_import_actions(actions, client_help, _profile, _print_key)
     p.set_defaults(func=cmd_keys)
+    add_ceremony_commands(actions, client_help, _profile)
 
 
 def _count(text: str) -> int:
@@ -688,7 +699,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_policy_commands(sub, client_help, _profile)
     add_psbt_commands(sub, client_help, _profile)
     add_integrity_commands(sub)
-    add_events_commands(sub)
+    add_events_commands(sub, client_help, _profile)
 
     p = sub.add_parser("db", help="store maintenance")
     actions = p.add_subparsers(dest="action", required=True, metavar="ACTION")

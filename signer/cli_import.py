@@ -32,6 +32,7 @@ from hsm.import_material import (
     wrap_for_import,
 )
 from proto.custos.v1 import keys_pb2, keys_pb2_grpc
+from signer.cli_ceremonies import print_proposal
 from signer.cli_output import add_output_argument, print_fields, print_json, wants_json
 from signer.client import ClientProfile
 from signer.errors import ConfigError
@@ -55,12 +56,22 @@ def add_actions(
     add_output_argument(a)
     a.set_defaults(func=lambda args: import_key_command(args, profile(args)))
 
-    a = actions.add_parser(
-        "import",
-        help="import an existing secp256k1 key, encrypted here to the HSM's import key",
-        description="The secret is asked for at the terminal (or read from standard input,"
-        " one item a line: key, password, mnemonic, passphrase); never pass it as an argument.",
-    )
+    for verb, text in (
+        ("import", "import an existing secp256k1 key alone (where the policy's quorum is 0)"),
+        ("propose-import", "propose importing an existing secp256k1 key (officer ceremony)"),
+    ):
+        a = actions.add_parser(
+            verb,
+            help=text,
+            description="The key is encrypted here to the HSM's import key. The secret is"
+            " asked for at the terminal (or read from standard input, one item a line: key,"
+            " password, mnemonic, passphrase); never pass it as an argument.",
+        )
+        _add_import_arguments(a, client_help)
+        a.set_defaults(func=lambda args: import_command(args, profile(args), print_key))
+
+
+def _add_import_arguments(a: argparse.ArgumentParser, client_help: str) -> None:
     a.add_argument("key_id")
     a.add_argument("--network-class", required=True, choices=tuple(NETWORK_CLASSES))
     a.add_argument("--from", dest="source", required=True, choices=SOURCES)
@@ -78,7 +89,6 @@ def add_actions(
     )
     a.add_argument("--client", help=client_help)
     add_output_argument(a)
-    a.set_defaults(func=lambda args: import_command(args, profile(args), print_key))
 
 
 def _print_import_key(key: keys_pb2.ImportWrappingKey) -> None:
@@ -175,6 +185,16 @@ def import_command(
         path=secret.path,
     )
     del secret  # only the wrapped form travels
+    if args.action == "propose-import":
+        proposal = stub.ProposeKeyCeremony(
+            keys_pb2.ProposeKeyCeremonyRequest(
+                kind=keys_pb2.CEREMONY_KIND_IMPORT_KEY,
+                key_id=request.key_id,
+                network_class=request.network_class,
+                imported_key=request,
+            )
+        )
+        return print_proposal(proposal, args)
     key = stub.ImportKey(request)
     if wants_json(args):
         print_json(key)

@@ -129,8 +129,20 @@ class EventsConfig(_Section):
     # Failed deliveries are retried after 1, 2, 4, ... seconds, at most this long apart.
     retry_initial_seconds: float = Field(default=1.0, gt=0, le=3600)
     retry_max_seconds: float = Field(default=300.0, gt=0, le=86_400)
-    # How often a replica looks for endpoints no live replica is delivering to.
+    # One replica delivers to an endpoint at a time, under a claim it renews every
+    # claim_check_seconds; a replica that dies loses it after claim_lease_seconds,
+    # and another replica resumes the endpoint's deliveries from its cursor.
     claim_check_seconds: float = Field(default=2.0, gt=0, le=3600)
+    claim_lease_seconds: float = Field(default=30.0, gt=0, le=86_400)
+
+    @model_validator(mode="after")
+    def _renewed_within_lease(self) -> EventsConfig:
+        if self.claim_check_seconds * 2 > self.claim_lease_seconds:
+            raise ValueError(
+                "claim_lease_seconds must be at least twice claim_check_seconds: a claim is "
+                "renewed every claim_check_seconds and must not lapse between renewals"
+            )
+        return self
 
 
 class PolicyConfig(_Section):

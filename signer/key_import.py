@@ -10,6 +10,7 @@ fingerprint of the import key it was encrypted to.
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import time
 from collections.abc import Mapping
@@ -23,12 +24,13 @@ from hsm.errors import HsmUnavailable, KeyExists, KeyNotFound
 from hsm.import_material import SOURCES, import_key_fingerprint
 from hsm.key_import import IMPORT_KEY_BITS, UnwrapError, UnwrapMismatch
 from hsm.keystore import KeyImporter
+from proto.custos.v1 import keys_pb2
 from signer.authenticity import StateAuthenticator
 from signer.chains.networks import NetworkClass, network_class, parse_network_class
 from signer.chains.registry import all_addresses
 from signer.errors import AlreadyExists, FailedPrecondition, InvalidRequest, Unavailable
 from signer.keys import IMPORTED, check_key_id, key_fact
-from signer.store.base import KeyAlreadyExists, KeyRecord, KeyState, Store
+from signer.store.base import KeyRecord, KeyState, Store
 
 # The token id of the import key: ids of service keys start with [a-z0-9], so no clash.
 IMPORT_KEY_ID = "_import"
@@ -56,6 +58,59 @@ class WrappedImport:
     import_key_fingerprint: str
     source: str  # hex | wif | keystore | mnemonic: audited, not trusted for anything
     path: str = ""  # the derivation path of a mnemonic
+
+
+def wrapped_of_message(
+    message: keys_pb2.ImportKeyRequest, key_id: str, network_class: str
+) -> WrappedImport:
+    """An ImportKeyRequest (alone, or in a ceremony naming key and class) as a domain value."""
+    return WrappedImport(
+        key_id=key_id,
+        network_class=network_class,
+        wrapped_key=message.wrapped_key,
+        public_key=message.public_key,
+        import_key_fingerprint=message.import_key_fingerprint,
+        source=message.source,
+        path=message.path,
+    )
+
+
+NO_PATH = "-"  # the path parameter of a ceremony importing anything but a mnemonic
+
+
+def import_params(request: WrappedImport) -> dict[str, str]:
+    """An import as ceremony parameters (strings, all non-empty): what approvers bind to."""
+    return {
+        "key_id": request.key_id,
+        "network_class": request.network_class,
+        "wrapped_key": base64.b64encode(request.wrapped_key).decode(),
+        "public_key": request.public_key.hex(),
+        "import_key_fingerprint": request.import_key_fingerprint,
+        "source": request.source,
+        "path": request.path or NO_PATH,
+    }
+
+
+def wrapped_from_params(params: Mapping[str, str]) -> WrappedImport:
+    """The inverse of import_params; InvalidRequest naming a parameter that does not decode."""
+    try:
+        wrapped_key = base64.b64decode(params["wrapped_key"], validate=True)
+    except (KeyError, ValueError):
+        raise InvalidRequest("wrapped_key: not base64") from None
+    try:
+        public_key = bytes.fromhex(params["public_key"])
+    except (KeyError, ValueError):
+        raise InvalidRequest("public_key: not hex") from None
+    path = params.get("path", "")
+    return WrappedImport(
+        key_id=params.get("key_id", ""),
+        network_class=params.get("network_class", ""),
+        wrapped_key=wrapped_key,
+        public_key=public_key,
+        import_key_fingerprint=params.get("import_key_fingerprint", ""),
+        source=params.get("source", ""),
+        path="" if path == NO_PATH else path,
+    )
 
 
 def key_addresses(record: KeyRecord) -> list[str]:
@@ -115,22 +170,14 @@ class KeyImports:
             raise Unavailable("the HSM could not read the import key; retry") from exc
         return ImportKeyInfo(der, import_key_fingerprint(der))
 
-    def import_wrapped(self, request: WrappedImport, actor: str) -> KeyRecord:
-        """Unwrap the officer's key into the HSM and register it; nothing half-made on failure."""
-        self.check(request)
-        with self._store.exclusive(f"key:{request.key_id}"):
-            record, event = self.new_imported_key(request, actor)
-            try:
-                self._store.insert_key(record, event)
-            except KeyAlreadyExists as exc:
-                raise AlreadyExists(f"key {request.key_id!r} already exists") from exc
-        return record
-
-    def check(self, request: WrappedImport) -> None:
-        """Everything that can be checked before the HSM unwraps: fields, the import key, ids.
+    def check(self, request: WrappedImport, *, unwrap_trial: bool = False) -> None:
+        """Everything that can be checked before the key is made: fields, the import key, ids.
 
         InvalidRequest naming the field, FailedPrecondition for a blob made for
         another import key, AlreadyExists for a key id or a public key in custody.
+        `unwrap_trial`: the HSM also proves that the blob unwraps into the key of
+        `public_key` and keeps nothing (a proposal: approvers never approve a
+        blob that cannot be imported).
         """
         _, public_key, _ = _checked(request)
         current = self.import_key()
@@ -146,6 +193,8 @@ class KeyImports:
                 raise AlreadyExists(
                     f"public_key: this key is already in custody as key {other.key_id!r}"
                 )
+        if unwrap_trial:
+            self._unwrap(request, public_key, dry_run=True)
 
     def new_imported_key(
         self,
@@ -190,11 +239,11 @@ class KeyImports:
         )
         return record, event
 
-    def _unwrap(self, request: WrappedImport, public_key: bytes) -> bool:
+    def _unwrap(self, request: WrappedImport, public_key: bytes, *, dry_run: bool = False) -> bool:
         """Unwrap into the token; True when a previous attempt had (adopted, never replaced)."""
         try:
             self._importer.unwrap_secp256k1(
-                IMPORT_KEY_ID, request.key_id, request.wrapped_key, public_key
+                IMPORT_KEY_ID, request.key_id, request.wrapped_key, public_key, dry_run=dry_run
             )
         except KeyExists:
             # A previous import unwrapped the key but failed to register it: only

@@ -1,18 +1,30 @@
-"""Key management: create keys in the HSM, register them, enable and disable them."""
+"""Key management: create keys in the HSM, register them, enable, disable and retire them.
+
+Officers reach these through ceremonies (signer.ceremonies); the steps here
+prepare each change (HSM work, tagged record, audit event) so that a ceremony
+stores it together with its own final state.
+"""
 
 from __future__ import annotations
 
 import dataclasses
 import re
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from audit.record import AuditEvent
 from hsm.errors import HsmUnavailable, KeyExists
 from hsm.keystore import KeyGenerator
 from signer.authenticity import Fact, StateAuthenticator
 from signer.chains.networks import NetworkClass, parse_network_class
-from signer.errors import AlreadyExists, InProgress, InvalidRequest, NotFound, Unavailable
+from signer.errors import (
+    AlreadyExists,
+    FailedPrecondition,
+    InProgress,
+    InvalidRequest,
+    NotFound,
+    Unavailable,
+)
 from signer.store.base import KeyAlreadyExists, KeyRecord, KeyState, Store
 
 KEY_ID = re.compile(r"[a-z0-9][a-z0-9._-]{0,62}")
@@ -47,6 +59,22 @@ def verify_keys(
     integrity.verify([(key_fact(record), record.mac) for record in records], since)
 
 
+_STATE_EVENTS = {
+    KeyState.ENABLED: "key.enabled",
+    KeyState.DISABLED: "key.disabled",
+    KeyState.RETIRED: "key.retired",
+}
+
+
+def checked_network_class(key_id: str, network_class: str) -> NetworkClass:
+    """The key id and class of a new key, checked (InvalidRequest naming the field)."""
+    check_key_id(key_id)
+    try:
+        return parse_network_class(network_class)
+    except ValueError as exc:
+        raise InvalidRequest(f"network_class: {exc}") from None
+
+
 def check_key_id(key_id: str, field: str = "key_id") -> None:
     if not KEY_ID.fullmatch(key_id):
         raise InvalidRequest(
@@ -66,16 +94,28 @@ class KeyManager:
 
     def create(self, key_id: str, network_class: NetworkClass, actor: str) -> KeyRecord:
         """A new key of `network_class`: it will only ever sign for networks of that class."""
-        check_key_id(key_id)
-        try:
-            network_class = parse_network_class(network_class)
-        except ValueError as exc:
-            raise InvalidRequest(f"network_class: {exc}") from None
+        network_class = checked_network_class(key_id, network_class)
         # Two replicas creating one id at once would leave two HSM keys with one CKA_ID.
         with self._store.exclusive(f"key:{key_id}"):
-            return self._create(key_id, network_class, actor)
+            record, event = self.new_key(key_id, network_class, actor)
+            try:
+                self._store.insert_key(record, event)
+            except KeyAlreadyExists as exc:
+                raise AlreadyExists(f"key {key_id!r} already exists") from exc
+        return record
 
-    def _create(self, key_id: str, network_class: NetworkClass, actor: str) -> KeyRecord:
+    def new_key(
+        self,
+        key_id: str,
+        network_class: NetworkClass,
+        actor: str,
+        context: Mapping[str, str | int] | None = None,
+    ) -> tuple[KeyRecord, AuditEvent]:
+        """Generate (or adopt) the key in the HSM: its tagged record and audit event, unstored.
+
+        Call under `store.exclusive(f"key:{key_id}")`. `context`: more audit fields
+        (the ceremony that creates it).
+        """
         if self._store.get_key(key_id) is not None:
             raise AlreadyExists(f"key {key_id!r} already exists")
         adopted = False
@@ -102,13 +142,10 @@ class KeyManager:
                 "adopted": adopted,
                 "network_class": network_class,
                 "row_version": record.version,
+                **(context or {}),
             },
         )
-        try:
-            self._store.insert_key(record, event)
-        except KeyAlreadyExists as exc:
-            raise AlreadyExists(f"key {key_id!r} already exists") from exc
-        return record
+        return record, event
 
     def get(self, key_id: str) -> KeyRecord:
         check_key_id(key_id)
@@ -126,26 +163,52 @@ class KeyManager:
         return records
 
     def set_state(self, key_id: str, state: KeyState, actor: str) -> KeyRecord:
-        """Enable or disable a key; a key already in `state` is returned unchanged, unaudited.
+        """Enable, disable or retire a key; one already in `state` is returned as it is, unaudited.
 
         The audit log records changes: a repeated disable changed nothing, so it
         writes nothing. The lock (every replica's) makes the check and the change
-        one step against a concurrent enable or disable of the same key.
+        one step against a concurrent change of the same key.
         """
         check_key_id(key_id)
-        kind = "key.enabled" if state is KeyState.ENABLED else "key.disabled"
         with self._store.exclusive(f"key:{key_id}"):
             # Read (and verify) the row; a key already in `state` changes nothing. Then
             # store its one successor under a fresh tag, written only over the version
             # read (compare-and-set; the lock makes a concurrent change wait).
-            current = self.get(key_id)
-            if current.state is state:
-                return current
-            new = dataclasses.replace(current, state=state, version=current.version + 1, mac=None)
-            new = dataclasses.replace(new, mac=self._integrity.tag(key_fact(new)))
-            event = AuditEvent(kind, actor, {"key_id": key_id, "row_version": new.version})
+            change = self.successor(key_id, state, actor)
+            if isinstance(change, KeyRecord):
+                return change
+            new, event = change
             if not self._store.replace_key(new, event):
                 raise InProgress(f"key {key_id!r} changed meanwhile; retry")
-        # Committed: from now on an older copy of the row put back is a replay.
-        self._integrity.raise_floor("keys", (key_id,), new.version)
+        self.committed(new)
         return new
+
+    def successor(
+        self,
+        key_id: str,
+        state: KeyState,
+        actor: str,
+        context: Mapping[str, str | int] | None = None,
+    ) -> tuple[KeyRecord, AuditEvent] | KeyRecord:
+        """The key's next record in `state`, tagged, with its audit event; unstored.
+
+        The current record when it is in `state` already. A retired key never
+        changes again (FailedPrecondition): it never signs, whatever is asked.
+        """
+        current = self.get(key_id)
+        if current.state is state:
+            return current
+        if current.state is KeyState.RETIRED:
+            raise FailedPrecondition(f"key {key_id!r} is retired: it never changes or signs again")
+        new = dataclasses.replace(current, state=state, version=current.version + 1, mac=None)
+        new = dataclasses.replace(new, mac=self._integrity.tag(key_fact(new)))
+        event = AuditEvent(
+            _STATE_EVENTS[state],
+            actor,
+            {"key_id": key_id, "row_version": new.version, **(context or {})},
+        )
+        return new, event
+
+    def committed(self, record: KeyRecord) -> None:
+        """`record` is stored: from now on an older copy of the row put back is a replay."""
+        self._integrity.raise_floor("keys", (record.key_id,), record.version)

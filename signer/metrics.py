@@ -64,6 +64,11 @@ STATE_INTEGRITY_FAILURES = Counter(
     "Stored rows whose HSM authenticator failed (the database was altered)",
     ["table"],
 )
+WEBHOOK_DELIVERIES = Counter(
+    "custos_webhook_deliveries_total",
+    "Webhook delivery attempts by outcome (delivered, refused: non-2xx, failed: no answer)",
+    ["outcome"],
+)
 COMPONENT_UP = Gauge("custos_component_up", "1 when the component answers", ["component"])
 BUILD_INFO = Gauge(
     "custos_build_info", "Always 1; the running versions", ["version", "python", "grpc"]

@@ -372,7 +372,9 @@ class SigningPipeline:
             if key is None:
                 raise NotFound(f"items[{index}].key_id: key {item.key_id!r} not found")
             if key.state is not KeyState.ENABLED:
-                raise FailedPrecondition(f"items[{index}].key_id: key {item.key_id!r} is disabled")
+                raise FailedPrecondition(
+                    f"items[{index}].key_id: key {item.key_id!r} is {key.state.value}"
+                )
             if item.tx is None:
                 kinds = ", ".join(self._adapters)
                 raise InvalidRequest(f"items[{index}].tx: no transaction or message ({kinds})")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import logging
 import os
+import time
 from collections.abc import Callable
 from concurrent import futures
 
@@ -23,12 +24,15 @@ from proto.custos.v1 import (
     policy_pb2_grpc,
     signer_pb2,
     signer_pb2_grpc,
+    webhooks_pb2,
+    webhooks_pb2_grpc,
 )
 from signer import metrics, reflection
 from signer.approval_desk import ApprovalDesk
 from signer.auditlog import AuditGate, AuditLog, key_fingerprint
 from signer.auth import Authorizer
 from signer.authenticity import StoreGuard, audit_alarm, open_authenticator, scan_audit_log
+from signer.ceremonies import KeyCeremonies
 from signer.chains.limits import ChainLimits
 from signer.chains.registry import Adapters, make_adapters
 from signer.config import Config
@@ -47,6 +51,9 @@ from signer.review import Reviewer, signed_transport
 from signer.second_factor import SecondFactor
 from signer.services import AuditService, KeysService, SignerService
 from signer.store.factory import open_store
+from signer.webhook_service import WebhooksService
+from signer.webhook_worker import WebhookDispatcher
+from signer.webhooks import WebhookRegistry
 
 log = logging.getLogger("custos.server")
 
@@ -56,6 +63,7 @@ SERVICE_NAMES = (
     audit_pb2.DESCRIPTOR.services_by_name["Audit"].full_name,
     policy_pb2.DESCRIPTOR.services_by_name["Policies"].full_name,
     policy_pb2.DESCRIPTOR.services_by_name["Approvals"].full_name,
+    webhooks_pb2.DESCRIPTOR.services_by_name["Webhooks"].full_name,
 )
 
 
@@ -197,6 +205,18 @@ class CustosServer:
             ],
             options=options,
         )
+        self.webhooks = WebhookRegistry(
+            self.store,
+            self.integrity,
+            self.event_signer,
+            lambda: time.time_ns() // 1_000_000,
+        )
+        # Deliveries only with a pinned event-signing key ([events] key_fingerprint).
+        self.dispatcher = (
+            None
+            if self.event_signer is None
+            else WebhookDispatcher(self.store, self.webhooks, self.event_signer, config.events)
+        )
         self._add_services(pipeline, second_factor, adapters)
         self._metrics_listen = config.metrics.listen
         self.metrics_port = 0
@@ -257,12 +277,13 @@ class CustosServer:
         adapters: Adapters,
     ) -> None:
         signer_pb2_grpc.add_SignerServicer_to_server(SignerService(pipeline), self._grpc)
+        keys = KeyManager(self.store, self.pool, integrity=self.integrity)
+        imports = KeyImports(self.store, self.pool, integrity=self.integrity)
+        key_ceremonies = KeyCeremonies(
+            self.store, keys, self.governor, integrity=self.integrity, imports=imports
+        )
         keys_pb2_grpc.add_KeysServicer_to_server(
-            KeysService(
-                KeyManager(self.store, self.pool, integrity=self.integrity),
-                KeyImports(self.store, self.pool, integrity=self.integrity),
-            ),
-            self._grpc,
+            KeysService(keys, key_ceremonies, second_factor, imports), self._grpc
         )
         audit_pb2_grpc.add_AuditServicer_to_server(AuditService(self.audit, self.store), self._grpc)
         policy_pb2_grpc.add_PoliciesServicer_to_server(
@@ -271,6 +292,7 @@ class CustosServer:
         policy_pb2_grpc.add_ApprovalsServicer_to_server(
             ApprovalsService(self.desk, self.store, adapters), self._grpc
         )
+        webhooks_pb2_grpc.add_WebhooksServicer_to_server(WebhooksService(self.webhooks), self._grpc)
         health_pb2_grpc.add_HealthServicer_to_server(self._health, self._grpc)
         reflection.enable((*SERVICE_NAMES, health.SERVICE_NAME), self._grpc)
 
@@ -321,6 +343,8 @@ class CustosServer:
         self.monitor.start()
         self.audit.start()
         self.desk.start()
+        if self.dispatcher is not None:
+            self.dispatcher.start()
         self._grpc.start()
         log.info("custos listening on port %d", self.port)
         if self._jsonrpc is not None:
@@ -338,6 +362,8 @@ class CustosServer:
         self._grpc.stop(grace).wait()
         self._stop_metrics()
         self.desk.stop()
+        if self.dispatcher is not None:
+            self.dispatcher.stop()
         self.monitor.stop()
         try:
             self.store.append_audit([AuditEvent("service.stopped", "system", {})])

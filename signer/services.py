@@ -12,6 +12,7 @@ from collections.abc import Iterator
 import grpc
 
 from hsm.secp256k1 import compressed
+from policies import ceremonies
 from proto.custos.v1 import (
     audit_pb2,
     audit_pb2_grpc,
@@ -23,19 +24,39 @@ from proto.custos.v1 import (
 from signer import requests
 from signer.auditlog import AuditLog
 from signer.auth import SERVICE
+from signer.ceremonies import KeyCeremonies, ceremony_from_json
 from signer.chains.networks import MAINNET, TESTNET, NetworkClass, network_class
 from signer.chains.registry import all_addresses
 from signer.errors import InvalidRequest, NotFound
 from signer.interceptors import current_identity
-from signer.key_import import IMPORT_KEY_ALGORITHM, ImportKeyInfo, KeyImports, WrappedImport
+from signer.key_import import (
+    IMPORT_KEY_ALGORITHM,
+    ImportKeyInfo,
+    KeyImports,
+    import_params,
+    wrapped_from_params,
+    wrapped_of_message,
+)
 from signer.keys import GENERATED, IMPORTED, KeyManager, check_key_id
 from signer.pipeline import SigningPipeline
+from signer.second_factor import SecondFactor
 from signer.store.base import KeyRecord, KeyState, Store, StoredCheckpoint
+from signer.store.ceremony_tables import CeremonyRow
 
 _STATE = {
     KeyState.ENABLED: keys_pb2.KEY_STATE_ENABLED,
     KeyState.DISABLED: keys_pb2.KEY_STATE_DISABLED,
+    KeyState.RETIRED: keys_pb2.KEY_STATE_RETIRED,
 }
+_KIND: dict[keys_pb2.CeremonyKind, str] = {
+    keys_pb2.CEREMONY_KIND_CREATE_KEY: ceremonies.CREATE_KEY,
+    keys_pb2.CEREMONY_KIND_DISABLE_KEY: ceremonies.DISABLE_KEY,
+    keys_pb2.CEREMONY_KIND_ENABLE_KEY: ceremonies.ENABLE_KEY,
+    keys_pb2.CEREMONY_KIND_RETIRE_KEY: ceremonies.RETIRE_KEY,
+    keys_pb2.CEREMONY_KIND_IMPORT_KEY: ceremonies.IMPORT_KEY,
+}
+_KIND_MESSAGE = {kind: number for number, kind in _KIND.items()}
+
 _CLASS: dict[str, keys_pb2.NetworkClass] = {
     MAINNET: keys_pb2.NETWORK_CLASS_MAINNET,
     TESTNET: keys_pb2.NETWORK_CLASS_TESTNET,
@@ -48,6 +69,46 @@ _CLASS_OF_MESSAGE: dict[int, NetworkClass] = {
     keys_pb2.NETWORK_CLASS_MAINNET: MAINNET,
     keys_pb2.NETWORK_CLASS_TESTNET: TESTNET,
 }
+
+
+def ceremony_message(row: CeremonyRow) -> keys_pb2.KeyCeremony:
+    ceremony = ceremony_from_json(row.record)
+    params = dict(ceremony.params)
+    return keys_pb2.KeyCeremony(
+        ceremony_id=ceremony.ceremony_id,
+        kind=_KIND_MESSAGE.get(ceremony.kind, keys_pb2.CEREMONY_KIND_UNSPECIFIED),
+        key_id=params.get("key_id", ""),
+        network_class=_CLASS.get(
+            params.get("network_class", ""), keys_pb2.NETWORK_CLASS_UNSPECIFIED
+        ),
+        state=row.state,
+        digest=ceremony.digest,
+        proposed_by=ceremony.proposer,
+        approved_by=[a.officer for a in ceremony.approvals],
+        approvals_required=ceremony.approvals_required,
+        proposed_at_unix_ms=int(ceremony.proposed_at.timestamp() * 1000),
+        expires_at_unix_ms=int(ceremony.expires_at.timestamp() * 1000),
+        finished_at_unix=int(ceremony.finished_at.timestamp()) if ceremony.finished_at else 0,
+        policy_version=ceremony.policy_version,
+        outcome=ceremony.outcome,
+        cancelled_by=ceremony.cancelled_by or "",
+        imported_key=_imported_key_message(ceremony),
+    )
+
+
+def _imported_key_message(ceremony: ceremonies.Ceremony) -> keys_pb2.ImportKeyRequest | None:
+    if ceremony.kind != ceremonies.IMPORT_KEY:
+        return None
+    wrapped = wrapped_from_params(dict(ceremony.params))
+    return keys_pb2.ImportKeyRequest(
+        key_id=wrapped.key_id,
+        network_class=_CLASS[wrapped.network_class],
+        wrapped_key=wrapped.wrapped_key,
+        public_key=wrapped.public_key,
+        import_key_fingerprint=wrapped.import_key_fingerprint,
+        source=wrapped.source,
+        path=wrapped.path,
+    )
 
 
 def key_message(record: KeyRecord) -> keys_pb2.Key:
@@ -133,17 +194,26 @@ def _chosen_class(value: int) -> NetworkClass:
 
 
 class KeysService(keys_pb2_grpc.KeysServicer):
-    def __init__(self, keys: KeyManager, imports: KeyImports) -> None:
+    def __init__(
+        self,
+        keys: KeyManager,
+        key_ceremonies: KeyCeremonies,
+        second_factor: SecondFactor,
+        imports: KeyImports,
+    ) -> None:
         self._keys = keys
+        self._ceremonies = key_ceremonies
+        self._second_factor = second_factor
         self._imports = imports
 
     def CreateKey(  # noqa: N802
         self, request: keys_pb2.CreateKeyRequest, context: grpc.ServicerContext
     ) -> keys_pb2.Key:
-        check_key_id(request.key_id)
-        chosen = _chosen_class(request.network_class)
+        params = _create_params(request.key_id, request.network_class)
         return key_message(
-            self._keys.create(request.key_id, chosen, current_identity.get().subject)
+            self._ceremonies.run_alone(
+                current_identity.get().subject, ceremonies.CREATE_KEY, params
+            )
         )
 
     def CreateImportKey(  # noqa: N802
@@ -159,17 +229,12 @@ class KeysService(keys_pb2_grpc.KeysServicer):
     def ImportKey(  # noqa: N802
         self, request: keys_pb2.ImportKeyRequest, context: grpc.ServicerContext
     ) -> keys_pb2.Key:
-        check_key_id(request.key_id)
-        wrapped = WrappedImport(
-            key_id=request.key_id,
-            network_class=_chosen_class(request.network_class),
-            wrapped_key=request.wrapped_key,
-            public_key=request.public_key,
-            import_key_fingerprint=request.import_key_fingerprint,
-            source=request.source,
-            path=request.path,
+        params = _import_params(request, request.key_id, request.network_class)
+        return key_message(
+            self._ceremonies.run_alone(
+                current_identity.get().subject, ceremonies.IMPORT_KEY, params
+            )
         )
-        return key_message(self._imports.import_wrapped(wrapped, current_identity.get().subject))
 
     def GetKey(  # noqa: N802
         self, request: keys_pb2.GetKeyRequest, context: grpc.ServicerContext
@@ -192,16 +257,104 @@ class KeysService(keys_pb2_grpc.KeysServicer):
     def DisableKey(  # noqa: N802
         self, request: keys_pb2.SetKeyStateRequest, context: grpc.ServicerContext
     ) -> keys_pb2.Key:
-        identity = current_identity.get()
+        check_key_id(request.key_id)
         return key_message(
-            self._keys.set_state(request.key_id, KeyState.DISABLED, identity.subject)
+            self._ceremonies.run_alone(
+                current_identity.get().subject,
+                ceremonies.DISABLE_KEY,
+                {"key_id": request.key_id},
+            )
         )
 
     def EnableKey(  # noqa: N802
         self, request: keys_pb2.SetKeyStateRequest, context: grpc.ServicerContext
     ) -> keys_pb2.Key:
-        identity = current_identity.get()
-        return key_message(self._keys.set_state(request.key_id, KeyState.ENABLED, identity.subject))
+        check_key_id(request.key_id)
+        return key_message(
+            self._ceremonies.run_alone(
+                current_identity.get().subject,
+                ceremonies.ENABLE_KEY,
+                {"key_id": request.key_id},
+            )
+        )
+
+    def ProposeKeyCeremony(  # noqa: N802
+        self, request: keys_pb2.ProposeKeyCeremonyRequest, context: grpc.ServicerContext
+    ) -> keys_pb2.KeyCeremony:
+        kind = _KIND.get(request.kind)
+        if kind is None:
+            raise InvalidRequest(
+                "kind: required, CEREMONY_KIND_CREATE_KEY, _IMPORT_KEY, _DISABLE_KEY, _ENABLE_KEY"
+                " or _RETIRE_KEY"
+            )
+        check_key_id(request.key_id)
+        if kind != ceremonies.IMPORT_KEY and request.HasField("imported_key"):
+            raise InvalidRequest("imported_key: only an import_key ceremony names one")
+        if kind == ceremonies.CREATE_KEY:
+            params = _create_params(request.key_id, request.network_class)
+        elif kind == ceremonies.IMPORT_KEY:
+            params = _import_params(request.imported_key, request.key_id, request.network_class)
+        elif request.network_class:
+            raise InvalidRequest("network_class: only a create_key ceremony names one")
+        else:
+            params = {"key_id": request.key_id}
+        row = self._ceremonies.propose(current_identity.get().subject, kind, params)
+        return ceremony_message(row)
+
+    def ApproveKeyCeremony(  # noqa: N802
+        self, request: keys_pb2.ApproveKeyCeremonyRequest, context: grpc.ServicerContext
+    ) -> keys_pb2.KeyCeremony:
+        officer = current_identity.get().subject
+        if not request.ceremony_id:
+            raise InvalidRequest("ceremony_id: required")
+        if not request.digest:
+            raise InvalidRequest("digest: the digest you reviewed is required")
+        if not request.totp_code:
+            raise InvalidRequest("totp_code: every ceremony approval needs a fresh TOTP code")
+        self._second_factor.check(officer, request.totp_code)
+        row = self._ceremonies.approve(
+            officer, request.ceremony_id, request.digest, totp_verified=True
+        )
+        return ceremony_message(row)
+
+    def CancelKeyCeremony(  # noqa: N802
+        self, request: keys_pb2.CancelKeyCeremonyRequest, context: grpc.ServicerContext
+    ) -> keys_pb2.KeyCeremony:
+        officer = current_identity.get().subject
+        if not request.ceremony_id:
+            raise InvalidRequest("ceremony_id: required")
+        if not request.totp_code:
+            raise InvalidRequest("totp_code: cancelling a ceremony needs a fresh TOTP code")
+        self._second_factor.check(officer, request.totp_code)
+        row = self._ceremonies.cancel(officer, request.ceremony_id, totp_verified=True)
+        return ceremony_message(row)
+
+    def GetKeyCeremony(  # noqa: N802
+        self, request: keys_pb2.GetKeyCeremonyRequest, context: grpc.ServicerContext
+    ) -> keys_pb2.KeyCeremony:
+        if not request.ceremony_id:
+            raise InvalidRequest("ceremony_id: required")
+        return ceremony_message(self._ceremonies.get(request.ceremony_id))
+
+    def ListKeyCeremonies(  # noqa: N802
+        self, request: keys_pb2.ListKeyCeremoniesRequest, context: grpc.ServicerContext
+    ) -> keys_pb2.ListKeyCeremoniesResponse:
+        return keys_pb2.ListKeyCeremoniesResponse(
+            ceremonies=[ceremony_message(row) for row in self._ceremonies.list()]
+        )
+
+
+def _create_params(key_id: str, network_class: int) -> dict[str, str]:
+    check_key_id(key_id)
+    return {"key_id": key_id, "network_class": _chosen_class(network_class)}
+
+
+def _import_params(
+    message: keys_pb2.ImportKeyRequest, key_id: str, network_class: int
+) -> dict[str, str]:
+    check_key_id(key_id)
+    chosen = _chosen_class(network_class)
+    return import_params(wrapped_of_message(message, key_id, chosen))
 
 
 class AuditService(audit_pb2_grpc.AuditServicer):

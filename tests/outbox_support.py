@@ -34,11 +34,17 @@ OTHER = {
     "key.created": "key.created",
     "key.enabled": "key.enabled",
     "key.disabled": "key.disabled",
+    "key.retired": "key.retired",
     "totp.locked": "totp.locked",
     "totp.unlocked": "totp.unlocked",
     "audit.checkpoint": "checkpoint",
 }
-ALL = {**BATCH, **POLICY, **OTHER}
+# Every key ceremony step but quorum_met (the executed record follows it at once).
+CEREMONY = {
+    f"ceremony.{step}": f"ceremony.{step}"
+    for step in ("proposed", "approved", "executed", "failed", "cancelled", "expired")
+}
+ALL = {**BATCH, **POLICY, **OTHER, **CEREMONY}
 LIVENESS_SECONDS = 60  # only a bound on a hang, never a speed assertion
 
 

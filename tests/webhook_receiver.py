@@ -8,6 +8,8 @@ import base64
 import json
 import ssl
 import threading
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -48,7 +50,7 @@ class Receiver:
     port: int = 0
     status: int = 200
     requests: list[Delivery] = field(default_factory=list)
-    lock: threading.Lock = field(default_factory=threading.Lock)
+    lock: threading.RLock = field(default_factory=threading.RLock)
     arrived: threading.Condition = field(init=False)
 
     def __post_init__(self) -> None:
@@ -66,11 +68,32 @@ class Receiver:
     def sequences(self) -> list[int]:
         return [int(d.headers["X-Custos-Sequence"]) for d in self.accepted()]
 
-    def wait_for(self, predicate: object, timeout: float = 120.0) -> None:
-        assert callable(predicate)
+    def wait_for(self, predicate: Callable[[Receiver], bool], timeout: float = 180.0) -> None:
+        """Until `predicate(self)` holds (a bound on a hang, not a speed assertion)."""
+        deadline = time.monotonic() + timeout
         with self.arrived:
-            if not self.arrived.wait_for(lambda: predicate(self), timeout):
-                raise AssertionError(f"receiver: condition not met in {timeout}s: {self.requests}")
+            while not predicate(self):
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise AssertionError(f"receiver: condition not met in {timeout}s")
+                self.arrived.wait(min(left, 1.0))
+
+    def deduplicated(self) -> list[int]:
+        """What a receiver that drops sequence numbers it has seen processes, in order.
+
+        Fails on a delivery out of order: a sequence number below the last one
+        processed that was never processed, or a re-delivery with another body.
+        """
+        processed: dict[int, bytes] = {}
+        last = -1
+        for delivery in self.accepted():
+            seq = int(delivery.headers["X-Custos-Sequence"])
+            if seq <= last:
+                assert processed.get(seq) == delivery.body, f"seq {seq} out of order"
+                continue
+            processed[seq] = delivery.body
+            last = seq
+        return list(processed)
 
 
 def start_receiver(directory: Path, public_key_pem: bytes) -> tuple[Receiver, ThreadingHTTPServer]:

@@ -17,7 +17,9 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from audit.record import AuditEvent, AuditRecord
+from signer.store.ceremony_tables import CeremonyStore
 from signer.store.policy_tables import Admission, PendingRow, PolicyRow, PolicyStore
+from signer.store.webhook_tables import WebhookStore
 
 
 class StoreError(Exception):
@@ -46,6 +48,7 @@ class ClaimLost(StoreError):
 class KeyState(enum.Enum):
     ENABLED = "enabled"
     DISABLED = "disabled"
+    RETIRED = "retired"  # final: never signs again, never re-enabled
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,7 +167,7 @@ class LegacySealer(Protocol):
     def totp(self, subject: str, sealed: bytes, state: str, rev: int) -> bytes: ...
 
 
-class Store(PolicyStore, Protocol):
+class Store(PolicyStore, CeremonyStore, WebhookStore, Protocol):
     """Transactional state shared by every replica."""
 
     def insert_key(self, key: KeyRecord, event: AuditEvent) -> None: ...

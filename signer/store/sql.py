@@ -55,7 +55,9 @@ from signer.store.base import (
     StoreUnavailable,
     VersionExists,
 )
+from signer.store.ceremony_tables import CeremonyRow
 from signer.store.policy_tables import Admission, PendingChange, PendingRow, PolicyRow
+from signer.store.webhook_tables import WebhookTables
 
 T = TypeVar("T")
 
@@ -63,6 +65,7 @@ KEY_COLUMNS = (
     "key_id, public_key, state, created_by, created_at_ms, network_class, version, mac, origin"
 )
 PENDING_COLUMNS = "approval_id, caller, request_id, state, expires_at_ms, record, request, rev, mac"
+CEREMONY_COLUMNS = "ceremony_id, kind, state, record, created_at_ms, rev, mac"
 POLICY_COLUMNS = "version, hash, document_yaml, state, record, activated_at_ms, rev, mac"
 BATCH = "FROM batches WHERE caller = ? AND request_id = ?"
 CLAIM_ATTEMPTS = 4  # insert-or-lock rounds before a claim gives up (the id keeps churning)
@@ -109,7 +112,7 @@ class Rollback(Exception):
         self.value = value
 
 
-class SqlStore(abc.ABC):
+class SqlStore(WebhookTables, abc.ABC):
     """Every Store method, once; subclasses supply the dialect (see the module docstring)."""
 
     USAGE_SELECT: ClassVar[str]  # the amount/count columns (or their sums) of reservations
@@ -231,25 +234,8 @@ class SqlStore(abc.ABC):
     # -- keys ----------------------------------------------------------------------
 
     def insert_key(self, key: KeyRecord, event: AuditEvent) -> None:
-        row = (
-            key.key_id,
-            key.public_key,
-            key.state.value,
-            key.created_by,
-            key.created_at_ms,
-            key.network_class,
-            key.version,
-            key.mac,
-            key.origin,
-        )
-
         def work(tx: Tx) -> None:
-            inserted = tx.execute(
-                f"INSERT INTO keys ({KEY_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"  # noqa: S608
-                " ON CONFLICT (key_id) DO NOTHING RETURNING 1",
-                row,
-            ).fetchone()
-            if inserted is None:
+            if not _insert_key(tx, key):
                 raise KeyAlreadyExists(key.key_id)
 
         self._write_audited(work, [event])
@@ -271,13 +257,7 @@ class SqlStore(abc.ABC):
 
     def replace_key(self, key: KeyRecord, event: AuditEvent) -> bool:
         def work(tx: Tx) -> bool:
-            # Compare-and-set on the version: the mac was made for one successor only.
-            changed = tx.execute(
-                "UPDATE keys SET state = ?, version = ?, mac = ?"
-                " WHERE key_id = ? AND version = ? RETURNING 1",
-                (key.state.value, key.version, key.mac, key.key_id, key.version - 1),
-            ).fetchone()
-            if changed is None:
+            if not _replace_key(tx, key):
                 raise Rollback(False)  # nothing changed, so no audit record either
             self._append(tx, [event])
             return True
@@ -649,6 +629,83 @@ class SqlStore(abc.ABC):
 
         return self._write(work)
 
+    # -- key ceremonies ---------------------------------------------------------------
+
+    def insert_ceremony(self, row: CeremonyRow, events: Sequence[AuditEvent]) -> None:
+        values = (row.ceremony_id, row.kind, row.state, row.record, row.created_at_ms, row.rev)
+        self._write_audited(
+            lambda tx: tx.execute(
+                f"INSERT INTO ceremonies ({CEREMONY_COLUMNS})"  # noqa: S608
+                " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (*values, row.mac),
+            ),
+            events,
+        )
+
+    def get_ceremony(self, ceremony_id: str) -> CeremonyRow | None:
+        found = self._read(
+            lambda tx: tx.execute(
+                f"SELECT {CEREMONY_COLUMNS} FROM ceremonies WHERE ceremony_id = ?",  # noqa: S608
+                (ceremony_id,),
+            ).fetchone()
+        )
+        return None if found is None else _ceremony(found)
+
+    def list_ceremonies(self, limit: int = 1000) -> list[CeremonyRow]:
+        query = (
+            f"SELECT {CEREMONY_COLUMNS} FROM ceremonies"  # noqa: S608
+            " ORDER BY created_at_ms DESC, ceremony_id LIMIT ?"
+        )
+        return [_ceremony(r) for r in self._read(lambda tx: tx.execute(query, (limit,)).fetchall())]
+
+    def update_ceremony(
+        self,
+        ceremony_id: str,
+        change: Callable[[CeremonyRow], tuple[CeremonyRow, Sequence[AuditEvent]] | None],
+    ) -> CeremonyRow | None:
+        def work(tx: Tx) -> CeremonyRow | None:
+            current = tx.execute(
+                f"SELECT {CEREMONY_COLUMNS} FROM ceremonies WHERE ceremony_id = ?"  # noqa: S608
+                f"{tx.for_update}",
+                (ceremony_id,),
+            ).fetchone()
+            if current is None:
+                return None
+            result = change(_ceremony(current))
+            if result is None:
+                return _ceremony(current)
+            new, events = result
+            tx.execute(
+                "UPDATE ceremonies SET state = ?, record = ?, rev = ?, mac = ?"
+                " WHERE ceremony_id = ?",
+                (new.state, new.record, new.rev, new.mac, ceremony_id),
+            )
+            self._append(tx, events)
+            return new
+
+        return self._write(work)
+
+    def finish_ceremony(
+        self, row: CeremonyRow, key: KeyRecord | None, events: Sequence[AuditEvent]
+    ) -> bool:
+        def work(tx: Tx) -> bool:
+            # Compare-and-set: only the one successor of the approved row read.
+            finished = tx.execute(
+                "UPDATE ceremonies SET state = ?, record = ?, rev = ?, mac = ?"
+                " WHERE ceremony_id = ? AND rev = ? AND state = 'approved' RETURNING 1",
+                (row.state, row.record, row.rev, row.mac, row.ceremony_id, row.rev - 1),
+            ).fetchone()
+            if finished is None:
+                raise Rollback(False)
+            if key is not None:
+                written = _insert_key(tx, key) if key.version == 1 else _replace_key(tx, key)
+                if not written:
+                    raise Rollback(False)
+            self._append(tx, events)
+            return True
+
+        return self._write(work)
+
     # -- approvals --------------------------------------------------------------------
 
     def get_pending(self, approval_id: str) -> PendingRow | None:
@@ -842,6 +899,41 @@ def _key(row: tuple[Any, ...]) -> KeyRecord:
         _bytes(row[7]),
         origin=row[8],
     )
+
+
+def _insert_key(tx: Tx, key: KeyRecord) -> bool:
+    """Insert a new key record; False when the id is taken."""
+    inserted = tx.execute(
+        f"INSERT INTO keys ({KEY_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"  # noqa: S608
+        " ON CONFLICT (key_id) DO NOTHING RETURNING 1",
+        (
+            key.key_id,
+            key.public_key,
+            key.state.value,
+            key.created_by,
+            key.created_at_ms,
+            key.network_class,
+            key.version,
+            key.mac,
+            key.origin,
+        ),
+    ).fetchone()
+    return inserted is not None
+
+
+def _replace_key(tx: Tx, key: KeyRecord) -> bool:
+    """Store `key` over version `key.version - 1`; False when the row is not at that version."""
+    # Compare-and-set on the version: the mac was made for one successor only.
+    changed = tx.execute(
+        "UPDATE keys SET state = ?, version = ?, mac = ?"
+        " WHERE key_id = ? AND version = ? RETURNING 1",
+        (key.state.value, key.version, key.mac, key.key_id, key.version - 1),
+    ).fetchone()
+    return changed is not None
+
+
+def _ceremony(row: tuple[Any, ...]) -> CeremonyRow:
+    return CeremonyRow(row[0], row[1], row[2], row[3], int(row[4]), int(row[5]), _bytes(row[6]))
 
 
 def _policy(row: tuple[Any, ...]) -> PolicyRow:

@@ -92,6 +92,28 @@ CREATE TABLE IF NOT EXISTS pending (
     rev INTEGER NOT NULL DEFAULT 1,
     mac BLOB
 );
+CREATE TABLE IF NOT EXISTS ceremonies (
+    ceremony_id TEXT PRIMARY KEY,
+    kind TEXT NOT NULL,
+    state TEXT NOT NULL,
+    record TEXT NOT NULL,
+    created_at_ms INTEGER NOT NULL,
+    rev INTEGER NOT NULL DEFAULT 1,
+    mac BLOB
+);
+CREATE INDEX IF NOT EXISTS ceremonies_created ON ceremonies (created_at_ms);
+-- Webhook endpoints (signer.store.webhook_tables); migration 6 on PostgreSQL.
+CREATE TABLE IF NOT EXISTS webhooks (
+    webhook_id TEXT PRIMARY KEY,
+    url TEXT NOT NULL,
+    kinds TEXT NOT NULL,
+    created_by TEXT NOT NULL,
+    created_at_ms INTEGER NOT NULL,
+    mac BLOB,
+    next_seq INTEGER NOT NULL CHECK (next_seq >= 0),
+    owner TEXT NOT NULL DEFAULT '',
+    lease_until_ms INTEGER NOT NULL DEFAULT 0
+);
 CREATE TABLE IF NOT EXISTS totp (
     subject TEXT PRIMARY KEY,
     sealed BLOB NOT NULL,

@@ -118,3 +118,37 @@ def test_start_up_refuses_a_token_whose_event_key_is_not_the_pinned_one(
     )
     with pytest.raises(ConfigError, match="event-signing key '_events' has fingerprint"):
         CustosServer(config, dev_env.pin())
+
+
+def test_events_init_key_pins_the_key_of_an_existing_install(
+    dev_env: DevEnv, tmp_path: Path
+) -> None:
+    import subprocess
+    import sys
+
+    pinned = dev_env.config().events.key_fingerprint
+    text = dev_env.config_path.read_text()
+    without = text.replace(f'[events]\nkey_fingerprint = "{pinned}"\n', "")
+    assert "[events]" not in without
+    config = dev_env.config_path.with_name("before-webhooks.toml")
+    config.write_text(without)
+    run = [sys.executable, "-m", "signer.cli", "events", "init-key", "--config", str(config)]
+    first = subprocess.run(run, capture_output=True, text=True, timeout=120, check=False)
+    assert first.returncode == 0, first.stderr
+    # The token already has the key (custos init made it): found, not made again.
+    assert first.stdout.splitlines()[0] == "event-signing key found in the token"
+    assert first.stdout.endswith(f'[events]\nkey_fingerprint = "{pinned}"\n')
+    config.write_text(without + '\n[events]\nkey_fingerprint = "' + "0" * 64 + '"\n')
+    wrong = subprocess.run(run, capture_output=True, text=True, timeout=120, check=False)
+    assert wrong.returncode != 0
+    assert "this is not the token the config was set up with" in wrong.stderr
+
+
+def test_a_claim_lease_shorter_than_two_renewals_is_refused() -> None:
+    from pydantic import ValidationError
+
+    from signer.config import EventsConfig
+
+    with pytest.raises(ValidationError, match="at least twice claim_check_seconds"):
+        EventsConfig(claim_check_seconds=10, claim_lease_seconds=15)
+    assert EventsConfig(claim_check_seconds=1, claim_lease_seconds=2).claim_lease_seconds == 2

@@ -69,6 +69,9 @@ governance:
   officers: ["{subject_string("officer")}", "{subject_string("officer2")}"]
   approvals_required: 1
   activation_delay: 0s
+ceremonies:  # one officer creates and disables the test's keys alone (development)
+  create_key: 0
+  disable_key: 0
 identity_groups:
   approvers: ["{subject_string("approver")}"]
 rules:

@@ -12,6 +12,7 @@ the policy tells an imported key from a generated one.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import os
@@ -23,6 +24,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
+import pyotp
 import pytest
 from bitcointx import ChainParams
 from bitcointx.wallet import CCoinKey, P2WPKHCoinAddress
@@ -39,6 +41,7 @@ from tests import builders
 from tests.conftest import DevEnv, RunningServer, server_with_policy
 from tests.integration.test_approvals_e2e import _cli_profile
 from tests.second_impl import evm_sender
+from tests.support import enroll_totp
 
 pytestmark = pytest.mark.integration
 
@@ -52,6 +55,7 @@ governance:
   officers: ["{subject_string("officer")}", "{subject_string("officer2")}"]
   approvals_required: 1
   activation_delay: 0s
+ceremonies: {{create_key: 0, import_key: 0}}  # one officer alone; test_an_import_ceremony...
 rules:
   - id: imported-not-on-bsc
     match: {{key_origins: [imported], chains: [bsc]}}
@@ -419,3 +423,124 @@ def test_a_key_unwrapped_but_not_registered_is_adopted_only_if_it_is_the_same(
         e for kind, e in _events(imp_server) if kind == "key.imported" and e["key_id"] == key_id
     ]
     assert event["adopted"] is True
+
+
+CEREMONY_POLICY = f"""\
+version: 1
+description: key import under a quorum
+governance:
+  officers: ["{subject_string("officer")}", "{subject_string("officer2")}"]
+  approvals_required: 1
+  activation_delay: 0s
+ceremonies: {{import_key: 1}}
+rules:
+  - id: everything
+    action: allow
+"""
+
+
+def _custos(
+    server: RunningServer, tmp_path: Path, name: str, *args: str, stdin: str = ""
+) -> subprocess.CompletedProcess[str]:
+    profile = _cli_profile(server.env, server.port, name, tmp_path)
+    return subprocess.run(
+        [sys.executable, "-m", "signer.cli", *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "CUSTOS_CLIENT": str(profile)},
+        check=False,
+    )
+
+
+def test_an_import_ceremony_needs_another_officers_totp_bound_to_the_blob(
+    dev_env: DevEnv, tmp_path: Path
+) -> None:
+    Account.enable_unaudited_hdwallet_features()
+    path = "m/44'/60'/0'/0/7"
+    expected = Account.from_mnemonic(MNEMONIC, "", path)
+    (tmp_path / "srv").mkdir()
+    with server_with_policy(dev_env, tmp_path / "srv", CEREMONY_POLICY) as server:
+        fingerprint = _import_key_of(server).fingerprint
+        key_id = f"imp-{uuid.uuid4().hex[:10]}"
+        args = ["--network-class", "testnet", "--fingerprint", fingerprint, "-o", "json"]
+        alone = _custos(
+            server,
+            tmp_path,
+            "officer",
+            "keys",
+            "import",
+            key_id,
+            "--from",
+            "mnemonic",
+            "--path",
+            path,
+            *args,
+            stdin=MNEMONIC + "\n",
+        )
+        assert alone.returncode == 1
+        assert "propose it with `custos keys propose-import`" in alone.stderr
+        proposed = _custos(
+            server,
+            tmp_path,
+            "officer",
+            "keys",
+            "propose-import",
+            key_id,
+            "--from",
+            "mnemonic",
+            "--path",
+            path,
+            *args,
+            stdin=MNEMONIC + "\n",
+        )
+        assert proposed.returncode == 0, proposed.stderr
+        ceremony = json.loads(proposed.stdout)
+        assert ceremony["state"] == "open"
+        assert ceremony["kind"] == "CEREMONY_KIND_IMPORT_KEY"
+        with pytest.raises(grpc.RpcError) as missing:
+            server.keys().GetKey(keys_pb2.GetKeyRequest(key_id=key_id))
+        assert missing.value.code() == grpc.StatusCode.NOT_FOUND
+        uri = enroll_totp(server.channel, "officer2")
+        approved = _custos(
+            server,
+            tmp_path,
+            "officer2",
+            "keys",
+            "approve",
+            ceremony["ceremony_id"],
+            "--digest",
+            ceremony["digest"],
+            "--code",
+            pyotp.parse_uri(uri).now(),
+            "-o",
+            "json",
+        )
+        assert approved.returncode == 0, approved.stderr
+        assert json.loads(approved.stdout)["state"] == "executed"
+        key = server.keys().GetKey(keys_pb2.GetKeyRequest(key_id=key_id))
+        _check_key(server, key, bytes(expected.key), expected.address)
+        events = _events(server)
+        (imported,) = [e for kind, e in events if kind == "key.imported"]
+        assert imported["ceremony_id"] == ceremony["ceremony_id"]
+        assert imported["path"] == path
+        blob = base64.b64decode(ceremony["imported_key"]["wrapped_key"])
+        steps = [e for kind, e in events if kind.startswith("ceremony.")]
+        assert steps
+        for step in steps:
+            assert "wrapped_key" not in step
+            assert step["wrapped_key_sha256"] == hashlib.sha256(base64.b64encode(blob)).hexdigest()
+        _assert_store_holds_no_secret(
+            server, tmp_path / "srv" / "custos.db", [bytes(expected.key)], []
+        )
+
+
+def _import_key_of(server: RunningServer) -> keys_pb2.ImportWrappingKey:
+    stub = server.keys()
+    try:
+        return stub.CreateImportKey(keys_pb2.CreateImportKeyRequest())
+    except grpc.RpcError as exc:
+        if exc.code() != grpc.StatusCode.ALREADY_EXISTS:
+            raise
+    return stub.GetImportKey(keys_pb2.GetImportKeyRequest())

@@ -7,7 +7,7 @@ import pytest
 from google.protobuf.message import Message
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from proto.custos.v1 import audit_pb2, keys_pb2, policy_pb2, signer_pb2
+from proto.custos.v1 import audit_pb2, keys_pb2, policy_pb2, signer_pb2, webhooks_pb2
 from signer.auth import RPC_ROLES
 from signer.devsetup import DevCa
 from tests.conftest import RunningServer
@@ -47,6 +47,26 @@ REQUESTS: dict[str, tuple[Message, type[Message]]] = {
     "/custos.v1.Keys/ImportKey": (
         keys_pb2.ImportKeyRequest(key_id="Not Valid"),
         keys_pb2.Key,
+    ),
+    "/custos.v1.Keys/ProposeKeyCeremony": (
+        keys_pb2.ProposeKeyCeremonyRequest(key_id="auth-probe-missing"),  # no kind: refused
+        keys_pb2.KeyCeremony,
+    ),
+    "/custos.v1.Keys/ApproveKeyCeremony": (
+        keys_pb2.ApproveKeyCeremonyRequest(ceremony_id="missing", digest="00"),
+        keys_pb2.KeyCeremony,
+    ),
+    "/custos.v1.Keys/CancelKeyCeremony": (
+        keys_pb2.CancelKeyCeremonyRequest(ceremony_id="missing"),
+        keys_pb2.KeyCeremony,
+    ),
+    "/custos.v1.Keys/GetKeyCeremony": (
+        keys_pb2.GetKeyCeremonyRequest(ceremony_id="missing"),
+        keys_pb2.KeyCeremony,
+    ),
+    "/custos.v1.Keys/ListKeyCeremonies": (
+        keys_pb2.ListKeyCeremoniesRequest(),
+        keys_pb2.ListKeyCeremoniesResponse,
     ),
     "/custos.v1.Audit/StreamRecords": (
         audit_pb2.StreamRecordsRequest(from_seq=10**9),
@@ -126,6 +146,26 @@ REQUESTS.update(
             policy_pb2.PendingBatch,
         ),
         "/custos.v1.Approvals/WatchEvents": (policy_pb2.WatchEventsRequest(), policy_pb2.Event),
+        "/custos.v1.Webhooks/AddWebhook": (
+            webhooks_pb2.AddWebhookRequest(url="http://auth-probe.invalid/", kinds=["signed"]),
+            webhooks_pb2.Webhook,
+        ),
+        "/custos.v1.Webhooks/ListWebhooks": (
+            webhooks_pb2.ListWebhooksRequest(),
+            webhooks_pb2.ListWebhooksResponse,
+        ),
+        "/custos.v1.Webhooks/RemoveWebhook": (
+            webhooks_pb2.RemoveWebhookRequest(webhook_id="wh-auth-probe"),
+            webhooks_pb2.RemoveWebhookResponse,
+        ),
+        "/custos.v1.Webhooks/ReplayWebhook": (
+            webhooks_pb2.ReplayWebhookRequest(webhook_id="wh-auth-probe"),
+            webhooks_pb2.Webhook,
+        ),
+        "/custos.v1.Webhooks/GetEventKey": (
+            webhooks_pb2.GetEventKeyRequest(),
+            webhooks_pb2.EventKey,
+        ),
     }
 )
 STREAMING = {

@@ -40,6 +40,8 @@ governance:
   officers: ["{subject_string("officer")}", "{subject_string("officer2")}"]
   approvals_required: 1
   activation_delay: 0s
+ceremonies:
+  create_key: 0  # one officer creates the test's keys alone (development)
 identity_groups:
   approvers: ["{subject_string("approver")}"]
 address_book:

@@ -89,7 +89,9 @@ def test_migrate_is_idempotent_and_recorded(
         (2, "fenced claims"),
         (3, "key network class"),
         (4, "state authenticators"),
-        (5, "key origin"),
+        (5, "key ceremonies"),
+        (6, "webhooks"),
+        (7, "key origin"),
     ]
     unmigrated = open_store(postgres_url, schema=pg_schema, migrate=False)
     unmigrated.ping()

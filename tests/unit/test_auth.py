@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from proto.custos.v1 import audit_pb2, keys_pb2, policy_pb2, signer_pb2
+from proto.custos.v1 import audit_pb2, keys_pb2, policy_pb2, signer_pb2, webhooks_pb2
 from signer.auth import RPC_ROLES, Authorizer
 from signer.config import IdentityConfig
 from signer.errors import PermissionDenied, Unauthenticated
@@ -12,7 +12,7 @@ from signer.errors import PermissionDenied, Unauthenticated
 
 def _all_rpcs() -> set[str]:
     names = set()
-    for module in (audit_pb2, keys_pb2, policy_pb2, signer_pb2):
+    for module in (audit_pb2, keys_pb2, policy_pb2, signer_pb2, webhooks_pb2):
         for service in module.DESCRIPTOR.services_by_name.values():
             names |= {f"/{service.full_name}/{m.name}" for m in service.methods}
     return names

@@ -12,6 +12,7 @@ class KeyState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     KEY_STATE_UNSPECIFIED: _ClassVar[KeyState]
     KEY_STATE_ENABLED: _ClassVar[KeyState]
     KEY_STATE_DISABLED: _ClassVar[KeyState]
+    KEY_STATE_RETIRED: _ClassVar[KeyState]
 
 class NetworkClass(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -24,15 +25,31 @@ class KeyOrigin(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     KEY_ORIGIN_UNSPECIFIED: _ClassVar[KeyOrigin]
     KEY_ORIGIN_GENERATED: _ClassVar[KeyOrigin]
     KEY_ORIGIN_IMPORTED: _ClassVar[KeyOrigin]
+
+class CeremonyKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    CEREMONY_KIND_UNSPECIFIED: _ClassVar[CeremonyKind]
+    CEREMONY_KIND_CREATE_KEY: _ClassVar[CeremonyKind]
+    CEREMONY_KIND_DISABLE_KEY: _ClassVar[CeremonyKind]
+    CEREMONY_KIND_ENABLE_KEY: _ClassVar[CeremonyKind]
+    CEREMONY_KIND_RETIRE_KEY: _ClassVar[CeremonyKind]
+    CEREMONY_KIND_IMPORT_KEY: _ClassVar[CeremonyKind]
 KEY_STATE_UNSPECIFIED: KeyState
 KEY_STATE_ENABLED: KeyState
 KEY_STATE_DISABLED: KeyState
+KEY_STATE_RETIRED: KeyState
 NETWORK_CLASS_UNSPECIFIED: NetworkClass
 NETWORK_CLASS_MAINNET: NetworkClass
 NETWORK_CLASS_TESTNET: NetworkClass
 KEY_ORIGIN_UNSPECIFIED: KeyOrigin
 KEY_ORIGIN_GENERATED: KeyOrigin
 KEY_ORIGIN_IMPORTED: KeyOrigin
+CEREMONY_KIND_UNSPECIFIED: CeremonyKind
+CEREMONY_KIND_CREATE_KEY: CeremonyKind
+CEREMONY_KIND_DISABLE_KEY: CeremonyKind
+CEREMONY_KIND_ENABLE_KEY: CeremonyKind
+CEREMONY_KIND_RETIRE_KEY: CeremonyKind
+CEREMONY_KIND_IMPORT_KEY: CeremonyKind
 
 class Address(_message.Message):
     __slots__ = ("chain", "network", "kind", "address")
@@ -133,3 +150,85 @@ class SetKeyStateRequest(_message.Message):
     KEY_ID_FIELD_NUMBER: _ClassVar[int]
     key_id: str
     def __init__(self, key_id: _Optional[str] = ...) -> None: ...
+
+class ProposeKeyCeremonyRequest(_message.Message):
+    __slots__ = ("kind", "key_id", "network_class", "imported_key")
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    KEY_ID_FIELD_NUMBER: _ClassVar[int]
+    NETWORK_CLASS_FIELD_NUMBER: _ClassVar[int]
+    IMPORTED_KEY_FIELD_NUMBER: _ClassVar[int]
+    kind: CeremonyKind
+    key_id: str
+    network_class: NetworkClass
+    imported_key: ImportKeyRequest
+    def __init__(self, kind: _Optional[_Union[CeremonyKind, str]] = ..., key_id: _Optional[str] = ..., network_class: _Optional[_Union[NetworkClass, str]] = ..., imported_key: _Optional[_Union[ImportKeyRequest, _Mapping]] = ...) -> None: ...
+
+class ApproveKeyCeremonyRequest(_message.Message):
+    __slots__ = ("ceremony_id", "digest", "totp_code")
+    CEREMONY_ID_FIELD_NUMBER: _ClassVar[int]
+    DIGEST_FIELD_NUMBER: _ClassVar[int]
+    TOTP_CODE_FIELD_NUMBER: _ClassVar[int]
+    ceremony_id: str
+    digest: str
+    totp_code: str
+    def __init__(self, ceremony_id: _Optional[str] = ..., digest: _Optional[str] = ..., totp_code: _Optional[str] = ...) -> None: ...
+
+class CancelKeyCeremonyRequest(_message.Message):
+    __slots__ = ("ceremony_id", "totp_code")
+    CEREMONY_ID_FIELD_NUMBER: _ClassVar[int]
+    TOTP_CODE_FIELD_NUMBER: _ClassVar[int]
+    ceremony_id: str
+    totp_code: str
+    def __init__(self, ceremony_id: _Optional[str] = ..., totp_code: _Optional[str] = ...) -> None: ...
+
+class GetKeyCeremonyRequest(_message.Message):
+    __slots__ = ("ceremony_id",)
+    CEREMONY_ID_FIELD_NUMBER: _ClassVar[int]
+    ceremony_id: str
+    def __init__(self, ceremony_id: _Optional[str] = ...) -> None: ...
+
+class ListKeyCeremoniesRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class KeyCeremony(_message.Message):
+    __slots__ = ("ceremony_id", "kind", "key_id", "network_class", "state", "digest", "proposed_by", "approved_by", "approvals_required", "proposed_at_unix_ms", "expires_at_unix_ms", "finished_at_unix", "policy_version", "outcome", "cancelled_by", "imported_key")
+    CEREMONY_ID_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    KEY_ID_FIELD_NUMBER: _ClassVar[int]
+    NETWORK_CLASS_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    DIGEST_FIELD_NUMBER: _ClassVar[int]
+    PROPOSED_BY_FIELD_NUMBER: _ClassVar[int]
+    APPROVED_BY_FIELD_NUMBER: _ClassVar[int]
+    APPROVALS_REQUIRED_FIELD_NUMBER: _ClassVar[int]
+    PROPOSED_AT_UNIX_MS_FIELD_NUMBER: _ClassVar[int]
+    EXPIRES_AT_UNIX_MS_FIELD_NUMBER: _ClassVar[int]
+    FINISHED_AT_UNIX_FIELD_NUMBER: _ClassVar[int]
+    POLICY_VERSION_FIELD_NUMBER: _ClassVar[int]
+    OUTCOME_FIELD_NUMBER: _ClassVar[int]
+    CANCELLED_BY_FIELD_NUMBER: _ClassVar[int]
+    IMPORTED_KEY_FIELD_NUMBER: _ClassVar[int]
+    ceremony_id: str
+    kind: CeremonyKind
+    key_id: str
+    network_class: NetworkClass
+    state: str
+    digest: str
+    proposed_by: str
+    approved_by: _containers.RepeatedScalarFieldContainer[str]
+    approvals_required: int
+    proposed_at_unix_ms: int
+    expires_at_unix_ms: int
+    finished_at_unix: int
+    policy_version: int
+    outcome: str
+    cancelled_by: str
+    imported_key: ImportKeyRequest
+    def __init__(self, ceremony_id: _Optional[str] = ..., kind: _Optional[_Union[CeremonyKind, str]] = ..., key_id: _Optional[str] = ..., network_class: _Optional[_Union[NetworkClass, str]] = ..., state: _Optional[str] = ..., digest: _Optional[str] = ..., proposed_by: _Optional[str] = ..., approved_by: _Optional[_Iterable[str]] = ..., approvals_required: _Optional[int] = ..., proposed_at_unix_ms: _Optional[int] = ..., expires_at_unix_ms: _Optional[int] = ..., finished_at_unix: _Optional[int] = ..., policy_version: _Optional[int] = ..., outcome: _Optional[str] = ..., cancelled_by: _Optional[str] = ..., imported_key: _Optional[_Union[ImportKeyRequest, _Mapping]] = ...) -> None: ...
+
+class ListKeyCeremoniesResponse(_message.Message):
+    __slots__ = ("ceremonies",)
+    CEREMONIES_FIELD_NUMBER: _ClassVar[int]
+    ceremonies: _containers.RepeatedCompositeFieldContainer[KeyCeremony]
+    def __init__(self, ceremonies: _Optional[_Iterable[_Union[KeyCeremony, _Mapping]]] = ...) -> None: ...

@@ -74,6 +74,31 @@ class KeysStub:
                 request_serializer=proto_dot_custos_dot_v1_dot_keys__pb2.ImportKeyRequest.SerializeToString,
                 response_deserializer=proto_dot_custos_dot_v1_dot_keys__pb2.Key.FromString,
                 _registered_method=True)
+        self.ProposeKeyCeremony = channel.unary_unary(
+                '/custos.v1.Keys/ProposeKeyCeremony',
+                request_serializer=proto_dot_custos_dot_v1_dot_keys__pb2.ProposeKeyCeremonyRequest.SerializeToString,
+                response_deserializer=proto_dot_custos_dot_v1_dot_keys__pb2.KeyCeremony.FromString,
+                _registered_method=True)
+        self.ApproveKeyCeremony = channel.unary_unary(
+                '/custos.v1.Keys/ApproveKeyCeremony',
+                request_serializer=proto_dot_custos_dot_v1_dot_keys__pb2.ApproveKeyCeremonyRequest.SerializeToString,
+                response_deserializer=proto_dot_custos_dot_v1_dot_keys__pb2.KeyCeremony.FromString,
+                _registered_method=True)
+        self.CancelKeyCeremony = channel.unary_unary(
+                '/custos.v1.Keys/CancelKeyCeremony',
+                request_serializer=proto_dot_custos_dot_v1_dot_keys__pb2.CancelKeyCeremonyRequest.SerializeToString,
+                response_deserializer=proto_dot_custos_dot_v1_dot_keys__pb2.KeyCeremony.FromString,
+                _registered_method=True)
+        self.GetKeyCeremony = channel.unary_unary(
+                '/custos.v1.Keys/GetKeyCeremony',
+                request_serializer=proto_dot_custos_dot_v1_dot_keys__pb2.GetKeyCeremonyRequest.SerializeToString,
+                response_deserializer=proto_dot_custos_dot_v1_dot_keys__pb2.KeyCeremony.FromString,
+                _registered_method=True)
+        self.ListKeyCeremonies = channel.unary_unary(
+                '/custos.v1.Keys/ListKeyCeremonies',
+                request_serializer=proto_dot_custos_dot_v1_dot_keys__pb2.ListKeyCeremoniesRequest.SerializeToString,
+                response_deserializer=proto_dot_custos_dot_v1_dot_keys__pb2.ListKeyCeremoniesResponse.FromString,
+                _registered_method=True)
 
 
 class KeysServicer:
@@ -128,6 +153,39 @@ class KeysServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ProposeKeyCeremony(self, request, context):
+        """Key ceremonies: one officer proposes, M other officers approve with TOTP codes.
+        CreateKey, DisableKey and EnableKey act alone only where the policy sets
+        that ceremony's quorum to 0 (development).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ApproveKeyCeremony(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CancelKeyCeremony(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetKeyCeremony(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListKeyCeremonies(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_KeysServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -170,6 +228,31 @@ def add_KeysServicer_to_server(servicer, server):
                     servicer.ImportKey,
                     request_deserializer=proto_dot_custos_dot_v1_dot_keys__pb2.ImportKeyRequest.FromString,
                     response_serializer=proto_dot_custos_dot_v1_dot_keys__pb2.Key.SerializeToString,
+            ),
+            'ProposeKeyCeremony': grpc.unary_unary_rpc_method_handler(
+                    servicer.ProposeKeyCeremony,
+                    request_deserializer=proto_dot_custos_dot_v1_dot_keys__pb2.ProposeKeyCeremonyRequest.FromString,
+                    response_serializer=proto_dot_custos_dot_v1_dot_keys__pb2.KeyCeremony.SerializeToString,
+            ),
+            'ApproveKeyCeremony': grpc.unary_unary_rpc_method_handler(
+                    servicer.ApproveKeyCeremony,
+                    request_deserializer=proto_dot_custos_dot_v1_dot_keys__pb2.ApproveKeyCeremonyRequest.FromString,
+                    response_serializer=proto_dot_custos_dot_v1_dot_keys__pb2.KeyCeremony.SerializeToString,
+            ),
+            'CancelKeyCeremony': grpc.unary_unary_rpc_method_handler(
+                    servicer.CancelKeyCeremony,
+                    request_deserializer=proto_dot_custos_dot_v1_dot_keys__pb2.CancelKeyCeremonyRequest.FromString,
+                    response_serializer=proto_dot_custos_dot_v1_dot_keys__pb2.KeyCeremony.SerializeToString,
+            ),
+            'GetKeyCeremony': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetKeyCeremony,
+                    request_deserializer=proto_dot_custos_dot_v1_dot_keys__pb2.GetKeyCeremonyRequest.FromString,
+                    response_serializer=proto_dot_custos_dot_v1_dot_keys__pb2.KeyCeremony.SerializeToString,
+            ),
+            'ListKeyCeremonies': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListKeyCeremonies,
+                    request_deserializer=proto_dot_custos_dot_v1_dot_keys__pb2.ListKeyCeremoniesRequest.FromString,
+                    response_serializer=proto_dot_custos_dot_v1_dot_keys__pb2.ListKeyCeremoniesResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -388,6 +471,141 @@ class Keys:
             '/custos.v1.Keys/ImportKey',
             proto_dot_custos_dot_v1_dot_keys__pb2.ImportKeyRequest.SerializeToString,
             proto_dot_custos_dot_v1_dot_keys__pb2.Key.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ProposeKeyCeremony(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/custos.v1.Keys/ProposeKeyCeremony',
+            proto_dot_custos_dot_v1_dot_keys__pb2.ProposeKeyCeremonyRequest.SerializeToString,
+            proto_dot_custos_dot_v1_dot_keys__pb2.KeyCeremony.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ApproveKeyCeremony(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/custos.v1.Keys/ApproveKeyCeremony',
+            proto_dot_custos_dot_v1_dot_keys__pb2.ApproveKeyCeremonyRequest.SerializeToString,
+            proto_dot_custos_dot_v1_dot_keys__pb2.KeyCeremony.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CancelKeyCeremony(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/custos.v1.Keys/CancelKeyCeremony',
+            proto_dot_custos_dot_v1_dot_keys__pb2.CancelKeyCeremonyRequest.SerializeToString,
+            proto_dot_custos_dot_v1_dot_keys__pb2.KeyCeremony.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetKeyCeremony(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/custos.v1.Keys/GetKeyCeremony',
+            proto_dot_custos_dot_v1_dot_keys__pb2.GetKeyCeremonyRequest.SerializeToString,
+            proto_dot_custos_dot_v1_dot_keys__pb2.KeyCeremony.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListKeyCeremonies(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/custos.v1.Keys/ListKeyCeremonies',
+            proto_dot_custos_dot_v1_dot_keys__pb2.ListKeyCeremoniesRequest.SerializeToString,
+            proto_dot_custos_dot_v1_dot_keys__pb2.ListKeyCeremoniesResponse.FromString,
             options,
             channel_credentials,
             insecure,

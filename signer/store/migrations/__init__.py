@@ -147,6 +147,38 @@ ALTER TABLE keys ADD COLUMN network_class TEXT NOT NULL DEFAULT 'mainnet'
 ALTER TABLE keys ALTER COLUMN network_class DROP DEFAULT;
 """
 
+# Key ceremonies (signer.ceremonies): proposals officers approve, tagged like
+# policy versions. Key states gain "retired" (a TEXT column: no change there).
+_CEREMONIES = """
+CREATE TABLE ceremonies (
+    ceremony_id TEXT PRIMARY KEY,
+    kind TEXT NOT NULL,
+    state TEXT NOT NULL,
+    record TEXT NOT NULL,  -- JSON text, kept byte for byte as written
+    created_at_ms BIGINT NOT NULL,
+    rev BIGINT NOT NULL DEFAULT 1,
+    mac BYTEA
+);
+CREATE INDEX ceremonies_created ON ceremonies (created_at_ms);
+"""
+
+# Webhook endpoints (signer.store.webhook_tables): the row's meaning (url, kinds)
+# is HSM-tagged in `mac`; the cursor and the delivery claim change on every
+# delivery and are not.
+_WEBHOOKS = r"""
+CREATE TABLE webhooks (
+    webhook_id TEXT PRIMARY KEY,
+    url TEXT NOT NULL,
+    kinds TEXT NOT NULL,
+    created_by TEXT NOT NULL,
+    created_at_ms BIGINT NOT NULL,
+    mac BYTEA,
+    next_seq BIGINT NOT NULL CHECK (next_seq >= 0),
+    owner TEXT NOT NULL DEFAULT '',
+    lease_until_ms BIGINT NOT NULL DEFAULT 0
+);
+"""
+
 # Imported keys (signer.key_import): every key from before was generated in the token.
 _KEY_ORIGIN = """
 ALTER TABLE keys ADD COLUMN origin TEXT NOT NULL DEFAULT 'generated'
@@ -158,7 +190,9 @@ POSTGRES: tuple[Migration, ...] = (
     Migration(2, "fenced claims", _CLAIM_TOKENS),
     Migration(3, "key network class", _KEY_NETWORK_CLASS),
     Migration(4, "state authenticators", _STATE_MACS),
-    Migration(5, "key origin", _KEY_ORIGIN),
+    Migration(5, "key ceremonies", _CEREMONIES),
+    Migration(6, "webhooks", _WEBHOOKS),
+    Migration(7, "key origin", _KEY_ORIGIN),
 )
 
 

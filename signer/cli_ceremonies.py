@@ -1,0 +1,244 @@
+"""`custos keys propose-*|approve|cancel|show-ceremony|list-ceremonies`: key ceremonies.
+
+An approving officer's client does not take the server's word for what it
+approves: it fetches the ceremony, recomputes its digest from the fields it
+shows (policies.ceremonies.digest), and approves only when that digest, the
+server's and the one the officer typed (from the proposer, out of band) agree.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+from policies import ceremonies
+from proto.custos.v1 import keys_pb2, keys_pb2_grpc
+from signer.cli_output import (
+    Exit,
+    add_output_argument,
+    print_fields,
+    print_json,
+    print_table,
+    wants_json,
+)
+from signer.client import ClientProfile
+from signer.key_import import import_params, wrapped_of_message
+
+KIND_OF_MESSAGE: dict[int, str] = {
+    keys_pb2.CEREMONY_KIND_CREATE_KEY: ceremonies.CREATE_KEY,
+    keys_pb2.CEREMONY_KIND_DISABLE_KEY: ceremonies.DISABLE_KEY,
+    keys_pb2.CEREMONY_KIND_ENABLE_KEY: ceremonies.ENABLE_KEY,
+    keys_pb2.CEREMONY_KIND_RETIRE_KEY: ceremonies.RETIRE_KEY,
+    keys_pb2.CEREMONY_KIND_IMPORT_KEY: ceremonies.IMPORT_KEY,
+}
+_VERBS = {
+    "propose-create": keys_pb2.CEREMONY_KIND_CREATE_KEY,
+    "propose-disable": keys_pb2.CEREMONY_KIND_DISABLE_KEY,
+    "propose-enable": keys_pb2.CEREMONY_KIND_ENABLE_KEY,
+    "propose-retire": keys_pb2.CEREMONY_KIND_RETIRE_KEY,
+}
+_CLASS_NAMES = {
+    keys_pb2.NETWORK_CLASS_MAINNET: "mainnet",
+    keys_pb2.NETWORK_CLASS_TESTNET: "testnet",
+}
+
+
+def recomputed_digest(message: keys_pb2.KeyCeremony) -> str:
+    """The digest of the fields a ceremony message shows, by the published encoding."""
+    kind = KIND_OF_MESSAGE.get(message.kind, "")
+    params = {"key_id": message.key_id}
+    if kind == ceremonies.CREATE_KEY:
+        params["network_class"] = _CLASS_NAMES.get(message.network_class, "")
+    if kind == ceremonies.IMPORT_KEY:
+        network_class = _CLASS_NAMES.get(message.network_class, "")
+        params = import_params(
+            wrapped_of_message(message.imported_key, message.key_id, network_class)
+        )
+    return ceremonies.digest(
+        message.ceremony_id,
+        kind,
+        tuple(sorted(params.items())),
+        message.proposed_by,
+        datetime.fromtimestamp(message.proposed_at_unix_ms / 1000, UTC),
+        datetime.fromtimestamp(message.expires_at_unix_ms / 1000, UTC),
+        message.approvals_required,
+        message.policy_version,
+    )
+
+
+def _kind(message: keys_pb2.KeyCeremony) -> str:
+    return KIND_OF_MESSAGE.get(message.kind, "unknown")
+
+
+def _ms(unix_ms: int) -> str:
+    return datetime.fromtimestamp(unix_ms / 1000, UTC).strftime("%Y-%m-%d %H:%M:%SZ")
+
+
+def _print(message: keys_pb2.KeyCeremony, args: argparse.Namespace) -> None:
+    if wants_json(args):
+        print_json(message)
+        return
+    fields: list[tuple[str, object]] = [
+        ("ceremony_id", message.ceremony_id),
+        ("kind", _kind(message)),
+        ("key_id", message.key_id),
+    ]
+    if message.network_class:
+        fields.append(("network_class", _CLASS_NAMES.get(message.network_class, "?")))
+    if message.HasField("imported_key"):
+        imported = message.imported_key
+        fields += [
+            ("public_key", imported.public_key.hex()),
+            ("import_key_fingerprint", imported.import_key_fingerprint),
+            ("source", imported.source + (f" {imported.path}" if imported.path else "")),
+        ]
+    fields += [
+        ("state", message.state),
+        ("digest", message.digest),
+        ("proposed_by", message.proposed_by),
+        ("proposed_at", _ms(message.proposed_at_unix_ms)),
+        ("expires_at", _ms(message.expires_at_unix_ms)),
+        ("policy_version", message.policy_version),
+        ("approvals", f"{len(message.approved_by)} of {message.approvals_required}"),
+        ("approved_by", ", ".join(message.approved_by) or "-"),
+    ]
+    if message.cancelled_by:
+        fields.append(("cancelled_by", message.cancelled_by))
+    if message.outcome:
+        fields.append(("outcome", message.outcome))
+    print_fields(fields)
+
+
+def _stub(profile: ClientProfile) -> keys_pb2_grpc.KeysStub:
+    return keys_pb2_grpc.KeysStub(profile.channel())
+
+
+def cmd_propose(args: argparse.Namespace, profile: ClientProfile) -> int:
+    kind = _VERBS[args.action]
+    network_class = keys_pb2.NETWORK_CLASS_UNSPECIFIED
+    if kind == keys_pb2.CEREMONY_KIND_CREATE_KEY:
+        network_class = {v: k for k, v in _CLASS_NAMES.items()}[args.network_class]
+    message = _stub(profile).ProposeKeyCeremony(
+        keys_pb2.ProposeKeyCeremonyRequest(
+            kind=kind, key_id=args.key_id, network_class=network_class
+        )
+    )
+    return print_proposal(message, args)
+
+
+def print_proposal(message: keys_pb2.KeyCeremony, args: argparse.Namespace) -> int:
+    """A proposal as made, and what the approvers run next."""
+    _print(message, args)
+    if message.state == "open" and not wants_json(args):
+        print(
+            f"\neach of {message.approvals_required} other officer(s) runs: custos keys approve"
+            f" {message.ceremony_id} --digest {message.digest} --code CODE"
+        )
+    return Exit.OK
+
+
+def cmd_approve(args: argparse.Namespace, profile: ClientProfile) -> int:
+    stub = _stub(profile)
+    shown = stub.GetKeyCeremony(keys_pb2.GetKeyCeremonyRequest(ceremony_id=args.ceremony_id))
+    mine = recomputed_digest(shown)
+    if not (mine == shown.digest == args.digest):
+        print(
+            f"custos: refused: the ceremony's fields hash to {mine}, the server says"
+            f" {shown.digest}, you gave {args.digest}; nothing was approved",
+            file=sys.stderr,
+        )
+        return Exit.ERROR
+    message = stub.ApproveKeyCeremony(
+        keys_pb2.ApproveKeyCeremonyRequest(
+            ceremony_id=args.ceremony_id, digest=args.digest, totp_code=args.code
+        )
+    )
+    _print(message, args)
+    return Exit.OK
+
+
+def cmd_cancel(args: argparse.Namespace, profile: ClientProfile) -> int:
+    message = _stub(profile).CancelKeyCeremony(
+        keys_pb2.CancelKeyCeremonyRequest(ceremony_id=args.ceremony_id, totp_code=args.code)
+    )
+    _print(message, args)
+    return Exit.OK
+
+
+def cmd_show(args: argparse.Namespace, profile: ClientProfile) -> int:
+    message = _stub(profile).GetKeyCeremony(
+        keys_pb2.GetKeyCeremonyRequest(ceremony_id=args.ceremony_id)
+    )
+    _print(message, args)
+    return Exit.OK
+
+
+def cmd_list(args: argparse.Namespace, profile: ClientProfile) -> int:
+    listed = _stub(profile).ListKeyCeremonies(keys_pb2.ListKeyCeremoniesRequest())
+    if wants_json(args):
+        print_json(listed)
+        return Exit.OK
+    print_table(
+        ("CEREMONY", "KIND", "KEY ID", "STATE", "APPROVALS", "PROPOSED", "BY"),
+        [
+            (
+                c.ceremony_id,
+                _kind(c),
+                c.key_id,
+                c.state,
+                f"{len(c.approved_by)}/{c.approvals_required}",
+                _ms(c.proposed_at_unix_ms),
+                c.proposed_by,
+            )
+            for c in listed.ceremonies
+        ],
+    )
+    return Exit.OK
+
+
+def add_commands(
+    actions: Any, client_help: str, profile_of: Callable[[argparse.Namespace], ClientProfile]
+) -> None:
+    """Register the ceremony actions under `custos keys`."""
+
+    def with_profile(fn: Any) -> Any:
+        return lambda args: fn(args, profile_of(args))
+
+    for verb, text in (
+        ("propose-create", "propose generating a key in the HSM (officer)"),
+        ("propose-disable", "propose refusing further signing with a key (officer)"),
+        ("propose-enable", "propose allowing a disabled key to sign again (officer)"),
+        ("propose-retire", "propose retiring a key for good: it never signs again (officer)"),
+    ):
+        a = actions.add_parser(verb, help=text)
+        a.add_argument("key_id")
+        if verb == "propose-create":
+            a.add_argument(
+                "--network-class",
+                required=True,
+                choices=tuple(_CLASS_NAMES.values()),
+                help="mainnet or testnet; fixed for the key's life",
+            )
+        a.set_defaults(func=with_profile(cmd_propose))
+    a = actions.add_parser(
+        "approve", help="approve a key ceremony with your TOTP code (another officer)"
+    )
+    a.add_argument("ceremony_id")
+    a.add_argument("--digest", required=True, help="the digest you reviewed (from the proposer)")
+    a.add_argument("--code", required=True, help="your current TOTP code")
+    a.set_defaults(func=with_profile(cmd_approve))
+    a = actions.add_parser("cancel", help="cancel a key ceremony before its quorum (officer)")
+    a.add_argument("ceremony_id")
+    a.add_argument("--code", required=True, help="your current TOTP code")
+    a.set_defaults(func=with_profile(cmd_cancel))
+    a = actions.add_parser("show-ceremony", help="one key ceremony: what, who, its digest")
+    a.add_argument("ceremony_id")
+    a.set_defaults(func=with_profile(cmd_show))
+    a = actions.add_parser("list-ceremonies", help="key ceremonies, newest first")
+    a.set_defaults(func=with_profile(cmd_list))
+    for name in (*_VERBS, "approve", "cancel", "show-ceremony", "list-ceremonies"):
+        actions.choices[name].add_argument("--client", help=client_help)
+        add_output_argument(actions.choices[name])
