@@ -80,15 +80,9 @@ def imp_server(dev_env: DevEnv, imp_dir: Path) -> Iterator[RunningServer]:
 @pytest.fixture(scope="module")
 def import_key(imp_server: RunningServer) -> keys_pb2.ImportWrappingKey:
     """The token's import key; made here unless another test made it on the shared token."""
-    stub = imp_server.keys()
-    try:
-        made = stub.CreateImportKey(keys_pb2.CreateImportKeyRequest())
-    except grpc.RpcError as exc:
-        if exc.code() != grpc.StatusCode.ALREADY_EXISTS:
-            raise
-        return stub.GetImportKey(keys_pb2.GetImportKeyRequest())
+    made = _import_key_of(imp_server)
     created = [e for kind, e in _events(imp_server) if kind == "import_key.created"]
-    assert created == [{"algorithm": "rsa-3072-oaep-sha1", "fingerprint": made.fingerprint}]
+    assert created in ([], [{"algorithm": "rsa-3072-oaep-sha1", "fingerprint": made.fingerprint}])
     return made
 
 
@@ -502,6 +496,7 @@ def test_an_import_ceremony_needs_another_officers_totp_bound_to_the_blob(
         with pytest.raises(grpc.RpcError) as missing:
             server.keys().GetKey(keys_pb2.GetKeyRequest(key_id=key_id))
         assert missing.value.code() == grpc.StatusCode.NOT_FOUND
+        _assert_a_damaged_blob_is_never_proposed(server, ceremony)
         uri = enroll_totp(server.channel, "officer2")
         approved = _custos(
             server,
@@ -544,3 +539,33 @@ def _import_key_of(server: RunningServer) -> keys_pb2.ImportWrappingKey:
         if exc.code() != grpc.StatusCode.ALREADY_EXISTS:
             raise
     return stub.GetImportKey(keys_pb2.GetImportKeyRequest())
+
+
+def _assert_a_damaged_blob_is_never_proposed(
+    server: RunningServer, ceremony: dict[str, object]
+) -> None:
+    """The HSM's trial unwrap refuses it up front: no ceremony for officers to approve."""
+    imported = ceremony["imported_key"]
+    assert isinstance(imported, dict)
+    damaged = bytearray(base64.b64decode(imported["wrapped_key"]))
+    damaged[7] ^= 1
+    before = server.keys().ListKeyCeremonies(keys_pb2.ListKeyCeremoniesRequest()).ceremonies
+    with pytest.raises(grpc.RpcError) as refused:
+        server.keys().ProposeKeyCeremony(
+            keys_pb2.ProposeKeyCeremonyRequest(
+                kind=keys_pb2.CEREMONY_KIND_IMPORT_KEY,
+                key_id=f"imp-{uuid.uuid4().hex[:10]}",
+                network_class=TESTNET,
+                imported_key=keys_pb2.ImportKeyRequest(
+                    wrapped_key=bytes(damaged),
+                    public_key=base64.b64decode(imported["public_key"]),
+                    import_key_fingerprint=str(imported["import_key_fingerprint"]),
+                    source=str(imported["source"]),
+                    path=str(imported["path"]),
+                ),
+            )
+        )
+    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "wrapped_key: does not unwrap" in (refused.value.details() or "")
+    after = server.keys().ListKeyCeremonies(keys_pb2.ListKeyCeremoniesRequest()).ceremonies
+    assert len(after) == len(before)
