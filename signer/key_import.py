@@ -170,16 +170,19 @@ class KeyImports:
             raise Unavailable("the HSM could not read the import key; retry") from exc
         return ImportKeyInfo(der, import_key_fingerprint(der))
 
-    def check(self, request: WrappedImport, *, unwrap_trial: bool = False) -> None:
+    def check(
+        self, request: WrappedImport, *, unwrap_trial: bool = False
+    ) -> tuple[NetworkClass, bytes, str]:
         """Everything that can be checked before the key is made: fields, the import key, ids.
 
         InvalidRequest naming the field, FailedPrecondition for a blob made for
         another import key, AlreadyExists for a key id or a public key in custody.
         `unwrap_trial`: the HSM also proves that the blob unwraps into the key of
         `public_key` and keeps nothing (a proposal: approvers never approve a
-        blob that cannot be imported).
+        blob that cannot be imported). Returns the network class, the uncompressed
+        public key and the canonical path.
         """
-        _, public_key, _ = _checked(request)
+        network_class, public_key, path = _checked(request)
         current = self.import_key()
         if request.import_key_fingerprint != current.fingerprint:
             raise FailedPrecondition(
@@ -195,6 +198,7 @@ class KeyImports:
                 )
         if unwrap_trial:
             self._unwrap(request, public_key, dry_run=True)
+        return network_class, public_key, path
 
     def new_imported_key(
         self,
@@ -207,8 +211,7 @@ class KeyImports:
         Call under `store.exclusive(f"key:{key_id}")`, after check(); checks again
         what may have changed since. `context`: more audit fields.
         """
-        self.check(request)
-        network_class, public_key, path = _checked(request)
+        network_class, public_key, path = self.check(request)
         adopted = self._unwrap(request, public_key)
         record = KeyRecord(
             request.key_id,
