@@ -137,34 +137,41 @@ def test_the_import_key_is_made_once_and_its_fingerprint_is_its_digest(
     assert denied.value.code() == grpc.StatusCode.PERMISSION_DENIED
 
 
-def _cli_import(
-    server: RunningServer, tmp_path: Path, fingerprint: str, args: list[str], stdin: str
-) -> tuple[subprocess.CompletedProcess[str], str]:
-    """`custos keys import` as an officer runs it, the secret on standard input."""
-    profile = _cli_profile(server.env, server.port, "officer", tmp_path)
-    key_id = f"imp-{uuid.uuid4().hex[:10]}"
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "signer.cli",
-            "keys",
-            "import",
-            key_id,
-            "--network-class",
-            "testnet",
-            "--fingerprint",
-            fingerprint,
-            "-o",
-            "json",
-            *args,
-        ],
+def test_the_cli_shows_the_import_key_and_makes_it_once(
+    imp_server: RunningServer, import_key: keys_pb2.ImportWrappingKey, tmp_path: Path
+) -> None:
+    shown = _custos(imp_server, tmp_path, "officer", "keys", "import-key", "show")
+    assert shown.returncode == 0, shown.stderr
+    assert f"fingerprint  {import_key.fingerprint}" in shown.stdout
+    assert "-----BEGIN PUBLIC KEY-----" in shown.stdout
+    again = _custos(imp_server, tmp_path, "officer", "keys", "import-key", "init")
+    assert again.returncode == 1
+    assert "ALREADY_EXISTS: the import key exists already" in again.stderr
+
+
+def _custos(
+    server: RunningServer, tmp_path: Path, name: str, *args: str, stdin: str = ""
+) -> subprocess.CompletedProcess[str]:
+    profile = _cli_profile(server.env, server.port, name, tmp_path)
+    return subprocess.run(
+        [sys.executable, "-m", "signer.cli", *args],
         input=stdin,
         capture_output=True,
         text=True,
         timeout=120,
         env={**os.environ, "CUSTOS_CLIENT": str(profile)},
         check=False,
+    )
+
+
+def _cli_import(
+    server: RunningServer, tmp_path: Path, fingerprint: str, args: list[str], stdin: str
+) -> tuple[subprocess.CompletedProcess[str], str]:
+    """`custos keys import` as an officer runs it, the secret on standard input."""
+    key_id = f"imp-{uuid.uuid4().hex[:10]}"
+    options = ["--network-class", "testnet", "--fingerprint", fingerprint, "-o", "json"]
+    result = _custos(
+        server, tmp_path, "officer", "keys", "import", key_id, *options, *args, stdin=stdin
     )
     return result, key_id
 
@@ -239,7 +246,8 @@ def test_each_source_imports_through_the_cli_and_signs(
 def test_a_wrong_pin_sends_nothing(
     imp_server: RunningServer, import_key: keys_pb2.ImportWrappingKey, tmp_path: Path
 ) -> None:
-    wrong = "00" + import_key.fingerprint[2:]
+    first = import_key.fingerprint[0]
+    wrong = ("1" if first != "1" else "2") + import_key.fingerprint[1:]
     result, key_id = _cli_import(imp_server, tmp_path, wrong, ["--from", "hex"], "11" * 32 + "\n")
     assert result.returncode == 2
     assert "does not have the pinned fingerprint" in result.stderr
@@ -431,21 +439,6 @@ rules:
   - id: everything
     action: allow
 """
-
-
-def _custos(
-    server: RunningServer, tmp_path: Path, name: str, *args: str, stdin: str = ""
-) -> subprocess.CompletedProcess[str]:
-    profile = _cli_profile(server.env, server.port, name, tmp_path)
-    return subprocess.run(
-        [sys.executable, "-m", "signer.cli", *args],
-        input=stdin,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env={**os.environ, "CUSTOS_CLIENT": str(profile)},
-        check=False,
-    )
 
 
 def test_an_import_ceremony_needs_another_officers_totp_bound_to_the_blob(
