@@ -42,7 +42,7 @@ from shamir_mnemonic.share import Share
 
 from hsm.errors import HsmError, HsmUnavailable, KeyExists, KeyNotFound
 from hsm.hd import wipe
-from hsm.key_import import UnwrapError, UnwrapMismatch, install_unwrapped_secp256k1
+from hsm.key_import import UnwrapError, UnwrapMismatch, find, install_unwrapped_secp256k1
 from hsm.pkcs11_token import SECP256K1_OID, _unwrap_ec_point
 
 BACKUP_KEY_BYTES = 32
@@ -114,13 +114,6 @@ def recover_backup_key(shares: Sequence[str]) -> bytes:
 # ---- the backup key in the token ----------------------------------------------------
 
 
-def _find(session: Any, object_class: ObjectClass, key_id: str) -> Any:
-    found = list(
-        session.get_objects({Attribute.CLASS: object_class, Attribute.ID: key_id.encode()})
-    )
-    return found[0] if found else None
-
-
 def install_backup_key(session: Any, key_id: str, value: bytes, mode: BackupKeyMode) -> None:
     """Create the backup key from its value (new, or recovered from shares), then wipe it.
 
@@ -129,7 +122,7 @@ def install_backup_key(session: Any, key_id: str, value: bytes, mode: BackupKeyM
     if len(value) != BACKUP_KEY_BYTES:
         raise BackupError(f"a backup key has {BACKUP_KEY_BYTES} bytes, not {len(value)}")
     try:
-        if _find(session, ObjectClass.SECRET_KEY, key_id) is not None:
+        if find(session, ObjectClass.SECRET_KEY, key_id) is not None:
             raise KeyExists(key_id)
         template = {
             Attribute.CLASS: ObjectClass.SECRET_KEY,
@@ -169,7 +162,7 @@ def backup_key_check_value(session: Any, key_id: str) -> bytes:
     """A value that identifies the backup key without revealing it: SHA-256 of the
     wrap of a fixed 32-byte AES key. It tells whether a backup was made under this key."""
     try:
-        backup = _find(session, ObjectClass.SECRET_KEY, key_id)
+        backup = find(session, ObjectClass.SECRET_KEY, key_id)
         if backup is None:
             raise KeyNotFound(key_id)
         probe = session.create_object(
@@ -200,7 +193,7 @@ def generate_backupable_secp256k1(session: Any, key_id: str, mode: BackupKeyMode
     In TRUSTED mode it can be wrapped only by a trusted key. Returns the public key.
     """
     try:
-        if _find(session, ObjectClass.PRIVATE_KEY, key_id) is not None:
+        if find(session, ObjectClass.PRIVATE_KEY, key_id) is not None:
             raise KeyExists(key_id)
         params = session.create_domain_parameters(
             KeyType.EC,
@@ -228,10 +221,10 @@ def generate_backupable_secp256k1(session: Any, key_id: str, mode: BackupKeyMode
 def wrap_private_key(session: Any, backup_key_id: str, key_id: str) -> bytes:
     """The private key `key_id` wrapped (AES key wrap with padding) under the backup key."""
     try:
-        backup = _find(session, ObjectClass.SECRET_KEY, backup_key_id)
+        backup = find(session, ObjectClass.SECRET_KEY, backup_key_id)
         if backup is None:
             raise KeyNotFound(backup_key_id)
-        private = _find(session, ObjectClass.PRIVATE_KEY, key_id)
+        private = find(session, ObjectClass.PRIVATE_KEY, key_id)
         if private is None:
             raise KeyNotFound(key_id)
         return bytes(backup.wrap_key(private, mechanism=WRAP_MECHANISM))
@@ -261,7 +254,7 @@ def unwrap_private_key(
     public objects made (hsm.key_import.install_unwrapped_secp256k1). Nothing is
     left behind when a step fails.
     """
-    backup = _find(session, ObjectClass.SECRET_KEY, backup_key_id)
+    backup = find(session, ObjectClass.SECRET_KEY, backup_key_id)
     if backup is None:
         raise KeyNotFound(backup_key_id)
     try:

@@ -60,6 +60,7 @@ NOT_ON_PRIVATE_KEYS = {
 
 
 def find(session: Any, object_class: ObjectClass, key_id: str) -> Any:
+    """The object of `object_class` with CKA_ID `key_id`, or None."""
     found = list(
         session.get_objects({Attribute.CLASS: object_class, Attribute.ID: key_id.encode()})
     )

@@ -33,6 +33,7 @@ from eth_account import Account
 
 from hsm.errors import KeyNotFound
 from hsm.import_material import SecretKey, from_hex, wrap_for_import
+from hsm.pkcs11_token import Pkcs11Token
 from proto.custos.v1 import keys_pb2
 from proto.custos.v1 import signer_pb2 as pb
 from signer.devsetup import subject_string
@@ -364,21 +365,19 @@ def _assert_store_holds_no_secret(
 
 def _token_attributes(env: DevEnv, key_id: str) -> dict[str, bool]:
     """What the token says of the private key object with CKA_ID `key_id`."""
-    import pkcs11
     from pkcs11 import Attribute, ObjectClass
 
     hsm = env.config().hsm
-    token = pkcs11.lib(str(hsm.library)).get_token(token_label=hsm.token_label)
+    # Pkcs11Token: its log-in waits out the token file being rewritten by a worker.
+    token = Pkcs11Token(str(hsm.library), hsm.token_label, env.pin())
     try:
-        session = token.open(user_pin=env.pin())
-    except pkcs11.UserAlreadyLoggedIn:
-        session = token.open()
-    names = ("SENSITIVE", "EXTRACTABLE", "SIGN", "DECRYPT", "UNWRAP")
-    with session:
-        (private,) = session.get_objects(
+        (private,) = token._session.get_objects(
             {Attribute.CLASS: ObjectClass.PRIVATE_KEY, Attribute.ID: key_id.encode()}
         )
+        names = ("SENSITIVE", "EXTRACTABLE", "SIGN", "DECRYPT", "UNWRAP")
         return {n: bool(private[getattr(Attribute, n)]) for n in names}
+    finally:
+        token.close()
 
 
 def test_imported_and_import_keys_are_sensitive_and_never_extractable(
