@@ -27,7 +27,7 @@ from policies.evaluate import (
 )
 from policies.intent import Intent
 from signer.errors import BudgetExceeded, PolicyDenied
-from signer.governance import ActivePolicy
+from signer.policy_governor import ActivePolicy
 from signer.store.policy_tables import Admission, PendingRow
 
 

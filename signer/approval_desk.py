@@ -39,6 +39,7 @@ from policies.evaluate import RequireApproval
 from proto.custos.v1 import signer_pb2 as pb
 from signer.admission import admission, budget_error, pending_from_json, pending_to_json
 from signer.chains.items import SignBatch
+from signer.clock import Clock
 from signer.errors import (
     BudgetExceeded,
     CustosError,
@@ -48,8 +49,8 @@ from signer.errors import (
     PermissionDenied,
 )
 from signer.events import EventBus
-from signer.governance import PolicyGovernor
 from signer.pipeline import Rejudged, SigningPipeline
+from signer.policy_governor import PolicyGovernor
 from signer.requests import stored_batch
 from signer.second_factor import SecondFactor
 from signer.store.base import Store
@@ -103,7 +104,7 @@ class ApprovalDesk:
         governor: PolicyGovernor,
         second_factor: SecondFactor,
         events: EventBus,
-        clock: Callable[[], datetime],
+        clock: Clock,
         sweep_seconds: float = 1.0,
         sign_within: timedelta = timedelta(minutes=10),
         signing_lease: timedelta = timedelta(minutes=2),

@@ -29,6 +29,7 @@ from policies import ceremonies as rules
 from policies.approvals import Refused
 from policies.governance import OfficerApproval
 from signer.authenticity import Fact, StateAuthenticator
+from signer.clock import Clock, utcnow
 from signer.errors import (
     AlreadyExists,
     FailedPrecondition,
@@ -36,9 +37,9 @@ from signer.errors import (
     InvalidRequest,
     NotFound,
 )
-from signer.governance import PolicyGovernor, utcnow
 from signer.key_import import KeyImports, import_params, wrapped_from_params
 from signer.keys import KeyManager, check_key_id, checked_network_class
+from signer.policy_governor import PolicyGovernor
 from signer.store.base import KeyRecord, KeyState, Store
 from signer.store.ceremony_tables import CeremonyRow
 
@@ -107,7 +108,7 @@ class KeyCeremonies:
         governor: PolicyGovernor,
         *,
         integrity: StateAuthenticator,
-        clock: Callable[[], datetime] = utcnow,
+        clock: Clock = utcnow,
         imports: KeyImports | None = None,
     ) -> None:
         self._store = store

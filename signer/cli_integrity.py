@@ -59,8 +59,8 @@ def cmd_seal(args: argparse.Namespace) -> int:
         pending_fact,
         totp_fact,
     )
-    from signer.governance import policy_fact  # noqa: PLC0415
     from signer.keys import key_fact  # noqa: PLC0415
+    from signer.policy_governor import policy_fact  # noqa: PLC0415
     from signer.store.base import KeyRecord, StoreError  # noqa: PLC0415
     from signer.store.factory import open_store  # noqa: PLC0415
     from signer.store.policy_tables import PendingRow, PolicyRow  # noqa: PLC0415

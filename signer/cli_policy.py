@@ -30,7 +30,7 @@ from signer.chains.registry import ADAPTERS
 from signer.cli_output import add_output_argument, print_json, print_table, wants_json
 from signer.client import ClientProfile
 from signer.errors import BudgetExceeded, ConfigError, PolicyDenied
-from signer.governance import ActivePolicy
+from signer.policy_governor import ActivePolicy
 
 Profile = Any  # a callable returning the ClientProfile for the parsed arguments
 

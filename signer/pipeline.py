@@ -14,7 +14,6 @@ import logging
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
 
 from audit.record import AuditEvent
 from hsm.errors import HsmError
@@ -38,6 +37,7 @@ from signer.chains.items import (
 from signer.chains.limits import DEFAULT_LIMITS, WorkBudget
 from signer.chains.networks import network_class
 from signer.chains.registry import Adapters
+from signer.clock import Clock, utcnow
 from signer.errors import (
     AlreadyExists,
     CustosError,
@@ -50,8 +50,8 @@ from signer.errors import (
     kind_of,
 )
 from signer.events import EventBus
-from signer.governance import PolicyGovernor, utcnow
 from signer.keys import KEY_ID, verify_keys
+from signer.policy_governor import PolicyGovernor
 from signer.review import REVIEW_FAILED, Batch, ItemFacts, Reviewer
 from signer.store.base import ClaimLost, ClaimOutcome, KeyRecord, KeyState, Store, StoreError
 
@@ -102,7 +102,7 @@ class SigningPipeline:
         governor: PolicyGovernor,
         events: EventBus,
         integrity: StateAuthenticator,
-        clock: Callable[[], datetime] = utcnow,
+        clock: Clock = utcnow,
         identities: Callable[[str], Identity | None] | None = None,
         reviewer: Reviewer | None = None,
     ) -> None:

@@ -13,9 +13,9 @@ from signer.approval_desk import ApprovalDesk, record_of
 from signer.approval_view import decode_items
 from signer.chains.registry import Adapters
 from signer.errors import InvalidRequest, PermissionDenied
-from signer.governance import PolicyGovernor, proposal_from_json
 from signer.interceptors import current_identity
 from signer.outbox import Outbox, OutboxEvent
+from signer.policy_governor import PolicyGovernor, proposal_from_json
 from signer.second_factor import SecondFactor
 from signer.store.base import Store
 from signer.store.policy_tables import PendingRow, PolicyRow

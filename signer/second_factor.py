@@ -21,7 +21,6 @@ import hashlib
 import hmac
 import json
 import secrets
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Protocol
@@ -29,6 +28,7 @@ from typing import Any, Protocol
 from audit.record import AuditEvent
 from policies import totp
 from signer import metrics
+from signer.clock import Clock
 from signer.errors import CustosError, FailedPrecondition, NotFound, PermissionDenied
 from signer.store.base import Store
 
@@ -83,7 +83,7 @@ class SecondFactor:
         self,
         store: Store,
         hsm: Sealer,
-        clock: Callable[[], datetime],
+        clock: Clock,
         config: totp.TotpConfig | None = None,
     ) -> None:
         self._store = store

@@ -35,17 +35,18 @@ from signer.authenticity import StoreGuard, audit_alarm, open_authenticator, sca
 from signer.ceremonies import KeyCeremonies
 from signer.chains.limits import ChainLimits
 from signer.chains.registry import Adapters, make_adapters
+from signer.clock import utcnow
 from signer.config import Config
 from signer.delivery import DeliverySigner
 from signer.errors import ConfigError
 from signer.events import EventBus
-from signer.governance import PolicyGovernor, utcnow
 from signer.health import HealthMonitor
 from signer.interceptors import EdgeInterceptor, StreamLimiter
 from signer.jsonrpc import JsonRpcServer
 from signer.key_import import KeyImports
 from signer.keys import KeyManager
 from signer.pipeline import SigningPipeline
+from signer.policy_governor import PolicyGovernor
 from signer.policy_services import ApprovalsService, PoliciesService
 from signer.review import Reviewer, signed_transport
 from signer.second_factor import SecondFactor

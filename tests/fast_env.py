@@ -25,9 +25,9 @@ from signer.chains.registry import make_adapters
 from signer.config import IdentityConfig
 from signer.devsetup import DEV_POLICY, subject_string
 from signer.events import EventBus
-from signer.governance import PolicyGovernor
 from signer.keys import KeyManager
 from signer.pipeline import SigningPipeline
+from signer.policy_governor import PolicyGovernor
 from signer.second_factor import SecondFactor
 from signer.services import key_message
 from signer.store.sqlite import SqliteStore

@@ -617,7 +617,7 @@ class SqlStore(WebhookTables, abc.ABC):
             new, events = result
             if new.state == "active":
                 # The superseded row keeps its mac: its authenticated state is
-                # "activated" either way (signer.governance.policy_fact).
+                # "activated" either way (signer.policy_governor.policy_fact).
                 tx.execute("UPDATE policy_versions SET state = 'superseded' WHERE state = 'active'")
             tx.execute(
                 "UPDATE policy_versions SET state = ?, record = ?, activated_at_ms = ?,"

@@ -37,10 +37,10 @@ from signer.config import IdentityConfig
 from signer.devsetup import DEV_POLICY, DevCa, subject_string
 from signer.errors import CustosError
 from signer.events import EventBus
-from signer.governance import PolicyGovernor
 from signer.interceptors import EdgeInterceptor
 from signer.keys import KeyManager
 from signer.pipeline import REQUEST_ID, SigningPipeline
+from signer.policy_governor import PolicyGovernor
 from signer.services import SignerService
 from signer.store.base import KeyState
 from signer.store.sqlite import SqliteStore

@@ -17,9 +17,9 @@ from signer.authenticity import StoreGuard
 from signer.chains.registry import ADAPTERS
 from signer.errors import BudgetExceeded
 from signer.events import EventBus
-from signer.governance import PolicyGovernor
 from signer.keys import KeyManager
 from signer.pipeline import SigningPipeline
+from signer.policy_governor import PolicyGovernor
 from signer.second_factor import SecondFactor
 from signer.services import key_message
 from signer.store.sqlite import SqliteStore

@@ -22,9 +22,9 @@ from signer import requests as edge
 from signer.auth import Identity
 from signer.chains.registry import ADAPTERS
 from signer.events import EventBus
-from signer.governance import PolicyGovernor
 from signer.keys import KeyManager
 from signer.pipeline import SigningPipeline
+from signer.policy_governor import PolicyGovernor
 from signer.services import key_message
 from signer.store.base import StoreUnavailable
 from signer.store.sqlite import SqliteStore

@@ -26,9 +26,9 @@ from signer.auth import Identity
 from signer.chains.registry import ADAPTERS
 from signer.errors import InProgress
 from signer.events import EventBus
-from signer.governance import PolicyGovernor
 from signer.keys import KeyManager
 from signer.pipeline import SigningPipeline
+from signer.policy_governor import PolicyGovernor
 from signer.services import key_message
 from signer.store.base import Store, StoreUnavailable
 from signer.store.sql import now_ms

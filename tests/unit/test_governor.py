@@ -10,7 +10,7 @@ import pytest
 from policies.intent import Intent, Transfer
 from signer.admission import judge
 from signer.errors import FailedPrecondition, PolicyDenied
-from signer.governance import PolicyGovernor
+from signer.policy_governor import PolicyGovernor
 from signer.store.sqlite import SqliteStore
 from tests.support import soft_integrity
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from signer.errors import FailedPrecondition
-from signer.governance import PolicyGovernor
+from signer.policy_governor import PolicyGovernor
 from signer.store.sqlite import SqliteStore
 from tests.support import soft_integrity
 from tests.unit.test_governor import POLICY, Clock, _entry

@@ -23,7 +23,7 @@ from policies.schema import PolicyValidationError, validate_document
 from signer.admission import judge
 from signer.config import ReviewConfig, ReviewEndpointConfig, load_config
 from signer.errors import FailedPrecondition, PolicyDenied
-from signer.governance import ActivePolicy
+from signer.policy_governor import ActivePolicy
 from signer.review import MAX_REASON, Batch, ItemFacts, Reviewer, Unreachable, sanitize
 from tests.unit.test_policy_evaluate import (
     NOW,

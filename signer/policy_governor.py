@@ -34,6 +34,7 @@ from policies.document import PolicyDocument, document_hash
 from policies.evaluate import CompiledPolicy, compile_policy
 from policies.schema import PolicyValidationError, load_document
 from signer.authenticity import Fact, LoggedState, StateAuthenticator, scan_audit_log
+from signer.clock import Clock, utcnow
 from signer.errors import (
     AlreadyExists,
     ConfigError,
@@ -44,8 +45,6 @@ from signer.errors import (
 )
 from signer.store.base import Store, VersionExists
 from signer.store.policy_tables import PolicyRow
-
-Clock = Callable[[], datetime]
 
 log = logging.getLogger("custos.policy")
 
@@ -74,10 +73,6 @@ def policy_fact(row: PolicyRow) -> Fact:
             ("activated_at_ms", row.activated_at_ms),
         ),
     )
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
 
 
 def _ms(moment: datetime | None) -> int | None:
