@@ -29,24 +29,21 @@ ceremony) decides which login a step needs (the SO's for a TRUSTED key).
 
 from __future__ import annotations
 
-import contextlib
 import enum
 import hashlib
 from collections.abc import Sequence
 from typing import Any
 
 import pkcs11
-from coincurve import PublicKey
-from pkcs11 import Attribute, KeyType, Mechanism, MechanismFlag, ObjectClass
-from pkcs11.constants import DEFAULT
+from pkcs11 import Attribute, KeyType, Mechanism, ObjectClass
 from pkcs11.util.ec import encode_named_curve_parameters
 from shamir_mnemonic import MnemonicError, combine_mnemonics, generate_mnemonics
 from shamir_mnemonic.share import Share
 
 from hsm.errors import HsmError, HsmUnavailable, KeyExists, KeyNotFound
 from hsm.hd import wipe
+from hsm.key_import import UnwrapError, UnwrapMismatch, find, install_unwrapped_secp256k1
 from hsm.pkcs11_token import SECP256K1_OID, _unwrap_ec_point
-from hsm.secp256k1 import SignatureError, normalize
 
 BACKUP_KEY_BYTES = 32
 WRAP_MECHANISM = Mechanism.AES_KEY_WRAP_PAD
@@ -117,13 +114,6 @@ def recover_backup_key(shares: Sequence[str]) -> bytes:
 # ---- the backup key in the token ----------------------------------------------------
 
 
-def _find(session: Any, object_class: ObjectClass, key_id: str) -> Any:
-    found = list(
-        session.get_objects({Attribute.CLASS: object_class, Attribute.ID: key_id.encode()})
-    )
-    return found[0] if found else None
-
-
 def install_backup_key(session: Any, key_id: str, value: bytes, mode: BackupKeyMode) -> None:
     """Create the backup key from its value (new, or recovered from shares), then wipe it.
 
@@ -132,7 +122,7 @@ def install_backup_key(session: Any, key_id: str, value: bytes, mode: BackupKeyM
     if len(value) != BACKUP_KEY_BYTES:
         raise BackupError(f"a backup key has {BACKUP_KEY_BYTES} bytes, not {len(value)}")
     try:
-        if _find(session, ObjectClass.SECRET_KEY, key_id) is not None:
+        if find(session, ObjectClass.SECRET_KEY, key_id) is not None:
             raise KeyExists(key_id)
         template = {
             Attribute.CLASS: ObjectClass.SECRET_KEY,
@@ -172,7 +162,7 @@ def backup_key_check_value(session: Any, key_id: str) -> bytes:
     """A value that identifies the backup key without revealing it: SHA-256 of the
     wrap of a fixed 32-byte AES key. It tells whether a backup was made under this key."""
     try:
-        backup = _find(session, ObjectClass.SECRET_KEY, key_id)
+        backup = find(session, ObjectClass.SECRET_KEY, key_id)
         if backup is None:
             raise KeyNotFound(key_id)
         probe = session.create_object(
@@ -203,7 +193,7 @@ def generate_backupable_secp256k1(session: Any, key_id: str, mode: BackupKeyMode
     In TRUSTED mode it can be wrapped only by a trusted key. Returns the public key.
     """
     try:
-        if _find(session, ObjectClass.PRIVATE_KEY, key_id) is not None:
+        if find(session, ObjectClass.PRIVATE_KEY, key_id) is not None:
             raise KeyExists(key_id)
         params = session.create_domain_parameters(
             KeyType.EC,
@@ -231,10 +221,10 @@ def generate_backupable_secp256k1(session: Any, key_id: str, mode: BackupKeyMode
 def wrap_private_key(session: Any, backup_key_id: str, key_id: str) -> bytes:
     """The private key `key_id` wrapped (AES key wrap with padding) under the backup key."""
     try:
-        backup = _find(session, ObjectClass.SECRET_KEY, backup_key_id)
+        backup = find(session, ObjectClass.SECRET_KEY, backup_key_id)
         if backup is None:
             raise KeyNotFound(backup_key_id)
-        private = _find(session, ObjectClass.PRIVATE_KEY, key_id)
+        private = find(session, ObjectClass.PRIVATE_KEY, key_id)
         if private is None:
             raise KeyNotFound(key_id)
         return bytes(backup.wrap_key(private, mechanism=WRAP_MECHANISM))
@@ -246,15 +236,6 @@ def wrap_private_key(session: Any, backup_key_id: str, key_id: str) -> bytes:
         raise BackupError(f"key {key_id} was created non-extractable: it has no backup") from exc
     except pkcs11.PKCS11Error as exc:
         raise HsmUnavailable(f"wrapping key {key_id} failed: {type(exc).__name__}") from exc
-
-
-# python-pkcs11 fills in every capability attribute of a template; SoftHSM refuses
-# CKA_ENCRYPT, CKA_VERIFY and CKA_WRAP on a private key (CKR_ATTRIBUTE_TYPE_INVALID).
-_NOT_ON_PRIVATE_KEYS = {
-    Attribute.ENCRYPT: DEFAULT,
-    Attribute.VERIFY: DEFAULT,
-    Attribute.WRAP: DEFAULT,
-}
 
 
 def unwrap_private_key(
@@ -270,73 +251,39 @@ def unwrap_private_key(
 
     The key is unwrapped as a session object first and must sign a test digest
     that verifies against `public_key`; only then are the persistent private and
-    public objects made. Nothing is left behind when a step fails.
+    public objects made (hsm.key_import.install_unwrapped_secp256k1). Nothing is
+    left behind when a step fails.
     """
-    made: list[Any] = []
+    backup = find(session, ObjectClass.SECRET_KEY, backup_key_id)
+    if backup is None:
+        raise KeyNotFound(backup_key_id)
     try:
-        backup = _find(session, ObjectClass.SECRET_KEY, backup_key_id)
-        if backup is None:
-            raise KeyNotFound(backup_key_id)
-        if _find(session, ObjectClass.PRIVATE_KEY, key_id) is not None:
-            raise KeyExists(key_id)
-        public_key = PublicKey(public_key).format(compressed=False)
-        template = {
-            **_NOT_ON_PRIVATE_KEYS,
-            Attribute.SENSITIVE: True,
-            Attribute.EXTRACTABLE: True,
-            Attribute.PRIVATE: True,
-            Attribute.WRAP_WITH_TRUSTED: mode is BackupKeyMode.TRUSTED,
-        }
-
-        def unwrap(store: bool) -> Any:
-            key = backup.unwrap_key(
-                ObjectClass.PRIVATE_KEY,
-                KeyType.EC,
-                wrapped,
-                id=key_id.encode() if store else None,
-                label=key_id if store else None,
-                mechanism=WRAP_MECHANISM,
-                store=store,
-                capabilities=MechanismFlag.SIGN,
-                template=template,
-            )
-            made.append(key)
-            return key
-
-        trial = unwrap(store=False)
-        digest = hashlib.sha256(b"custos restore check " + key_id.encode()).digest()
-        try:
-            normalize(bytes(trial.sign(digest, mechanism=Mechanism.ECDSA)), digest, public_key)
-        except SignatureError:
-            raise BackupError(
-                f"wrapped key {key_id} does not match its public key in the manifest"
-            ) from None
-        unwrap(store=True)
-        made.append(
-            session.create_object(
-                {
-                    Attribute.CLASS: ObjectClass.PUBLIC_KEY,
-                    Attribute.KEY_TYPE: KeyType.EC,
-                    Attribute.EC_PARAMS: encode_named_curve_parameters(SECP256K1_OID),
-                    # DER OCTET STRING, as SoftHSM returns for generated keys.
-                    Attribute.EC_POINT: b"\x04\x41" + public_key,
-                    Attribute.ID: key_id.encode(),
-                    Attribute.LABEL: key_id,
-                    Attribute.TOKEN: True,
-                    Attribute.VERIFY: True,
-                }
-            )
+        install_unwrapped_secp256k1(
+            session,
+            backup,
+            key_id,
+            wrapped,
+            public_key,
+            mechanism=WRAP_MECHANISM,
+            mechanism_param=None,
+            template={
+                Attribute.SENSITIVE: True,
+                Attribute.EXTRACTABLE: True,
+                Attribute.PRIVATE: True,
+                Attribute.WRAP_WITH_TRUSTED: mode is BackupKeyMode.TRUSTED,
+            },
         )
-        made[0].destroy()  # the trial session object
-        made.pop(0)
-    except BaseException as exc:
-        for obj in made:
-            with contextlib.suppress(pkcs11.PKCS11Error):
-                obj.destroy()
-        if isinstance(exc, pkcs11.PKCS11Error):
-            # A wrong backup key or a tampered blob: RFC 5649's integrity check fails.
-            raise BackupError(
-                f"wrapped key {key_id} does not unwrap under {backup_key_id} "
-                f"({type(exc).__name__}): wrong backup key or damaged backup"
-            ) from exc
-        raise
+    except UnwrapMismatch:
+        raise BackupError(
+            f"wrapped key {key_id} does not match its public key in the manifest"
+        ) from None
+    except UnwrapError as exc:
+        # A wrong backup key or a tampered blob: RFC 5649's integrity check fails.
+        raise BackupError(
+            f"wrapped key {key_id} does not unwrap under {backup_key_id} "
+            f"({type(exc.__cause__).__name__}): wrong backup key or damaged backup"
+        ) from exc
+    except pkcs11.PKCS11Error as exc:
+        raise BackupError(
+            f"wrapped key {key_id} could not be restored ({type(exc).__name__})"
+        ) from exc

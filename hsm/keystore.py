@@ -38,3 +38,34 @@ class KeyGenerator(Protocol):
     def public_key(self, key_id: str) -> bytes:
         """The 65-byte uncompressed public key of an existing key."""
         ...
+
+
+class KeyImporter(Protocol):
+    """Holds an RSA import key and unwraps officers' encrypted keys under it (hsm.key_import)."""
+
+    def create_import_key(self, key_id: str) -> bytes:
+        """Generate the import key; its public key as DER SubjectPublicKeyInfo."""
+        ...
+
+    def import_key_public(self, key_id: str) -> bytes:
+        """The import key's public key (DER); KeyNotFound if the token has none."""
+        ...
+
+    def unwrap_secp256k1(
+        self,
+        import_key_id: str,
+        key_id: str,
+        wrapped: bytes,
+        public_key: bytes,
+        *,
+        dry_run: bool = False,
+    ) -> None:
+        """Unwrap `wrapped` into a sensitive, non-extractable signing key matching `public_key`.
+
+        `dry_run`: only prove that it would (nothing is kept in the token).
+        """
+        ...
+
+    def public_key(self, key_id: str) -> bytes:
+        """The 65-byte uncompressed public key of an existing key."""
+        ...

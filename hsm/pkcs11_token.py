@@ -25,6 +25,14 @@ ED25519_OID = "1.3.101.112"  # SoftHSM 2.6.1 generates and signs with Ed25519 (C
 # A key used only to prove, in health checks, that the token still signs. Its id
 # cannot collide with service keys, whose ids start with [a-z0-9].
 HEALTH_KEY_ID = "_health"
+# The private half of every signing key, generated or imported (hsm.key_import):
+# sensitive and never extractable, so that both kinds are alike in the token.
+SIGNING_KEY_TEMPLATE = {
+    Attribute.SIGN: True,
+    Attribute.SENSITIVE: True,
+    Attribute.EXTRACTABLE: False,
+    Attribute.PRIVATE: True,
+}
 
 
 def _unwrap_ec_point(value: bytes) -> bytes:
@@ -142,12 +150,7 @@ class Pkcs11Token:
             id=key_id.encode(),
             label=key_id,
             public_template={Attribute.VERIFY: True},
-            private_template={
-                Attribute.SIGN: True,
-                Attribute.SENSITIVE: True,
-                Attribute.EXTRACTABLE: False,
-                Attribute.PRIVATE: True,
-            },
+            private_template=dict(SIGNING_KEY_TEMPLATE),
         )
 
     def generate_secp256k1(self, key_id: str) -> bytes:
@@ -160,6 +163,38 @@ class Pkcs11Token:
                 raise HsmUnavailable(f"key generation failed: {type(exc).__name__}") from exc
             self._handles[key_id] = private
             return _unwrap_ec_point(public[Attribute.EC_POINT])
+
+    # -- key import (hsm.key_import): the RSA import key and unwrapping under it ----------
+
+    def create_import_key(self, key_id: str) -> bytes:
+        """Generate the RSA import key; its public key (DER). KeyExists if there is one."""
+        from hsm import key_import  # noqa: PLC0415 - key_import imports this module
+
+        with self._lock:
+            return key_import.create_import_key(self._session, key_id)
+
+    def import_key_public(self, key_id: str) -> bytes:
+        """The import key's public key (DER SubjectPublicKeyInfo); KeyNotFound if none."""
+        from hsm import key_import  # noqa: PLC0415
+
+        with self._lock:
+            return key_import.import_key_public(self._session, key_id)
+
+    def unwrap_secp256k1(
+        self,
+        import_key_id: str,
+        key_id: str,
+        wrapped: bytes,
+        public_key: bytes,
+        dry_run: bool = False,
+    ) -> None:
+        """Unwrap an RSA-OAEP blob into signing key `key_id`, proven to match `public_key`."""
+        from hsm import key_import  # noqa: PLC0415
+
+        with self._lock:
+            key_import.unwrap_imported_secp256k1(
+                self._session, import_key_id, key_id, wrapped, public_key, dry_run=dry_run
+            )
 
     def public_key(self, key_id: str) -> bytes:
         with self._lock:

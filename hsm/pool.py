@@ -231,6 +231,25 @@ def _hmac_many(key_id: str, messages: list[bytes]) -> list[bytes]:
 # Registered apart from the table above, so that branches adding tasks don't collide.
 _TASKS.update({fn.__name__: fn for fn in (_create_hmac_key, _hmac_many)})
 
+
+def _create_import_key(key_id: str) -> bytes:
+    return _token().create_import_key(key_id)
+
+
+def _import_key_public(key_id: str) -> bytes:
+    return _token().import_key_public(key_id)
+
+
+def _unwrap_secp256k1(
+    import_key_id: str, key_id: str, wrapped: bytes, public_key: bytes, dry_run: bool
+) -> None:
+    _token().unwrap_secp256k1(import_key_id, key_id, wrapped, public_key, dry_run)
+
+
+_TASKS.update(
+    {fn.__name__: fn for fn in (_create_import_key, _import_key_public, _unwrap_secp256k1)}
+)
+
 CALL_TIMEOUT = 60.0  # seconds; a worker stuck longer in the HSM is replaced
 
 
@@ -386,6 +405,25 @@ class SigningPool:
         if not messages:
             return []
         return [bytes(tag) for tag in self._call("_hmac_many", key_id, list(messages))]
+
+    # ---- key import (hsm.keystore.KeyImporter) ----
+
+    def create_import_key(self, key_id: str) -> bytes:
+        return bytes(self._call("_create_import_key", key_id))
+
+    def import_key_public(self, key_id: str) -> bytes:
+        return bytes(self._call("_import_key_public", key_id))
+
+    def unwrap_secp256k1(
+        self,
+        import_key_id: str,
+        key_id: str,
+        wrapped: bytes,
+        public_key: bytes,
+        *,
+        dry_run: bool = False,
+    ) -> None:
+        self._call("_unwrap_secp256k1", import_key_id, key_id, wrapped, public_key, dry_run)
 
     # ---- HD wallets (hsm.hd.HdKeys): derivation runs in the workers, see hsm.hd ----
 

@@ -1,6 +1,6 @@
 """Key ceremonies: one officer proposes, M other officers approve, then it executes once.
 
-Creating, disabling, enabling and retiring a key are ceremonies (issue 11).
+Creating, importing, disabling, enabling and retiring a key are ceremonies (issue 11).
 Pure rules over ceremony records, with the approval step shared with policy
 versions (policies.governance.admit_approval): each approval needs a fresh
 TOTP code, verified by the caller, and names the ceremony's digest, a hash
@@ -40,6 +40,7 @@ CREATE_KEY = "create_key"
 DISABLE_KEY = "disable_key"
 ENABLE_KEY = "enable_key"
 RETIRE_KEY = "retire_key"
+IMPORT_KEY = "import_key"
 
 # Each kind and the parameters it names, all required (strings).
 KINDS: dict[str, tuple[str, ...]] = {
@@ -47,6 +48,17 @@ KINDS: dict[str, tuple[str, ...]] = {
     DISABLE_KEY: ("key_id",),
     ENABLE_KEY: ("key_id",),
     RETIRE_KEY: ("key_id",),
+    # The key encrypted to the HSM's import key (signer.key_import.import_params):
+    # approvers bind to this exact blob; the secret stays wrapped in the store.
+    IMPORT_KEY: (
+        "key_id",
+        "network_class",
+        "wrapped_key",
+        "public_key",
+        "import_key_fingerprint",
+        "source",
+        "path",
+    ),
 }
 # The quorum of a kind the document leaves out (see policies.document.Ceremonies).
 _LENIENT_DEFAULTS = {DISABLE_KEY: 1}

@@ -105,6 +105,8 @@ MessageKind = Literal["personal_sign", "typed_data", "tron_message", "bitcoin_me
 TypeName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z_$][A-Za-z0-9_$]{0,63}$")]
 ChainId = Annotated[int, Field(ge=1, le=2**64 - 1)]
 NetworkClass = Literal["mainnet", "testnet"]
+# Where the signing key's secret came from (signer.key_import).
+KeyOrigin = Literal["generated", "imported"]
 # policies.intent.STAKING_KINDS and RESOURCES
 StakingKind = Literal["stake", "unstake", "delegate", "undelegate", "withdraw_unfrozen", "vote"]
 Resource = Literal["BANDWIDTH", "ENERGY"]
@@ -171,6 +173,7 @@ class Ceremonies(_Model):
     disable_key: int | None = Field(default=None, ge=0, le=100)
     enable_key: int | None = Field(default=None, ge=0, le=100)
     retire_key: int | None = Field(default=None, ge=0, le=100)
+    import_key: int | None = Field(default=None, ge=0, le=100)
     proposal_expires_after: Duration | None = None  # default: governance.proposal_expires_after
 
 
@@ -373,6 +376,9 @@ class Match(Scope):
     # a rule without it none of them (deny rules excepted).
     staking: StakingMatch | None = None
     multisig: MultisigMatch | None = None
+    # The origin of the item's key: `[imported]` matches keys imported from
+    # outside the HSM, whose secret may have copies elsewhere.
+    key_origins: tuple[KeyOrigin, ...] | None = Field(default=None, min_length=1)
     time: tuple[TimeWindow, ...] | None = Field(default=None, min_length=1)
 
     @model_validator(mode="after")

@@ -201,6 +201,7 @@ class _Facts:
     multisig: tuple[Multisig, ...] = ()
     # An output is change (for a multisig spend: back to the same m-of-n key set).
     returns_change: bool = False
+    key_origin: str = "generated"
 
 
 def _facts(intent: Intent) -> _Facts:
@@ -238,6 +239,7 @@ def _facts(intent: Intent) -> _Facts:
         unknown_amount=any(not call.decoded for call in calls),
         multisig=intent.multisig,
         returns_change=any(t.is_change for t in intent.transfers),
+        key_origin=intent.key_origin,
     )
 
 
@@ -317,6 +319,7 @@ class _Rule:
     typed_data: tuple[tuple[str, frozenset[object]], ...] | None = None
     staking: StakingMatch | None = None
     multisig: _MultisigRule | None = None
+    key_origins: frozenset[str] | None = None
 
     def _staking_holds(self, staking: Staking | None) -> bool:
         match = self.staking
@@ -412,6 +415,7 @@ class _Rule:
             typed_data=tuple(typed) if typed is not None else None,
             staking=m.staking,
             multisig=_MultisigRule.of(m.multisig) if m.multisig is not None else None,
+            key_origins=frozenset(m.key_origins) if m.key_origins else None,
         )
 
     def holds(
@@ -432,6 +436,8 @@ class _Rule:
         if not self._staking_holds(facts.staking):
             return False
         if self.multisig is not None and not self.multisig.holds(facts):
+            return False
+        if self.key_origins is not None and facts.key_origin not in self.key_origins:
             return False
         if (
             facts.unknown_amount

@@ -164,6 +164,9 @@ class Intent:
     staking: Staking | None = None
     # Each distinct multisig whose inputs the key signs, in input order.
     multisig: tuple[Multisig, ...] = ()
+    # Where the key's secret came from: "generated" in the HSM or "imported".
+    # Set by the service from the key's authenticated record, never by a caller.
+    key_origin: str = "generated"
 
     @property
     def calls(self) -> tuple[ContractCall, ...]:

@@ -343,6 +343,7 @@ class LoggedState:
 # Cheap byte tests before decoding: the log is mostly sign.* records.
 _KEY_KINDS = (
     b'"kind":"key.created"',
+    b'"kind":"key.imported"',
     b'"kind":"key.enabled"',
     b'"kind":"key.disabled"',
     b'"kind":"key.retired"',

@@ -10,12 +10,14 @@ compare-and-set on both rows (signer.store.ceremony_tables). A ceremony whose
 quorum was met but whose execution was interrupted (a crash) is executed by
 the next read of it, still only once.
 
-Each kind has an executor here; import, backup and restore add theirs.
+Each kind has an executor here (an import's is signer.key_import); backup and
+restore add theirs.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import secrets
 from collections.abc import Callable, Mapping, Sequence
@@ -35,6 +37,7 @@ from signer.errors import (
     InvalidRequest,
     NotFound,
 )
+from signer.key_import import KeyImports, import_params, wrapped_from_params
 from signer.keys import KeyManager, check_key_id, checked_network_class
 from signer.policy_governor import PolicyGovernor
 from signer.store.base import KeyRecord, KeyState, Store
@@ -106,9 +109,11 @@ class KeyCeremonies:
         *,
         integrity: StateAuthenticator,
         clock: Clock = utcnow,
+        imports: KeyImports | None = None,
     ) -> None:
         self._store = store
         self._keys = keys
+        self._imports = imports
         self._governor = governor
         self._integrity = integrity
         self._clock = clock
@@ -117,6 +122,7 @@ class KeyCeremonies:
             rules.DISABLE_KEY: self._prepare_state,
             rules.ENABLE_KEY: self._prepare_state,
             rules.RETIRE_KEY: self._prepare_state,
+            rules.IMPORT_KEY: self._prepare_import,
         }
 
     # -- rows ---------------------------------------------------------------------
@@ -156,7 +162,7 @@ class KeyCeremonies:
             {
                 "ceremony_id": ceremony.ceremony_id,
                 "ceremony": ceremony.kind,
-                **dict(ceremony.params),
+                **_audited(ceremony.params),
                 "digest": ceremony.digest,
                 "rev": row.rev,
                 **more,
@@ -373,6 +379,19 @@ class KeyCeremonies:
         )
         return _Prepared(record, [event], f"created, public key {record.public_key.hex()}")
 
+    def _prepare_import(self, ceremony: rules.Ceremony) -> _Prepared:
+        record, event = self._importer().new_imported_key(
+            wrapped_from_params(dict(ceremony.params)),
+            ceremony.proposer,
+            {"ceremony_id": ceremony.ceremony_id},
+        )
+        return _Prepared(record, [event], f"imported, public key {record.public_key.hex()}")
+
+    def _importer(self) -> KeyImports:
+        if self._imports is None:
+            raise FailedPrecondition("this service does not import keys")
+        return self._imports
+
     def _prepare_state(self, ceremony: rules.Ceremony) -> _Prepared:
         target = _TARGET_STATE[ceremony.kind]
         change = self._keys.successor(
@@ -392,6 +411,10 @@ class KeyCeremonies:
             raise InvalidRequest(f"kind: one of {', '.join(rules.KINDS)}")
         key_id = params.get("key_id", "")
         check_key_id(key_id)
+        if kind == rules.IMPORT_KEY:
+            wrapped = wrapped_from_params(params)
+            self._importer().check(wrapped, unwrap_trial=True)
+            return import_params(wrapped)
         if kind == rules.CREATE_KEY:
             network_class = checked_network_class(key_id, params.get("network_class", ""))
             if self._store.get_key(key_id) is not None:
@@ -403,6 +426,15 @@ class KeyCeremonies:
         if current.state is _TARGET_STATE[kind]:
             raise FailedPrecondition(f"key {key_id!r} is {current.state.value} already")
         return {"key_id": key_id}
+
+
+def _audited(params: tuple[tuple[str, str], ...]) -> dict[str, str]:
+    """A ceremony's parameters for the audit log: an imported key's blob only by its digest."""
+    audited = dict(params)
+    wrapped = audited.pop("wrapped_key", None)
+    if wrapped is not None:
+        audited["wrapped_key_sha256"] = hashlib.sha256(wrapped.encode()).hexdigest()
+    return audited
 
 
 @dataclasses.dataclass(frozen=True)

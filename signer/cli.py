@@ -18,6 +18,7 @@ import grpc
 from google.protobuf import json_format
 
 from hsm.errors import HsmConfigError, HsmError, KeyExists, KeyNotFound
+from hsm.import_material import ImportMaterialError
 from proto.custos.v1 import (
     audit_pb2,
     audit_pb2_grpc,
@@ -29,6 +30,8 @@ from proto.custos.v1 import (
 from signer import cli_output
 from signer.cli_ceremonies import add_commands as add_ceremony_commands
 from signer.cli_events import add_commands as add_events_commands
+from signer.cli_import import NETWORK_CLASSES
+from signer.cli_import import add_actions as add_import_actions
 from signer.cli_integrity import add_commands as add_integrity_commands
 from signer.cli_output import Exit, add_output_argument, print_fields, print_json, print_table
 from signer.cli_policy import add_commands as add_policy_commands
@@ -115,10 +118,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
-_NETWORK_CLASSES = {
-    "mainnet": keys_pb2.NETWORK_CLASS_MAINNET,
-    "testnet": keys_pb2.NETWORK_CLASS_TESTNET,
-}
+_NETWORK_CLASSES = NETWORK_CLASSES
 
 
 def _enum(value: int, enum_type: Any, prefix: str) -> str:
@@ -136,6 +136,7 @@ def _print_key(key: keys_pb2.Key) -> None:
             ("key_id", key.key_id),
             ("state", _enum(key.state, keys_pb2.KeyState, "KEY_STATE_")),
             ("network_class", _enum(key.network_class, keys_pb2.NetworkClass, "NETWORK_CLASS_")),
+            ("origin", _enum(key.origin, keys_pb2.KeyOrigin, "KEY_ORIGIN_")),
             ("algorithm", key.algorithm),
             ("public_key", key.public_key),
             ("created_by", key.created_by),
@@ -158,12 +159,13 @@ def cmd_keys(args: argparse.Namespace) -> int:
             print_json(listed)
         else:
             print_table(
-                ("KEY ID", "STATE", "CLASS", "CREATED", "CREATED BY"),
+                ("KEY ID", "STATE", "CLASS", "ORIGIN", "CREATED", "CREATED BY"),
                 [
                     (
                         k.key_id,
                         _enum(k.state, keys_pb2.KeyState, "KEY_STATE_"),
                         _enum(k.network_class, keys_pb2.NetworkClass, "NETWORK_CLASS_"),
+                        _enum(k.origin, keys_pb2.KeyOrigin, "KEY_ORIGIN_"),
                         _utc(k.created_at_unix),
                         k.created_by,
                     )
@@ -581,7 +583,7 @@ def _add_audit_commands(sub: Any, client_help: str) -> None:
 
 def _add_key_commands(sub: Any, client_help: str) -> None:
     p = sub.add_parser(
-        "keys", help="list and show keys; propose and approve key ceremonies (officer)"
+        "keys", help="list, show and import keys; propose and approve key ceremonies (officer)"
     )
     actions = p.add_subparsers(dest="action", required=True, metavar="ACTION")
     a = actions.add_parser(
@@ -618,6 +620,7 @@ def _add_key_commands(sub: Any, client_help: str) -> None:
     a = actions.add_parser("list", help="list keys")
     a.add_argument("--client", help=client_help)
     add_output_argument(a)
+    add_import_actions(actions, client_help, _profile, _print_key)
     p.set_defaults(func=cmd_keys)
     add_ceremony_commands(actions, client_help, _profile)
 
@@ -750,7 +753,7 @@ def main(argv: list[str] | None = None) -> int:
         return Exit.BROKEN_PIPE
     except KeyboardInterrupt:
         return Exit.INTERRUPTED
-    except (ConfigError, HsmConfigError) as exc:
+    except (ConfigError, HsmConfigError, ImportMaterialError) as exc:
         fail(f"custos: error: {exc}")
         return Exit.USAGE
     except (HsmError, KeyNotFound, KeyExists, StoreUnavailable) as exc:

@@ -25,12 +25,14 @@ from signer.cli_output import (
     wants_json,
 )
 from signer.client import ClientProfile
+from signer.key_import import import_params, wrapped_of_message
 
 KIND_OF_MESSAGE: dict[int, str] = {
     keys_pb2.CEREMONY_KIND_CREATE_KEY: ceremonies.CREATE_KEY,
     keys_pb2.CEREMONY_KIND_DISABLE_KEY: ceremonies.DISABLE_KEY,
     keys_pb2.CEREMONY_KIND_ENABLE_KEY: ceremonies.ENABLE_KEY,
     keys_pb2.CEREMONY_KIND_RETIRE_KEY: ceremonies.RETIRE_KEY,
+    keys_pb2.CEREMONY_KIND_IMPORT_KEY: ceremonies.IMPORT_KEY,
 }
 _VERBS = {
     "propose-create": keys_pb2.CEREMONY_KIND_CREATE_KEY,
@@ -50,6 +52,11 @@ def recomputed_digest(message: keys_pb2.KeyCeremony) -> str:
     params = {"key_id": message.key_id}
     if kind == ceremonies.CREATE_KEY:
         params["network_class"] = _CLASS_NAMES.get(message.network_class, "")
+    if kind == ceremonies.IMPORT_KEY:
+        network_class = _CLASS_NAMES.get(message.network_class, "")
+        params = import_params(
+            wrapped_of_message(message.imported_key, message.key_id, network_class)
+        )
     return ceremonies.digest(
         message.ceremony_id,
         kind,
@@ -81,6 +88,13 @@ def _print(message: keys_pb2.KeyCeremony, args: argparse.Namespace) -> None:
     ]
     if message.network_class:
         fields.append(("network_class", _CLASS_NAMES.get(message.network_class, "?")))
+    if message.HasField("imported_key"):
+        imported = message.imported_key
+        fields += [
+            ("public_key", imported.public_key.hex()),
+            ("import_key_fingerprint", imported.import_key_fingerprint),
+            ("source", imported.source + (f" {imported.path}" if imported.path else "")),
+        ]
     fields += [
         ("state", message.state),
         ("digest", message.digest),
@@ -112,6 +126,11 @@ def cmd_propose(args: argparse.Namespace, profile: ClientProfile) -> int:
             kind=kind, key_id=args.key_id, network_class=network_class
         )
     )
+    return print_proposal(message, args)
+
+
+def print_proposal(message: keys_pb2.KeyCeremony, args: argparse.Namespace) -> int:
+    """A proposal as made, and what the approvers run next."""
     _print(message, args)
     if message.state == "open" and not wants_json(args):
         print(

@@ -28,22 +28,25 @@ from signer.errors import (
 from signer.store.base import KeyAlreadyExists, KeyRecord, KeyState, Store
 
 KEY_ID = re.compile(r"[a-z0-9][a-z0-9._-]{0,62}")
+# Where a key's secret came from (KeyRecord.origin).
+GENERATED, IMPORTED = "generated", "imported"
 
 
 def key_fact(record: KeyRecord) -> Fact:
     """What the HSM tag of a key record covers: every column, bound to id and version."""
-    return Fact(
-        "keys",
-        (record.key_id,),
-        record.version,
-        (
-            ("public_key", record.public_key),
-            ("state", record.state.value),
-            ("created_by", record.created_by),
-            ("created_at_ms", record.created_at_ms),
-            ("network_class", record.network_class),
-        ),
+    fields: tuple[tuple[str, str | int | bytes], ...] = (
+        ("public_key", record.public_key),
+        ("state", record.state.value),
+        ("created_by", record.created_by),
+        ("created_at_ms", record.created_at_ms),
+        ("network_class", record.network_class),
     )
+    if record.origin != GENERATED:
+        # Named only when not the default, so that the tags of keys made before
+        # origins existed stay valid. The encoding counts and names its fields:
+        # an origin added to, dropped from or changed in a row fails its tag.
+        fields += (("origin", record.origin),)
+    return Fact("keys", (record.key_id,), record.version, fields)
 
 
 def verify_keys(
@@ -135,6 +138,7 @@ class KeyManager:
             {
                 "key_id": key_id,
                 "public_key": public_key.hex(),
+                "origin": GENERATED,
                 "adopted": adopted,
                 "network_class": network_class,
                 "row_version": record.version,

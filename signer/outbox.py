@@ -46,6 +46,7 @@ POLICY_EVENTS = {
 }
 OFFICER_EVENTS = {
     "key.created": "key.created",
+    "key.imported": "key.imported",
     "key.enabled": "key.enabled",
     "key.disabled": "key.disabled",
     "key.retired": "key.retired",

@@ -386,6 +386,10 @@ class SigningPipeline:
                 raise InvalidRequest(f"items[{index}].{exc.field}: {exc.message}") from None
             kind = item.tx.kind
             _check_network_class(index, kind, key, ready.intent.chain, ready.intent.network)
+            # The key's origin comes from its authenticated record, for key_origins rules.
+            ready = dataclasses.replace(
+                ready, intent=dataclasses.replace(ready.intent, key_origin=key.origin)
+            )
             prepared.append(_Item(index, key, adapter, ready))
         return prepared
 

@@ -44,6 +44,7 @@ from signer.events import EventBus
 from signer.health import HealthMonitor
 from signer.interceptors import EdgeInterceptor, StreamLimiter
 from signer.jsonrpc import JsonRpcServer
+from signer.key_import import KeyImports
 from signer.keys import KeyManager
 from signer.pipeline import SigningPipeline
 from signer.policy_governor import PolicyGovernor
@@ -296,9 +297,12 @@ class CustosServer:
     ) -> None:
         signer_pb2_grpc.add_SignerServicer_to_server(SignerService(pipeline), self._grpc)
         keys = KeyManager(self.store, self.pool, integrity=self.integrity)
-        key_ceremonies = KeyCeremonies(self.store, keys, self.governor, integrity=self.integrity)
+        imports = KeyImports(self.store, self.pool, integrity=self.integrity)
+        key_ceremonies = KeyCeremonies(
+            self.store, keys, self.governor, integrity=self.integrity, imports=imports
+        )
         keys_pb2_grpc.add_KeysServicer_to_server(
-            KeysService(keys, key_ceremonies, second_factor), self._grpc
+            KeysService(keys, key_ceremonies, second_factor, imports), self._grpc
         )
         audit_pb2_grpc.add_AuditServicer_to_server(AuditService(self.audit, self.store), self._grpc)
         policy_pb2_grpc.add_PoliciesServicer_to_server(

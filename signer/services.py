@@ -29,7 +29,15 @@ from signer.chains.networks import MAINNET, TESTNET, NetworkClass, network_class
 from signer.chains.registry import all_addresses
 from signer.errors import InvalidRequest, NotFound
 from signer.interceptors import current_identity
-from signer.keys import KeyManager, check_key_id
+from signer.key_import import (
+    IMPORT_KEY_ALGORITHM,
+    ImportKeyInfo,
+    KeyImports,
+    import_params,
+    wrapped_from_params,
+    wrapped_of_message,
+)
+from signer.keys import GENERATED, IMPORTED, KeyManager, check_key_id
 from signer.pipeline import SigningPipeline
 from signer.second_factor import SecondFactor
 from signer.store.base import KeyRecord, KeyState, Store, StoredCheckpoint
@@ -45,12 +53,17 @@ _KIND: dict[keys_pb2.CeremonyKind, str] = {
     keys_pb2.CEREMONY_KIND_DISABLE_KEY: ceremonies.DISABLE_KEY,
     keys_pb2.CEREMONY_KIND_ENABLE_KEY: ceremonies.ENABLE_KEY,
     keys_pb2.CEREMONY_KIND_RETIRE_KEY: ceremonies.RETIRE_KEY,
+    keys_pb2.CEREMONY_KIND_IMPORT_KEY: ceremonies.IMPORT_KEY,
 }
 _KIND_MESSAGE = {kind: number for number, kind in _KIND.items()}
 
 _CLASS: dict[str, keys_pb2.NetworkClass] = {
     MAINNET: keys_pb2.NETWORK_CLASS_MAINNET,
     TESTNET: keys_pb2.NETWORK_CLASS_TESTNET,
+}
+_ORIGIN = {
+    GENERATED: keys_pb2.KEY_ORIGIN_GENERATED,
+    IMPORTED: keys_pb2.KEY_ORIGIN_IMPORTED,
 }
 _CLASS_OF_MESSAGE: dict[int, NetworkClass] = {
     keys_pb2.NETWORK_CLASS_MAINNET: MAINNET,
@@ -79,6 +92,22 @@ def ceremony_message(row: CeremonyRow) -> keys_pb2.KeyCeremony:
         policy_version=ceremony.policy_version,
         outcome=ceremony.outcome,
         cancelled_by=ceremony.cancelled_by or "",
+        imported_key=_imported_key_message(ceremony),
+    )
+
+
+def _imported_key_message(ceremony: ceremonies.Ceremony) -> keys_pb2.ImportKeyRequest | None:
+    if ceremony.kind != ceremonies.IMPORT_KEY:
+        return None
+    wrapped = wrapped_from_params(dict(ceremony.params))
+    return keys_pb2.ImportKeyRequest(
+        key_id=wrapped.key_id,
+        network_class=_CLASS[wrapped.network_class],
+        wrapped_key=wrapped.wrapped_key,
+        public_key=wrapped.public_key,
+        import_key_fingerprint=wrapped.import_key_fingerprint,
+        source=wrapped.source,
+        path=wrapped.path,
     )
 
 
@@ -98,6 +127,15 @@ def key_message(record: KeyRecord) -> keys_pb2.Key:
             if network_class(a.chain, a.network) == record.network_class
         ],
         network_class=_CLASS[record.network_class],
+        origin=_ORIGIN[record.origin],
+    )
+
+
+def _import_key_message(info: ImportKeyInfo) -> keys_pb2.ImportWrappingKey:
+    return keys_pb2.ImportWrappingKey(
+        public_key_der=info.public_key_der,
+        fingerprint=info.fingerprint,
+        algorithm=IMPORT_KEY_ALGORITHM,
     )
 
 
@@ -144,13 +182,29 @@ class SignerService(signer_pb2_grpc.SignerServicer):
         return signer_pb2.SignPsbtResponse(batch=batch, psbt=psbt)
 
 
+def _chosen_class(value: int) -> NetworkClass:
+    """The network class a request names; checked before anything reaches the HSM."""
+    chosen = _CLASS_OF_MESSAGE.get(value)
+    if chosen is None:
+        raise InvalidRequest(
+            "network_class: required, NETWORK_CLASS_MAINNET or NETWORK_CLASS_TESTNET"
+            " (fixed for the key's life)"
+        )
+    return chosen
+
+
 class KeysService(keys_pb2_grpc.KeysServicer):
     def __init__(
-        self, keys: KeyManager, key_ceremonies: KeyCeremonies, second_factor: SecondFactor
+        self,
+        keys: KeyManager,
+        key_ceremonies: KeyCeremonies,
+        second_factor: SecondFactor,
+        imports: KeyImports,
     ) -> None:
         self._keys = keys
         self._ceremonies = key_ceremonies
         self._second_factor = second_factor
+        self._imports = imports
 
     def CreateKey(  # noqa: N802
         self, request: keys_pb2.CreateKeyRequest, context: grpc.ServicerContext
@@ -159,6 +213,26 @@ class KeysService(keys_pb2_grpc.KeysServicer):
         return key_message(
             self._ceremonies.run_alone(
                 current_identity.get().subject, ceremonies.CREATE_KEY, params
+            )
+        )
+
+    def CreateImportKey(  # noqa: N802
+        self, request: keys_pb2.CreateImportKeyRequest, context: grpc.ServicerContext
+    ) -> keys_pb2.ImportWrappingKey:
+        return _import_key_message(self._imports.create_import_key(current_identity.get().subject))
+
+    def GetImportKey(  # noqa: N802
+        self, request: keys_pb2.GetImportKeyRequest, context: grpc.ServicerContext
+    ) -> keys_pb2.ImportWrappingKey:
+        return _import_key_message(self._imports.import_key())
+
+    def ImportKey(  # noqa: N802
+        self, request: keys_pb2.ImportKeyRequest, context: grpc.ServicerContext
+    ) -> keys_pb2.Key:
+        params = _import_params(request, request.key_id, request.network_class)
+        return key_message(
+            self._ceremonies.run_alone(
+                current_identity.get().subject, ceremonies.IMPORT_KEY, params
             )
         )
 
@@ -210,11 +284,16 @@ class KeysService(keys_pb2_grpc.KeysServicer):
         kind = _KIND.get(request.kind)
         if kind is None:
             raise InvalidRequest(
-                "kind: required, CEREMONY_KIND_CREATE_KEY, _DISABLE_KEY, _ENABLE_KEY or _RETIRE_KEY"
+                "kind: required, CEREMONY_KIND_CREATE_KEY, _IMPORT_KEY, _DISABLE_KEY, _ENABLE_KEY"
+                " or _RETIRE_KEY"
             )
         check_key_id(request.key_id)
+        if kind != ceremonies.IMPORT_KEY and request.HasField("imported_key"):
+            raise InvalidRequest("imported_key: only an import_key ceremony names one")
         if kind == ceremonies.CREATE_KEY:
             params = _create_params(request.key_id, request.network_class)
+        elif kind == ceremonies.IMPORT_KEY:
+            params = _import_params(request.imported_key, request.key_id, request.network_class)
         elif request.network_class:
             raise InvalidRequest("network_class: only a create_key ceremony names one")
         else:
@@ -267,14 +346,15 @@ class KeysService(keys_pb2_grpc.KeysServicer):
 
 def _create_params(key_id: str, network_class: int) -> dict[str, str]:
     check_key_id(key_id)
-    # Checked before anything reaches the HSM; the class cannot be changed later.
-    chosen = _CLASS_OF_MESSAGE.get(network_class)
-    if chosen is None:
-        raise InvalidRequest(
-            "network_class: required, NETWORK_CLASS_MAINNET or NETWORK_CLASS_TESTNET"
-            " (fixed for the key's life)"
-        )
-    return {"key_id": key_id, "network_class": chosen}
+    return {"key_id": key_id, "network_class": _chosen_class(network_class)}
+
+
+def _import_params(
+    message: keys_pb2.ImportKeyRequest, key_id: str, network_class: int
+) -> dict[str, str]:
+    check_key_id(key_id)
+    chosen = _chosen_class(network_class)
+    return import_params(wrapped_of_message(message, key_id, chosen))
 
 
 class AuditService(audit_pb2_grpc.AuditServicer):

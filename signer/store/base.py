@@ -67,6 +67,9 @@ class KeyRecord:
     # record bound to its id and version (signer.authenticity, invariant 8).
     version: int = 1
     mac: bytes | None = None
+    # "generated" in the token, or "imported" (signer.key_import): fixed for the
+    # key's life, shown wherever the key is, and a policy rule can match it.
+    origin: str = "generated"
 
 
 class ClaimOutcome(enum.Enum):

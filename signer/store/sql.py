@@ -62,7 +62,9 @@ from signer.store.webhook_tables import WebhookTables
 
 T = TypeVar("T")
 
-KEY_COLUMNS = "key_id, public_key, state, created_by, created_at_ms, network_class, version, mac"
+KEY_COLUMNS = (
+    "key_id, public_key, state, created_by, created_at_ms, network_class, version, mac, origin"
+)
 PENDING_COLUMNS = "approval_id, caller, request_id, state, expires_at_ms, record, request, rev, mac"
 CEREMONY_COLUMNS = "ceremony_id, kind, state, record, created_at_ms, rev, mac"
 POLICY_COLUMNS = "version, hash, document_yaml, state, record, activated_at_ms, rev, mac"
@@ -936,13 +938,14 @@ def _key(row: tuple[Any, ...]) -> KeyRecord:
         row[5],
         int(row[6]),
         _bytes(row[7]),
+        origin=row[8],
     )
 
 
 def _insert_key(tx: Tx, key: KeyRecord) -> bool:
     """Insert a new key record; False when the id is taken."""
     inserted = tx.execute(
-        f"INSERT INTO keys ({KEY_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"  # noqa: S608
+        f"INSERT INTO keys ({KEY_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"  # noqa: S608
         " ON CONFLICT (key_id) DO NOTHING RETURNING 1",
         (
             key.key_id,
@@ -953,6 +956,7 @@ def _insert_key(tx: Tx, key: KeyRecord) -> bool:
             key.network_class,
             key.version,
             key.mac,
+            key.origin,
         ),
     ).fetchone()
     return inserted is not None

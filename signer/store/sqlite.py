@@ -35,7 +35,8 @@ CREATE TABLE IF NOT EXISTS keys (
     created_at_ms INTEGER NOT NULL,
     network_class TEXT NOT NULL CHECK (network_class IN ('mainnet', 'testnet')),
     version INTEGER NOT NULL DEFAULT 1,
-    mac BLOB
+    mac BLOB,
+    origin TEXT NOT NULL DEFAULT 'generated' CHECK (origin IN ('generated', 'imported'))
 );
 CREATE TABLE IF NOT EXISTS batches (
     caller TEXT NOT NULL,
@@ -144,6 +145,12 @@ ADDED_COLUMNS = (
     ("pending", "mac", "BLOB"),
     ("totp", "rev", "INTEGER NOT NULL DEFAULT 1"),
     ("totp", "mac", "BLOB"),
+    # Imported keys (signer.key_import); every key from before was generated in the token.
+    (
+        "keys",
+        "origin",
+        "TEXT NOT NULL DEFAULT 'generated' CHECK (origin IN ('generated', 'imported'))",
+    ),
 )
 
 

@@ -125,6 +125,7 @@ def measure_trusted(tmp: str) -> None:
 
     from hsm import backup
     from hsm.backup import BackupKeyMode
+    from hsm.key_import import NOT_ON_PRIVATE_KEYS
 
     token = pkcs11.lib(SOFTHSM_LIBRARY).get_token(token_label="source")
     facts: dict[str, Any] = {}
@@ -201,7 +202,7 @@ def measure_trusted(tmp: str) -> None:
         mechanism=Mechanism.AES_KEY_WRAP_PAD,
         capabilities=MechanismFlag.SIGN,
         template={
-            **backup._NOT_ON_PRIVATE_KEYS,
+            **NOT_ON_PRIVATE_KEYS,
             Attribute.PRIVATE: False,
             Attribute.SENSITIVE: False,
             Attribute.EXTRACTABLE: True,

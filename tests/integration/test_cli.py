@@ -88,6 +88,7 @@ def test_keys_and_sign_commands(own_server: ServerProcess, tmp_path: Path) -> No
     assert key["key_id"] == "cli-key"
     assert key["state"] == "KEY_STATE_ENABLED"
     assert key["network_class"] == "NETWORK_CLASS_TESTNET"
+    assert key["origin"] == "KEY_ORIGIN_GENERATED"
     assert {a["network"] for a in key["addresses"]} >= {"testnet", "sepolia", "nile"}
     assert "mainnet" not in {a["network"] for a in key["addresses"]}
     listed = json.loads(_custos(own_server, "officer", "keys", "list", "-o", "json").stdout)
@@ -270,11 +271,12 @@ def test_keys_show_tables_and_a_second_disable_changes_nothing(
     assert created.returncode == 0, created.stderr
     # A table for people by default, not 90 lines of protobuf JSON.
     assert re.search(r"^state +enabled$", created.stdout, re.M)
+    assert re.search(r"^origin +generated$", created.stdout, re.M)
     assert re.search(r"^ethereum +sepolia +account +0x[0-9a-fA-F]{40}$", created.stdout, re.M)
     listed = _custos(own_server, "officer", "keys", "list")
     header, row = listed.stdout.splitlines()
-    assert header.split() == ["KEY", "ID", "STATE", "CLASS", "CREATED", "CREATED", "BY"]
-    assert row.split()[:3] == ["t-key", "enabled", "testnet"]
+    assert header.split() == ["KEY", "ID", "STATE", "CLASS", "ORIGIN", "CREATED", "CREATED", "BY"]
+    assert row.split()[:4] == ["t-key", "enabled", "testnet", "generated"]
     first = _custos(own_server, "officer", "keys", "disable", "t-key")
     assert first.stdout == "key t-key disabled\n", first.stderr
     second = _custos(own_server, "officer", "keys", "disable", "t-key")

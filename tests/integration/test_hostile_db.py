@@ -168,7 +168,7 @@ def _put_row(h: Hostile, key_id: str, row: tuple[Any, ...]) -> None:
 
 def test_key_records_cannot_be_altered_moved_forged_or_replayed(hostile: Hostile) -> None:
     h = hostile
-    names = ("good", "off", "pub", "net", "moved", "old")
+    names = ("good", "off", "pub", "net", "origin", "moved", "old")
     keys = {name: h.create_key(f"{name}-key") for name in names}
     assert len(h.sign(keys["good"]).items) == 1
 
@@ -186,6 +186,10 @@ def test_key_records_cannot_be_altered_moved_forged_or_replayed(hostile: Hostile
     # A testnet key relabelled mainnet (other policy rules would judge it).
     h.sql("UPDATE keys SET network_class = 'mainnet' WHERE key_id = 'net-key'", [])
     h.refused(keys["net"])
+
+    # A generated key relabelled imported (key_origins rules would judge it otherwise).
+    h.sql("UPDATE keys SET origin = 'imported' WHERE key_id = 'origin-key'", [])
+    h.refused(keys["origin"])
 
     # A row moved to another id: good-key's row, tag and all, under moved-key.
     _put_row(h, "moved-key", _row(h, "good-key"))
@@ -223,6 +227,7 @@ def test_key_records_cannot_be_altered_moved_forged_or_replayed(hostile: Hostile
         "off-key",
         "pub-key",
         "net-key",
+        "origin-key",
         "moved-key",
         "forged-a",
         "forged-b",

@@ -209,6 +209,7 @@ def test_a_key_without_a_class_is_not_created(server: RunningServer) -> None:
         {
             "key_id": key_id,
             "public_key": created[0]["public_key"],
+            "origin": "generated",
             "adopted": False,
             "network_class": "testnet",
             "row_version": 1,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import sqlite3
 import urllib.request
 import uuid
@@ -12,6 +13,7 @@ import grpc
 import pyotp
 import pytest
 
+from hsm.import_material import from_hex, wrap_for_import
 from proto.custos.v1 import keys_pb2, keys_pb2_grpc, policy_pb2, policy_pb2_grpc, signer_pb2_grpc
 from proto.custos.v1 import signer_pb2 as pb
 from signer.devsetup import subject_string
@@ -79,6 +81,7 @@ def test_logs_are_json_with_context_and_never_hold_secrets(own_server: ServerPro
     bad.evm.to = "0x1234"
     with contextlib.suppress(grpc.RpcError):
         signer.SignBatch(pb.SignBatchRequest(request_id="logged-2", items=[bad]))
+    imported, blob = _import_a_key(keys_pb2_grpc.KeysStub(own_server.channel("officer")))
     own_server.stop()
 
     text = (own_server.env.dir / "server.log").read_text()
@@ -91,7 +94,7 @@ def test_logs_are_json_with_context_and_never_hold_secrets(own_server: ServerPro
     assert refused[0]["component"] == "custos.pipeline"
     pin = (own_server.env.dir / "hsm.pin").read_text().strip()
     so_pin = (own_server.env.dir / "hsm.so-pin").read_text().strip()
-    for forbidden in (pin, so_pin, secret, good):
+    for forbidden in (pin, so_pin, secret, good, imported, blob):
         assert forbidden not in text
     # Nothing in the store (audit log included) holds a secret in clear either.
     with sqlite3.connect(own_server.env.dir / "custos.db") as db:
@@ -99,5 +102,27 @@ def test_logs_are_json_with_context_and_never_hold_secrets(own_server: ServerPro
         # Audit records are BLOBs (hex in the dump): read them as the text they are.
         dump += "\n".join(bytes(r[0]).decode() for r in db.execute("SELECT record FROM audit_log"))
     assert "totp.failed" in dump
-    for forbidden in (pin, so_pin, secret):
+    assert "key.imported" in dump
+    for forbidden in (pin, so_pin, secret, imported, blob):
         assert forbidden not in dump
+
+
+def _import_a_key(keys: keys_pb2_grpc.KeysStub) -> tuple[str, str]:
+    """Import a key (after a damaged attempt); its secret and wrapped blob, as hex."""
+    import_key = keys.CreateImportKey(keys_pb2.CreateImportKeyRequest())
+    secret = from_hex(os.urandom(32).hex())
+    request = keys_pb2.ImportKeyRequest(
+        key_id="imported",
+        network_class=keys_pb2.NETWORK_CLASS_TESTNET,
+        wrapped_key=wrap_for_import(secret, import_key.public_key_der),
+        public_key=secret.public_key,
+        import_key_fingerprint=import_key.fingerprint,
+        source="hex",
+    )
+    damaged = keys_pb2.ImportKeyRequest()
+    damaged.CopyFrom(request)
+    damaged.wrapped_key = bytes(b ^ 1 for b in request.wrapped_key)
+    with contextlib.suppress(grpc.RpcError):  # refused, as test_key_import_e2e checks
+        keys.ImportKey(damaged)
+    keys.ImportKey(request)
+    return secret.value.hex(), request.wrapped_key.hex()

@@ -39,6 +39,15 @@ REQUESTS: dict[str, tuple[Message, type[Message]]] = {
         keys_pb2.SetKeyStateRequest(key_id="auth-probe-missing"),
         keys_pb2.Key,
     ),
+    "/custos.v1.Keys/CreateImportKey": (
+        keys_pb2.CreateImportKeyRequest(),
+        keys_pb2.ImportWrappingKey,
+    ),
+    "/custos.v1.Keys/GetImportKey": (keys_pb2.GetImportKeyRequest(), keys_pb2.ImportWrappingKey),
+    "/custos.v1.Keys/ImportKey": (
+        keys_pb2.ImportKeyRequest(key_id="Not Valid"),
+        keys_pb2.Key,
+    ),
     "/custos.v1.Keys/ProposeKeyCeremony": (
         keys_pb2.ProposeKeyCeremonyRequest(key_id="auth-probe-missing"),  # no kind: refused
         keys_pb2.KeyCeremony,

@@ -91,6 +91,7 @@ def test_migrate_is_idempotent_and_recorded(
         (4, "state authenticators"),
         (5, "key ceremonies"),
         (6, "webhooks"),
+        (7, "key origin"),
     ]
     unmigrated = open_store(postgres_url, schema=pg_schema, migrate=False)
     unmigrated.ping()

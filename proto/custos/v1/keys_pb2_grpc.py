@@ -59,6 +59,21 @@ class KeysStub:
                 request_serializer=proto_dot_custos_dot_v1_dot_keys__pb2.SetKeyStateRequest.SerializeToString,
                 response_deserializer=proto_dot_custos_dot_v1_dot_keys__pb2.Key.FromString,
                 _registered_method=True)
+        self.CreateImportKey = channel.unary_unary(
+                '/custos.v1.Keys/CreateImportKey',
+                request_serializer=proto_dot_custos_dot_v1_dot_keys__pb2.CreateImportKeyRequest.SerializeToString,
+                response_deserializer=proto_dot_custos_dot_v1_dot_keys__pb2.ImportWrappingKey.FromString,
+                _registered_method=True)
+        self.GetImportKey = channel.unary_unary(
+                '/custos.v1.Keys/GetImportKey',
+                request_serializer=proto_dot_custos_dot_v1_dot_keys__pb2.GetImportKeyRequest.SerializeToString,
+                response_deserializer=proto_dot_custos_dot_v1_dot_keys__pb2.ImportWrappingKey.FromString,
+                _registered_method=True)
+        self.ImportKey = channel.unary_unary(
+                '/custos.v1.Keys/ImportKey',
+                request_serializer=proto_dot_custos_dot_v1_dot_keys__pb2.ImportKeyRequest.SerializeToString,
+                response_deserializer=proto_dot_custos_dot_v1_dot_keys__pb2.Key.FromString,
+                _registered_method=True)
         self.ProposeKeyCeremony = channel.unary_unary(
                 '/custos.v1.Keys/ProposeKeyCeremony',
                 request_serializer=proto_dot_custos_dot_v1_dot_keys__pb2.ProposeKeyCeremonyRequest.SerializeToString,
@@ -114,6 +129,25 @@ class KeysServicer:
         raise NotImplementedError('Method not implemented!')
 
     def EnableKey(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CreateImportKey(self, request, context):
+        """Key import: the import key is made once; officers read and pin its fingerprint.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetImportKey(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ImportKey(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -178,6 +212,21 @@ def add_KeysServicer_to_server(servicer, server):
             'EnableKey': grpc.unary_unary_rpc_method_handler(
                     servicer.EnableKey,
                     request_deserializer=proto_dot_custos_dot_v1_dot_keys__pb2.SetKeyStateRequest.FromString,
+                    response_serializer=proto_dot_custos_dot_v1_dot_keys__pb2.Key.SerializeToString,
+            ),
+            'CreateImportKey': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateImportKey,
+                    request_deserializer=proto_dot_custos_dot_v1_dot_keys__pb2.CreateImportKeyRequest.FromString,
+                    response_serializer=proto_dot_custos_dot_v1_dot_keys__pb2.ImportWrappingKey.SerializeToString,
+            ),
+            'GetImportKey': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetImportKey,
+                    request_deserializer=proto_dot_custos_dot_v1_dot_keys__pb2.GetImportKeyRequest.FromString,
+                    response_serializer=proto_dot_custos_dot_v1_dot_keys__pb2.ImportWrappingKey.SerializeToString,
+            ),
+            'ImportKey': grpc.unary_unary_rpc_method_handler(
+                    servicer.ImportKey,
+                    request_deserializer=proto_dot_custos_dot_v1_dot_keys__pb2.ImportKeyRequest.FromString,
                     response_serializer=proto_dot_custos_dot_v1_dot_keys__pb2.Key.SerializeToString,
             ),
             'ProposeKeyCeremony': grpc.unary_unary_rpc_method_handler(
@@ -340,6 +389,87 @@ class Keys:
             target,
             '/custos.v1.Keys/EnableKey',
             proto_dot_custos_dot_v1_dot_keys__pb2.SetKeyStateRequest.SerializeToString,
+            proto_dot_custos_dot_v1_dot_keys__pb2.Key.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateImportKey(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/custos.v1.Keys/CreateImportKey',
+            proto_dot_custos_dot_v1_dot_keys__pb2.CreateImportKeyRequest.SerializeToString,
+            proto_dot_custos_dot_v1_dot_keys__pb2.ImportWrappingKey.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetImportKey(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/custos.v1.Keys/GetImportKey',
+            proto_dot_custos_dot_v1_dot_keys__pb2.GetImportKeyRequest.SerializeToString,
+            proto_dot_custos_dot_v1_dot_keys__pb2.ImportWrappingKey.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ImportKey(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/custos.v1.Keys/ImportKey',
+            proto_dot_custos_dot_v1_dot_keys__pb2.ImportKeyRequest.SerializeToString,
             proto_dot_custos_dot_v1_dot_keys__pb2.Key.FromString,
             options,
             channel_credentials,

@@ -179,6 +179,12 @@ CREATE TABLE webhooks (
 );
 """
 
+# Imported keys (signer.key_import): every key from before was generated in the token.
+_KEY_ORIGIN = """
+ALTER TABLE keys ADD COLUMN origin TEXT NOT NULL DEFAULT 'generated'
+    CHECK (origin IN ('generated', 'imported'));
+"""
+
 POSTGRES: tuple[Migration, ...] = (
     Migration(1, "initial schema", _INITIAL),
     Migration(2, "fenced claims", _CLAIM_TOKENS),
@@ -186,6 +192,7 @@ POSTGRES: tuple[Migration, ...] = (
     Migration(4, "state authenticators", _STATE_MACS),
     Migration(5, "key ceremonies", _CEREMONIES),
     Migration(6, "webhooks", _WEBHOOKS),
+    Migration(7, "key origin", _KEY_ORIGIN),
 )
 
 
