@@ -205,20 +205,49 @@ class AddressBook(_Model):
     entries: tuple[AddressEntry, ...] = Field(default=(), max_length=100_000)
 
 
+class WatchOnlyWallet(_Model):
+    """A wallet Custos holds no key for, by its account-level extended public key.
+
+    Its addresses are the keys derived on the receive branch (0) and, on
+    Bitcoin, the change branch (1), indexes 0 to gap_limit-1 (policies.watch_only).
+    `script` defaults to what the key's SLIP-132 version says (xpub: p2pkh,
+    ypub: p2sh-p2wpkh, zpub: p2wpkh) and, if given, must agree with it. A
+    private key (xprv...) is refused, never converted.
+    """
+
+    chain: Chain
+    network: Network
+    xpub: str = Field(min_length=1, max_length=120)
+    script: Literal["p2pkh", "p2sh-p2wpkh", "p2wpkh"] | None = None
+    gap_limit: int = Field(default=20, ge=1, le=1000)
+    label: Text = ""
+
+
 class Destinations(_Model):
-    """Destination predicate: `all` (every destination listed) or `any` (at least one)."""
+    """Destination predicate: `all` (every destination listed) or `any` (at least one).
+
+    `watch_only` names wallets of the document's `watch_only` section: any of
+    their derived addresses is listed.
+    """
 
     model_config = ConfigDict(
-        json_schema_extra={"anyOf": [{"required": ["entries"]}, {"required": ["groups"]}]}
+        json_schema_extra={
+            "anyOf": [
+                {"required": ["entries"]},
+                {"required": ["groups"]},
+                {"required": ["watch_only"]},
+            ]
+        }
     )
 
     entries: tuple[Name, ...] | None = Field(default=None, min_length=1)
     groups: tuple[Name, ...] | None = Field(default=None, min_length=1)
+    watch_only: tuple[Name, ...] | None = Field(default=None, min_length=1)
     mode: Literal["all", "any"] = "all"
 
     @model_validator(mode="after")
     def _some(self) -> Destinations:
-        _at_least_one(self, "entries", "groups")
+        _at_least_one(self, "entries", "groups", "watch_only")
         return self
 
 
@@ -511,6 +540,8 @@ class PolicyDocument(_Model):
     # None (absent): every ceremony takes its default quorum (Ceremonies); left
     # out of canonical JSON, so versions written before ceremonies keep their hash.
     ceremonies: Ceremonies | None = None
+    # None (absent) keeps the hash of versions written before watch-only wallets.
+    watch_only: dict[Name, WatchOnlyWallet] | None = Field(default=None, max_length=100)
 
 
 # ---- canonical form ------------------------------------------------------
@@ -554,6 +585,15 @@ def since_key(entry: AddressEntry, membership: str) -> str:
     return f"{where}{scope}#{membership}"
 
 
+def watch_only_since_key(wallet_id: str, wallet: WatchOnlyWallet) -> str:
+    """Cooling-off key of a watch-only wallet: a new or changed key starts a new cooling-off."""
+    script = wallet.script or ""
+    where = f"{wallet.chain}:{wallet.network}:{wallet.xpub.strip()}:{script}:{wallet.gap_limit}"
+    return f"{where}#watch_only:{wallet_id}"
+
+
 def since_keys(doc: PolicyDocument) -> tuple[str, ...]:
-    """Every cooling-off key of the document's address book."""
-    return tuple(since_key(e, m) for e in doc.address_book.entries for m in memberships(e))
+    """Every cooling-off key of the document's address book and watch-only wallets."""
+    book = tuple(since_key(e, m) for e in doc.address_book.entries for m in memberships(e))
+    wallets = tuple(watch_only_since_key(i, w) for i, w in (doc.watch_only or {}).items())
+    return book + wallets

@@ -37,6 +37,7 @@ from policies.document import (
     normalize_address,
     parse_duration,
     since_key,
+    watch_only_since_key,
 )
 from policies.intent import ALLOWANCES, TOKEN_TRANSFERS, Intent, Message, Multisig, Staking
 from policies.locks import LOCK_TOO_FAR, CompiledLocks, lock_breach
@@ -49,6 +50,7 @@ from policies.velocity import (
     check,
     moved_totals,
 )
+from policies.watch_only import wallet_accounts
 
 RULE_DENIED = "rule_denied"
 NO_RULE_MATCHED = "no_rule_matched"
@@ -364,7 +366,9 @@ class _Rule:
         names = None
         if dest is not None:
             entries = [f"entry:{e}" for e in dest.entries or ()]
-            names = frozenset([*entries, *(f"group:{g}" for g in dest.groups or ())])
+            groups = [f"group:{g}" for g in dest.groups or ()]
+            wallets = [f"watch_only:{w}" for w in dest.watch_only or ()]
+            names = frozenset([*entries, *groups, *wallets])
         caps = []
         for name, cap in (m.fee.model_dump(exclude_none=True) if m.fee else {}).items():
             facts, scale = _FEE_FACTS[name]
@@ -584,6 +588,34 @@ class CompiledPolicy:
                 entry.id, usable, rule_bits, entry.chain, entry.network, entry.scope
             )
             for account in account_ids(entry.chain, entry.address):
+                self._book.setdefault(account, []).append(compiled_entry)
+        self._file_watch_only(doc, named, cooling, activated_at, entry_since)
+
+    def _file_watch_only(
+        self,
+        doc: PolicyDocument,
+        named: Mapping[str, int],
+        cooling: timedelta,
+        activated_at: datetime,
+        entry_since: Mapping[str, datetime],
+    ) -> None:
+        """File each watch-only wallet as one entry under every address it derives.
+
+        Scoped to its own chain and network: a key hash is the same account on
+        every Bitcoin network, but a mainnet wallet is not paid on testnet.
+        """
+        for wallet_id, wallet in (doc.watch_only or {}).items():
+            name = f"watch_only:{wallet_id}"
+            since = entry_since.get(watch_only_since_key(wallet_id, wallet), activated_at)
+            compiled_entry = _Entry(
+                wallet_id,
+                {name: since + cooling},
+                named.get(name, 0),
+                wallet.chain,
+                wallet.network,
+                "network",
+            )
+            for account in wallet_accounts(wallet):
                 self._book.setdefault(account, []).append(compiled_entry)
 
     def identity_groups_of(

@@ -38,6 +38,7 @@ from policies.document import (
     parse_document,
     parse_duration,
 )
+from policies.watch_only import wallet_errors
 
 SCHEMA_PATH = Path(__file__).with_name("policy.schema.json")
 SCHEMA_ID = "urn:custos:policy-document:v1"
@@ -220,6 +221,23 @@ def _check_message_match(match: Match, path: str, errors: list[tuple[str, str]])
             errors.append((f"{path}.{field}", "needs message_signing: true"))
 
 
+def _check_destinations(
+    doc: PolicyDocument, match: Match, path: str, errors: list[tuple[str, str]]
+) -> None:
+    dest = match.destinations
+    if dest is None:
+        return
+    known = (
+        ("entries", "entry", {e.id for e in doc.address_book.entries}),
+        ("groups", "group", set(doc.address_book.groups)),
+        ("watch_only", "watch-only wallet", set(doc.watch_only or {})),
+    )
+    for field, kind, names in known:
+        for name in getattr(dest, field) or ():
+            if name not in names:
+                errors.append((f"{path}.destinations.{field}", f"unknown {kind} {name!r}"))
+
+
 def _ceremony_errors(doc: PolicyDocument) -> list[tuple[str, str]]:
     """Key ceremony quorums that no set of officers other than the proposer can reach."""
     if doc.ceremonies is None:
@@ -263,20 +281,14 @@ def reference_errors(doc: PolicyDocument) -> list[tuple[str, str]]:
         for group in entry.groups:
             if group not in book.groups:
                 errors.append((f"{path}.groups", f"undeclared address group {group!r}"))
+    errors += wallet_errors(doc)
     for dup in _duplicates([r.id for r in doc.rules]):
         errors.append(("rules", f"duplicate rule id {dup!r}"))
-    entries = set(entry_ids)
     for i, rule in enumerate(doc.rules):
         path = f"rules[{i}].match"
         match = rule.match
         _check_scope(doc, match, path, errors)
-        if match.destinations:
-            for name in match.destinations.entries or ():
-                if name not in entries:
-                    errors.append((f"{path}.destinations.entries", f"unknown entry {name!r}"))
-            for name in match.destinations.groups or ():
-                if name not in book.groups:
-                    errors.append((f"{path}.destinations.groups", f"unknown group {name!r}"))
+        _check_destinations(doc, match, path, errors)
         _check_message_match(match, path, errors)
         _check_staking_match(match, path, errors)
         if match.multisig is not None and match.chains and "bitcoin" not in match.chains:
