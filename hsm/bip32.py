@@ -66,7 +66,7 @@ def hash160(data: bytes) -> bytes:
         return RIPEMD160.new(sha).digest()
 
 
-def b58check_encode(payload: bytes) -> str:
+def _b58check_encode(payload: bytes) -> str:
     data = payload + hashlib.sha256(hashlib.sha256(payload).digest()).digest()[:4]
     number = int.from_bytes(data, "big")
     digits = []
@@ -178,7 +178,7 @@ class ExtendedPublicKey:
         """Base58check extended public key with the version family `version` (xpub, zpub, ...)."""
         if version not in VERSIONS:
             raise DerivationError(f"unknown extended key version {version!r}")
-        return b58check_encode(self._payload(VERSIONS[version].public, self.key))
+        return _b58check_encode(self._payload(VERSIONS[version].public, self.key))
 
     def _payload(self, version: int, key: bytes) -> bytes:
         return (
@@ -243,7 +243,7 @@ class ExtendedPrivateKey:
         if version not in VERSIONS:
             raise DerivationError(f"unknown extended key version {version!r}")
         public = self.public()
-        return b58check_encode(public._payload(VERSIONS[version].private, b"\0" + self.key))
+        return _b58check_encode(public._payload(VERSIONS[version].private, b"\0" + self.key))
 
 
 def master_key(seed: bytes | bytearray) -> ExtendedPrivateKey:

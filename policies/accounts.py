@@ -102,7 +102,20 @@ def _segwit(address: str) -> tuple[int, bytes] | None:
     return version, (acc >> pad).to_bytes(bits // 8, "big")
 
 
-def _base58check(address: str) -> bytes | None:
+def base58check_encode(payload: bytes) -> str:
+    """Base58 of payload + its 4-byte double-SHA256 checksum."""
+    data = payload + hashlib.sha256(hashlib.sha256(payload).digest()).digest()[:4]
+    number = int.from_bytes(data, "big")
+    digits = []
+    while number:
+        number, rem = divmod(number, 58)
+        digits.append(_B58[rem])
+    zeros = len(data) - len(data.lstrip(b"\0"))
+    return "1" * zeros + "".join(reversed(digits))
+
+
+def base58check_decode(address: str) -> bytes | None:
+    """The payload of a base58check string, or None if it is not one."""
     number = 0
     for char in address:
         digit = _B58.find(char)
@@ -127,7 +140,7 @@ def _bitcoin(address: str, nested: bool) -> tuple[str, ...] | None:
         if version == 0 and len(program) == 20:
             return _key_hash(program, nested)
         return (f"btc:w{version}:{program.hex()}",)
-    payload = _base58check(address)
+    payload = base58check_decode(address)
     if payload is None or len(payload) != 21:
         return None
     if payload[0] in _P2PKH_VERSIONS:

@@ -19,24 +19,18 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import Final
 
-from coincurve import PublicKey
 from Crypto.Hash import keccak
 
-from hsm.bip32 import (
-    DerivationError,
-    ExtendedPublicKey,
-    b58check_encode,
-    hash160,
-    parse_extended_public_key,
-)
+from policies.accounts import base58check_encode, hash160
 from policies.document import NETWORKS, PolicyDocument, WatchOnlyWallet
+from policies.xpub import Xpub, XpubError, parse_xpub, uncompressed
 
 # Public derivations a whole document may ask for: 10 wallets at the largest gap limit.
 MAX_DERIVATIONS: Final = 20_000
 _TRON_VERSION: Final = 0x41
 
 
-class WalletError(DerivationError):
+class WalletError(XpubError):
     """A wallet whose key does not fit its chain, network or script; `field` names which."""
 
     def __init__(self, field: str, message: str) -> None:
@@ -69,15 +63,16 @@ def _script_of(wallet: WatchOnlyWallet, key_family: str, key_script: str) -> str
     return key_script
 
 
-def parse_wallet(wallet: WatchOnlyWallet) -> tuple[ExtendedPublicKey, str]:
-    """The wallet's public key and script; DerivationError says what does not fit.
+def parse_wallet(wallet: WatchOnlyWallet) -> tuple[Xpub, str]:
+    """The wallet's public key and script; WalletError says what does not fit.
 
     Messages name versions, networks and scripts, never the key itself.
     """
     try:
-        key, version = parse_extended_public_key(wallet.xpub)
-    except DerivationError as exc:
+        key = parse_xpub(wallet.xpub)
+    except XpubError as exc:
         raise WalletError("xpub", str(exc)) from None
+    version = key.version
     script = _script_of(wallet, version.name, version.script)
     if wallet.chain == "bitcoin" and version.mainnet != (wallet.network == "mainnet"):
         kind = "a mainnet" if version.mainnet else "a test-network"
@@ -93,25 +88,24 @@ def _account_id(chain: str, script: str, public_key: bytes) -> str:
         if script == "p2sh-p2wpkh":
             return "btc:sh:" + hash160(b"\x00\x14" + key_hash).hex()
         return "btc:kh:" + key_hash.hex()
-    point = PublicKey(public_key).format(compressed=False)[1:]
-    account = keccak.new(digest_bits=256, data=point).digest()[-20:]
+    account = keccak.new(digest_bits=256, data=uncompressed(public_key)).digest()[-20:]
     if chain == "tron":
-        return "tron:" + b58check_encode(bytes([_TRON_VERSION]) + account)
+        return "tron:" + base58check_encode(bytes([_TRON_VERSION]) + account)
     return "evm:" + account.hex()
 
 
 @lru_cache(maxsize=64)
 def _derived(chain: str, xpub: str, script: str, gap_limit: int) -> frozenset[str]:
-    key, _ = parse_extended_public_key(xpub)
+    key = parse_xpub(xpub)
     ids = set()
     for branch in branches(chain):
         parent = key.child(branch)
+        if parent is None:  # BIP32: an invalid child (p < 2^-127) is skipped
+            continue
         for index in range(gap_limit):
-            try:
-                child = parent.child(index)
-            except DerivationError:
-                continue  # BIP32: an invalid child (p < 2^-127) is skipped
-            ids.add(_account_id(chain, script, child.key))
+            child = parent.child(index)
+            if child is not None:
+                ids.add(_account_id(chain, script, child.key))
     return frozenset(ids)
 
 
