@@ -1,0 +1,135 @@
+"""Watch-only wallets through a real server: a policy that pays only cold wallet X.
+
+The cold wallet is an account-level vpub Custos holds no key for; the addresses
+paid are derived from it by bip-utils (a second BIP32/BIP84 implementation),
+and every signed transaction is verified by python-bitcointx.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+
+import grpc
+import pytest
+from bip_utils import Bip39SeedGenerator, Bip44Changes, Bip84, Bip84Coins
+
+from proto.custos.v1 import keys_pb2
+from proto.custos.v1 import signer_pb2 as pb
+from signer.devsetup import subject_string
+from tests import builders
+from tests.conftest import DevEnv, RunningServer, server_with_policy
+from tests.second_impl import verify_bitcoin
+from tests.support import refused, sign_batch
+
+pytestmark = pytest.mark.integration
+
+GAP = 100
+
+
+def _account(mnemonic: str) -> Bip84:
+    seed = Bip39SeedGenerator(mnemonic).Generate()
+    return Bip84.FromSeed(seed, Bip84Coins.BITCOIN_TESTNET).Purpose().Coin().Account(0)
+
+
+COLD = _account("legal winner thank year wave sausage worth useful legal winner thank yellow")
+OTHER = _account("letter advice cage absurd amount doctor acoustic avoid letter advice cage above")
+COLD_VPUB = COLD.PublicKey().ToExtended()
+
+
+def _address(account: Bip84, change: Bip44Changes, index: int) -> str:
+    return str(account.Change(change).AddressIndex(index).PublicKey().ToAddress())
+
+
+POLICY = f"""\
+version: 1
+description: watch-only destinations
+governance:
+  officers: ["{subject_string("officer")}", "{subject_string("officer2")}"]
+  approvals_required: 1
+  activation_delay: 0s
+ceremonies:
+  create_key: 0
+address_book:
+  cooling_off: 0s
+watch_only:
+  cold-1:
+    chain: bitcoin
+    network: testnet
+    xpub: {COLD_VPUB}
+    script: p2wpkh
+    gap_limit: {GAP}
+    label: cold storage
+rules:
+  - id: to-cold-storage
+    match: {{chains: [bitcoin], destinations: {{watch_only: [cold-1]}}}}
+    action: allow
+"""
+
+
+@pytest.fixture(scope="module")
+def cold_server(
+    dev_env: DevEnv, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[RunningServer]:
+    with server_with_policy(dev_env, tmp_path_factory.mktemp("watch-only"), POLICY) as running:
+        yield running
+
+
+@pytest.fixture
+def key(cold_server: RunningServer) -> keys_pb2.Key:
+    return cold_server.create_key(f"wo-{uuid.uuid4().hex[:10]}")
+
+
+def _paying(key: keys_pb2.Key, destination: str, seed: str) -> pb.SignItem:
+    item = builders.bitcoin_item(key, seed=f"{seed}-{key.key_id}")
+    item.bitcoin.outputs[0].address = destination
+    return item
+
+
+def _signed(server: RunningServer, item: pb.SignItem) -> None:
+    response = sign_batch(server, item)
+    assert response.status == pb.BATCH_STATUS_SIGNED
+    signed = response.items[0]
+    assert verify_bitcoin(signed.raw_tx, builders.bitcoin_prevouts(item.bitcoin)) == signed.tx_id
+
+
+def test_the_57th_receive_address_and_a_change_address_of_cold_wallet_x_are_paid(
+    cold_server: RunningServer, key: keys_pb2.Key
+) -> None:
+    _signed(cold_server, _paying(key, _address(COLD, Bip44Changes.CHAIN_EXT, 56), "r56"))
+    # Change sent to the cold wallet (its internal branch) is the wallet's too.
+    _signed(cold_server, _paying(key, _address(COLD, Bip44Changes.CHAIN_INT, 3), "c3"))
+    _signed(cold_server, _paying(key, _address(COLD, Bip44Changes.CHAIN_EXT, GAP - 1), "last"))
+
+
+@pytest.mark.parametrize(
+    ("account", "change", "index"),
+    [
+        (COLD, Bip44Changes.CHAIN_EXT, GAP),  # one past the gap limit
+        (COLD, Bip44Changes.CHAIN_INT, GAP + 10),
+        (OTHER, Bip44Changes.CHAIN_EXT, 0),  # another xpub
+        (OTHER, Bip44Changes.CHAIN_EXT, 56),
+    ],
+)
+def test_addresses_past_the_gap_limit_or_of_another_wallet_are_denied(
+    cold_server: RunningServer,
+    key: keys_pb2.Key,
+    account: Bip84,
+    change: Bip44Changes,
+    index: int,
+) -> None:
+    item = _paying(key, _address(account, change, index), f"deny-{index}")
+    code, _, meta = refused(cold_server, item)
+    assert code == grpc.StatusCode.PERMISSION_DENIED
+    assert meta["code"] == "no_rule_matched"
+
+
+def test_the_wallet_is_paid_on_its_own_network_only(
+    cold_server: RunningServer, key: keys_pb2.Key
+) -> None:
+    # Signet spells the 57th address as testnet does, but the wallet is testnet's.
+    item = builders.bitcoin_item(key, seed=f"signet-{key.key_id}", network="signet")
+    item.bitcoin.outputs[0].address = _address(COLD, Bip44Changes.CHAIN_EXT, 56)
+    code, _, meta = refused(cold_server, item)
+    assert code == grpc.StatusCode.PERMISSION_DENIED
+    assert meta["code"] == "no_rule_matched"
