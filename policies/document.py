@@ -206,7 +206,8 @@ class AddressBook(_Model):
 
 
 class WatchOnlyWallet(_Model):
-    """A wallet Custos holds no key for, by its account-level extended public key.
+    """A wallet Custos holds no key for, by its account-level extended public key
+    (`xpub`) or, on Bitcoin, a ranged output descriptor (`descriptor`): one of the two.
 
     Its addresses are the keys derived on the receive branch (0) and, on
     Bitcoin, the change branch (1), indexes 0 to gap_limit-1 (policies.watch_only).
@@ -217,7 +218,9 @@ class WatchOnlyWallet(_Model):
 
     chain: Chain
     network: Network
-    xpub: str = Field(min_length=1, max_length=120)
+    xpub: str | None = Field(default=None, min_length=1, max_length=120)
+    # Or a single-key Bitcoin descriptor (policies.descriptors): wpkh(...), sh(wpkh(...)), pkh(...).
+    descriptor: str | None = Field(default=None, min_length=1, max_length=400)
     script: Literal["p2pkh", "p2sh-p2wpkh", "p2wpkh"] | None = None
     gap_limit: int = Field(default=20, ge=1, le=1000)
     label: Text = ""
@@ -588,7 +591,8 @@ def since_key(entry: AddressEntry, membership: str) -> str:
 def watch_only_since_key(wallet_id: str, wallet: WatchOnlyWallet) -> str:
     """Cooling-off key of a watch-only wallet: a new or changed key starts a new cooling-off."""
     script = wallet.script or ""
-    where = f"{wallet.chain}:{wallet.network}:{wallet.xpub.strip()}:{script}:{wallet.gap_limit}"
+    key = (wallet.xpub or wallet.descriptor or "").strip()
+    where = f"{wallet.chain}:{wallet.network}:{key}:{script}:{wallet.gap_limit}"
     return f"{where}#watch_only:{wallet_id}"
 
 

@@ -16,12 +16,14 @@ are the account of the key (evm:..., tron:...).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from functools import lru_cache
 from typing import Final
 
 from Crypto.Hash import keccak
 
 from policies.accounts import base58check_encode, hash160
+from policies.descriptors import DescriptorError, parse_descriptor
 from policies.document import NETWORKS, PolicyDocument, WatchOnlyWallet
 from policies.xpub import Xpub, XpubError, parse_xpub, uncompressed
 
@@ -44,7 +46,17 @@ def branches(chain: str) -> tuple[int, ...]:
 
 
 def derivations(wallet: WatchOnlyWallet) -> int:
+    """An upper bound on the public derivations the wallet costs (before parsing it)."""
     return wallet.gap_limit * len(branches(wallet.chain))
+
+
+@dataclass(frozen=True, slots=True)
+class _Plan:
+    """What to derive: the key's text, the script of its addresses, the branches."""
+
+    key: str
+    script: str
+    branches: tuple[int, ...]
 
 
 def _script_of(wallet: WatchOnlyWallet, key_family: str, key_script: str) -> str:
@@ -63,23 +75,50 @@ def _script_of(wallet: WatchOnlyWallet, key_family: str, key_script: str) -> str
     return key_script
 
 
-def parse_wallet(wallet: WatchOnlyWallet) -> tuple[Xpub, str]:
-    """The wallet's public key and script; WalletError says what does not fit.
+def _parse_key(text: str, field: str) -> Xpub:
+    try:
+        return parse_xpub(text)
+    except XpubError as exc:
+        raise WalletError(field, str(exc)) from None
+
+
+def _plan_of_descriptor(wallet: WatchOnlyWallet, text: str) -> tuple[Xpub, _Plan]:
+    if wallet.chain != "bitcoin":
+        raise WalletError("descriptor", f"{wallet.chain} wallets take an xpub, not a descriptor")
+    if wallet.script is not None:
+        raise WalletError("script", "a descriptor says its script; leave script out")
+    try:
+        descriptor = parse_descriptor(text)
+    except DescriptorError as exc:
+        raise WalletError("descriptor", str(exc)) from None
+    key = _parse_key(descriptor.key, "descriptor")
+    return key, _Plan(descriptor.key, descriptor.script, descriptor.branches)
+
+
+def _plan(wallet: WatchOnlyWallet) -> tuple[Xpub, _Plan]:
+    if (wallet.xpub is None) == (wallet.descriptor is None):
+        raise WalletError("xpub", "needs exactly one of xpub, descriptor")
+    if wallet.descriptor is not None:
+        return _plan_of_descriptor(wallet, wallet.descriptor)
+    text = (wallet.xpub or "").strip()
+    key = _parse_key(text, "xpub")
+    script = _script_of(wallet, key.version.name, key.version.script)
+    return key, _Plan(text, script, branches(wallet.chain))
+
+
+def parse_wallet(wallet: WatchOnlyWallet) -> _Plan:
+    """What the wallet derives; WalletError says what does not fit.
 
     Messages name versions, networks and scripts, never the key itself.
     """
-    try:
-        key = parse_xpub(wallet.xpub)
-    except XpubError as exc:
-        raise WalletError("xpub", str(exc)) from None
+    key, plan = _plan(wallet)
     version = key.version
-    script = _script_of(wallet, version.name, version.script)
     if wallet.chain == "bitcoin" and version.mainnet != (wallet.network == "mainnet"):
         kind = "a mainnet" if version.mainnet else "a test-network"
         raise WalletError(
             "network", f"a {version.name} key is {kind} key, not for {wallet.network}"
         )
-    return key, script
+    return plan
 
 
 def _account_id(chain: str, script: str, public_key: bytes) -> str:
@@ -95,10 +134,10 @@ def _account_id(chain: str, script: str, public_key: bytes) -> str:
 
 
 @lru_cache(maxsize=64)
-def _derived(chain: str, xpub: str, script: str, gap_limit: int) -> frozenset[str]:
-    key = parse_xpub(xpub)
+def _derived(chain: str, plan: _Plan, gap_limit: int) -> frozenset[str]:
+    key, script = parse_xpub(plan.key), plan.script
     ids = set()
-    for branch in branches(chain):
+    for branch in plan.branches:
         parent = key.child(branch)
         if parent is None:  # BIP32: an invalid child (p < 2^-127) is skipped
             continue
@@ -111,8 +150,7 @@ def _derived(chain: str, xpub: str, script: str, gap_limit: int) -> frozenset[st
 
 def wallet_accounts(wallet: WatchOnlyWallet) -> frozenset[str]:
     """The account ids of the wallet's addresses below its gap limit (cached)."""
-    _, script = parse_wallet(wallet)
-    return _derived(wallet.chain, wallet.xpub.strip(), script, wallet.gap_limit)
+    return _derived(wallet.chain, parse_wallet(wallet), wallet.gap_limit)
 
 
 def wallet_errors(doc: PolicyDocument) -> list[tuple[str, str]]:

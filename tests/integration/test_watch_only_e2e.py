@@ -14,6 +14,7 @@ import grpc
 import pytest
 from bip_utils import Bip39SeedGenerator, Bip44Changes, Bip84, Bip84Coins
 
+from hsm.bip32 import parse_extended_public_key
 from proto.custos.v1 import keys_pb2
 from proto.custos.v1 import signer_pb2 as pb
 from signer.devsetup import subject_string
@@ -34,7 +35,11 @@ def _account(mnemonic: str) -> Bip84:
 
 COLD = _account("legal winner thank year wave sausage worth useful legal winner thank yellow")
 OTHER = _account("letter advice cage absurd amount doctor acoustic avoid letter advice cage above")
+STRANGER = _account(" ".join(["abandon"] * 11 + ["about"]))  # in no policy
 COLD_VPUB = COLD.PublicKey().ToExtended()
+# Another custodian's wallet, as the output descriptor of its receive branch only.
+OTHER_TPUB = parse_extended_public_key(OTHER.PublicKey().ToExtended())[0].serialize("tpub")
+OTHER_DESCRIPTOR = f"wpkh([0badf00d/84'/1'/0']{OTHER_TPUB}/0/*)"
 
 
 def _address(account: Bip84, change: Bip44Changes, index: int) -> str:
@@ -60,9 +65,17 @@ watch_only:
     script: p2wpkh
     gap_limit: {GAP}
     label: cold storage
+  custodian-2:
+    chain: bitcoin
+    network: testnet
+    descriptor: "{OTHER_DESCRIPTOR}"
+    gap_limit: 10
 rules:
   - id: to-cold-storage
     match: {{chains: [bitcoin], destinations: {{watch_only: [cold-1]}}}}
+    action: allow
+  - id: to-custodian
+    match: {{chains: [bitcoin], destinations: {{watch_only: [custodian-2]}}}}
     action: allow
 """
 
@@ -102,13 +115,21 @@ def test_the_57th_receive_address_and_a_change_address_of_cold_wallet_x_are_paid
     _signed(cold_server, _paying(key, _address(COLD, Bip44Changes.CHAIN_EXT, GAP - 1), "last"))
 
 
+def test_a_wallet_given_by_descriptor_is_paid_on_its_branch(
+    cold_server: RunningServer, key: keys_pb2.Key
+) -> None:
+    _signed(cold_server, _paying(key, _address(OTHER, Bip44Changes.CHAIN_EXT, 9), "d9"))
+
+
 @pytest.mark.parametrize(
     ("account", "change", "index"),
     [
         (COLD, Bip44Changes.CHAIN_EXT, GAP),  # one past the gap limit
         (COLD, Bip44Changes.CHAIN_INT, GAP + 10),
-        (OTHER, Bip44Changes.CHAIN_EXT, 0),  # another xpub
-        (OTHER, Bip44Changes.CHAIN_EXT, 56),
+        (STRANGER, Bip44Changes.CHAIN_EXT, 0),  # another xpub
+        (STRANGER, Bip44Changes.CHAIN_EXT, 56),
+        (OTHER, Bip44Changes.CHAIN_INT, 0),  # a branch its descriptor leaves out
+        (OTHER, Bip44Changes.CHAIN_EXT, 10),  # past its gap limit
     ],
 )
 def test_addresses_past_the_gap_limit_or_of_another_wallet_are_denied(

@@ -22,8 +22,9 @@ from bip_utils import (
     Bip84Coins,
 )
 
-from hsm.bip32 import master_key
+from hsm.bip32 import master_key, parse_extended_public_key
 from policies.accounts import account_id
+from policies.descriptors import checksum, parse_descriptor
 from policies.document import parse_document
 from policies.schema import PolicyValidationError, validate_document
 from policies.watch_only import MAX_DERIVATIONS, wallet_accounts
@@ -188,3 +189,63 @@ def test_policy_copy_of_ckdpub_agrees_with_hsm_bip32() -> None:
             assert derived.key == account.derive((branch, index)).key
     with pytest.raises(XpubError, match="no hardened child"):
         ours.child(0x80000000)
+
+
+# ---- output descriptors ----------------------------------------------------------
+
+BIP84_XPUB = parse_extended_public_key(BIP84_ZPUB)[0].serialize("xpub")
+ORIGIN = "[73c5da0a/84'/0'/0']"
+
+
+def _described(descriptor: str, **more: Any) -> Any:
+    return {"chain": "bitcoin", "network": "mainnet", "descriptor": descriptor, **more}
+
+
+def _ids(wallet: dict[str, Any]) -> frozenset[str]:
+    doc = validate_document(_document({"w": wallet}))
+    return wallet_accounts(doc.watch_only["w"])  # type: ignore[index]
+
+
+def test_descriptor_checksum_is_bip380s() -> None:
+    # BIP380's test vectors.
+    assert checksum("raw(deadbeef)") == "89f8spxm"
+    assert parse_descriptor(f"wpkh({BIP84_XPUB}/0/*)").branches == (0,)
+
+
+def test_a_descriptor_derives_what_its_key_and_script_derive() -> None:
+    both = f"wpkh({ORIGIN}{BIP84_XPUB}/<0;1>/*)"
+    with_sum = f"{both}#{checksum(both)}"
+    assert _ids(_described(with_sum, gap_limit=30)) == _ids(_wallet(BIP84_ZPUB, gap_limit=30))
+    receive = _ids(_described(f"wpkh({BIP84_XPUB}/0/*)", gap_limit=1))
+    assert receive == {account_id("bitcoin", BIP84_RECEIVE_0)}
+    change = _ids(_described(f"wpkh({BIP84_XPUB}/1/*)", gap_limit=1))
+    assert change == {account_id("bitcoin", BIP84_CHANGE_0)}
+    # The same key nested in P2SH is what its ypub (BIP49 script) derives.
+    ypub = parse_extended_public_key(BIP84_ZPUB)[0].serialize("ypub")
+    nested = _ids(_described(f"sh(wpkh({BIP84_XPUB}/<0;1>/*))", gap_limit=5))
+    assert nested == _ids(_wallet(ypub, gap_limit=5))
+    assert all(i.startswith("btc:sh:") for i in nested)
+
+
+@pytest.mark.parametrize(
+    ("wallet", "path", "message"),
+    [
+        (_described(f"wpkh({BIP84_XPUB}/0/*)#00000000"), "descriptor", "bad checksum"),
+        (_described(f"tr({BIP84_XPUB}/0/*)"), "descriptor", "only wpkh(), sh(wpkh()) and pkh()"),
+        (_described(f"wpkh({BIP84_XPUB}/0'/*)"), "descriptor", "must end in"),
+        (_described(f"wpkh({BIP84_XPUB}/0/*')"), "descriptor", "must end in"),
+        (_described(f"wpkh({BIP84_XPUB}/7/0/*)"), "descriptor", "not supported"),
+        (_described(f"wpkh({XPRV}/0/*)"), "descriptor", "extended private key was given"),
+        (_described(f"wpkh({BIP84_XPUB}/0/*)", network="testnet"), "network", "mainnet"),
+        (_described(f"wpkh({BIP84_XPUB}/0/*)", script="p2wpkh"), "script", "leave script out"),
+        ({**_described(f"wpkh({BIP84_XPUB}/0/*)"), "chain": "ethereum"}, "descriptor", "an xpub"),
+        ({**_described(f"wpkh({BIP84_XPUB}/0/*)"), "xpub": BIP84_ZPUB}, "xpub", "exactly one"),
+        ({"chain": "bitcoin", "network": "mainnet"}, "xpub", "exactly one"),
+    ],
+)
+def test_bad_descriptors_are_refused_naming_the_field(
+    wallet: dict[str, Any], path: str, message: str
+) -> None:
+    errors = _errors(_document({"w": wallet}))
+    assert any(e.startswith(f"watch_only.w.{path}:") and message in e for e in errors), errors
+    assert not any(XPRV[4:40] in e or BIP84_XPUB[4:40] in e for e in errors), errors
