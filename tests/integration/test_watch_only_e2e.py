@@ -12,7 +12,9 @@ from collections.abc import Iterator
 
 import grpc
 import pytest
-from bip_utils import Bip39SeedGenerator, Bip44Changes, Bip84, Bip84Coins
+from bip_utils import Bip39SeedGenerator, Bip44, Bip44Changes, Bip44Coins, Bip84, Bip84Coins
+from eth_account.typed_transactions import TypedTransaction
+from hexbytes import HexBytes
 
 from hsm.bip32 import parse_extended_public_key
 from proto.custos.v1 import keys_pb2
@@ -20,7 +22,7 @@ from proto.custos.v1 import signer_pb2 as pb
 from signer.devsetup import subject_string
 from tests import builders
 from tests.conftest import DevEnv, RunningServer, server_with_policy
-from tests.second_impl import verify_bitcoin
+from tests.second_impl import evm_sender, verify_bitcoin
 from tests.support import refused, sign_batch
 
 pytestmark = pytest.mark.integration
@@ -37,6 +39,14 @@ COLD = _account("legal winner thank year wave sausage worth useful legal winner 
 OTHER = _account("letter advice cage absurd amount doctor acoustic avoid letter advice cage above")
 STRANGER = _account(" ".join(["abandon"] * 11 + ["about"]))  # in no policy
 COLD_VPUB = COLD.PublicKey().ToExtended()
+EVM_COLD = (
+    Bip44.FromSeed(
+        Bip39SeedGenerator(" ".join(["zoo"] * 11 + ["wrong"])).Generate(), Bip44Coins.ETHEREUM
+    )
+    .Purpose()
+    .Coin()
+    .Account(0)
+)
 # Another custodian's wallet, as the output descriptor of its receive branch only.
 OTHER_TPUB = parse_extended_public_key(OTHER.PublicKey().ToExtended())[0].serialize("tpub")
 OTHER_DESCRIPTOR = f"wpkh([0badf00d/84'/1'/0']{OTHER_TPUB}/0/*)"
@@ -70,7 +80,15 @@ watch_only:
     network: testnet
     descriptor: "{OTHER_DESCRIPTOR}"
     gap_limit: 10
+  eth-cold:
+    chain: ethereum
+    network: sepolia
+    xpub: {EVM_COLD.PublicKey().ToExtended()}
+    gap_limit: 20
 rules:
+  - id: to-eth-cold
+    match: {{chains: [ethereum], destinations: {{watch_only: [eth-cold]}}}}
+    action: allow
   - id: to-cold-storage
     match: {{chains: [bitcoin], destinations: {{watch_only: [cold-1]}}}}
     action: allow
@@ -152,5 +170,24 @@ def test_the_wallet_is_paid_on_its_own_network_only(
     item = builders.bitcoin_item(key, seed=f"signet-{key.key_id}", network="signet")
     item.bitcoin.outputs[0].address = _address(COLD, Bip44Changes.CHAIN_EXT, 56)
     code, _, meta = refused(cold_server, item)
+    assert code == grpc.StatusCode.PERMISSION_DENIED
+    assert meta["code"] == "no_rule_matched"
+
+
+def test_an_ethereum_cold_wallet_is_paid_up_to_its_gap_limit(
+    cold_server: RunningServer, key: keys_pb2.Key
+) -> None:
+    node = EVM_COLD.Change(Bip44Changes.CHAIN_EXT)
+    last, past = (str(node.AddressIndex(i).PublicKey().ToAddress()) for i in (19, 20))
+    item = builders.evm_item(key, to=last)
+    response = sign_batch(cold_server, item)
+    assert response.status == pb.BATCH_STATUS_SIGNED
+    raw = response.items[0].raw_tx
+    assert evm_sender(raw) == builders.address(key, "ethereum", "sepolia")
+    assert (
+        "0x" + bytes(TypedTransaction.from_bytes(HexBytes(raw)).as_dict()["to"]).hex()
+        == last.lower()
+    )
+    code, _, meta = refused(cold_server, builders.evm_item(key, to=past, nonce=1))
     assert code == grpc.StatusCode.PERMISSION_DENIED
     assert meta["code"] == "no_rule_matched"
