@@ -338,6 +338,9 @@ def _schema_message(error: SchemaError) -> str:
         return "needs at least one of " + ", ".join(v["required"][0] for v in value)
     if error.validator == "dependentRequired" and value == {"amount": ["assets"]}:
         return AMOUNT_NEEDS_ASSETS
+    if error.validator == "maxLength":
+        # Not the value: a key pasted into the wrong place must not be echoed.
+        return f"is longer than {value} characters"
     if error.validator == "minProperties":
         return "needs at least one property"
     if error.validator == "not" and set(value) == {"required"}:

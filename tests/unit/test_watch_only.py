@@ -7,6 +7,7 @@ back into account ids by policies.accounts, the code destinations go through.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 from typing import Any
 
@@ -21,10 +22,12 @@ from bip_utils import (
     Bip84,
     Bip84Coins,
 )
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from hsm.bip32 import master_key, parse_extended_public_key
-from policies.accounts import account_id
-from policies.descriptors import checksum, parse_descriptor
+from policies.accounts import account_id, base58check_encode
+from policies.descriptors import DescriptorError, checksum, parse_descriptor
 from policies.document import parse_document
 from policies.schema import PolicyValidationError, validate_document
 from policies.watch_only import MAX_DERIVATIONS, wallet_accounts
@@ -249,3 +252,27 @@ def test_bad_descriptors_are_refused_naming_the_field(
     errors = _errors(_document({"w": wallet}))
     assert any(e.startswith(f"watch_only.w.{path}:") and message in e for e in errors), errors
     assert not any(XPRV[4:40] in e or BIP84_XPUB[4:40] in e for e in errors), errors
+
+
+def test_an_overlong_descriptor_with_a_private_key_is_not_echoed() -> None:
+    descriptor = f"wpkh({XPRV}/0/*)" + " " * 400
+    errors = _errors(_document({"w": _described(descriptor)}))
+    assert errors == ("watch_only.w.descriptor: is longer than 400 characters",)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.text(max_size=130)
+    # Checksum-valid keys of random bytes, public versions and compressed-point prefixes.
+    | st.tuples(
+        st.sampled_from([b"\x04\xb2\x47\x46", b"\x04\x88\xb2\x1e", b"\x04\xb2\x43\x0c"]),
+        st.binary(min_size=41, max_size=41),
+        st.sampled_from([b"\x02", b"\x03", b"\x04"]),
+        st.binary(min_size=32, max_size=32),
+    ).map(lambda parts: base58check_encode(b"".join(parts)))
+)
+def test_any_text_is_a_key_or_a_named_refusal(text: str) -> None:
+    with contextlib.suppress(XpubError):
+        parse_xpub(text)
+    with contextlib.suppress(DescriptorError, XpubError):
+        parse_descriptor(f"wpkh({text}/0/*)")
