@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -29,10 +30,14 @@ from hsm.bip32 import master_key, parse_extended_public_key
 from policies.accounts import account_id, base58check_encode
 from policies.descriptors import DescriptorError, checksum, parse_descriptor
 from policies.document import parse_document
+from policies.evaluate import COOLING_OFF, NO_RULE_MATCHED, RULE_DENIED, Deny, compile_policy
+from policies.governance import carry_entry_since
+from policies.intent import Intent, Transfer
 from policies.schema import PolicyValidationError, validate_document
 from policies.watch_only import MAX_DERIVATIONS, wallet_accounts
 from policies.xpub import XpubError, parse_xpub
 from tests.unit.test_policy_document import base
+from tests.unit.test_policy_evaluate import allowed_by, judge
 
 # BIP84's published test vector: the "abandon ... about" account 0 key and its first addresses.
 BIP84_ZPUB = (
@@ -276,3 +281,73 @@ def test_any_text_is_a_key_or_a_named_refusal(text: str) -> None:
         parse_xpub(text)
     with contextlib.suppress(DescriptorError, XpubError):
         parse_descriptor(f"wpkh({text}/0/*)")
+
+
+# ---- evaluation: cooling-off and deny lists, as for address-book entries ----------
+
+NOW = datetime(2030, 1, 7, 10, 0, tzinfo=UTC)
+
+
+def _btc(*addresses: str) -> Intent:
+    outputs = tuple(Transfer(a, "native", 10_000) for a in addresses)
+    return Intent("bitcoin", "mainnet", "btc-hot", "bc1qown", outputs, 500, None, ())
+
+
+def _vault_policy(action: str = "allow", mode: str = "all", version: int = 1) -> dict[str, Any]:
+    doc = _document({"vault": _wallet(BIP84_ZPUB, gap_limit=60)})
+    doc["version"] = version
+    doc["limits"] = []
+    doc["rules"] = [
+        {
+            "id": "vault",
+            "match": {
+                "chains": ["bitcoin"],
+                "destinations": {"watch_only": ["vault"], "mode": mode},
+            },
+            "action": action,
+        },
+        {"id": "rest", "match": {"chains": ["bitcoin"]}, "action": "allow"},
+    ]
+    return doc
+
+
+def test_a_new_wallet_waits_out_the_cooling_off_and_a_changed_one_starts_again() -> None:
+    first = validate_document(_vault_policy())
+    since = carry_entry_since({}, first, NOW - timedelta(days=3))
+    allow_only = _vault_policy()
+    allow_only["rules"].pop()  # only the vault is payable
+    doc = validate_document(allow_only)
+    policy = compile_policy(doc, activated_at=NOW - timedelta(hours=1), entry_since=since)
+    assert allowed_by(judge(policy, _btc(BIP84_RECEIVE_0), now=NOW)) == "vault"
+    # A new gap limit is a new wallet to approve and wait for.
+    allow_only["watch_only"]["vault"]["gap_limit"] = 61
+    changed = validate_document(allow_only)
+    policy = compile_policy(
+        changed,
+        activated_at=NOW - timedelta(hours=1),
+        entry_since=carry_entry_since(since, changed, NOW),
+    )
+    decision = judge(policy, _btc(BIP84_RECEIVE_0), now=NOW)
+    assert isinstance(decision, Deny)
+    assert (decision.code, decision.details["entry"]) == (COOLING_OFF, "vault")
+
+
+def test_a_deny_rule_naming_a_wallet_denies_every_address_of_it() -> None:
+    policy = compile_policy(validate_document(_vault_policy("deny", "any")), activated_at=NOW)
+    stranger = "bc1qar0srrr7xfkvy5l643lydnw9re59gtzzwf5mdq"
+    decision = judge(policy, _btc(stranger, BIP84_CHANGE_0), now=NOW)
+    assert isinstance(decision, Deny)
+    assert (decision.code, decision.rule_id) == (RULE_DENIED, "vault")
+    assert allowed_by(judge(policy, _btc(stranger), now=NOW)) == "rest"
+
+
+def test_mode_all_needs_every_output_to_be_the_wallets() -> None:
+    doc = _vault_policy()
+    doc["rules"].pop()
+    policy = compile_policy(validate_document(doc), activated_at=NOW - timedelta(days=2))
+    assert allowed_by(judge(policy, _btc(BIP84_RECEIVE_0, BIP84_CHANGE_0), now=NOW)) == "vault"
+    mixed = judge(
+        policy, _btc(BIP84_RECEIVE_0, "bc1qar0srrr7xfkvy5l643lydnw9re59gtzzwf5mdq"), now=NOW
+    )
+    assert isinstance(mixed, Deny)
+    assert mixed.code == NO_RULE_MATCHED
