@@ -210,10 +210,11 @@ class WatchOnlyWallet(_Model):
     (`xpub`) or, on Bitcoin, a ranged output descriptor (`descriptor`): one of the two.
 
     Its addresses are the keys derived on the receive branch (0) and, on
-    Bitcoin, the change branch (1), indexes 0 to gap_limit-1 (policies.watch_only).
-    `script` defaults to what the key's SLIP-132 version says (xpub: p2pkh,
-    ypub: p2sh-p2wpkh, zpub: p2wpkh) and, if given, must agree with it. A
-    private key (xprv...) is refused, never converted.
+    Bitcoin, the change branch (1) (a descriptor says which), indexes 0 to
+    gap_limit-1 (policies.watch_only). With an xpub, `script` defaults to
+    what the key's SLIP-132 version says (xpub: p2pkh, ypub: p2sh-p2wpkh,
+    zpub: p2wpkh) and, if given, must agree with it. A private key (xprv...)
+    is refused, never converted.
     """
 
     chain: Chain

@@ -133,7 +133,7 @@ def _account_id(chain: str, script: str, public_key: bytes) -> str:
     return "evm:" + account.hex()
 
 
-@lru_cache(maxsize=64)
+@lru_cache(maxsize=128)  # a document holds at most 100 wallets
 def _derived(chain: str, plan: _Plan, gap_limit: int) -> frozenset[str]:
     key, script = parse_xpub(plan.key), plan.script
     ids = set()
