@@ -16,8 +16,8 @@ from bip_utils import Bip39SeedGenerator, Bip44, Bip44Changes, Bip44Coins, Bip84
 from eth_account.typed_transactions import TypedTransaction
 from hexbytes import HexBytes
 
-from hsm.bip32 import parse_extended_public_key
-from proto.custos.v1 import keys_pb2
+from hsm.bip32 import master_key, parse_extended_public_key
+from proto.custos.v1 import keys_pb2, policy_pb2, policy_pb2_grpc
 from proto.custos.v1 import signer_pb2 as pb
 from signer.devsetup import subject_string
 from tests import builders
@@ -191,3 +191,22 @@ def test_an_ethereum_cold_wallet_is_paid_up_to_its_gap_limit(
     code, _, meta = refused(cold_server, builders.evm_item(key, to=past, nonce=1))
     assert code == grpc.StatusCode.PERMISSION_DENIED
     assert meta["code"] == "no_rule_matched"
+
+
+def test_a_proposal_with_a_private_key_is_refused_naming_the_field_and_not_stored(
+    cold_server: RunningServer,
+) -> None:
+    officer = policy_pb2_grpc.PoliciesStub(cold_server.channel("officer"))
+    xprv = master_key(bytes(range(32))).derive("m/84'/1'/0'").serialize("vpub")
+    text = POLICY.replace("version: 1", "version: 2").replace(COLD_VPUB, xprv)
+    with pytest.raises(grpc.RpcError) as info:
+        officer.ProposePolicy(policy_pb2.ProposePolicyRequest(document_yaml=text))
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    details = info.value.details() or ""
+    assert "watch_only.cold-1.xpub: an extended private key was given" in details
+    assert xprv[4:] not in details
+    # Nothing half-made: the active version is still 1 and no version 2 was stored.
+    assert officer.GetPolicy(policy_pb2.GetPolicyRequest()).version == 1
+    with pytest.raises(grpc.RpcError) as missing:
+        officer.GetPolicy(policy_pb2.GetPolicyRequest(version=2))
+    assert missing.value.code() == grpc.StatusCode.NOT_FOUND
