@@ -114,7 +114,9 @@ def recover_backup_key(shares: Sequence[str]) -> bytes:
 # ---- the backup key in the token ----------------------------------------------------
 
 
-def install_backup_key(session: Any, key_id: str, value: bytes, mode: BackupKeyMode) -> None:
+def install_backup_key(
+    session: Any, key_id: str, value: bytes | bytearray, mode: BackupKeyMode
+) -> None:
     """Create the backup key from its value (new, or recovered from shares), then wipe it.
 
     TRUSTED needs a security-officer session; PRIVATE a user session.
