@@ -113,12 +113,30 @@ def _tag(session: Any, backup_key_id: str, body: bytes) -> bytes:
         raise HsmUnavailable(f"tagging the backup failed: {type(exc).__name__}") from exc
 
 
+def backupable(session: Any, key_id: str) -> bool:
+    """Whether private key `key_id` can be wrapped: keys made before backups existed cannot."""
+    try:
+        private = find(session, ObjectClass.PRIVATE_KEY, key_id)
+        if private is None:
+            raise KeyNotFound(key_id)
+        return bool(private[Attribute.EXTRACTABLE])
+    except pkcs11.PKCS11Error as exc:
+        raise HsmUnavailable(f"reading key {key_id} failed: {type(exc).__name__}") from exc
+
+
 def make(
     session: Any, backup_key_id: str, entries: Sequence[BackupEntry], created_at_ms: int
-) -> bytes:
-    """The backup file of `entries`, each key wrapped under the backup key; nothing in clear."""
+) -> tuple[bytes, tuple[str, ...]]:
+    """The backup file of `entries`, each key wrapped under the backup key; nothing in clear.
+
+    Also the ids of the keys left out because they were created non-extractable.
+    """
     keys = []
+    skipped = []
     for entry in sorted(entries, key=lambda e: e.key_id):
+        if not backupable(session, entry.key_id):
+            skipped.append(entry.key_id)
+            continue
         wrapped = backup.wrap_private_key(session, backup_key_id, entry.key_id)
         keys.append(
             {
@@ -136,7 +154,7 @@ def make(
     }
     encoded = _canonical(body)
     tag = _tag(session, backup_key_id, encoded)
-    return _canonical({"body": body, "tag": tag.hex()}) + b"\n"
+    return _canonical({"body": body, "tag": tag.hex()}) + b"\n", tuple(skipped)
 
 
 def parse(data: bytes) -> BackupContents:

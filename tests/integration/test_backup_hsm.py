@@ -382,12 +382,12 @@ def file_drill(tmp: str) -> None:
     from eth_account import Account
     from eth_account.messages import encode_defunct
     from eth_utils import keccak
-    from pkcs11 import Attribute, ObjectClass
+    from pkcs11 import Attribute, KeyType, ObjectClass
 
     from hsm import backup, backup_file
     from hsm.backup import BackupError, BackupKeyMode
     from hsm.backup_file import BackupEntry
-    from hsm.pkcs11_token import Pkcs11Token
+    from hsm.pkcs11_token import SECP256K1_OID, Pkcs11Token, _unwrap_ec_point
     from hsm.secp256k1 import normalize
 
     mode = BackupKeyMode.PRIVATE
@@ -429,6 +429,14 @@ def file_drill(tmp: str) -> None:
         publics = {
             k: backup.generate_backupable_secp256k1(user, k, mode) for k in ("hot-1", "hot-2")
         }
+    # A key made as before backups existed (never extractable) is left out, and named.
+    old = Pkcs11Token(SOFTHSM_LIBRARY, "source", USER_PIN)
+    try:
+        old_public = _unwrap_ec_point(
+            old._generate_pair(KeyType.EC, SECP256K1_OID, "old-1")[0][Attribute.EC_POINT]
+        )
+    finally:
+        old.close()
     for key_id, public in publics.items():
         sign_and_check("source", key_id, public, f"before {key_id}")
     records = {
@@ -436,12 +444,16 @@ def file_drill(tmp: str) -> None:
         for k, p in publics.items()
     }
     with source.open(user_pin=USER_PIN, rw=True) as user:
-        data = backup_file.make(
+        data, skipped = backup_file.make(
             user,
             "bk",
-            [BackupEntry(k, p, records[k]) for k, p in publics.items()],
+            [
+                BackupEntry("old-1", old_public),
+                *(BackupEntry(k, p, records[k]) for k, p in publics.items()),
+            ],
             1_700_000_000_000,
         )
+        assert skipped == ("old-1",)
         report = backup_file.verify(user, "bk", data, publics)
         verify_before = {
             "keys": report.keys,
