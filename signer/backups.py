@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import math
+import threading
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -202,3 +204,29 @@ class KeyBackups:
             self._integrity.raise_floor("keys", (record.key_id,), record.version)
             restored.append(tagged)
         return restored
+
+
+class VerifiedBackupAge:
+    """Seconds since the newest complete `backup.verified` record in the audit log; NaN if none.
+
+    A metric (custos_backup_verified_age_seconds): each read scans only the records
+    appended since the last one, so a scrape costs what was logged in between.
+    """
+
+    def __init__(self, store: Store, page: int = 1000) -> None:
+        self._store = store
+        self._page = page
+        self._lock = threading.Lock()
+        self._next_seq = 0
+        self._newest_ms: int | None = None
+
+    def __call__(self) -> float:
+        with self._lock:
+            while records := self._store.audit_records(self._next_seq, self._page):
+                for record in records:
+                    event = record.event
+                    if event.kind == "backup.verified" and event.fields.get("complete") is True:
+                        self._newest_ms = record.ts_ms
+                self._next_seq = records[-1].seq + 1
+            newest = self._newest_ms
+        return math.nan if newest is None else max(0.0, time.time() - newest / 1000)
