@@ -249,7 +249,9 @@ def restore(
     if mode is not BackupKeyMode.PRIVATE:
         raise BackupError("restore: only PRIVATE mode is supported here (see hsm.backup)")
     contents = parse(data)
-    value = bytearray(backup.recover_backup_key(shares))
+    recovered = backup.recover_backup_key(shares)
+    value = bytearray(recovered)
+    wipe(recovered)
     if find(session, ObjectClass.SECRET_KEY, backup_key_id) is not None:
         wipe(value)
         raise BackupError(f"restore: the token already has a backup key {backup_key_id!r}")

@@ -231,12 +231,15 @@ class Pkcs11Token:
         with self._lock:
             if find(self._session, ObjectClass.SECRET_KEY, key_id) is not None:
                 raise KeyExists(key_id)
-            value = bytearray(backup.new_backup_key_value(self._session))
+            raw = backup.new_backup_key_value(self._session)
+            value = bytearray(raw)
             try:
-                shares = backup.split_backup_key(bytes(value), threshold, count)
+                shares = backup.split_backup_key(raw, threshold, count)
             except BaseException:
                 wipe(value)
                 raise
+            finally:
+                wipe(raw)  # the copy install_backup_key does not wipe
             backup.install_backup_key(self._session, key_id, value, backup.BackupKeyMode.PRIVATE)
             return shares
 

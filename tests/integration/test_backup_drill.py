@@ -89,6 +89,14 @@ def test_disaster_recovery_drill(tmp_path: Path) -> None:
     verified = _custos("keys", "backup", "verify", str(backup), "--config", config_a)
     assert verified.returncode == 0, verified.stdout + verified.stderr
     assert "complete" in verified.stdout
+    forged = tmp_path / "forged.backup"
+    forged.write_text(backup.read_text().replace('"state":"enabled"', '"state":"disabled"', 1))
+    refused = _custos("keys", "backup", "verify", str(forged), "--config", config_a)
+    assert refused.returncode == 1
+    assert "its tag does not verify: the file was tampered with" in refused.stderr
+    again = _custos("keys", "backup", str(backup), "--config", config_a)
+    assert again.returncode == 2
+    assert "exists; a backup file is never overwritten" in again.stderr
     a.start()  # the log with the backup's records, checkpointed and verified offline
     try:
         log_a = a.verified_log()
@@ -112,10 +120,8 @@ def test_disaster_recovery_drill(tmp_path: Path) -> None:
         ).returncode
         == 0
     )
-    text = backup.read_text()
-    tampered = tmp_path / "tampered.backup"
-    tampered.write_text(text.replace('"state":"enabled"', '"state":"disabled"', 1))
-    assert tampered.read_text() != text
+    tampered = forged
+    assert tampered.read_text() != backup.read_text()
 
     def restore(file: Path, *given: Path) -> subprocess.CompletedProcess[str]:
         return _custos(
