@@ -25,8 +25,9 @@ from typing import Any, Protocol
 
 from audit.record import AuditEvent
 from hsm.backup_file import BackupEntry, VerifyReport, parse
+from hsm.errors import KeyExists, KeyNotFound
 from signer.authenticity import StateAuthenticator
-from signer.errors import FailedPrecondition
+from signer.errors import AlreadyExists, FailedPrecondition
 from signer.key_import import key_addresses
 from signer.keys import check_key_id, key_fact, verify_keys
 from signer.store.base import KeyRecord, KeyState, Store
@@ -96,6 +97,13 @@ def _key_from(entry: BackupEntry) -> KeyRecord:
         ) from None
 
 
+def _missing(exc: KeyNotFound) -> FailedPrecondition:
+    """What a key missing from the token means here, in words."""
+    if exc.args == (BACKUP_KEY_ID,):
+        return FailedPrecondition("the token has no backup key yet: custos keys backup-key init")
+    return FailedPrecondition(f"key {exc.args[0]!r} is in the store but not in the token")
+
+
 class KeyBackups:
     """The backup key's set-up, backups of every key, their verification, and restores."""
 
@@ -112,7 +120,12 @@ class KeyBackups:
 
     def create_backup_key(self, actor: str, threshold: int, count: int) -> list[str]:
         """Generate the backup key in the HSM; its shares, to be handed out once each."""
-        shares = self._token.create_backup_key(BACKUP_KEY_ID, threshold, count)
+        try:
+            shares = self._token.create_backup_key(BACKUP_KEY_ID, threshold, count)
+        except KeyExists:
+            raise AlreadyExists(
+                "the token has a backup key already; its shares were handed out when it was made"
+            ) from None
         self._store.append_audit(
             [
                 AuditEvent(
@@ -127,7 +140,10 @@ class KeyBackups:
     def backup(self, actor: str) -> BackupWritten:
         """Every key wrapped under the backup key, with its record and addresses, in one file."""
         entries = [BackupEntry(r.key_id, r.public_key, _record_of(r)) for r in self._records()]
-        data, skipped = self._token.make_backup(BACKUP_KEY_ID, entries, time.time_ns() // 10**6)
+        try:
+            data, skipped = self._token.make_backup(BACKUP_KEY_ID, entries, time.time_ns() // 10**6)
+        except KeyNotFound as exc:
+            raise _missing(exc) from None
         key_ids = tuple(sorted(e.key_id for e in entries if e.key_id not in skipped))
         written = BackupWritten(data, file_digest(data), key_ids, skipped)
         self._store.append_audit(
@@ -151,7 +167,10 @@ class KeyBackups:
         BackupError when it is not authentic; the report says what is missing.
         """
         current = {r.key_id: r.public_key for r in self._records()}
-        report = self._token.verify_backup(BACKUP_KEY_ID, data, current)
+        try:
+            report = self._token.verify_backup(BACKUP_KEY_ID, data, current)
+        except KeyNotFound as exc:
+            raise _missing(exc) from None
         self._store.append_audit(
             [
                 AuditEvent(

@@ -74,6 +74,11 @@ def test_disaster_recovery_drill(tmp_path: Path) -> None:
         a.stop()
 
     config_a = str(env_a.config_path)
+    backup = tmp_path / "custos.backup"
+    early = _custos("keys", "backup", str(backup), "--config", config_a)
+    assert early.returncode == 1
+    assert "the token has no backup key yet: custos keys backup-key init" in early.stderr
+    assert not backup.exists()
     shares = [tmp_path / f"share-{i}.txt" for i in (1, 2, 3)]
     made = _custos(
         *("keys", "backup-key", "init", "--threshold", "2", "--shares", "3"),
@@ -82,7 +87,14 @@ def test_disaster_recovery_drill(tmp_path: Path) -> None:
     )
     assert made.returncode == 0, made.stderr
     assert all(oct(s.stat().st_mode & 0o777) == "0o600" for s in shares)
-    backup = tmp_path / "custos.backup"
+    second = tmp_path / "second-share.txt"
+    twice = _custos(
+        *("keys", "backup-key", "init", "--threshold", "1", "--shares", "1"),
+        *("--share-file", str(second), "--config", config_a),
+    )
+    assert twice.returncode == 1
+    assert "the token has a backup key already" in twice.stderr
+    assert not second.exists()
     written = _custos("keys", "backup", str(backup), "--config", config_a)
     assert written.returncode == 0, written.stderr
     assert "keys: drill-1" in written.stdout
@@ -149,6 +161,9 @@ def test_disaster_recovery_drill(tmp_path: Path) -> None:
     restored = restore(backup, shares[2], shares[1])
     assert restored.returncode == 0, restored.stderr
     assert "restored 1 key(s): drill-1" in restored.stdout
+    repeated = restore(backup, shares[0], shares[1])
+    assert repeated.returncode == 1
+    assert "the store already has keys" in repeated.stderr
 
     b = ServerProcess(env_b, "b")
     b.start()
