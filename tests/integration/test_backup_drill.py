@@ -12,6 +12,7 @@ store, audit record or output.
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import shutil
@@ -21,6 +22,7 @@ from pathlib import Path
 
 import pytest
 
+from hsm.backup import recover_backup_key
 from proto.custos.v1 import keys_pb2, keys_pb2_grpc, signer_pb2_grpc
 from signer.devsetup import init_dev
 from tests import builders
@@ -205,3 +207,10 @@ def test_disaster_recovery_drill(tmp_path: Path) -> None:
     for share in words:
         assert all(share not in h for h in haystacks)
         assert all(" ".join(share.split()[:4]) not in h for h in haystacks)
+    # Nor the backup key itself, nor a wrapped key outside the backup file.
+    key_value = recover_backup_key(words[:2])
+    wrapped = json.loads(backup.read_text())["body"]["keys"][0]["wrapped"]
+    for h in (*haystacks, backup.read_text()):
+        assert key_value.hex() not in h
+        assert base64.b64encode(key_value).decode() not in h
+    assert all(wrapped not in h for h in haystacks if h != backup.read_text())
