@@ -1,6 +1,7 @@
 """Backup primitives: a wrapping backup key, its SLIP-39 shares, and key wrap/unwrap.
 
-Not wired to ceremonies yet (issue 11). The pieces:
+Used by hsm.backup_file (one file for every key) and the operator commands of
+signer.backups; not an officer ceremony yet (issue 11). The pieces:
 
 - SLIP-39 (`shamir-mnemonic`): the AES-256 backup key exists outside the HSM
   only as M-of-N shares. Errors say which share is wrong and why, never a word.
