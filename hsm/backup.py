@@ -1,6 +1,7 @@
 """Backup primitives: a wrapping backup key, its SLIP-39 shares, and key wrap/unwrap.
 
-Not wired to ceremonies yet (issue 11). The pieces:
+Used by hsm.backup_file (one file for every key) and the operator commands of
+signer.backups; not an officer ceremony yet (issue 11). The pieces:
 
 - SLIP-39 (`shamir-mnemonic`): the AES-256 backup key exists outside the HSM
   only as M-of-N shares. Errors say which share is wrong and why, never a word.
@@ -114,7 +115,9 @@ def recover_backup_key(shares: Sequence[str]) -> bytes:
 # ---- the backup key in the token ----------------------------------------------------
 
 
-def install_backup_key(session: Any, key_id: str, value: bytes, mode: BackupKeyMode) -> None:
+def install_backup_key(
+    session: Any, key_id: str, value: bytes | bytearray, mode: BackupKeyMode
+) -> None:
     """Create the backup key from its value (new, or recovered from shares), then wipe it.
 
     TRUSTED needs a security-officer session; PRIVATE a user session.

@@ -11,7 +11,8 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
-from typing import Any
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 import pkcs11
 from pkcs11 import Attribute, KeyType, Mechanism, ObjectClass
@@ -20,19 +21,32 @@ from pkcs11.util.ec import encode_named_curve_parameters
 
 from hsm.errors import HsmConfigError, HsmUnavailable, KeyExists, KeyNotFound, TokenNotFound
 
+if TYPE_CHECKING:
+    from hsm.backup_file import BackupEntry, VerifyReport
+
 SECP256K1_OID = "1.3.132.0.10"
 ED25519_OID = "1.3.101.112"  # SoftHSM 2.6.1 generates and signs with Ed25519 (CKM_EDDSA)
 # A key used only to prove, in health checks, that the token still signs. Its id
 # cannot collide with service keys, whose ids start with [a-z0-9].
 HEALTH_KEY_ID = "_health"
-# The private half of every signing key, generated or imported (hsm.key_import):
-# sensitive and never extractable, so that both kinds are alike in the token.
-SIGNING_KEY_TEMPLATE = {
+# The private half of the token's own keys (audit, events, health): sensitive and
+# never extractable, with no backup: they are made again on a new token.
+OWN_KEY_TEMPLATE = {
     Attribute.SIGN: True,
     Attribute.SENSITIVE: True,
     Attribute.EXTRACTABLE: False,
     Attribute.PRIVATE: True,
 }
+# The private half of every signing key, generated or imported (hsm.key_import),
+# alike in the token: sensitive (CKA_VALUE never readable) but extractable, because
+# a key that cannot be wrapped cannot be backed up (hsm.backup_file), and
+# CKA_EXTRACTABLE cannot be set later. PKCS#11 then lets it leave only wrapped.
+# On SoftHSM the backup key cannot be trusted (hsm.backup, PRIVATE mode), so
+# CKA_WRAP_WITH_TRUSTED is not set: whoever holds the user PIN could wrap it under
+# a key of their own; the service wraps only under the backup key, and the PIN
+# holder is trusted (README, Backup and restore). Keys made before this are not
+# extractable and have no backup.
+SIGNING_KEY_TEMPLATE = {**OWN_KEY_TEMPLATE, Attribute.EXTRACTABLE: True}
 
 
 def _unwrap_ec_point(value: bytes) -> bytes:
@@ -138,9 +152,14 @@ class Pkcs11Token:
         self.label = label
 
     def _generate_pair(
-        self, key_type: KeyType, oid: str, key_id: str, mechanism: Mechanism | None = None
+        self,
+        key_type: KeyType,
+        oid: str,
+        key_id: str,
+        mechanism: Mechanism | None = None,
+        template: dict[Attribute, Any] = OWN_KEY_TEMPLATE,
     ) -> tuple[Any, Any]:
-        """A persistent key pair whose private half is sensitive and never extractable."""
+        """A persistent key pair whose private half is sensitive (and as `template` says)."""
         params = self._session.create_domain_parameters(
             key_type, {Attribute.EC_PARAMS: encode_named_curve_parameters(oid)}, local=True
         )
@@ -150,7 +169,7 @@ class Pkcs11Token:
             id=key_id.encode(),
             label=key_id,
             public_template={Attribute.VERIFY: True},
-            private_template=dict(SIGNING_KEY_TEMPLATE),
+            private_template=dict(template),
         )
 
     def generate_secp256k1(self, key_id: str) -> bytes:
@@ -158,7 +177,9 @@ class Pkcs11Token:
             try:
                 if self._find(ObjectClass.PRIVATE_KEY, key_id.encode()) is not None:
                     raise KeyExists(key_id)
-                public, private = self._generate_pair(KeyType.EC, SECP256K1_OID, key_id)
+                public, private = self._generate_pair(
+                    KeyType.EC, SECP256K1_OID, key_id, template=SIGNING_KEY_TEMPLATE
+                )
             except pkcs11.PKCS11Error as exc:
                 raise HsmUnavailable(f"key generation failed: {type(exc).__name__}") from exc
             self._handles[key_id] = private
@@ -195,6 +216,59 @@ class Pkcs11Token:
             key_import.unwrap_imported_secp256k1(
                 self._session, import_key_id, key_id, wrapped, public_key, dry_run=dry_run
             )
+
+    # -- backups (hsm.backup, hsm.backup_file): the backup key, files, restore ------------
+
+    def create_backup_key(self, key_id: str, threshold: int, count: int) -> list[str]:
+        """Generate the AES-256 backup key; its `count` SLIP-39 shares, `threshold` needed.
+
+        The value leaves the token only as shares. KeyExists if there is one.
+        """
+        from hsm import backup  # noqa: PLC0415 - backup imports this module
+        from hsm.hd import wipe  # noqa: PLC0415
+        from hsm.key_import import find  # noqa: PLC0415
+
+        with self._lock:
+            if find(self._session, ObjectClass.SECRET_KEY, key_id) is not None:
+                raise KeyExists(key_id)
+            raw = backup.new_backup_key_value(self._session)
+            value = bytearray(raw)
+            try:
+                shares = backup.split_backup_key(raw, threshold, count)
+            except BaseException:
+                wipe(value)
+                raise
+            finally:
+                wipe(raw)  # the copy install_backup_key does not wipe
+            backup.install_backup_key(self._session, key_id, value, backup.BackupKeyMode.PRIVATE)
+            return shares
+
+    def make_backup(
+        self, backup_key_id: str, entries: Sequence[BackupEntry], created_at_ms: int
+    ) -> tuple[bytes, tuple[str, ...]]:
+        """The backup file of `entries`, and the keys left out (hsm.backup_file.make)."""
+        from hsm import backup_file  # noqa: PLC0415
+
+        with self._lock:
+            return backup_file.make(self._session, backup_key_id, entries, created_at_ms)
+
+    def verify_backup(
+        self, backup_key_id: str, data: bytes, current: Mapping[str, bytes]
+    ) -> VerifyReport:
+        """Check a backup file against the backup key and the current keys (no restore)."""
+        from hsm import backup_file  # noqa: PLC0415
+
+        with self._lock:
+            return backup_file.verify(self._session, backup_key_id, data, current)
+
+    def restore_backup(
+        self, backup_key_id: str, shares: Sequence[str], data: bytes
+    ) -> tuple[BackupEntry, ...]:
+        """Restore a backup file onto this (empty) token; all or nothing."""
+        from hsm import backup_file  # noqa: PLC0415
+
+        with self._lock:
+            return backup_file.restore(self._session, backup_key_id, shares, data)
 
     def public_key(self, key_id: str) -> bytes:
         with self._lock:

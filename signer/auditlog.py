@@ -134,7 +134,7 @@ def _leaf(data: bytes) -> bytes:
     return hashlib.sha256(b"\x00" + data).digest()
 
 
-def _write_atomically(path: Path, text: str) -> None:
+def write_atomically(path: Path, text: str) -> None:
     # A name of its own: replicas sharing a directory must not write one temp file.
     temp = path.with_name(f"{path.name}.{os.getpid()}.{threading.get_ident()}.partial")
     with open(temp, "w", encoding="utf-8") as handle:
@@ -464,7 +464,7 @@ class AuditLog:
         if path is None or anchor is None or anchor.size <= self._witness_size:
             return
         try:
-            _write_atomically(path, anchor.note)
+            write_atomically(path, anchor.note)
             self._witness_size = anchor.size
         except OSError as exc:
             log.warning("cannot write the audit witness file %s: %s", path, exc)

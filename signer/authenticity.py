@@ -344,6 +344,7 @@ class LoggedState:
 _KEY_KINDS = (
     b'"kind":"key.created"',
     b'"kind":"key.imported"',
+    b'"kind":"key.restored"',
     b'"kind":"key.enabled"',
     b'"kind":"key.disabled"',
     b'"kind":"key.retired"',

@@ -28,6 +28,7 @@ from proto.custos.v1 import (
     signer_pb2_grpc,
 )
 from signer import cli_output
+from signer.cli_backup import add_actions as add_backup_actions
 from signer.cli_ceremonies import add_commands as add_ceremony_commands
 from signer.cli_events import add_commands as add_events_commands
 from signer.cli_import import NETWORK_CLASSES
@@ -623,6 +624,7 @@ def _add_key_commands(sub: Any, client_help: str) -> None:
     add_import_actions(actions, client_help, _profile, _print_key)
     p.set_defaults(func=cmd_keys)
     add_ceremony_commands(actions, client_help, _profile)
+    add_backup_actions(actions)
 
 
 def _count(text: str) -> int:

@@ -58,6 +58,10 @@ TOTP_LOCKOUTS = Counter("custos_totp_lockouts_total", "Identities locked out aft
 AUDIT_APPEND_SECONDS = Histogram(
     "custos_audit_append_seconds", "Durable commit of audited changes", buckets=LATENCY_BUCKETS
 )
+BACKUP_VERIFIED_AGE = Gauge(
+    "custos_backup_verified_age_seconds",
+    "Seconds since the newest backup that `custos keys backup verify` found complete (NaN: none)",
+)
 CHECKPOINT_AGE = Gauge("custos_audit_checkpoint_age_seconds", "Seconds since the last checkpoint")
 STATE_INTEGRITY_FAILURES = Counter(
     "custos_state_integrity_failures_total",

@@ -32,6 +32,7 @@ from signer.approval_desk import ApprovalDesk
 from signer.auditlog import AuditGate, AuditLog, key_fingerprint
 from signer.auth import Authorizer
 from signer.authenticity import StoreGuard, audit_alarm, open_authenticator, scan_audit_log
+from signer.backups import VerifiedBackupAge
 from signer.budget_ledger import BudgetLedger
 from signer.ceremonies import KeyCeremonies
 from signer.chains.limits import ChainLimits
@@ -348,6 +349,7 @@ class CustosServer:
             metrics.PENDING_APPROVALS, lambda: len(self.store.list_pending(("pending",)))
         )
         metrics.bind_gauge(metrics.CHECKPOINT_AGE, self.audit.checkpoint_age)
+        metrics.bind_gauge(metrics.BACKUP_VERIFIED_AGE, VerifiedBackupAge(self.store))
         if self._metrics_listen:
             self.metrics_port, self._stop_metrics = metrics.serve(
                 self._metrics_listen, self.monitor.readiness

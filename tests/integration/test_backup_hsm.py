@@ -9,6 +9,7 @@ own path, and python-bitcointx verifies the signatures.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import os
@@ -348,6 +349,193 @@ def round_trip(tmp: str, mode_name: str) -> None:
                 "verified_signatures": verified,
                 "refusals": refusals,
                 "target_objects_after": counts,
+            }
+        )
+    )
+
+
+def test_backup_file_disaster_drill(tmp_path: Path) -> None:
+    facts = _run(tmp_path, "file_drill")
+    assert facts["restored"] == ["hot-1", "hot-2"]
+    assert facts["records_kept"] is True
+    assert facts["verify_before"] == {"keys": 2, "missing": [], "different": []}
+    assert facts["verify_after_new_key"] == {"keys": 2, "missing": ["hot-3"], "different": []}
+    assert facts["refusals"] == {
+        "one_share": "1 shares given, this backup key needs 2",
+        "foreign_share": "share 2 belongs to another backup key than share 1",
+        "shares_of_another_backup": "made under another backup key",
+        "tampered_manifest": "its tag does not verify",
+        "tampered_wrapped_key": "its tag does not verify",
+        "malformed": "not a Custos backup",
+    }
+    # Every refused restore left the fresh token empty; the good one made 2 pairs + 1 key.
+    assert facts["objects_after_refusals"] == {"private": 0, "public": 0, "secret": 0}
+    assert facts["objects_after_restore"] == {"private": 2, "public": 2, "secret": 1}
+    assert facts["secrets_in_file"] is False
+    assert facts["eth_account_recovered"] == 4
+
+
+def file_drill(tmp: str) -> None:
+    import shutil
+
+    import pkcs11
+    from eth_account import Account
+    from eth_account.messages import encode_defunct
+    from eth_utils import keccak
+    from pkcs11 import Attribute, KeyType, ObjectClass
+
+    from hsm import backup, backup_file
+    from hsm.backup import BackupError, BackupKeyMode
+    from hsm.backup_file import BackupEntry
+    from hsm.pkcs11_token import SECP256K1_OID, Pkcs11Token, _unwrap_ec_point
+    from hsm.secp256k1 import normalize
+
+    mode = BackupKeyMode.PRIVATE
+    lib = pkcs11.lib(SOFTHSM_LIBRARY)
+    recovered = 0
+
+    def address(public: bytes) -> str:
+        return "0x" + keccak(public[1:])[-20:].hex()
+
+    def sign_and_check(label: str, key_id: str, public: bytes, text: str) -> None:
+        nonlocal recovered
+        message = encode_defunct(text=text)
+        digest = keccak(b"\x19" + message.version + message.header + message.body)
+        token = Pkcs11Token(SOFTHSM_LIBRARY, label, USER_PIN)
+        try:
+            sig = normalize(token.sign_raw(key_id, digest), digest, public)
+        finally:
+            token.close()
+        signer = Account.recover_message(message, vrs=(27 + sig.recovery_id, sig.r, sig.s))
+        assert signer.lower() == address(public), (signer, address(public))
+        recovered += 1
+
+    def counts(session: Any) -> dict[str, int]:
+        return {
+            name: len(list(session.get_objects({Attribute.CLASS: cls})))
+            for name, cls in (
+                ("private", ObjectClass.PRIVATE_KEY),
+                ("public", ObjectClass.PUBLIC_KEY),
+                ("secret", ObjectClass.SECRET_KEY),
+            )
+        }
+
+    # The backup key ceremony and two keys on the source token; each key signs.
+    source = lib.get_token(token_label="source")
+    with source.open(user_pin=USER_PIN, rw=True) as user:
+        value = backup.new_backup_key_value(user)
+        shares = backup.split_backup_key(value, 2, 3)
+        backup.install_backup_key(user, "bk", bytearray(value), mode)
+        publics = {
+            k: backup.generate_backupable_secp256k1(user, k, mode) for k in ("hot-1", "hot-2")
+        }
+    # A key made as before backups existed (never extractable) is left out, and named.
+    old = Pkcs11Token(SOFTHSM_LIBRARY, "source", USER_PIN)
+    try:
+        old_public = _unwrap_ec_point(
+            old._generate_pair(KeyType.EC, SECP256K1_OID, "old-1")[0][Attribute.EC_POINT]
+        )
+    finally:
+        old.close()
+    for key_id, public in publics.items():
+        sign_and_check("source", key_id, public, f"before {key_id}")
+    records = {
+        k: {"origin": "generated", "state": "enabled", "address": address(p)}
+        for k, p in publics.items()
+    }
+    with source.open(user_pin=USER_PIN, rw=True) as user:
+        data, skipped = backup_file.make(
+            user,
+            "bk",
+            [
+                BackupEntry("old-1", old_public),
+                *(BackupEntry(k, p, records[k]) for k, p in publics.items()),
+            ],
+            1_700_000_000_000,
+        )
+        assert skipped == ("old-1",)
+        report = backup_file.verify(user, "bk", data, publics)
+        verify_before = {
+            "keys": report.keys,
+            "missing": list(report.missing),
+            "different": list(report.different),
+        }
+        more = {**publics, "hot-3": backup.generate_backupable_secp256k1(user, "hot-3", mode)}
+        report = backup_file.verify(user, "bk", data, more)
+        verify_after = {
+            "keys": report.keys,
+            "missing": list(report.missing),
+            "different": list(report.different),
+        }
+    (Path(tmp) / "custos.backup").write_bytes(data)
+
+    # Disaster: the token directory is gone. A fresh token in a fresh directory.
+    shutil.rmtree(Path(tmp) / "tokens")
+    (Path(tmp) / "tokens").mkdir()
+    subprocess.run(
+        [
+            *("softhsm2-util", "--init-token", "--free", "--label", "fresh"),
+            *("--pin", USER_PIN, "--so-pin", SO_PIN),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    lib.reinitialize()
+    fresh = lib.get_token(token_label="fresh")
+    refusals: dict[str, str] = {}
+    other = backup.split_backup_key(os.urandom(32), 2, 3)
+    outer = json.loads(data)
+    outer["body"]["keys"][0]["record"]["state"] = "disabled"
+    tampered_manifest = json.dumps(outer).encode()
+    outer = json.loads(data)
+    blob = bytearray(base64.b64decode(outer["body"]["keys"][1]["wrapped"]))
+    blob[5] ^= 1
+    outer["body"]["keys"][1]["wrapped"] = base64.b64encode(bytes(blob)).decode()
+    tampered_key = json.dumps(outer).encode()
+    attempts = {
+        "one_share": (shares[:1], data),
+        "foreign_share": ([shares[0], other[1]], data),
+        "shares_of_another_backup": (other[:2], data),
+        "tampered_manifest": (shares[1:], tampered_manifest),
+        "tampered_wrapped_key": (shares[1:], tampered_key),
+        "malformed": (shares[1:], data[:-20]),
+    }
+    with fresh.open(user_pin=USER_PIN, rw=True) as user:
+        for name, (given, content) in attempts.items():
+            try:
+                backup_file.restore(user, "bk", given, content)
+            except BackupError as exc:
+                refusals[name] = str(exc)
+            else:
+                raise AssertionError(f"{name} was restored")
+        empty = counts(user)
+        restored = backup_file.restore(user, "bk", [shares[2], shares[0]], data)
+        after = counts(user)
+    for name, fragment in (
+        ("shares_of_another_backup", "made under another backup key"),
+        ("tampered_manifest", "its tag does not verify"),
+        ("tampered_wrapped_key", "its tag does not verify"),
+        ("malformed", "not a Custos backup"),
+    ):
+        assert fragment in refusals[name], refusals[name]
+        refusals[name] = fragment
+    for entry in restored:
+        sign_and_check("fresh", entry.key_id, entry.public_key, f"after {entry.key_id}")
+    on_disk = b"".join(p.read_bytes() for p in (Path(tmp) / "tokens").rglob("*") if p.is_file())
+    print(
+        json.dumps(
+            {
+                "restored": [e.key_id for e in restored],
+                "records_kept": {e.key_id: dict(e.record) for e in restored} == records,
+                "verify_before": verify_before,
+                "verify_after_new_key": verify_after,
+                "refusals": refusals,
+                "objects_after_refusals": empty,
+                "objects_after_restore": after,
+                "secrets_in_file": bytes(value) in data
+                or bytes(value) in on_disk
+                or any(s.encode() in data for s in shares),
+                "eth_account_recovered": recovered,
             }
         )
     )

@@ -29,15 +29,16 @@ def token(dev_env: DevEnv) -> Pkcs11Token:
     return Pkcs11Token(SOFTHSM_LIBRARY, "custos-dev", dev_env.pin())
 
 
-def test_generated_key_is_sensitive_non_extractable_with_id(token: Pkcs11Token) -> None:
+def test_generated_key_is_sensitive_and_extractable_only_wrapped(token: Pkcs11Token) -> None:
     public = token.generate_secp256k1("attr-check")
     assert len(public) == 65
     assert public[0] == 4
     assert token.public_key("attr-check") == public
     private = token._find(ObjectClass.PRIVATE_KEY, b"attr-check")
     assert private[Attribute.SENSITIVE] is True
-    assert private[Attribute.EXTRACTABLE] is False
-    assert private[Attribute.NEVER_EXTRACTABLE] is True
+    # Extractable so that it can be backed up (hsm.backup_file), never readable.
+    assert private[Attribute.EXTRACTABLE] is True
+    assert private[Attribute.ALWAYS_SENSITIVE] is True
     assert private[Attribute.TOKEN] is True
     assert private[Attribute.ID] == b"attr-check"
     with pytest.raises(pkcs11.PKCS11Error):

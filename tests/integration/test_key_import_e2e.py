@@ -380,15 +380,16 @@ def _token_attributes(env: DevEnv, key_id: str) -> dict[str, bool]:
         token.close()
 
 
-def test_imported_and_import_keys_are_sensitive_and_never_extractable(
+def test_imported_keys_are_sensitive_and_import_key_never_extractable(
     imp_server: RunningServer, import_key: keys_pb2.ImportWrappingKey
 ) -> None:
     secret = from_hex(hashlib.sha256(uuid.uuid4().bytes).hexdigest())
     key_id = f"imp-{uuid.uuid4().hex[:10]}"
     imp_server.keys().ImportKey(_request(key_id, secret, import_key))
+    # Like a generated key: extractable only so that a backup can wrap it.
     assert _token_attributes(imp_server.env, key_id) == {
         "SENSITIVE": True,
-        "EXTRACTABLE": False,
+        "EXTRACTABLE": True,
         "SIGN": True,
         "DECRYPT": False,
         "UNWRAP": False,
