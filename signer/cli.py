@@ -406,17 +406,16 @@ def cmd_audit_init_key(args: argparse.Namespace) -> int:
     pinned = config.audit.key_fingerprint
     what = "created" if created else "found"
     print(f"audit key {config.audit.key_id!r} {what} in token {config.hsm.token_label!r}")
-    if pinned == fingerprint:
-        print(f"{args.config} already pins it: key_fingerprint = {fingerprint}")
-        return 0
-    if pinned is not None:
-        raise ConfigError(
-            f"{args.config} pins audit key fingerprint {pinned}, but the token's key has "
-            f"{fingerprint}: this is not the token the config was set up with"
-        )
-    print("add this line to the [audit] section of the config, and give it to your auditors:")
-    print(f'key_fingerprint = "{fingerprint}"')
-    return 0
+    return cli_output.report_pinned_key(
+        "audit key",
+        args.config,
+        fingerprint,
+        pinned,
+        [
+            "add this line to the [audit] section of the config, and give it to your auditors:",
+            f'key_fingerprint = "{fingerprint}"',
+        ],
+    )
 
 
 def _print_record(item: audit_pb2.AuditRecord, as_json: bool) -> None:

@@ -14,7 +14,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from signer.cli_output import Exit, add_output_argument, print_fields, print_json, print_table
+from signer.cli_output import (
+    Exit,
+    add_output_argument,
+    print_fields,
+    print_json,
+    print_table,
+    report_pinned_key,
+)
 from signer.client import ClientProfile
 from signer.config import load_config, read_pin
 from signer.errors import ConfigError
@@ -55,19 +62,18 @@ def cmd_init_key(args: argparse.Namespace) -> int:
     public, created, pinned = _token_key(args, create=True)
     fingerprint = key_fingerprint(public)
     print(f"event-signing key {'created' if created else 'found'} in the token")
-    if pinned == fingerprint:
-        print(f"{args.config} already pins it: key_fingerprint = {fingerprint}")
-        return 0
-    if pinned is not None:
-        raise ConfigError(
-            f"{args.config} pins event-signing key fingerprint {pinned}, but the token's key "
-            f"has {fingerprint}: this is not the token the config was set up with"
-        )
-    print("add these lines to the config, and give the public key to webhook receivers")
-    print("(`custos events public-key`):")
-    print("[events]")
-    print(f'key_fingerprint = "{fingerprint}"')
-    return 0
+    return report_pinned_key(
+        "event-signing key",
+        args.config,
+        fingerprint,
+        pinned,
+        [
+            "add these lines to the config, and give the public key to webhook receivers",
+            "(`custos events public-key`):",
+            "[events]",
+            f'key_fingerprint = "{fingerprint}"',
+        ],
+    )
 
 
 def cmd_public_key(args: argparse.Namespace, profile: ClientProfile | None) -> int:

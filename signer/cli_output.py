@@ -21,6 +21,7 @@ from google.protobuf import json_format
 from google.protobuf.message import Message
 
 from proto.custos.v1 import signer_pb2
+from signer.errors import ConfigError
 
 OUTPUT_ENV = "CUSTOS_OUTPUT"
 OUTPUTS = ("table", "json")
@@ -221,3 +222,24 @@ complete -o filenames -F _custos custos
             " in ~/.zshrc\nautoload -U +X bashcompinit && bashcompinit\n" + body
         )
     raise ValueError(f"no completion for shell {shell!r}")
+
+
+def report_pinned_key(
+    what: str, config: str, fingerprint: str, pinned: str | None, pin_lines: Sequence[str]
+) -> int:
+    """After `init-key`: the token's key against the fingerprint the config pins.
+
+    Already pinned: say so. Pinned to another key: refuse (this is not the token
+    the config was set up with). Not pinned yet: print `pin_lines` to add.
+    """
+    if pinned == fingerprint:
+        print(f"{config} already pins it: key_fingerprint = {fingerprint}")
+        return 0
+    if pinned is not None:
+        raise ConfigError(
+            f"{config} pins {what} fingerprint {pinned}, but the token's key has "
+            f"{fingerprint}: this is not the token the config was set up with"
+        )
+    for line in pin_lines:
+        print(line)
+    return 0
