@@ -291,17 +291,69 @@ _KEY_SCRIPTS = {t: bitcoin_prevout_script(KEY.info.public_key, t) for t in ("p2w
 _DECOY_OUTPUT = (777, bytes.fromhex("0014") + bytes(range(20)))
 
 
-def _funding(value: int, script_type: str, seed: str, vout: int = 0, segwit: bool = False) -> bytes:
-    """A previous transaction (built by python-bitcointx) paying the fuzz key at `vout`."""
-    outputs = [_DECOY_OUTPUT] * vout + [(value, _KEY_SCRIPTS[script_type])]
-    return bitcoin_funding_tx(outputs, seed, segwit)
+# python-bitcointx takes about 4 ms to build a previous transaction and as long
+# again to read its txid back; the Bitcoin fuzz tests draw tens of thousands.
+# So python-bitcointx builds one template per shape (script type, vout, witness)
+# and a draw patches the two things that vary, the spent outpoint's hash and the
+# paying output's value, into it. Each template is checked at build time: for
+# other values, the patched bytes and txid equal what python-bitcointx makes.
+_TEMPLATE_VALUE = 0x0102030405060708  # distinctive bytes to find in the serialization
+_TEMPLATE_SEED = "custos fuzz template"
+
+
+@dataclass(frozen=True)
+class _FundingTemplate:
+    """A previous transaction's bytes, split around the outpoint hash and the value."""
+
+    raw: tuple[bytes, bytes, bytes]  # before the hash, between hash and value, after the value
+    stripped: tuple[bytes, bytes, bytes]  # the same without the witness: what the txid hashes
+
+    def build(self, value: int, seed: str) -> tuple[bytes, str]:
+        """(serialized transaction, txid as explorers show it)."""
+        outpoint, amount = hashlib.sha256(seed.encode()).digest(), value.to_bytes(8, "little")
+        raw = self.raw[0] + outpoint + self.raw[1] + amount + self.raw[2]
+        stripped = self.stripped[0] + outpoint + self.stripped[1] + amount + self.stripped[2]
+        txid = hashlib.sha256(hashlib.sha256(stripped).digest()).digest()[::-1].hex()
+        return raw, txid
+
+
+def _split(raw: bytes) -> tuple[bytes, bytes, bytes]:
+    outpoint = hashlib.sha256(_TEMPLATE_SEED.encode()).digest()
+    amount = _TEMPLATE_VALUE.to_bytes(8, "little")
+    assert raw.count(outpoint) == 1
+    assert raw.count(amount) == 1
+    head, _, rest = raw.partition(outpoint)
+    middle, _, tail = rest.partition(amount)
+    return head, middle, tail
+
+
+@functools.cache
+def _funding_template(script_type: str, vout: int, segwit: bool) -> _FundingTemplate:
+    outputs = [_DECOY_OUTPUT] * vout + [(_TEMPLATE_VALUE, _KEY_SCRIPTS[script_type])]
+    template = _FundingTemplate(
+        _split(bitcoin_funding_tx(outputs, _TEMPLATE_SEED, segwit)),
+        _split(bitcoin_funding_tx(outputs, _TEMPLATE_SEED, False)),
+    )
+    for value, seed in ((1, "check-1"), (MAX_MONEY, "check-2")):
+        outputs[-1] = (value, _KEY_SCRIPTS[script_type])
+        raw, txid = template.build(value, seed)
+        assert raw == bitcoin_funding_tx(outputs, seed, segwit)
+        assert bitcoin_prevout(raw, vout)[:2] == (txid, value)
+    return template
+
+
+def _funding(
+    value: int, script_type: str, seed: str, vout: int = 0, segwit: bool = False
+) -> tuple[bytes, str]:
+    """A previous transaction paying the fuzz key `value` at `vout`, and its txid."""
+    return _funding_template(script_type, vout, segwit).build(value, seed)
 
 
 @functools.cache
 def _many_prev(script_type: str) -> list[tuple[str, bytes]]:
-    """(txid, prev_tx) for the huge-input cases: built once, when first drawn (~2 s)."""
-    raws = (_funding(10_000, script_type, f"huge-{script_type}-{i}") for i in range(1100))
-    return [(bitcoin_prevout(raw, 0)[0], raw) for raw in raws]
+    """(txid, prev_tx) for the huge-input cases: built once, when first drawn."""
+    funded = (_funding(10_000, script_type, f"huge-{script_type}-{i}") for i in range(1100))
+    return [(txid, raw) for raw, txid in funded]
 
 
 @st.composite
@@ -330,30 +382,27 @@ _PAST_LOCK_TIME = st.sampled_from((0, 800_000, 1_700_000_000)) | st.integers(0, 
 
 
 @st.composite
-def _valid_input(draw: st.DrawFn, seed: bytes) -> pb.BitcoinInput:
+def _valid_input(draw: st.DrawFn, seed: bytes) -> tuple[pb.BitcoinInput, int]:
     value = draw(st.integers(10_000, 10**8))
     script_type = draw(_SCRIPT_TYPES)
     vout = draw(st.integers(0, 3))
-    raw = _funding(value, script_type, seed.hex(), vout, draw(st.booleans()))
-    message = pb.BitcoinInput(txid=bitcoin_prevout(raw, vout)[0], vout=vout, prev_tx=raw)
+    raw, txid = _funding(value, script_type, seed.hex(), vout, draw(st.booleans()))
+    message = pb.BitcoinInput(txid=txid, vout=vout, prev_tx=raw)
     if draw(st.booleans()):  # the optional cross-checks
         message.value, message.script_type = value, script_type
     sequence = draw(_VALID_SEQUENCE)
     if sequence is not None:
         message.sequence = sequence
-    return message
-
-
-def _proven_value(message: pb.BitcoinInput) -> int:
-    return bitcoin_prevout(message.prev_tx, message.vout)[1]
+    return message, value
 
 
 @st.composite
 def bitcoin_valid(draw: st.DrawFn) -> pb.BitcoinTransaction:
     """A transaction that should sign: distinct outpoints, outputs below inputs, sane fee."""
     network = draw(st.sampled_from(_BTC_NETWORK_NAMES))
-    inputs = [draw(_valid_input(seed)) for seed in draw(_SEEDS)]
-    spendable = sum(_proven_value(i) for i in inputs) - draw(st.integers(0, 5_000))  # the fee
+    funded = [draw(_valid_input(seed)) for seed in draw(_SEEDS)]
+    inputs = [message for message, _ in funded]
+    spendable = sum(value for _, value in funded) - draw(st.integers(0, 5_000))  # the fee
     values = []
     for _ in range(draw(st.integers(0, 2))):
         value = draw(st.integers(1, max(1, spendable // 2)))
