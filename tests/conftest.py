@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -210,12 +211,46 @@ class ServerProcess:
                 self.process.wait()
 
 
-@pytest.fixture
-def own_server(tmp_path: Path) -> Iterator[ServerProcess]:
-    """A server process with its own token, store and PKI (for tests that break things)."""
+# Files of an environment that name its directory (init_dev writes absolute paths).
+_PATH_FILES = ("custos.toml", "softhsm2.conf", "clients/*.toml")
+
+
+@pytest.fixture(scope="session")
+def env_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One `custos init` environment for the session, copied by `fresh_env`."""
     _require_softhsm()
-    config_path = init_dev(tmp_path / "env", listen="127.0.0.1:0")
-    proc = ServerProcess(DevEnv(tmp_path / "env", config_path))
+    directory = tmp_path_factory.mktemp("env-template") / "env"
+    init_dev(directory, listen="127.0.0.1:0")
+    return directory.resolve()
+
+
+def copy_env(template: Path, directory: Path) -> DevEnv:
+    """A copy of `template` at `directory`, its paths rewritten to point there."""
+    shutil.copytree(template, directory)
+    directory = directory.resolve()
+    for pattern in _PATH_FILES:
+        for path in directory.glob(pattern):
+            path.write_text(path.read_text().replace(str(template), str(directory)))
+    return DevEnv(directory, directory / "custos.toml")
+
+
+@pytest.fixture
+def fresh_env(env_template: Path) -> Callable[[Path], DevEnv]:
+    """Makes an environment of the test's own at a directory: its own token files,
+    store and PKI files, copied from the session's template.
+
+    `custos init` takes seconds (a token, key generation in the HSM, a child
+    process for the state key); a copy takes milliseconds. The copies share the
+    template's keys, certificates and PINs: a test that needs two environments
+    with different keys (a foreign token, another CA) calls init_dev itself.
+    """
+    return functools.partial(copy_env, env_template)
+
+
+@pytest.fixture
+def own_server(tmp_path: Path, fresh_env: Callable[[Path], DevEnv]) -> Iterator[ServerProcess]:
+    """A server process with its own token, store and PKI (for tests that break things)."""
+    proc = ServerProcess(fresh_env(tmp_path / "env"))
     yield proc
     proc.stop()
 

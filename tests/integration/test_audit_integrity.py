@@ -29,9 +29,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from audit.record import AuditEvent, AuditRecord, ChainHead, next_record
 from proto.custos.v1 import audit_pb2, audit_pb2_grpc, keys_pb2, keys_pb2_grpc, signer_pb2_grpc
 from proto.custos.v1 import signer_pb2 as pb
-from signer.devsetup import init_dev
 from tests import builders
-from tests.conftest import DevEnv, ServerProcess, _require_softhsm
+from tests.conftest import DevEnv, ServerProcess
 from tests.second_impl import evm_sender
 
 pytestmark = pytest.mark.integration
@@ -195,37 +194,34 @@ class Deployment:
         return (self.env.dir / f"{self.server.name}.log").read_text(errors="replace")
 
 
-def _sqlite_deployment(tmp_path: Path) -> Deployment:
-    config = init_dev(tmp_path / "env", listen="127.0.0.1:0")
-    env = DevEnv(tmp_path / "env", config)
+def _sqlite_deployment(env: DevEnv) -> Deployment:
     return Deployment(ServerProcess(env), Database(sqlite_path=env.dir / "custos.db"))
 
 
-def _pg_deployment(tmp_path: Path, url: str, schema: str) -> Deployment:
-    config = init_dev(tmp_path / "env", listen="127.0.0.1:0")
-    text = config.read_text()
+def _pg_deployment(env: DevEnv, url: str, schema: str) -> Deployment:
+    text = env.config_path.read_text()
     old = next(line for line in text.splitlines() if line.startswith("url = "))
-    config.write_text(text.replace(old, f'url = "{url}?schema={schema}"'))
-    env = DevEnv(tmp_path / "env", config)
+    env.config_path.write_text(text.replace(old, f'url = "{url}?schema={schema}"'))
     return Deployment(ServerProcess(env), Database(pg=(url, schema)))
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
-def deployment(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Deployment]:
-    _require_softhsm()
+def deployment(
+    request: pytest.FixtureRequest, tmp_path: Path, fresh_env: Callable[[Path], DevEnv]
+) -> Iterator[Deployment]:
+    env = fresh_env(tmp_path / "env")
     if request.param == "sqlite":
-        made = _sqlite_deployment(tmp_path)
+        made = _sqlite_deployment(env)
     else:
         url = request.getfixturevalue("postgres_url")
-        made = _pg_deployment(tmp_path, url, request.getfixturevalue("pg_schema"))
+        made = _pg_deployment(env, url, request.getfixturevalue("pg_schema"))
     yield made
     made.server.stop()
 
 
 @pytest.fixture
-def sqlite_deployment(tmp_path: Path) -> Iterator[Deployment]:
-    _require_softhsm()
-    made = _sqlite_deployment(tmp_path)
+def sqlite_deployment(tmp_path: Path, fresh_env: Callable[[Path], DevEnv]) -> Iterator[Deployment]:
+    made = _sqlite_deployment(fresh_env(tmp_path / "env"))
     yield made
     made.server.stop()
 

@@ -32,9 +32,8 @@ from proto.custos.v1 import (
     signer_pb2_grpc,
 )
 from proto.custos.v1 import signer_pb2 as pb
-from signer.devsetup import init_dev
 from tests import builders
-from tests.conftest import DevEnv, ServerProcess, _require_softhsm
+from tests.conftest import DevEnv, ServerProcess
 from tests.second_impl import evm_sender
 
 pytestmark = pytest.mark.integration
@@ -129,10 +128,11 @@ def _postgres(url: str, schema: str) -> Callable[[str, Sequence[Any]], list[tupl
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
-def hostile(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Hostile]:
-    _require_softhsm()
-    env_dir = tmp_path / "env"
-    config = init_dev(env_dir, listen="127.0.0.1:0")
+def hostile(
+    request: pytest.FixtureRequest, tmp_path: Path, fresh_env: Callable[[Path], DevEnv]
+) -> Iterator[Hostile]:
+    env = fresh_env(tmp_path / "env")
+    env_dir, config = env.dir, env.config_path
     if request.param == "sqlite":
         sql = _sqlite(env_dir / "custos.db")
     else:
@@ -142,7 +142,7 @@ def hostile(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Hostile]
         old = next(line for line in text.splitlines() if line.startswith("url = "))
         config.write_text(text.replace(old, f'url = "{url}?schema={schema}"'))
         sql = _postgres(url, schema)
-    server = ServerProcess(DevEnv(env_dir, config))
+    server = ServerProcess(env)
     server.start()
     yield Hostile(server, sql)
     server.stop()

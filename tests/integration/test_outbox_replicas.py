@@ -51,10 +51,13 @@ def _add_service(env: DevEnv, name: str, keys: str) -> None:
 
 @pytest.fixture
 def replicas(
-    tmp_path: Path, postgres_url: str, pg_schema: str
+    tmp_path: Path,
+    postgres_url: str,
+    pg_schema: str,
+    fresh_env: Callable[[Path], DevEnv],
 ) -> Iterator[tuple[ServerProcess, ServerProcess, Callable[[], list[AuditRecord]]]]:
     url = f"{postgres_url}?schema={pg_schema}"
-    env = _configure(tmp_path / "env", url)
+    env = _configure(fresh_env(tmp_path / "env"), url)
     _add_service(env, "limited", "limited-*")
     a, b = ServerProcess(env, "replica-a"), ServerProcess(env, "replica-b")
     a.start()

@@ -10,7 +10,7 @@ import json
 import random
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import grpc
@@ -25,7 +25,6 @@ from proto.custos.v1 import (
     signer_pb2_grpc,
 )
 from proto.custos.v1 import signer_pb2 as pb
-from signer.devsetup import init_dev
 from tests import builders
 from tests.conftest import DevEnv, ServerProcess
 from tests.store.tcp_proxy import TcpProxy
@@ -35,21 +34,23 @@ pytestmark = pytest.mark.integration
 ETH = 10**18
 
 
-def _configure(env_dir: Path, store_url: str, lease_seconds: int = 60) -> DevEnv:
-    config = init_dev(env_dir, listen="127.0.0.1:0")
-    text = config.read_text()
+def _configure(env: DevEnv, store_url: str, lease_seconds: int = 60) -> DevEnv:
+    """`env` with its store at `store_url` and a lease of `lease_seconds`."""
+    text = env.config_path.read_text()
     old = next(line for line in text.splitlines() if line.startswith("url = "))
     text = text.replace(old, f'url = "{store_url}"')
     text = text.replace("[server]\n", f"[server]\nlease_seconds = {lease_seconds}\n")
-    config.write_text(text)
-    return DevEnv(env_dir, config)
+    env.config_path.write_text(text)
+    return env
 
 
 @pytest.fixture
 def replicas(
-    tmp_path: Path, postgres_url: str, pg_schema: str
+    tmp_path: Path, postgres_url: str, pg_schema: str, fresh_env: Callable[[Path], DevEnv]
 ) -> Iterator[tuple[ServerProcess, ServerProcess]]:
-    env = _configure(tmp_path / "env", f"{postgres_url}?schema={pg_schema}", lease_seconds=2)
+    env = _configure(
+        fresh_env(tmp_path / "env"), f"{postgres_url}?schema={pg_schema}", lease_seconds=2
+    )
     a, b = ServerProcess(env, "replica-a"), ServerProcess(env, "replica-b")
     a.start()  # the first start creates the HSM setup keys and the schema
     b.start()
@@ -186,14 +187,14 @@ def test_sigkill_of_one_replica_loses_nothing_and_signs_nothing_twice(
 
 
 def test_database_outage_gives_unavailable_and_service_resumes(
-    tmp_path: Path, postgres_url: str, pg_schema: str
+    tmp_path: Path, postgres_url: str, pg_schema: str, fresh_env: Callable[[Path], DevEnv]
 ) -> None:
     host_port = postgres_url.split("@", 1)[1].split("/", 1)[0]
     host, port = host_port.rsplit(":", 1)
     proxy = TcpProxy((host, int(port)))
     proxy.start()
     proxied = postgres_url.replace(host_port, f"127.0.0.1:{proxy.port}")
-    env = _configure(tmp_path / "env", f"{proxied}?schema={pg_schema}")
+    env = _configure(fresh_env(tmp_path / "env"), f"{proxied}?schema={pg_schema}")
     server = ServerProcess(env, "outage")
     server.start()
     try:

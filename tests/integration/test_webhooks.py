@@ -273,10 +273,14 @@ def test_a_forged_endpoint_or_a_removed_one_put_back_gets_nothing(
 
 @pytest.fixture
 def replicas(
-    tmp_path: Path, postgres_url: str, pg_schema: str, receiver: Receiver
+    tmp_path: Path,
+    postgres_url: str,
+    pg_schema: str,
+    receiver: Receiver,
+    fresh_env: Callable[[Path], DevEnv],
 ) -> Iterator[tuple[ServerProcess, ServerProcess, Store]]:
     url = f"{postgres_url}?schema={pg_schema}"
-    env = _configure(tmp_path / "env", url)
+    env = _configure(fresh_env(tmp_path / "env"), url)
     text = env.config_path.read_text()
     settings = "".join(
         f'{name} = "{value}"\n' if isinstance(value, Path) else f"{name} = {value}\n"
