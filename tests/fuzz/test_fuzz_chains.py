@@ -27,9 +27,13 @@ from signer import requests as edge
 from signer.chains.base import ChainAdapter, InvalidField, SignedTx
 from signer.chains.registry import ADAPTERS
 from tests import builders
+from tests.fuzz import bitcoin_strategies as fb
+from tests.fuzz import evm_strategies as fe
 from tests.fuzz import message_strategies as fm
 from tests.fuzz import psbt_strategies as fp
 from tests.fuzz import strategies as fz
+from tests.fuzz import tron_strategies as ft
+from tests.fuzz import wire_mutation
 from tests.fuzz.conftest import CHAIN_FUZZ, PARSED
 from tests.support import LocalKey
 
@@ -70,7 +74,7 @@ SEEDS: dict[str, list[Message]] = {
     "tron": [
         builders.tron_item(KEY_MESSAGE).tron,
         builders.tron_item(KEY_MESSAGE, trc20=True).tron,
-        *fz.tron_staking_seeds(KEY_MESSAGE),
+        *ft.tron_staking_seeds(KEY_MESSAGE),
     ],
 }
 MESSAGE_TYPES: dict[str, type[Message]] = {
@@ -79,14 +83,14 @@ MESSAGE_TYPES: dict[str, type[Message]] = {
     "tron": pb.TronTransaction,
 }
 STRUCTURED = {
-    "bitcoin": st.one_of(fz.bitcoin_tx(), fz.bitcoin_random()),
-    "evm": st.one_of(fz.evm_tx(), fz.evm_random()),
-    "tron": st.one_of(fz.tron_tx(), fz.tron_random()),
+    "bitcoin": st.one_of(fb.bitcoin_tx(), fb.bitcoin_random()),
+    "evm": st.one_of(fe.evm_tx(), fe.evm_random()),
+    "tron": st.one_of(ft.tron_tx(), ft.tron_random()),
 }
 VALID: dict[str, Any] = {
-    "bitcoin": fz.bitcoin_valid(),
-    "evm": fz.evm_valid(),
-    "tron": fz.tron_valid(),
+    "bitcoin": fb.bitcoin_valid(),
+    "evm": fe.evm_valid(),
+    "tron": ft.tron_valid(),
 }
 # The message item kinds (issue 12).
 SEEDS.update(fm.SEEDS)
@@ -99,7 +103,9 @@ MESSAGE_TYPES.update(fp.MESSAGE_TYPES)
 STRUCTURED.update(fp.STRUCTURED)
 VALID.update(fp.VALID)
 MUTATIONS = {
-    kind: fz.mutations_of([seed.SerializeToString() for seed in SEEDS[kind]], VALID[kind])
+    kind: wire_mutation.mutations_of(
+        [seed.SerializeToString() for seed in SEEDS[kind]], VALID[kind]
+    )
     for kind in SEEDS
 }
 KINDS = sorted(ADAPTERS)

@@ -45,9 +45,13 @@ from signer.services import SignerService
 from signer.store.base import KeyState
 from signer.store.sqlite import SqliteStore
 from tests import builders
+from tests.fuzz import bitcoin_strategies as fb
+from tests.fuzz import evm_strategies as fe
 from tests.fuzz import message_strategies as fm
 from tests.fuzz import psbt_strategies as fp
 from tests.fuzz import strategies as fz
+from tests.fuzz import tron_strategies as ft
+from tests.fuzz import wire_mutation
 from tests.fuzz.conftest import PARSED, REQUEST_FUZZ
 from tests.fuzz.test_fuzz_chains import MAX_MESSAGE_BYTES
 from tests.support import LocalKey, soft_integrity
@@ -255,9 +259,9 @@ _REQUEST_IDS = st.one_of(
 _SEED_ITEM = st.sampled_from(SEED_ITEMS)
 _KEY_IDS = fz.fuzzed(st.sampled_from(sorted(KEYS)))
 _TX_FIELDS: dict[str, Any] = {
-    "bitcoin": fz.bitcoin_tx(),
-    "evm": fz.evm_tx(),
-    "tron": fz.tron_tx(),
+    "bitcoin": fb.bitcoin_tx(),
+    "evm": fe.evm_tx(),
+    "tron": ft.tron_tx(),
     **fm.STRUCTURED,
     **fp.STRUCTURED,
 }
@@ -301,7 +305,7 @@ _SEED_REQUESTS = [
 _SERIALIZED = requests().map(lambda r: r.SerializeToString())
 REQUEST_BYTES = st.one_of(
     st.binary(max_size=300),  # random bytes
-    fz.mutations_of(_SEED_REQUESTS, requests()),  # mutated valid requests
+    wire_mutation.mutations_of(_SEED_REQUESTS, requests()),  # mutated valid requests
     _SERIALIZED,  # well-framed requests with hostile fields
 )
 
