@@ -25,7 +25,6 @@ import signal
 import sys
 import threading
 import time
-import types
 from collections.abc import Callable, Sequence
 from multiprocessing.connection import Connection
 from typing import Any
@@ -253,23 +252,6 @@ _TASKS.update(
 
 CALL_TIMEOUT = 60.0  # seconds; a worker stuck longer in the HSM is replaced
 
-# A spawned child first imports its parent's main module again (as __mp_main__),
-# for targets defined there. A worker's target is defined here, and the service's
-# main module is the whole CLI (grpc, policies, every chain, ~0.6 s of CPU): each
-# worker paid that at every start and restart. So the child is shown a bare main
-# module while it is spawned; the lock keeps two pools from swapping it at once.
-_MAIN_SWAP = threading.Lock()
-
-
-def _spawn_without_main(process: multiprocessing.process.BaseProcess) -> None:
-    with _MAIN_SWAP:
-        main = sys.modules["__main__"]
-        sys.modules["__main__"] = types.ModuleType("__main__")
-        try:
-            process.start()
-        finally:
-            sys.modules["__main__"] = main
-
 
 class WorkerLost(HsmUnavailable):
     """A worker died or hung: its pipe can no longer be trusted to pair replies."""
@@ -291,7 +273,7 @@ class _Worker:
             name="custos-hsm",
             daemon=True,
         )
-        _spawn_without_main(self.process)
+        self.process.start()
         child.close()
 
     def send(self, name: str, *args: object) -> None:
