@@ -213,7 +213,7 @@ def test_database_outage_gives_unavailable_and_service_resumes(
             )
         assert info.value.code() == grpc.StatusCode.UNAVAILABLE
         health = health_pb2_grpc.HealthStub(server.channel("auditor"))
-        deadline = time.monotonic() + 20
+        deadline = time.monotonic() + 60  # generous: a busy machine is slow, never wrong
         while (
             health.Check(health_pb2.HealthCheckRequest()).status
             != health_pb2.HealthCheckResponse.NOT_SERVING
@@ -221,7 +221,7 @@ def test_database_outage_gives_unavailable_and_service_resumes(
             assert time.monotonic() < deadline
             time.sleep(0.2)
         proxy.start()  # and comes back: no restart of the server
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + 60
         while True:
             try:
                 response = stub.SignBatch(

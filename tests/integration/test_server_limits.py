@@ -114,7 +114,7 @@ def test_streams_from_one_service_cannot_starve_unary_calls(own_server: ServerPr
 
     # A closed stream gives its slot back once its handler has left.
     opened[0].cancel()
-    deadline = time.monotonic() + 20
+    deadline = time.monotonic() + 60  # generous: a busy machine is slow, never wrong
     while not isinstance(_first(call := _watch(own_server, "payments")), policy_pb2.Event):
         assert time.monotonic() < deadline, "a cancelled stream never gave its slot back"
         time.sleep(0.2)

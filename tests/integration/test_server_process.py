@@ -33,7 +33,9 @@ def _health(server: ServerProcess) -> int:
     return int(reply.status)
 
 
-def _wait_health(server: ServerProcess, status: int, timeout: float = 20) -> None:
+def _wait_health(server: ServerProcess, status: int, timeout: float = 60) -> None:
+    # Generous: recovery waits for the next health probe (5 s) and new HSM workers,
+    # which take many seconds to start on a busy two-core machine.
     deadline = time.monotonic() + timeout
     while _health(server) != status:
         assert time.monotonic() < deadline, f"health never became {status}"
