@@ -19,7 +19,7 @@ test: setup $(BUF_STAMP)
 	$(VENV)/bin/mypy
 	$(PY) -m pytest
 
-# SIGKILL a server under load SOAK_KILLS times (make test runs 5): every restart
+# SIGKILL a server under load SOAK_KILLS times (make test runs 5, 20 with CI=true): every restart
 # must succeed, its HSM workers must die with it, nothing received may be lost.
 SOAK_KILLS ?= 100
 soak: setup
