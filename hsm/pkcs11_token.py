@@ -270,6 +270,21 @@ class Pkcs11Token:
         with self._lock:
             return backup_file.restore(self._session, backup_key_id, shares, data)
 
+    def discard_restore(self, backup_key_id: str, key_ids: Sequence[str]) -> None:
+        """Destroy what a restore made (its keys and backup key): its records could not be
+        registered, and a token must not hold keys its store does not know."""
+        from hsm import backup_file  # noqa: PLC0415
+
+        with self._lock:
+            backup_file.discard(self._session, backup_key_id, key_ids)
+
+    def export_wrapped(self, key_id: str, recipient_der: bytes) -> bytes:
+        """Key `key_id` wrapped to a recipient's RSA public key (hsm.key_export)."""
+        from hsm import key_export  # noqa: PLC0415 - key_export imports key_import
+
+        with self._lock:
+            return key_export.export_wrapped(self._session, key_id, recipient_der)
+
     def public_key(self, key_id: str) -> bytes:
         with self._lock:
             try:

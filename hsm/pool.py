@@ -30,6 +30,7 @@ from multiprocessing.connection import Connection
 from typing import Any
 
 from hsm import hd
+from hsm.backup_file import BackupEntry
 from hsm.bip32 import ExtendedPublicKey
 from hsm.errors import HsmConfigError, HsmUnavailable
 from hsm.keystore import SignRequest
@@ -250,6 +251,23 @@ _TASKS.update(
     {fn.__name__: fn for fn in (_create_import_key, _import_key_public, _unwrap_secp256k1)}
 )
 
+
+def _create_backup_key(key_id: str, threshold: int, count: int) -> list[str]:
+    return _token().create_backup_key(key_id, threshold, count)
+
+
+def _make_backup(
+    backup_key_id: str, entries: list[BackupEntry], created_at_ms: int
+) -> tuple[bytes, tuple[str, ...]]:
+    return _token().make_backup(backup_key_id, entries, created_at_ms)
+
+
+def _export_wrapped(key_id: str, recipient_der: bytes) -> bytes:
+    return _token().export_wrapped(key_id, recipient_der)
+
+
+_TASKS.update({fn.__name__: fn for fn in (_create_backup_key, _make_backup, _export_wrapped)})
+
 CALL_TIMEOUT = 60.0  # seconds; a worker stuck longer in the HSM is replaced
 
 
@@ -424,6 +442,21 @@ class SigningPool:
         dry_run: bool = False,
     ) -> None:
         self._call("_unwrap_secp256k1", import_key_id, key_id, wrapped, public_key, dry_run)
+
+    # ---- custody ceremonies (signer.custody): backups and export ----
+
+    def create_backup_key(self, key_id: str, threshold: int, count: int) -> list[str]:
+        """The backup key made in the token; its SLIP-39 shares (secrets: seal them)."""
+        return [str(share) for share in self._call("_create_backup_key", key_id, threshold, count)]
+
+    def make_backup(
+        self, backup_key_id: str, entries: Sequence[BackupEntry], created_at_ms: int
+    ) -> tuple[bytes, tuple[str, ...]]:
+        data, skipped = self._call("_make_backup", backup_key_id, list(entries), created_at_ms)
+        return bytes(data), tuple(skipped)
+
+    def export_wrapped(self, key_id: str, recipient_der: bytes) -> bytes:
+        return bytes(self._call("_export_wrapped", key_id, recipient_der))
 
     # ---- HD wallets (hsm.hd.HdKeys): derivation runs in the workers, see hsm.hd ----
 
