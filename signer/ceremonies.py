@@ -517,7 +517,14 @@ class KeyCeremonies:
         """The parameters of a proposal, checked against the key as it is now."""
         if kind not in rules.KINDS:
             raise InvalidRequest(f"kind: one of {', '.join(rules.KINDS)}")
-        if kind in (rules.BACKUP, rules.IMPORT_KEY_INIT):
+        if kind == rules.IMPORT_KEY_INIT:
+            # Refused at once: approvers never approve what cannot execute.
+            try:
+                self._importer().import_key()
+            except FailedPrecondition:
+                return {}  # none yet: it may be made
+            raise AlreadyExists("the import key exists already (custos keys import-key show)")
+        if kind == rules.BACKUP:
             return {}
         if kind == rules.BACKUP_KEY_INIT:
             try:
