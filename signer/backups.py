@@ -102,7 +102,9 @@ def _key_from(entry: BackupEntry) -> KeyRecord:
 def _missing(exc: KeyNotFound) -> FailedPrecondition:
     """What a key missing from the token means here, in words."""
     if exc.args == (BACKUP_KEY_ID,):
-        return FailedPrecondition("the token has no backup key yet: custos keys backup-key init")
+        return FailedPrecondition(
+            "the token has no backup key yet: custos keys propose-backup-key-init"
+        )
     return FailedPrecondition(f"key {exc.args[0]!r} is in the store but not in the token")
 
 
