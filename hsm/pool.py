@@ -41,7 +41,7 @@ log = logging.getLogger("custos.hsm")
 
 _worker_token: Pkcs11Token | None = None
 _worker_error: HsmConfigError | None = None
-_worker_args: tuple[str, str, str] = ("", "", "")
+_worker_args: tuple[str, str, str, bool] = ("", "", "", False)
 
 Job = tuple[str, bytes, bytes]  # key_id, digest, public key: plain tuples pickle fastest
 
@@ -87,7 +87,7 @@ def _exit_with_parent(parent: int) -> None:
 
 
 def _worker_main(
-    conn: Connection, login: tuple[str, str, str], parent: int, main_thread_spawned: bool
+    conn: Connection, login: tuple[str, str, str, bool], parent: int, main_thread_spawned: bool
 ) -> None:
     """A worker process: answer (function, args) requests until EOF; `_login` comes first."""
     global _worker_args  # noqa: PLW0603 - one login per worker process
@@ -266,7 +266,16 @@ def _export_wrapped(key_id: str, recipient_der: bytes) -> bytes:
     return _token().export_wrapped(key_id, recipient_der)
 
 
-_TASKS.update({fn.__name__: fn for fn in (_create_backup_key, _make_backup, _export_wrapped)})
+def _trusted_backup_problem(backup_key_id: str) -> str | None:
+    return _token().trusted_backup_problem(backup_key_id)
+
+
+_TASKS.update(
+    {
+        fn.__name__: fn
+        for fn in (_create_backup_key, _make_backup, _export_wrapped, _trusted_backup_problem)
+    }
+)
 
 CALL_TIMEOUT = 60.0  # seconds; a worker stuck longer in the HSM is replaced
 
@@ -278,7 +287,7 @@ class WorkerLost(HsmUnavailable):
 class _Worker:
     """One worker process and the parent's end of its pipe."""
 
-    def __init__(self, args: tuple[str, str, str]) -> None:
+    def __init__(self, args: tuple[str, str, str, bool]) -> None:
         context = multiprocessing.get_context("spawn")
         self.conn, child = context.Pipe()
         # spawn, not fork: a forked child would inherit the parent's threads and locks.
@@ -321,7 +330,7 @@ class _Worker:
 class _Workers:
     """A set of workers and the queue of idle ones."""
 
-    def __init__(self, args: tuple[str, str, str], count: int) -> None:
+    def __init__(self, args: tuple[str, str, str, bool], count: int) -> None:
         self.all = [_Worker(args) for _ in range(count)]
         self.idle: queue.Queue[_Worker] = queue.Queue()
         for worker in self.all:
@@ -337,8 +346,10 @@ class _Workers:
 class SigningPool:
     """HSM operations across `workers` processes; a Signer and a KeyGenerator."""
 
-    def __init__(self, library: str, label: str, pin: str, workers: int) -> None:
-        self._args = (library, label, pin)
+    def __init__(
+        self, library: str, label: str, pin: str, workers: int, *, wrap_with_trusted: bool = False
+    ) -> None:
+        self._args = (library, label, pin, wrap_with_trusted)
         self._count = max(1, workers)
         self._lock = threading.Lock()
         self._workers = self._start()
@@ -457,6 +468,10 @@ class SigningPool:
 
     def export_wrapped(self, key_id: str, recipient_der: bytes) -> bytes:
         return bytes(self._call("_export_wrapped", key_id, recipient_der))
+
+    def trusted_backup_problem(self, backup_key_id: str) -> str | None:
+        problem = self._call("_trusted_backup_problem", backup_key_id)
+        return None if problem is None else str(problem)
 
     # ---- HD wallets (hsm.hd.HdKeys): derivation runs in the workers, see hsm.hd ----
 

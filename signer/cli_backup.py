@@ -35,6 +35,13 @@ def _backups(config_path: str) -> Iterator[Any]:
     from signer.store.factory import open_store  # noqa: PLC0415
 
     config = load_config(Path(config_path))
+    if config.backup.mode == "trusted":
+        # A trusted backup key is the security officer's: these commands have only the
+        # user PIN, and restoring in the other mode would weaken the restored keys.
+        raise ConfigError(
+            'backup.mode = "trusted": verify and restore need the security officer\'s'
+            ' session; this command serves mode "private" only'
+        )
     pin = read_pin(config.hsm)
     register_secret(pin)
     os.environ.update(config.hsm.environment)

@@ -32,7 +32,7 @@ from signer.approval_desk import ApprovalDesk
 from signer.auditlog import AuditGate, AuditLog, key_fingerprint
 from signer.auth import Authorizer
 from signer.authenticity import StoreGuard, audit_alarm, open_authenticator, scan_audit_log
-from signer.backups import BackupMaker, VerifiedBackupAge
+from signer.backups import BACKUP_KEY_ID, BackupMaker, VerifiedBackupAge
 from signer.budget_ledger import BudgetLedger
 from signer.ceremonies import KeyCeremonies
 from signer.chains.limits import ChainLimits
@@ -265,10 +265,20 @@ class CustosServer:
         with self.store.exclusive("setup"):
             # Every HSM call runs in the pool's worker processes; a bad library,
             # label or PIN fails here with a clear message.
+            trusted = config.backup.mode == "trusted"
             self.pool = SigningPool(
-                str(config.hsm.library), config.hsm.token_label, pin, config.signing_workers
+                str(config.hsm.library),
+                config.hsm.token_label,
+                pin,
+                config.signing_workers,
+                wrap_with_trusted=trusted,
             )
             try:
+                if trusted:
+                    # Fail closed: never fall back to the weaker mode on its own.
+                    problem = self.pool.trusted_backup_problem(BACKUP_KEY_ID)
+                    if problem is not None:
+                        raise ConfigError(f'backup.mode = "trusted": {problem}')
                 audit_key = _pinned_audit_key(self.pool, config)
                 self.event_signer = _event_signer(self.pool, config)
                 # Stored state is trusted only with its HSM tag (invariant 8); the
