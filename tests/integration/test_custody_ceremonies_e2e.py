@@ -15,7 +15,11 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import os
 import sqlite3
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -32,6 +36,7 @@ from signer.config import IdentityConfig
 from signer.devsetup import DevCa, subject_string, write_client_profile
 from tests import builders
 from tests.conftest import DevEnv, server_with_policy
+from tests.integration.test_approvals_e2e import _cli_profile
 from tests.integration.test_key_ceremonies_e2e import (
     OFFICERS,
     Officers,
@@ -70,7 +75,9 @@ def officer3(dev_env: DevEnv) -> IdentityConfig:
     """A third officer's certificate and client profile, from the dev CA."""
     ca = DevCa(dev_env.dir / "pki")
     cert, key = ca.issue("officer3", server=False)
-    write_client_profile(dev_env.dir / "clients" / "officer3.toml", "", ca.cert_path, cert, key)
+    # The endpoint the dev profiles carry (the CLI test points it at the server's port).
+    profile = dev_env.dir / "clients" / "officer3.toml"
+    write_client_profile(profile, "127.0.0.1:0", ca.cert_path, cert, key)
     return IdentityConfig(subject=subject_string("officer3"), roles=["officer"])
 
 
@@ -283,3 +290,69 @@ def test_a_forged_backup_ceremony_row_hands_out_nothing(officers: Officers, tmp_
     db.close()
     o.refused(lambda: _fetch(o, "officer", proposed.ceremony_id), grpc.StatusCode.DATA_LOSS, "")
     assert "keys.backed_up" not in [k for k, _a, _f in o.audit()]
+
+
+def test_the_cli_proposes_approves_and_fetches_an_export(
+    officers: Officers, tmp_path: Path
+) -> None:
+    """`custos keys propose-export | approve | fetch`: the approver's client recomputes
+    the digest, with the recipient's fingerprint from the key itself."""
+    o = officers
+    key = o.server.create_key("cli-leaving")
+    recipient = rsa.generate_private_key(public_exponent=65537, key_size=3072)
+    pem = tmp_path / "recipient.pem"
+    pem.write_bytes(
+        recipient.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+    )
+    profiles = {
+        name: _cli_profile(o.server.env, o.server.port, name, tmp_path) for name in OFFICERS
+    }
+
+    def custos(name: str, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "signer.cli", *args],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env={**os.environ, "CUSTOS_CLIENT": str(profiles[name])},
+            check=False,
+        )
+
+    proposed = custos(
+        "officer", "keys", "propose-export", "cli-leaving", "--recipient", str(pem), "-o", "json"
+    )
+    assert proposed.returncode == 0, proposed.stderr
+    shown = json.loads(proposed.stdout)
+    cid, digest = shown["ceremony_id"], shown["digest"]
+    der = recipient.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    text = custos("officer2", "keys", "show-ceremony", cid).stdout
+    assert f"recipient_fingerprint  {hashlib.sha256(der).hexdigest()}" in text
+    wrong = custos("officer2", "keys", "approve", cid, "--digest", "0" * 64, "--code", "000000")
+    assert wrong.returncode == 1
+    assert "nothing was approved" in wrong.stderr
+
+    def code(name: str) -> str:
+        # The CLI takes seconds per run: a code of the current step (valid during
+        # the next one too), never of the previous one, which may lapse meanwhile.
+        o.next_step[name] = max(o.next_step[name], int(time.time()) // 30)
+        return o.code(name)
+
+    for name in ("officer2", "officer3"):
+        approved = custos(name, "keys", "approve", cid, "--digest", digest, "--code", code(name))
+        assert approved.returncode == 0, approved.stderr
+    out = tmp_path / "exported.bin"
+    fetched = custos("officer", "keys", "fetch", cid, "--out", str(out), "--code", code("officer"))
+    assert fetched.returncode == 0, fetched.stderr
+    assert oct(out.stat().st_mode & 0o777) == "0o600"
+    data = out.read_bytes()
+    assert f"sha256 {hashlib.sha256(data).hexdigest()}" in fetched.stdout
+    sha1 = hashes.SHA1()  # noqa: S303 - OAEP's hash, see hsm.key_export
+    ephemeral = recipient.decrypt(
+        data[:384], padding.OAEP(mgf=padding.MGF1(sha1), algorithm=sha1, label=None)
+    )
+    pkcs8 = aes_key_unwrap_with_padding(ephemeral, data[384:])
+    assert _address_of_pkcs8(pkcs8) == builders.address(key, "ethereum", "sepolia")
