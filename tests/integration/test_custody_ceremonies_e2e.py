@@ -224,8 +224,9 @@ def test_a_key_leaves_only_encrypted_to_the_recipient_after_a_quorum(officers: O
     # Alone, or with one approval, nothing leaves; a code given with another
     # digest approves nothing.
     o.refused(lambda: _fetch(o, "officer", proposed.ceremony_id), PRECONDITION, "not executed")
+    other = _propose(o, "officer", kind=BACKUP)
     o.refused(
-        lambda: o.approve("officer2", proposed.ceremony_id, "0" * 64),
+        lambda: o.approve("officer2", proposed.ceremony_id, other.digest),
         PRECONDITION,
         "hash_mismatch",
     )
