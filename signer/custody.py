@@ -17,12 +17,14 @@ says what to audit, never with secret material:
 from __future__ import annotations
 
 import base64
+import json
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
 from audit.record import AuditEvent
+from hsm.backup import MAX_SHARES, BackupError
 from hsm.errors import HsmUnavailable, KeyExists, KeyNotFound
 from hsm.key_export import EXPORT_ALGORITHM, ExportError, recipient_fingerprint
 from policies import ceremonies as rules
@@ -86,6 +88,8 @@ class Custody:
             raise AlreadyExists(
                 "the token has a backup key already; its shares were handed out when it was made"
             ) from None
+        except BackupError as exc:  # e.g. trusted mode: the SO makes it; never a secret
+            raise FailedPrecondition(str(exc)) from None
         except HsmUnavailable as exc:
             raise Unavailable("the HSM could not make the backup key; retry") from exc
         for share in shares:
@@ -132,7 +136,10 @@ class Custody:
 
     def backup(self, ceremony: rules.Ceremony, actor: str) -> Output:
         """A backup file of every key now in custody, and its `keys.backed_up` record."""
-        written, event = self._backups.make(actor, {"ceremony_id": ceremony.ceremony_id})
+        try:
+            written, event = self._backups.make(actor, {"ceremony_id": ceremony.ceremony_id})
+        except BackupError as exc:  # a key only a trusted key may wrap, say
+            raise FailedPrecondition(str(exc)) from None
         return Output(written.data, written.digest, BACKUP_FORMAT, event)
 
     def export(self, ceremony: rules.Ceremony, actor: str) -> Output:
@@ -165,10 +172,6 @@ class Custody:
 
 def checked_holders(holders: Sequence[str], threshold: str, officers: frozenset[str]) -> str:
     """A backup_key_init's holders as its parameter (JSON list); InvalidRequest naming the field."""
-    import json  # noqa: PLC0415
-
-    from hsm.backup import MAX_SHARES  # noqa: PLC0415
-
     if len(set(holders)) != len(holders):
         raise InvalidRequest("holders: each officer holds one share; a holder is named twice")
     strangers = [h for h in holders if h not in officers]
