@@ -305,11 +305,13 @@ NOT_YOURS = "not_yours"
 FETCHED = "already_fetched"
 
 
-def deliverable(ceremony: Ceremony, officer: str) -> Refused | None:
+def deliverable(ceremony: Ceremony, officer: str, *, now: datetime | None = None) -> Refused | None:
     """Whether `officer` may fetch this executed ceremony's result now (once each).
 
-    A backup file or an exported key goes to the proposer; a backup key's
-    share to each holder it names, their own and no other.
+    A backup file or an exported key goes to the proposer, within the
+    ceremony's proposal lifetime after its approval (an approval is not a
+    standing licence); a backup key's share to each holder it names, their
+    own and no other, without a deadline (a share not fetched is lost).
     """
     if ceremony.kind not in (*FETCHED_BY_PROPOSER, *FETCHED_BY_HOLDERS):
         return Refused(NOT_FETCHABLE, f"a {ceremony.kind} ceremony has nothing to fetch")
@@ -318,6 +320,11 @@ def deliverable(ceremony: Ceremony, officer: str) -> Refused | None:
     if ceremony.kind in FETCHED_BY_PROPOSER:
         if officer != ceremony.proposer:
             return Refused(NOT_YOURS, "only the officer who proposed it fetches its result")
+        lifetime = ceremony.expires_at - ceremony.proposed_at
+        if now is not None and ceremony.finished_at and now >= ceremony.finished_at + lifetime:
+            return Refused(
+                EXPIRED, f"not fetched within {lifetime} of its approval: propose it again"
+            )
     elif officer not in ceremony.holders():
         return Refused(NOT_YOURS, "only the share holders it names fetch a share")
     if officer in ceremony.delivered_to:

@@ -338,7 +338,7 @@ class KeyCeremonies:
         if not totp_verified:
             raise FailedPrecondition("fetch refused (totp_required): a fresh TOTP code is needed")
         ceremony = ceremony_from_json(self.get(ceremony_id).record)
-        refused = rules.deliverable(ceremony, officer)
+        refused = rules.deliverable(ceremony, officer, now=self._clock())
         if refused is not None:
             raise _refused("fetch", refused)
         keeper = self._keeper()
@@ -353,7 +353,7 @@ class KeyCeremonies:
         def change(current: CeremonyRow) -> tuple[CeremonyRow, list[AuditEvent]] | None:
             refusal.clear()
             now_ceremony = self._verified(current)
-            again = rules.deliverable(now_ceremony, officer)
+            again = rules.deliverable(now_ceremony, officer, now=self._clock())
             if again is not None:
                 refusal.append(again)
                 return None

@@ -176,6 +176,11 @@ def test_a_backup_or_export_goes_to_its_proposer_once() -> None:
     ):
         done = _executed(kind, params)
         assert c.deliverable(done, "o1") is None
+        lifetime = done.expires_at - done.proposed_at
+        assert c.deliverable(done, "o1", now=NOW + lifetime - timedelta(seconds=1)) is None
+        late = c.deliverable(done, "o1", now=NOW + lifetime)
+        assert isinstance(late, Refused)
+        assert late.reason == c.EXPIRED
         refused = c.deliverable(done, "o2")
         assert isinstance(refused, Refused)
         assert refused.reason == c.NOT_YOURS
@@ -205,6 +210,7 @@ def test_each_share_holder_fetches_only_their_own_share_once() -> None:
     assert isinstance(again, Refused)
     assert again.reason == c.FETCHED
     assert c.deliverable(handed, "o2") is None
+    assert c.deliverable(handed, "o2", now=NOW + timedelta(days=400)) is None  # no deadline
 
 
 def test_kinds_without_a_result_have_nothing_to_fetch() -> None:
