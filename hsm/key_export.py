@@ -5,7 +5,7 @@ ephemeral AES-256 key) || AES-KWP(ephemeral key, PKCS#8 private key), so an HSM
 with that mechanism unwraps it in one call and anyone else with two standard
 steps. SoftHSM 2.6.1 has no CKM_RSA_AES_KEY_WRAP and its RSA C_WrapKey wraps
 only secret keys (an EC private key gives CKR_KEY_NOT_WRAPPABLE; measured,
-tests/integration/test_custody_ceremonies_e2e.py), so this does the two steps
+tests/integration/test_backup_hsm.py::test_softhsm_export_facts), so this does the two steps
 itself with C_WrapKey: the ephemeral key is made in the token as a session
 object, is never read, and is destroyed at the end. OAEP uses SHA-1 and
 MGF1-SHA-1, the only parameters SoftHSM accepts (SHA-256 gives
