@@ -187,6 +187,61 @@ def backup_key_check_value(session: Any, key_id: str) -> bytes:
         raise HsmUnavailable(f"backup key check failed: {type(exc).__name__}") from exc
 
 
+def trusted_mode_problem(session: Any, key_id: str) -> str | None:
+    """Why this token cannot serve TRUSTED mode (None when it can).
+
+    TRUSTED needs a backup key the security officer made, marked CKA_TRUSTED
+    and private (encrypted under the user PIN, unusable without a login), and a
+    token that refuses to wrap a CKA_WRAP_WITH_TRUSTED key under an untrusted one.
+    """
+    try:
+        backup = find(session, ObjectClass.SECRET_KEY, key_id)
+        if backup is None:
+            return (
+                f"the token has no backup key {key_id!r}: in trusted mode the security"
+                " officer creates it, marked CKA_TRUSTED, as a private object (README)"
+            )
+        if not backup[Attribute.TRUSTED]:
+            return f"backup key {key_id!r} is not marked CKA_TRUSTED by the security officer"
+        if not backup[Attribute.PRIVATE]:
+            return (
+                f"backup key {key_id!r} is a public object (CKA_PRIVATE false): the token"
+                " keeps it without the user PIN's protection and a session that never"
+                " logged in can use it. SoftHSM cannot do better (its security officer"
+                " cannot create private objects: CKR_USER_NOT_LOGGED_IN); use"
+                ' mode = "private" there'
+            )
+        return _wrap_with_trusted_problem(session)
+    except pkcs11.PKCS11Error as exc:
+        return f"the token could not be probed ({type(exc).__name__})"
+
+
+def _wrap_with_trusted_problem(session: Any) -> str | None:
+    """Whether an untrusted key can wrap a CKA_WRAP_WITH_TRUSTED key (session objects)."""
+    params = session.create_domain_parameters(
+        KeyType.EC,
+        {Attribute.EC_PARAMS: encode_named_curve_parameters(SECP256K1_OID)},
+        local=True,
+    )
+    public, private = params.generate_keypair(
+        store=False,
+        private_template={
+            Attribute.SENSITIVE: True,
+            Attribute.EXTRACTABLE: True,
+            Attribute.WRAP_WITH_TRUSTED: True,
+        },
+    )
+    untrusted = session.generate_key(KeyType.AES, 256, store=False)
+    try:
+        untrusted.wrap_key(private, mechanism=WRAP_MECHANISM)
+    except pkcs11.KeyNotWrappable:
+        return None
+    finally:
+        for obj in (untrusted, private, public):
+            obj.destroy()
+    return "the token lets an untrusted key wrap a CKA_WRAP_WITH_TRUSTED key"
+
+
 # ---- keys that can be backed up ------------------------------------------------------
 
 

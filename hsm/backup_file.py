@@ -274,8 +274,13 @@ def restore(
                 mode=mode,
             )
     except BaseException:
-        for key_id in made:
-            _destroy_key(session, key_id, (ObjectClass.PRIVATE_KEY, ObjectClass.PUBLIC_KEY))
-        _destroy_key(session, backup_key_id, (ObjectClass.SECRET_KEY,))
+        discard(session, backup_key_id, made)
         raise
     return contents.entries
+
+
+def discard(session: Any, backup_key_id: str, key_ids: Sequence[str]) -> None:
+    """Destroy the keys a restore made and its backup key: the token as before it."""
+    for key_id in key_ids:
+        _destroy_key(session, key_id, (ObjectClass.PRIVATE_KEY, ObjectClass.PUBLIC_KEY))
+    _destroy_key(session, backup_key_id, (ObjectClass.SECRET_KEY,))

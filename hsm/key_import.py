@@ -206,6 +206,7 @@ def unwrap_imported_secp256k1(
     public_key: bytes,
     *,
     dry_run: bool = False,
+    template: dict[Attribute, Any] | None = None,
 ) -> None:
     """Unwrap an officer's RSA-OAEP blob into a signing key like a generated one.
 
@@ -223,7 +224,7 @@ def unwrap_imported_secp256k1(
             public_key,
             mechanism=Mechanism.RSA_PKCS_OAEP,
             mechanism_param=OAEP_PARAMS,
-            template=dict(SIGNING_KEY_TEMPLATE),
+            template=dict(SIGNING_KEY_TEMPLATE if template is None else template),
             dry_run=dry_run,
         )
     except pkcs11.PKCS11Error as exc:

@@ -123,8 +123,15 @@ def _open_session(library: str, label: str, pin: str) -> pkcs11.Session:
 class Pkcs11Token:
     """Logged-in session on the token with `label`; all calls serialized."""
 
-    def __init__(self, library: str, label: str, pin: str) -> None:
+    def __init__(self, library: str, label: str, pin: str, wrap_with_trusted: bool = False) -> None:
         self._lock = threading.Lock()
+        # backup.mode = "trusted" (hsm.backup.BackupKeyMode.TRUSTED): every signing key
+        # made here can then be wrapped only by a key the security officer trusted.
+        self._wrap_with_trusted = wrap_with_trusted
+        self._signing_template = {
+            **SIGNING_KEY_TEMPLATE,
+            Attribute.WRAP_WITH_TRUSTED: wrap_with_trusted,
+        }
         self._handles: dict[str, Any] = {}
         # SoftHSM rewrites token.object in place (login bookkeeping, object changes):
         # a process reading it meanwhile sees no token or a token without a user
@@ -178,7 +185,7 @@ class Pkcs11Token:
                 if self._find(ObjectClass.PRIVATE_KEY, key_id.encode()) is not None:
                     raise KeyExists(key_id)
                 public, private = self._generate_pair(
-                    KeyType.EC, SECP256K1_OID, key_id, template=SIGNING_KEY_TEMPLATE
+                    KeyType.EC, SECP256K1_OID, key_id, template=self._signing_template
                 )
             except pkcs11.PKCS11Error as exc:
                 raise HsmUnavailable(f"key generation failed: {type(exc).__name__}") from exc
@@ -214,7 +221,13 @@ class Pkcs11Token:
 
         with self._lock:
             key_import.unwrap_imported_secp256k1(
-                self._session, import_key_id, key_id, wrapped, public_key, dry_run=dry_run
+                self._session,
+                import_key_id,
+                key_id,
+                wrapped,
+                public_key,
+                dry_run=dry_run,
+                template=self._signing_template,
             )
 
     # -- backups (hsm.backup, hsm.backup_file): the backup key, files, restore ------------
@@ -229,6 +242,11 @@ class Pkcs11Token:
         from hsm.key_import import find  # noqa: PLC0415
 
         with self._lock:
+            if self._wrap_with_trusted:
+                raise backup.BackupError(
+                    "backup mode trusted: the security officer makes the backup key"
+                    " (CKA_TRUSTED), never the service"
+                )
             if find(self._session, ObjectClass.SECRET_KEY, key_id) is not None:
                 raise KeyExists(key_id)
             raw = backup.new_backup_key_value(self._session)
@@ -269,6 +287,28 @@ class Pkcs11Token:
 
         with self._lock:
             return backup_file.restore(self._session, backup_key_id, shares, data)
+
+    def discard_restore(self, backup_key_id: str, key_ids: Sequence[str]) -> None:
+        """Destroy what a restore made (its keys and backup key): its records could not be
+        registered, and a token must not hold keys its store does not know."""
+        from hsm import backup_file  # noqa: PLC0415
+
+        with self._lock:
+            backup_file.discard(self._session, backup_key_id, key_ids)
+
+    def trusted_backup_problem(self, backup_key_id: str) -> str | None:
+        """Why this token cannot serve backup mode "trusted"; None when it can."""
+        from hsm import backup  # noqa: PLC0415
+
+        with self._lock:
+            return backup.trusted_mode_problem(self._session, backup_key_id)
+
+    def export_wrapped(self, key_id: str, recipient_der: bytes) -> bytes:
+        """Key `key_id` wrapped to a recipient's RSA public key (hsm.key_export)."""
+        from hsm import key_export  # noqa: PLC0415 - key_export imports key_import
+
+        with self._lock:
+            return key_export.export_wrapped(self._session, key_id, recipient_der)
 
     def public_key(self, key_id: str) -> bytes:
         with self._lock:

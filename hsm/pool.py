@@ -30,6 +30,7 @@ from multiprocessing.connection import Connection
 from typing import Any
 
 from hsm import hd
+from hsm.backup_file import BackupEntry
 from hsm.bip32 import ExtendedPublicKey
 from hsm.errors import HsmConfigError, HsmUnavailable
 from hsm.keystore import SignRequest
@@ -40,7 +41,7 @@ log = logging.getLogger("custos.hsm")
 
 _worker_token: Pkcs11Token | None = None
 _worker_error: HsmConfigError | None = None
-_worker_args: tuple[str, str, str] = ("", "", "")
+_worker_args: tuple[str, str, str, bool] = ("", "", "", False)
 
 Job = tuple[str, bytes, bytes]  # key_id, digest, public key: plain tuples pickle fastest
 
@@ -86,7 +87,7 @@ def _exit_with_parent(parent: int) -> None:
 
 
 def _worker_main(
-    conn: Connection, login: tuple[str, str, str], parent: int, main_thread_spawned: bool
+    conn: Connection, login: tuple[str, str, str, bool], parent: int, main_thread_spawned: bool
 ) -> None:
     """A worker process: answer (function, args) requests until EOF; `_login` comes first."""
     global _worker_args  # noqa: PLW0603 - one login per worker process
@@ -250,6 +251,32 @@ _TASKS.update(
     {fn.__name__: fn for fn in (_create_import_key, _import_key_public, _unwrap_secp256k1)}
 )
 
+
+def _create_backup_key(key_id: str, threshold: int, count: int) -> list[str]:
+    return _token().create_backup_key(key_id, threshold, count)
+
+
+def _make_backup(
+    backup_key_id: str, entries: list[BackupEntry], created_at_ms: int
+) -> tuple[bytes, tuple[str, ...]]:
+    return _token().make_backup(backup_key_id, entries, created_at_ms)
+
+
+def _export_wrapped(key_id: str, recipient_der: bytes) -> bytes:
+    return _token().export_wrapped(key_id, recipient_der)
+
+
+def _trusted_backup_problem(backup_key_id: str) -> str | None:
+    return _token().trusted_backup_problem(backup_key_id)
+
+
+_TASKS.update(
+    {
+        fn.__name__: fn
+        for fn in (_create_backup_key, _make_backup, _export_wrapped, _trusted_backup_problem)
+    }
+)
+
 CALL_TIMEOUT = 60.0  # seconds; a worker stuck longer in the HSM is replaced
 
 
@@ -260,7 +287,7 @@ class WorkerLost(HsmUnavailable):
 class _Worker:
     """One worker process and the parent's end of its pipe."""
 
-    def __init__(self, args: tuple[str, str, str]) -> None:
+    def __init__(self, args: tuple[str, str, str, bool]) -> None:
         context = multiprocessing.get_context("spawn")
         self.conn, child = context.Pipe()
         # spawn, not fork: a forked child would inherit the parent's threads and locks.
@@ -303,7 +330,7 @@ class _Worker:
 class _Workers:
     """A set of workers and the queue of idle ones."""
 
-    def __init__(self, args: tuple[str, str, str], count: int) -> None:
+    def __init__(self, args: tuple[str, str, str, bool], count: int) -> None:
         self.all = [_Worker(args) for _ in range(count)]
         self.idle: queue.Queue[_Worker] = queue.Queue()
         for worker in self.all:
@@ -319,8 +346,10 @@ class _Workers:
 class SigningPool:
     """HSM operations across `workers` processes; a Signer and a KeyGenerator."""
 
-    def __init__(self, library: str, label: str, pin: str, workers: int) -> None:
-        self._args = (library, label, pin)
+    def __init__(
+        self, library: str, label: str, pin: str, workers: int, *, wrap_with_trusted: bool = False
+    ) -> None:
+        self._args = (library, label, pin, wrap_with_trusted)
         self._count = max(1, workers)
         self._lock = threading.Lock()
         self._workers = self._start()
@@ -424,6 +453,25 @@ class SigningPool:
         dry_run: bool = False,
     ) -> None:
         self._call("_unwrap_secp256k1", import_key_id, key_id, wrapped, public_key, dry_run)
+
+    # ---- custody ceremonies (signer.custody): backups and export ----
+
+    def create_backup_key(self, key_id: str, threshold: int, count: int) -> list[str]:
+        """The backup key made in the token; its SLIP-39 shares (secrets: seal them)."""
+        return [str(share) for share in self._call("_create_backup_key", key_id, threshold, count)]
+
+    def make_backup(
+        self, backup_key_id: str, entries: Sequence[BackupEntry], created_at_ms: int
+    ) -> tuple[bytes, tuple[str, ...]]:
+        data, skipped = self._call("_make_backup", backup_key_id, list(entries), created_at_ms)
+        return bytes(data), tuple(skipped)
+
+    def export_wrapped(self, key_id: str, recipient_der: bytes) -> bytes:
+        return bytes(self._call("_export_wrapped", key_id, recipient_der))
+
+    def trusted_backup_problem(self, backup_key_id: str) -> str | None:
+        problem = self._call("_trusted_backup_problem", backup_key_id)
+        return None if problem is None else str(problem)
 
     # ---- HD wallets (hsm.hd.HdKeys): derivation runs in the workers, see hsm.hd ----
 

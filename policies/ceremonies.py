@@ -41,6 +41,12 @@ DISABLE_KEY = "disable_key"
 ENABLE_KEY = "enable_key"
 RETIRE_KEY = "retire_key"
 IMPORT_KEY = "import_key"
+# Custody of the keys as a whole (issue 11): these name no key of their own,
+# or (export) a key and where it goes.
+BACKUP_KEY_INIT = "backup_key_init"
+BACKUP = "backup"
+EXPORT_KEY = "export_key"
+IMPORT_KEY_INIT = "import_key_init"
 
 # Each kind and the parameters it names, all required (strings).
 KINDS: dict[str, tuple[str, ...]] = {
@@ -59,7 +65,21 @@ KINDS: dict[str, tuple[str, ...]] = {
         "source",
         "path",
     ),
+    # The AES-256 backup key made in the HSM, split into SLIP-39 shares: any
+    # `threshold` of them restore it; `holders` (a JSON list of officers) each
+    # fetch their own share once, so no one person ever sees more than one.
+    BACKUP_KEY_INIT: ("threshold", "holders"),
+    # Every key wrapped under the backup key, in one file the proposer fetches once.
+    BACKUP: (),
+    # One key wrapped (RSA-OAEP, in the HSM) to the recipient's RSA public key
+    # (base64 DER SubjectPublicKeyInfo); approvers compare its fingerprint out of band.
+    EXPORT_KEY: ("key_id", "recipient_public_key", "recipient_fingerprint"),
+    # The RSA import key officers encrypt imported keys to.
+    IMPORT_KEY_INIT: (),
 }
+# Ceremonies whose result is fetched after the quorum, by whom (see deliver()).
+FETCHED_BY_PROPOSER = (BACKUP, EXPORT_KEY)
+FETCHED_BY_HOLDERS = (BACKUP_KEY_INIT,)
 # The quorum of a kind the document leaves out (see policies.document.Ceremonies).
 _LENIENT_DEFAULTS = {DISABLE_KEY: 1}
 
@@ -126,9 +146,20 @@ class Ceremony:
     cancelled_by: str | None = None
     finished_at: datetime | None = None  # executed, failed or cancelled
     outcome: str = ""  # what was done (public key, new state) or why it failed: never secrets
+    # After execution: what waits to be fetched, per officer (a backup key's
+    # shares, each sealed by the HSM for its holder), and who has fetched theirs.
+    sealed: tuple[tuple[str, str], ...] = ()
+    delivered_to: tuple[str, ...] = ()
 
     def param(self, name: str) -> str:
         return dict(self.params)[name]
+
+    def holders(self) -> list[str]:
+        """The share holders a backup_key_init names (a JSON list in its parameters)."""
+        value = json.loads(self.param("holders"))
+        if not isinstance(value, list) or not all(isinstance(h, str) for h in value):
+            raise ValueError("holders: not a list of officers")
+        return value
 
 
 def digest(  # noqa: PLR0917 - every field the digest covers, in one place
@@ -267,6 +298,47 @@ def cancel(
     if state not in (OPEN, EXPIRED, STALE):
         return Refused(NOT_OPEN, f"the ceremony is {state}")
     return replace(ceremony, state=CANCELLED, cancelled_by=officer, finished_at=now)
+
+
+NOT_FETCHABLE = "not_fetchable"
+NOT_YOURS = "not_yours"
+FETCHED = "already_fetched"
+
+
+def deliverable(ceremony: Ceremony, officer: str, *, now: datetime | None = None) -> Refused | None:
+    """Whether `officer` may fetch this executed ceremony's result now (once each).
+
+    A backup file or an exported key goes to the proposer, within the
+    ceremony's proposal lifetime after its approval (an approval is not a
+    standing licence); a backup key's share to each holder it names, their
+    own and no other, without a deadline (a share not fetched is lost).
+    """
+    if ceremony.kind not in (*FETCHED_BY_PROPOSER, *FETCHED_BY_HOLDERS):
+        return Refused(NOT_FETCHABLE, f"a {ceremony.kind} ceremony has nothing to fetch")
+    if ceremony.state != EXECUTED:
+        return Refused(NOT_OPEN, f"the ceremony is {ceremony.state}, not executed")
+    if ceremony.kind in FETCHED_BY_PROPOSER:
+        if officer != ceremony.proposer:
+            return Refused(NOT_YOURS, "only the officer who proposed it fetches its result")
+        lifetime = ceremony.expires_at - ceremony.proposed_at
+        if now is not None and ceremony.finished_at and now >= ceremony.finished_at + lifetime:
+            return Refused(
+                EXPIRED, f"not fetched within {lifetime} of its approval: propose it again"
+            )
+    elif officer not in ceremony.holders():
+        return Refused(NOT_YOURS, "only the share holders it names fetch a share")
+    if officer in ceremony.delivered_to:
+        return Refused(FETCHED, "fetched already: each result is handed out once")
+    return None
+
+
+def delivered(ceremony: Ceremony, officer: str) -> Ceremony:
+    """The ceremony after `officer` fetched their result: their sealed output is gone."""
+    return replace(
+        ceremony,
+        sealed=tuple((who, value) for who, value in ceremony.sealed if who != officer),
+        delivered_to=(*ceremony.delivered_to, officer),
+    )
 
 
 def finish(ceremony: Ceremony, *, executed: bool, outcome: str, now: datetime) -> Ceremony:

@@ -37,6 +37,7 @@ RPC_ROLES: dict[str, frozenset[str]] = {
     "/custos.v1.Keys/CancelKeyCeremony": frozenset({OFFICER}),
     "/custos.v1.Keys/GetKeyCeremony": frozenset({OFFICER, AUDITOR}),
     "/custos.v1.Keys/ListKeyCeremonies": frozenset({OFFICER, AUDITOR}),
+    "/custos.v1.Keys/FetchKeyCeremonyResult": frozenset({OFFICER}),
     "/custos.v1.Audit/StreamRecords": frozenset({AUDITOR}),
     "/custos.v1.Audit/GetLatestCheckpoint": frozenset({AUDITOR}),
     "/custos.v1.Audit/ListCheckpoints": frozenset({AUDITOR}),

@@ -54,6 +54,8 @@ class BackupToken(Protocol):
         self, backup_key_id: str, shares: Sequence[str], data: bytes
     ) -> tuple[BackupEntry, ...]: ...
 
+    def discard_restore(self, backup_key_id: str, key_ids: Sequence[str]) -> None: ...
+
 
 @dataclass(frozen=True, slots=True)
 class BackupWritten:
@@ -100,8 +102,50 @@ def _key_from(entry: BackupEntry) -> KeyRecord:
 def _missing(exc: KeyNotFound) -> FailedPrecondition:
     """What a key missing from the token means here, in words."""
     if exc.args == (BACKUP_KEY_ID,):
-        return FailedPrecondition("the token has no backup key yet: custos keys backup-key init")
+        return FailedPrecondition(
+            "the token has no backup key yet: custos keys propose-backup-key-init"
+        )
     return FailedPrecondition(f"key {exc.args[0]!r} is in the store but not in the token")
+
+
+class MakesBackups(Protocol):
+    def make_backup(
+        self, backup_key_id: str, entries: Sequence[BackupEntry], created_at_ms: int
+    ) -> tuple[bytes, tuple[str, ...]]: ...
+
+
+class BackupMaker:
+    """A backup file of every key in custody (records checked first) and its audit record."""
+
+    def __init__(self, store: Store, token: MakesBackups, integrity: StateAuthenticator) -> None:
+        self._store = store
+        self._token = token
+        self._integrity = integrity
+
+    def make(
+        self, actor: str, context: Mapping[str, str] | None = None
+    ) -> tuple[BackupWritten, AuditEvent]:
+        since = self._integrity.epoch()
+        records = self._store.list_keys()
+        verify_keys(self._integrity, records, since)  # TamperedState: no backup of forged rows
+        entries = [BackupEntry(r.key_id, r.public_key, _record_of(r)) for r in records]
+        try:
+            data, skipped = self._token.make_backup(BACKUP_KEY_ID, entries, time.time_ns() // 10**6)
+        except KeyNotFound as exc:
+            raise _missing(exc) from None
+        key_ids = tuple(sorted(e.key_id for e in entries if e.key_id not in skipped))
+        written = BackupWritten(data, file_digest(data), key_ids, skipped)
+        event = AuditEvent(
+            "keys.backed_up",
+            actor,
+            {
+                "sha256": written.digest,
+                "key_ids": ",".join(key_ids),
+                "skipped": ",".join(skipped),
+                **(context or {}),
+            },
+        )
+        return written, event
 
 
 class KeyBackups:
@@ -139,26 +183,8 @@ class KeyBackups:
 
     def backup(self, actor: str) -> BackupWritten:
         """Every key wrapped under the backup key, with its record and addresses, in one file."""
-        entries = [BackupEntry(r.key_id, r.public_key, _record_of(r)) for r in self._records()]
-        try:
-            data, skipped = self._token.make_backup(BACKUP_KEY_ID, entries, time.time_ns() // 10**6)
-        except KeyNotFound as exc:
-            raise _missing(exc) from None
-        key_ids = tuple(sorted(e.key_id for e in entries if e.key_id not in skipped))
-        written = BackupWritten(data, file_digest(data), key_ids, skipped)
-        self._store.append_audit(
-            [
-                AuditEvent(
-                    "keys.backed_up",
-                    actor,
-                    {
-                        "sha256": written.digest,
-                        "key_ids": ",".join(key_ids),
-                        "skipped": ",".join(skipped),
-                    },
-                )
-            ]
-        )
+        written, event = BackupMaker(self._store, self._token, self._integrity).make(actor)
+        self._store.append_audit([event])
         return written
 
     def verify(self, actor: str, data: bytes) -> VerifyReport:
@@ -204,10 +230,12 @@ class KeyBackups:
         entries = self._token.restore_backup(BACKUP_KEY_ID, shares, data)
         records = [_key_from(entry) for entry in entries]
         digest = file_digest(data)
-        restored = []
-        for record in records:
-            tagged = dataclasses.replace(record, mac=self._integrity.tag(key_fact(record)))
-            event = AuditEvent(
+        restored = [
+            dataclasses.replace(record, mac=self._integrity.tag(key_fact(record)))
+            for record in records
+        ]
+        events = [
+            AuditEvent(
                 "key.restored",
                 actor,
                 {
@@ -219,9 +247,17 @@ class KeyBackups:
                     "backup_sha256": digest,
                 },
             )
-            self._store.insert_key(tagged, event)
+            for record in restored
+        ]
+        try:
+            # One transaction: every record and its audit record, or none of them.
+            self._store.insert_keys(restored, events)
+        except BaseException:
+            # The token's keys go too, so the restore can simply be run again.
+            self._token.discard_restore(BACKUP_KEY_ID, [r.key_id for r in restored])
+            raise
+        for record in restored:
             self._integrity.raise_floor("keys", (record.key_id,), record.version)
-            restored.append(tagged)
         return restored
 
 

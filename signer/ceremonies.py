@@ -10,12 +10,16 @@ compare-and-set on both rows (signer.store.ceremony_tables). A ceremony whose
 quorum was met but whose execution was interrupted (a crash) is executed by
 the next read of it, still only once.
 
-Each kind has an executor here (an import's is signer.key_import); backup and
-restore add theirs.
+Each kind has an executor here (an import's is signer.key_import, the custody
+kinds' signer.custody). A backup_key_init, backup or export_key ceremony has a
+result that officers fetch after execution, each theirs once (fetch()): the
+backup key's shares sealed for their holders at execution, a backup file or an
+exported key made at the fetch, so that nothing wrapped is stored.
 """
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import hashlib
 import json
@@ -25,11 +29,14 @@ from datetime import datetime
 from typing import Any
 
 from audit.record import AuditEvent
+from hsm.key_export import ExportError, recipient_fingerprint, recipient_numbers
 from policies import ceremonies as rules
 from policies.approvals import Refused
 from policies.governance import OfficerApproval
+from signer import custody
 from signer.authenticity import Fact, StateAuthenticator
 from signer.clock import Clock, utcnow
+from signer.custody import Custody
 from signer.errors import (
     AlreadyExists,
     FailedPrecondition,
@@ -91,6 +98,8 @@ def ceremony_from_json(text: str) -> rules.Ceremony:
     raw["approvals"] = tuple(
         OfficerApproval(a["officer"], when(a["approved_at"])) for a in raw["approvals"]
     )
+    raw["sealed"] = tuple((str(k), str(v)) for k, v in raw.get("sealed", ()))
+    raw["delivered_to"] = tuple(str(o) for o in raw.get("delivered_to", ()))
     return rules.Ceremony(**raw)
 
 
@@ -110,8 +119,10 @@ class KeyCeremonies:
         integrity: StateAuthenticator,
         clock: Clock = utcnow,
         imports: KeyImports | None = None,
+        custody: Custody | None = None,
     ) -> None:
         self._store = store
+        self._custody = custody
         self._keys = keys
         self._imports = imports
         self._governor = governor
@@ -123,6 +134,10 @@ class KeyCeremonies:
             rules.ENABLE_KEY: self._prepare_state,
             rules.RETIRE_KEY: self._prepare_state,
             rules.IMPORT_KEY: self._prepare_import,
+            rules.BACKUP_KEY_INIT: self._prepare_backup_key,
+            rules.BACKUP: self._prepare_authorized,
+            rules.EXPORT_KEY: self._prepare_authorized,
+            rules.IMPORT_KEY_INIT: self._prepare_import_key_init,
         }
 
     # -- rows ---------------------------------------------------------------------
@@ -297,6 +312,67 @@ class KeyCeremonies:
             raise FailedPrecondition(f"{kind} {ceremony.ceremony_id}: {ceremony.outcome}")
         return self._keys.get(ceremony.param("key_id"))
 
+    def run_alone_keyless(self, officer: str, kind: str) -> None:
+        """A single-officer RPC of a kind naming no key (the import key's creation):
+        only where the policy sets its quorum to 0."""
+        quorum = self._rules(kind).approvals_required
+        if quorum:
+            raise FailedPrecondition(
+                f"{kind} needs {quorum} officer approval(s) under the active policy"
+                f" (ceremonies.{kind}): propose it with `custos keys propose-import-key-init`"
+            )
+        row = self.propose(officer, kind, {})
+        ceremony = ceremony_from_json(row.record)
+        if row.state != rules.EXECUTED:
+            raise FailedPrecondition(f"{kind} {ceremony.ceremony_id}: {ceremony.outcome}")
+
+    def fetch(
+        self, officer: str, ceremony_id: str, *, totp_verified: bool
+    ) -> tuple[CeremonyRow, custody.Output]:
+        """An executed ceremony's result for `officer`, once (TOTP checked by the caller).
+
+        The result is made (or unsealed) first and handed out only once the row
+        records the delivery, with its audit record, in one transaction: a
+        second fetch, by this officer or a replica racing it, gets nothing.
+        """
+        if not totp_verified:
+            raise FailedPrecondition("fetch refused (totp_required): a fresh TOTP code is needed")
+        ceremony = ceremony_from_json(self.get(ceremony_id).record)
+        refused = rules.deliverable(ceremony, officer, now=self._clock())
+        if refused is not None:
+            raise _refused("fetch", refused)
+        keeper = self._keeper()
+        if ceremony.kind == rules.BACKUP:
+            output = keeper.backup(ceremony, officer)
+        elif ceremony.kind == rules.EXPORT_KEY:
+            output = keeper.export(ceremony, officer)
+        else:
+            output = keeper.share(ceremony, officer)
+        refusal: list[Refused] = []
+
+        def change(current: CeremonyRow) -> tuple[CeremonyRow, list[AuditEvent]] | None:
+            refusal.clear()
+            now_ceremony = self._verified(current)
+            again = rules.deliverable(now_ceremony, officer, now=self._clock())
+            if again is not None:
+                refusal.append(again)
+                return None
+            handed = rules.delivered(now_ceremony, officer)
+            new = self._successor(current, handed)
+            more = {"sha256": output.sha256} if output.sha256 else {}
+            events = [self._event("delivered", officer, new, handed, to=officer, **more)]
+            if output.event is not None:
+                events.append(output.event)
+            return new, events
+
+        row = self._store.update_ceremony(ceremony_id, change)
+        if row is None:
+            raise NotFound(f"ceremony {ceremony_id!r} not found")
+        if refusal:
+            raise _refused("fetch", refusal[0])
+        self._committed(row)
+        return row, output
+
     # -- execution ----------------------------------------------------------------
 
     def _verified(self, row: CeremonyRow) -> rules.Ceremony:
@@ -328,8 +404,8 @@ class KeyCeremonies:
     def _execute(self, row: CeremonyRow) -> CeremonyRow:
         """Do what an approved ceremony says, exactly once; the row as it ends."""
         ceremony = self._verified(row)
-        key_id = ceremony.param("key_id")
-        with self._store.exclusive(f"key:{key_id}"):
+        key_id = dict(ceremony.params).get("key_id")
+        with self._store.exclusive(f"key:{key_id}" if key_id else f"custody:{ceremony.kind}"):
             for _attempt in range(FINISH_ATTEMPTS):
                 try:
                     prepared = self._executors[ceremony.kind](ceremony)
@@ -341,6 +417,8 @@ class KeyCeremonies:
                     outcome=prepared.outcome,
                     now=self._clock(),
                 )
+                if prepared.sealed:
+                    finished = dataclasses.replace(finished, sealed=prepared.sealed)
                 new = self._successor(row, finished)
                 step = "executed" if prepared.executed else "failed"
                 approvers = ",".join(a.officer for a in finished.approvals)
@@ -387,6 +465,36 @@ class KeyCeremonies:
         )
         return _Prepared(record, [event], f"imported, public key {record.public_key.hex()}")
 
+    def _prepare_backup_key(self, ceremony: rules.Ceremony) -> _Prepared:
+        sealed, event = self._keeper().create_backup_key(ceremony)
+        return _Prepared(
+            None,
+            [event],
+            f"backup key made: {len(sealed)} shares, any {ceremony.param('threshold')} restore"
+            " it; each holder fetches their own once (custos keys fetch ID --out FILE)",
+            sealed=sealed,
+        )
+
+    def _prepare_authorized(self, ceremony: rules.Ceremony) -> _Prepared:
+        """A backup or an export is made when its proposer fetches it (nothing stored)."""
+        what = "backup file" if ceremony.kind == rules.BACKUP else "wrapped key"
+        return _Prepared(
+            None,
+            [],
+            f"approved: the proposer fetches the {what} once (custos keys fetch ID --out FILE)",
+        )
+
+    def _prepare_import_key_init(self, ceremony: rules.Ceremony) -> _Prepared:
+        info, event = self._importer().create_import_key(
+            ceremony.proposer, {"ceremony_id": ceremony.ceremony_id}
+        )
+        return _Prepared(None, [event], f"import key made, fingerprint {info.fingerprint}")
+
+    def _keeper(self) -> Custody:
+        if self._custody is None:
+            raise FailedPrecondition("this service does not hold backups or exports")
+        return self._custody
+
     def _importer(self) -> KeyImports:
         if self._imports is None:
             raise FailedPrecondition("this service does not import keys")
@@ -409,12 +517,48 @@ class KeyCeremonies:
         """The parameters of a proposal, checked against the key as it is now."""
         if kind not in rules.KINDS:
             raise InvalidRequest(f"kind: one of {', '.join(rules.KINDS)}")
+        if kind == rules.IMPORT_KEY_INIT:
+            # Refused at once: approvers never approve what cannot execute.
+            try:
+                self._importer().import_key()
+            except FailedPrecondition:
+                return {}  # none yet: it may be made
+            raise AlreadyExists("the import key exists already (custos keys import-key show)")
+        if kind == rules.BACKUP:
+            return {}
+        if kind == rules.BACKUP_KEY_INIT:
+            try:
+                holders = json.loads(params.get("holders", "[]"))
+            except ValueError:
+                raise InvalidRequest("holders: not a JSON list") from None
+            if not isinstance(holders, list) or not all(isinstance(h, str) for h in holders):
+                raise InvalidRequest("holders: not a list of officers")
+            officers = self._rules(kind).officers
+            return {
+                "threshold": params.get("threshold", ""),
+                "holders": custody.checked_holders(holders, params.get("threshold", ""), officers),
+            }
         key_id = params.get("key_id", "")
         check_key_id(key_id)
         if kind == rules.IMPORT_KEY:
             wrapped = wrapped_from_params(params)
             self._importer().check(wrapped, unwrap_trial=True)
             return import_params(wrapped)
+        if kind == rules.EXPORT_KEY:
+            self._keys.get(key_id)  # NotFound
+            recipient = params.get("recipient_public_key", "")
+            try:
+                der = base64.b64decode(recipient, validate=True)
+                recipient_numbers(der)
+            except ValueError:
+                raise InvalidRequest("recipient_public_key: not base64") from None
+            except ExportError as exc:
+                raise InvalidRequest(str(exc)) from None
+            return {
+                "key_id": key_id,
+                "recipient_public_key": recipient,
+                "recipient_fingerprint": recipient_fingerprint(der),
+            }
         if kind == rules.CREATE_KEY:
             network_class = checked_network_class(key_id, params.get("network_class", ""))
             if self._store.get_key(key_id) is not None:
@@ -431,6 +575,7 @@ class KeyCeremonies:
 def _audited(params: tuple[tuple[str, str], ...]) -> dict[str, str]:
     """A ceremony's parameters for the audit log: an imported key's blob only by its digest."""
     audited = dict(params)
+    audited.pop("recipient_public_key", None)  # public, long: its fingerprint stays
     wrapped = audited.pop("wrapped_key", None)
     if wrapped is not None:
         audited["wrapped_key_sha256"] = hashlib.sha256(wrapped.encode()).hexdigest()
@@ -445,3 +590,4 @@ class _Prepared:
     events: Sequence[AuditEvent]
     outcome: str
     executed: bool = True
+    sealed: tuple[tuple[str, str], ...] = ()

@@ -1,11 +1,13 @@
-"""`custos keys backup-key init | backup [verify] FILE | restore FILE`: backups (signer.backups).
+"""`custos keys backup verify FILE | restore FILE`: the operator's side of backups.
 
-Operator commands with the service's config, run on the HSM's host: they log in
-to the token with the PIN, as `custos integrity init-key` does. Shares are
-written each to its own new file (mode 0600, never overwritten) named on the
-command line: in production each holder receives only their own file (or the
-words, on paper) at the ceremony, and the files are then destroyed. A share is
-read back only from a file, never from the command line (which `ps` shows).
+Making the backup key and a backup are officer ceremonies through the service
+(`custos keys propose-backup-key-init | propose-backup`, signer.custody). These
+two run with the service's config on the HSM's host, logging in to the token
+with the PIN as `custos integrity init-key` does: verification reads the store
+and token, and a restore runs on a new token before any service, store or
+policy exists there, so no officer quorum can be asked; the quorum of a
+restore is the M share holders who hand over their shares (README). A share is
+read only from a file, never from the command line (which `ps` shows).
 """
 
 from __future__ import annotations
@@ -33,6 +35,13 @@ def _backups(config_path: str) -> Iterator[Any]:
     from signer.store.factory import open_store  # noqa: PLC0415
 
     config = load_config(Path(config_path))
+    if config.backup.mode == "trusted":
+        # A trusted backup key is the security officer's: these commands have only the
+        # user PIN, and restoring in the other mode would weaken the restored keys.
+        raise ConfigError(
+            'backup.mode = "trusted": verify and restore need the security officer\'s'
+            ' session; this command serves mode "private" only'
+        )
     pin = read_pin(config.hsm)
     register_secret(pin)
     os.environ.update(config.hsm.environment)
@@ -57,17 +66,6 @@ def _backups(config_path: str) -> Iterator[Any]:
         store.close()
 
 
-def _write_share(path: Path, share: str) -> None:
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        raise ConfigError(f"{path}: exists; a share file is never overwritten") from None
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        handle.write(share + "\n")
-        handle.flush()
-        os.fsync(handle.fileno())
-
-
 def _read_share(path: str) -> str:
     try:
         with open(path, encoding="utf-8") as handle:
@@ -76,53 +74,13 @@ def _read_share(path: str) -> str:
         raise ConfigError(f"--share-file {path}: cannot read it ({exc.strerror})") from None
 
 
-def cmd_backup_key(args: argparse.Namespace) -> int:
-    files = [Path(f) for f in args.share_file]
-    if len(files) != args.shares:
-        raise ConfigError(
-            f"--share-file: give {args.shares} files, one per share (got {len(files)})"
-        )
-    if len(set(files)) != len(files):
-        raise ConfigError("--share-file: each share needs a file of its own")
-    for path in files:
-        if path.exists():
-            raise ConfigError(f"--share-file {path}: exists; a share file is never overwritten")
-    with _backups(args.config) as backups:
-        shares = backups.create_backup_key("operator", args.threshold, args.shares)
-    for share in shares:
-        register_secret(share)
-    for path, share in zip(files, shares, strict=True):
-        _write_share(path, share)
-    print(
-        f"backup key created: {args.shares} shares, any {args.threshold} restore it;"
-        f" each share is in its own file ({', '.join(map(str, files))}):"
-        " hand each to its holder, then delete it"
-    )
-    return 0
-
-
 def cmd_backup(args: argparse.Namespace) -> int:
-    from signer.auditlog import write_atomically  # noqa: PLC0415
-
-    if args.target[0] == "verify":
-        if len(args.target) != 2:
-            raise ConfigError("usage: custos keys backup verify FILE --config CONFIG")
-        return _verify(Path(args.target[1]), args.config)
-    if len(args.target) != 1:
-        raise ConfigError("usage: custos keys backup FILE --config CONFIG")
-    out = Path(args.target[0])
-    if out.exists():
-        raise ConfigError(f"{out}: exists; a backup file is never overwritten")
-    with _backups(args.config) as backups:
-        written = backups.backup("operator")
-    write_atomically(out, written.data.decode())
-    print(f"backup written: {out} sha256 {written.digest}")
-    print(f"keys: {', '.join(written.key_ids) or '-'}")
-    if written.skipped:
-        print(
-            f"left out (created non-extractable, no backup possible): {', '.join(written.skipped)}"
+    if args.step != "verify":
+        raise ConfigError(
+            "usage: custos keys backup verify FILE --config CONFIG (a backup is made by"
+            " `custos keys propose-backup`, then `custos keys fetch`)"
         )
-    return 0
+    return _verify(Path(args.file), args.config)
 
 
 def _read_backup(path: Path) -> bytes:
@@ -164,19 +122,10 @@ def cmd_restore(args: argparse.Namespace) -> int:
 def add_actions(actions: Any) -> None:
     """Register the backup actions under `custos keys`."""
     a = actions.add_parser(
-        "backup-key", help="set up the backup key: its SLIP-39 shares, one file each (operator)"
+        "backup", help="check a backup file against the current keys: `backup verify FILE`"
     )
-    a.add_argument("step", choices=("init",))
-    a.add_argument("--threshold", type=int, required=True, help="M: shares needed to restore")
-    a.add_argument("--shares", type=int, required=True, help="N: shares made")
-    a.add_argument(
-        "--share-file", action="append", default=[], required=True, help="one new file per share"
-    )
-    a.set_defaults(func=cmd_backup_key)
-    a = actions.add_parser(
-        "backup", help="write every key, wrapped, to FILE; or `backup verify FILE` (operator)"
-    )
-    a.add_argument("target", nargs="+", metavar="[verify] FILE")
+    a.add_argument("step", choices=("verify",))
+    a.add_argument("file")
     a.set_defaults(func=cmd_backup)
     a = actions.add_parser(
         "restore", help="restore a backup onto a new, empty token and store (operator)"
@@ -186,7 +135,7 @@ def add_actions(actions: Any) -> None:
         "--share-file", action="append", default=[], required=True, help="a file holding one share"
     )
     a.set_defaults(func=cmd_restore)
-    for name in ("backup-key", "backup", "restore"):
+    for name in ("backup", "restore"):
         actions.choices[name].add_argument(
             "--config", required=True, help="the service's config file"
         )

@@ -9,9 +9,13 @@ server's and the one the officer typed (from the proposer, out of band) agree.
 from __future__ import annotations
 
 import argparse
+import base64
+import hashlib
+import os
 import sys
 from collections.abc import Callable
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from policies import ceremonies
@@ -25,6 +29,7 @@ from signer.cli_output import (
     wants_json,
 )
 from signer.client import ClientProfile
+from signer.errors import ConfigError
 from signer.key_import import import_params, wrapped_of_message
 
 KIND_OF_MESSAGE: dict[int, str] = {
@@ -33,12 +38,29 @@ KIND_OF_MESSAGE: dict[int, str] = {
     keys_pb2.CEREMONY_KIND_ENABLE_KEY: ceremonies.ENABLE_KEY,
     keys_pb2.CEREMONY_KIND_RETIRE_KEY: ceremonies.RETIRE_KEY,
     keys_pb2.CEREMONY_KIND_IMPORT_KEY: ceremonies.IMPORT_KEY,
+    keys_pb2.CEREMONY_KIND_BACKUP_KEY_INIT: ceremonies.BACKUP_KEY_INIT,
+    keys_pb2.CEREMONY_KIND_BACKUP: ceremonies.BACKUP,
+    keys_pb2.CEREMONY_KIND_EXPORT_KEY: ceremonies.EXPORT_KEY,
+    keys_pb2.CEREMONY_KIND_IMPORT_KEY_INIT: ceremonies.IMPORT_KEY_INIT,
 }
+# Kinds whose parameters the message shows as they are (KeyCeremony.params).
+_SHOWN_AS_PARAMS = (
+    ceremonies.BACKUP_KEY_INIT,
+    ceremonies.BACKUP,
+    ceremonies.EXPORT_KEY,
+    ceremonies.IMPORT_KEY_INIT,
+)
 _VERBS = {
     "propose-create": keys_pb2.CEREMONY_KIND_CREATE_KEY,
     "propose-disable": keys_pb2.CEREMONY_KIND_DISABLE_KEY,
     "propose-enable": keys_pb2.CEREMONY_KIND_ENABLE_KEY,
     "propose-retire": keys_pb2.CEREMONY_KIND_RETIRE_KEY,
+}
+_CUSTODY_VERBS = {
+    "propose-backup-key-init": keys_pb2.CEREMONY_KIND_BACKUP_KEY_INIT,
+    "propose-backup": keys_pb2.CEREMONY_KIND_BACKUP,
+    "propose-export": keys_pb2.CEREMONY_KIND_EXPORT_KEY,
+    "propose-import-key-init": keys_pb2.CEREMONY_KIND_IMPORT_KEY_INIT,
 }
 _CLASS_NAMES = {
     keys_pb2.NETWORK_CLASS_MAINNET: "mainnet",
@@ -50,6 +72,12 @@ def recomputed_digest(message: keys_pb2.KeyCeremony) -> str:
     """The digest of the fields a ceremony message shows, by the published encoding."""
     kind = KIND_OF_MESSAGE.get(message.kind, "")
     params = {"key_id": message.key_id}
+    if kind in _SHOWN_AS_PARAMS:
+        params = dict(message.params)
+        if kind == ceremonies.EXPORT_KEY:
+            # The fingerprint shown must be the recipient key's own, not the server's word.
+            recipient = base64.b64decode(params.get("recipient_public_key", ""))
+            params["recipient_fingerprint"] = hashlib.sha256(recipient).hexdigest()
     if kind == ceremonies.CREATE_KEY:
         params["network_class"] = _CLASS_NAMES.get(message.network_class, "")
     if kind == ceremonies.IMPORT_KEY:
@@ -88,6 +116,12 @@ def _print(message: keys_pb2.KeyCeremony, args: argparse.Namespace) -> None:
     ]
     if message.network_class:
         fields.append(("network_class", _CLASS_NAMES.get(message.network_class, "?")))
+    if _kind(message) in _SHOWN_AS_PARAMS:
+        fields += [
+            (name, value)
+            for name, value in sorted(message.params.items())
+            if name != "recipient_public_key"  # its fingerprint is what people compare
+        ]
     if message.HasField("imported_key"):
         imported = message.imported_key
         fields += [
@@ -109,6 +143,8 @@ def _print(message: keys_pb2.KeyCeremony, args: argparse.Namespace) -> None:
         fields.append(("cancelled_by", message.cancelled_by))
     if message.outcome:
         fields.append(("outcome", message.outcome))
+    if message.delivered_to:
+        fields.append(("fetched_by", ", ".join(message.delivered_to)))
     print_fields(fields)
 
 
@@ -127,6 +163,61 @@ def cmd_propose(args: argparse.Namespace, profile: ClientProfile) -> int:
         )
     )
     return print_proposal(message, args)
+
+
+def cmd_propose_custody(args: argparse.Namespace, profile: ClientProfile) -> int:
+    """propose-backup-key-init | propose-backup | propose-export | propose-import-key-init."""
+    request = keys_pb2.ProposeKeyCeremonyRequest(kind=_CUSTODY_VERBS[args.action])
+    if args.action == "propose-backup-key-init":
+        request.threshold = args.threshold
+        request.holders.extend(args.holder)
+    elif args.action == "propose-export":
+        request.key_id = args.key_id
+        request.recipient_public_key = _recipient_der(args.recipient)
+    return print_proposal(_stub(profile).ProposeKeyCeremony(request), args)
+
+
+def _recipient_der(path: str) -> bytes:
+    """The recipient's public key file (PEM or DER) as DER SubjectPublicKeyInfo."""
+    from cryptography.hazmat.primitives import serialization  # noqa: PLC0415
+
+    try:
+        raw = Path(path).read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"--recipient {path}: cannot read it ({exc.strerror})") from None
+    try:
+        key = (
+            serialization.load_pem_public_key(raw)
+            if raw.lstrip().startswith(b"-----")
+            else serialization.load_der_public_key(raw)
+        )
+    except ValueError:
+        raise ConfigError(f"--recipient {path}: not a PEM or DER public key") from None
+    return key.public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+
+
+def cmd_fetch(args: argparse.Namespace, profile: ClientProfile) -> int:
+    """Write an executed ceremony's result for this officer to a new file (mode 0600)."""
+    out = Path(args.out)
+    if out.exists():
+        raise ConfigError(f"--out {out}: exists; a result is never written over a file")
+    result = _stub(profile).FetchKeyCeremonyResult(
+        keys_pb2.FetchKeyCeremonyResultRequest(ceremony_id=args.ceremony_id, totp_code=args.code)
+    )
+    if result.sha256 and hashlib.sha256(result.data).hexdigest() != result.sha256:
+        print("custos: refused: the result does not match its SHA-256", file=sys.stderr)
+        return Exit.ERROR
+    fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(result.data)
+        handle.flush()
+        os.fsync(handle.fileno())
+    print(f"{out}: {result.format}" + (f", sha256 {result.sha256}" if result.sha256 else ""))
+    if _kind(result.ceremony) == ceremonies.BACKUP_KEY_INIT:
+        print("your share: keep it offline (paper), then delete this file")
+    return Exit.OK
 
 
 def print_proposal(message: keys_pb2.KeyCeremony, args: argparse.Namespace) -> int:
@@ -223,6 +314,34 @@ def add_commands(
                 help="mainnet or testnet; fixed for the key's life",
             )
         a.set_defaults(func=with_profile(cmd_propose))
+    for verb, text in (
+        ("propose-backup-key-init", "propose making the backup key and its SLIP-39 shares"),
+        ("propose-backup", "propose a backup file of every key, wrapped (officer)"),
+        ("propose-export", "propose exporting one key encrypted to a recipient's RSA key"),
+        ("propose-import-key-init", "propose making the HSM's RSA import key (officer)"),
+    ):
+        a = actions.add_parser(verb, help=text)
+        if verb == "propose-backup-key-init":
+            a.add_argument("--threshold", type=int, required=True, help="M: shares to restore")
+            a.add_argument(
+                "--holder",
+                action="append",
+                required=True,
+                help="an officer who gets one share (repeat: N holders)",
+            )
+        if verb == "propose-export":
+            a.add_argument("key_id")
+            a.add_argument(
+                "--recipient", required=True, help="the recipient's RSA public key (PEM or DER)"
+            )
+        a.set_defaults(func=with_profile(cmd_propose_custody))
+    a = actions.add_parser(
+        "fetch", help="fetch your result of an executed backup, export or backup-key ceremony"
+    )
+    a.add_argument("ceremony_id")
+    a.add_argument("--out", required=True, help="a new file to write it to (mode 0600)")
+    a.add_argument("--code", required=True, help="your current TOTP code")
+    a.set_defaults(func=with_profile(cmd_fetch))
     a = actions.add_parser(
         "approve", help="approve a key ceremony with your TOTP code (another officer)"
     )
@@ -239,6 +358,14 @@ def add_commands(
     a.set_defaults(func=with_profile(cmd_show))
     a = actions.add_parser("list-ceremonies", help="key ceremonies, newest first")
     a.set_defaults(func=with_profile(cmd_list))
-    for name in (*_VERBS, "approve", "cancel", "show-ceremony", "list-ceremonies"):
+    for name in (
+        *_VERBS,
+        *_CUSTODY_VERBS,
+        "fetch",
+        "approve",
+        "cancel",
+        "show-ceremony",
+        "list-ceremonies",
+    ):
         actions.choices[name].add_argument("--client", help=client_help)
         add_output_argument(actions.choices[name])

@@ -72,6 +72,19 @@ class HsmConfig(_Section):
     environment: dict[str, str] = Field(default_factory=dict)
 
 
+class BackupConfig(_Section):
+    """How keys are made wrappable for backups (hsm.backup.BackupKeyMode).
+
+    "private" (the default): the backup key is a private user object and keys
+    are extractable only wrapped. "trusted": for HSMs that can: keys carry
+    CKA_WRAP_WITH_TRUSTED and the security officer makes a private, CKA_TRUSTED
+    backup key; start-up checks the token and refuses to start when it cannot
+    (SoftHSM cannot, see README).
+    """
+
+    mode: Literal["private", "trusted"] = "private"
+
+
 class StoreConfig(_Section):
     # sqlite:///PATH (one process) or postgresql://USER@HOST:PORT/DB?schema=NAME (replicas).
     url: str = "sqlite:///custos.db"
@@ -249,6 +262,7 @@ class Config(_Section):
     tls: TlsConfig
     hsm: HsmConfig
     store: StoreConfig = StoreConfig()
+    backup: BackupConfig = BackupConfig()
     audit: AuditConfig = AuditConfig()
     events: EventsConfig = EventsConfig()
     policy: PolicyConfig = PolicyConfig()

@@ -65,9 +65,11 @@ governance:
   approvals_required: 1
   activation_delay: 0s
   proposal_expires_after: 7d
-# Key ceremonies: 0 lets one officer create, import, disable and enable keys alone,
-# for development only; retiring (final) still needs the other officer's approval.
-ceremonies: {{create_key: 0, import_key: 0, disable_key: 0, enable_key: 0, retire_key: 1}}
+# Key ceremonies: 0 lets one officer create, import, disable and enable keys, make
+# the import and backup keys and back up alone, for development only; retiring
+# (final) and exporting a key still need the other officer's approval.
+ceremonies: {{create_key: 0, import_key: 0, disable_key: 0, enable_key: 0, retire_key: 1,
+             import_key_init: 0, backup_key_init: 0, backup: 0, export_key: 1}}
 identity_groups:
   approvers: ["{approver}", "{approver2}"]
 address_book:

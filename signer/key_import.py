@@ -132,31 +132,30 @@ class KeyImports:
         self._importer = importer
         self._integrity = integrity
 
-    def create_import_key(self, actor: str) -> ImportKeyInfo:
-        """Generate the import key in the HSM (once); AlreadyExists if there is one."""
-        with self._store.exclusive("import-key"):
-            try:
-                der = self._importer.create_import_key(IMPORT_KEY_ID)
-            except KeyExists:
-                raise AlreadyExists(
-                    "the import key exists already (custos keys import-key show)"
-                ) from None
-            except HsmUnavailable as exc:
-                raise Unavailable("the HSM could not generate the import key; retry") from exc
-            info = ImportKeyInfo(der, import_key_fingerprint(der))
-            self._store.append_audit(
-                [
-                    AuditEvent(
-                        "import_key.created",
-                        actor,
-                        {
-                            "algorithm": IMPORT_KEY_ALGORITHM,
-                            "fingerprint": info.fingerprint,
-                        },
-                    )
-                ]
-            )
-        return info
+    def create_import_key(
+        self, actor: str, context: Mapping[str, str] | None = None
+    ) -> tuple[ImportKeyInfo, AuditEvent]:
+        """Generate the import key in the HSM (once): it and its audit record, to be
+        stored with the ceremony that made it. AlreadyExists if there is one."""
+        try:
+            der = self._importer.create_import_key(IMPORT_KEY_ID)
+        except KeyExists:
+            raise AlreadyExists(
+                "the import key exists already (custos keys import-key show)"
+            ) from None
+        except HsmUnavailable as exc:
+            raise Unavailable("the HSM could not generate the import key; retry") from exc
+        info = ImportKeyInfo(der, import_key_fingerprint(der))
+        event = AuditEvent(
+            "import_key.created",
+            actor,
+            {
+                "algorithm": IMPORT_KEY_ALGORITHM,
+                "fingerprint": info.fingerprint,
+                **(context or {}),
+            },
+        )
+        return info, event
 
     def import_key(self) -> ImportKeyInfo:
         """The current import key; FailedPrecondition when none was made."""

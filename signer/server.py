@@ -32,13 +32,14 @@ from signer.approval_desk import ApprovalDesk
 from signer.auditlog import AuditGate, AuditLog, key_fingerprint
 from signer.auth import Authorizer
 from signer.authenticity import StoreGuard, audit_alarm, open_authenticator, scan_audit_log
-from signer.backups import VerifiedBackupAge
+from signer.backups import BACKUP_KEY_ID, BackupMaker, VerifiedBackupAge
 from signer.budget_ledger import BudgetLedger
 from signer.ceremonies import KeyCeremonies
 from signer.chains.limits import ChainLimits
 from signer.chains.registry import Adapters, make_adapters
 from signer.clock import utcnow
 from signer.config import Config
+from signer.custody import Custody
 from signer.delivery import DeliverySigner
 from signer.errors import ConfigError, CustosError
 from signer.events import EventBus
@@ -264,10 +265,20 @@ class CustosServer:
         with self.store.exclusive("setup"):
             # Every HSM call runs in the pool's worker processes; a bad library,
             # label or PIN fails here with a clear message.
+            trusted = config.backup.mode == "trusted"
             self.pool = SigningPool(
-                str(config.hsm.library), config.hsm.token_label, pin, config.signing_workers
+                str(config.hsm.library),
+                config.hsm.token_label,
+                pin,
+                config.signing_workers,
+                wrap_with_trusted=trusted,
             )
             try:
+                if trusted:
+                    # Fail closed: never fall back to the weaker mode on its own.
+                    problem = self.pool.trusted_backup_problem(BACKUP_KEY_ID)
+                    if problem is not None:
+                        raise ConfigError(f'backup.mode = "trusted": {problem}')
                 audit_key = _pinned_audit_key(self.pool, config)
                 self.event_signer = _event_signer(self.pool, config)
                 # Stored state is trusted only with its HSM tag (invariant 8); the
@@ -299,8 +310,14 @@ class CustosServer:
         signer_pb2_grpc.add_SignerServicer_to_server(SignerService(pipeline), self._grpc)
         keys = KeyManager(self.store, self.pool, integrity=self.integrity)
         imports = KeyImports(self.store, self.pool, integrity=self.integrity)
+        custody = Custody(self.pool, BackupMaker(self.store, self.pool, self.integrity))
         key_ceremonies = KeyCeremonies(
-            self.store, keys, self.governor, integrity=self.integrity, imports=imports
+            self.store,
+            keys,
+            self.governor,
+            integrity=self.integrity,
+            imports=imports,
+            custody=custody,
         )
         keys_pb2_grpc.add_KeysServicer_to_server(
             KeysService(keys, key_ceremonies, second_factor, imports), self._grpc

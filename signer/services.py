@@ -7,6 +7,7 @@ once; nothing behind the servicers sees its protobuf form.
 from __future__ import annotations
 
 import base64
+import json
 from collections.abc import Iterator
 
 import grpc
@@ -54,6 +55,10 @@ _KIND: dict[keys_pb2.CeremonyKind, str] = {
     keys_pb2.CEREMONY_KIND_ENABLE_KEY: ceremonies.ENABLE_KEY,
     keys_pb2.CEREMONY_KIND_RETIRE_KEY: ceremonies.RETIRE_KEY,
     keys_pb2.CEREMONY_KIND_IMPORT_KEY: ceremonies.IMPORT_KEY,
+    keys_pb2.CEREMONY_KIND_BACKUP_KEY_INIT: ceremonies.BACKUP_KEY_INIT,
+    keys_pb2.CEREMONY_KIND_BACKUP: ceremonies.BACKUP,
+    keys_pb2.CEREMONY_KIND_EXPORT_KEY: ceremonies.EXPORT_KEY,
+    keys_pb2.CEREMONY_KIND_IMPORT_KEY_INIT: ceremonies.IMPORT_KEY_INIT,
 }
 _KIND_MESSAGE = {kind: number for number, kind in _KIND.items()}
 
@@ -93,6 +98,8 @@ def ceremony_message(row: CeremonyRow) -> keys_pb2.KeyCeremony:
         outcome=ceremony.outcome,
         cancelled_by=ceremony.cancelled_by or "",
         imported_key=_imported_key_message(ceremony),
+        params=dict(ceremony.params),
+        delivered_to=list(ceremony.delivered_to),
     )
 
 
@@ -219,7 +226,10 @@ class KeysService(keys_pb2_grpc.KeysServicer):
     def CreateImportKey(  # noqa: N802
         self, request: keys_pb2.CreateImportKeyRequest, context: grpc.ServicerContext
     ) -> keys_pb2.ImportWrappingKey:
-        return _import_key_message(self._imports.create_import_key(current_identity.get().subject))
+        self._ceremonies.run_alone_keyless(
+            current_identity.get().subject, ceremonies.IMPORT_KEY_INIT
+        )
+        return _import_key_message(self._imports.import_key())
 
     def GetImportKey(  # noqa: N802
         self, request: keys_pb2.GetImportKeyRequest, context: grpc.ServicerContext
@@ -284,21 +294,48 @@ class KeysService(keys_pb2_grpc.KeysServicer):
         kind = _KIND.get(request.kind)
         if kind is None:
             raise InvalidRequest(
-                "kind: required, CEREMONY_KIND_CREATE_KEY, _IMPORT_KEY, _DISABLE_KEY, _ENABLE_KEY"
-                " or _RETIRE_KEY"
+                "kind: required, CEREMONY_KIND_CREATE_KEY, _IMPORT_KEY, _DISABLE_KEY, _ENABLE_KEY,"
+                " _RETIRE_KEY, _BACKUP_KEY_INIT, _BACKUP, _EXPORT_KEY or _IMPORT_KEY_INIT"
             )
-        check_key_id(request.key_id)
+        officer = current_identity.get().subject
+        _only(kind, ceremonies.BACKUP_KEY_INIT, "threshold", bool(request.threshold))
+        _only(kind, ceremonies.BACKUP_KEY_INIT, "holders", bool(request.holders))
+        _only(
+            kind, ceremonies.EXPORT_KEY, "recipient_public_key", bool(request.recipient_public_key)
+        )
         if kind != ceremonies.IMPORT_KEY and request.HasField("imported_key"):
             raise InvalidRequest("imported_key: only an import_key ceremony names one")
+        if kind in (ceremonies.BACKUP, ceremonies.IMPORT_KEY_INIT, ceremonies.BACKUP_KEY_INIT):
+            if request.key_id:
+                raise InvalidRequest(f"key_id: a {kind} ceremony names no key")
+            if request.network_class:
+                raise InvalidRequest("network_class: only a create_key ceremony names one")
+            params = {}
+            if kind == ceremonies.BACKUP_KEY_INIT:
+                if not request.holders:
+                    raise InvalidRequest("holders: name the officers who each get one share")
+                params = {
+                    "threshold": str(request.threshold),
+                    "holders": json.dumps(list(request.holders)),
+                }
+            return ceremony_message(self._ceremonies.propose(officer, kind, params))
+        check_key_id(request.key_id)
         if kind == ceremonies.CREATE_KEY:
             params = _create_params(request.key_id, request.network_class)
         elif kind == ceremonies.IMPORT_KEY:
             params = _import_params(request.imported_key, request.key_id, request.network_class)
         elif request.network_class:
             raise InvalidRequest("network_class: only a create_key ceremony names one")
+        elif kind == ceremonies.EXPORT_KEY:
+            if not request.recipient_public_key:
+                raise InvalidRequest("recipient_public_key: required (DER SubjectPublicKeyInfo)")
+            params = {
+                "key_id": request.key_id,
+                "recipient_public_key": base64.b64encode(request.recipient_public_key).decode(),
+            }
         else:
             params = {"key_id": request.key_id}
-        row = self._ceremonies.propose(current_identity.get().subject, kind, params)
+        row = self._ceremonies.propose(officer, kind, params)
         return ceremony_message(row)
 
     def ApproveKeyCeremony(  # noqa: N802
@@ -335,6 +372,23 @@ class KeysService(keys_pb2_grpc.KeysServicer):
         if not request.ceremony_id:
             raise InvalidRequest("ceremony_id: required")
         return ceremony_message(self._ceremonies.get(request.ceremony_id))
+
+    def FetchKeyCeremonyResult(  # noqa: N802
+        self, request: keys_pb2.FetchKeyCeremonyResultRequest, context: grpc.ServicerContext
+    ) -> keys_pb2.KeyCeremonyResult:
+        officer = current_identity.get().subject
+        if not request.ceremony_id:
+            raise InvalidRequest("ceremony_id: required")
+        if not request.totp_code:
+            raise InvalidRequest("totp_code: fetching a ceremony's result needs a fresh TOTP code")
+        self._second_factor.check(officer, request.totp_code)
+        row, output = self._ceremonies.fetch(officer, request.ceremony_id, totp_verified=True)
+        return keys_pb2.KeyCeremonyResult(
+            ceremony=ceremony_message(row),
+            data=output.data,
+            sha256=output.sha256,
+            format=output.format,
+        )
 
     def ListKeyCeremonies(  # noqa: N802
         self, request: keys_pb2.ListKeyCeremoniesRequest, context: grpc.ServicerContext
@@ -426,3 +480,9 @@ class AuditService(audit_pb2_grpc.AuditServicer):
 
 def _checkpoint_message(stored: StoredCheckpoint) -> audit_pb2.Checkpoint:
     return audit_pb2.Checkpoint(note=stored.note, size=stored.size, root=stored.root)
+
+
+def _only(kind: str, owner: str, field: str, given: bool) -> None:
+    """A proposal field that only one kind of ceremony names."""
+    if given and kind != owner:
+        raise InvalidRequest(f"{field}: only a {owner} ceremony names one")

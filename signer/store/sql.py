@@ -274,6 +274,17 @@ class SqlStore(WebhookTables, abc.ABC):
 
         self._write_audited(work, [event])
 
+    def insert_keys(self, keys: Sequence[KeyRecord], events: Sequence[AuditEvent]) -> None:
+        """Insert every key and append the events in one transaction: all or none
+        (a restore registers a whole backup this way)."""
+
+        def work(tx: Tx) -> None:
+            for key in keys:
+                if not _insert_key(tx, key):
+                    raise KeyAlreadyExists(key.key_id)
+
+        self._write_audited(work, events)
+
     def get_key(self, key_id: str) -> KeyRecord | None:
         return self.get_keys([key_id]).get(key_id)
 

@@ -1,10 +1,12 @@
-"""The disaster-recovery drill through the shipped commands (`custos keys backup ...`).
+"""The disaster-recovery drill through the shipped service and commands.
 
-Deployment A signs, sets up its backup key (2-of-3 SLIP-39 shares, one file
-each), writes a backup and verifies it; its token directory is then destroyed.
+Deployment A signs; its officers make the backup key (2-of-2 SLIP-39 shares,
+each holder fetching only their own) and a backup in ceremonies (quorum 0
+under the development policy), the proposer fetching the file with `custos
+keys fetch`; the operator verifies it; A's token directory is then destroyed.
 Deployment B (a new token and store from `custos init`) refuses one share,
 a share of another backup and a tampered file, keeping nothing, then restores
-from two shares: the key has the same address, signs again, and eth-account
+from both shares: the key has the same address, signs again, and eth-account
 recovers that address from both transactions. Both audit logs verify offline,
 and B's names the backup file A's log recorded. No share appears in any log,
 store, audit record or output.
@@ -18,29 +20,52 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
+import grpc
+import pyotp
 import pytest
 
-from hsm.backup import recover_backup_key
+from hsm.backup import recover_backup_key, split_backup_key
 from proto.custos.v1 import keys_pb2, keys_pb2_grpc, signer_pb2_grpc
-from signer.devsetup import init_dev
+from signer.devsetup import init_dev, subject_string
 from tests import builders
 from tests.conftest import DevEnv, ServerProcess, _require_softhsm
+from tests.integration.test_approvals_e2e import _cli_profile
 from tests.second_impl import evm_sender
+from tests.support import enroll_totp
 
 pytestmark = pytest.mark.integration
 
 
-def _custos(*args: str) -> subprocess.CompletedProcess[str]:
+def _custos(*args: str, profile: Path | None = None) -> subprocess.CompletedProcess[str]:
+    env = dict(os.environ)
+    if profile is not None:
+        env["CUSTOS_CLIENT"] = str(profile)
     return subprocess.run(
         [sys.executable, "-m", "signer.cli", *args],
         capture_output=True,
         text=True,
         timeout=180,
-        env=dict(os.environ),
+        env=env,
         check=False,
     )
+
+
+class _Codes:
+    """One TOTP code per officer and step (steps s-1, s, s+1 are valid during s)."""
+
+    def __init__(self, uris: dict[str, str]) -> None:
+        self.uris = uris
+        while 30 - time.time() % 30 < 5:  # start away from a step's end
+            time.sleep(0.25)
+        self.step = dict.fromkeys(uris, int(time.time()) // 30 - 1)
+
+    def __call__(self, name: str) -> str:
+        step = self.step[name]
+        self.step[name] = step + 1
+        return str(pyotp.parse_uri(self.uris[name]).at(step * 30))
 
 
 def _sign(proc: ServerProcess, key: keys_pb2.Key, nonce: int) -> str:
@@ -64,42 +89,66 @@ def test_disaster_recovery_drill(tmp_path: Path) -> None:
     env_a = DevEnv(tmp_path / "a", init_dev(tmp_path / "a", listen="127.0.0.1:0"))
     a = ServerProcess(env_a, "a")
     a.start()
+    backup = tmp_path / "custos.backup"
     try:
-        key = keys_pb2_grpc.KeysStub(a.channel("officer")).CreateKey(
+        officer = keys_pb2_grpc.KeysStub(a.channel("officer"))
+        key = officer.CreateKey(
             keys_pb2.CreateKeyRequest(
                 key_id="drill-1", network_class=keys_pb2.NETWORK_CLASS_TESTNET
             )
         )
         address = builders.address(key, "ethereum", "sepolia")
         assert _sign(a, key, 0) == address
+        code = _Codes({n: enroll_totp(a.channel, n) for n in ("officer", "officer2")})
+
+        def fetch(name: str, ceremony_id: str) -> bytes:
+            stub = keys_pb2_grpc.KeysStub(a.channel(name))
+            request = keys_pb2.FetchKeyCeremonyResultRequest(
+                ceremony_id=ceremony_id, totp_code=code(name)
+            )
+            return bytes(stub.FetchKeyCeremonyResult(request).data)
+
+        def propose(**fields: object) -> keys_pb2.KeyCeremony:
+            request = keys_pb2.ProposeKeyCeremonyRequest(**fields)  # type: ignore[arg-type]
+            return officer.ProposeKeyCeremony(request)
+
+        early = propose(kind=keys_pb2.CEREMONY_KIND_BACKUP)
+        assert early.state == "executed", early
+        with pytest.raises(grpc.RpcError) as no_key:
+            fetch("officer", early.ceremony_id)
+        assert no_key.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+        assert "the token has no backup key yet" in str(no_key.value.details())
+        holders = [subject_string(n) for n in ("officer", "officer2")]
+        init = propose(kind=keys_pb2.CEREMONY_KIND_BACKUP_KEY_INIT, threshold=2, holders=holders)
+        assert init.state == "executed", init
+        shares = [tmp_path / f"share-{i}.txt" for i in (1, 2)]
+        for path, name in zip(shares, ("officer", "officer2"), strict=True):
+            path.write_bytes(fetch(name, init.ceremony_id))
+        twice = propose(kind=keys_pb2.CEREMONY_KIND_BACKUP_KEY_INIT, threshold=2, holders=holders)
+        assert twice.state == "failed"
+        assert "the token has a backup key already" in twice.outcome
+        made = propose(kind=keys_pb2.CEREMONY_KIND_BACKUP)
+        profile = _cli_profile(env_a, a.port, "officer", tmp_path)
+        backup.write_text("taken")
+        taken = _custos(
+            *("keys", "fetch", made.ceremony_id, "--out", str(backup), "--code", "000000"),
+            profile=profile,
+        )
+        assert taken.returncode == 2
+        assert "exists; a result is never written over a file" in taken.stderr
+        backup.unlink()
+        written = _custos(
+            *("keys", "fetch", made.ceremony_id, "--out", str(backup)),
+            *("--code", code("officer")),
+            profile=profile,
+        )
+        assert written.returncode == 0, written.stderr
+        assert oct(backup.stat().st_mode & 0o777) == "0o600"
+        assert "sha256" in written.stdout
     finally:
         a.stop()
 
     config_a = str(env_a.config_path)
-    backup = tmp_path / "custos.backup"
-    early = _custos("keys", "backup", str(backup), "--config", config_a)
-    assert early.returncode == 1
-    assert "the token has no backup key yet: custos keys backup-key init" in early.stderr
-    assert not backup.exists()
-    shares = [tmp_path / f"share-{i}.txt" for i in (1, 2, 3)]
-    made = _custos(
-        *("keys", "backup-key", "init", "--threshold", "2", "--shares", "3"),
-        *(arg for share in shares for arg in ("--share-file", str(share))),
-        *("--config", config_a),
-    )
-    assert made.returncode == 0, made.stderr
-    assert all(oct(s.stat().st_mode & 0o777) == "0o600" for s in shares)
-    second = tmp_path / "second-share.txt"
-    twice = _custos(
-        *("keys", "backup-key", "init", "--threshold", "1", "--shares", "1"),
-        *("--share-file", str(second), "--config", config_a),
-    )
-    assert twice.returncode == 1
-    assert "the token has a backup key already" in twice.stderr
-    assert not second.exists()
-    written = _custos("keys", "backup", str(backup), "--config", config_a)
-    assert written.returncode == 0, written.stderr
-    assert "keys: drill-1" in written.stdout
     verified = _custos("keys", "backup", "verify", str(backup), "--config", config_a)
     assert verified.returncode == 0, verified.stdout + verified.stderr
     assert "complete" in verified.stdout
@@ -108,9 +157,6 @@ def test_disaster_recovery_drill(tmp_path: Path) -> None:
     refused = _custos("keys", "backup", "verify", str(forged), "--config", config_a)
     assert refused.returncode == 1
     assert "its tag does not verify: the file was tampered with" in refused.stderr
-    again = _custos("keys", "backup", str(backup), "--config", config_a)
-    assert again.returncode == 2
-    assert "exists; a backup file is never overwritten" in again.stderr
     a.start()  # the log with the backup's records, checkpointed and verified offline
     try:
         log_a = a.verified_log()
@@ -124,16 +170,10 @@ def test_disaster_recovery_drill(tmp_path: Path) -> None:
     env_b = DevEnv(tmp_path / "b", init_dev(tmp_path / "b", listen="127.0.0.1:0"))
     config_b = str(env_b.config_path)
     other = tmp_path / "other"
-    other_env = DevEnv(other, init_dev(other, listen="127.0.0.1:0"))
+    other.mkdir()
     foreign = [other / f"share-{i}.txt" for i in (1, 2)]
-    assert (
-        _custos(
-            *("keys", "backup-key", "init", "--threshold", "2", "--shares", "2"),
-            *(arg for share in foreign for arg in ("--share-file", str(share))),
-            *("--config", str(other_env.config_path)),
-        ).returncode
-        == 0
-    )
+    for path, share in zip(foreign, split_backup_key(os.urandom(32), 2, 2), strict=True):
+        path.write_text(share)
     tampered = forged
     assert tampered.read_text() != backup.read_text()
 
@@ -154,13 +194,13 @@ def test_disaster_recovery_drill(tmp_path: Path) -> None:
             restore(backup, *foreign),
             "made under another backup key",
         ),
-        "tampered file": (restore(tampered, shares[0], shares[2]), "its tag does not verify"),
+        "tampered file": (restore(tampered, shares[0], shares[1]), "its tag does not verify"),
     }
     for name, (result, message) in refusals.items():
         assert result.returncode == 1, (name, result.stdout, result.stderr)
         assert message in result.stderr, (name, result.stderr)
     # Nothing half-restored: the token and store take the whole backup now.
-    restored = restore(backup, shares[2], shares[1])
+    restored = restore(backup, shares[1], shares[0])
     assert restored.returncode == 0, restored.stderr
     assert "restored 1 key(s): drill-1" in restored.stdout
     repeated = restore(backup, shares[0], shares[1])
@@ -190,13 +230,12 @@ def test_disaster_recovery_drill(tmp_path: Path) -> None:
         "".join(r.stdout + r.stderr for r, _m in refusals.values())
         + restored.stdout
         + restored.stderr
-        + made.stdout
-        + made.stderr
         + written.stdout
+        + written.stderr
     )
     places = [
-        *(p for d in (env_a.dir, env_b.dir, other) for p in d.rglob("*.log")),
-        *(p for d in (env_a.dir, env_b.dir, other) for p in d.rglob("*.db")),
+        *(p for d in (env_a.dir, env_b.dir) for p in d.rglob("*.log")),
+        *(p for d in (env_a.dir, env_b.dir) for p in d.rglob("*.db")),
         backup,
     ]
     haystacks = [

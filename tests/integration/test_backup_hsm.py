@@ -86,6 +86,21 @@ def test_softhsm_trusted_key_facts(tmp_path: Path) -> None:
     }
 
 
+def test_softhsm_export_facts(tmp_path: Path) -> None:
+    """Why hsm.key_export wraps in two steps: SoftHSM 2.6.1 has no
+    CKM_RSA_AES_KEY_WRAP, its RSA-OAEP C_WrapKey refuses EC private keys, and its
+    OAEP takes SHA-1 only; an RSA-OAEP wrap of an AES key works."""
+    facts = _run(tmp_path, "measure_export")
+    assert facts == {
+        "rsa_pkcs_oaep_offered": True,
+        "rsa_aes_key_wrap_offered": False,
+        "oaep_sha1_wraps_ec_private_key": "KeyNotWrappable",
+        "oaep_sha256_wraps_aes_key": "ArgumentsBad",
+        "oaep_sha1_wraps_aes_key": "ok",
+        "two_step_export_recovers_the_key": True,
+    }
+
+
 @pytest.mark.parametrize("mode", ["private", "trusted"])
 def test_backup_and_restore_onto_fresh_token(tmp_path: Path, mode: str) -> None:
     facts = _run(tmp_path, "round_trip", mode)
@@ -113,6 +128,78 @@ def _error(fn: Any) -> str:
     except Exception as exc:  # noqa: BLE001 - the error's type is the measured fact
         return type(exc).__name__
     return "ok"
+
+
+CKM_RSA_AES_KEY_WRAP = 0x1054  # PKCS#11 v2.40; python-pkcs11 may not name it
+
+
+def measure_export(tmp: str) -> None:
+    import pkcs11
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import padding, rsa
+    from cryptography.hazmat.primitives.keywrap import aes_key_unwrap_with_padding
+    from pkcs11 import MGF, Attribute, KeyType, Mechanism, ObjectClass
+
+    from hsm import backup, key_export
+    from hsm.backup import BackupKeyMode
+
+    token = pkcs11.lib(SOFTHSM_LIBRARY).get_token(token_label="source")
+    offered = {int(m) for m in token.slot.get_mechanisms()}
+    facts: dict[str, Any] = {
+        "rsa_pkcs_oaep_offered": int(Mechanism.RSA_PKCS_OAEP) in offered,
+        "rsa_aes_key_wrap_offered": CKM_RSA_AES_KEY_WRAP in offered,
+    }
+    session = token.open(user_pin=USER_PIN, rw=True)
+    public = backup.generate_backupable_secp256k1(session, "k", BackupKeyMode.PRIVATE)
+    private = next(
+        session.get_objects({Attribute.CLASS: ObjectClass.PRIVATE_KEY, Attribute.ID: b"k"})
+    )
+    recipient = rsa.generate_private_key(public_exponent=65537, key_size=3072)
+    numbers = recipient.public_key().public_numbers()
+    wrapping = session.create_object(
+        {
+            Attribute.CLASS: ObjectClass.PUBLIC_KEY,
+            Attribute.KEY_TYPE: KeyType.RSA,
+            Attribute.MODULUS: numbers.n.to_bytes(384, "big"),
+            Attribute.PUBLIC_EXPONENT: numbers.e.to_bytes(3, "big"),
+            Attribute.TOKEN: False,
+            Attribute.WRAP: True,
+        }
+    )
+    aes = session.generate_key(
+        KeyType.AES, 256, template={Attribute.EXTRACTABLE: True, Attribute.SENSITIVE: True}
+    )
+    sha1 = (Mechanism.SHA_1, MGF.SHA1, None)
+    sha256 = (Mechanism.SHA256, MGF.SHA256, None)
+    oaep = Mechanism.RSA_PKCS_OAEP
+    facts["oaep_sha1_wraps_ec_private_key"] = _error(
+        lambda: wrapping.wrap_key(private, mechanism=oaep, mechanism_param=sha1)
+    )
+    facts["oaep_sha256_wraps_aes_key"] = _error(
+        lambda: wrapping.wrap_key(aes, mechanism=oaep, mechanism_param=sha256)
+    )
+    facts["oaep_sha1_wraps_aes_key"] = _error(
+        lambda: wrapping.wrap_key(aes, mechanism=oaep, mechanism_param=sha1)
+    )
+    der = recipient.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    data = key_export.export_wrapped(session, "k", der)
+    hashed = hashes.SHA1()  # noqa: S303 - what SoftHSM's OAEP takes
+    ephemeral = recipient.decrypt(
+        data[:384], padding.OAEP(mgf=padding.MGF1(hashed), algorithm=hashed, label=None)
+    )
+    clear = serialization.load_der_private_key(
+        aes_key_unwrap_with_padding(ephemeral, data[384:]), None
+    )
+    facts["two_step_export_recovers_the_key"] = (
+        clear.public_key().public_bytes(  # type: ignore[union-attr]
+            serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint
+        )
+        == public
+    )
+    session.close()
+    print(json.dumps(facts))
 
 
 def _in_files(directory: Path, value: bytes) -> bool:

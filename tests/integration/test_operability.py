@@ -6,13 +6,18 @@ import contextlib
 import json
 import os
 import sqlite3
+import time
 import urllib.request
 import uuid
 
 import grpc
 import pyotp
 import pytest
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
+from cryptography.hazmat.primitives.keywrap import aes_key_unwrap_with_padding
 
+from hsm.backup import recover_backup_key
 from hsm.import_material import from_hex, wrap_for_import
 from proto.custos.v1 import keys_pb2, keys_pb2_grpc, policy_pb2, policy_pb2_grpc, signer_pb2_grpc
 from proto.custos.v1 import signer_pb2 as pb
@@ -82,6 +87,7 @@ def test_logs_are_json_with_context_and_never_hold_secrets(own_server: ServerPro
     with contextlib.suppress(grpc.RpcError):
         signer.SignBatch(pb.SignBatchRequest(request_id="logged-2", items=[bad]))
     imported, blob = _import_a_key(keys_pb2_grpc.KeysStub(own_server.channel("officer")))
+    custody = _custody_ceremonies(own_server, key)
     own_server.stop()
 
     text = (own_server.env.dir / "server.log").read_text()
@@ -94,7 +100,7 @@ def test_logs_are_json_with_context_and_never_hold_secrets(own_server: ServerPro
     assert refused[0]["component"] == "custos.pipeline"
     pin = (own_server.env.dir / "hsm.pin").read_text().strip()
     so_pin = (own_server.env.dir / "hsm.so-pin").read_text().strip()
-    for forbidden in (pin, so_pin, secret, good, imported, blob):
+    for forbidden in (pin, so_pin, secret, good, imported, blob, *custody):
         assert forbidden not in text
     # Nothing in the store (audit log included) holds a secret in clear either.
     with sqlite3.connect(own_server.env.dir / "custos.db") as db:
@@ -103,8 +109,85 @@ def test_logs_are_json_with_context_and_never_hold_secrets(own_server: ServerPro
         dump += "\n".join(bytes(r[0]).decode() for r in db.execute("SELECT record FROM audit_log"))
     assert "totp.failed" in dump
     assert "key.imported" in dump
-    for forbidden in (pin, so_pin, secret, imported, blob):
+    assert "keys.backed_up" in dump
+    assert "key.exported" in dump
+    for forbidden in (pin, so_pin, secret, imported, blob, *custody):
         assert forbidden not in dump
+    # Every share was fetched: none is left in its ceremony row, even sealed.
+    with sqlite3.connect(own_server.env.dir / "custos.db") as db:
+        rows = [json.loads(r[0]) for r in db.execute("SELECT record FROM ceremonies")]
+    assert [r["sealed"] for r in rows if r["kind"] == "backup_key_init"] == [[]]
+
+
+def _custody_ceremonies(server: ServerProcess, key: keys_pb2.Key) -> list[str]:
+    """The backup key's shares fetched by their holders, a backup and an export (the
+    development policy: quorum 0, export 1); the secrets they must never leak: each
+    share and its first words, the backup key, the exported key in clear."""
+    uris = {name: enroll_totp(server.channel, name) for name in ("officer", "officer2")}
+    # Steps s-1, s and s+1 are valid during step s, each once: start away from its end.
+    while 30 - time.time() % 30 < 5:
+        time.sleep(0.25)
+    first = int(time.time()) // 30 - 1
+    used: dict[str, int] = {}
+
+    def code(name: str) -> str:
+        step = first + used.get(name, 0)
+        used[name] = used.get(name, 0) + 1
+        return str(pyotp.parse_uri(uris[name]).at(step * 30))
+
+    stubs = {name: keys_pb2_grpc.KeysStub(server.channel(name)) for name in uris}
+
+    def fetch(name: str, ceremony_id: str) -> bytes:
+        request = keys_pb2.FetchKeyCeremonyResultRequest(
+            ceremony_id=ceremony_id, totp_code=code(name)
+        )
+        return bytes(stubs[name].FetchKeyCeremonyResult(request).data)
+
+    init = stubs["officer"].ProposeKeyCeremony(
+        keys_pb2.ProposeKeyCeremonyRequest(
+            kind=keys_pb2.CEREMONY_KIND_BACKUP_KEY_INIT,
+            threshold=2,
+            holders=[subject_string(name) for name in uris],
+        )
+    )
+    shares = [fetch(name, init.ceremony_id).decode() for name in uris]
+    backup = stubs["officer"].ProposeKeyCeremony(
+        keys_pb2.ProposeKeyCeremonyRequest(kind=keys_pb2.CEREMONY_KIND_BACKUP)
+    )
+    fetch("officer", backup.ceremony_id)
+    recipient = rsa.generate_private_key(public_exponent=65537, key_size=3072)
+    export = stubs["officer"].ProposeKeyCeremony(
+        keys_pb2.ProposeKeyCeremonyRequest(
+            kind=keys_pb2.CEREMONY_KIND_EXPORT_KEY,
+            key_id=key.key_id,
+            recipient_public_key=recipient.public_key().public_bytes(
+                serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+            ),
+        )
+    )
+    stubs["officer2"].ApproveKeyCeremony(
+        keys_pb2.ApproveKeyCeremonyRequest(
+            ceremony_id=export.ceremony_id, digest=export.digest, totp_code=code("officer2")
+        )
+    )
+    wrapped = fetch("officer", export.ceremony_id)
+    sha1 = hashes.SHA1()  # noqa: S303 - OAEP's hash, see hsm.key_export
+    ephemeral = recipient.decrypt(
+        wrapped[:384], padding.OAEP(mgf=padding.MGF1(sha1), algorithm=sha1, label=None)
+    )
+    clear = serialization.load_der_private_key(
+        aes_key_unwrap_with_padding(ephemeral, wrapped[384:]), None
+    )
+    assert isinstance(clear, ec.EllipticCurvePrivateKey)
+    exported = clear.private_numbers().private_value.to_bytes(32, "big")
+    backup_key = recover_backup_key(shares)
+    return [
+        *shares,
+        *(" ".join(share.split()[:4]) for share in shares),
+        backup_key.hex(),
+        exported.hex(),
+        ephemeral.hex(),
+    ]
 
 
 def _import_a_key(keys: keys_pb2_grpc.KeysStub) -> tuple[str, str]:

@@ -68,6 +68,10 @@ REQUESTS: dict[str, tuple[Message, type[Message]]] = {
         keys_pb2.ListKeyCeremoniesRequest(),
         keys_pb2.ListKeyCeremoniesResponse,
     ),
+    "/custos.v1.Keys/FetchKeyCeremonyResult": (
+        keys_pb2.FetchKeyCeremonyResultRequest(ceremony_id="missing"),  # no code: refused
+        keys_pb2.KeyCeremonyResult,
+    ),
     "/custos.v1.Audit/StreamRecords": (
         audit_pb2.StreamRecordsRequest(from_seq=10**9),
         audit_pb2.AuditRecord,

@@ -77,3 +77,60 @@ def test_missing_pin_and_bad_config_are_named(dev_env: DevEnv, tmp_path: Path) -
     result = _serve(text.replace("[server]", "[server]\nthreads = -1"), tmp_path)
     assert result.returncode == 2
     assert "server.threads" in result.stderr
+
+
+SO_CREATES_BACKUP_KEY = """
+import json, sys
+import pkcs11
+from pkcs11 import Attribute, KeyType
+from hsm import backup
+from hsm.backup import BackupKeyMode
+token = pkcs11.lib(sys.argv[1]).get_token(token_label=sys.argv[2])
+so = token.open(so_pin=sys.argv[3], rw=True)
+facts = {}
+try:
+    so.generate_key(KeyType.AES, 256, store=True, template={Attribute.PRIVATE: True})
+except pkcs11.PKCS11Error as exc:
+    facts["so_private_object"] = type(exc).__name__
+backup.install_backup_key(so, "_backup", bytearray(32), BackupKeyMode.TRUSTED)
+print(json.dumps(facts))
+"""
+
+
+def test_trusted_backup_mode_on_softhsm_refuses_to_start(tmp_path: Path) -> None:
+    """backup.mode = "trusted" never degrades to "private": on SoftHSM start-up stops,
+    first for want of the SO's backup key, then because the only one SoftHSM's SO can
+    make is a public object (measured: a private one gives CKR_USER_NOT_LOGGED_IN)."""
+    import json
+
+    from signer.config import load_config
+    from signer.devsetup import init_dev
+
+    env = DevEnv(tmp_path / "t", init_dev(tmp_path / "t", listen="127.0.0.1:0"))
+    text = env.config_path.read_text() + '\n[backup]\nmode = "trusted"\n'
+    first = _serve(text, tmp_path)
+    assert first.returncode == 2, first.stderr
+    message = json.loads(first.stderr.strip().splitlines()[-1])["msg"]
+    assert "backup.mode = \"trusted\": the token has no backup key '_backup'" in message
+    assert "Traceback" not in first.stderr
+
+    config = load_config(env.config_path)
+    so_pin = (env.dir / "hsm.so-pin").read_text().strip()
+    made = subprocess.run(
+        [
+            *(sys.executable, "-c", SO_CREATES_BACKUP_KEY),
+            *(str(config.hsm.library), config.hsm.token_label, so_pin),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, **config.hsm.environment},
+        check=False,
+    )
+    assert made.returncode == 0, made.stderr
+    assert json.loads(made.stdout) == {"so_private_object": "UserNotLoggedIn"}
+    second = _serve(text, tmp_path)
+    assert second.returncode == 2, second.stderr
+    message = json.loads(second.stderr.strip().splitlines()[-1])["msg"]
+    assert "backup key '_backup' is a public object (CKA_PRIVATE false)" in message
+    assert 'use mode = "private" there' in message

@@ -99,6 +99,23 @@ def test_failed_transaction_leaves_nothing(store: Store) -> None:
     assert _all_records(store) == before
 
 
+def test_insert_keys_writes_all_or_nothing(store: Store) -> None:
+    """A restore's registration: a taken id anywhere in the batch writes no key and no record."""
+    taken = KeyRecord("k2", b"\x04" * 65, KeyState.ENABLED, "officer", 5)
+    store.insert_key(taken, event("key.created"))
+    batch = [
+        KeyRecord(key_id, b"\x04" * 65, KeyState.ENABLED, "operator", 6) for key_id in ("k1", "k2")
+    ]
+    with pytest.raises(KeyAlreadyExists):
+        store.insert_keys(batch, [event("key.restored"), event("key.restored")])
+    assert [k.key_id for k in store.list_keys()] == ["k2"]
+    assert _kinds(store) == ["key.created"]
+    fresh = [dataclasses.replace(k, key_id=f"r{i}") for i, k in enumerate(batch)]
+    store.insert_keys(fresh, [event("key.restored"), event("key.restored")])
+    assert [k.key_id for k in store.list_keys()] == ["k2", "r0", "r1"]
+    assert _kinds(store) == ["key.created", "key.restored", "key.restored"]
+
+
 # -- claims -------------------------------------------------------------------
 
 

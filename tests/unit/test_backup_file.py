@@ -68,16 +68,16 @@ def test_the_metric_is_the_age_of_the_newest_complete_verification(tmp_path: Pat
         store.close()
 
 
-def test_share_files_must_match_the_share_count_and_never_overwrite(
+def test_making_a_backup_is_no_operator_command_any_more(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    """Only officer ceremonies make the backup key and backups (propose-backup*)."""
     config = str(tmp_path / "none.toml")
-    base = ["keys", "backup-key", "init", "--threshold", "2", "--shares", "3"]
-    assert main([*base, "--share-file", "a", "--share-file", "b", "--config", config]) == 2
-    assert "give 3 files, one per share (got 2)" in capsys.readouterr().err
-    (tmp_path / "taken").write_text("x")
-    files = [str(tmp_path / n) for n in ("taken", "b", "c")]
-    argv = [*base, *(a for f in files for a in ("--share-file", f)), "--config", config]
-    assert main(argv) == 2
-    assert "exists; a share file is never overwritten" in capsys.readouterr().err
-    assert (tmp_path / "taken").read_text() == "x"
+    for argv in (
+        ["keys", "backup-key", "init", "--threshold", "2", "--config", config],
+        ["keys", "backup", str(tmp_path / "f"), "--config", config],
+    ):
+        with pytest.raises(SystemExit) as exited:
+            main(argv)
+        assert exited.value.code == 2
+        assert "invalid choice" in capsys.readouterr().err

@@ -55,10 +55,10 @@ def approve(ceremony: c.Ceremony, officer: str, **kw: Any) -> c.Ceremony | Refus
 
 def test_defaults_follow_governance_and_disabling_needs_one() -> None:
     plain = doc(m=3)
-    assert [c.required_approvals(plain, k) for k in c.KINDS] == [3, 1, 3, 3, 3]
+    assert [c.required_approvals(plain, k) for k in c.KINDS] == [3, 1, 3, 3, 3, 3, 3, 3, 3]
     assert c.required_approvals(doc(m=1), c.DISABLE_KEY) == 1
     chosen = doc({"create_key": 2, "disable_key": 0})
-    assert [c.required_approvals(chosen, k) for k in c.KINDS] == [2, 0, 3, 3, 3]
+    assert [c.required_approvals(chosen, k) for k in c.KINDS] == [2, 0, 3, 3, 3, 3, 3, 3, 3]
 
 
 def test_a_section_left_out_keeps_the_hash_of_older_versions() -> None:
@@ -134,7 +134,7 @@ def test_the_digest_covers_every_field(field: str) -> None:
 def test_bad_proposals_are_refused() -> None:
     rules = c.CeremonyRules.of(doc(), c.CREATE_KEY)
     cases = {
-        c.UNKNOWN_KIND: ("export_key", {"key_id": "k1"}, "o1"),
+        c.UNKNOWN_KIND: ("wipe_key", {"key_id": "k1"}, "o1"),
         c.BAD_PARAMS: (c.CREATE_KEY, {"key_id": "k1"}, "o1"),
         NOT_OFFICER: (c.CREATE_KEY, {"key_id": "k1", "network_class": "testnet"}, "x"),
     }
@@ -158,3 +158,62 @@ def test_quorum_zero_is_approved_as_proposed_and_expiry_and_cancel() -> None:
     again = c.cancel(cancelled, "o2", rules, now=NOW)
     assert isinstance(again, Refused)
     assert isinstance(c.cancel(ceremony, "mallory", rules, now=NOW), Refused)
+
+
+def _executed(kind: str, params: dict[str, str]) -> c.Ceremony:
+    proposed = c.propose("cer-9", kind, params, "o1", c.CeremonyRules.of(doc(), kind), now=NOW)
+    assert isinstance(proposed, c.Ceremony)
+    return c.finish(proposed, executed=True, outcome="done", now=NOW)
+
+
+def test_a_backup_or_export_goes_to_its_proposer_once() -> None:
+    for kind, params in (
+        (c.BACKUP, {}),
+        (
+            c.EXPORT_KEY,
+            {"key_id": "k1", "recipient_public_key": "AA", "recipient_fingerprint": "f"},
+        ),
+    ):
+        done = _executed(kind, params)
+        assert c.deliverable(done, "o1") is None
+        lifetime = done.expires_at - done.proposed_at
+        assert c.deliverable(done, "o1", now=NOW + lifetime - timedelta(seconds=1)) is None
+        late = c.deliverable(done, "o1", now=NOW + lifetime)
+        assert isinstance(late, Refused)
+        assert late.reason == c.EXPIRED
+        refused = c.deliverable(done, "o2")
+        assert isinstance(refused, Refused)
+        assert refused.reason == c.NOT_YOURS
+        again = c.deliverable(c.delivered(done, "o1"), "o1")
+        assert isinstance(again, Refused)
+        assert again.reason == c.FETCHED
+        still_open = c.propose(
+            "cer-8", kind, params, "o1", c.CeremonyRules.of(doc(), kind), now=NOW
+        )
+        assert isinstance(still_open, c.Ceremony)
+        not_yet = c.deliverable(still_open, "o1")
+        assert isinstance(not_yet, Refused)
+        assert not_yet.reason == NOT_OPEN
+
+
+def test_each_share_holder_fetches_only_their_own_share_once() -> None:
+    done = _executed(c.BACKUP_KEY_INIT, {"threshold": "2", "holders": '["o2", "o3", "o4"]'})
+    done = dataclasses.replace(done, sealed=(("o2", "s2"), ("o3", "s3"), ("o4", "s4")))
+    proposer = c.deliverable(done, "o1")  # proposed it, holds no share
+    assert isinstance(proposer, Refused)
+    assert proposer.reason == c.NOT_YOURS
+    assert c.deliverable(done, "o3") is None
+    handed = c.delivered(done, "o3")
+    assert handed.sealed == (("o2", "s2"), ("o4", "s4"))  # the fetched share is gone
+    assert handed.delivered_to == ("o3",)
+    again = c.deliverable(handed, "o3")
+    assert isinstance(again, Refused)
+    assert again.reason == c.FETCHED
+    assert c.deliverable(handed, "o2") is None
+    assert c.deliverable(handed, "o2", now=NOW + timedelta(days=400)) is None  # no deadline
+
+
+def test_kinds_without_a_result_have_nothing_to_fetch() -> None:
+    refused = c.deliverable(_executed(c.IMPORT_KEY_INIT, {}), "o1")
+    assert isinstance(refused, Refused)
+    assert refused.reason == c.NOT_FETCHABLE

@@ -34,6 +34,10 @@ class CeremonyKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     CEREMONY_KIND_ENABLE_KEY: _ClassVar[CeremonyKind]
     CEREMONY_KIND_RETIRE_KEY: _ClassVar[CeremonyKind]
     CEREMONY_KIND_IMPORT_KEY: _ClassVar[CeremonyKind]
+    CEREMONY_KIND_BACKUP_KEY_INIT: _ClassVar[CeremonyKind]
+    CEREMONY_KIND_BACKUP: _ClassVar[CeremonyKind]
+    CEREMONY_KIND_EXPORT_KEY: _ClassVar[CeremonyKind]
+    CEREMONY_KIND_IMPORT_KEY_INIT: _ClassVar[CeremonyKind]
 KEY_STATE_UNSPECIFIED: KeyState
 KEY_STATE_ENABLED: KeyState
 KEY_STATE_DISABLED: KeyState
@@ -50,6 +54,10 @@ CEREMONY_KIND_DISABLE_KEY: CeremonyKind
 CEREMONY_KIND_ENABLE_KEY: CeremonyKind
 CEREMONY_KIND_RETIRE_KEY: CeremonyKind
 CEREMONY_KIND_IMPORT_KEY: CeremonyKind
+CEREMONY_KIND_BACKUP_KEY_INIT: CeremonyKind
+CEREMONY_KIND_BACKUP: CeremonyKind
+CEREMONY_KIND_EXPORT_KEY: CeremonyKind
+CEREMONY_KIND_IMPORT_KEY_INIT: CeremonyKind
 
 class Address(_message.Message):
     __slots__ = ("chain", "network", "kind", "address")
@@ -152,16 +160,22 @@ class SetKeyStateRequest(_message.Message):
     def __init__(self, key_id: _Optional[str] = ...) -> None: ...
 
 class ProposeKeyCeremonyRequest(_message.Message):
-    __slots__ = ("kind", "key_id", "network_class", "imported_key")
+    __slots__ = ("kind", "key_id", "network_class", "imported_key", "threshold", "holders", "recipient_public_key")
     KIND_FIELD_NUMBER: _ClassVar[int]
     KEY_ID_FIELD_NUMBER: _ClassVar[int]
     NETWORK_CLASS_FIELD_NUMBER: _ClassVar[int]
     IMPORTED_KEY_FIELD_NUMBER: _ClassVar[int]
+    THRESHOLD_FIELD_NUMBER: _ClassVar[int]
+    HOLDERS_FIELD_NUMBER: _ClassVar[int]
+    RECIPIENT_PUBLIC_KEY_FIELD_NUMBER: _ClassVar[int]
     kind: CeremonyKind
     key_id: str
     network_class: NetworkClass
     imported_key: ImportKeyRequest
-    def __init__(self, kind: _Optional[_Union[CeremonyKind, str]] = ..., key_id: _Optional[str] = ..., network_class: _Optional[_Union[NetworkClass, str]] = ..., imported_key: _Optional[_Union[ImportKeyRequest, _Mapping]] = ...) -> None: ...
+    threshold: int
+    holders: _containers.RepeatedScalarFieldContainer[str]
+    recipient_public_key: bytes
+    def __init__(self, kind: _Optional[_Union[CeremonyKind, str]] = ..., key_id: _Optional[str] = ..., network_class: _Optional[_Union[NetworkClass, str]] = ..., imported_key: _Optional[_Union[ImportKeyRequest, _Mapping]] = ..., threshold: _Optional[int] = ..., holders: _Optional[_Iterable[str]] = ..., recipient_public_key: _Optional[bytes] = ...) -> None: ...
 
 class ApproveKeyCeremonyRequest(_message.Message):
     __slots__ = ("ceremony_id", "digest", "totp_code")
@@ -192,7 +206,14 @@ class ListKeyCeremoniesRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class KeyCeremony(_message.Message):
-    __slots__ = ("ceremony_id", "kind", "key_id", "network_class", "state", "digest", "proposed_by", "approved_by", "approvals_required", "proposed_at_unix_ms", "expires_at_unix_ms", "finished_at_unix", "policy_version", "outcome", "cancelled_by", "imported_key")
+    __slots__ = ("ceremony_id", "kind", "key_id", "network_class", "state", "digest", "proposed_by", "approved_by", "approvals_required", "proposed_at_unix_ms", "expires_at_unix_ms", "finished_at_unix", "policy_version", "outcome", "cancelled_by", "imported_key", "params", "delivered_to")
+    class ParamsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
     CEREMONY_ID_FIELD_NUMBER: _ClassVar[int]
     KIND_FIELD_NUMBER: _ClassVar[int]
     KEY_ID_FIELD_NUMBER: _ClassVar[int]
@@ -209,6 +230,8 @@ class KeyCeremony(_message.Message):
     OUTCOME_FIELD_NUMBER: _ClassVar[int]
     CANCELLED_BY_FIELD_NUMBER: _ClassVar[int]
     IMPORTED_KEY_FIELD_NUMBER: _ClassVar[int]
+    PARAMS_FIELD_NUMBER: _ClassVar[int]
+    DELIVERED_TO_FIELD_NUMBER: _ClassVar[int]
     ceremony_id: str
     kind: CeremonyKind
     key_id: str
@@ -225,7 +248,29 @@ class KeyCeremony(_message.Message):
     outcome: str
     cancelled_by: str
     imported_key: ImportKeyRequest
-    def __init__(self, ceremony_id: _Optional[str] = ..., kind: _Optional[_Union[CeremonyKind, str]] = ..., key_id: _Optional[str] = ..., network_class: _Optional[_Union[NetworkClass, str]] = ..., state: _Optional[str] = ..., digest: _Optional[str] = ..., proposed_by: _Optional[str] = ..., approved_by: _Optional[_Iterable[str]] = ..., approvals_required: _Optional[int] = ..., proposed_at_unix_ms: _Optional[int] = ..., expires_at_unix_ms: _Optional[int] = ..., finished_at_unix: _Optional[int] = ..., policy_version: _Optional[int] = ..., outcome: _Optional[str] = ..., cancelled_by: _Optional[str] = ..., imported_key: _Optional[_Union[ImportKeyRequest, _Mapping]] = ...) -> None: ...
+    params: _containers.ScalarMap[str, str]
+    delivered_to: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, ceremony_id: _Optional[str] = ..., kind: _Optional[_Union[CeremonyKind, str]] = ..., key_id: _Optional[str] = ..., network_class: _Optional[_Union[NetworkClass, str]] = ..., state: _Optional[str] = ..., digest: _Optional[str] = ..., proposed_by: _Optional[str] = ..., approved_by: _Optional[_Iterable[str]] = ..., approvals_required: _Optional[int] = ..., proposed_at_unix_ms: _Optional[int] = ..., expires_at_unix_ms: _Optional[int] = ..., finished_at_unix: _Optional[int] = ..., policy_version: _Optional[int] = ..., outcome: _Optional[str] = ..., cancelled_by: _Optional[str] = ..., imported_key: _Optional[_Union[ImportKeyRequest, _Mapping]] = ..., params: _Optional[_Mapping[str, str]] = ..., delivered_to: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class FetchKeyCeremonyResultRequest(_message.Message):
+    __slots__ = ("ceremony_id", "totp_code")
+    CEREMONY_ID_FIELD_NUMBER: _ClassVar[int]
+    TOTP_CODE_FIELD_NUMBER: _ClassVar[int]
+    ceremony_id: str
+    totp_code: str
+    def __init__(self, ceremony_id: _Optional[str] = ..., totp_code: _Optional[str] = ...) -> None: ...
+
+class KeyCeremonyResult(_message.Message):
+    __slots__ = ("ceremony", "data", "sha256", "format")
+    CEREMONY_FIELD_NUMBER: _ClassVar[int]
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    SHA256_FIELD_NUMBER: _ClassVar[int]
+    FORMAT_FIELD_NUMBER: _ClassVar[int]
+    ceremony: KeyCeremony
+    data: bytes
+    sha256: str
+    format: str
+    def __init__(self, ceremony: _Optional[_Union[KeyCeremony, _Mapping]] = ..., data: _Optional[bytes] = ..., sha256: _Optional[str] = ..., format: _Optional[str] = ...) -> None: ...
 
 class ListKeyCeremoniesResponse(_message.Message):
     __slots__ = ("ceremonies",)

@@ -99,6 +99,11 @@ class KeysStub:
                 request_serializer=proto_dot_custos_dot_v1_dot_keys__pb2.ListKeyCeremoniesRequest.SerializeToString,
                 response_deserializer=proto_dot_custos_dot_v1_dot_keys__pb2.ListKeyCeremoniesResponse.FromString,
                 _registered_method=True)
+        self.FetchKeyCeremonyResult = channel.unary_unary(
+                '/custos.v1.Keys/FetchKeyCeremonyResult',
+                request_serializer=proto_dot_custos_dot_v1_dot_keys__pb2.FetchKeyCeremonyResultRequest.SerializeToString,
+                response_deserializer=proto_dot_custos_dot_v1_dot_keys__pb2.KeyCeremonyResult.FromString,
+                _registered_method=True)
 
 
 class KeysServicer:
@@ -186,6 +191,12 @@ class KeysServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def FetchKeyCeremonyResult(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_KeysServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -253,6 +264,11 @@ def add_KeysServicer_to_server(servicer, server):
                     servicer.ListKeyCeremonies,
                     request_deserializer=proto_dot_custos_dot_v1_dot_keys__pb2.ListKeyCeremoniesRequest.FromString,
                     response_serializer=proto_dot_custos_dot_v1_dot_keys__pb2.ListKeyCeremoniesResponse.SerializeToString,
+            ),
+            'FetchKeyCeremonyResult': grpc.unary_unary_rpc_method_handler(
+                    servicer.FetchKeyCeremonyResult,
+                    request_deserializer=proto_dot_custos_dot_v1_dot_keys__pb2.FetchKeyCeremonyResultRequest.FromString,
+                    response_serializer=proto_dot_custos_dot_v1_dot_keys__pb2.KeyCeremonyResult.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -606,6 +622,33 @@ class Keys:
             '/custos.v1.Keys/ListKeyCeremonies',
             proto_dot_custos_dot_v1_dot_keys__pb2.ListKeyCeremoniesRequest.SerializeToString,
             proto_dot_custos_dot_v1_dot_keys__pb2.ListKeyCeremoniesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def FetchKeyCeremonyResult(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/custos.v1.Keys/FetchKeyCeremonyResult',
+            proto_dot_custos_dot_v1_dot_keys__pb2.FetchKeyCeremonyResultRequest.SerializeToString,
+            proto_dot_custos_dot_v1_dot_keys__pb2.KeyCeremonyResult.FromString,
             options,
             channel_credentials,
             insecure,
