@@ -386,10 +386,12 @@ class SigningPipeline:
                 raise InvalidRequest(f"items[{index}].{exc.field}: {exc.message}") from None
             kind = item.tx.kind
             _check_network_class(index, kind, key, ready.intent.chain, ready.intent.network)
-            # The key's origin comes from its authenticated record, for key_origins rules.
-            ready = dataclasses.replace(
-                ready, intent=dataclasses.replace(ready.intent, key_origin=key.origin)
-            )
+            # The key's origin comes from its authenticated record, for key_origins rules
+            # (copied only when it differs from what the adapter left: a copy per item costs).
+            if ready.intent.key_origin != key.origin:
+                ready = dataclasses.replace(
+                    ready, intent=dataclasses.replace(ready.intent, key_origin=key.origin)
+                )
             prepared.append(_Item(index, key, adapter, ready))
         return prepared
 
@@ -471,7 +473,7 @@ class SigningPipeline:
             sigs = signatures[cursor : cursor + count]
             cursor += count
             signed = item.adapter.assemble(item.prepared, sigs)
-            response.items.append(_signed_item(item, signed, sigs))
+            _add_signed_item(response, item, signed, sigs)
         signed_event = AuditEvent(
             "sign.signed",
             caller.subject,
@@ -514,10 +516,14 @@ class SigningPipeline:
             log.exception("could not release request id %s", request_id)
 
 
-def _signed_item(
-    item: _Item, signed: SignedTx, sigs: Sequence[RecoverableSignature]
-) -> pb.SignedItem:
-    return pb.SignedItem(
+def _add_signed_item(
+    response: pb.SignBatchResponse,
+    item: _Item,
+    signed: SignedTx,
+    sigs: Sequence[RecoverableSignature],
+) -> None:
+    # Built in place (items.add): appending a finished message copies it.
+    added = response.items.add(
         chain=signed.chain,
         network=signed.network,
         key_id=item.key.key_id,
@@ -526,11 +532,9 @@ def _signed_item(
         raw_tx=signed.raw_tx,
         fee=signed.fee,
         max_fee=str(signed.max_fee) if signed.max_fee else "",
-        signatures=[
-            pb.SignedSignature(digest=digest.hex(), signature=sig.rsv().hex())
-            for digest, sig in zip(item.prepared.digests, sigs, strict=True)
-        ],
     )
+    for digest, sig in zip(item.prepared.digests, sigs, strict=True):
+        added.signatures.add(digest=digest.hex(), signature=sig.rsv().hex())
 
 
 _OUTCOME_OF_STATUS = {
