@@ -353,11 +353,15 @@ class SigningPipeline:
             )
 
     def _prepare(self, caller: Identity, request: SignBatch) -> list[_Item]:
+        granted: set[str] = set()  # batches name few keys: each is checked once
         for index, item in enumerate(request.items):
+            if item.key_id in granted:
+                continue
             if not KEY_ID.fullmatch(item.key_id):
                 raise InvalidRequest(f"items[{index}].key_id: not a valid key id")
             if not caller.may_use_key(item.key_id):
                 raise PermissionDenied(f"items[{index}].key_id: key {item.key_id!r} not granted")
+            granted.add(item.key_id)
         since = self._integrity.epoch()
         keys = self._store.get_keys([item.key_id for item in request.items])
         # Only rows the HSM vouches for may lead to a signature (invariant 8);
@@ -367,6 +371,7 @@ class SigningPipeline:
         # batch of expensive items stops after a bounded amount of CPU.
         budget = WorkBudget(self._max_work)
         prepared = []
+        infos: dict[str, KeyInfo] = {}
         for index, item in enumerate(request.items):
             key = keys.get(item.key_id)
             if key is None:
@@ -378,10 +383,11 @@ class SigningPipeline:
             if item.tx is None:
                 kinds = ", ".join(self._adapters)
                 raise InvalidRequest(f"items[{index}].tx: no transaction or message ({kinds})")
+            info = infos.get(key.key_id)
+            if info is None:
+                info = infos[key.key_id] = KeyInfo(key.key_id, key.public_key)
             try:
-                adapter, ready = self._adapters.prepare(
-                    item.tx, KeyInfo(key.key_id, key.public_key), budget
-                )
+                adapter, ready = self._adapters.prepare(item.tx, info, budget)
             except InvalidField as exc:
                 raise InvalidRequest(f"items[{index}].{exc.field}: {exc.message}") from None
             kind = item.tx.kind
