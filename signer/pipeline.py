@@ -353,11 +353,15 @@ class SigningPipeline:
             )
 
     def _prepare(self, caller: Identity, request: SignBatch) -> list[_Item]:
+        granted: set[str] = set()  # batches name few keys: each is checked once
         for index, item in enumerate(request.items):
+            if item.key_id in granted:
+                continue
             if not KEY_ID.fullmatch(item.key_id):
                 raise InvalidRequest(f"items[{index}].key_id: not a valid key id")
             if not caller.may_use_key(item.key_id):
                 raise PermissionDenied(f"items[{index}].key_id: key {item.key_id!r} not granted")
+            granted.add(item.key_id)
         since = self._integrity.epoch()
         keys = self._store.get_keys([item.key_id for item in request.items])
         # Only rows the HSM vouches for may lead to a signature (invariant 8);
@@ -367,6 +371,7 @@ class SigningPipeline:
         # batch of expensive items stops after a bounded amount of CPU.
         budget = WorkBudget(self._max_work)
         prepared = []
+        infos: dict[str, KeyInfo] = {}
         for index, item in enumerate(request.items):
             key = keys.get(item.key_id)
             if key is None:
@@ -378,18 +383,21 @@ class SigningPipeline:
             if item.tx is None:
                 kinds = ", ".join(self._adapters)
                 raise InvalidRequest(f"items[{index}].tx: no transaction or message ({kinds})")
+            info = infos.get(key.key_id)
+            if info is None:
+                info = infos[key.key_id] = KeyInfo(key.key_id, key.public_key)
             try:
-                adapter, ready = self._adapters.prepare(
-                    item.tx, KeyInfo(key.key_id, key.public_key), budget
-                )
+                adapter, ready = self._adapters.prepare(item.tx, info, budget)
             except InvalidField as exc:
                 raise InvalidRequest(f"items[{index}].{exc.field}: {exc.message}") from None
             kind = item.tx.kind
             _check_network_class(index, kind, key, ready.intent.chain, ready.intent.network)
-            # The key's origin comes from its authenticated record, for key_origins rules.
-            ready = dataclasses.replace(
-                ready, intent=dataclasses.replace(ready.intent, key_origin=key.origin)
-            )
+            # The key's origin comes from its authenticated record, for key_origins rules
+            # (copied only when it differs from what the adapter left: a copy per item costs).
+            if ready.intent.key_origin != key.origin:
+                ready = dataclasses.replace(
+                    ready, intent=dataclasses.replace(ready.intent, key_origin=key.origin)
+                )
             prepared.append(_Item(index, key, adapter, ready))
         return prepared
 
@@ -471,7 +479,7 @@ class SigningPipeline:
             sigs = signatures[cursor : cursor + count]
             cursor += count
             signed = item.adapter.assemble(item.prepared, sigs)
-            response.items.append(_signed_item(item, signed, sigs))
+            _add_signed_item(response, item, signed, sigs)
         signed_event = AuditEvent(
             "sign.signed",
             caller.subject,
@@ -514,10 +522,14 @@ class SigningPipeline:
             log.exception("could not release request id %s", request_id)
 
 
-def _signed_item(
-    item: _Item, signed: SignedTx, sigs: Sequence[RecoverableSignature]
-) -> pb.SignedItem:
-    return pb.SignedItem(
+def _add_signed_item(
+    response: pb.SignBatchResponse,
+    item: _Item,
+    signed: SignedTx,
+    sigs: Sequence[RecoverableSignature],
+) -> None:
+    # Built in place (items.add): appending a finished message copies it.
+    added = response.items.add(
         chain=signed.chain,
         network=signed.network,
         key_id=item.key.key_id,
@@ -526,11 +538,9 @@ def _signed_item(
         raw_tx=signed.raw_tx,
         fee=signed.fee,
         max_fee=str(signed.max_fee) if signed.max_fee else "",
-        signatures=[
-            pb.SignedSignature(digest=digest.hex(), signature=sig.rsv().hex())
-            for digest, sig in zip(item.prepared.digests, sigs, strict=True)
-        ],
     )
+    for digest, sig in zip(item.prepared.digests, sigs, strict=True):
+        added.signatures.add(digest=digest.hex(), signature=sig.rsv().hex())
 
 
 _OUTCOME_OF_STATUS = {

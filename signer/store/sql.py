@@ -38,6 +38,7 @@ from collections.abc import Callable, Iterable, Sequence
 from contextlib import AbstractContextManager
 from typing import Any, ClassVar, Protocol, TypeVar
 
+from audit.merkle import leaf_hash
 from audit.record import AuditEvent, AuditRecord, ChainHead, next_record
 from policies.velocity import Spent
 from signer.store.base import (
@@ -253,8 +254,10 @@ class SqlStore(WebhookTables, abc.ABC):
         rows = []
         for event in events:
             record = next_record(head, event, ts)
-            head = ChainHead(record.seq, record.leaf_hash())
-            rows.append((record.seq, record.encode(), head.hash))
+            # Encoded once: a batch's records list every item (JSON is most of their cost).
+            encoding = record.encode()
+            head = ChainHead(record.seq, leaf_hash(encoding))
+            rows.append((record.seq, encoding, head.hash))
         self._insert_records(tx, rows)
 
     def _write_audited(self, work: Callable[[Tx], T], events: Sequence[AuditEvent]) -> T:

@@ -44,6 +44,36 @@ def test_signature_from_another_key_is_refused() -> None:
         normalize(raw, digest, other)
 
 
+def test_signature_of_another_digest_is_refused_for_either_recovery_id() -> None:
+    key = PrivateKey(b"\x03" * 32)
+    public = key.public_key.format(compressed=False)
+    ids = set()
+    for n in range(16):  # both recovery ids turn up among these
+        digest = hashlib.sha256(bytes([n])).digest()
+        raw = key.sign_recoverable(digest, hasher=None)[:64]
+        ids.add(normalize(raw, digest, public).recovery_id)
+        with pytest.raises(SignatureError):
+            normalize(raw, hashlib.sha256(b"other" + bytes([n])).digest(), public)
+    assert ids == {0, 1}
+
+
+@pytest.mark.parametrize("form", ["compressed", "truncated", "hybrid", "off-curve"])
+def test_the_key_must_be_a_valid_uncompressed_point(form: str) -> None:
+    key = PrivateKey(b"\x04" * 32)
+    digest = hashlib.sha256(b"y").digest()
+    raw = key.sign_recoverable(digest, hasher=None)[:64]
+    public = key.public_key.format(compressed=False)
+    bad = {
+        "compressed": key.public_key.format(compressed=True),
+        "truncated": public[:64],
+        "hybrid": bytes([6 + (public[-1] & 1)]) + public[1:],
+        "off-curve": public[:-1] + bytes([public[-1] ^ 1]),
+    }[form]
+    with pytest.raises(SignatureError):
+        normalize(raw, digest, bad)
+    assert normalize(raw, digest, public).r == int.from_bytes(raw[:32], "big")
+
+
 @pytest.mark.parametrize("raw", [b"", b"\x00" * 64, b"\xff" * 64, b"\x01" * 63])
 def test_malformed_raw_signatures_are_refused(raw: bytes) -> None:
     public = PrivateKey(b"\x01" * 32).public_key.format(compressed=False)
