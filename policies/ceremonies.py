@@ -1,6 +1,7 @@
 """Key ceremonies: one officer proposes, M other officers approve, then it executes once.
 
-Creating, importing, disabling, enabling and retiring a key are ceremonies (issue 11).
+Creating, importing, disabling, enabling and retiring a key, and creating an HD
+wallet, are ceremonies (issue 11).
 Pure rules over ceremony records, with the approval step shared with policy
 versions (policies.governance.admit_approval): each approval needs a fresh
 TOTP code, verified by the caller, and names the ceremony's digest, a hash
@@ -41,6 +42,7 @@ DISABLE_KEY = "disable_key"
 ENABLE_KEY = "enable_key"
 RETIRE_KEY = "retire_key"
 IMPORT_KEY = "import_key"
+CREATE_WALLET = "create_wallet"
 
 # Each kind and the parameters it names, all required (strings).
 KINDS: dict[str, tuple[str, ...]] = {
@@ -59,6 +61,8 @@ KINDS: dict[str, tuple[str, ...]] = {
         "source",
         "path",
     ),
+    # An HD wallet whose seed the HSM generates (signer.wallets); the label is shown.
+    CREATE_WALLET: ("wallet_id", "label"),
 }
 # The quorum of a kind the document leaves out (see policies.document.Ceremonies).
 _LENIENT_DEFAULTS = {DISABLE_KEY: 1}

@@ -174,6 +174,7 @@ class Ceremonies(_Model):
     enable_key: int | None = Field(default=None, ge=0, le=100)
     retire_key: int | None = Field(default=None, ge=0, le=100)
     import_key: int | None = Field(default=None, ge=0, le=100)
+    create_wallet: int | None = Field(default=None, ge=0, le=100)
     proposal_expires_after: Duration | None = None  # default: governance.proposal_expires_after
 
 

@@ -10,8 +10,8 @@ compare-and-set on both rows (signer.store.ceremony_tables). A ceremony whose
 quorum was met but whose execution was interrupted (a crash) is executed by
 the next read of it, still only once.
 
-Each kind has an executor here (an import's is signer.key_import); backup and
-restore add theirs.
+Each kind has an executor here (an import's is signer.key_import, a wallet's
+signer.wallets); backup and restore add theirs.
 """
 
 from __future__ import annotations
@@ -42,6 +42,8 @@ from signer.keys import KeyManager, check_key_id, checked_network_class
 from signer.policy_governor import PolicyGovernor
 from signer.store.base import KeyRecord, KeyState, Store
 from signer.store.ceremony_tables import CeremonyRow
+from signer.store.wallet_tables import WalletRecord
+from signer.wallets import WalletManager, check_label, check_wallet_id
 
 TABLE = "ceremonies"
 FINISH_ATTEMPTS = 3
@@ -110,8 +112,10 @@ class KeyCeremonies:
         integrity: StateAuthenticator,
         clock: Clock = utcnow,
         imports: KeyImports | None = None,
+        wallets: WalletManager | None = None,
     ) -> None:
         self._store = store
+        self._wallets = wallets
         self._keys = keys
         self._imports = imports
         self._governor = governor
@@ -123,6 +127,7 @@ class KeyCeremonies:
             rules.ENABLE_KEY: self._prepare_state,
             rules.RETIRE_KEY: self._prepare_state,
             rules.IMPORT_KEY: self._prepare_import,
+            rules.CREATE_WALLET: self._prepare_create_wallet,
         }
 
     # -- rows ---------------------------------------------------------------------
@@ -328,8 +333,12 @@ class KeyCeremonies:
     def _execute(self, row: CeremonyRow) -> CeremonyRow:
         """Do what an approved ceremony says, exactly once; the row as it ends."""
         ceremony = self._verified(row)
-        key_id = ceremony.param("key_id")
-        with self._store.exclusive(f"key:{key_id}"):
+        params = dict(ceremony.params)
+        # Two replicas executing one id at once would make two HSM objects (keys) or seeds.
+        lock = (
+            f"wallet:{params['wallet_id']}" if "wallet_id" in params else f"key:{params['key_id']}"
+        )
+        with self._store.exclusive(lock):
             for _attempt in range(FINISH_ATTEMPTS):
                 try:
                     prepared = self._executors[ceremony.kind](ceremony)
@@ -355,10 +364,12 @@ class KeyCeremonies:
                     ),
                     *prepared.events,
                 ]
-                if self._store.finish_ceremony(new, prepared.key, events):
+                if self._store.finish_ceremony(new, prepared.key, events, wallet=prepared.wallet):
                     self._committed(new)
                     if prepared.key is not None:
                         self._keys.committed(prepared.key)
+                    if prepared.wallet is not None:
+                        self._wallet_manager().committed(prepared.wallet)
                     return new
                 # The ceremony or the key changed since read: read both again.
                 since = self._integrity.epoch()
@@ -387,6 +398,20 @@ class KeyCeremonies:
         )
         return _Prepared(record, [event], f"imported, public key {record.public_key.hex()}")
 
+    def _prepare_create_wallet(self, ceremony: rules.Ceremony) -> _Prepared:
+        record, event = self._wallet_manager().new_wallet(
+            ceremony.param("wallet_id"),
+            ceremony.param("label"),
+            ceremony.proposer,
+            {"ceremony_id": ceremony.ceremony_id},
+        )
+        return _Prepared(None, [event], "wallet created", wallet=record)
+
+    def _wallet_manager(self) -> WalletManager:
+        if self._wallets is None:
+            raise FailedPrecondition("this service does not hold HD wallets")
+        return self._wallets
+
     def _importer(self) -> KeyImports:
         if self._imports is None:
             raise FailedPrecondition("this service does not import keys")
@@ -409,6 +434,13 @@ class KeyCeremonies:
         """The parameters of a proposal, checked against the key as it is now."""
         if kind not in rules.KINDS:
             raise InvalidRequest(f"kind: one of {', '.join(rules.KINDS)}")
+        if kind == rules.CREATE_WALLET:
+            wallet_id = params.get("wallet_id", "")
+            check_wallet_id(wallet_id)
+            label = check_label(params.get("label", "") or wallet_id)
+            if self._store.get_wallet(wallet_id) is not None:
+                raise AlreadyExists(f"wallet {wallet_id!r} already exists")
+            return {"wallet_id": wallet_id, "label": label}
         key_id = params.get("key_id", "")
         check_key_id(key_id)
         if kind == rules.IMPORT_KEY:
@@ -445,3 +477,4 @@ class _Prepared:
     events: Sequence[AuditEvent]
     outcome: str
     executed: bool = True
+    wallet: WalletRecord | None = None  # a new wallet, inserted with the ceremony's end

@@ -54,6 +54,7 @@ from signer.review import Reviewer, signed_transport
 from signer.second_factor import SecondFactor
 from signer.services import AuditService, KeysService, SignerService
 from signer.store.factory import open_store
+from signer.wallets import WalletManager
 from signer.webhook_service import WebhooksService
 from signer.webhook_worker import WebhookDispatcher
 from signer.webhooks import WebhookRegistry
@@ -167,6 +168,7 @@ class CustosServer:
         limits = ChainLimits(**config.limits.model_dump())
         authorizer = Authorizer(config.identities)
         adapters = make_adapters(limits)
+        self.wallets = WalletManager(self.store, self.pool, integrity=self.integrity)
         pipeline = SigningPipeline(
             self.store,
             AuditGate(self.pool, self.audit),  # no signature while the log fails its checks
@@ -300,10 +302,15 @@ class CustosServer:
         keys = KeyManager(self.store, self.pool, integrity=self.integrity)
         imports = KeyImports(self.store, self.pool, integrity=self.integrity)
         key_ceremonies = KeyCeremonies(
-            self.store, keys, self.governor, integrity=self.integrity, imports=imports
+            self.store,
+            keys,
+            self.governor,
+            integrity=self.integrity,
+            imports=imports,
+            wallets=self.wallets,
         )
         keys_pb2_grpc.add_KeysServicer_to_server(
-            KeysService(keys, key_ceremonies, second_factor, imports), self._grpc
+            KeysService(keys, key_ceremonies, second_factor, imports, self.wallets), self._grpc
         )
         audit_pb2_grpc.add_AuditServicer_to_server(AuditService(self.audit, self.store), self._grpc)
         policy_pb2_grpc.add_PoliciesServicer_to_server(

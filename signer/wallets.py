@@ -1,0 +1,229 @@
+"""HD wallets in the service: created by a ceremony, deposit addresses derived, keys resolved.
+
+A wallet's BIP39 seed is made by the HSM's random generator and stored only
+sealed (hsm.hd) under the token's AES key SEAL_KEY_ID, with an AAD that names
+the wallet: a sealed seed copied onto another wallet's row does not unseal. The
+row itself carries an HSM tag (signer.authenticity) over every column, so a
+database writer can neither forge a wallet nor swap two wallets' seeds: the
+tag fails first (DATA_LOSS), and the AAD would fail next.
+
+Addresses come from the account-level extended public key (one HSM derivation
+per wallet, chain, network and account, then cached): the same code a
+watch-only wallet runs on the exported key (signer.chains.hd), so an address
+from `derive` and one derived outside Custos from the exported key are equal.
+"""
+
+from __future__ import annotations
+
+import builtins
+import dataclasses
+import re
+import threading
+import time
+from collections.abc import Mapping
+from typing import Protocol
+
+from audit.record import AuditEvent
+from hsm.bip32 import DerivationError, ExtendedPublicKey
+from hsm.errors import HsmUnavailable
+from hsm.hd import HdKeys, SealedSeed
+from hsm.hd_paths import BITCOIN_SCHEMES, COIN_TYPES, HdPath, allowed_path
+from signer.authenticity import Fact, StateAuthenticator
+from signer.chains.hd import MAX_ADDRESSES_PER_CALL, DerivedAddress, derive_addresses
+from signer.errors import AlreadyExists, InvalidRequest, NotFound, Unavailable
+from signer.store.base import Store
+from signer.store.wallet_tables import WalletRecord
+
+WALLET_ID = re.compile(r"[a-z0-9][a-z0-9._-]{0,62}")
+SEAL_KEY_ID = "_wallet_seal"
+SEED_AAD_DOMAIN = b"custos/wallet-seed/v1\x00"
+GENERATED, IMPORTED = "generated", "imported"
+ENABLED = "enabled"
+MAX_LABEL = 200
+TABLE = "wallets"
+
+
+def wallet_fact(record: WalletRecord) -> Fact:
+    """What a wallet row's HSM tag covers: every column, bound to its id and version."""
+    return Fact(
+        TABLE,
+        (record.wallet_id,),
+        record.version,
+        (
+            ("label", record.label),
+            ("seal_key_id", record.seal_key_id),
+            ("sealed_seed", record.sealed_seed),
+            ("origin", record.origin),
+            ("state", record.state),
+            ("created_by", record.created_by),
+            ("created_at_ms", record.created_at_ms),
+        ),
+    )
+
+
+def seed_aad(wallet_id: str) -> bytes:
+    """The AAD a wallet's seed is sealed with: it unseals on this wallet's row only."""
+    return SEED_AAD_DOMAIN + wallet_id.encode()
+
+
+def sealed_seed(record: WalletRecord) -> SealedSeed:
+    return SealedSeed(record.seal_key_id, record.sealed_seed, seed_aad(record.wallet_id))
+
+
+def check_wallet_id(wallet_id: str, field: str = "wallet_id") -> None:
+    if not WALLET_ID.fullmatch(wallet_id):
+        raise InvalidRequest(
+            f"{field}: must match [a-z0-9][a-z0-9._-]{{0,62}} (lower-case, at most 63 chars)"
+        )
+
+
+def check_label(label: str) -> str:
+    """A label is shown to people: printable, one line, bounded."""
+    if not label or len(label) > MAX_LABEL or not label.isprintable():
+        raise InvalidRequest(f"label: 1 to {MAX_LABEL} printable characters")
+    return label
+
+
+def account_path(chain: str, network: str, account: int, purpose: int = 0) -> HdPath:
+    """The allowed account-level path for `chain` (purpose: 44, 49 or 84 on bitcoin only)."""
+    if chain == "bitcoin":
+        purpose = purpose or 84
+        if purpose not in BITCOIN_SCHEMES:
+            raise InvalidRequest(f"purpose: 44, 49 or 84 for bitcoin, not {purpose}")
+        coin = 0 if network == "mainnet" else 1
+    elif chain in COIN_TYPES:
+        if purpose not in (0, 44):
+            raise InvalidRequest(f"purpose: only 44 for {chain}")
+        purpose, coin = 44, COIN_TYPES[chain]
+    else:
+        raise InvalidRequest(f"chain: one of bitcoin, {', '.join(COIN_TYPES)}")
+    if account < 0:
+        raise InvalidRequest("account: 0 or more")
+    try:
+        return allowed_path(chain, network, f"m/{purpose}'/{coin}'/{account}'")
+    except DerivationError as exc:
+        field = "network" if "network" in str(exc) else "account"
+        raise InvalidRequest(f"{field}: {exc}") from None
+
+
+class WalletHsm(HdKeys, Protocol):
+    """The HSM abilities wallets use: the HD seam (hsm.hd) and the seal key's creation."""
+
+    def ensure_aes_key(self, key_id: str) -> None: ...
+
+
+class WalletManager:
+    """Creates wallets (for ceremonies), reads them verified, derives their public keys."""
+
+    def __init__(self, store: Store, hsm: WalletHsm, *, integrity: StateAuthenticator) -> None:
+        self._store = store
+        self._hsm = hsm
+        self._integrity = integrity
+        self._lock = threading.Lock()
+        # (wallet id, row mac, chain, network, account path) -> account key: a cache of
+        # HSM derivations; the mac keys it, so a changed row never hits a stale entry.
+        self._accounts: dict[tuple[str, bytes, str, str, str], ExtendedPublicKey] = {}
+
+    # -- creation (signer.ceremonies calls these under the wallet's lock) ----------
+
+    def new_wallet(
+        self, wallet_id: str, label: str, actor: str, context: Mapping[str, str | int]
+    ) -> tuple[WalletRecord, AuditEvent]:
+        """A wallet with a fresh HSM-made seed: its tagged record and audit event, unstored."""
+        check_wallet_id(wallet_id)
+        check_label(label)
+        if self._store.get_wallet(wallet_id) is not None:
+            raise AlreadyExists(f"wallet {wallet_id!r} already exists")
+        try:
+            self._hsm.ensure_aes_key(SEAL_KEY_ID)
+            sealed = self._hsm.hd_create_seed(SEAL_KEY_ID, seed_aad(wallet_id))
+        except HsmUnavailable as exc:
+            raise Unavailable("the HSM could not create the wallet's seed; retry later") from exc
+        record = WalletRecord(
+            wallet_id,
+            label,
+            sealed.seal_key_id,
+            sealed.sealed,
+            GENERATED,
+            ENABLED,
+            actor,
+            time.time_ns() // 10**6,
+        )
+        record = dataclasses.replace(record, mac=self._integrity.tag(wallet_fact(record)))
+        event = AuditEvent(
+            "wallet.created",
+            actor,
+            {
+                "wallet_id": wallet_id,
+                "label": label,
+                "origin": GENERATED,
+                "seal_key_id": SEAL_KEY_ID,
+                "row_version": record.version,
+                **context,
+            },
+        )
+        return record, event
+
+    def committed(self, record: WalletRecord) -> None:
+        """`record` is stored: from now on an older copy of the row put back is a replay."""
+        self._integrity.raise_floor(TABLE, (record.wallet_id,), record.version)
+
+    # -- reads ----------------------------------------------------------------------
+
+    def get(self, wallet_id: str) -> WalletRecord:
+        check_wallet_id(wallet_id)
+        since = self._integrity.epoch()
+        record = self._store.get_wallet(wallet_id)
+        if record is None:
+            raise NotFound(f"wallet {wallet_id!r} not found")
+        self._integrity.check(wallet_fact(record), record.mac, since)
+        return record
+
+    def list(self) -> list[WalletRecord]:
+        since = self._integrity.epoch()
+        records = self._store.list_wallets()
+        self._integrity.verify([(wallet_fact(r), r.mac) for r in records], since)
+        return records
+
+    def account_key(self, record: WalletRecord, path: HdPath) -> ExtendedPublicKey:
+        """The account-level public key of a verified wallet row at account path `path`."""
+        assert record.mac is not None  # verified rows carry their tag
+        cache_key = (record.wallet_id, record.mac, path.chain, path.network, path.text)
+        with self._lock:
+            cached = self._accounts.get(cache_key)
+        if cached is not None:
+            return cached
+        try:
+            key = self._hsm.hd_account_key(sealed_seed(record), path.chain, path.network, path.text)
+        except HsmUnavailable as exc:
+            raise Unavailable(f"wallet {record.wallet_id!r}: {exc}") from exc
+        with self._lock:
+            self._accounts[cache_key] = key
+        return key
+
+    def exported_key(self, wallet_id: str, path: HdPath) -> str:
+        """The account public key in its standard form (xpub/ypub/zpub, tpub/upub/vpub)."""
+        return self.account_key(self.get(wallet_id), path).serialize(path.key_version)
+
+    def derive(
+        self, wallet_id: str, path: HdPath, *, change: int, start: int, count: int
+    ) -> builtins.list[DerivedAddress]:
+        """Addresses start..start+count-1 of an account (bounded: MAX_ADDRESSES_PER_CALL)."""
+        if not 0 < count <= MAX_ADDRESSES_PER_CALL:
+            raise InvalidRequest(f"count: 1 to {MAX_ADDRESSES_PER_CALL}")
+        if start < 0:
+            raise InvalidRequest("index: 0 or more")
+        exported = self.exported_key(wallet_id, path)
+        try:
+            return derive_addresses(
+                exported,
+                path.chain,
+                path.network,
+                path.text,
+                start=start,
+                count=count,
+                change=change,
+            )
+        except DerivationError as exc:
+            field = "change" if "change" in str(exc) else "index"
+            raise InvalidRequest(f"{field}: {exc}") from None
