@@ -33,12 +33,14 @@ KIND_OF_MESSAGE: dict[int, str] = {
     keys_pb2.CEREMONY_KIND_ENABLE_KEY: ceremonies.ENABLE_KEY,
     keys_pb2.CEREMONY_KIND_RETIRE_KEY: ceremonies.RETIRE_KEY,
     keys_pb2.CEREMONY_KIND_IMPORT_KEY: ceremonies.IMPORT_KEY,
+    keys_pb2.CEREMONY_KIND_CREATE_WALLET: ceremonies.CREATE_WALLET,
 }
 _VERBS = {
     "propose-create": keys_pb2.CEREMONY_KIND_CREATE_KEY,
     "propose-disable": keys_pb2.CEREMONY_KIND_DISABLE_KEY,
     "propose-enable": keys_pb2.CEREMONY_KIND_ENABLE_KEY,
     "propose-retire": keys_pb2.CEREMONY_KIND_RETIRE_KEY,
+    "propose-create-wallet": keys_pb2.CEREMONY_KIND_CREATE_WALLET,
 }
 _CLASS_NAMES = {
     keys_pb2.NETWORK_CLASS_MAINNET: "mainnet",
@@ -57,6 +59,8 @@ def recomputed_digest(message: keys_pb2.KeyCeremony) -> str:
         params = import_params(
             wrapped_of_message(message.imported_key, message.key_id, network_class)
         )
+    if kind == ceremonies.CREATE_WALLET:
+        params = {"wallet_id": message.wallet_id, "label": message.label}
     return ceremonies.digest(
         message.ceremony_id,
         kind,
@@ -84,8 +88,11 @@ def _print(message: keys_pb2.KeyCeremony, args: argparse.Namespace) -> None:
     fields: list[tuple[str, object]] = [
         ("ceremony_id", message.ceremony_id),
         ("kind", _kind(message)),
-        ("key_id", message.key_id),
     ]
+    if message.kind == keys_pb2.CEREMONY_KIND_CREATE_WALLET:
+        fields += [("wallet_id", message.wallet_id), ("label", message.label)]
+    else:
+        fields.append(("key_id", message.key_id))
     if message.network_class:
         fields.append(("network_class", _CLASS_NAMES.get(message.network_class, "?")))
     if message.HasField("imported_key"):
@@ -118,6 +125,11 @@ def _stub(profile: ClientProfile) -> keys_pb2_grpc.KeysStub:
 
 def cmd_propose(args: argparse.Namespace, profile: ClientProfile) -> int:
     kind = _VERBS[args.action]
+    if kind == keys_pb2.CEREMONY_KIND_CREATE_WALLET:
+        proposal = keys_pb2.ProposeKeyCeremonyRequest(
+            kind=kind, wallet_id=args.wallet_id, label=args.label
+        )
+        return print_proposal(_stub(profile).ProposeKeyCeremony(proposal), args)
     network_class = keys_pb2.NETWORK_CLASS_UNSPECIFIED
     if kind == keys_pb2.CEREMONY_KIND_CREATE_KEY:
         network_class = {v: k for k, v in _CLASS_NAMES.items()}[args.network_class]
@@ -182,12 +194,12 @@ def cmd_list(args: argparse.Namespace, profile: ClientProfile) -> int:
         print_json(listed)
         return Exit.OK
     print_table(
-        ("CEREMONY", "KIND", "KEY ID", "STATE", "APPROVALS", "PROPOSED", "BY"),
+        ("CEREMONY", "KIND", "KEY/WALLET", "STATE", "APPROVALS", "PROPOSED", "BY"),
         [
             (
                 c.ceremony_id,
                 _kind(c),
-                c.key_id,
+                c.key_id or c.wallet_id,
                 c.state,
                 f"{len(c.approved_by)}/{c.approvals_required}",
                 _ms(c.proposed_at_unix_ms),
@@ -223,6 +235,13 @@ def add_commands(
                 help="mainnet or testnet; fixed for the key's life",
             )
         a.set_defaults(func=with_profile(cmd_propose))
+    a = actions.add_parser(
+        "propose-create-wallet",
+        help="propose an HD wallet whose seed the HSM generates (officer)",
+    )
+    a.add_argument("wallet_id")
+    a.add_argument("--label", default="", help="shown with the wallet (default: its id)")
+    a.set_defaults(func=with_profile(cmd_propose))
     a = actions.add_parser(
         "approve", help="approve a key ceremony with your TOTP code (another officer)"
     )

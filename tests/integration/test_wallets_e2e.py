@@ -5,7 +5,10 @@ database writer's seed swap refused; the seed never in the store or the audit lo
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -321,3 +324,89 @@ def test_a_sealed_seed_swapped_between_wallets_is_refused(
         db.execute(swap, (seed_a,))
     # Put back, the row verifies again and derives what it did before.
     assert wallets.derive(wallet_id="hot-2", **eth).addresses[0].address == before
+
+
+def _custos(wallets: Wallets, tmp_path: Path, name: str, *args: str) -> str:
+    """A `custos` command as `name` runs it; its standard output (it must succeed)."""
+    env = wallets.server.env
+    text = (env.dir / "clients" / f"{name}.toml").read_text()
+    profile = tmp_path / f"{name}.toml"
+    port = wallets.server.port
+    profile.write_text(text.replace('endpoint = "127.0.0.1:0"', f'endpoint = "127.0.0.1:{port}"'))
+    done = subprocess.run(
+        [sys.executable, "-m", "signer.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "CUSTOS_CLIENT": str(profile)},
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+def test_cli_creates_a_wallet_and_derives_what_its_xpub_derives(
+    wallets: Wallets, tmp_path: Path
+) -> None:
+    proposed = json.loads(
+        _custos(
+            wallets,
+            tmp_path,
+            "officer",
+            "keys",
+            "propose-create-wallet",
+            "hot-cli",
+            "--label",
+            "CLI wallet",
+            "-o",
+            "json",
+        )
+    )
+    # The approver's client recomputes the digest from the fields shown before approving.
+    approved = json.loads(
+        _custos(
+            wallets,
+            tmp_path,
+            "officer2",
+            "keys",
+            "approve",
+            proposed["ceremony_id"],
+            "--digest",
+            proposed["digest"],
+            "--code",
+            wallets.code(),
+            "-o",
+            "json",
+        )
+    )
+    assert approved["state"] == "executed"
+    assert "hot-cli" in _custos(wallets, tmp_path, "payments", "wallets", "list")
+    where = ["hot-cli", "--chain", "bitcoin", "--network", "testnet", "--account", "1"]
+    xpub = json.loads(
+        _custos(wallets, tmp_path, "payments", "wallets", "xpub", *where, "-o", "json")
+    )
+    assert xpub["account_path"] == "m/84'/1'/1'"
+    derived = json.loads(
+        _custos(
+            wallets,
+            tmp_path,
+            "payments",
+            "wallets",
+            "derive",
+            *where,
+            "--index",
+            "0",
+            "--count",
+            "3",
+            "-o",
+            "json",
+        )
+    )
+    expected = _bip_utils_addresses(
+        xpub["extended_public_key"], Bip84, Bip84Coins.BITCOIN_TESTNET, 0, 3
+    )
+    assert [a["address"] for a in derived["addresses"]] == expected
+    legacy = _custos(
+        wallets, tmp_path, "officer", "wallets", "derive", *where, "--purpose", "44", "--index", "7"
+    )
+    assert "m/44'/1'/1'/0/7" in legacy
