@@ -184,6 +184,8 @@ class CustosServer:
                 config.review,
                 signed_transport(self.event_signer) if self.event_signer is not None else None,
             ),
+            wallets=self.wallets,
+            hd_signer=AuditGate(self.pool, self.audit, hd=self.pool),
         )
         self.desk = ApprovalDesk(
             self.store,

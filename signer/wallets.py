@@ -24,12 +24,13 @@ from collections.abc import Mapping
 from typing import Protocol
 
 from audit.record import AuditEvent
-from hsm.bip32 import DerivationError, ExtendedPublicKey
+from hsm.bip32 import HARDENED, DerivationError, ExtendedPublicKey
 from hsm.errors import HsmUnavailable
-from hsm.hd import HdKeys, SealedSeed
+from hsm.hd import HdKeys, HdSignRequest, SealedSeed
 from hsm.hd_paths import BITCOIN_SCHEMES, COIN_TYPES, HdPath, allowed_path
 from signer.authenticity import Fact, StateAuthenticator
 from signer.chains.hd import MAX_ADDRESSES_PER_CALL, DerivedAddress, derive_addresses
+from signer.chains.items import HdKeyRef
 from signer.errors import AlreadyExists, InvalidRequest, NotFound, Unavailable
 from signer.store.base import Store
 from signer.store.wallet_tables import WalletRecord
@@ -104,6 +105,42 @@ def account_path(chain: str, network: str, account: int, purpose: int = 0) -> Hd
     except DerivationError as exc:
         field = "network" if "network" in str(exc) else "account"
         raise InvalidRequest(f"{field}: {exc}") from None
+
+
+def check_place(chain: str, change: int, last_index: int) -> None:
+    """The change branch and index range of a path, checked field by field."""
+    branches = (0, 1) if chain == "bitcoin" else (0,)
+    if change not in branches:
+        raise InvalidRequest(
+            f"change: {' or '.join(map(str, branches))} on {chain} (BIP44 change branch)"
+        )
+    if last_index >= HARDENED:
+        raise InvalidRequest(f"index: address indexes end at {HARDENED - 1} (not hardened)")
+
+
+def derived_key_id(wallet_id: str, path: HdPath) -> str:
+    """How a wallet's derived key is named where a key id is shown (audit, responses, policy).
+
+    A key id never holds a slash (signer.keys.KEY_ID): no wallet key is mistaken for a key.
+    """
+    return f"{wallet_id}/{path.text}"
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class DerivedKey:
+    """A wallet's key as the pipeline signs with it: resolved from the verified row."""
+
+    wallet_id: str
+    key_id: str  # derived_key_id
+    path: HdPath
+    public_key: bytes  # 65-byte uncompressed, derived from the wallet's account key
+    origin: str
+    seed: SealedSeed
+
+    def sign_request(self, digest: bytes) -> HdSignRequest:
+        return HdSignRequest(
+            self.seed, self.path.chain, self.path.network, self.path.text, digest, self.public_key
+        )
 
 
 class WalletHsm(HdKeys, Protocol):
@@ -201,6 +238,24 @@ class WalletManager:
             self._accounts[cache_key] = key
         return key
 
+    def derived_key(
+        self, record: WalletRecord, ref: HdKeyRef, chain: str, network: str
+    ) -> DerivedKey:
+        """The key at `ref` of a verified wallet row, for `chain`: public key from the
+        account key (never the caller's); InvalidRequest names the HdKeyRef field."""
+        acct = account_path(chain, network, ref.account, ref.purpose)
+        check_place(chain, ref.change, ref.index)
+        path = allowed_path(chain, network, f"{acct.text}/{ref.change}/{ref.index}")
+        public = self.account_key(record, acct).child(ref.change).child(ref.index)
+        return DerivedKey(
+            record.wallet_id,
+            derived_key_id(record.wallet_id, path),
+            path,
+            public.uncompressed(),
+            record.origin,
+            sealed_seed(record),
+        )
+
     def exported_key(self, wallet_id: str, path: HdPath) -> str:
         """The account public key in its standard form (xpub/ypub/zpub, tpub/upub/vpub)."""
         return self.account_key(self.get(wallet_id), path).serialize(path.key_version)
@@ -213,6 +268,7 @@ class WalletManager:
             raise InvalidRequest(f"count: 1 to {MAX_ADDRESSES_PER_CALL}")
         if start < 0:
             raise InvalidRequest("index: 0 or more")
+        check_place(path.chain, change, start + count - 1)
         exported = self.exported_key(wallet_id, path)
         try:
             return derive_addresses(
@@ -224,6 +280,5 @@ class WalletManager:
                 count=count,
                 change=change,
             )
-        except DerivationError as exc:
-            field = "change" if "change" in str(exc) else "index"
-            raise InvalidRequest(f"{field}: {exc}") from None
+        except DerivationError as exc:  # pragma: no cover - check_place refused it first
+            raise InvalidRequest(f"index: {exc}") from None

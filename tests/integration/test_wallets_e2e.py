@@ -28,10 +28,13 @@ from bip_utils import (
 
 from hsm.bip32 import master_key
 from proto.custos.v1 import keys_pb2
+from proto.custos.v1 import signer_pb2 as pb
 from signer.config import IdentityConfig
 from signer.devsetup import subject_string
 from signer.wallets import SEAL_KEY_ID, seed_aad
+from tests import builders
 from tests.conftest import DevEnv, RunningServer, server_with_policy
+from tests.second_impl import evm_sender, tron_signer, verify_bitcoin
 from tests.support import enroll_totp
 
 pytestmark = pytest.mark.integration
@@ -283,6 +286,10 @@ def test_a_service_sees_only_wallets_it_is_granted(
 
 
 def test_the_seed_is_never_in_the_store_or_the_audit_log(wallets: Wallets, hot: str) -> None:
+    _assert_no_seed(wallets, hot)
+
+
+def _assert_no_seed(wallets: Wallets, hot: str) -> None:
     pool = wallets.server.server.pool  # type: ignore[attr-defined]
     store = wallets.server.server.store  # type: ignore[attr-defined]
     record = store.get_wallet(hot)
@@ -298,6 +305,112 @@ def test_the_seed_is_never_in_the_store_or_the_audit_log(wallets: Wallets, hot: 
             assert form not in data
             assert form.decode("latin-1") not in text
     assert record.sealed_seed.hex() not in text
+
+
+def _derived(wallets: Wallets, wallet_id: str, **where: object) -> keys_pb2.DerivedAddress:
+    change, index = where.pop("change", 0), where.pop("index", 0)
+    reply = wallets.derive(wallet_id=wallet_id, change=change, index=index, **where)
+    return reply.addresses[0]
+
+
+def _hd_item(item: pb.SignItem, wallet_id: str, **ref: int) -> pb.SignItem:
+    item.ClearField("key_id")
+    item.hd.CopyFrom(pb.HdKeyRef(wallet_id=wallet_id, **ref))
+    return item
+
+
+def _sign(wallets: Wallets, request_id: str, *items: pb.SignItem) -> pb.SignBatchResponse:
+    return wallets.server.signer("payments").SignBatch(
+        pb.SignBatchRequest(request_id=request_id, items=items)
+    )
+
+
+def test_a_derived_key_signs_evm_and_tron_verified_by_second_implementations(
+    wallets: Wallets, hot: str
+) -> None:
+    eth = _derived(wallets, hot, chain="ethereum", network="sepolia", account=1, index=3)
+    tron = _derived(wallets, hot, chain="tron", network="nile", index=4)
+    as_key = keys_pb2.Key(key_id="unused")
+    evm_item = _hd_item(builders.evm_item(as_key), hot, account=1, index=3)
+    bsc_item = _hd_item(builders.evm_item(as_key, chain_id=97, nonce=1), hot, account=1, index=3)
+    tron_item = _hd_item(builders.tron_item(as_key), hot, index=4)
+    response = _sign(wallets, "hd-evm-tron", evm_item, bsc_item, tron_item)
+    assert response.status == pb.BATCH_STATUS_SIGNED
+    signed_eth, signed_bsc, signed_tron = response.items
+    # eth-account recovers the sender: the address `derive` gave for that path.
+    assert evm_sender(signed_eth.raw_tx) == eth.address
+    assert evm_sender(signed_bsc.raw_tx) == eth.address  # BSC shares Ethereum's coin type
+    assert signed_eth.key_id == f"{hot}/{eth.path}"
+    assert (signed_eth.address, signed_tron.address) == (eth.address, tron.address)
+    assert tron_signer(signed_tron.raw_tx) == tron.address
+    authorized = [f for k, f in wallets.audit() if k == "sign.authorized"][-1]
+    assert [i["key_id"] for i in authorized["items"]] == [  # type: ignore[index]
+        f"{hot}/{eth.path}",
+        f"{hot}/{eth.path}",
+        f"{hot}/{tron.path}",
+    ]
+    _assert_no_seed(wallets, hot)
+
+
+def test_a_derived_key_spends_a_p2wpkh_output_verified_by_bitcointx(
+    wallets: Wallets, hot: str
+) -> None:
+    btc = _derived(wallets, hot, chain="bitcoin", network="testnet", change=1, index=2)
+    assert btc.path == "m/84'/1'/0'/1/2"
+    as_key = keys_pb2.Key(
+        key_id="unused",
+        public_key=btc.public_key,
+        addresses=[
+            keys_pb2.Address(chain="bitcoin", network="testnet", kind="p2wpkh", address=btc.address)
+        ],
+    )
+    item = _hd_item(builders.bitcoin_item(as_key, script_types=("p2wpkh",)), hot, change=1, index=2)
+    (signed,) = _sign(wallets, "hd-btc", item).items
+    assert signed.address == btc.address
+    verify_bitcoin(signed.raw_tx, builders.bitcoin_prevouts(item.bitcoin))
+    # The same spend named by another index's key: that key holds nothing in it.
+    other = _hd_item(
+        builders.bitcoin_item(as_key, script_types=("p2wpkh",)), hot, change=1, index=3
+    )
+    refused(
+        lambda: _sign(wallets, "hd-btc-other", other),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "items[0].bitcoin.inputs[0]",
+    )
+
+
+@pytest.mark.parametrize(
+    ("wallet_id", "ref", "code", "words"),
+    [
+        ("hot-1", {"account": 5000}, grpc.StatusCode.INVALID_ARGUMENT, "items[0].hd.account"),
+        ("hot-1", {"change": 1}, grpc.StatusCode.INVALID_ARGUMENT, "items[0].hd.change"),
+        ("hot-1", {"index": 2**31}, grpc.StatusCode.INVALID_ARGUMENT, "items[0].hd.index"),
+        ("hot-1", {"purpose": 49}, grpc.StatusCode.INVALID_ARGUMENT, "items[0].hd.purpose"),
+        ("Hot 1", {}, grpc.StatusCode.INVALID_ARGUMENT, "items[0].hd.wallet_id"),
+        ("hot-nope", {}, grpc.StatusCode.NOT_FOUND, "items[0].hd.wallet_id"),
+        ("cold-1", {}, grpc.StatusCode.PERMISSION_DENIED, "items[0].hd.wallet_id"),
+    ],
+)
+def test_bad_wallet_keys_sign_nothing(
+    wallets: Wallets,
+    others: tuple[str, str],
+    wallet_id: str,
+    ref: dict[str, int],
+    code: grpc.StatusCode,
+    words: str,
+) -> None:
+    item = _hd_item(builders.evm_item(keys_pb2.Key(key_id="unused")), wallet_id, **ref)
+    request_id = f"hd-bad-{abs(hash((wallet_id, tuple(ref.items()))))}"
+    refused(lambda: _sign(wallets, request_id, item), code, words)
+    assert request_id not in json.dumps([f for k, f in wallets.audit() if k == "sign.signed"])
+
+
+def test_a_key_id_and_a_wallet_key_together_are_refused(wallets: Wallets, hot: str) -> None:
+    item = _hd_item(builders.evm_item(keys_pb2.Key()), hot)
+    item.key_id = "some-key"
+    refused(
+        lambda: _sign(wallets, "hd-both", item), grpc.StatusCode.INVALID_ARGUMENT, "items[0].hd"
+    )
 
 
 def test_a_sealed_seed_swapped_between_wallets_is_refused(
@@ -318,8 +431,14 @@ def test_a_sealed_seed_swapped_between_wallets_is_refused(
         lambda: wallets.derive(wallet_id="hot-2", account=1, **eth),
         lambda: wallets.officer.GetWallet(keys_pb2.GetWalletRequest(wallet_id="hot-2")),
         lambda: wallets.officer.ListWallets(keys_pb2.ListWalletsRequest()),
+        lambda: _sign(
+            wallets, "hd-swapped", _hd_item(builders.evm_item(keys_pb2.Key()), "hot-2", index=9)
+        ),
     ):
         refused(call, grpc.StatusCode.DATA_LOSS, "wallets")
+    assert "hd-swapped" not in json.dumps(
+        [f for k, f in wallets.audit() if k in ("sign.authorized", "sign.signed")]
+    )
     with sqlite3.connect(wallets.db) as db:
         db.execute(swap, (seed_a,))
     # Put back, the row verifies again and derives what it did before.
