@@ -48,9 +48,18 @@ governance:
 ceremonies:
   create_wallet: 1
 rules:
+  - id: no-hot-account-9
+    match:
+      wallet_accounts: [{{wallet: hot-1, account: 9}}]
+    action: deny
   - id: allow-all
     match: {{}}
     action: allow
+limits:
+  - id: hot-2-twice
+    window: 1h
+    scope: {{wallets: [hot-2]}}
+    max_count: 2
 """
 CREATE_WALLET = keys_pb2.CEREMONY_KIND_CREATE_WALLET
 
@@ -403,6 +412,31 @@ def test_bad_wallet_keys_sign_nothing(
     request_id = f"hd-bad-{abs(hash((wallet_id, tuple(ref.items()))))}"
     refused(lambda: _sign(wallets, request_id, item), code, words)
     assert request_id not in json.dumps([f for k, f in wallets.audit() if k == "sign.signed"])
+
+
+def test_policy_rules_and_limits_name_wallets_and_accounts(
+    wallets: Wallets, hot: str, others: tuple[str, str]
+) -> None:
+    def item(wallet_id: str, nonce: int, **ref: int) -> pb.SignItem:
+        return _hd_item(builders.evm_item(keys_pb2.Key(), nonce=nonce), wallet_id, **ref)
+
+    refused(
+        lambda: _sign(wallets, "hd-policy-9", item(hot, 0, account=9)),
+        grpc.StatusCode.PERMISSION_DENIED,
+        "no-hot-account-9",
+    )
+    assert _sign(wallets, "hd-policy-8", item(hot, 0, account=8)).status == pb.BATCH_STATUS_SIGNED
+    # hot-2's limit counts transactions of all its addresses together.
+    for nonce, index in enumerate((0, 5)):
+        signed = _sign(wallets, f"hd-limit-{nonce}", item("hot-2", nonce, index=index))
+        assert signed.status == pb.BATCH_STATUS_SIGNED
+    refused(
+        lambda: _sign(wallets, "hd-limit-2", item("hot-2", 2, index=7)),
+        grpc.StatusCode.RESOURCE_EXHAUSTED,
+        "hot-2-twice",
+    )
+    # Another wallet's keys are not counted there.
+    assert _sign(wallets, "hd-limit-hot", item(hot, 1, index=7)).status == pb.BATCH_STATUS_SIGNED
 
 
 def test_a_key_id_and_a_wallet_key_together_are_refused(wallets: Wallets, hot: str) -> None:
