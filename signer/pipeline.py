@@ -19,7 +19,6 @@ from typing import Protocol
 from audit.record import AuditEvent
 from hsm.errors import HsmError
 from hsm.hd import HdSignRequest
-from hsm.hd_paths import BITCOIN_NETWORKS
 from hsm.keystore import Signer, SignRequest
 from hsm.secp256k1 import RecoverableSignature
 from policies.evaluate import RequireApproval, held_by_review
@@ -31,15 +30,11 @@ from signer.authenticity import StateAuthenticator
 from signer.chains.base import ChainFamily, InvalidField, KeyInfo, PreparedTx, SignedTx
 from signer.chains.evm import CHAINS as EVM_CHAINS
 from signer.chains.items import (
-    BitcoinMessage,
-    BitcoinPsbt,
-    BitcoinTransaction,
     EvmPersonalMessage,
     EvmTransaction,
     EvmTypedData,
     SignBatch,
     SignItem,
-    Transaction,
 )
 from signer.chains.limits import DEFAULT_LIMITS, WorkBudget
 from signer.chains.networks import network_class
@@ -428,21 +423,10 @@ class SigningPipeline:
         if item.tx is None:
             kinds = ", ".join(self._adapters)
             raise InvalidRequest(f"items[{index}].tx: no transaction or message ({kinds})")
-        chain, network = _hd_chain(index, item.tx)
         try:
-            record = self._wallets.get(ref.wallet_id)
-        except NotFound:
-            raise NotFound(
-                f"items[{index}].hd.wallet_id: wallet {ref.wallet_id!r} not found"
-            ) from None
-        if record.state != "enabled":
-            raise FailedPrecondition(
-                f"items[{index}].hd.wallet_id: wallet {ref.wallet_id!r} is {record.state}"
-            )
-        try:
-            derived = self._wallets.derived_key(record, ref, chain, network)
-        except InvalidRequest as exc:
-            raise InvalidRequest(f"items[{index}].hd.{exc}") from None
+            derived = self._wallets.key_for(ref, item.tx)
+        except (InvalidRequest, NotFound, FailedPrecondition) as exc:
+            raise type(exc)(f"items[{index}].{exc}") from None
         try:
             adapter, ready = self._adapters.prepare(
                 item.tx, KeyInfo(derived.key_id, derived.public_key), budget
@@ -462,8 +446,8 @@ class SigningPipeline:
             derived.key_id,
             derived.public_key,
             KeyState.ENABLED,
-            record.created_by,
-            record.created_at_ms,
+            "",
+            0,
             network_class(intent.chain, intent.network),
             origin=derived.origin,
         )
@@ -679,27 +663,6 @@ def _check_wallet_grant(caller: Identity, index: int, item: SignItem) -> None:
         raise PermissionDenied(
             f"items[{index}].hd.wallet_id: wallet {item.hd.wallet_id!r} not granted"
         )
-
-
-_EVM_KINDS = (EvmTransaction, EvmPersonalMessage, EvmTypedData)
-_BITCOIN_KINDS = (BitcoinTransaction, BitcoinPsbt, BitcoinMessage)
-
-
-def _hd_chain(index: int, tx: Transaction) -> tuple[str, str]:
-    """The chain and network whose standard paths a wallet key for `tx` lies on.
-
-    Every EVM chain shares Ethereum's coin type (hsm.hd_paths), so its network does
-    not matter here; a Bitcoin network picks coin type 0 (mainnet) or 1.
-    """
-    if isinstance(tx, _EVM_KINDS):
-        return "ethereum", "mainnet"
-    if isinstance(tx, _BITCOIN_KINDS):
-        if tx.network not in BITCOIN_NETWORKS:
-            raise InvalidRequest(
-                f"items[{index}].{tx.kind}.network: one of {', '.join(BITCOIN_NETWORKS)}"
-            )
-        return "bitcoin", tx.network
-    return "tron", tx.network
 
 
 def _check_network_class(index: int, kind: str, key: KeyRecord, chain: str, network: str) -> None:

@@ -319,7 +319,7 @@ class CustosServer:
             PoliciesService(self.governor, second_factor), self._grpc
         )
         policy_pb2_grpc.add_ApprovalsServicer_to_server(
-            ApprovalsService(self.desk, self.store, adapters), self._grpc
+            ApprovalsService(self.desk, self.store, adapters, self.wallets), self._grpc
         )
         webhooks_pb2_grpc.add_WebhooksServicer_to_server(WebhooksService(self.webhooks), self._grpc)
         health_pb2_grpc.add_HealthServicer_to_server(self._health, self._grpc)

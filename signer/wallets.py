@@ -27,11 +27,26 @@ from audit.record import AuditEvent
 from hsm.bip32 import HARDENED, DerivationError, ExtendedPublicKey
 from hsm.errors import HsmUnavailable
 from hsm.hd import HdKeys, HdSignRequest, SealedSeed
-from hsm.hd_paths import BITCOIN_SCHEMES, COIN_TYPES, HdPath, allowed_path
+from hsm.hd_paths import BITCOIN_NETWORKS, BITCOIN_SCHEMES, COIN_TYPES, HdPath, allowed_path
 from signer.authenticity import Fact, StateAuthenticator
 from signer.chains.hd import MAX_ADDRESSES_PER_CALL, DerivedAddress, derive_addresses
-from signer.chains.items import HdKeyRef
-from signer.errors import AlreadyExists, InvalidRequest, NotFound, Unavailable
+from signer.chains.items import (
+    BitcoinMessage,
+    BitcoinPsbt,
+    BitcoinTransaction,
+    EvmPersonalMessage,
+    EvmTransaction,
+    EvmTypedData,
+    HdKeyRef,
+    Transaction,
+)
+from signer.errors import (
+    AlreadyExists,
+    FailedPrecondition,
+    InvalidRequest,
+    NotFound,
+    Unavailable,
+)
 from signer.store.base import Store
 from signer.store.wallet_tables import WalletRecord
 
@@ -116,6 +131,25 @@ def check_place(chain: str, change: int, last_index: int) -> None:
         )
     if last_index >= HARDENED:
         raise InvalidRequest(f"index: address indexes end at {HARDENED - 1} (not hardened)")
+
+
+_EVM_KINDS = (EvmTransaction, EvmPersonalMessage, EvmTypedData)
+_BITCOIN_KINDS = (BitcoinTransaction, BitcoinPsbt, BitcoinMessage)
+
+
+def path_chain(tx: Transaction) -> tuple[str, str]:
+    """The chain and network whose standard paths a wallet key for `tx` lies on.
+
+    Every EVM chain shares Ethereum's coin type (hsm.hd_paths), so its network does
+    not matter here; a Bitcoin network picks coin type 0 (mainnet) or 1.
+    """
+    if isinstance(tx, _EVM_KINDS):
+        return "ethereum", "mainnet"
+    if isinstance(tx, _BITCOIN_KINDS):
+        if tx.network not in BITCOIN_NETWORKS:
+            raise InvalidRequest(f"{tx.kind}.network: one of {', '.join(BITCOIN_NETWORKS)}")
+        return "bitcoin", tx.network
+    return "tron", tx.network
 
 
 def derived_key_id(wallet_id: str, path: HdPath) -> str:
@@ -255,6 +289,23 @@ class WalletManager:
             record.origin,
             sealed_seed(record),
         )
+
+    def key_for(self, ref: HdKeyRef, tx: Transaction) -> DerivedKey:
+        """The wallet key an item names, for its transaction; errors name the item's field
+        (`hd.wallet_id: ...`). The wallet row is verified; its grant is the caller's to check."""
+        chain, network = path_chain(tx)
+        try:
+            record = self.get(ref.wallet_id)
+        except NotFound:
+            raise NotFound(f"hd.wallet_id: wallet {ref.wallet_id!r} not found") from None
+        except InvalidRequest as exc:
+            raise InvalidRequest(f"hd.{exc}") from None
+        if record.state != ENABLED:
+            raise FailedPrecondition(f"hd.wallet_id: wallet {ref.wallet_id!r} is {record.state}")
+        try:
+            return self.derived_key(record, ref, chain, network)
+        except InvalidRequest as exc:
+            raise InvalidRequest(f"hd.{exc}") from None
 
     def exported_key(self, wallet_id: str, path: HdPath) -> str:
         """The account public key in its standard form (xpub/ypub/zpub, tpub/upub/vpub)."""

@@ -27,7 +27,7 @@ from bip_utils import (
 )
 
 from hsm.bip32 import master_key
-from proto.custos.v1 import keys_pb2
+from proto.custos.v1 import keys_pb2, policy_pb2, policy_pb2_grpc
 from proto.custos.v1 import signer_pb2 as pb
 from signer.config import IdentityConfig
 from signer.devsetup import subject_string
@@ -47,7 +47,14 @@ governance:
   activation_delay: 0s
 ceremonies:
   create_wallet: 1
+identity_groups:
+  approvers: ["{subject_string("approver")}", "{subject_string("approver2")}"]
 rules:
+  - id: hot-account-7-held
+    match:
+      wallet_accounts: [{{wallet: hot-1, account: 7}}]
+    action: require_approval
+    approval: {{approvals: 1, group: approvers, totp: false}}
   - id: no-hot-account-9
     match:
       wallet_accounts: [{{wallet: hot-1, account: 9}}]
@@ -437,6 +444,26 @@ def test_policy_rules_and_limits_name_wallets_and_accounts(
     )
     # Another wallet's keys are not counted there.
     assert _sign(wallets, "hd-limit-hot", item(hot, 1, index=7)).status == pb.BATCH_STATUS_SIGNED
+
+
+def test_a_held_wallet_item_shows_its_derived_key_to_approvers_and_signs_once_approved(
+    wallets: Wallets, hot: str
+) -> None:
+    eth = _derived(wallets, hot, chain="ethereum", network="sepolia", account=7, index=1)
+    item = _hd_item(builders.evm_item(keys_pb2.Key(), nonce=4), hot, account=7, index=1)
+    held = _sign(wallets, "hd-held", item)
+    assert held.status == pb.BATCH_STATUS_PENDING_APPROVAL
+    approvals = policy_pb2_grpc.ApprovalsStub(wallets.server.channel("approver"))
+    shown = approvals.GetPending(policy_pb2.GetPendingRequest(approval_id=held.approval_id))
+    (pending,) = shown.items
+    assert not pending.error, pending.error
+    assert (pending.key_id, pending.from_address) == (f"{hot}/{eth.path}", eth.address)
+    approvals.Approve(
+        policy_pb2.DecideRequest(approval_id=held.approval_id, request_digest=shown.request_digest)
+    )
+    done = wallets.server.signer("payments").GetBatch(pb.GetBatchRequest(request_id="hd-held"))
+    assert done.status == pb.BATCH_STATUS_SIGNED
+    assert evm_sender(done.items[0].raw_tx) == eth.address
 
 
 def test_a_key_id_and_a_wallet_key_together_are_refused(wallets: Wallets, hot: str) -> None:
