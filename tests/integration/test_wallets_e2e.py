@@ -5,6 +5,7 @@ database writer's seed swap refused; the seed never in the store or the audit lo
 from __future__ import annotations
 
 import json
+import logging
 import os
 import sqlite3
 import subprocess
@@ -305,7 +306,7 @@ def test_the_seed_is_never_in_the_store_or_the_audit_log(wallets: Wallets, hot: 
     _assert_no_seed(wallets, hot)
 
 
-def _assert_no_seed(wallets: Wallets, hot: str) -> None:
+def _assert_no_seed(wallets: Wallets, hot: str, logged: str = "") -> None:
     pool = wallets.server.server.pool  # type: ignore[attr-defined]
     store = wallets.server.server.store  # type: ignore[attr-defined]
     record = store.get_wallet(hot)
@@ -320,6 +321,7 @@ def _assert_no_seed(wallets: Wallets, hot: str) -> None:
         for form in (secret, secret.hex().encode(), secret.hex().upper().encode()):
             assert form not in data
             assert form.decode("latin-1") not in text
+            assert form.decode("latin-1") not in logged
     assert record.sealed_seed.hex() not in text
 
 
@@ -342,8 +344,9 @@ def _sign(wallets: Wallets, request_id: str, *items: pb.SignItem) -> pb.SignBatc
 
 
 def test_a_derived_key_signs_evm_and_tron_verified_by_second_implementations(
-    wallets: Wallets, hot: str
+    wallets: Wallets, hot: str, caplog: pytest.LogCaptureFixture
 ) -> None:
+    caplog.set_level(logging.DEBUG)
     eth = _derived(wallets, hot, chain="ethereum", network="sepolia", account=1, index=3)
     tron = _derived(wallets, hot, chain="tron", network="nile", index=4)
     as_key = keys_pb2.Key(key_id="unused")
@@ -365,7 +368,7 @@ def test_a_derived_key_signs_evm_and_tron_verified_by_second_implementations(
         f"{hot}/{eth.path}",
         f"{hot}/{tron.path}",
     ]
-    _assert_no_seed(wallets, hot)
+    _assert_no_seed(wallets, hot, caplog.text)
 
 
 def test_a_derived_key_spends_a_p2wpkh_output_verified_by_bitcointx(
