@@ -43,6 +43,7 @@ ENABLE_KEY = "enable_key"
 RETIRE_KEY = "retire_key"
 IMPORT_KEY = "import_key"
 CREATE_WALLET = "create_wallet"
+IMPORT_WALLET = "import_wallet"
 
 # Each kind and the parameters it names, all required (strings).
 KINDS: dict[str, tuple[str, ...]] = {
@@ -63,6 +64,14 @@ KINDS: dict[str, tuple[str, ...]] = {
     ),
     # An HD wallet whose seed the HSM generates (signer.wallets); the label is shown.
     CREATE_WALLET: ("wallet_id", "label"),
+    # A wallet's seed encrypted to the import key (signer.wallets.import_wallet_params).
+    IMPORT_WALLET: (
+        "wallet_id",
+        "label",
+        "wrapped_seed",
+        "master_public_key",
+        "import_key_fingerprint",
+    ),
 }
 # The quorum of a kind the document leaves out (see policies.document.Ceremonies).
 _LENIENT_DEFAULTS = {DISABLE_KEY: 1}

@@ -37,13 +37,19 @@ from signer.errors import (
     InvalidRequest,
     NotFound,
 )
-from signer.key_import import KeyImports, import_params, wrapped_from_params
+from signer.key_import import IMPORT_KEY_ID, KeyImports, import_params, wrapped_from_params
 from signer.keys import KeyManager, check_key_id, checked_network_class
 from signer.policy_governor import PolicyGovernor
 from signer.store.base import KeyRecord, KeyState, Store
 from signer.store.ceremony_tables import CeremonyRow
 from signer.store.wallet_tables import WalletRecord
-from signer.wallets import WalletManager, check_label, check_wallet_id
+from signer.wallets import (
+    WalletManager,
+    check_label,
+    check_wallet_id,
+    import_wallet_params,
+    imported_from_params,
+)
 
 TABLE = "ceremonies"
 FINISH_ATTEMPTS = 3
@@ -128,6 +134,7 @@ class KeyCeremonies:
             rules.RETIRE_KEY: self._prepare_state,
             rules.IMPORT_KEY: self._prepare_import,
             rules.CREATE_WALLET: self._prepare_create_wallet,
+            rules.IMPORT_WALLET: self._prepare_import_wallet,
         }
 
     # -- rows ---------------------------------------------------------------------
@@ -407,6 +414,27 @@ class KeyCeremonies:
         )
         return _Prepared(None, [event], "wallet created", wallet=record)
 
+    def _prepare_import_wallet(self, ceremony: rules.Ceremony) -> _Prepared:
+        imported = imported_from_params(dict(ceremony.params))
+        self._check_import_key(imported.import_key_fingerprint)
+        record, event = self._wallet_manager().imported_wallet(
+            imported, IMPORT_KEY_ID, ceremony.proposer, {"ceremony_id": ceremony.ceremony_id}
+        )
+        return _Prepared(
+            None,
+            [event],
+            f"wallet imported, master public key {imported.master_public_key.hex()}",
+            wallet=record,
+        )
+
+    def _check_import_key(self, fingerprint: str) -> None:
+        current = self._importer().import_key().fingerprint
+        if fingerprint != current:
+            raise FailedPrecondition(
+                "imported_wallet.import_key_fingerprint: encrypted to another import key"
+                f" than the HSM's ({current})"
+            )
+
     def _wallet_manager(self) -> WalletManager:
         if self._wallets is None:
             raise FailedPrecondition("this service does not hold HD wallets")
@@ -441,6 +469,13 @@ class KeyCeremonies:
             if self._store.get_wallet(wallet_id) is not None:
                 raise AlreadyExists(f"wallet {wallet_id!r} already exists")
             return {"wallet_id": wallet_id, "label": label}
+        if kind == rules.IMPORT_WALLET:
+            imported = imported_from_params(params)
+            if self._store.get_wallet(imported.wallet_id) is not None:
+                raise AlreadyExists(f"wallet {imported.wallet_id!r} already exists")
+            self._check_import_key(imported.import_key_fingerprint)
+            self._wallet_manager().trial_import(imported, IMPORT_KEY_ID)
+            return import_wallet_params(imported)
         key_id = params.get("key_id", "")
         check_key_id(key_id)
         if kind == rules.IMPORT_KEY:
@@ -463,9 +498,10 @@ class KeyCeremonies:
 def _audited(params: tuple[tuple[str, str], ...]) -> dict[str, str]:
     """A ceremony's parameters for the audit log: an imported key's blob only by its digest."""
     audited = dict(params)
-    wrapped = audited.pop("wrapped_key", None)
-    if wrapped is not None:
-        audited["wrapped_key_sha256"] = hashlib.sha256(wrapped.encode()).hexdigest()
+    for name in ("wrapped_key", "wrapped_seed"):
+        wrapped = audited.pop(name, None)
+        if wrapped is not None:
+            audited[f"{name}_sha256"] = hashlib.sha256(wrapped.encode()).hexdigest()
     return audited
 
 

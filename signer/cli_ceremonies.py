@@ -9,6 +9,7 @@ server's and the one the officer typed (from the proposer, out of band) agree.
 from __future__ import annotations
 
 import argparse
+import base64
 import sys
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -34,6 +35,7 @@ KIND_OF_MESSAGE: dict[int, str] = {
     keys_pb2.CEREMONY_KIND_RETIRE_KEY: ceremonies.RETIRE_KEY,
     keys_pb2.CEREMONY_KIND_IMPORT_KEY: ceremonies.IMPORT_KEY,
     keys_pb2.CEREMONY_KIND_CREATE_WALLET: ceremonies.CREATE_WALLET,
+    keys_pb2.CEREMONY_KIND_IMPORT_WALLET: ceremonies.IMPORT_WALLET,
 }
 _VERBS = {
     "propose-create": keys_pb2.CEREMONY_KIND_CREATE_KEY,
@@ -59,8 +61,15 @@ def recomputed_digest(message: keys_pb2.KeyCeremony) -> str:
         params = import_params(
             wrapped_of_message(message.imported_key, message.key_id, network_class)
         )
-    if kind == ceremonies.CREATE_WALLET:
+    if kind in (ceremonies.CREATE_WALLET, ceremonies.IMPORT_WALLET):
         params = {"wallet_id": message.wallet_id, "label": message.label}
+    if kind == ceremonies.IMPORT_WALLET:
+        imported = message.imported_wallet
+        params |= {
+            "wrapped_seed": base64.b64encode(imported.wrapped_seed).decode(),
+            "master_public_key": imported.master_public_key.hex(),
+            "import_key_fingerprint": imported.import_key_fingerprint,
+        }
     return ceremonies.digest(
         message.ceremony_id,
         kind,
@@ -89,8 +98,13 @@ def _print(message: keys_pb2.KeyCeremony, args: argparse.Namespace) -> None:
         ("ceremony_id", message.ceremony_id),
         ("kind", _kind(message)),
     ]
-    if message.kind == keys_pb2.CEREMONY_KIND_CREATE_WALLET:
+    if message.wallet_id:
         fields += [("wallet_id", message.wallet_id), ("label", message.label)]
+    if message.HasField("imported_wallet"):
+        fields += [
+            ("master_public_key", message.imported_wallet.master_public_key.hex()),
+            ("import_key_fingerprint", message.imported_wallet.import_key_fingerprint),
+        ]
     else:
         fields.append(("key_id", message.key_id))
     if message.network_class:

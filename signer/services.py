@@ -43,7 +43,12 @@ from signer.second_factor import SecondFactor
 from signer.store.base import KeyRecord, KeyState, Store, StoredCheckpoint
 from signer.store.ceremony_tables import CeremonyRow
 from signer.store.wallet_tables import WalletRecord
-from signer.wallets import WalletManager, account_path, check_wallet_id
+from signer.wallets import (
+    WalletManager,
+    account_path,
+    check_wallet_id,
+    imported_from_params,
+)
 
 _STATE = {
     KeyState.ENABLED: keys_pb2.KEY_STATE_ENABLED,
@@ -57,6 +62,7 @@ _KIND: dict[keys_pb2.CeremonyKind, str] = {
     keys_pb2.CEREMONY_KIND_RETIRE_KEY: ceremonies.RETIRE_KEY,
     keys_pb2.CEREMONY_KIND_IMPORT_KEY: ceremonies.IMPORT_KEY,
     keys_pb2.CEREMONY_KIND_CREATE_WALLET: ceremonies.CREATE_WALLET,
+    keys_pb2.CEREMONY_KIND_IMPORT_WALLET: ceremonies.IMPORT_WALLET,
 }
 _KIND_MESSAGE = {kind: number for number, kind in _KIND.items()}
 
@@ -98,6 +104,18 @@ def ceremony_message(row: CeremonyRow) -> keys_pb2.KeyCeremony:
         imported_key=_imported_key_message(ceremony),
         wallet_id=params.get("wallet_id", ""),
         label=params.get("label", ""),
+        imported_wallet=_imported_wallet_message(ceremony),
+    )
+
+
+def _imported_wallet_message(ceremony: ceremonies.Ceremony) -> keys_pb2.ImportedWallet | None:
+    if ceremony.kind != ceremonies.IMPORT_WALLET:
+        return None
+    imported = imported_from_params(dict(ceremony.params))
+    return keys_pb2.ImportedWallet(
+        wrapped_seed=imported.wrapped_seed,
+        master_public_key=imported.master_public_key,
+        import_key_fingerprint=imported.import_key_fingerprint,
     )
 
 
@@ -305,13 +323,13 @@ class KeysService(keys_pb2_grpc.KeysServicer):
                 "kind: required, CEREMONY_KIND_CREATE_KEY, _IMPORT_KEY, _DISABLE_KEY, _ENABLE_KEY,"
                 " _RETIRE_KEY or _CREATE_WALLET"
             )
-        if kind == ceremonies.CREATE_WALLET:
+        if kind in (ceremonies.CREATE_WALLET, ceremonies.IMPORT_WALLET):
             return ceremony_message(
                 self._ceremonies.propose(
-                    current_identity.get().subject, kind, _wallet_params(request)
+                    current_identity.get().subject, kind, _wallet_params(kind, request)
                 )
             )
-        if request.wallet_id or request.label:
+        if request.wallet_id or request.label or request.HasField("imported_wallet"):
             raise InvalidRequest("wallet_id: only a create_wallet ceremony names a wallet")
         check_key_id(request.key_id)
         if kind != ceremonies.IMPORT_KEY and request.HasField("imported_key"):
@@ -429,11 +447,24 @@ class KeysService(keys_pb2_grpc.KeysServicer):
         )
 
 
-def _wallet_params(request: keys_pb2.ProposeKeyCeremonyRequest) -> dict[str, str]:
+def _wallet_params(kind: str, request: keys_pb2.ProposeKeyCeremonyRequest) -> dict[str, str]:
     if request.key_id or request.network_class or request.HasField("imported_key"):
-        raise InvalidRequest("key_id: a create_wallet ceremony names a wallet_id, not a key")
+        raise InvalidRequest(f"key_id: a {kind} ceremony names a wallet_id, not a key")
     check_wallet_id(request.wallet_id)
-    return {"wallet_id": request.wallet_id, "label": request.label or request.wallet_id}
+    params = {"wallet_id": request.wallet_id, "label": request.label or request.wallet_id}
+    if kind == ceremonies.CREATE_WALLET:
+        if request.HasField("imported_wallet"):
+            raise InvalidRequest("imported_wallet: only an import_wallet ceremony names one")
+        return params
+    if not request.HasField("imported_wallet"):
+        raise InvalidRequest("imported_wallet: required (the seed encrypted to the import key)")
+    imported = request.imported_wallet
+    return {
+        **params,
+        "wrapped_seed": base64.b64encode(imported.wrapped_seed).decode(),
+        "master_public_key": imported.master_public_key.hex(),
+        "import_key_fingerprint": imported.import_key_fingerprint,
+    }
 
 
 def _create_params(key_id: str, network_class: int) -> dict[str, str]:

@@ -15,6 +15,7 @@ from `derive` and one derived outside Custos from the exported key are equal.
 
 from __future__ import annotations
 
+import base64
 import builtins
 import dataclasses
 import re
@@ -23,11 +24,14 @@ import time
 from collections.abc import Mapping
 from typing import Protocol
 
+from coincurve import PublicKey
+
 from audit.record import AuditEvent
 from hsm.bip32 import HARDENED, DerivationError, ExtendedPublicKey
 from hsm.errors import HsmUnavailable
-from hsm.hd import HdKeys, HdSignRequest, SealedSeed
+from hsm.hd import HdKeys, HdSignRequest, SealedSeed, SeedMismatch
 from hsm.hd_paths import BITCOIN_NETWORKS, BITCOIN_SCHEMES, COIN_TYPES, HdPath, allowed_path
+from hsm.key_import import UnwrapError
 from signer.authenticity import Fact, StateAuthenticator
 from signer.chains.hd import MAX_ADDRESSES_PER_CALL, DerivedAddress, derive_addresses
 from signer.chains.items import (
@@ -177,10 +181,73 @@ class DerivedKey:
         )
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class ImportedSeed:
+    """An officer's wallet import: the seed encrypted to the import key, and what names it."""
+
+    wallet_id: str
+    label: str
+    wrapped_seed: bytes
+    master_public_key: bytes  # compressed BIP32 master public key
+    import_key_fingerprint: str
+
+
+WRAPPED_SEED_BYTES = 384  # RSA-3072 (hsm.key_import.IMPORT_KEY_BITS)
+
+
+def import_wallet_params(imported: ImportedSeed) -> dict[str, str]:
+    """An import as ceremony parameters (strings, all non-empty): what approvers bind to."""
+    return {
+        "wallet_id": imported.wallet_id,
+        "label": imported.label,
+        "wrapped_seed": base64.b64encode(imported.wrapped_seed).decode(),
+        "master_public_key": imported.master_public_key.hex(),
+        "import_key_fingerprint": imported.import_key_fingerprint,
+    }
+
+
+def imported_from_params(params: Mapping[str, str]) -> ImportedSeed:
+    """The inverse of import_wallet_params, checked; InvalidRequest names the field."""
+    wallet_id = params.get("wallet_id", "")
+    check_wallet_id(wallet_id)
+    label = check_label(params.get("label", "") or wallet_id)
+    try:
+        wrapped = base64.b64decode(params.get("wrapped_seed", ""), validate=True)
+    except ValueError:
+        raise InvalidRequest("imported_wallet.wrapped_seed: not base64") from None
+    if len(wrapped) != WRAPPED_SEED_BYTES:
+        raise InvalidRequest(
+            f"imported_wallet.wrapped_seed: {WRAPPED_SEED_BYTES} bytes (RSA-3072 OAEP),"
+            f" not {len(wrapped)}"
+        )
+    try:
+        master = bytes.fromhex(params.get("master_public_key", ""))
+        PublicKey(master)
+    except ValueError:
+        master = b""
+    if len(master) != 33:
+        raise InvalidRequest(
+            "imported_wallet.master_public_key: a compressed secp256k1 public key (33 bytes)"
+        )
+    fingerprint = params.get("import_key_fingerprint", "")
+    if not fingerprint:
+        raise InvalidRequest("imported_wallet.import_key_fingerprint: required")
+    return ImportedSeed(wallet_id, label, wrapped, master, fingerprint)
+
+
 class WalletHsm(HdKeys, Protocol):
-    """The HSM abilities wallets use: the HD seam (hsm.hd) and the seal key's creation."""
+    """The HSM abilities wallets use: the HD seam (hsm.hd), the seal key, seed import."""
 
     def ensure_aes_key(self, key_id: str) -> None: ...
+
+    def hd_import_seed(
+        self,
+        import_key_id: str,
+        wrapped: bytes,
+        master_public_key: bytes,
+        seal_key_id: str,
+        aad: bytes,
+    ) -> SealedSeed: ...
 
 
 class WalletManager:
@@ -234,6 +301,76 @@ class WalletManager:
             },
         )
         return record, event
+
+    def imported_wallet(
+        self,
+        imported: ImportedSeed,
+        import_key_id: str,
+        actor: str,
+        context: Mapping[str, str | int],
+    ) -> tuple[WalletRecord, AuditEvent]:
+        """A wallet from an officer's wrapped seed, proven to be the seed of its master
+        public key inside an HSM worker: its tagged record and audit event, unstored.
+
+        FailedPrecondition when the blob does not unwrap under the import key or is
+        another seed; nothing is kept then.
+        """
+        if self._store.get_wallet(imported.wallet_id) is not None:
+            raise AlreadyExists(f"wallet {imported.wallet_id!r} already exists")
+        sealed = self._import_seed(imported, import_key_id)
+        record = WalletRecord(
+            imported.wallet_id,
+            imported.label,
+            sealed.seal_key_id,
+            sealed.sealed,
+            IMPORTED,
+            ENABLED,
+            actor,
+            time.time_ns() // 10**6,
+        )
+        record = dataclasses.replace(record, mac=self._integrity.tag(wallet_fact(record)))
+        event = AuditEvent(
+            "wallet.imported",
+            actor,
+            {
+                "wallet_id": imported.wallet_id,
+                "label": imported.label,
+                "origin": IMPORTED,
+                "master_public_key": imported.master_public_key.hex(),
+                "import_key_fingerprint": imported.import_key_fingerprint,
+                "seal_key_id": SEAL_KEY_ID,
+                "row_version": record.version,
+                **context,
+            },
+        )
+        return record, event
+
+    def trial_import(self, imported: ImportedSeed, import_key_id: str) -> None:
+        """Prove at the proposal that the blob is the seed named (the result is dropped)."""
+        self._import_seed(imported, import_key_id)
+
+    def _import_seed(self, imported: ImportedSeed, import_key_id: str) -> SealedSeed:
+        try:
+            self._hsm.ensure_aes_key(SEAL_KEY_ID)
+            return self._hsm.hd_import_seed(
+                import_key_id,
+                imported.wrapped_seed,
+                imported.master_public_key,
+                SEAL_KEY_ID,
+                seed_aad(imported.wallet_id),
+            )
+        except SeedMismatch:
+            raise FailedPrecondition(
+                "imported_wallet.master_public_key: the wrapped seed is not the seed of this"
+                " master public key"
+            ) from None
+        except UnwrapError:
+            raise FailedPrecondition(
+                "imported_wallet.wrapped_seed: does not unwrap under the import key"
+                " (made for another import key, or damaged)"
+            ) from None
+        except HsmUnavailable as exc:
+            raise Unavailable("the HSM could not import the wallet's seed; retry later") from exc
 
     def committed(self, record: WalletRecord) -> None:
         """`record` is stored: from now on an older copy of the row put back is a replay."""

@@ -26,8 +26,10 @@ from bip_utils import (
     Bip84,
     Bip84Coins,
 )
+from eth_account import Account
 
 from hsm.bip32 import master_key
+from hsm.import_material import import_key_fingerprint, wallet_from_mnemonic, wrap_seed_for_import
 from proto.custos.v1 import keys_pb2, policy_pb2, policy_pb2_grpc
 from proto.custos.v1 import signer_pb2 as pb
 from signer.config import IdentityConfig
@@ -509,7 +511,9 @@ def test_a_sealed_seed_swapped_between_wallets_is_refused(
     assert wallets.derive(wallet_id="hot-2", **eth).addresses[0].address == before
 
 
-def _custos(wallets: Wallets, tmp_path: Path, name: str, *args: str) -> str:
+def _custos(
+    wallets: Wallets, tmp_path: Path, name: str, *args: str, stdin: str = "", code: int = 0
+) -> str:
     """A `custos` command as `name` runs it; its standard output (it must succeed)."""
     env = wallets.server.env
     text = (env.dir / "clients" / f"{name}.toml").read_text()
@@ -518,14 +522,15 @@ def _custos(wallets: Wallets, tmp_path: Path, name: str, *args: str) -> str:
     profile.write_text(text.replace('endpoint = "127.0.0.1:0"', f'endpoint = "127.0.0.1:{port}"'))
     done = subprocess.run(
         [sys.executable, "-m", "signer.cli", *args],
+        input=stdin,
         capture_output=True,
         text=True,
         timeout=120,
         env={**os.environ, "CUSTOS_CLIENT": str(profile)},
         check=False,
     )
-    assert done.returncode == 0, done.stderr
-    return done.stdout
+    assert done.returncode == code, done.stderr
+    return done.stdout if code == 0 else done.stderr
 
 
 def test_cli_creates_a_wallet_and_derives_what_its_xpub_derives(
@@ -593,3 +598,173 @@ def test_cli_creates_a_wallet_and_derives_what_its_xpub_derives(
         wallets, tmp_path, "officer", "wallets", "derive", *where, "--purpose", "44", "--index", "7"
     )
     assert "m/44'/1'/1'/0/7" in legacy
+
+
+VECTORS = json.loads((Path(__file__).parents[1] / "vectors" / "bip84_bip49.json").read_text())
+PASSPHRASE = "TREZOR"  # the second wallet's BIP39 passphrase (eth-account's check)
+
+
+@pytest.fixture(scope="module")
+def import_key(wallets: Wallets) -> keys_pb2.ImportWrappingKey:
+    """The token's import key (the token is shared: another test module may have made it)."""
+    try:
+        return wallets.officer.GetImportKey(keys_pb2.GetImportKeyRequest())
+    except grpc.RpcError as exc:
+        if exc.code() != grpc.StatusCode.FAILED_PRECONDITION:  # anything but "none yet"
+            raise
+    return wallets.officer.CreateImportKey(keys_pb2.CreateImportKeyRequest())
+
+
+def _approve(wallets: Wallets, tmp_path: Path, proposed: dict[str, str]) -> dict[str, str]:
+    """officer2 approves through the CLI, which recomputes the digest first."""
+    out = _custos(
+        wallets,
+        tmp_path,
+        "officer2",
+        "keys",
+        "approve",
+        proposed["ceremony_id"],
+        "--digest",
+        proposed["digest"],
+        "--code",
+        wallets.code(),
+        "-o",
+        "json",
+    )
+    return json.loads(out)  # type: ignore[no-any-return]
+
+
+def test_an_imported_mnemonic_serves_the_bip84_vector_and_eth_accounts_addresses(
+    wallets: Wallets, tmp_path: Path, import_key: keys_pb2.ImportWrappingKey
+) -> None:
+    bip84 = VECTORS["bip84"]
+    fingerprint = import_key_fingerprint(import_key.public_key_der)
+    args = ("keys", "propose-import-wallet", "hot-imported", "--fingerprint", fingerprint)
+    proposed = json.loads(
+        _custos(wallets, tmp_path, "officer", *args, "-o", "json", stdin=bip84["mnemonic"] + "\n")
+    )
+    assert proposed["state"] == "open"
+    assert proposed["imported_wallet"]["import_key_fingerprint"] == fingerprint
+    assert _approve(wallets, tmp_path, proposed)["state"] == "executed"
+    shown = wallets.officer.GetWallet(keys_pb2.GetWalletRequest(wallet_id="hot-imported"))
+    assert shown.origin == keys_pb2.KEY_ORIGIN_IMPORTED
+    # BIP84's published account key and addresses.
+    where = {"wallet_id": "hot-imported", "chain": "bitcoin", "network": "mainnet"}
+    assert wallets.account_key(**where).extended_public_key == bip84["account_xpub"]
+    receive = wallets.derive(**where, index=0, count=2).addresses
+    change = wallets.derive(**where, change=1, index=0).addresses
+    assert [(a.path, a.public_key, a.address) for a in [*receive, *change]] == [
+        (v["path"], v["pubkey"], v["address"]) for v in bip84["addresses"]
+    ]
+    # eth-account from the same mnemonic: the first addresses of account 0.
+    Account.enable_unaudited_hdwallet_features()
+    eth = wallets.derive(wallet_id="hot-imported", chain="ethereum", index=0, count=3).addresses
+    assert [a.address for a in eth] == [
+        Account.from_mnemonic(bip84["mnemonic"], account_path=f"m/44'/60'/0'/0/{i}").address
+        for i in range(3)
+    ]
+    imported = [f for k, f in wallets.audit() if k == "wallet.imported"]
+    assert imported[-1]["wallet_id"] == "hot-imported"
+    assert imported[-1]["origin"] == "imported"
+
+
+def test_an_imported_wallet_with_a_passphrase_signs_as_eth_account_derives(
+    wallets: Wallets, import_key: keys_pb2.ImportWrappingKey
+) -> None:
+    mnemonic = VECTORS["bip84"]["mnemonic"]
+    seed = wallet_from_mnemonic(mnemonic, PASSPHRASE)
+    proposed = wallets.officer.ProposeKeyCeremony(
+        keys_pb2.ProposeKeyCeremonyRequest(
+            kind=keys_pb2.CEREMONY_KIND_IMPORT_WALLET,
+            wallet_id="hot-passphrase",
+            imported_wallet=keys_pb2.ImportedWallet(
+                wrapped_seed=wrap_seed_for_import(seed, import_key.public_key_der),
+                master_public_key=seed.master_public_key,
+                import_key_fingerprint=import_key_fingerprint(import_key.public_key_der),
+            ),
+        )
+    )
+    done = wallets.server.keys("officer2").ApproveKeyCeremony(
+        keys_pb2.ApproveKeyCeremonyRequest(
+            ceremony_id=proposed.ceremony_id, digest=proposed.digest, totp_code=wallets.code()
+        )
+    )
+    assert done.state == "executed", done.outcome
+    Account.enable_unaudited_hdwallet_features()
+    expected = Account.from_mnemonic(
+        mnemonic, passphrase=PASSPHRASE, account_path="m/44'/60'/2'/0/4"
+    ).address
+    item = _hd_item(builders.evm_item(keys_pb2.Key()), "hot-passphrase", account=2, index=4)
+    (signed,) = _sign(wallets, "hd-imported", item).items
+    assert evm_sender(signed.raw_tx) == expected
+    _assert_no_seed(wallets, "hot-passphrase")
+
+
+@pytest.mark.parametrize("problem", ["other_seed", "damaged", "fingerprint", "short"])
+def test_a_bad_wallet_import_is_refused_at_the_proposal_leaving_nothing(
+    wallets: Wallets, import_key: keys_pb2.ImportWrappingKey, problem: str
+) -> None:
+    mnemonic = VECTORS["bip84"]["mnemonic"]
+    seed = wallet_from_mnemonic(mnemonic)
+    other = wallet_from_mnemonic(mnemonic, "other")
+    wrapped = wrap_seed_for_import(
+        other if problem == "other_seed" else seed, import_key.public_key_der
+    )
+    fingerprint = import_key_fingerprint(import_key.public_key_der)
+    if problem == "damaged":
+        wrapped = wrapped[:-1] + bytes([wrapped[-1] ^ 1])
+    if problem == "fingerprint":
+        fingerprint = "0000:" + fingerprint[5:]
+    if problem == "short":
+        wrapped = wrapped[:100]
+    code, words = {
+        "other_seed": (grpc.StatusCode.FAILED_PRECONDITION, "imported_wallet.master_public_key"),
+        "damaged": (grpc.StatusCode.FAILED_PRECONDITION, "imported_wallet.wrapped_seed"),
+        "fingerprint": (
+            grpc.StatusCode.FAILED_PRECONDITION,
+            "imported_wallet.import_key_fingerprint",
+        ),
+        "short": (grpc.StatusCode.INVALID_ARGUMENT, "imported_wallet.wrapped_seed"),
+    }[problem]
+    wallet_id = f"hot-bad-{problem.replace('_', '-')}"
+    refused(
+        lambda: wallets.officer.ProposeKeyCeremony(
+            keys_pb2.ProposeKeyCeremonyRequest(
+                kind=keys_pb2.CEREMONY_KIND_IMPORT_WALLET,
+                wallet_id=wallet_id,
+                imported_wallet=keys_pb2.ImportedWallet(
+                    wrapped_seed=wrapped,
+                    master_public_key=seed.master_public_key,
+                    import_key_fingerprint=fingerprint,
+                ),
+            )
+        ),
+        code,
+        words,
+    )
+    listed = wallets.officer.ListKeyCeremonies(keys_pb2.ListKeyCeremoniesRequest()).ceremonies
+    assert wallet_id not in [c.wallet_id for c in listed]
+    assert wallets.server.server.store.get_wallet(wallet_id) is None  # type: ignore[attr-defined]
+
+
+def test_a_bad_mnemonic_is_refused_by_the_cli_sending_nothing(
+    wallets: Wallets, tmp_path: Path, import_key: keys_pb2.ImportWrappingKey
+) -> None:
+    words = VECTORS["bip84"]["mnemonic"].replace("about", "abandon")  # bad checksum
+    fingerprint = import_key_fingerprint(import_key.public_key_der)
+    err = _custos(
+        wallets,
+        tmp_path,
+        "officer",
+        "keys",
+        "propose-import-wallet",
+        "hot-typo",
+        "--fingerprint",
+        fingerprint,
+        stdin=words + "\n",
+        code=2,
+    )
+    assert "checksum" in err
+    assert "abandon" not in err
+    listed = wallets.officer.ListKeyCeremonies(keys_pb2.ListKeyCeremoniesRequest()).ceremonies
+    assert "hot-typo" not in [c.wallet_id for c in listed]

@@ -35,6 +35,7 @@ class CeremonyKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     CEREMONY_KIND_RETIRE_KEY: _ClassVar[CeremonyKind]
     CEREMONY_KIND_IMPORT_KEY: _ClassVar[CeremonyKind]
     CEREMONY_KIND_CREATE_WALLET: _ClassVar[CeremonyKind]
+    CEREMONY_KIND_IMPORT_WALLET: _ClassVar[CeremonyKind]
 KEY_STATE_UNSPECIFIED: KeyState
 KEY_STATE_ENABLED: KeyState
 KEY_STATE_DISABLED: KeyState
@@ -52,6 +53,7 @@ CEREMONY_KIND_ENABLE_KEY: CeremonyKind
 CEREMONY_KIND_RETIRE_KEY: CeremonyKind
 CEREMONY_KIND_IMPORT_KEY: CeremonyKind
 CEREMONY_KIND_CREATE_WALLET: CeremonyKind
+CEREMONY_KIND_IMPORT_WALLET: CeremonyKind
 
 class Address(_message.Message):
     __slots__ = ("chain", "network", "kind", "address")
@@ -153,21 +155,33 @@ class SetKeyStateRequest(_message.Message):
     key_id: str
     def __init__(self, key_id: _Optional[str] = ...) -> None: ...
 
+class ImportedWallet(_message.Message):
+    __slots__ = ("wrapped_seed", "master_public_key", "import_key_fingerprint")
+    WRAPPED_SEED_FIELD_NUMBER: _ClassVar[int]
+    MASTER_PUBLIC_KEY_FIELD_NUMBER: _ClassVar[int]
+    IMPORT_KEY_FINGERPRINT_FIELD_NUMBER: _ClassVar[int]
+    wrapped_seed: bytes
+    master_public_key: bytes
+    import_key_fingerprint: str
+    def __init__(self, wrapped_seed: _Optional[bytes] = ..., master_public_key: _Optional[bytes] = ..., import_key_fingerprint: _Optional[str] = ...) -> None: ...
+
 class ProposeKeyCeremonyRequest(_message.Message):
-    __slots__ = ("kind", "key_id", "network_class", "imported_key", "wallet_id", "label")
+    __slots__ = ("kind", "key_id", "network_class", "imported_key", "wallet_id", "label", "imported_wallet")
     KIND_FIELD_NUMBER: _ClassVar[int]
     KEY_ID_FIELD_NUMBER: _ClassVar[int]
     NETWORK_CLASS_FIELD_NUMBER: _ClassVar[int]
     IMPORTED_KEY_FIELD_NUMBER: _ClassVar[int]
     WALLET_ID_FIELD_NUMBER: _ClassVar[int]
     LABEL_FIELD_NUMBER: _ClassVar[int]
+    IMPORTED_WALLET_FIELD_NUMBER: _ClassVar[int]
     kind: CeremonyKind
     key_id: str
     network_class: NetworkClass
     imported_key: ImportKeyRequest
     wallet_id: str
     label: str
-    def __init__(self, kind: _Optional[_Union[CeremonyKind, str]] = ..., key_id: _Optional[str] = ..., network_class: _Optional[_Union[NetworkClass, str]] = ..., imported_key: _Optional[_Union[ImportKeyRequest, _Mapping]] = ..., wallet_id: _Optional[str] = ..., label: _Optional[str] = ...) -> None: ...
+    imported_wallet: ImportedWallet
+    def __init__(self, kind: _Optional[_Union[CeremonyKind, str]] = ..., key_id: _Optional[str] = ..., network_class: _Optional[_Union[NetworkClass, str]] = ..., imported_key: _Optional[_Union[ImportKeyRequest, _Mapping]] = ..., wallet_id: _Optional[str] = ..., label: _Optional[str] = ..., imported_wallet: _Optional[_Union[ImportedWallet, _Mapping]] = ...) -> None: ...
 
 class ApproveKeyCeremonyRequest(_message.Message):
     __slots__ = ("ceremony_id", "digest", "totp_code")
@@ -198,7 +212,7 @@ class ListKeyCeremoniesRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class KeyCeremony(_message.Message):
-    __slots__ = ("ceremony_id", "kind", "key_id", "network_class", "state", "digest", "proposed_by", "approved_by", "approvals_required", "proposed_at_unix_ms", "expires_at_unix_ms", "finished_at_unix", "policy_version", "outcome", "cancelled_by", "imported_key", "wallet_id", "label")
+    __slots__ = ("ceremony_id", "kind", "key_id", "network_class", "state", "digest", "proposed_by", "approved_by", "approvals_required", "proposed_at_unix_ms", "expires_at_unix_ms", "finished_at_unix", "policy_version", "outcome", "cancelled_by", "imported_key", "wallet_id", "label", "imported_wallet")
     CEREMONY_ID_FIELD_NUMBER: _ClassVar[int]
     KIND_FIELD_NUMBER: _ClassVar[int]
     KEY_ID_FIELD_NUMBER: _ClassVar[int]
@@ -217,6 +231,7 @@ class KeyCeremony(_message.Message):
     IMPORTED_KEY_FIELD_NUMBER: _ClassVar[int]
     WALLET_ID_FIELD_NUMBER: _ClassVar[int]
     LABEL_FIELD_NUMBER: _ClassVar[int]
+    IMPORTED_WALLET_FIELD_NUMBER: _ClassVar[int]
     ceremony_id: str
     kind: CeremonyKind
     key_id: str
@@ -235,7 +250,8 @@ class KeyCeremony(_message.Message):
     imported_key: ImportKeyRequest
     wallet_id: str
     label: str
-    def __init__(self, ceremony_id: _Optional[str] = ..., kind: _Optional[_Union[CeremonyKind, str]] = ..., key_id: _Optional[str] = ..., network_class: _Optional[_Union[NetworkClass, str]] = ..., state: _Optional[str] = ..., digest: _Optional[str] = ..., proposed_by: _Optional[str] = ..., approved_by: _Optional[_Iterable[str]] = ..., approvals_required: _Optional[int] = ..., proposed_at_unix_ms: _Optional[int] = ..., expires_at_unix_ms: _Optional[int] = ..., finished_at_unix: _Optional[int] = ..., policy_version: _Optional[int] = ..., outcome: _Optional[str] = ..., cancelled_by: _Optional[str] = ..., imported_key: _Optional[_Union[ImportKeyRequest, _Mapping]] = ..., wallet_id: _Optional[str] = ..., label: _Optional[str] = ...) -> None: ...
+    imported_wallet: ImportedWallet
+    def __init__(self, ceremony_id: _Optional[str] = ..., kind: _Optional[_Union[CeremonyKind, str]] = ..., key_id: _Optional[str] = ..., network_class: _Optional[_Union[NetworkClass, str]] = ..., state: _Optional[str] = ..., digest: _Optional[str] = ..., proposed_by: _Optional[str] = ..., approved_by: _Optional[_Iterable[str]] = ..., approvals_required: _Optional[int] = ..., proposed_at_unix_ms: _Optional[int] = ..., expires_at_unix_ms: _Optional[int] = ..., finished_at_unix: _Optional[int] = ..., policy_version: _Optional[int] = ..., outcome: _Optional[str] = ..., cancelled_by: _Optional[str] = ..., imported_key: _Optional[_Union[ImportKeyRequest, _Mapping]] = ..., wallet_id: _Optional[str] = ..., label: _Optional[str] = ..., imported_wallet: _Optional[_Union[ImportedWallet, _Mapping]] = ...) -> None: ...
 
 class ListKeyCeremoniesResponse(_message.Message):
     __slots__ = ("ceremonies",)
