@@ -507,6 +507,20 @@ def test_a_sealed_seed_swapped_between_wallets_is_refused(
     )
     with sqlite3.connect(wallets.db) as db:
         db.execute(swap, (seed_a,))
+        # A copy of a genuine row under another id: its tag is bound to the id.
+        columns = "label, seal_key_id, sealed_seed, origin, state, created_by, created_at_ms"
+        db.execute(
+            f"INSERT INTO wallets (wallet_id, {columns}, version, mac)"  # noqa: S608
+            f" SELECT 'hot-forged', {columns}, version, mac FROM wallets"
+            " WHERE wallet_id = 'hot-2'"
+        )
+    refused(
+        lambda: wallets.derive(wallet_id="hot-forged", **eth),
+        grpc.StatusCode.DATA_LOSS,
+        "wallets",
+    )
+    with sqlite3.connect(wallets.db) as db:
+        db.execute("DELETE FROM wallets WHERE wallet_id = 'hot-forged'")
     # Put back, the row verifies again and derives what it did before.
     assert wallets.derive(wallet_id="hot-2", **eth).addresses[0].address == before
 
