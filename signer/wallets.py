@@ -61,6 +61,7 @@ GENERATED, IMPORTED = "generated", "imported"
 ENABLED = "enabled"
 MAX_LABEL = 200
 TABLE = "wallets"
+ACCOUNT_CACHE_ENTRIES = 4096  # account public keys kept (one HSM derivation each to remake)
 
 
 def wallet_fact(record: WalletRecord) -> Fact:
@@ -407,6 +408,9 @@ class WalletManager:
             raise Unavailable(f"wallet {record.wallet_id!r}: {exc}") from exc
         with self._lock:
             self._accounts[cache_key] = key
+            while len(self._accounts) > ACCOUNT_CACHE_ENTRIES:
+                # Oldest first: a caller naming ever new accounts cannot grow it without end.
+                del self._accounts[next(iter(self._accounts))]
         return key
 
     def derived_key(
