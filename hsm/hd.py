@@ -30,7 +30,7 @@ from typing import Protocol
 
 from hsm.bip32 import DerivationError, ExtendedPrivateKey, ExtendedPublicKey, master_key
 from hsm.bip39 import entropy_to_mnemonic, mnemonic_to_seed
-from hsm.errors import HsmUnavailable
+from hsm.errors import HsmError, HsmUnavailable
 from hsm.hd_paths import allowed_path
 from hsm.secp256k1 import RecoverableSignature, SignatureError, normalize
 
@@ -38,6 +38,10 @@ SEED_ENTROPY_BYTES = 32  # 24 words, 256 bits
 
 # What crosses the pipe to a worker: plain tuples pickle fastest (hsm.pool).
 HdJob = tuple[tuple[str, bytes, bytes], str, str, str, bytes, bytes]
+
+
+class SeedMismatch(HsmError):
+    """An imported seed unwraps, but is not the seed of the master public key named."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,6 +102,8 @@ class SoftToken(Protocol):
 
     def sign_with_session_key(self, private_key: bytes, digest: bytes) -> bytes: ...
 
+    def unwrap_seed(self, import_key_id: str, wrapped: bytes) -> bytes: ...
+
 
 # ---- overwriting secrets -------------------------------------------------------
 
@@ -153,6 +159,34 @@ def create_seed(token: SoftToken, seal_key_id: str, aad: bytes) -> bytes:
         wipe(seed)
         # The mnemonic is a str: CPython gives no safe way to overwrite it.
         del mnemonic
+
+
+def import_seed(  # noqa: PLR0917 - the job's fields, as the pool sends them
+    token: SoftToken,
+    import_key_id: str,
+    wrapped: bytes,
+    master_public_key: bytes,
+    seal_key_id: str,
+    aad: bytes,
+) -> bytes:
+    """Seal an officer's seed, unwrapped from its RSA-OAEP blob, once it proves to be the
+    seed of `master_public_key` (the compressed BIP32 master public key the officer's
+    client computed and the approvers saw)."""
+    seed = token.unwrap_seed(import_key_id, wrapped)
+    try:
+        if not 16 <= len(seed) <= 64:
+            raise DerivationError(f"a BIP32 seed has 16 to 64 bytes, not {len(seed)}")
+        master = master_key(seed)
+        try:
+            if master.public().key != master_public_key:
+                # Another seed than the proposal named: seal nothing.
+                raise SeedMismatch("the wrapped seed is not the seed of the master key named")
+        finally:
+            wipe(master.key)
+            wipe(master.chain_code)
+        return token.seal(seal_key_id, seed, aad)
+    finally:
+        wipe(seed)
 
 
 def account_key(

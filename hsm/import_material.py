@@ -192,6 +192,23 @@ def from_mnemonic(words: str, passphrase: str = "", path: str = DEFAULT_PATH) ->
     return SecretKey(child.key, "mnemonic", canonical)
 
 
+@dataclass(frozen=True, slots=True)
+class WalletSeed:
+    """A whole wallet to import: its BIP39 seed and the master public key that names it."""
+
+    seed: bytes = field(repr=False)
+    master_public_key: bytes  # compressed, 33 bytes: public, what approvers compare
+
+
+def wallet_from_mnemonic(words: str, passphrase: str = "") -> WalletSeed:
+    """The BIP39 seed of a mnemonic (checksum checked) and its BIP32 master public key."""
+    try:
+        seed = mnemonic_to_seed(words, passphrase)
+    except MnemonicError as exc:
+        raise ImportMaterialError(str(exc)) from None
+    return WalletSeed(seed, master_key(seed).public().key)
+
+
 # ---- the import key and the wrapped secret -------------------------------------------
 
 
@@ -220,3 +237,8 @@ def wrap_for_import(secret: SecretKey, public_key_der: bytes) -> bytes:
         serialization.NoEncryption(),
     )
     return load_import_key(public_key_der).encrypt(pkcs8, OAEP)
+
+
+def wrap_seed_for_import(wallet: WalletSeed, public_key_der: bytes) -> bytes:
+    """The seed, RSA-OAEP encrypted to the import key: only the HSM opens it."""
+    return load_import_key(public_key_der).encrypt(wallet.seed, OAEP)

@@ -229,3 +229,37 @@ def unwrap_imported_secp256k1(
         )
     except pkcs11.PKCS11Error as exc:
         raise HsmUnavailable(f"importing key {key_id} failed: {type(exc).__name__}") from exc
+
+
+def unwrap_seed(session: Any, import_key_id: str, wrapped: bytes) -> bytes:
+    """An officer's RSA-OAEP blob of a BIP39 seed, unwrapped and read once (hsm.hd.import_seed).
+
+    The seed is unwrapped into a session object (never stored) that this worker
+    reads and destroys at once: the HD seam keeps a seed sealed, not as a token
+    object, and SoftHSM cannot seal an object it holds (hsm.hd says why the seed
+    is in a worker's memory anyway). UnwrapError when the blob does not unwrap.
+    """
+    import_key = find(session, ObjectClass.PRIVATE_KEY, import_key_id)
+    if import_key is None:
+        raise KeyNotFound(import_key_id)
+    try:
+        secret = import_key.unwrap_key(
+            ObjectClass.SECRET_KEY,
+            KeyType.GENERIC_SECRET,
+            wrapped,
+            mechanism=Mechanism.RSA_PKCS_OAEP,
+            mechanism_param=OAEP_PARAMS,
+            store=False,
+            capabilities=MechanismFlag(0),
+            template={Attribute.SENSITIVE: False, Attribute.EXTRACTABLE: True},
+        )
+    except pkcs11.PKCS11Error as exc:
+        raise UnwrapError(
+            f"the wrapped seed does not unwrap ({type(exc).__name__}): made for another key,"
+            " or damaged"
+        ) from exc
+    try:
+        return bytes(secret[Attribute.VALUE])
+    finally:
+        with contextlib.suppress(pkcs11.PKCS11Error):
+            secret.destroy()

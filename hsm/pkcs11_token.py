@@ -208,6 +208,13 @@ class Pkcs11Token:
         with self._lock:
             return key_import.import_key_public(self._session, key_id)
 
+    def unwrap_seed(self, import_key_id: str, wrapped: bytes) -> bytes:
+        """A BIP39 seed from an RSA-OAEP blob, read once (hsm.key_import.unwrap_seed)."""
+        from hsm import key_import  # noqa: PLC0415
+
+        with self._lock:
+            return key_import.unwrap_seed(self._session, import_key_id, wrapped)
+
     def unwrap_secp256k1(
         self,
         import_key_id: str,

@@ -198,6 +198,16 @@ def _hd_sign(jobs: list[hd.HdJob]) -> list[tuple[int, int, int]]:
     return hd.sign(_token(), jobs)
 
 
+def _hd_import_seed(
+    import_key_id: str,
+    wrapped: bytes,
+    master_public_key: bytes,
+    seal_key_id: str,
+    aad: bytes,
+) -> bytes:
+    return hd.import_seed(_token(), import_key_id, wrapped, master_public_key, seal_key_id, aad)
+
+
 _TASKS: dict[str, Callable[..., object]] = {
     fn.__name__: fn
     for fn in (
@@ -217,6 +227,7 @@ _TASKS: dict[str, Callable[..., object]] = {
         _hd_create_seed,
         _hd_account_key,
         _hd_sign,
+        _hd_import_seed,
     )
 }
 
@@ -484,6 +495,20 @@ class SigningPool:
     ) -> ExtendedPublicKey:
         fields = self._call("_hd_account_key", seed.as_tuple(), chain, network, account_path)
         return ExtendedPublicKey(*fields)
+
+    def hd_import_seed(
+        self,
+        import_key_id: str,
+        wrapped: bytes,
+        master_public_key: bytes,
+        seal_key_id: str,
+        aad: bytes,
+    ) -> hd.SealedSeed:
+        """Seal an officer's wrapped seed (hsm.hd.import_seed); never returned in clear."""
+        sealed = self._call(
+            "_hd_import_seed", import_key_id, wrapped, master_public_key, seal_key_id, aad
+        )
+        return hd.SealedSeed(seal_key_id, bytes(sealed), aad)
 
     def hd_sign(self, requests: Sequence[hd.HdSignRequest]) -> list[RecoverableSignature]:
         if not requests:

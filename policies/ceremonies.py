@@ -1,6 +1,7 @@
 """Key ceremonies: one officer proposes, M other officers approve, then it executes once.
 
-Creating, importing, disabling, enabling and retiring a key are ceremonies (issue 11).
+Creating, importing, disabling, enabling and retiring a key, and creating an HD
+wallet, are ceremonies (issue 11).
 Pure rules over ceremony records, with the approval step shared with policy
 versions (policies.governance.admit_approval): each approval needs a fresh
 TOTP code, verified by the caller, and names the ceremony's digest, a hash
@@ -47,6 +48,8 @@ BACKUP_KEY_INIT = "backup_key_init"
 BACKUP = "backup"
 EXPORT_KEY = "export_key"
 IMPORT_KEY_INIT = "import_key_init"
+CREATE_WALLET = "create_wallet"
+IMPORT_WALLET = "import_wallet"
 
 # Each kind and the parameters it names, all required (strings).
 KINDS: dict[str, tuple[str, ...]] = {
@@ -76,6 +79,16 @@ KINDS: dict[str, tuple[str, ...]] = {
     EXPORT_KEY: ("key_id", "recipient_public_key", "recipient_fingerprint"),
     # The RSA import key officers encrypt imported keys to.
     IMPORT_KEY_INIT: (),
+    # An HD wallet whose seed the HSM generates (signer.wallets); the label is shown.
+    CREATE_WALLET: ("wallet_id", "label"),
+    # A wallet's seed encrypted to the import key (signer.wallets.import_wallet_params).
+    IMPORT_WALLET: (
+        "wallet_id",
+        "label",
+        "wrapped_seed",
+        "master_public_key",
+        "import_key_fingerprint",
+    ),
 }
 # Ceremonies whose result is fetched after the quorum, by whom (see deliver()).
 FETCHED_BY_PROPOSER = (BACKUP, EXPORT_KEY)

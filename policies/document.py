@@ -98,7 +98,10 @@ Chain = Literal["bitcoin", "ethereum", "bsc", "tron"]
 Network = Literal["mainnet", "testnet", "signet", "regtest", "sepolia", "holesky", "shasta", "nile"]
 Day = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
 DAYS: tuple[Day, ...] = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
-LimitDimension = Literal["key", "asset", "caller"]
+# "wallet": the HD wallet of the item's key (a key of no wallet is a wallet of its own).
+LimitDimension = Literal["key", "asset", "caller", "wallet"]
+# An HD wallet's id (signer.wallets.WALLET_ID).
+WalletId = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9._-]{0,62}$")]
 # policies.intent.MESSAGE_KINDS
 MessageKind = Literal["personal_sign", "typed_data", "tron_message", "bitcoin_message"]
 # EIP-712 struct type names (signer/chains/eip712.py accepts no others).
@@ -178,6 +181,8 @@ class Ceremonies(_Model):
     backup: int | None = Field(default=None, ge=0, le=100)
     export_key: int | None = Field(default=None, ge=0, le=100)
     import_key_init: int | None = Field(default=None, ge=0, le=100)
+    create_wallet: int | None = Field(default=None, ge=0, le=100)
+    import_wallet: int | None = Field(default=None, ge=0, le=100)
     proposal_expires_after: Duration | None = None  # default: governance.proposal_expires_after
 
 
@@ -376,6 +381,13 @@ class MultisigMatch(_Model):
         return self
 
 
+class WalletAccount(_Model):
+    """One account of an HD wallet: every address under m/purpose'/coin'/account'."""
+
+    wallet: WalletId
+    account: int = Field(ge=0, le=1000)  # hsm.hd_paths.MAX_ACCOUNT
+
+
 class Scope(_Model):
     """Who and what: the predicates rules and limits share."""
 
@@ -389,6 +401,10 @@ class Scope(_Model):
     # refuses any other before policy runs): `[mainnet]` is every main network.
     network_classes: tuple[NetworkClass, ...] | None = Field(default=None, min_length=1)
     assets: tuple[AssetRef, ...] | None = Field(default=None, min_length=1)
+    # Keys of these HD wallets (every address of each), or of these wallet accounts;
+    # a key that belongs to no wallet matches neither.
+    wallets: tuple[WalletId, ...] | None = Field(default=None, min_length=1)
+    wallet_accounts: tuple[WalletAccount, ...] | None = Field(default=None, min_length=1)
 
 
 class Match(Scope):

@@ -204,6 +204,8 @@ class _Facts:
     # An output is change (for a multisig spend: back to the same m-of-n key set).
     returns_change: bool = False
     key_origin: str = "generated"
+    wallet_id: str = ""
+    wallet_account: int | None = None
 
 
 def _facts(intent: Intent) -> _Facts:
@@ -242,6 +244,8 @@ def _facts(intent: Intent) -> _Facts:
         multisig=intent.multisig,
         returns_change=any(t.is_change for t in intent.transfers),
         key_origin=intent.key_origin,
+        wallet_id=intent.wallet_id,
+        wallet_account=intent.wallet_account,
     )
 
 
@@ -322,6 +326,8 @@ class _Rule:
     staking: StakingMatch | None = None
     multisig: _MultisigRule | None = None
     key_origins: frozenset[str] | None = None
+    wallets: frozenset[str] | None = None
+    wallet_accounts: frozenset[tuple[str, int | None]] | None = None
 
     def _staking_holds(self, staking: Staking | None) -> bool:
         match = self.staking
@@ -420,6 +426,10 @@ class _Rule:
             staking=m.staking,
             multisig=_MultisigRule.of(m.multisig) if m.multisig is not None else None,
             key_origins=frozenset(m.key_origins) if m.key_origins else None,
+            wallets=frozenset(m.wallets) if m.wallets else None,
+            wallet_accounts=frozenset((w.wallet, w.account) for w in m.wallet_accounts)
+            if m.wallet_accounts
+            else None,
         )
 
     def holds(
@@ -442,6 +452,13 @@ class _Rule:
         if self.multisig is not None and not self.multisig.holds(facts):
             return False
         if self.key_origins is not None and facts.key_origin not in self.key_origins:
+            return False
+        if self.wallets is not None and facts.wallet_id not in self.wallets:
+            return False
+        if (
+            self.wallet_accounts is not None
+            and (facts.wallet_id, facts.wallet_account) not in self.wallet_accounts
+        ):
             return False
         if (
             facts.unknown_amount

@@ -167,6 +167,10 @@ class Intent:
     # Where the key's secret came from: "generated" in the HSM or "imported".
     # Set by the service from the key's authenticated record, never by a caller.
     key_origin: str = "generated"
+    # The HD wallet and account of a derived key ("" and None for a plain key);
+    # set by the service from the wallet's authenticated record, never by a caller.
+    wallet_id: str = ""
+    wallet_account: int | None = None
 
     @property
     def calls(self) -> tuple[ContractCall, ...]:

@@ -70,6 +70,8 @@ class ScopeFilter:
     chains: frozenset[str] | None
     networks: frozenset[str] | None
     assets: frozenset[str] | None
+    wallets: frozenset[str] | None = None
+    wallet_accounts: frozenset[tuple[str, int]] | None = None
 
     @classmethod
     def of(
@@ -94,6 +96,23 @@ class ScopeFilter:
             chains=_opt_set(scope.chains),
             networks=_networks(scope),
             assets=_opt_set(normalize_address(a) for a in scope.assets) if scope.assets else None,
+            wallets=_opt_set(scope.wallets),
+            wallet_accounts=None
+            if scope.wallet_accounts is None
+            else frozenset((w.wallet, w.account) for w in scope.wallet_accounts),
+        )
+
+    def wallet_holds(self, intent: Intent) -> bool:
+        """Whether the item's key is of the wallets and wallet accounts named (if any)."""
+        if self.wallets is not None and intent.wallet_id not in self.wallets:
+            return False
+        return (
+            self.wallet_accounts is None
+            or (
+                intent.wallet_id,
+                intent.wallet_account,
+            )
+            in self.wallet_accounts
         )
 
     def holds(self, caller: str, groups: frozenset[str], intent: Intent) -> bool:
@@ -103,6 +122,8 @@ class ScopeFilter:
         ):
             return False
         if self.keys is not None and intent.key_id not in self.keys:
+            return False
+        if not self.wallet_holds(intent):
             return False
         if self.chains is not None and intent.chain not in self.chains:
             return False
@@ -207,6 +228,9 @@ class CompiledLimit:
         key = self.id
         if "key" in self.per:
             key += "|key=" + intent.key_id
+        if "wallet" in self.per:
+            # Wallet and key ids hold no ":": a plain key is a wallet of its own, apart.
+            key += "|wallet=" + (intent.wallet_id or "key:" + intent.key_id)
         if asset is not None:
             # "native" on two chains is two assets; so is a token on two networks.
             key += f"|asset={intent.chain}:{intent.network}:{asset}"

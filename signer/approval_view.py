@@ -16,10 +16,11 @@ from policies.intent import Intent
 from proto.custos.v1 import policy_pb2
 from signer import requests
 from signer.chains.base import InvalidField, KeyInfo, PreparedTx
-from signer.chains.items import EvmTypedData, Message, Transaction
+from signer.chains.items import EvmTypedData, Message, SignItem, Transaction
 from signer.chains.registry import Adapters
-from signer.errors import InvalidRequest
-from signer.store.base import Store
+from signer.errors import CustosError, InvalidRequest
+from signer.store.base import KeyRecord, Store
+from signer.wallets import WalletManager
 
 # (symbol, decimals) of each chain's native asset.
 NATIVE: Mapping[str, tuple[str, int]] = {
@@ -130,24 +131,23 @@ def _item(intent: Intent) -> policy_pb2.PendingItem:
 
 
 def decode_items(
-    store: Store, adapters: Adapters, request_bytes: bytes
+    store: Store, adapters: Adapters, request_bytes: bytes, wallets: WalletManager | None = None
 ) -> list[policy_pb2.PendingItem]:
     """Each item of the stored request as the signature would commit to it."""
     try:
         request = requests.stored_batch(request_bytes)
     except InvalidRequest:  # junk in the row: say so, show nothing as if valid
         return [policy_pb2.PendingItem(error="the stored request does not decode")]
-    keys = store.get_keys([item.key_id for item in request.items])
+    keys = store.get_keys([item.key_id for item in request.items if item.hd is None])
     out = []
     for index, item in enumerate(request.items):
-        key = keys.get(item.key_id)
-        if key is None or item.tx is None:
-            out.append(
-                policy_pb2.PendingItem(key_id=item.key_id, error=f"items[{index}]: cannot decode")
-            )
+        info = _key_info(keys, wallets, item)
+        if isinstance(info, str) or item.tx is None:
+            error = info if isinstance(info, str) else "cannot decode"
+            out.append(policy_pb2.PendingItem(key_id=item.key_id, error=f"items[{index}]: {error}"))
             continue
         try:
-            _, prepared = adapters.prepare(item.tx, KeyInfo(key.key_id, key.public_key))
+            _, prepared = adapters.prepare(item.tx, info)
         except InvalidField as exc:
             out.append(
                 policy_pb2.PendingItem(
@@ -161,3 +161,19 @@ def decode_items(
             pending.message.CopyFrom(shown)
         out.append(pending)
     return out
+
+
+def _key_info(
+    keys: Mapping[str, KeyRecord], wallets: WalletManager | None, item: SignItem
+) -> KeyInfo | str:
+    """The key an item names, as the pipeline resolves it; else why it cannot be shown."""
+    if item.hd is None:
+        key = keys.get(item.key_id)
+        return "cannot decode" if key is None else KeyInfo(key.key_id, key.public_key)
+    if wallets is None or item.tx is None:
+        return "cannot decode"
+    try:
+        derived = wallets.key_for(item.hd, item.tx)
+    except CustosError as exc:  # a tampered wallet row too: shown, never as if valid
+        return f"cannot decode ({exc})"
+    return KeyInfo(derived.key_id, derived.public_key)

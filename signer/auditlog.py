@@ -48,6 +48,7 @@ from audit.merkle import TreeBuilder, consistency_proof, inclusion_proof
 from audit.merkle import root as merkle_root
 from audit.record import AuditEvent, AuditRecord
 from hsm.errors import KeyNotFound
+from hsm.hd import HdKeys, HdSignRequest
 from hsm.keystore import Signer, SignRequest
 from hsm.pool import SigningPool
 from hsm.secp256k1 import RecoverableSignature
@@ -614,10 +615,18 @@ class AuditLog:
 class AuditGate:
     """A Signer that signs only while the audit log checks out (see AuditLog.require_intact)."""
 
-    def __init__(self, signer: Signer, audit: AuditLog) -> None:
+    def __init__(self, signer: Signer, audit: AuditLog, hd: HdKeys | None = None) -> None:
         self._signer = signer
         self._audit = audit
+        self._hd = hd
 
     def sign(self, requests: Sequence[SignRequest]) -> list[RecoverableSignature]:
         self._audit.require_intact()
         return self._signer.sign(requests)
+
+    def hd_sign(self, requests: Sequence[HdSignRequest]) -> list[RecoverableSignature]:
+        """Signatures by HD wallets' derived keys (hsm.hd), under the same gate."""
+        self._audit.require_intact()
+        if self._hd is None:
+            raise FailedPrecondition("this service signs with no HD wallet keys")
+        return self._hd.hd_sign(requests)

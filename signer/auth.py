@@ -38,6 +38,11 @@ RPC_ROLES: dict[str, frozenset[str]] = {
     "/custos.v1.Keys/GetKeyCeremony": frozenset({OFFICER, AUDITOR}),
     "/custos.v1.Keys/ListKeyCeremonies": frozenset({OFFICER, AUDITOR}),
     "/custos.v1.Keys/FetchKeyCeremonyResult": frozenset({OFFICER}),
+    # A service sees only the wallets it is granted (signer.services).
+    "/custos.v1.Keys/GetWallet": frozenset({OFFICER, SERVICE, AUDITOR}),
+    "/custos.v1.Keys/ListWallets": frozenset({OFFICER, SERVICE, AUDITOR}),
+    "/custos.v1.Keys/DeriveAddresses": frozenset({OFFICER, SERVICE, AUDITOR}),
+    "/custos.v1.Keys/GetAccountKey": frozenset({OFFICER, SERVICE, AUDITOR}),
     "/custos.v1.Audit/StreamRecords": frozenset({AUDITOR}),
     "/custos.v1.Audit/GetLatestCheckpoint": frozenset({AUDITOR}),
     "/custos.v1.Audit/ListCheckpoints": frozenset({AUDITOR}),
@@ -77,9 +82,14 @@ class Identity:
     subject: str
     roles: frozenset[str]
     key_patterns: tuple[str, ...] = ()
+    wallet_patterns: tuple[str, ...] = ()
 
     def may_use_key(self, key_id: str) -> bool:
         return any(fnmatchcase(key_id, pattern) for pattern in self.key_patterns)
+
+    def may_use_wallet(self, wallet_id: str) -> bool:
+        """A wallet grant covers every key of the wallet (a separate name space from keys)."""
+        return any(fnmatchcase(wallet_id, pattern) for pattern in self.wallet_patterns)
 
 
 @functools.lru_cache(maxsize=1024)
@@ -93,7 +103,8 @@ class Authorizer:
 
     def __init__(self, identities: Iterable[IdentityConfig]) -> None:
         self._by_subject = {
-            i.subject: Identity(i.subject, frozenset(i.roles), tuple(i.keys)) for i in identities
+            i.subject: Identity(i.subject, frozenset(i.roles), tuple(i.keys), tuple(i.wallets))
+            for i in identities
         }
 
     def identity_of(self, subject: str) -> Identity | None:

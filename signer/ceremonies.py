@@ -10,11 +10,11 @@ compare-and-set on both rows (signer.store.ceremony_tables). A ceremony whose
 quorum was met but whose execution was interrupted (a crash) is executed by
 the next read of it, still only once.
 
-Each kind has an executor here (an import's is signer.key_import, the custody
-kinds' signer.custody). A backup_key_init, backup or export_key ceremony has a
-result that officers fetch after execution, each theirs once (fetch()): the
-backup key's shares sealed for their holders at execution, a backup file or an
-exported key made at the fetch, so that nothing wrapped is stored.
+Each kind has an executor here (an import's is signer.key_import, a wallet's
+signer.wallets, the custody kinds' signer.custody). A backup_key_init, backup or
+export_key ceremony has a result that officers fetch after execution, each theirs
+once (fetch()): the backup key's shares sealed for their holders at execution, a
+backup file or an exported key made at the fetch, so that nothing wrapped is stored.
 """
 
 from __future__ import annotations
@@ -44,11 +44,19 @@ from signer.errors import (
     InvalidRequest,
     NotFound,
 )
-from signer.key_import import KeyImports, import_params, wrapped_from_params
+from signer.key_import import IMPORT_KEY_ID, KeyImports, import_params, wrapped_from_params
 from signer.keys import KeyManager, check_key_id, checked_network_class
 from signer.policy_governor import PolicyGovernor
 from signer.store.base import KeyRecord, KeyState, Store
 from signer.store.ceremony_tables import CeremonyRow
+from signer.store.wallet_tables import WalletRecord
+from signer.wallets import (
+    WalletManager,
+    check_label,
+    check_wallet_id,
+    import_wallet_params,
+    imported_from_params,
+)
 
 TABLE = "ceremonies"
 FINISH_ATTEMPTS = 3
@@ -120,9 +128,11 @@ class KeyCeremonies:
         clock: Clock = utcnow,
         imports: KeyImports | None = None,
         custody: Custody | None = None,
+        wallets: WalletManager | None = None,
     ) -> None:
         self._store = store
         self._custody = custody
+        self._wallets = wallets
         self._keys = keys
         self._imports = imports
         self._governor = governor
@@ -138,6 +148,8 @@ class KeyCeremonies:
             rules.BACKUP: self._prepare_authorized,
             rules.EXPORT_KEY: self._prepare_authorized,
             rules.IMPORT_KEY_INIT: self._prepare_import_key_init,
+            rules.CREATE_WALLET: self._prepare_create_wallet,
+            rules.IMPORT_WALLET: self._prepare_import_wallet,
         }
 
     # -- rows ---------------------------------------------------------------------
@@ -404,8 +416,15 @@ class KeyCeremonies:
     def _execute(self, row: CeremonyRow) -> CeremonyRow:
         """Do what an approved ceremony says, exactly once; the row as it ends."""
         ceremony = self._verified(row)
-        key_id = dict(ceremony.params).get("key_id")
-        with self._store.exclusive(f"key:{key_id}" if key_id else f"custody:{ceremony.kind}"):
+        params = dict(ceremony.params)
+        # Two replicas executing one id at once would make two HSM objects (keys) or seeds.
+        if "wallet_id" in params:
+            lock = f"wallet:{params['wallet_id']}"
+        elif "key_id" in params:
+            lock = f"key:{params['key_id']}"
+        else:
+            lock = f"custody:{ceremony.kind}"
+        with self._store.exclusive(lock):
             for _attempt in range(FINISH_ATTEMPTS):
                 try:
                     prepared = self._executors[ceremony.kind](ceremony)
@@ -433,10 +452,12 @@ class KeyCeremonies:
                     ),
                     *prepared.events,
                 ]
-                if self._store.finish_ceremony(new, prepared.key, events):
+                if self._store.finish_ceremony(new, prepared.key, events, wallet=prepared.wallet):
                     self._committed(new)
                     if prepared.key is not None:
                         self._keys.committed(prepared.key)
+                    if prepared.wallet is not None:
+                        self._wallet_manager().committed(prepared.wallet)
                     return new
                 # The ceremony or the key changed since read: read both again.
                 since = self._integrity.epoch()
@@ -495,6 +516,41 @@ class KeyCeremonies:
             raise FailedPrecondition("this service does not hold backups or exports")
         return self._custody
 
+    def _prepare_create_wallet(self, ceremony: rules.Ceremony) -> _Prepared:
+        record, event = self._wallet_manager().new_wallet(
+            ceremony.param("wallet_id"),
+            ceremony.param("label"),
+            ceremony.proposer,
+            {"ceremony_id": ceremony.ceremony_id},
+        )
+        return _Prepared(None, [event], "wallet created", wallet=record)
+
+    def _prepare_import_wallet(self, ceremony: rules.Ceremony) -> _Prepared:
+        imported = imported_from_params(dict(ceremony.params))
+        self._check_import_key(imported.import_key_fingerprint)
+        record, event = self._wallet_manager().imported_wallet(
+            imported, IMPORT_KEY_ID, ceremony.proposer, {"ceremony_id": ceremony.ceremony_id}
+        )
+        return _Prepared(
+            None,
+            [event],
+            f"wallet imported, master public key {imported.master_public_key.hex()}",
+            wallet=record,
+        )
+
+    def _check_import_key(self, fingerprint: str) -> None:
+        current = self._importer().import_key().fingerprint
+        if fingerprint != current:
+            raise FailedPrecondition(
+                "imported_wallet.import_key_fingerprint: encrypted to another import key"
+                f" than the HSM's ({current})"
+            )
+
+    def _wallet_manager(self) -> WalletManager:
+        if self._wallets is None:
+            raise FailedPrecondition("this service does not hold HD wallets")
+        return self._wallets
+
     def _importer(self) -> KeyImports:
         if self._imports is None:
             raise FailedPrecondition("this service does not import keys")
@@ -538,6 +594,8 @@ class KeyCeremonies:
                 "threshold": params.get("threshold", ""),
                 "holders": custody.checked_holders(holders, params.get("threshold", ""), officers),
             }
+        if kind in (rules.CREATE_WALLET, rules.IMPORT_WALLET):
+            return self._checked_wallet_params(kind, params)
         key_id = params.get("key_id", "")
         check_key_id(key_id)
         if kind == rules.IMPORT_KEY:
@@ -571,14 +629,31 @@ class KeyCeremonies:
             raise FailedPrecondition(f"key {key_id!r} is {current.state.value} already")
         return {"key_id": key_id}
 
+    def _checked_wallet_params(self, kind: str, params: Mapping[str, str]) -> dict[str, str]:
+        """A wallet ceremony's parameters: a new wallet id, and an import the HSM can unwrap."""
+        if kind == rules.CREATE_WALLET:
+            wallet_id = params.get("wallet_id", "")
+            check_wallet_id(wallet_id)
+            label = check_label(params.get("label", "") or wallet_id)
+            if self._store.get_wallet(wallet_id) is not None:
+                raise AlreadyExists(f"wallet {wallet_id!r} already exists")
+            return {"wallet_id": wallet_id, "label": label}
+        imported = imported_from_params(params)
+        if self._store.get_wallet(imported.wallet_id) is not None:
+            raise AlreadyExists(f"wallet {imported.wallet_id!r} already exists")
+        self._check_import_key(imported.import_key_fingerprint)
+        self._wallet_manager().trial_import(imported, IMPORT_KEY_ID)
+        return import_wallet_params(imported)
+
 
 def _audited(params: tuple[tuple[str, str], ...]) -> dict[str, str]:
     """A ceremony's parameters for the audit log: an imported key's blob only by its digest."""
     audited = dict(params)
     audited.pop("recipient_public_key", None)  # public, long: its fingerprint stays
-    wrapped = audited.pop("wrapped_key", None)
-    if wrapped is not None:
-        audited["wrapped_key_sha256"] = hashlib.sha256(wrapped.encode()).hexdigest()
+    for name in ("wrapped_key", "wrapped_seed"):
+        wrapped = audited.pop(name, None)
+        if wrapped is not None:
+            audited[f"{name}_sha256"] = hashlib.sha256(wrapped.encode()).hexdigest()
     return audited
 
 
@@ -591,3 +666,4 @@ class _Prepared:
     outcome: str
     executed: bool = True
     sealed: tuple[tuple[str, str], ...] = ()
+    wallet: WalletRecord | None = None  # a new wallet, inserted with the ceremony's end

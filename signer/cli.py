@@ -37,6 +37,7 @@ from signer.cli_integrity import add_commands as add_integrity_commands
 from signer.cli_output import Exit, add_output_argument, print_fields, print_json, print_table
 from signer.cli_policy import add_commands as add_policy_commands
 from signer.cli_psbt import add_commands as add_psbt_commands
+from signer.cli_wallets import add_commands as add_wallet_commands
 from signer.client import ClientProfile
 from signer.config import load_config, read_pin
 from signer.errors import ConfigError
@@ -699,6 +700,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_audit_commands(sub, client_help)
     add_policy_commands(sub, client_help, _profile)
     add_psbt_commands(sub, client_help, _profile)
+    add_wallet_commands(sub, client_help, _profile)
     add_integrity_commands(sub)
     add_events_commands(sub, client_help, _profile)
 

@@ -42,6 +42,8 @@ KIND_OF_MESSAGE: dict[int, str] = {
     keys_pb2.CEREMONY_KIND_BACKUP: ceremonies.BACKUP,
     keys_pb2.CEREMONY_KIND_EXPORT_KEY: ceremonies.EXPORT_KEY,
     keys_pb2.CEREMONY_KIND_IMPORT_KEY_INIT: ceremonies.IMPORT_KEY_INIT,
+    keys_pb2.CEREMONY_KIND_CREATE_WALLET: ceremonies.CREATE_WALLET,
+    keys_pb2.CEREMONY_KIND_IMPORT_WALLET: ceremonies.IMPORT_WALLET,
 }
 # Kinds whose parameters the message shows as they are (KeyCeremony.params).
 _SHOWN_AS_PARAMS = (
@@ -55,6 +57,7 @@ _VERBS = {
     "propose-disable": keys_pb2.CEREMONY_KIND_DISABLE_KEY,
     "propose-enable": keys_pb2.CEREMONY_KIND_ENABLE_KEY,
     "propose-retire": keys_pb2.CEREMONY_KIND_RETIRE_KEY,
+    "propose-create-wallet": keys_pb2.CEREMONY_KIND_CREATE_WALLET,
 }
 _CUSTODY_VERBS = {
     "propose-backup-key-init": keys_pb2.CEREMONY_KIND_BACKUP_KEY_INIT,
@@ -85,6 +88,15 @@ def recomputed_digest(message: keys_pb2.KeyCeremony) -> str:
         params = import_params(
             wrapped_of_message(message.imported_key, message.key_id, network_class)
         )
+    if kind in (ceremonies.CREATE_WALLET, ceremonies.IMPORT_WALLET):
+        params = {"wallet_id": message.wallet_id, "label": message.label}
+    if kind == ceremonies.IMPORT_WALLET:
+        imported = message.imported_wallet
+        params |= {
+            "wrapped_seed": base64.b64encode(imported.wrapped_seed).decode(),
+            "master_public_key": imported.master_public_key.hex(),
+            "import_key_fingerprint": imported.import_key_fingerprint,
+        }
     return ceremonies.digest(
         message.ceremony_id,
         kind,
@@ -112,8 +124,16 @@ def _print(message: keys_pb2.KeyCeremony, args: argparse.Namespace) -> None:
     fields: list[tuple[str, object]] = [
         ("ceremony_id", message.ceremony_id),
         ("kind", _kind(message)),
-        ("key_id", message.key_id),
     ]
+    if message.wallet_id:
+        fields += [("wallet_id", message.wallet_id), ("label", message.label)]
+    if message.HasField("imported_wallet"):
+        fields += [
+            ("master_public_key", message.imported_wallet.master_public_key.hex()),
+            ("import_key_fingerprint", message.imported_wallet.import_key_fingerprint),
+        ]
+    else:
+        fields.append(("key_id", message.key_id))
     if message.network_class:
         fields.append(("network_class", _CLASS_NAMES.get(message.network_class, "?")))
     if _kind(message) in _SHOWN_AS_PARAMS:
@@ -154,6 +174,11 @@ def _stub(profile: ClientProfile) -> keys_pb2_grpc.KeysStub:
 
 def cmd_propose(args: argparse.Namespace, profile: ClientProfile) -> int:
     kind = _VERBS[args.action]
+    if kind == keys_pb2.CEREMONY_KIND_CREATE_WALLET:
+        proposal = keys_pb2.ProposeKeyCeremonyRequest(
+            kind=kind, wallet_id=args.wallet_id, label=args.label
+        )
+        return print_proposal(_stub(profile).ProposeKeyCeremony(proposal), args)
     network_class = keys_pb2.NETWORK_CLASS_UNSPECIFIED
     if kind == keys_pb2.CEREMONY_KIND_CREATE_KEY:
         network_class = {v: k for k, v in _CLASS_NAMES.items()}[args.network_class]
@@ -273,12 +298,12 @@ def cmd_list(args: argparse.Namespace, profile: ClientProfile) -> int:
         print_json(listed)
         return Exit.OK
     print_table(
-        ("CEREMONY", "KIND", "KEY ID", "STATE", "APPROVALS", "PROPOSED", "BY"),
+        ("CEREMONY", "KIND", "KEY/WALLET", "STATE", "APPROVALS", "PROPOSED", "BY"),
         [
             (
                 c.ceremony_id,
                 _kind(c),
-                c.key_id,
+                c.key_id or c.wallet_id,
                 c.state,
                 f"{len(c.approved_by)}/{c.approvals_required}",
                 _ms(c.proposed_at_unix_ms),
@@ -342,6 +367,13 @@ def add_commands(
     a.add_argument("--out", required=True, help="a new file to write it to (mode 0600)")
     a.add_argument("--code", required=True, help="your current TOTP code")
     a.set_defaults(func=with_profile(cmd_fetch))
+    a = actions.add_parser(
+        "propose-create-wallet",
+        help="propose an HD wallet whose seed the HSM generates (officer)",
+    )
+    a.add_argument("wallet_id")
+    a.add_argument("--label", default="", help="shown with the wallet (default: its id)")
+    a.set_defaults(func=with_profile(cmd_propose))
     a = actions.add_parser(
         "approve", help="approve a key ceremony with your TOTP code (another officer)"
     )

@@ -29,7 +29,9 @@ from hsm.import_material import (
     from_mnemonic,
     from_wif,
     import_key_fingerprint,
+    wallet_from_mnemonic,
     wrap_for_import,
+    wrap_seed_for_import,
 )
 from proto.custos.v1 import keys_pb2, keys_pb2_grpc
 from signer.cli_ceremonies import print_proposal
@@ -55,6 +57,23 @@ def add_actions(
     a.add_argument("--client", help=client_help)
     add_output_argument(a)
     a.set_defaults(func=lambda args: import_key_command(args, profile(args)))
+
+    a = actions.add_parser(
+        "propose-import-wallet",
+        help="propose importing an HD wallet from its BIP39 mnemonic (officer ceremony)",
+        description="The mnemonic's seed is computed and encrypted here to the HSM's import"
+        " key. The mnemonic (and passphrase) are asked for at the terminal (or read from"
+        " standard input, one a line); never pass them as arguments.",
+    )
+    a.add_argument("wallet_id")
+    a.add_argument("--label", default="", help="shown with the wallet (default: its id)")
+    a.add_argument(
+        "--passphrase", action="store_true", help="the mnemonic has a BIP39 passphrase: ask for it"
+    )
+    a.add_argument("--fingerprint", help="the import key's fingerprint as recorded (pins it)")
+    a.add_argument("--client", help=client_help)
+    add_output_argument(a)
+    a.set_defaults(func=lambda args: import_wallet_command(args, profile(args)))
 
     for verb, text in (
         ("import", "import an existing secp256k1 key alone (where the policy's quorum is 0)"),
@@ -201,3 +220,28 @@ def import_command(
     else:
         print_key(key)
     return 0
+
+
+def import_wallet_command(args: argparse.Namespace, profile: ClientProfile) -> int:
+    stub = keys_pb2_grpc.KeysStub(profile.channel())
+    import_key = stub.GetImportKey(keys_pb2.GetImportKeyRequest())
+    confirm_import_key(args, import_key)
+    words = _ask("mnemonic: ")
+    passphrase = _ask("BIP39 passphrase: ") if args.passphrase else ""
+    wallet = wallet_from_mnemonic(words, passphrase)
+    del words, passphrase
+    imported = keys_pb2.ImportedWallet(
+        wrapped_seed=wrap_seed_for_import(wallet, import_key.public_key_der),
+        master_public_key=wallet.master_public_key,
+        import_key_fingerprint=import_key_fingerprint(import_key.public_key_der),
+    )
+    del wallet  # only the wrapped form travels
+    proposal = stub.ProposeKeyCeremony(
+        keys_pb2.ProposeKeyCeremonyRequest(
+            kind=keys_pb2.CEREMONY_KIND_IMPORT_WALLET,
+            wallet_id=args.wallet_id,
+            label=args.label,
+            imported_wallet=imported,
+        )
+    )
+    return print_proposal(proposal, args)

@@ -255,6 +255,9 @@ class IdentityConfig(_Section):
     subject: str = Field(min_length=1, description="RFC 4514 subject of the client certificate")
     roles: list[Role] = Field(min_length=1)
     keys: list[str] = Field(default_factory=list, description="key id patterns (fnmatch)")
+    wallets: list[str] = Field(
+        default_factory=list, description="HD wallet id patterns (fnmatch): every key of each"
+    )
 
 
 class Config(_Section):

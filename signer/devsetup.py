@@ -42,12 +42,13 @@ class DevIdentity:
     name: str
     roles: tuple[str, ...]
     keys: tuple[str, ...] = ()
+    wallets: tuple[str, ...] = ()
 
 
 DEV_IDENTITIES = (
     DevIdentity("officer", ("officer",)),
     DevIdentity("officer2", ("officer",)),
-    DevIdentity("payments", ("service",), ("*",)),
+    DevIdentity("payments", ("service",), ("*",), ("*",)),
     DevIdentity("approver", ("approver",)),
     DevIdentity("approver2", ("approver",)),
     DevIdentity("auditor", ("auditor",)),
@@ -65,11 +66,12 @@ governance:
   approvals_required: 1
   activation_delay: 0s
   proposal_expires_after: 7d
-# Key ceremonies: 0 lets one officer create, import, disable and enable keys, make
-# the import and backup keys and back up alone, for development only; retiring
-# (final) and exporting a key still need the other officer's approval.
+# Key ceremonies: 0 lets one officer create, import, disable and enable keys and
+# wallets, make the import and backup keys and back up alone, for development only;
+# retiring (final) and exporting a key still need the other officer's approval.
 ceremonies: {{create_key: 0, import_key: 0, disable_key: 0, enable_key: 0, retire_key: 1,
-             import_key_init: 0, backup_key_init: 0, backup: 0, export_key: 1}}
+             import_key_init: 0, backup_key_init: 0, backup: 0, export_key: 1,
+             create_wallet: 0, import_wallet: 0}}
 identity_groups:
   approvers: ["{approver}", "{approver2}"]
 address_book:
@@ -296,9 +298,11 @@ def init_dev_report(directory: Path, listen: str, *, force: bool) -> DevInit:
         report.put(profile, client_profile_text(listen, ca.cert_path, cert, key), force=force)
         roles = ", ".join(f'"{r}"' for r in identity.roles)
         keys = ", ".join(f'"{k}"' for k in identity.keys)
+        wallets = ", ".join(f'"{w}"' for w in identity.wallets)
         identity_blocks.append(
             f'[[identities]]\nsubject = "{subject_string(identity.name)}"\n'
             f"roles = [{roles}]\nkeys = [{keys}]\n"
+            + (f"wallets = [{wallets}]\n" if identity.wallets else "")
         )
     policy = directory / "policy.yaml"
     if not policy.exists():  # the first version only: later ones are proposed, not edited here

@@ -14,9 +14,11 @@ import logging
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 from audit.record import AuditEvent
 from hsm.errors import HsmError
+from hsm.hd import HdSignRequest
 from hsm.keystore import Signer, SignRequest
 from hsm.secp256k1 import RecoverableSignature
 from policies.evaluate import RequireApproval, held_by_review
@@ -54,6 +56,7 @@ from signer.keys import KEY_ID, verify_keys
 from signer.policy_governor import PolicyGovernor
 from signer.review import REVIEW_FAILED, Batch, ItemFacts, Reviewer
 from signer.store.base import ClaimLost, ClaimOutcome, KeyRecord, KeyState, Store, StoreError
+from signer.wallets import DerivedKey, WalletManager, check_wallet_id
 
 log = logging.getLogger("custos.pipeline")
 
@@ -66,6 +69,7 @@ class _Item:
     key: KeyRecord
     adapter: ChainFamily
     prepared: PreparedTx
+    hd: DerivedKey | None = None  # a wallet's derived key: signed through HdSigner
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,6 +91,12 @@ class _Decided:
     approval_id: str = ""
 
 
+class HdSigner(Protocol):
+    """Signs with HD wallets' derived keys (signer.auditlog.AuditGate over hsm.hd.HdKeys)."""
+
+    def hd_sign(self, requests: Sequence[HdSignRequest]) -> list[RecoverableSignature]: ...
+
+
 class SigningPipeline:
     """Validates, authorizes, records, signs and stores one batch at a time."""
 
@@ -105,11 +115,15 @@ class SigningPipeline:
         clock: Clock = utcnow,
         identities: Callable[[str], Identity | None] | None = None,
         reviewer: Reviewer | None = None,
+        wallets: WalletManager | None = None,
+        hd_signer: HdSigner | None = None,
     ) -> None:
         """`identities` looks up a configured identity by subject (Authorizer.identity_of):
         held batches are signed with the caller's own grants; without it none is signed.
         `reviewer` asks the endpoints of `review` rules; without it such rules fail closed."""
         self._reviewer = reviewer
+        self._wallets = wallets
+        self._hd_signer = hd_signer
         self._integrity = integrity
         self._store = store
         self._identities = identities
@@ -355,6 +369,9 @@ class SigningPipeline:
     def _prepare(self, caller: Identity, request: SignBatch) -> list[_Item]:
         granted: set[str] = set()  # batches name few keys: each is checked once
         for index, item in enumerate(request.items):
+            if item.hd is not None:
+                _check_wallet_grant(caller, index, item)
+                continue
             if item.key_id in granted:
                 continue
             if not KEY_ID.fullmatch(item.key_id):
@@ -363,7 +380,7 @@ class SigningPipeline:
                 raise PermissionDenied(f"items[{index}].key_id: key {item.key_id!r} not granted")
             granted.add(item.key_id)
         since = self._integrity.epoch()
-        keys = self._store.get_keys([item.key_id for item in request.items])
+        keys = self._store.get_keys([item.key_id for item in request.items if item.hd is None])
         # Only rows the HSM vouches for may lead to a signature (invariant 8);
         # verified rows are cached, so a hot key costs no HSM call here.
         verify_keys(self._integrity, list(keys.values()), since)
@@ -373,6 +390,9 @@ class SigningPipeline:
         prepared = []
         infos: dict[str, KeyInfo] = {}
         for index, item in enumerate(request.items):
+            if item.hd is not None:
+                prepared.append(self._prepare_hd(index, item, budget))
+                continue
             key = keys.get(item.key_id)
             if key is None:
                 raise NotFound(f"items[{index}].key_id: key {item.key_id!r} not found")
@@ -400,6 +420,46 @@ class SigningPipeline:
                 )
             prepared.append(_Item(index, key, adapter, ready))
         return prepared
+
+    def _prepare_hd(self, index: int, item: SignItem, budget: WorkBudget) -> _Item:
+        """An item signed by a wallet's derived key: the key resolved from the wallet's
+        HSM-tagged row and account key, never from anything the caller sent."""
+        assert item.hd is not None
+        ref = item.hd
+        if self._wallets is None or self._hd_signer is None:
+            raise FailedPrecondition(f"items[{index}].hd: this service holds no HD wallets")
+        if item.tx is None:
+            kinds = ", ".join(self._adapters)
+            raise InvalidRequest(f"items[{index}].tx: no transaction or message ({kinds})")
+        try:
+            derived = self._wallets.key_for(ref, item.tx)
+        except (InvalidRequest, NotFound, FailedPrecondition) as exc:
+            raise type(exc)(f"items[{index}].{exc}") from None
+        try:
+            adapter, ready = self._adapters.prepare(
+                item.tx, KeyInfo(derived.key_id, derived.public_key), budget
+            )
+        except InvalidField as exc:
+            raise InvalidRequest(f"items[{index}].{exc.field}: {exc.message}") from None
+        intent = dataclasses.replace(
+            ready.intent,
+            key_origin=derived.origin,
+            wallet_id=derived.wallet_id,
+            wallet_account=ref.account,
+        )
+        # A wallet has no network class of its own: the coin type separates Bitcoin's
+        # mainnet keys from its test networks' (hsm.hd_paths); EVM and Tron addresses
+        # are one per key on every network, as in any wallet software (README).
+        key = KeyRecord(
+            derived.key_id,
+            derived.public_key,
+            KeyState.ENABLED,
+            "",
+            0,
+            network_class(intent.chain, intent.network),
+            origin=derived.origin,
+        )
+        return _Item(index, key, adapter, dataclasses.replace(ready, intent=intent), derived)
 
     def _sign_claimed(
         self,
@@ -462,10 +522,24 @@ class SigningPipeline:
         requests = [
             SignRequest(item.key.key_id, digest, item.key.public_key)
             for item in items
+            if item.hd is None
+            for digest in item.prepared.digests
+        ]
+        hd_requests = [
+            item.hd.sign_request(digest)
+            for item in items
+            if item.hd is not None
             for digest in item.prepared.digests
         ]
         with metrics.HSM_SECONDS.time():
-            signatures = self._signer.sign(requests)
+            plain = iter(self._signer.sign(requests) if requests else [])
+            derived = iter(self._hd_sign(hd_requests) if hd_requests else [])
+        # Back in item order: each item's signatures come from its own kind of key.
+        signatures = [
+            next(derived if item.hd is not None else plain)
+            for item in items
+            for _digest in item.prepared.digests
+        ]
         response = pb.SignBatchResponse(
             request_id=request_id,
             status=pb.BATCH_STATUS_SIGNED,
@@ -493,6 +567,11 @@ class SigningPipeline:
             },
         )
         return response, signed_event
+
+    def _hd_sign(self, requests: Sequence[HdSignRequest]) -> list[RecoverableSignature]:
+        if self._hd_signer is None:  # pragma: no cover - _prepare_hd refused such items
+            raise FailedPrecondition("this service holds no HD wallets")
+        return self._hd_signer.hd_sign(requests)
 
     def _audit_refusal(self, caller: Identity, request_id: str, exc: CustosError) -> None:
         event = AuditEvent(
@@ -579,6 +658,21 @@ def _pending(request_id: str, approval_id: str) -> pb.SignBatchResponse:
     return pb.SignBatchResponse(
         request_id=request_id, status=pb.BATCH_STATUS_PENDING_APPROVAL, approval_id=approval_id
     )
+
+
+def _check_wallet_grant(caller: Identity, index: int, item: SignItem) -> None:
+    """An item naming a wallet's key: it names no key id too, and the caller holds the wallet."""
+    assert item.hd is not None
+    if item.key_id:
+        raise InvalidRequest(f"items[{index}].hd: name a key_id or an hd key, not both")
+    try:
+        check_wallet_id(item.hd.wallet_id)
+    except InvalidRequest as exc:
+        raise InvalidRequest(f"items[{index}].hd.{exc}") from None
+    if not caller.may_use_wallet(item.hd.wallet_id):
+        raise PermissionDenied(
+            f"items[{index}].hd.wallet_id: wallet {item.hd.wallet_id!r} not granted"
+        )
 
 
 def _check_network_class(index: int, kind: str, key: KeyRecord, chain: str, network: str) -> None:

@@ -19,6 +19,7 @@ from signer.policy_governor import PolicyGovernor, proposal_from_json
 from signer.second_factor import SecondFactor
 from signer.store.base import Store
 from signer.store.policy_tables import PendingRow, PolicyRow
+from signer.wallets import WalletManager
 
 
 def version_message(row: PolicyRow) -> policy_pb2.PolicyVersion:
@@ -152,14 +153,18 @@ class ApprovalsService(policy_pb2_grpc.ApprovalsServicer):
         desk: ApprovalDesk,
         store: Store,
         adapters: Adapters,
+        wallets: WalletManager | None = None,
     ) -> None:
+        self._wallets = wallets
         self._desk = desk
         self._outbox = Outbox(store)
         self._store = store
         self._adapters = adapters
 
     def _message(self, row: PendingRow) -> policy_pb2.PendingBatch:
-        return pending_message(row, decode_items(self._store, self._adapters, row.request))
+        return pending_message(
+            row, decode_items(self._store, self._adapters, row.request, self._wallets)
+        )
 
     def ListPending(  # noqa: N802
         self, request: policy_pb2.ListPendingRequest, context: grpc.ServicerContext

@@ -54,7 +54,11 @@ def stored_batch(encoded: bytes) -> items.SignBatch:
 
 def sign_item(item: pb.SignItem) -> items.SignItem:
     kind = item.WhichOneof("tx")
-    return items.SignItem(item.key_id, transaction(getattr(item, kind)) if kind else None)
+    hd = None
+    if item.HasField("hd"):
+        ref = item.hd
+        hd = items.HdKeyRef(ref.wallet_id, ref.account, ref.change, ref.index, ref.purpose)
+    return items.SignItem(item.key_id, transaction(getattr(item, kind)) if kind else None, hd)
 
 
 def transaction(message: Message) -> items.Transaction:

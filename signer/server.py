@@ -55,6 +55,7 @@ from signer.review import Reviewer, signed_transport
 from signer.second_factor import SecondFactor
 from signer.services import AuditService, KeysService, SignerService
 from signer.store.factory import open_store
+from signer.wallets import WalletManager
 from signer.webhook_service import WebhooksService
 from signer.webhook_worker import WebhookDispatcher
 from signer.webhooks import WebhookRegistry
@@ -168,6 +169,7 @@ class CustosServer:
         limits = ChainLimits(**config.limits.model_dump())
         authorizer = Authorizer(config.identities)
         adapters = make_adapters(limits)
+        self.wallets = WalletManager(self.store, self.pool, integrity=self.integrity)
         pipeline = SigningPipeline(
             self.store,
             AuditGate(self.pool, self.audit),  # no signature while the log fails its checks
@@ -183,6 +185,8 @@ class CustosServer:
                 config.review,
                 signed_transport(self.event_signer) if self.event_signer is not None else None,
             ),
+            wallets=self.wallets,
+            hd_signer=AuditGate(self.pool, self.audit, hd=self.pool),
         )
         self.desk = ApprovalDesk(
             self.store,
@@ -318,16 +322,17 @@ class CustosServer:
             integrity=self.integrity,
             imports=imports,
             custody=custody,
+            wallets=self.wallets,
         )
         keys_pb2_grpc.add_KeysServicer_to_server(
-            KeysService(keys, key_ceremonies, second_factor, imports), self._grpc
+            KeysService(keys, key_ceremonies, second_factor, imports, self.wallets), self._grpc
         )
         audit_pb2_grpc.add_AuditServicer_to_server(AuditService(self.audit, self.store), self._grpc)
         policy_pb2_grpc.add_PoliciesServicer_to_server(
             PoliciesService(self.governor, second_factor), self._grpc
         )
         policy_pb2_grpc.add_ApprovalsServicer_to_server(
-            ApprovalsService(self.desk, self.store, adapters), self._grpc
+            ApprovalsService(self.desk, self.store, adapters, self.wallets), self._grpc
         )
         webhooks_pb2_grpc.add_WebhooksServicer_to_server(WebhooksService(self.webhooks), self._grpc)
         health_pb2_grpc.add_HealthServicer_to_server(self._health, self._grpc)

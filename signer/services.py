@@ -43,6 +43,13 @@ from signer.pipeline import SigningPipeline
 from signer.second_factor import SecondFactor
 from signer.store.base import KeyRecord, KeyState, Store, StoredCheckpoint
 from signer.store.ceremony_tables import CeremonyRow
+from signer.store.wallet_tables import WalletRecord
+from signer.wallets import (
+    WalletManager,
+    account_path,
+    check_wallet_id,
+    imported_from_params,
+)
 
 _STATE = {
     KeyState.ENABLED: keys_pb2.KEY_STATE_ENABLED,
@@ -59,6 +66,8 @@ _KIND: dict[keys_pb2.CeremonyKind, str] = {
     keys_pb2.CEREMONY_KIND_BACKUP: ceremonies.BACKUP,
     keys_pb2.CEREMONY_KIND_EXPORT_KEY: ceremonies.EXPORT_KEY,
     keys_pb2.CEREMONY_KIND_IMPORT_KEY_INIT: ceremonies.IMPORT_KEY_INIT,
+    keys_pb2.CEREMONY_KIND_CREATE_WALLET: ceremonies.CREATE_WALLET,
+    keys_pb2.CEREMONY_KIND_IMPORT_WALLET: ceremonies.IMPORT_WALLET,
 }
 _KIND_MESSAGE = {kind: number for number, kind in _KIND.items()}
 
@@ -100,6 +109,20 @@ def ceremony_message(row: CeremonyRow) -> keys_pb2.KeyCeremony:
         imported_key=_imported_key_message(ceremony),
         params=dict(ceremony.params),
         delivered_to=list(ceremony.delivered_to),
+        wallet_id=params.get("wallet_id", ""),
+        label=params.get("label", ""),
+        imported_wallet=_imported_wallet_message(ceremony),
+    )
+
+
+def _imported_wallet_message(ceremony: ceremonies.Ceremony) -> keys_pb2.ImportedWallet | None:
+    if ceremony.kind != ceremonies.IMPORT_WALLET:
+        return None
+    imported = imported_from_params(dict(ceremony.params))
+    return keys_pb2.ImportedWallet(
+        wrapped_seed=imported.wrapped_seed,
+        master_public_key=imported.master_public_key,
+        import_key_fingerprint=imported.import_key_fingerprint,
     )
 
 
@@ -135,6 +158,17 @@ def key_message(record: KeyRecord) -> keys_pb2.Key:
         ],
         network_class=_CLASS[record.network_class],
         origin=_ORIGIN[record.origin],
+    )
+
+
+def wallet_message(record: WalletRecord) -> keys_pb2.Wallet:
+    return keys_pb2.Wallet(
+        wallet_id=record.wallet_id,
+        label=record.label,
+        origin=_ORIGIN[record.origin],
+        state=record.state,
+        created_by=record.created_by,
+        created_at_unix=record.created_at_ms // 1000,
     )
 
 
@@ -207,7 +241,9 @@ class KeysService(keys_pb2_grpc.KeysServicer):
         key_ceremonies: KeyCeremonies,
         second_factor: SecondFactor,
         imports: KeyImports,
+        wallets: WalletManager,
     ) -> None:
+        self._wallets = wallets
         self._keys = keys
         self._ceremonies = key_ceremonies
         self._second_factor = second_factor
@@ -295,7 +331,8 @@ class KeysService(keys_pb2_grpc.KeysServicer):
         if kind is None:
             raise InvalidRequest(
                 "kind: required, CEREMONY_KIND_CREATE_KEY, _IMPORT_KEY, _DISABLE_KEY, _ENABLE_KEY,"
-                " _RETIRE_KEY, _BACKUP_KEY_INIT, _BACKUP, _EXPORT_KEY or _IMPORT_KEY_INIT"
+                " _RETIRE_KEY, _BACKUP_KEY_INIT, _BACKUP, _EXPORT_KEY, _IMPORT_KEY_INIT,"
+                " _CREATE_WALLET or _IMPORT_WALLET"
             )
         officer = current_identity.get().subject
         _only(kind, ceremonies.BACKUP_KEY_INIT, "threshold", bool(request.threshold))
@@ -303,6 +340,12 @@ class KeysService(keys_pb2_grpc.KeysServicer):
         _only(
             kind, ceremonies.EXPORT_KEY, "recipient_public_key", bool(request.recipient_public_key)
         )
+        if kind in (ceremonies.CREATE_WALLET, ceremonies.IMPORT_WALLET):
+            return ceremony_message(
+                self._ceremonies.propose(officer, kind, _wallet_params(kind, request))
+            )
+        if request.wallet_id or request.label or request.HasField("imported_wallet"):
+            raise InvalidRequest("wallet_id: only a create_wallet ceremony names a wallet")
         if kind != ceremonies.IMPORT_KEY and request.HasField("imported_key"):
             raise InvalidRequest("imported_key: only an import_key ceremony names one")
         if kind in (ceremonies.BACKUP, ceremonies.IMPORT_KEY_INIT, ceremonies.BACKUP_KEY_INIT):
@@ -396,6 +439,85 @@ class KeysService(keys_pb2_grpc.KeysServicer):
         return keys_pb2.ListKeyCeremoniesResponse(
             ceremonies=[ceremony_message(row) for row in self._ceremonies.list()]
         )
+
+    # -- HD wallets -------------------------------------------------------------------
+
+    def _visible_wallet(self, wallet_id: str) -> WalletRecord:
+        check_wallet_id(wallet_id)
+        identity = current_identity.get()
+        if identity.roles == {SERVICE} and not identity.may_use_wallet(wallet_id):
+            # A service sees only its own wallets: the same answer as for a missing one.
+            raise NotFound(f"wallet {wallet_id!r} not found")
+        return self._wallets.get(wallet_id)
+
+    def GetWallet(  # noqa: N802
+        self, request: keys_pb2.GetWalletRequest, context: grpc.ServicerContext
+    ) -> keys_pb2.Wallet:
+        return wallet_message(self._visible_wallet(request.wallet_id))
+
+    def ListWallets(  # noqa: N802
+        self, request: keys_pb2.ListWalletsRequest, context: grpc.ServicerContext
+    ) -> keys_pb2.ListWalletsResponse:
+        identity = current_identity.get()
+        records = self._wallets.list()
+        if identity.roles == {SERVICE}:
+            records = [r for r in records if identity.may_use_wallet(r.wallet_id)]
+        return keys_pb2.ListWalletsResponse(wallets=[wallet_message(r) for r in records])
+
+    def DeriveAddresses(  # noqa: N802
+        self, request: keys_pb2.DeriveAddressesRequest, context: grpc.ServicerContext
+    ) -> keys_pb2.DeriveAddressesResponse:
+        if not request.HasField("account"):
+            raise InvalidRequest("account: required (wallet_id, chain, network, account)")
+        where = request.account
+        self._visible_wallet(where.wallet_id)
+        path = account_path(where.chain, where.network, where.account, where.purpose)
+        derived = self._wallets.derive(
+            where.wallet_id,
+            path,
+            change=request.change,
+            start=request.index,
+            count=request.count or 1,
+        )
+        return keys_pb2.DeriveAddressesResponse(
+            account_path=path.text,
+            addresses=[
+                keys_pb2.DerivedAddress(
+                    path=d.path, public_key=d.public_key.hex(), address=d.address
+                )
+                for d in derived
+            ],
+        )
+
+    def GetAccountKey(  # noqa: N802
+        self, request: keys_pb2.WalletAccount, context: grpc.ServicerContext
+    ) -> keys_pb2.AccountKey:
+        self._visible_wallet(request.wallet_id)
+        path = account_path(request.chain, request.network, request.account, request.purpose)
+        return keys_pb2.AccountKey(
+            account_path=path.text,
+            extended_public_key=self._wallets.exported_key(request.wallet_id, path),
+        )
+
+
+def _wallet_params(kind: str, request: keys_pb2.ProposeKeyCeremonyRequest) -> dict[str, str]:
+    if request.key_id or request.network_class or request.HasField("imported_key"):
+        raise InvalidRequest(f"key_id: a {kind} ceremony names a wallet_id, not a key")
+    check_wallet_id(request.wallet_id)
+    params = {"wallet_id": request.wallet_id, "label": request.label or request.wallet_id}
+    if kind == ceremonies.CREATE_WALLET:
+        if request.HasField("imported_wallet"):
+            raise InvalidRequest("imported_wallet: only an import_wallet ceremony names one")
+        return params
+    if not request.HasField("imported_wallet"):
+        raise InvalidRequest("imported_wallet: required (the seed encrypted to the import key)")
+    imported = request.imported_wallet
+    return {
+        **params,
+        "wrapped_seed": base64.b64encode(imported.wrapped_seed).decode(),
+        "master_public_key": imported.master_public_key.hex(),
+        "import_key_fingerprint": imported.import_key_fingerprint,
+    }
 
 
 def _create_params(key_id: str, network_class: int) -> dict[str, str]:

@@ -223,9 +223,21 @@ Transaction = BitcoinTransaction | BitcoinPsbt | EvmTransaction | TronTransactio
 
 
 @dataclass(frozen=True, slots=True)
+class HdKeyRef:
+    """A derived key of an HD wallet, by its place (SignItem.hd): the tx gives chain and network."""
+
+    wallet_id: str
+    account: int
+    change: int
+    index: int
+    purpose: int  # 0: the chain's default
+
+
+@dataclass(frozen=True, slots=True)
 class SignItem:
     key_id: str
     tx: Transaction | None  # None: the caller set no transaction or message
+    hd: HdKeyRef | None = None  # instead of key_id: a wallet's derived key
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,6 +20,7 @@ from audit.record import AuditEvent, AuditRecord
 from policies.velocity import Spent
 from signer.store.ceremony_tables import CeremonyStore
 from signer.store.policy_tables import Admission, PendingRow, PolicyRow, PolicyStore
+from signer.store.wallet_tables import WalletStore
 from signer.store.webhook_tables import WebhookStore
 
 
@@ -189,7 +190,7 @@ class LegacySealer(Protocol):
     def totp(self, subject: str, sealed: bytes, state: str, rev: int) -> bytes: ...
 
 
-class Store(PolicyStore, CeremonyStore, WebhookStore, Protocol):
+class Store(PolicyStore, CeremonyStore, WebhookStore, WalletStore, Protocol):
     """Transactional state shared by every replica."""
 
     def insert_key(self, key: KeyRecord, event: AuditEvent) -> None: ...

@@ -17,6 +17,7 @@ from audit.record import AuditEvent
 
 if TYPE_CHECKING:
     from signer.store.base import KeyRecord
+    from signer.store.wallet_tables import WalletRecord
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,9 +52,16 @@ class CeremonyStore(Protocol):
         ...
 
     def finish_ceremony(
-        self, row: CeremonyRow, key: KeyRecord | None, events: Sequence[AuditEvent]
+        self,
+        row: CeremonyRow,
+        key: KeyRecord | None,
+        events: Sequence[AuditEvent],
+        *,
+        wallet: WalletRecord | None = None,
     ) -> bool:
         """Store `row` over revision `row.rev - 1` while it is approved, and `key` with it.
+
+        `wallet`, a new wallet, is inserted with it (False when its id is taken).
 
         `key` at version 1 is inserted, a later version replaces version - 1.
         False, and nothing written, when either row is not what the caller read.

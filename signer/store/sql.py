@@ -59,6 +59,7 @@ from signer.store.base import (
 )
 from signer.store.ceremony_tables import CeremonyRow
 from signer.store.policy_tables import Admission, PendingChange, PendingRow, PolicyRow
+from signer.store.wallet_tables import WalletRecord, WalletTables, insert_wallet
 from signer.store.webhook_tables import WebhookTables
 
 T = TypeVar("T")
@@ -118,7 +119,7 @@ class Rollback(Exception):
         self.value = value
 
 
-class SqlStore(WebhookTables, abc.ABC):
+class SqlStore(WebhookTables, WalletTables, abc.ABC):
     """Every Store method, once; subclasses supply the dialect (see the module docstring)."""
 
     USAGE_SELECT: ClassVar[str]  # the amount/count columns (or their sums) of reservations
@@ -740,7 +741,12 @@ class SqlStore(WebhookTables, abc.ABC):
         return self._write(work)
 
     def finish_ceremony(
-        self, row: CeremonyRow, key: KeyRecord | None, events: Sequence[AuditEvent]
+        self,
+        row: CeremonyRow,
+        key: KeyRecord | None,
+        events: Sequence[AuditEvent],
+        *,
+        wallet: WalletRecord | None = None,
     ) -> bool:
         def work(tx: Tx) -> bool:
             # Compare-and-set: only the one successor of the approved row read.
@@ -755,6 +761,8 @@ class SqlStore(WebhookTables, abc.ABC):
                 written = _insert_key(tx, key) if key.version == 1 else _replace_key(tx, key)
                 if not written:
                     raise Rollback(False)
+            if wallet is not None and not insert_wallet(tx, wallet):
+                raise Rollback(False)
             self._append(tx, events)
             return True
 

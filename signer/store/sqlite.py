@@ -114,6 +114,19 @@ CREATE TABLE IF NOT EXISTS webhooks (
     owner TEXT NOT NULL DEFAULT '',
     lease_until_ms INTEGER NOT NULL DEFAULT 0
 );
+-- HD wallets (signer.store.wallet_tables); migration 8 on PostgreSQL.
+CREATE TABLE IF NOT EXISTS wallets (
+    wallet_id TEXT PRIMARY KEY,
+    label TEXT NOT NULL,
+    seal_key_id TEXT NOT NULL,
+    sealed_seed BLOB NOT NULL,
+    origin TEXT NOT NULL CHECK (origin IN ('generated', 'imported')),
+    state TEXT NOT NULL,
+    created_by TEXT NOT NULL,
+    created_at_ms INTEGER NOT NULL,
+    version INTEGER NOT NULL DEFAULT 1,
+    mac BLOB
+);
 CREATE TABLE IF NOT EXISTS totp (
     subject TEXT PRIMARY KEY,
     sealed BLOB NOT NULL,

@@ -18,7 +18,13 @@ from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.keywrap import aes_key_unwrap_with_padding
 
 from hsm.backup import recover_backup_key
-from hsm.import_material import from_hex, wrap_for_import
+from hsm.bip39 import entropy_to_mnemonic
+from hsm.import_material import (
+    from_hex,
+    wallet_from_mnemonic,
+    wrap_for_import,
+    wrap_seed_for_import,
+)
 from proto.custos.v1 import keys_pb2, keys_pb2_grpc, policy_pb2, policy_pb2_grpc, signer_pb2_grpc
 from proto.custos.v1 import signer_pb2 as pb
 from signer.devsetup import subject_string
@@ -88,6 +94,7 @@ def test_logs_are_json_with_context_and_never_hold_secrets(own_server: ServerPro
         signer.SignBatch(pb.SignBatchRequest(request_id="logged-2", items=[bad]))
     imported, blob = _import_a_key(keys_pb2_grpc.KeysStub(own_server.channel("officer")))
     custody = _custody_ceremonies(own_server, key)
+    words, seed = _import_and_use_a_wallet(own_server)
     own_server.stop()
 
     text = (own_server.env.dir / "server.log").read_text()
@@ -100,7 +107,7 @@ def test_logs_are_json_with_context_and_never_hold_secrets(own_server: ServerPro
     assert refused[0]["component"] == "custos.pipeline"
     pin = (own_server.env.dir / "hsm.pin").read_text().strip()
     so_pin = (own_server.env.dir / "hsm.so-pin").read_text().strip()
-    for forbidden in (pin, so_pin, secret, good, imported, blob, *custody):
+    for forbidden in (pin, so_pin, secret, good, imported, blob, words, seed, *custody):
         assert forbidden not in text
     # Nothing in the store (audit log included) holds a secret in clear either.
     with sqlite3.connect(own_server.env.dir / "custos.db") as db:
@@ -111,7 +118,8 @@ def test_logs_are_json_with_context_and_never_hold_secrets(own_server: ServerPro
     assert "key.imported" in dump
     assert "keys.backed_up" in dump
     assert "key.exported" in dump
-    for forbidden in (pin, so_pin, secret, imported, blob, *custody):
+    assert "wallet.imported" in dump
+    for forbidden in (pin, so_pin, secret, imported, blob, words, seed, *custody):
         assert forbidden not in dump
     # Every share was fetched: none is left in its ceremony row, even sealed.
     with sqlite3.connect(own_server.env.dir / "custos.db") as db:
@@ -209,3 +217,31 @@ def _import_a_key(keys: keys_pb2_grpc.KeysStub) -> tuple[str, str]:
         keys.ImportKey(damaged)
     keys.ImportKey(request)
     return secret.value.hex(), request.wrapped_key.hex()
+
+
+def _import_and_use_a_wallet(server: ServerProcess) -> tuple[str, str]:
+    """Import a wallet from a fresh mnemonic and sign with one of its keys (the
+    development policy lets one officer import alone); its mnemonic and seed (hex)."""
+    keys = keys_pb2_grpc.KeysStub(server.channel("officer"))
+    import_key = keys.GetImportKey(keys_pb2.GetImportKeyRequest())
+    words = entropy_to_mnemonic(os.urandom(32))
+    wallet = wallet_from_mnemonic(words, "logged passphrase")
+    done = keys.ProposeKeyCeremony(
+        keys_pb2.ProposeKeyCeremonyRequest(
+            kind=keys_pb2.CEREMONY_KIND_IMPORT_WALLET,
+            wallet_id="logged-wallet",
+            imported_wallet=keys_pb2.ImportedWallet(
+                wrapped_seed=wrap_seed_for_import(wallet, import_key.public_key_der),
+                master_public_key=wallet.master_public_key,
+                import_key_fingerprint=import_key.fingerprint,
+            ),
+        )
+    )
+    assert done.state == "executed", done.outcome
+    item = builders.evm_item(keys_pb2.Key())
+    item.hd.CopyFrom(pb.HdKeyRef(wallet_id="logged-wallet", index=3))
+    signed = signer_pb2_grpc.SignerStub(server.channel("payments")).SignBatch(
+        pb.SignBatchRequest(request_id="logged-wallet-1", items=[item])
+    )
+    assert signed.status == pb.BATCH_STATUS_SIGNED
+    return words, wallet.seed.hex()

@@ -72,6 +72,21 @@ REQUESTS: dict[str, tuple[Message, type[Message]]] = {
         keys_pb2.FetchKeyCeremonyResultRequest(ceremony_id="missing"),  # no code: refused
         keys_pb2.KeyCeremonyResult,
     ),
+    "/custos.v1.Keys/GetWallet": (
+        keys_pb2.GetWalletRequest(wallet_id="missing"),
+        keys_pb2.Wallet,
+    ),
+    "/custos.v1.Keys/ListWallets": (keys_pb2.ListWalletsRequest(), keys_pb2.ListWalletsResponse),
+    "/custos.v1.Keys/DeriveAddresses": (
+        keys_pb2.DeriveAddressesRequest(
+            account=keys_pb2.WalletAccount(wallet_id="missing", chain="tron", network="nile")
+        ),
+        keys_pb2.DeriveAddressesResponse,
+    ),
+    "/custos.v1.Keys/GetAccountKey": (
+        keys_pb2.WalletAccount(wallet_id="missing", chain="tron", network="nile"),
+        keys_pb2.AccountKey,
+    ),
     "/custos.v1.Audit/StreamRecords": (
         audit_pb2.StreamRecordsRequest(from_seq=10**9),
         audit_pb2.AuditRecord,

@@ -8,6 +8,7 @@ import threading
 from audit.record import AuditEvent
 from signer.store.base import KeyRecord, KeyState, Store
 from signer.store.ceremony_tables import CeremonyRow
+from signer.store.wallet_tables import WalletRecord
 
 KEY = KeyRecord("k1", b"\x04" + b"\x01" * 64, KeyState.ENABLED, "officer", 5, "testnet")
 
@@ -72,3 +73,22 @@ def test_update_and_list(store: Store) -> None:
     assert store.get_ceremony("cer-2").rev == 2  # type: ignore[union-attr]
     assert store.update_ceremony("missing", approve) is None
     assert store.update_ceremony("cer-2", lambda _row: None).rev == 2  # type: ignore[union-attr]
+
+
+def test_a_wallet_is_stored_with_its_ceremony_once_or_not_at_all(store: Store) -> None:
+    wallet = WalletRecord(
+        "w1", "Hot", "_wallet_seal", b"sealed", "generated", "enabled", "o1", 7, 1, b"tag"
+    )
+    row = _approved(store)
+    done = CeremonyRow(row.ceremony_id, row.kind, "executed", '{"x": 2}', 1000, rev=3, mac=b"n")
+    event = AuditEvent("wallet.created", "o1", {"wallet_id": "w1"})
+    assert store.finish_ceremony(done, None, [event], wallet=wallet)
+    assert store.get_wallet("w1") == wallet
+    assert store.list_wallets() == [wallet]
+    # A second ceremony creating the same id writes nothing, not even its own end.
+    other = _approved(store, "cer-2")
+    again = CeremonyRow("cer-2", other.kind, "executed", '{"x": 3}', 1000, rev=3, mac=b"o")
+    assert not store.finish_ceremony(again, None, [event], wallet=wallet)
+    assert store.get_ceremony("cer-2") == other
+    assert store.get_wallet("nope") is None
+    assert _kinds(store) == ["ceremony.proposed", "wallet.created", "ceremony.proposed"]

@@ -92,6 +92,7 @@ def test_migrate_is_idempotent_and_recorded(
         (5, "key ceremonies"),
         (6, "webhooks"),
         (7, "key origin"),
+        (8, "hd wallets"),
     ]
     unmigrated = open_store(postgres_url, schema=pg_schema, migrate=False)
     unmigrated.ping()

@@ -185,6 +185,22 @@ ALTER TABLE keys ADD COLUMN origin TEXT NOT NULL DEFAULT 'generated'
     CHECK (origin IN ('generated', 'imported'));
 """
 
+# HD wallets (signer.store.wallet_tables): the seed only sealed, the row HSM-tagged.
+_WALLETS = """
+CREATE TABLE wallets (
+    wallet_id TEXT PRIMARY KEY,
+    label TEXT NOT NULL,
+    seal_key_id TEXT NOT NULL,
+    sealed_seed BYTEA NOT NULL,
+    origin TEXT NOT NULL CHECK (origin IN ('generated', 'imported')),
+    state TEXT NOT NULL,
+    created_by TEXT NOT NULL,
+    created_at_ms BIGINT NOT NULL,
+    version BIGINT NOT NULL DEFAULT 1,
+    mac BYTEA
+);
+"""
+
 POSTGRES: tuple[Migration, ...] = (
     Migration(1, "initial schema", _INITIAL),
     Migration(2, "fenced claims", _CLAIM_TOKENS),
@@ -193,6 +209,7 @@ POSTGRES: tuple[Migration, ...] = (
     Migration(5, "key ceremonies", _CEREMONIES),
     Migration(6, "webhooks", _WEBHOOKS),
     Migration(7, "key origin", _KEY_ORIGIN),
+    Migration(8, "hd wallets", _WALLETS),
 )
 
 
