@@ -21,6 +21,9 @@ RUN pip install --no-cache-dir --require-hashes --only-binary=:all: -r requireme
 # Custos itself: no dependencies (all above) and no build isolation (setuptools,
 # the build backend, is pinned in the lock as well), so nothing unpinned is fetched.
 COPY pyproject.toml README.md ./
+# custos/ holds symlinks to the folders below: the package is custos.<folder>.
+COPY custos ./custos
+COPY common ./common
 COPY signer ./signer
 COPY proto ./proto
 COPY hsm ./hsm

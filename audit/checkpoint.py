@@ -29,7 +29,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from audit.merkle import HASH_SIZE
+from custos.audit.merkle import HASH_SIZE
 
 EM_DASH = "\u2014"
 ALG_ED25519 = 0x01

@@ -25,10 +25,16 @@ from dataclasses import dataclass, field
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from audit.checkpoint import Checkpoint, CheckpointError, load_public_key_pem, open_note, peek_note
-from audit.export import ExportError, read_export
-from audit.merkle import EMPTY_ROOT, TreeBuilder
-from audit.record import AuditRecord
+from custos.audit.checkpoint import (
+    Checkpoint,
+    CheckpointError,
+    load_public_key_pem,
+    open_note,
+    peek_note,
+)
+from custos.audit.export import ExportError, read_export
+from custos.audit.merkle import EMPTY_ROOT, TreeBuilder
+from custos.audit.record import AuditRecord
 
 # The canonical encoding sorts keys, so a record always ends with its top-level
 # prev, seq and ts_ms (the greatest keys): `,"prev":"<hex>","seq":<n>,"ts_ms":<n>}`.

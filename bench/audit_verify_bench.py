@@ -30,11 +30,11 @@ sys.path.insert(0, str(ROOT))
 from cryptography.hazmat.primitives import serialization  # noqa: E402
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey  # noqa: E402
 
-from audit.checkpoint import Checkpoint, public_key_pem, sign_note  # noqa: E402
-from audit.export import write_export  # noqa: E402
-from audit.merkle import TreeBuilder  # noqa: E402
-from audit.record import AuditEvent, ChainHead, next_record  # noqa: E402
-from audit.verify import verify_export_files  # noqa: E402
+from custos.audit.checkpoint import Checkpoint, public_key_pem, sign_note  # noqa: E402
+from custos.audit.export import write_export  # noqa: E402
+from custos.audit.merkle import TreeBuilder  # noqa: E402
+from custos.audit.record import AuditEvent, ChainHead, next_record  # noqa: E402
+from custos.audit.verify import verify_export_files  # noqa: E402
 
 KEY_NAME = "custos.example/audit"
 CHAINS = [

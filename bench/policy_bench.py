@@ -25,10 +25,10 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from policies.evaluate import Allow, Deny, EvaluationRequest, compile_policy  # noqa: E402
-from policies.intent import ContractCall, Intent, Transfer  # noqa: E402
-from policies.schema import validate_document  # noqa: E402
-from policies.velocity import Spent  # noqa: E402
+from custos.common.intent import ContractCall, Intent, Transfer  # noqa: E402
+from custos.policies.evaluate import Allow, Deny, EvaluationRequest, compile_policy  # noqa: E402
+from custos.policies.schema import validate_document  # noqa: E402
+from custos.policies.velocity import Spent  # noqa: E402
 
 RULES = 1000
 ENTRIES = 10_000

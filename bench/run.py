@@ -49,17 +49,17 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.cpu import fdatasync_p50_ms, process_tree_cpu_s  # noqa: E402
-from proto.custos.v1 import (  # noqa: E402
+from custos.proto.custos.v1 import (  # noqa: E402
     audit_pb2,
     audit_pb2_grpc,
     keys_pb2,
     keys_pb2_grpc,
     signer_pb2_grpc,
 )
-from proto.custos.v1 import signer_pb2 as pb  # noqa: E402
-from signer.client import ClientProfile  # noqa: E402
-from signer.demo import start_server  # noqa: E402
-from signer.devsetup import init_dev, subject_string  # noqa: E402
+from custos.proto.custos.v1 import signer_pb2 as pb  # noqa: E402
+from custos.signer.tools.client import ClientProfile  # noqa: E402
+from custos.signer.tools.demo import start_server  # noqa: E402
+from custos.signer.tools.devsetup import init_dev, subject_string  # noqa: E402
 
 LIBRARY = "/usr/lib/softhsm/libsofthsm2.so"
 BATCH = 100
@@ -72,7 +72,7 @@ def measure_raw(directory: Path) -> tuple[float, float, float]:
     """Rate, median latency and CPU (µs) of raw C_Sign in a separate process (own login)."""
     code = f"""
 import hashlib, json, statistics, time
-from hsm.pkcs11_token import Pkcs11Token
+from custos.hsm.pkcs11_token import Pkcs11Token
 t = Pkcs11Token({LIBRARY!r}, "custos-dev", open({str(directory / "hsm.pin")!r}).read())
 t.generate_secp256k1("bench-raw") if b"bench-raw" else None
 digests = [hashlib.sha256(str(i).encode()).digest() for i in range({RAW_SIGNS})]

@@ -1,7 +1,7 @@
 """Backup primitives: a wrapping backup key, its SLIP-39 shares, and key wrap/unwrap.
 
 Used by hsm.backup_file (one file for every key) and the operator commands of
-signer.backups; not an officer ceremony yet (issue 11). The pieces:
+signer.usecases.backups; not an officer ceremony yet (issue 11). The pieces:
 
 - SLIP-39 (`shamir-mnemonic`): the AES-256 backup key exists outside the HSM
   only as M-of-N shares. Errors say which share is wrong and why, never a word.
@@ -41,10 +41,10 @@ from pkcs11.util.ec import encode_named_curve_parameters
 from shamir_mnemonic import MnemonicError, combine_mnemonics, generate_mnemonics
 from shamir_mnemonic.share import Share
 
-from hsm.errors import HsmError, HsmUnavailable, KeyExists, KeyNotFound
-from hsm.hd import wipe
-from hsm.key_import import UnwrapError, UnwrapMismatch, find, install_unwrapped_secp256k1
-from hsm.pkcs11_token import SECP256K1_OID, _unwrap_ec_point
+from custos.hsm.errors import HsmError, HsmUnavailable, KeyExists, KeyNotFound
+from custos.hsm.hd import wipe
+from custos.hsm.key_import import UnwrapError, UnwrapMismatch, find, install_unwrapped_secp256k1
+from custos.hsm.pkcs11_token import SECP256K1_OID, _unwrap_ec_point
 
 BACKUP_KEY_BYTES = 32
 WRAP_MECHANISM = Mechanism.AES_KEY_WRAP_PAD

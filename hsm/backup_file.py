@@ -39,11 +39,11 @@ from typing import Any
 import pkcs11
 from pkcs11 import Attribute, KeyType, ObjectClass
 
-from hsm import backup
-from hsm.backup import BackupError, BackupKeyMode
-from hsm.errors import HsmUnavailable, KeyNotFound
-from hsm.hd import wipe
-from hsm.key_import import find
+from custos.hsm import backup
+from custos.hsm.backup import BackupError, BackupKeyMode
+from custos.hsm.errors import HsmUnavailable, KeyNotFound
+from custos.hsm.hd import wipe
+from custos.hsm.key_import import find
 
 FORMAT = "custos-backup/1"
 MAX_FILE_BYTES = 16 * 1024 * 1024

@@ -28,11 +28,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from hsm.bip32 import DerivationError, ExtendedPrivateKey, ExtendedPublicKey, master_key
-from hsm.bip39 import entropy_to_mnemonic, mnemonic_to_seed
-from hsm.errors import HsmError, HsmUnavailable
-from hsm.hd_paths import allowed_path
-from hsm.secp256k1 import RecoverableSignature, SignatureError, normalize
+from custos.common.secp256k1 import RecoverableSignature, SignatureError, normalize
+from custos.hsm.bip32 import DerivationError, ExtendedPrivateKey, ExtendedPublicKey, master_key
+from custos.hsm.bip39 import entropy_to_mnemonic, mnemonic_to_seed
+from custos.hsm.errors import HsmError, HsmUnavailable
+from custos.hsm.hd_paths import allowed_path
 
 SEED_ENTROPY_BYTES = 32  # 24 words, 256 bits
 

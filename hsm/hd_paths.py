@@ -20,7 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Final
 
-from hsm.bip32 import HARDENED, DerivationError, format_path, parse_path
+from custos.hsm.bip32 import HARDENED, DerivationError, format_path, parse_path
 
 
 class PathNotAllowed(DerivationError):

@@ -30,10 +30,10 @@ from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from eth_hash.auto import keccak
 
-from hsm.bip32 import DerivationError, format_path, master_key, parse_path
-from hsm.bip39 import MnemonicError, mnemonic_to_seed
-from hsm.hd_paths import BITCOIN_NETWORKS, COIN_TYPES, allowed_path
-from hsm.secp256k1 import N
+from custos.common.secp256k1 import N
+from custos.hsm.bip32 import DerivationError, format_path, master_key, parse_path
+from custos.hsm.bip39 import MnemonicError, mnemonic_to_seed
+from custos.hsm.hd_paths import BITCOIN_NETWORKS, COIN_TYPES, allowed_path
 
 # The path eth-account's Account.from_mnemonic uses: the first Ethereum account.
 DEFAULT_PATH: Final = "m/44'/60'/0'/0/0"

@@ -24,8 +24,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from pkcs11 import Attribute, KeyType, Mechanism, ObjectClass
 
-from hsm.errors import HsmError, HsmUnavailable, KeyNotFound
-from hsm.key_import import OAEP_PARAMS, find
+from custos.hsm.errors import HsmError, HsmUnavailable, KeyNotFound
+from custos.hsm.key_import import OAEP_PARAMS, find
 
 MIN_RECIPIENT_BITS = 2048
 EXPORT_ALGORITHM = "rsa-oaep-sha1+aes-256-kwp (CKM_RSA_AES_KEY_WRAP layout)"

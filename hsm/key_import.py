@@ -33,9 +33,9 @@ from pkcs11 import MGF, Attribute, KeyType, Mechanism, MechanismFlag, ObjectClas
 from pkcs11.constants import DEFAULT
 from pkcs11.util.ec import encode_named_curve_parameters
 
-from hsm.errors import HsmError, HsmUnavailable, KeyExists, KeyNotFound
-from hsm.pkcs11_token import SECP256K1_OID, SIGNING_KEY_TEMPLATE
-from hsm.secp256k1 import SignatureError, normalize
+from custos.common.secp256k1 import SignatureError, normalize
+from custos.hsm.errors import HsmError, HsmUnavailable, KeyExists, KeyNotFound
+from custos.hsm.pkcs11_token import SECP256K1_OID, SIGNING_KEY_TEMPLATE
 
 IMPORT_KEY_BITS = 3072
 # SoftHSM 2.6.1 accepts OAEP only with SHA-1 and MGF1-SHA-1 (hsm.import_material).

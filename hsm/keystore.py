@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from hsm.secp256k1 import RecoverableSignature
+from custos.common.secp256k1 import RecoverableSignature
 
 
 @dataclass(frozen=True, slots=True)

@@ -19,10 +19,10 @@ from pkcs11 import Attribute, KeyType, Mechanism, ObjectClass
 from pkcs11.mechanisms import GCMParams
 from pkcs11.util.ec import encode_named_curve_parameters
 
-from hsm.errors import HsmConfigError, HsmUnavailable, KeyExists, KeyNotFound, TokenNotFound
+from custos.hsm.errors import HsmConfigError, HsmUnavailable, KeyExists, KeyNotFound, TokenNotFound
 
 if TYPE_CHECKING:
-    from hsm.backup_file import BackupEntry, VerifyReport
+    from custos.hsm.backup_file import BackupEntry, VerifyReport
 
 SECP256K1_OID = "1.3.132.0.10"
 ED25519_OID = "1.3.101.112"  # SoftHSM 2.6.1 generates and signs with Ed25519 (CKM_EDDSA)
@@ -196,21 +196,21 @@ class Pkcs11Token:
 
     def create_import_key(self, key_id: str) -> bytes:
         """Generate the RSA import key; its public key (DER). KeyExists if there is one."""
-        from hsm import key_import  # noqa: PLC0415 - key_import imports this module
+        from custos.hsm import key_import  # noqa: PLC0415 - key_import imports this module
 
         with self._lock:
             return key_import.create_import_key(self._session, key_id)
 
     def import_key_public(self, key_id: str) -> bytes:
         """The import key's public key (DER SubjectPublicKeyInfo); KeyNotFound if none."""
-        from hsm import key_import  # noqa: PLC0415
+        from custos.hsm import key_import  # noqa: PLC0415
 
         with self._lock:
             return key_import.import_key_public(self._session, key_id)
 
     def unwrap_seed(self, import_key_id: str, wrapped: bytes) -> bytes:
         """A BIP39 seed from an RSA-OAEP blob, read once (hsm.key_import.unwrap_seed)."""
-        from hsm import key_import  # noqa: PLC0415
+        from custos.hsm import key_import  # noqa: PLC0415
 
         with self._lock:
             return key_import.unwrap_seed(self._session, import_key_id, wrapped)
@@ -224,7 +224,7 @@ class Pkcs11Token:
         dry_run: bool = False,
     ) -> None:
         """Unwrap an RSA-OAEP blob into signing key `key_id`, proven to match `public_key`."""
-        from hsm import key_import  # noqa: PLC0415
+        from custos.hsm import key_import  # noqa: PLC0415
 
         with self._lock:
             key_import.unwrap_imported_secp256k1(
@@ -244,9 +244,9 @@ class Pkcs11Token:
 
         The value leaves the token only as shares. KeyExists if there is one.
         """
-        from hsm import backup  # noqa: PLC0415 - backup imports this module
-        from hsm.hd import wipe  # noqa: PLC0415
-        from hsm.key_import import find  # noqa: PLC0415
+        from custos.hsm import backup  # noqa: PLC0415 - backup imports this module
+        from custos.hsm.hd import wipe  # noqa: PLC0415
+        from custos.hsm.key_import import find  # noqa: PLC0415
 
         with self._lock:
             if self._wrap_with_trusted:
@@ -272,7 +272,7 @@ class Pkcs11Token:
         self, backup_key_id: str, entries: Sequence[BackupEntry], created_at_ms: int
     ) -> tuple[bytes, tuple[str, ...]]:
         """The backup file of `entries`, and the keys left out (hsm.backup_file.make)."""
-        from hsm import backup_file  # noqa: PLC0415
+        from custos.hsm import backup_file  # noqa: PLC0415
 
         with self._lock:
             return backup_file.make(self._session, backup_key_id, entries, created_at_ms)
@@ -281,7 +281,7 @@ class Pkcs11Token:
         self, backup_key_id: str, data: bytes, current: Mapping[str, bytes]
     ) -> VerifyReport:
         """Check a backup file against the backup key and the current keys (no restore)."""
-        from hsm import backup_file  # noqa: PLC0415
+        from custos.hsm import backup_file  # noqa: PLC0415
 
         with self._lock:
             return backup_file.verify(self._session, backup_key_id, data, current)
@@ -290,7 +290,7 @@ class Pkcs11Token:
         self, backup_key_id: str, shares: Sequence[str], data: bytes
     ) -> tuple[BackupEntry, ...]:
         """Restore a backup file onto this (empty) token; all or nothing."""
-        from hsm import backup_file  # noqa: PLC0415
+        from custos.hsm import backup_file  # noqa: PLC0415
 
         with self._lock:
             return backup_file.restore(self._session, backup_key_id, shares, data)
@@ -298,21 +298,21 @@ class Pkcs11Token:
     def discard_restore(self, backup_key_id: str, key_ids: Sequence[str]) -> None:
         """Destroy what a restore made (its keys and backup key): its records could not be
         registered, and a token must not hold keys its store does not know."""
-        from hsm import backup_file  # noqa: PLC0415
+        from custos.hsm import backup_file  # noqa: PLC0415
 
         with self._lock:
             backup_file.discard(self._session, backup_key_id, key_ids)
 
     def trusted_backup_problem(self, backup_key_id: str) -> str | None:
         """Why this token cannot serve backup mode "trusted"; None when it can."""
-        from hsm import backup  # noqa: PLC0415
+        from custos.hsm import backup  # noqa: PLC0415
 
         with self._lock:
             return backup.trusted_mode_problem(self._session, backup_key_id)
 
     def export_wrapped(self, key_id: str, recipient_der: bytes) -> bytes:
         """Key `key_id` wrapped to a recipient's RSA public key (hsm.key_export)."""
-        from hsm import key_export  # noqa: PLC0415 - key_export imports key_import
+        from custos.hsm import key_export  # noqa: PLC0415 - key_export imports key_import
 
         with self._lock:
             return key_export.export_wrapped(self._session, key_id, recipient_der)

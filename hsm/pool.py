@@ -29,13 +29,13 @@ from collections.abc import Callable, Sequence
 from multiprocessing.connection import Connection
 from typing import Any
 
-from hsm import hd
-from hsm.backup_file import BackupEntry
-from hsm.bip32 import ExtendedPublicKey
-from hsm.errors import HsmConfigError, HsmUnavailable
-from hsm.keystore import SignRequest
-from hsm.pkcs11_token import Pkcs11Token
-from hsm.secp256k1 import RecoverableSignature, SignatureError, normalize
+from custos.common.secp256k1 import RecoverableSignature, SignatureError, normalize
+from custos.hsm import hd
+from custos.hsm.backup_file import BackupEntry
+from custos.hsm.bip32 import ExtendedPublicKey
+from custos.hsm.errors import HsmConfigError, HsmUnavailable
+from custos.hsm.keystore import SignRequest
+from custos.hsm.pkcs11_token import Pkcs11Token
 
 log = logging.getLogger("custos.hsm")
 
@@ -465,7 +465,7 @@ class SigningPool:
     ) -> None:
         self._call("_unwrap_secp256k1", import_key_id, key_id, wrapped, public_key, dry_run)
 
-    # ---- custody ceremonies (signer.custody): backups and export ----
+    # ---- custody ceremonies (signer.usecases.custody): backups and export ----
 
     def create_backup_key(self, key_id: str, threshold: int, count: int) -> list[str]:
         """The backup key made in the token; its SLIP-39 shares (secrets: seal them)."""

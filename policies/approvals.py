@@ -17,7 +17,7 @@ import hmac
 from dataclasses import dataclass, replace
 from datetime import datetime
 
-from policies.evaluate import Quorum, RequireApproval
+from custos.policies.evaluate import Quorum, RequireApproval
 
 PENDING = "pending"
 APPROVED = "approved"

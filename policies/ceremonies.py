@@ -17,7 +17,7 @@ With M = 0 (development) the proposal is approved as it is made.
 
 Kinds are data, not code: a new ceremony (import, backup, restore) adds its
 name and parameters to KINDS, its quorum to the document, and an executor in
-the service (signer.ceremonies).
+the service (signer.usecases.ceremonies).
 """
 
 from __future__ import annotations
@@ -27,9 +27,9 @@ import json
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
-from policies.approvals import Refused
-from policies.document import PolicyDocument, parse_duration
-from policies.governance import (
+from custos.policies.approvals import Refused
+from custos.policies.document import PolicyDocument, parse_duration
+from custos.policies.governance import (
     NOT_OFFICER,
     NOT_OPEN,
     STALE,
@@ -57,7 +57,7 @@ KINDS: dict[str, tuple[str, ...]] = {
     DISABLE_KEY: ("key_id",),
     ENABLE_KEY: ("key_id",),
     RETIRE_KEY: ("key_id",),
-    # The key encrypted to the HSM's import key (signer.key_import.import_params):
+    # The key encrypted to the HSM's import key (signer.usecases.key_import.import_params):
     # approvers bind to this exact blob; the secret stays wrapped in the store.
     IMPORT_KEY: (
         "key_id",
@@ -79,9 +79,9 @@ KINDS: dict[str, tuple[str, ...]] = {
     EXPORT_KEY: ("key_id", "recipient_public_key", "recipient_fingerprint"),
     # The RSA import key officers encrypt imported keys to.
     IMPORT_KEY_INIT: (),
-    # An HD wallet whose seed the HSM generates (signer.wallets); the label is shown.
+    # An HD wallet whose seed the HSM generates (signer.usecases.wallets); the label is shown.
     CREATE_WALLET: ("wallet_id", "label"),
-    # A wallet's seed encrypted to the import key (signer.wallets.import_wallet_params).
+    # A wallet's seed encrypted to the import key (signer.usecases.wallets.import_wallet_params).
     IMPORT_WALLET: (
         "wallet_id",
         "label",

@@ -1,6 +1,6 @@
 """Policy documents: the versioned YAML that officers approve, as pydantic models.
 
-policy.schema.json is generated from these models (`python -m policies.schema
+policy.schema.json is generated from these models (`python -m custos.policies.schema
 --write`) and a test keeps the two equal. Documents are loaded through
 `policies.schema.load_document`: JSON Schema first (messages that name the
 path), then these models, then cross-reference checks. Amounts are integers in base units, given
@@ -83,7 +83,7 @@ Identity = Annotated[str, StringConstraints(min_length=1, max_length=512)]
 KeyId = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9._-]{0,62}$")]
 Address = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9]{20,100}$")]
 AssetRef = Annotated[str, StringConstraints(pattern=r"^(native|[A-Za-z0-9]{20,100})$")]
-# The methods adapters decode (policies.intent.DECODED_METHODS), or a bare selector.
+# The methods adapters decode (common.intent.DECODED_METHODS), or a bare selector.
 Method = Annotated[
     str,
     StringConstraints(
@@ -100,17 +100,17 @@ Day = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
 DAYS: tuple[Day, ...] = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 # "wallet": the HD wallet of the item's key (a key of no wallet is a wallet of its own).
 LimitDimension = Literal["key", "asset", "caller", "wallet"]
-# An HD wallet's id (signer.wallets.WALLET_ID).
+# An HD wallet's id (signer.usecases.wallets.WALLET_ID).
 WalletId = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9._-]{0,62}$")]
-# policies.intent.MESSAGE_KINDS
+# common.intent.MESSAGE_KINDS
 MessageKind = Literal["personal_sign", "typed_data", "tron_message", "bitcoin_message"]
 # EIP-712 struct type names (signer/chains/eip712.py accepts no others).
 TypeName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z_$][A-Za-z0-9_$]{0,63}$")]
 ChainId = Annotated[int, Field(ge=1, le=2**64 - 1)]
 NetworkClass = Literal["mainnet", "testnet"]
-# Where the signing key's secret came from (signer.key_import).
+# Where the signing key's secret came from (signer.usecases.key_import).
 KeyOrigin = Literal["generated", "imported"]
-# policies.intent.STAKING_KINDS and RESOURCES
+# common.intent.STAKING_KINDS and RESOURCES
 StakingKind = Literal["stake", "unstake", "delegate", "undelegate", "withdraw_unfrozen", "vote"]
 Resource = Literal["BANDWIDTH", "ENERGY"]
 # A compressed SEC1 secp256k1 public key in lowercase hex (how multisig scripts carry keys).
@@ -360,7 +360,7 @@ class StakingMatch(_Model):
 
 
 class MultisigMatch(_Model):
-    """Predicates on the m-of-n multisigs a PSBT item's key cosigns (policies.intent.Multisig).
+    """Predicates on the m-of-n multisigs a PSBT item's key cosigns (common.intent.Multisig).
 
     A rule with `multisig` matches only items that spend a multisig, and
     every multisig they spend must satisfy each given predicate.

@@ -22,8 +22,9 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from policies.accounts import account_id, account_ids
-from policies.document import (
+from custos.common.intent import ALLOWANCES, TOKEN_TRANSFERS, Intent, Message, Multisig, Staking
+from custos.policies.accounts import account_id, account_ids
+from custos.policies.document import (
     DAYS,
     NETWORKS,
     AmountRange,
@@ -39,9 +40,8 @@ from policies.document import (
     since_key,
     watch_only_since_key,
 )
-from policies.intent import ALLOWANCES, TOKEN_TRANSFERS, Intent, Message, Multisig, Staking
-from policies.locks import LOCK_TOO_FAR, CompiledLocks, lock_breach
-from policies.velocity import (
+from custos.policies.locks import LOCK_TOO_FAR, CompiledLocks, lock_breach
+from custos.policies.velocity import (
     CompiledLimit,
     Delta,
     ScopeFilter,
@@ -50,7 +50,7 @@ from policies.velocity import (
     check,
     moved_totals,
 )
-from policies.watch_only import wallet_accounts
+from custos.policies.watch_only import wallet_accounts
 
 RULE_DENIED = "rule_denied"
 NO_RULE_MATCHED = "no_rule_matched"

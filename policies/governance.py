@@ -15,8 +15,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
-from policies.approvals import Refused
-from policies.document import PolicyDocument, parse_duration, since_keys
+from custos.policies.approvals import Refused
+from custos.policies.document import PolicyDocument, parse_duration, since_keys
 
 OPEN = "open"
 APPROVED = "approved"  # quorum met; activates at activates_at

@@ -1,6 +1,6 @@
 """Lock-time bounds (issue 9 item 7): how far ahead a signed transaction may become valid.
 
-Pure: the facts are on the intent (policies.intent: lock_time, sequences,
+Pure: the facts are on the intent (common.intent: lock_time, sequences,
 expiration_ms), the bounds in the document (policies.document.LockBounds).
 The Bitcoin constants are duplicated from signer/chains/bitcoin.py on purpose
 (policies/ imports nothing from signer/); tests/unit/test_policy_locks.py
@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Final
 
-from policies.document import LockBounds, parse_duration
-from policies.intent import Intent
+from custos.common.intent import Intent
+from custos.policies.document import LockBounds, parse_duration
 
 LOCK_TOO_FAR: Final = "lock_too_far"
 # nLockTime below this is a block height, from it on a Unix time (BIP65's split).

@@ -2,7 +2,7 @@
 
 Every error names the path of the problem, like `rules[3].match.amount.max: ...`.
 
-`python -m policies.schema --write` regenerates policy.schema.json from the
+`python -m custos.policies.schema --write` regenerates policy.schema.json from the
 models in policies.document; `--check` fails when the file is stale; given
 file names, it validates those documents.
 """
@@ -25,7 +25,7 @@ from pydantic import ValidationError
 from pydantic.json_schema import GenerateJsonSchema, JsonSchemaValue
 from pydantic_core import CoreSchema, core_schema
 
-from policies.document import (
+from custos.policies.document import (
     AMOUNT_JSON_SCHEMA,
     AMOUNT_NEEDS_ASSETS,
     EVM_ADDRESS,
@@ -38,7 +38,7 @@ from policies.document import (
     parse_document,
     parse_duration,
 )
-from policies.watch_only import wallet_errors
+from custos.policies.watch_only import wallet_errors
 
 SCHEMA_PATH = Path(__file__).with_name("policy.schema.json")
 SCHEMA_ID = "urn:custos:policy-document:v1"
@@ -393,10 +393,10 @@ def main(argv: Sequence[str]) -> int:
     if argv == ["--check"]:
         fresh = SCHEMA_PATH.exists() and SCHEMA_PATH.read_text(encoding="utf-8") == schema_text()
         if not fresh:
-            print(f"{SCHEMA_PATH} is stale: run python -m policies.schema --write")
+            print(f"{SCHEMA_PATH} is stale: run python -m custos.policies.schema --write")
         return 0 if fresh else 1
     if not argv:
-        print("usage: python -m policies.schema --write | --check | FILE...")
+        print("usage: python -m custos.policies.schema --write | --check | FILE...")
         return 2
     status = 0
     for name in argv:

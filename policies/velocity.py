@@ -6,7 +6,7 @@ the live reservations of each bucket (`Delta.key`) made after
 delta. Released reservations (rejected or expired requests) no longer count;
 spent ones count until they leave the window (tests/unit/test_policy_velocity.py
 holds the reference definition of that sum, which the store's SQL and the
-audit-log ledger, signer/budget_ledger.py, must agree with).
+audit-log ledger, signer/usecases/budget_ledger.py, must agree with).
 """
 
 from __future__ import annotations
@@ -15,8 +15,14 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from policies.document import NETWORK_CLASSES, Limit, Scope, normalize_address, parse_duration
-from policies.intent import ALLOWANCES, Intent
+from custos.common.intent import ALLOWANCES, Intent
+from custos.policies.document import (
+    NETWORK_CLASSES,
+    Limit,
+    Scope,
+    normalize_address,
+    parse_duration,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,7 +169,7 @@ def moved_totals(intent: Intent) -> dict[str, int]:
             token = normalize_address(call.contract)
             totals[token] = totals.get(token, 0) + int(dict(call.args).get("amount", "0"))
     # A stake or a delegation takes TRX out of the spendable balance
-    # (policies.intent.CHARGED_STAKING).
+    # (common.intent.CHARGED_STAKING).
     if intent.staking is not None and intent.staking.charged:
         totals["native"] = totals.get("native", 0) + intent.staking.charged
     return totals

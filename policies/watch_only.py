@@ -22,10 +22,10 @@ from typing import Final
 
 from Crypto.Hash import keccak
 
-from policies.accounts import base58check_encode, hash160
-from policies.descriptors import DescriptorError, parse_descriptor
-from policies.document import NETWORKS, PolicyDocument, WatchOnlyWallet
-from policies.xpub import Xpub, XpubError, parse_xpub, uncompressed
+from custos.policies.accounts import base58check_encode, hash160
+from custos.policies.descriptors import DescriptorError, parse_descriptor
+from custos.policies.document import NETWORKS, PolicyDocument, WatchOnlyWallet
+from custos.policies.xpub import Xpub, XpubError, parse_xpub, uncompressed
 
 # Public derivations a whole document may ask for: 10 wallets at the largest gap limit.
 MAX_DERIVATIONS: Final = 20_000

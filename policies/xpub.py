@@ -16,7 +16,7 @@ from typing import Final
 
 from coincurve import PublicKey
 
-from policies.accounts import base58check_decode
+from custos.policies.accounts import base58check_decode
 
 _HARDENED: Final = 0x80000000
 _N: Final = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141

@@ -7,6 +7,7 @@ when the committed stubs drift from the .proto files.
 
 from __future__ import annotations
 
+import re
 import sys
 from importlib import resources
 from pathlib import Path
@@ -18,6 +19,20 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def proto_files() -> list[str]:
     return sorted(str(p.relative_to(ROOT)) for p in (ROOT / "proto").rglob("*.proto"))
+
+
+# The stubs live in the custos namespace (custos.proto...): protoc names their imports
+# after the folder (proto.custos.v1), so they are rewritten as they are written.
+_PROTO_IMPORT = re.compile(r"(?<![\w./])proto\.(?=(?:custos|tron)\b)")
+
+
+def namespaced(text: str) -> str:
+    return _PROTO_IMPORT.sub("custos.proto.", text)
+
+
+def _namespace(out_dir: Path) -> None:
+    for path in sorted((out_dir / "proto").rglob("*_pb2*.py*")):
+        path.write_text(namespaced(path.read_text(encoding="utf-8")), encoding="utf-8")
 
 
 def generate(out_dir: Path) -> None:
@@ -34,6 +49,7 @@ def generate(out_dir: Path) -> None:
     ]
     if protoc.main(args) != 0:
         raise SystemExit("protoc failed")
+    _namespace(out_dir)
 
 
 if __name__ == "__main__":

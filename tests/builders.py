@@ -6,8 +6,8 @@ import hashlib
 
 from tronpy.keys import PrivateKey as TronPrivateKey
 
-from proto.custos.v1 import keys_pb2
-from proto.custos.v1 import signer_pb2 as pb
+from custos.proto.custos.v1 import keys_pb2
+from custos.proto.custos.v1 import signer_pb2 as pb
 from tests.second_impl import bitcoin_funding_tx, bitcoin_prevout, bitcoin_prevout_script
 
 # Destinations outside our keys. Sources: BIP-173 test vectors (bech32), the

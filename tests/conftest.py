@@ -17,13 +17,19 @@ from pathlib import Path
 import grpc
 import pytest
 
-from audit.checkpoint import load_public_key_pem
-from audit.verify import verify_export
-from proto.custos.v1 import audit_pb2, audit_pb2_grpc, keys_pb2, keys_pb2_grpc, signer_pb2_grpc
-from signer.client import ClientProfile
-from signer.config import Config, load_config, read_pin
-from signer.demo import read_port_file
-from signer.devsetup import DevCa, init_dev, subject_string, write_client_profile
+from custos.audit.checkpoint import load_public_key_pem
+from custos.audit.verify import verify_export
+from custos.proto.custos.v1 import (
+    audit_pb2,
+    audit_pb2_grpc,
+    keys_pb2,
+    keys_pb2_grpc,
+    signer_pb2_grpc,
+)
+from custos.signer.edge.config import Config, load_config, read_pin
+from custos.signer.tools.client import ClientProfile
+from custos.signer.tools.demo import read_port_file
+from custos.signer.tools.devsetup import DevCa, init_dev, subject_string, write_client_profile
 from tests.store.postgres_fixtures import pg_schema, postgres_url  # noqa: F401 - fixtures
 
 SOFTHSM_LIBRARY = "/usr/lib/softhsm/libsofthsm2.so"
@@ -102,7 +108,7 @@ class RunningServer:
 
 @pytest.fixture(scope="session")
 def server(dev_env: DevEnv) -> Iterator[RunningServer]:
-    from signer.server import CustosServer
+    from custos.signer.edge.server import CustosServer
 
     config = dev_env.config()
     instance = CustosServer(config.model_copy(), dev_env.pin())
@@ -117,7 +123,7 @@ def server_with_policy(
 ) -> Iterator[RunningServer]:
     """An in-process server on the shared token with its own store, audit witness and
     bootstrap policy (`sections`: other config sections to replace)."""
-    from signer.server import CustosServer
+    from custos.signer.edge.server import CustosServer
 
     bootstrap = directory / "policy.yaml"
     bootstrap.write_text(policy_yaml)
@@ -161,7 +167,7 @@ class ServerProcess:
             [
                 sys.executable,
                 "-m",
-                "signer.cli",
+                "custos.signer.tools.cli",
                 "serve",
                 "--config",
                 str(self.env.config_path),

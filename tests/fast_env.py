@@ -16,21 +16,21 @@ from pathlib import Path
 
 import pyotp
 
-from proto.custos.v1 import keys_pb2
-from proto.custos.v1 import signer_pb2 as pb
-from signer import requests
-from signer.approval_desk import ApprovalDesk
-from signer.auth import Authorizer, Identity
-from signer.chains.registry import make_adapters
-from signer.config import IdentityConfig
-from signer.devsetup import DEV_POLICY, subject_string
-from signer.events import EventBus
-from signer.keys import KeyManager
-from signer.pipeline import SigningPipeline
-from signer.policy_governor import PolicyGovernor
-from signer.second_factor import SecondFactor
-from signer.services import key_message
-from signer.store.sqlite import SqliteStore
+from custos.proto.custos.v1 import keys_pb2
+from custos.proto.custos.v1 import signer_pb2 as pb
+from custos.signer.chains.registry import make_adapters
+from custos.signer.edge import requests
+from custos.signer.edge.auth import Authorizer, Identity
+from custos.signer.edge.config import IdentityConfig
+from custos.signer.edge.events import EventBus
+from custos.signer.edge.services import key_message
+from custos.signer.store.sqlite import SqliteStore
+from custos.signer.tools.devsetup import DEV_POLICY, subject_string
+from custos.signer.usecases.approval_desk import ApprovalDesk
+from custos.signer.usecases.keys import KeyManager
+from custos.signer.usecases.pipeline import SigningPipeline
+from custos.signer.usecases.policy_governor import PolicyGovernor
+from custos.signer.usecases.second_factor import SecondFactor
 from tests.support import SoftwareHsm, soft_integrity
 
 ETH = 10**18

@@ -1,7 +1,7 @@
 """Watching events in tests: a stream pumped on a thread, and the events the log says are due.
 
 The expected events are computed here from the audit log with a table of
-their own (not signer.outbox's), so a wrong mapping or visibility rule in the
+their own (not signer.usecases.outbox's), so a wrong mapping or visibility rule in the
 server disagrees with it.
 """
 
@@ -15,8 +15,8 @@ from typing import Any
 
 import grpc
 
-from audit.record import AuditRecord
-from proto.custos.v1 import policy_pb2, policy_pb2_grpc
+from custos.audit.record import AuditRecord
+from custos.proto.custos.v1 import policy_pb2, policy_pb2_grpc
 
 # Audit kind -> event kind, as the issue lists them.
 BATCH = {

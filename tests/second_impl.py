@@ -56,7 +56,7 @@ from eth_hash.auto import keccak
 from tronpy.keys import Signature as TronSignature
 from tronpy.keys import hash_message as tron_hash_message
 
-from hsm.secp256k1 import compressed
+from custos.common.secp256k1 import compressed
 
 
 def evm_sender(raw_tx_hex: str) -> str:

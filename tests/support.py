@@ -19,14 +19,14 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
-from hsm.keystore import SignRequest
-from hsm.pool import SigningPool
-from hsm.secp256k1 import RecoverableSignature, normalize
-from proto.custos.v1 import policy_pb2, policy_pb2_grpc, signer_pb2_grpc
-from proto.custos.v1 import signer_pb2 as pb
-from signer.authenticity import StateAuthenticator
-from signer.chains.base import KeyInfo
-from signer.devsetup import subject_string
+from custos.common.secp256k1 import RecoverableSignature, normalize
+from custos.hsm.keystore import SignRequest
+from custos.hsm.pool import SigningPool
+from custos.proto.custos.v1 import policy_pb2, policy_pb2_grpc, signer_pb2_grpc
+from custos.proto.custos.v1 import signer_pb2 as pb
+from custos.signer.chains.base import KeyInfo
+from custos.signer.tools.devsetup import subject_string
+from custos.signer.usecases.authenticity import StateAuthenticator
 
 
 class LocalKey:

@@ -6,7 +6,7 @@ import copy
 import json
 from typing import Any
 
-from proto.custos.v1 import signer_pb2 as pb
+from custos.proto.custos.v1 import signer_pb2 as pb
 
 # EIP-712's example (eips.ethereum.org/EIPS/eip-712, assets/eip-712/Example.js):
 # its test prints these three hashes for this document.

@@ -18,7 +18,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
-from signer.devsetup import DevCa
+from custos.signer.tools.devsetup import DevCa
 
 
 def verify_delivery(public_key_pem: bytes, headers: dict[str, str], body: bytes) -> bool:

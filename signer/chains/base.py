@@ -13,13 +13,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
-from hsm.secp256k1 import RecoverableSignature
-
 # The intent types belong to the policy domain; adapters produce them.
-from policies.intent import ContractCall, Intent, Multisig, Staking, Transfer
+from custos.common.intent import ContractCall, Intent, Multisig, Staking, Transfer
+from custos.common.secp256k1 import RecoverableSignature
 
 if TYPE_CHECKING:
-    from signer.chains.limits import WorkBudget
+    from custos.signer.chains.limits import WorkBudget
 
 __all__ = [
     "Address",

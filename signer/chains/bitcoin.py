@@ -20,8 +20,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Final
 
-from hsm.secp256k1 import RecoverableSignature, compressed
-from signer.chains.base import (
+from custos.common.secp256k1 import RecoverableSignature, compressed
+from custos.signer.chains.base import (
     Address,
     Intent,
     InvalidField,
@@ -30,7 +30,7 @@ from signer.chains.base import (
     SignedTx,
     Transfer,
 )
-from signer.chains.bitcoin_address import (
+from custos.signer.chains.bitcoin_address import (
     NETWORKS,
     AddressError,
     hash160,
@@ -41,9 +41,9 @@ from signer.chains.bitcoin_address import (
     script_for_address,
     sha256d,
 )
-from signer.chains.bitcoin_prevtx import MAX_MONEY, PrevoutProofs
-from signer.chains.items import BitcoinInput, BitcoinOutput, BitcoinTransaction
-from signer.chains.limits import (
+from custos.signer.chains.bitcoin_prevtx import MAX_MONEY, PrevoutProofs
+from custos.signer.chains.items import BitcoinInput, BitcoinOutput, BitcoinTransaction
+from custos.signer.chains.limits import (
     BITCOIN_INPUT_UNITS,
     BITCOIN_OUTPUT_UNITS,
     DEFAULT_LIMITS,

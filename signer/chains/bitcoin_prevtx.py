@@ -19,9 +19,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Final
 
-from signer.chains.base import InvalidField
-from signer.chains.bitcoin_address import sha256d
-from signer.chains.limits import ChainLimits
+from custos.signer.chains.base import InvalidField
+from custos.signer.chains.bitcoin_address import sha256d
+from custos.signer.chains.limits import ChainLimits
 
 MAX_MONEY: Final = 21_000_000 * 100_000_000
 # Bitcoin Core's MAX_SIZE: no CompactSize in a transaction is larger.

@@ -34,8 +34,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Final
 
-from hsm.secp256k1 import RecoverableSignature, compressed, verify_der
-from signer.chains.base import (
+from custos.common.secp256k1 import RecoverableSignature, compressed, verify_der
+from custos.signer.chains.base import (
     Address,
     Intent,
     InvalidField,
@@ -45,7 +45,7 @@ from signer.chains.base import (
     SignedTx,
     Transfer,
 )
-from signer.chains.bitcoin import (
+from custos.signer.chains.bitcoin import (
     MAX_FEE_RATE_SAT_VB,
     MAX_STANDARD_WEIGHT,
     SIGHASH_ALL,
@@ -58,7 +58,7 @@ from signer.chains.bitcoin import (
     sighash_bytes,
     signature_hashes,
 )
-from signer.chains.bitcoin_address import (
+from custos.signer.chains.bitcoin_address import (
     NETWORKS,
     b58check_encode,
     encode_segwit,
@@ -67,9 +67,9 @@ from signer.chains.bitcoin_address import (
     p2wpkh_address,
     p2wpkh_script,
 )
-from signer.chains.bitcoin_prevtx import MAX_MONEY, PrevoutProofs
-from signer.chains.items import BitcoinPsbt
-from signer.chains.limits import (
+from custos.signer.chains.bitcoin_prevtx import MAX_MONEY, PrevoutProofs
+from custos.signer.chains.items import BitcoinPsbt
+from custos.signer.chains.limits import (
     BITCOIN_INPUT_UNITS,
     BITCOIN_OUTPUT_UNITS,
     DEFAULT_LIMITS,
@@ -79,7 +79,7 @@ from signer.chains.limits import (
     ChainLimits,
     WorkBudget,
 )
-from signer.chains.psbt import (
+from custos.signer.chains.psbt import (
     IN_FINAL_SCRIPTSIG,
     IN_FINAL_SCRIPTWITNESS,
     IN_NON_WITNESS_UTXO,

@@ -23,8 +23,8 @@ from typing import Any
 
 from eth_hash.auto import keccak
 
-from signer.chains.base import InvalidField
-from signer.chains.evm import checksum_address
+from custos.signer.chains.base import InvalidField
+from custos.signer.chains.evm import checksum_address
 
 UINT256_MAX = 2**256 - 1
 DOMAIN = "EIP712Domain"

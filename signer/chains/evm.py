@@ -15,8 +15,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 
-from hsm.secp256k1 import RecoverableSignature, uncompressed
-from signer.chains.base import (
+from custos.common.secp256k1 import RecoverableSignature, uncompressed
+from custos.signer.chains.base import (
     Address,
     ContractCall,
     Intent,
@@ -26,10 +26,10 @@ from signer.chains.base import (
     SignedTx,
     Transfer,
 )
-from signer.chains.items import EvmTransaction, EvmTxType
-from signer.chains.keccak import keccak
-from signer.chains.limits import DEFAULT_LIMITS, ITEM_UNITS, ChainLimits, WorkBudget
-from signer.chains.rlp_encode import list_of, string, strings, uint
+from custos.signer.chains.items import EvmTransaction, EvmTxType
+from custos.signer.chains.keccak import keccak
+from custos.signer.chains.limits import DEFAULT_LIMITS, ITEM_UNITS, ChainLimits, WorkBudget
+from custos.signer.chains.rlp_encode import list_of, string, strings, uint
 
 CHAINS: dict[int, tuple[str, str]] = {
     1: ("ethereum", "mainnet"),
@@ -270,7 +270,7 @@ def _decode_call(to: str, data: bytes) -> tuple[ContractCall | None, Transfer | 
     selector = data[:4]
     method = _ERC20_METHODS.get(selector)
     if method is None:
-        # Not decoded: policy treats what it moves as unknown (policies.intent).
+        # Not decoded: policy treats what it moves as unknown (common.intent).
         return ContractCall(to, "0x" + selector.hex()), None
     # Policy acts on the decoded arguments, so anything a lenient ABI decoder
     # would accept but read differently (trailing bytes, dirty padding) is refused.

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from hsm.bip32 import DerivationError, ExtendedPublicKey, hash160, parse_extended_public_key
-from hsm.hd_paths import HdPath, allowed_path
-from signer.chains import evm, tron
-from signer.chains.bitcoin_address import (
+from custos.hsm.bip32 import DerivationError, ExtendedPublicKey, hash160, parse_extended_public_key
+from custos.hsm.hd_paths import HdPath, allowed_path
+from custos.signer.chains import evm, tron
+from custos.signer.chains.bitcoin_address import (
     NETWORKS,
     b58check_encode,
     p2pkh_address,

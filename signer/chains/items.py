@@ -4,7 +4,7 @@ Each type mirrors one message of the SignItem `tx` oneof in
 proto/custos/v1/signer.proto, field for field and with the same names, so an
 adapter's error names the field the caller sent (`evm.gas_limit`). Nothing
 here is validated: the adapters judge every value (signer/chains/*.py); the
-edge only decodes (signer/requests.py). Proto's "unset" defaults (0, "", b"")
+edge only decodes (signer/edge/requests.py). Proto's "unset" defaults (0, "", b"")
 are kept as they are, because the adapters give them meaning ("empty means 0").
 
 `wire_size` is the item's encoded size as it arrived: the work budget charges

@@ -3,7 +3,7 @@
 A caller must not be able to make the service do unbounded work before policy
 runs, nor sign a transaction no chain would accept. `ChainLimits` holds every
 bound an adapter checks; the `[limits]` section of the configuration sets them
-(signer/config.py, same names) and these defaults are what an unconfigured
+(signer/edge/config.py, same names) and these defaults are what an unconfigured
 server uses. Each refusal names the field and the limit's config key.
 
 `WorkBudget` bounds a whole batch's preparation: every adapter charges its
@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from signer.chains.base import InvalidField
+from custos.signer.chains.base import InvalidField
 
 # EIP-7825 (Ethereum, Fusaka) and BEP-652 (BNB Smart Chain) cap one
 # transaction's gas at 2^24; both chains' block gas limits are far above it.

@@ -24,16 +24,16 @@ from dataclasses import dataclass
 
 from eth_hash.auto import keccak
 
-from hsm.secp256k1 import RecoverableSignature, compressed
-from policies.intent import ContractCall, Message
-from signer.chains import eip712
-from signer.chains import tron as tron_chain
-from signer.chains.base import Address, Intent, InvalidField, KeyInfo, PreparedTx, SignedTx
-from signer.chains.bitcoin_address import NETWORKS as BITCOIN_NETWORKS
-from signer.chains.bitcoin_address import p2pkh_address, p2wpkh_address
-from signer.chains.evm import CHAINS, key_address
-from signer.chains.items import BitcoinMessage, EvmPersonalMessage, EvmTypedData, TronMessage
-from signer.chains.limits import (
+from custos.common.intent import ContractCall, Message
+from custos.common.secp256k1 import RecoverableSignature, compressed
+from custos.signer.chains import eip712
+from custos.signer.chains import tron as tron_chain
+from custos.signer.chains.base import Address, Intent, InvalidField, KeyInfo, PreparedTx, SignedTx
+from custos.signer.chains.bitcoin_address import NETWORKS as BITCOIN_NETWORKS
+from custos.signer.chains.bitcoin_address import p2pkh_address, p2wpkh_address
+from custos.signer.chains.evm import CHAINS, key_address
+from custos.signer.chains.items import BitcoinMessage, EvmPersonalMessage, EvmTypedData, TronMessage
+from custos.signer.chains.limits import (
     DEFAULT_LIMITS,
     ITEM_UNITS,
     PARSE_WEIGHT,

@@ -20,8 +20,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Final
 
-from signer.chains.bitcoin_address import sha256d
-from signer.chains.bitcoin_prevtx import PrevTxError, _Reader
+from custos.signer.chains.bitcoin_address import sha256d
+from custos.signer.chains.bitcoin_prevtx import PrevTxError, _Reader
 
 MAGIC: Final = b"psbt\xff"
 

@@ -5,11 +5,11 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator, Mapping
 
-from signer.chains.base import Address, ChainAdapter, ChainFamily, KeyInfo, PreparedTx
-from signer.chains.bitcoin import BitcoinAdapter
-from signer.chains.bitcoin_psbt import BitcoinPsbtAdapter
-from signer.chains.evm import EvmAdapter
-from signer.chains.items import (
+from custos.signer.chains.base import Address, ChainAdapter, ChainFamily, KeyInfo, PreparedTx
+from custos.signer.chains.bitcoin import BitcoinAdapter
+from custos.signer.chains.bitcoin_psbt import BitcoinPsbtAdapter
+from custos.signer.chains.evm import EvmAdapter
+from custos.signer.chains.items import (
     BitcoinMessage,
     BitcoinPsbt,
     BitcoinTransaction,
@@ -20,14 +20,14 @@ from signer.chains.items import (
     TronMessage,
     TronTransaction,
 )
-from signer.chains.limits import DEFAULT_LIMITS, ChainLimits, WorkBudget
-from signer.chains.messages import (
+from custos.signer.chains.limits import DEFAULT_LIMITS, ChainLimits, WorkBudget
+from custos.signer.chains.messages import (
     BitcoinMessageAdapter,
     EvmMessageAdapter,
     EvmTypedDataAdapter,
     TronMessageAdapter,
 )
-from signer.chains.tron import TronAdapter
+from custos.signer.chains.tron import TronAdapter
 
 
 class Adapters(Mapping[str, ChainFamily]):

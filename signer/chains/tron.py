@@ -23,9 +23,9 @@ from typing import Any
 import base58
 from eth_hash.auto import keccak
 
-from hsm.secp256k1 import RecoverableSignature, uncompressed
-from proto.tron import tron_pb2
-from signer.chains.base import (
+from custos.common.secp256k1 import RecoverableSignature, uncompressed
+from custos.proto.tron import tron_pb2
+from custos.signer.chains.base import (
     Address,
     ContractCall,
     Intent,
@@ -36,7 +36,7 @@ from signer.chains.base import (
     Staking,
     Transfer,
 )
-from signer.chains.items import (
+from custos.signer.chains.items import (
     TronDelegateResource,
     TronFreezeBalanceV2,
     TronStaking,
@@ -48,7 +48,7 @@ from signer.chains.items import (
     TronVoteWitness,
     TronWithdrawExpireUnfreeze,
 )
-from signer.chains.limits import DEFAULT_LIMITS, ITEM_UNITS, ChainLimits, WorkBudget
+from custos.signer.chains.limits import DEFAULT_LIMITS, ITEM_UNITS, ChainLimits, WorkBudget
 
 NETWORKS = ("mainnet", "shasta", "nile")  # one address format on all three
 ADDRESS_PREFIX = 0x41

@@ -16,12 +16,12 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Protocol
 
-from audit.record import AuditEvent, AuditRecord
-from policies.velocity import Spent
-from signer.store.ceremony_tables import CeremonyStore
-from signer.store.policy_tables import Admission, PendingRow, PolicyRow, PolicyStore
-from signer.store.wallet_tables import WalletStore
-from signer.store.webhook_tables import WebhookStore
+from custos.audit.record import AuditEvent, AuditRecord
+from custos.policies.velocity import Spent
+from custos.signer.store.ceremony_tables import CeremonyStore
+from custos.signer.store.policy_tables import Admission, PendingRow, PolicyRow, PolicyStore
+from custos.signer.store.wallet_tables import WalletStore
+from custos.signer.store.webhook_tables import WebhookStore
 
 
 class StoreError(Exception):
@@ -65,10 +65,10 @@ class KeyRecord:
     # the class whose requests face the mainnet rules (see the README, Keys).
     network_class: str = "mainnet"
     # Incremented by every change of the row; with `mac`, the HSM tag over the
-    # record bound to its id and version (signer.authenticity, invariant 8).
+    # record bound to its id and version (signer.usecases.authenticity, invariant 8).
     version: int = 1
     mac: bytes | None = None
-    # "generated" in the token, or "imported" (signer.key_import): fixed for the
+    # "generated" in the token, or "imported" (signer.usecases.key_import): fixed for the
     # key's life, shown wherever the key is, and a policy rule can match it.
     origin: str = "generated"
 
@@ -112,7 +112,7 @@ class BatchRecord:
 
 
 class RowGuard(Protocol):
-    """Seals and checks rows the store writes and reads itself (signer.authenticity).
+    """Seals and checks rows the store writes and reads itself (signer.usecases.authenticity).
 
     Pending batches and TOTP rows change inside the store's own read-modify-write
     transactions, so the store asks its guard for each new row's tag and checks
@@ -128,7 +128,8 @@ class RowGuard(Protocol):
         ...
 
     def check_pending(self, rows: Sequence[PendingRow], since: int | None = None) -> None:
-        """`since`: see signer.authenticity.StateAuthenticator.verify (None: rows locked)."""
+        """`since`: see signer.usecases.authenticity.StateAuthenticator.verify (None: rows
+        locked)."""
         ...
 
     def valid_pending(self, rows: Sequence[PendingRow], since: int | None) -> list[PendingRow]:
@@ -158,7 +159,7 @@ class RowGuard(Protocol):
 
 
 class BudgetFloor(Protocol):
-    """What the verified audit log proves each budget bucket holds (signer.budget_ledger).
+    """What the verified audit log proves each budget bucket holds (signer.usecases.budget_ledger).
 
     Reservation rows carry no tag, so the store checks them against this floor
     under its bucket locks: rows may hold more than the floor, never less.

@@ -1,4 +1,4 @@
-"""Store rows for key ceremonies (policies.ceremonies, signer.ceremonies).
+"""Store rows for key ceremonies (policies.ceremonies, signer.usecases.ceremonies).
 
 A ceremony's row changes in read-modify-write transactions (an approval is
 counted once even when two replicas race), and the step that executes an
@@ -13,11 +13,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
-from audit.record import AuditEvent
+from custos.audit.record import AuditEvent
 
 if TYPE_CHECKING:
-    from signer.store.base import KeyRecord
-    from signer.store.wallet_tables import WalletRecord
+    from custos.signer.store.base import KeyRecord
+    from custos.signer.store.wallet_tables import WalletRecord
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,7 +27,8 @@ class CeremonyRow:
     state: str  # open | approved | executed | failed | cancelled (expiry is derived)
     record: str  # JSON of policies.ceremonies.Ceremony
     created_at_ms: int
-    # Incremented by every change of the row; with `mac`, its HSM tag (signer.authenticity).
+    # Incremented by every change of the row; with `mac`, its HSM tag
+    # (signer.usecases.authenticity).
     rev: int = 1
     mac: bytes | None = None
 

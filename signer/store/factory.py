@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from signer.store.base import Store
-from signer.store.sqlite import SqliteStore
+from custos.signer.store.base import Store
+from custos.signer.store.sqlite import SqliteStore
 
 SQLITE_PREFIX = "sqlite:///"
 POSTGRES_PREFIXES = ("postgresql://", "postgres://")
@@ -27,7 +27,7 @@ def open_store(url: str) -> Store:
             raise ValueError("sqlite store URL names no file: use sqlite:///PATH")
         return SqliteStore(path)
     if url.startswith(POSTGRES_PREFIXES):
-        from signer.store.postgres import PostgresStore  # noqa: PLC0415 - see docstring
+        from custos.signer.store.postgres import PostgresStore  # noqa: PLC0415 - see docstring
 
         return PostgresStore(url)
     # Only the scheme: the rest of a URL may hold a password.

@@ -22,7 +22,7 @@ import threading
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from signer.store.base import StoreUnavailable
+from custos.signer.store.base import StoreUnavailable
 
 T = TypeVar("T")
 

@@ -13,8 +13,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
-from audit.record import AuditEvent
-from policies.velocity import Spent
+from custos.audit.record import AuditEvent
+from custos.policies.velocity import Spent
 
 T = TypeVar("T")
 
@@ -27,7 +27,8 @@ class PolicyRow:
     state: str  # proposed | approved | active | superseded | cancelled
     record: str  # JSON of the governance proposal
     activated_at_ms: int | None
-    # Incremented by every change of the row; with `mac`, its HSM tag (signer.authenticity).
+    # Incremented by every change of the row; with `mac`, its HSM tag
+    # (signer.usecases.authenticity).
     rev: int = 1
     mac: bytes | None = None
 

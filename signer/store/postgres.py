@@ -47,10 +47,10 @@ from psycopg.errors import DeadlockDetected, SerializationFailure
 from psycopg.rows import TupleRow
 from psycopg_pool import ConnectionPool, PoolClosed, PoolTimeout
 
-from audit.record import ChainHead
-from signer.store.base import StoreError, StoreUnavailable
-from signer.store.migrations import upgrade
-from signer.store.sql import Rollback, Rows, SqlStore, Tx, now_ms
+from custos.audit.record import ChainHead
+from custos.signer.store.base import StoreError, StoreUnavailable
+from custos.signer.store.migrations import upgrade
+from custos.signer.store.sql import Rollback, Rows, SqlStore, Tx, now_ms
 
 log = logging.getLogger("custos.store")
 

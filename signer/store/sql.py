@@ -38,10 +38,10 @@ from collections.abc import Callable, Iterable, Sequence
 from contextlib import AbstractContextManager
 from typing import Any, ClassVar, Protocol, TypeVar
 
-from audit.merkle import leaf_hash
-from audit.record import AuditEvent, AuditRecord, ChainHead, next_record
-from policies.velocity import Spent
-from signer.store.base import (
+from custos.audit.merkle import leaf_hash
+from custos.audit.record import AuditEvent, AuditRecord, ChainHead, next_record
+from custos.policies.velocity import Spent
+from custos.signer.store.base import (
     BatchRecord,
     BudgetFloor,
     Claim,
@@ -57,10 +57,10 @@ from signer.store.base import (
     StoreUnavailable,
     VersionExists,
 )
-from signer.store.ceremony_tables import CeremonyRow
-from signer.store.policy_tables import Admission, PendingChange, PendingRow, PolicyRow
-from signer.store.wallet_tables import WalletRecord, WalletTables, insert_wallet
-from signer.store.webhook_tables import WebhookTables
+from custos.signer.store.ceremony_tables import CeremonyRow
+from custos.signer.store.policy_tables import Admission, PendingChange, PendingRow, PolicyRow
+from custos.signer.store.wallet_tables import WalletRecord, WalletTables, insert_wallet
+from custos.signer.store.webhook_tables import WebhookTables
 
 T = TypeVar("T")
 
@@ -246,7 +246,7 @@ class SqlStore(WebhookTables, WalletTables, abc.ABC):
         """Chain `events` onto the log inside the caller's transaction (its last step).
 
         `ts_ms`: the records' time when it must equal something else the
-        transaction stamped (reservations, which signer.budget_ledger replays).
+        transaction stamped (reservations, which signer.usecases.budget_ledger replays).
         """
         if not events:
             return
@@ -672,7 +672,7 @@ class SqlStore(WebhookTables, WalletTables, abc.ABC):
             new, events = result
             if new.state == "active":
                 # The superseded row keeps its mac: its authenticated state is
-                # "activated" either way (signer.policy_governor.policy_fact).
+                # "activated" either way (signer.usecases.policy_governor.policy_fact).
                 tx.execute("UPDATE policy_versions SET state = 'superseded' WHERE state = 'active'")
             tx.execute(
                 "UPDATE policy_versions SET state = ?, record = ?, activated_at_ms = ?,"

@@ -19,10 +19,10 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
-from audit.record import ChainHead
-from signer.store.base import StoreUnavailable
-from signer.store.group_commit import GroupCommitter
-from signer.store.sql import Rollback, Rows, SqlStore, Tx, now_ms
+from custos.audit.record import ChainHead
+from custos.signer.store.base import StoreUnavailable
+from custos.signer.store.group_commit import GroupCommitter
+from custos.signer.store.sql import Rollback, Rows, SqlStore, Tx, now_ms
 
 T = TypeVar("T")
 
@@ -148,7 +148,7 @@ ADDED_COLUMNS = (
         "network_class",
         "TEXT NOT NULL DEFAULT 'mainnet' CHECK (network_class IN ('mainnet', 'testnet'))",
     ),
-    # State authenticators (signer.authenticity). Rows from before hold no mac and
+    # State authenticators (signer.usecases.authenticity). Rows from before hold no mac and
     # are refused until `custos integrity seal` vouches for them once.
     ("keys", "version", "INTEGER NOT NULL DEFAULT 1"),
     ("keys", "mac", "BLOB"),
@@ -158,7 +158,7 @@ ADDED_COLUMNS = (
     ("pending", "mac", "BLOB"),
     ("totp", "rev", "INTEGER NOT NULL DEFAULT 1"),
     ("totp", "mac", "BLOB"),
-    # Imported keys (signer.key_import); every key from before was generated in the token.
+    # Imported keys (signer.usecases.key_import); every key from before was generated in the token.
     (
         "keys",
         "origin",

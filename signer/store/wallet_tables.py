@@ -1,10 +1,10 @@
-"""Store rows for HD wallets (signer.wallets).
+"""Store rows for HD wallets (signer.usecases.wallets).
 
 A wallet row holds its BIP39 seed only sealed (AES-256-GCM under an HSM key,
 the AAD naming the wallet), and the whole row carries an HSM tag
-(signer.authenticity) bound to the wallet id and row version: a database
+(signer.usecases.authenticity) bound to the wallet id and row version: a database
 writer can neither forge a wallet, nor move one wallet's sealed seed onto
-another's row. Wallets are created by a ceremony (signer.ceremonies), which
+another's row. Wallets are created by a ceremony (signer.usecases.ceremonies), which
 inserts the row together with the ceremony's final state.
 """
 

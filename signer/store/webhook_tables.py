@@ -2,7 +2,7 @@
 
 An endpoint row says where events of which kinds go; it is written once (a
 change is a removal and a new registration) and carries the HSM tag of its
-contents (signer.authenticity), so whoever can write the database cannot
+contents (signer.usecases.authenticity), so whoever can write the database cannot
 redirect deliveries or add a receiver. Its delivery state changes on every
 delivery and is not tagged: `next_seq` (the first audit sequence number not yet
 delivered or skipped; advanced only after a 2xx) and the claim (`owner`,
@@ -20,7 +20,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
-from audit.record import AuditEvent
+from custos.audit.record import AuditEvent
 
 T = TypeVar("T")
 
@@ -37,7 +37,7 @@ class WebhookExists(Exception):
 class WebhookRow:
     webhook_id: str
     url: str
-    kinds: tuple[str, ...]  # event kinds (signer.outbox), sorted
+    kinds: tuple[str, ...]  # event kinds (signer.usecases.outbox), sorted
     created_by: str
     created_at_ms: int
     mac: bytes | None

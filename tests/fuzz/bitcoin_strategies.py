@@ -9,9 +9,9 @@ from dataclasses import dataclass
 from hypothesis import strategies as st
 from hypothesis.strategies import SearchStrategy
 
-from proto.custos.v1 import signer_pb2 as pb
-from signer.chains.bitcoin import MAX_MONEY
-from signer.chains.bitcoin_address import NETWORKS as BTC_NETWORKS
+from custos.proto.custos.v1 import signer_pb2 as pb
+from custos.signer.chains.bitcoin import MAX_MONEY
+from custos.signer.chains.bitcoin_address import NETWORKS as BTC_NETWORKS
 from tests.fuzz.strategies import (
     BREAKS,
     BTC_PAYABLE,

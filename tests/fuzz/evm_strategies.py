@@ -6,9 +6,9 @@ from collections.abc import Sequence
 
 from hypothesis import strategies as st
 
-from proto.custos.v1 import signer_pb2 as pb
-from signer.chains.evm import CHAINS, UINT256_MAX, checksum_address
-from signer.chains.limits import DEFAULT_LIMITS
+from custos.proto.custos.v1 import signer_pb2 as pb
+from custos.signer.chains.evm import CHAINS, UINT256_MAX, checksum_address
+from custos.signer.chains.limits import DEFAULT_LIMITS
 from tests.fuzz.strategies import (
     BREAKS,
     DECIMAL_JUNK,

@@ -15,7 +15,7 @@ from typing import Any
 from hypothesis import strategies as st
 from hypothesis.strategies import SearchStrategy
 
-from proto.custos.v1 import signer_pb2 as pb
+from custos.proto.custos.v1 import signer_pb2 as pb
 from tests import typed_data as td
 
 TOKEN = "0x1c7D4B196Cb0C7B01d743Fbc6116a902379C7238"

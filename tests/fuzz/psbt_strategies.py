@@ -26,8 +26,8 @@ from bitcointx.core.script import OP_CHECKMULTISIG, CScript
 from hypothesis import strategies as st
 from hypothesis.strategies import SearchStrategy
 
-from hsm.secp256k1 import compressed
-from proto.custos.v1 import signer_pb2 as pb
+from custos.common.secp256k1 import compressed
+from custos.proto.custos.v1 import signer_pb2 as pb
 from tests.fuzz.strategies import KEY
 from tests.second_impl import bitcoin_funding_tx, bitcoin_prevout_script
 

@@ -20,13 +20,13 @@ from collections.abc import Sequence
 from hypothesis import strategies as st
 from hypothesis.strategies import SearchStrategy
 
-from hsm.secp256k1 import compressed
-from proto.custos.v1 import keys_pb2
-from signer.chains.bitcoin_address import NETWORKS as BTC_NETWORKS
-from signer.chains.bitcoin_address import b58check_encode, encode_segwit
-from signer.chains.evm import UINT256_MAX, checksum_address
-from signer.chains.registry import all_addresses
-from signer.chains.tron import to_base58
+from custos.common.secp256k1 import compressed
+from custos.proto.custos.v1 import keys_pb2
+from custos.signer.chains.bitcoin_address import NETWORKS as BTC_NETWORKS
+from custos.signer.chains.bitcoin_address import b58check_encode, encode_segwit
+from custos.signer.chains.evm import UINT256_MAX, checksum_address
+from custos.signer.chains.registry import all_addresses
+from custos.signer.chains.tron import to_base58
 from tests import builders
 from tests.support import LocalKey
 

@@ -22,10 +22,10 @@ from google.protobuf.message import DecodeError, Message
 from hypothesis import assume, event, given
 from hypothesis import strategies as st
 
-from proto.custos.v1 import signer_pb2 as pb
-from signer import requests as edge
-from signer.chains.base import ChainAdapter, InvalidField, SignedTx
-from signer.chains.registry import ADAPTERS
+from custos.proto.custos.v1 import signer_pb2 as pb
+from custos.signer.chains.base import ChainAdapter, InvalidField, SignedTx
+from custos.signer.chains.registry import ADAPTERS
+from custos.signer.edge import requests as edge
 from tests import builders
 from tests.fuzz import bitcoin_strategies as fb
 from tests.fuzz import evm_strategies as fe

@@ -17,14 +17,14 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from proto.custos.v1 import signer_pb2 as pb
-from signer.auth import Identity
-from signer.chains.evm import key_address
-from signer.chains.items import SignBatch
-from signer.errors import ERROR_KINDS
-from signer.jsonrpc import MAX_JSON_DEPTH, JsonRpcSigner, request_id_for
-from signer.pipeline import REQUEST_ID, SigningPipeline
-from signer.store.base import KeyRecord, KeyState, Store
+from custos.proto.custos.v1 import signer_pb2 as pb
+from custos.signer.chains.evm import key_address
+from custos.signer.chains.items import SignBatch
+from custos.signer.edge.auth import Identity
+from custos.signer.edge.errors import ERROR_KINDS
+from custos.signer.edge.jsonrpc import MAX_JSON_DEPTH, JsonRpcSigner, request_id_for
+from custos.signer.store.base import KeyRecord, KeyState, Store
+from custos.signer.usecases.pipeline import REQUEST_ID, SigningPipeline
 from tests.fuzz.conftest import PARSED, REQUEST_FUZZ
 from tests.support import LocalKey
 

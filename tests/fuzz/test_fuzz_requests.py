@@ -27,23 +27,23 @@ from google.protobuf.message import DecodeError
 from hypothesis import event, given
 from hypothesis import strategies as st
 
-from hsm.keystore import SignRequest
-from hsm.secp256k1 import RecoverableSignature
-from proto.custos.v1 import signer_pb2 as pb
-from proto.custos.v1 import signer_pb2_grpc
-from signer.auth import Authorizer
-from signer.chains.registry import ADAPTERS
-from signer.config import IdentityConfig
-from signer.devsetup import DEV_POLICY, DevCa, subject_string
-from signer.errors import CustosError
-from signer.events import EventBus
-from signer.interceptors import EdgeInterceptor
-from signer.keys import KeyManager
-from signer.pipeline import REQUEST_ID, SigningPipeline
-from signer.policy_governor import PolicyGovernor
-from signer.services import SignerService
-from signer.store.base import KeyState
-from signer.store.sqlite import SqliteStore
+from custos.common.secp256k1 import RecoverableSignature
+from custos.hsm.keystore import SignRequest
+from custos.proto.custos.v1 import signer_pb2 as pb
+from custos.proto.custos.v1 import signer_pb2_grpc
+from custos.signer.chains.registry import ADAPTERS
+from custos.signer.edge.auth import Authorizer
+from custos.signer.edge.config import IdentityConfig
+from custos.signer.edge.errors import CustosError
+from custos.signer.edge.events import EventBus
+from custos.signer.edge.interceptors import EdgeInterceptor
+from custos.signer.edge.services import SignerService
+from custos.signer.store.base import KeyState
+from custos.signer.store.sqlite import SqliteStore
+from custos.signer.tools.devsetup import DEV_POLICY, DevCa, subject_string
+from custos.signer.usecases.keys import KeyManager
+from custos.signer.usecases.pipeline import REQUEST_ID, SigningPipeline
+from custos.signer.usecases.policy_governor import PolicyGovernor
 from tests import builders
 from tests.fuzz import bitcoin_strategies as fb
 from tests.fuzz import evm_strategies as fe

@@ -6,11 +6,11 @@ from typing import Any
 
 from hypothesis import strategies as st
 
-from proto.custos.v1 import keys_pb2
-from proto.custos.v1 import signer_pb2 as pb
-from signer.chains.evm import UINT256_MAX
-from signer.chains.limits import DEFAULT_LIMITS
-from signer.chains.tron import (
+from custos.proto.custos.v1 import keys_pb2
+from custos.proto.custos.v1 import signer_pb2 as pb
+from custos.signer.chains.evm import UINT256_MAX
+from custos.signer.chains.limits import DEFAULT_LIMITS
+from custos.signer.chains.tron import (
     MAX_FEE_LIMIT,
     MAX_LIFETIME_MS,
     MAX_LOCK_PERIOD,
@@ -18,7 +18,7 @@ from signer.chains.tron import (
     MIN_STAKE_SUN,
     RESOURCES,
 )
-from signer.chains.tron import NETWORKS as TRON_NETWORKS
+from custos.signer.chains.tron import NETWORKS as TRON_NETWORKS
 from tests import builders
 from tests.fuzz.strategies import (
     BREAKS,

@@ -8,21 +8,21 @@ from pathlib import Path
 
 import pytest
 
-from hsm.pool import SigningPool
-from proto.custos.v1 import signer_pb2 as pb
-from signer import requests as edge
-from signer.approval_desk import ApprovalDesk
-from signer.auth import Identity
-from signer.authenticity import StoreGuard
-from signer.chains.registry import ADAPTERS
-from signer.errors import BudgetExceeded
-from signer.events import EventBus
-from signer.keys import KeyManager
-from signer.pipeline import SigningPipeline
-from signer.policy_governor import PolicyGovernor
-from signer.second_factor import SecondFactor
-from signer.services import key_message
-from signer.store.sqlite import SqliteStore
+from custos.hsm.pool import SigningPool
+from custos.proto.custos.v1 import signer_pb2 as pb
+from custos.signer.chains.registry import ADAPTERS
+from custos.signer.edge import requests as edge
+from custos.signer.edge.auth import Identity
+from custos.signer.edge.errors import BudgetExceeded
+from custos.signer.edge.events import EventBus
+from custos.signer.edge.services import key_message
+from custos.signer.store.sqlite import SqliteStore
+from custos.signer.usecases.approval_desk import ApprovalDesk
+from custos.signer.usecases.authenticity import StoreGuard
+from custos.signer.usecases.keys import KeyManager
+from custos.signer.usecases.pipeline import SigningPipeline
+from custos.signer.usecases.policy_governor import PolicyGovernor
+from custos.signer.usecases.second_factor import SecondFactor
 from tests import builders
 from tests.conftest import SOFTHSM_LIBRARY, DevEnv
 from tests.support import hsm_integrity

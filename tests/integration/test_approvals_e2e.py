@@ -20,10 +20,16 @@ import grpc
 import pyotp
 import pytest
 
-from policies import approvals
-from proto.custos.v1 import keys_pb2, keys_pb2_grpc, policy_pb2, policy_pb2_grpc, signer_pb2_grpc
-from proto.custos.v1 import signer_pb2 as pb
-from signer.devsetup import subject_string
+from custos.policies import approvals
+from custos.proto.custos.v1 import (
+    keys_pb2,
+    keys_pb2_grpc,
+    policy_pb2,
+    policy_pb2_grpc,
+    signer_pb2_grpc,
+)
+from custos.proto.custos.v1 import signer_pb2 as pb
+from custos.signer.tools.devsetup import subject_string
 from tests import builders
 from tests.conftest import DevEnv, RunningServer, ServerProcess
 from tests.second_impl import evm_sender
@@ -177,7 +183,7 @@ def _cli_profile(env: DevEnv, port: int, name: str, tmp_path: Path) -> Path:
 
 def _custos(profile: Path, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "signer.cli", *args],
+        [sys.executable, "-m", "custos.signer.tools.cli", *args],
         capture_output=True,
         text=True,
         timeout=60,

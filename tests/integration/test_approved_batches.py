@@ -21,29 +21,29 @@ from typing import Any
 import pyotp
 import pytest
 
-from hsm.errors import HsmUnavailable
-from hsm.keystore import SignRequest
-from hsm.secp256k1 import RecoverableSignature
-from proto.custos.v1 import keys_pb2
-from proto.custos.v1 import signer_pb2 as pb
-from signer import requests as edge
-from signer.approval_desk import ApprovalDesk
-from signer.auth import Authorizer, Identity
-from signer.chains.registry import ADAPTERS
-from signer.devsetup import subject_string
-from signer.errors import (
+from custos.common.secp256k1 import RecoverableSignature
+from custos.hsm.errors import HsmUnavailable
+from custos.hsm.keystore import SignRequest
+from custos.proto.custos.v1 import keys_pb2
+from custos.proto.custos.v1 import signer_pb2 as pb
+from custos.signer.chains.registry import ADAPTERS
+from custos.signer.edge import requests as edge
+from custos.signer.edge.auth import Authorizer, Identity
+from custos.signer.edge.errors import (
     BudgetExceeded,
     FailedPrecondition,
     InvalidRequest,
     PermissionDenied,
 )
-from signer.events import EventBus
-from signer.keys import KeyManager
-from signer.pipeline import SigningPipeline
-from signer.policy_governor import PolicyGovernor
-from signer.second_factor import SecondFactor
-from signer.services import key_message
-from signer.store.sqlite import SqliteStore
+from custos.signer.edge.events import EventBus
+from custos.signer.edge.services import key_message
+from custos.signer.store.sqlite import SqliteStore
+from custos.signer.tools.devsetup import subject_string
+from custos.signer.usecases.approval_desk import ApprovalDesk
+from custos.signer.usecases.keys import KeyManager
+from custos.signer.usecases.pipeline import SigningPipeline
+from custos.signer.usecases.policy_governor import PolicyGovernor
+from custos.signer.usecases.second_factor import SecondFactor
 from tests import builders
 from tests.conftest import RunningServer
 from tests.second_impl import evm_sender
@@ -330,7 +330,7 @@ def test_swapped_request_after_approval_is_refused(env: Desk) -> None:
 
 
 def test_swapped_request_and_digest_still_refused_by_the_claimed_payload(env: Desk) -> None:
-    from policies import approvals
+    from custos.policies import approvals
 
     approval_id = _approved_unsigned(env, "swapped2")
     other = pb.SignBatchRequest(

@@ -13,11 +13,17 @@ from pathlib import Path
 import grpc
 import pytest
 
-from audit.checkpoint import load_public_key_pem, open_note
-from audit.merkle import verify_consistency, verify_inclusion
-from audit.record import AuditEvent, AuditRecord, ChainHead, next_record
-from proto.custos.v1 import audit_pb2, audit_pb2_grpc, keys_pb2, keys_pb2_grpc, signer_pb2_grpc
-from proto.custos.v1 import signer_pb2 as pb
+from custos.audit.checkpoint import load_public_key_pem, open_note
+from custos.audit.merkle import verify_consistency, verify_inclusion
+from custos.audit.record import AuditEvent, AuditRecord, ChainHead, next_record
+from custos.proto.custos.v1 import (
+    audit_pb2,
+    audit_pb2_grpc,
+    keys_pb2,
+    keys_pb2_grpc,
+    signer_pb2_grpc,
+)
+from custos.proto.custos.v1 import signer_pb2 as pb
 from tests import builders
 from tests.conftest import ServerProcess
 
@@ -34,9 +40,9 @@ def _cli(server: ServerProcess, identity: str, *args: str) -> subprocess.Complet
         + "\n"
     )
     return subprocess.run(
-        [sys.executable, "-m", "signer.cli", *args, "--client", str(profile)]
+        [sys.executable, "-m", "custos.signer.tools.cli", *args, "--client", str(profile)]
         if args[1] != "verify"
-        else [sys.executable, "-m", "signer.cli", *args],
+        else [sys.executable, "-m", "custos.signer.tools.cli", *args],
         capture_output=True,
         text=True,
         timeout=120,
@@ -80,7 +86,7 @@ def _other_key_checkpoint(note: str, tmp_path: Path) -> Path:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
     from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-    from audit.checkpoint import sign_text
+    from custos.audit.checkpoint import sign_text
 
     other = Ed25519PrivateKey.generate()
     raw = other.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)

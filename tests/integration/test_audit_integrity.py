@@ -26,9 +26,15 @@ import psycopg
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from audit.record import AuditEvent, AuditRecord, ChainHead, next_record
-from proto.custos.v1 import audit_pb2, audit_pb2_grpc, keys_pb2, keys_pb2_grpc, signer_pb2_grpc
-from proto.custos.v1 import signer_pb2 as pb
+from custos.audit.record import AuditEvent, AuditRecord, ChainHead, next_record
+from custos.proto.custos.v1 import (
+    audit_pb2,
+    audit_pb2_grpc,
+    keys_pb2,
+    keys_pb2_grpc,
+    signer_pb2_grpc,
+)
+from custos.proto.custos.v1 import signer_pb2 as pb
 from tests import builders
 from tests.conftest import DevEnv, ServerProcess
 from tests.second_impl import evm_sender
@@ -177,7 +183,7 @@ class Deployment:
             )
             extra = ["--client", str(profile)]
         return subprocess.run(
-            [sys.executable, "-m", "signer.cli", *args, *extra],
+            [sys.executable, "-m", "custos.signer.tools.cli", *args, *extra],
             capture_output=True,
             text=True,
             timeout=120,

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from signer.devsetup import init_dev, init_token
+from custos.signer.tools.devsetup import init_dev, init_token
 from tests.conftest import DevEnv
 
 pytestmark = pytest.mark.integration
@@ -18,7 +18,7 @@ pytestmark = pytest.mark.integration
 
 def _custos(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "signer.cli", *args],
+        [sys.executable, "-m", "custos.signer.tools.cli", *args],
         capture_output=True,
         text=True,
         timeout=120,

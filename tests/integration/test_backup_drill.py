@@ -27,9 +27,9 @@ import grpc
 import pyotp
 import pytest
 
-from hsm.backup import recover_backup_key, split_backup_key
-from proto.custos.v1 import keys_pb2, keys_pb2_grpc, signer_pb2_grpc
-from signer.devsetup import init_dev, subject_string
+from custos.hsm.backup import recover_backup_key, split_backup_key
+from custos.proto.custos.v1 import keys_pb2, keys_pb2_grpc, signer_pb2_grpc
+from custos.signer.tools.devsetup import init_dev, subject_string
 from tests import builders
 from tests.conftest import DevEnv, ServerProcess, _require_softhsm
 from tests.integration.test_approvals_e2e import _cli_profile
@@ -44,7 +44,7 @@ def _custos(*args: str, profile: Path | None = None) -> subprocess.CompletedProc
     if profile is not None:
         env["CUSTOS_CLIENT"] = str(profile)
     return subprocess.run(
-        [sys.executable, "-m", "signer.cli", *args],
+        [sys.executable, "-m", "custos.signer.tools.cli", *args],
         capture_output=True,
         text=True,
         timeout=180,

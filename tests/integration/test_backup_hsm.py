@@ -140,8 +140,8 @@ def measure_export(tmp: str) -> None:
     from cryptography.hazmat.primitives.keywrap import aes_key_unwrap_with_padding
     from pkcs11 import MGF, Attribute, KeyType, Mechanism, ObjectClass
 
-    from hsm import backup, key_export
-    from hsm.backup import BackupKeyMode
+    from custos.hsm import backup, key_export
+    from custos.hsm.backup import BackupKeyMode
 
     token = pkcs11.lib(SOFTHSM_LIBRARY).get_token(token_label="source")
     offered = {int(m) for m in token.slot.get_mechanisms()}
@@ -211,9 +211,9 @@ def measure_trusted(tmp: str) -> None:
     from pkcs11 import Attribute, KeyType, Mechanism, MechanismFlag, ObjectClass
     from pkcs11.util.ec import encode_named_curve_parameters
 
-    from hsm import backup
-    from hsm.backup import BackupKeyMode
-    from hsm.key_import import NOT_ON_PRIVATE_KEYS
+    from custos.hsm import backup
+    from custos.hsm.backup import BackupKeyMode
+    from custos.hsm.key_import import NOT_ON_PRIVATE_KEYS
 
     token = pkcs11.lib(SOFTHSM_LIBRARY).get_token(token_label="source")
     facts: dict[str, Any] = {}
@@ -306,10 +306,10 @@ def round_trip(tmp: str, mode_name: str) -> None:
     from bitcointx.core.key import CPubKey
     from pkcs11 import Attribute, ObjectClass
 
-    from hsm import backup
-    from hsm.backup import BackupError, BackupKeyMode
-    from hsm.pkcs11_token import Pkcs11Token
-    from hsm.secp256k1 import normalize
+    from custos.common.secp256k1 import normalize
+    from custos.hsm import backup
+    from custos.hsm.backup import BackupError, BackupKeyMode
+    from custos.hsm.pkcs11_token import Pkcs11Token
 
     mode = BackupKeyMode(mode_name)
     lib = pkcs11.lib(SOFTHSM_LIBRARY)
@@ -471,11 +471,11 @@ def file_drill(tmp: str) -> None:
     from eth_utils import keccak
     from pkcs11 import Attribute, KeyType, ObjectClass
 
-    from hsm import backup, backup_file
-    from hsm.backup import BackupError, BackupKeyMode
-    from hsm.backup_file import BackupEntry
-    from hsm.pkcs11_token import SECP256K1_OID, Pkcs11Token, _unwrap_ec_point
-    from hsm.secp256k1 import normalize
+    from custos.common.secp256k1 import normalize
+    from custos.hsm import backup, backup_file
+    from custos.hsm.backup import BackupError, BackupKeyMode
+    from custos.hsm.backup_file import BackupEntry
+    from custos.hsm.pkcs11_token import SECP256K1_OID, Pkcs11Token, _unwrap_ec_point
 
     mode = BackupKeyMode.PRIVATE
     lib = pkcs11.lib(SOFTHSM_LIBRARY)

@@ -9,8 +9,8 @@ from collections.abc import Callable
 import grpc
 import pytest
 
-from proto.custos.v1 import keys_pb2
-from proto.custos.v1 import signer_pb2 as pb
+from custos.proto.custos.v1 import keys_pb2
+from custos.proto.custos.v1 import signer_pb2 as pb
 from tests import builders
 from tests.conftest import RunningServer
 

@@ -12,8 +12,8 @@ from pathlib import Path
 import pyotp
 import pytest
 
-from proto.custos.v1 import keys_pb2, keys_pb2_grpc
-from signer.cli_output import Exit
+from custos.proto.custos.v1 import keys_pb2, keys_pb2_grpc
+from custos.signer.tools.cli_output import Exit
 from tests import builders
 from tests.conftest import ServerProcess
 from tests.second_impl import evm_sender
@@ -35,7 +35,7 @@ def _custos(
     server: ServerProcess, identity: str, *args: str, stdin: str | None = None
 ) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "signer.cli", *args],
+        [sys.executable, "-m", "custos.signer.tools.cli", *args],
         capture_output=True,
         text=True,
         timeout=60,
@@ -58,7 +58,7 @@ def _no_traceback(result: subprocess.CompletedProcess[str]) -> None:
 def test_help_is_there_for_every_command() -> None:
     for args in ([], ["keys"], ["sign"], ["serve"], ["init"]):
         out = subprocess.run(
-            [sys.executable, "-m", "signer.cli", *args, "--help"],
+            [sys.executable, "-m", "custos.signer.tools.cli", *args, "--help"],
             capture_output=True,
             text=True,
             check=True,
@@ -174,7 +174,7 @@ def _batch(request_id: str, key_id: str, value: int, chain_id: int = 11155111) -
 
 def _cli(*args: str, **kwargs: object) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "signer.cli", *args],
+        [sys.executable, "-m", "custos.signer.tools.cli", *args],
         capture_output=True,
         text=True,
         timeout=60,
@@ -328,7 +328,7 @@ def _closed_pipe_run(server: ServerProcess, identity: str, *args: str) -> tuple[
     os.close(read_end)
     try:
         result = subprocess.run(
-            [sys.executable, "-m", "signer.cli", *args],
+            [sys.executable, "-m", "custos.signer.tools.cli", *args],
             stdout=write_end,
             stderr=subprocess.PIPE,
             text=True,
@@ -354,7 +354,7 @@ def test_a_closed_pipe_stops_quietly(own_server: ServerProcess) -> None:
         assert stderr == "", stderr
     # And as people meet it.
     piped = subprocess.run(  # noqa: S602 - a fixed command line: the pipe is the point
-        f"{sys.executable} -m signer.cli audit tail -n 500 | head -1",
+        f"{sys.executable} -m custos.signer.tools.cli audit tail -n 500 | head -1",
         shell=True,
         capture_output=True,
         text=True,

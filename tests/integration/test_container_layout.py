@@ -24,8 +24,8 @@ from pathlib import Path
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from signer.client import ClientProfile
-from signer.config import load_config
+from custos.signer.edge.config import load_config
+from custos.signer.tools.client import ClientProfile
 from tests.conftest import _require_softhsm
 
 pytestmark = pytest.mark.integration
@@ -47,7 +47,9 @@ class Volumes:
         bin_dir = base / "bin"
         bin_dir.mkdir()
         # The image's `custos` console script, and an `id` saying the image's user.
-        (bin_dir / "custos").write_text(f'#!/bin/sh\nexec {sys.executable} -m signer.cli "$@"\n')
+        (bin_dir / "custos").write_text(
+            f'#!/bin/sh\nexec {sys.executable} -m custos.signer.tools.cli "$@"\n'
+        )
         (bin_dir / "id").write_text("#!/bin/sh\necho 10001\n")
         for tool in bin_dir.iterdir():
             tool.chmod(0o755)

@@ -30,10 +30,10 @@ from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.keywrap import aes_key_unwrap_with_padding
 from eth_account import Account
 
-from hsm.backup import recover_backup_key
-from proto.custos.v1 import keys_pb2
-from signer.config import IdentityConfig
-from signer.devsetup import DevCa, subject_string, write_client_profile
+from custos.hsm.backup import recover_backup_key
+from custos.proto.custos.v1 import keys_pb2
+from custos.signer.edge.config import IdentityConfig
+from custos.signer.tools.devsetup import DevCa, subject_string, write_client_profile
 from tests import builders
 from tests.conftest import DevEnv, server_with_policy
 from tests.integration.test_approvals_e2e import _cli_profile
@@ -327,7 +327,7 @@ def test_the_cli_proposes_approves_and_fetches_an_export(
 
     def custos(name: str, *args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            [sys.executable, "-m", "signer.cli", *args],
+            [sys.executable, "-m", "custos.signer.tools.cli", *args],
             capture_output=True,
             text=True,
             timeout=120,

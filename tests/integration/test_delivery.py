@@ -1,4 +1,4 @@
-"""Signed deliveries (signer.delivery) with the token's event-signing key, checked by a
+"""Signed deliveries (signer.usecases.delivery) with the token's event-signing key, checked by a
 receiver that verifies with `cryptography` (a second Ed25519 implementation)."""
 
 from __future__ import annotations
@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from signer.auditlog import key_fingerprint
-from signer.delivery import DeliveryError, DeliverySigner, post_signed
-from signer.errors import ConfigError
+from custos.signer.edge.errors import ConfigError
+from custos.signer.usecases.auditlog import key_fingerprint
+from custos.signer.usecases.delivery import DeliveryError, DeliverySigner, post_signed
 from tests.conftest import DevEnv, RunningServer
 from tests.webhook_receiver import Receiver, start_receiver, verify_delivery
 
@@ -107,7 +107,7 @@ def test_a_receiver_that_never_answers_times_out(signer: DeliverySigner) -> None
 def test_start_up_refuses_a_token_whose_event_key_is_not_the_pinned_one(
     dev_env: DevEnv, tmp_path: Path
 ) -> None:
-    from signer.server import CustosServer
+    from custos.signer.edge.server import CustosServer
 
     config = dev_env.config()
     config = config.model_copy(
@@ -132,7 +132,15 @@ def test_events_init_key_pins_the_key_of_an_existing_install(
     assert "[events]" not in without
     config = dev_env.config_path.with_name("before-webhooks.toml")
     config.write_text(without)
-    run = [sys.executable, "-m", "signer.cli", "events", "init-key", "--config", str(config)]
+    run = [
+        sys.executable,
+        "-m",
+        "custos.signer.tools.cli",
+        "events",
+        "init-key",
+        "--config",
+        str(config),
+    ]
     first = subprocess.run(run, capture_output=True, text=True, timeout=120, check=False)
     assert first.returncode == 0, first.stderr
     # The token already has the key (custos init made it): found, not made again.
@@ -147,7 +155,7 @@ def test_events_init_key_pins_the_key_of_an_existing_install(
 def test_a_claim_lease_shorter_than_two_renewals_is_refused() -> None:
     from pydantic import ValidationError
 
-    from signer.config import EventsConfig
+    from custos.signer.edge.config import EventsConfig
 
     with pytest.raises(ValidationError, match="at least twice claim_check_seconds"):
         EventsConfig(claim_check_seconds=10, claim_lease_seconds=15)

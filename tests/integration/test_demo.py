@@ -21,7 +21,7 @@ def test_demo_runs_twice_and_its_result_verifies(tmp_path: Path) -> None:
             [
                 sys.executable,
                 "-m",
-                "signer.cli",
+                "custos.signer.tools.cli",
                 "demo",
                 "--dir",
                 str(tmp_path),

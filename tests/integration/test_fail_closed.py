@@ -13,21 +13,21 @@ from typing import Any
 
 import pytest
 
-from audit.record import AuditEvent
-from hsm.keystore import SignRequest
-from hsm.pool import SigningPool
-from hsm.secp256k1 import RecoverableSignature
-from proto.custos.v1 import signer_pb2 as pb
-from signer import requests as edge
-from signer.auth import Identity
-from signer.chains.registry import ADAPTERS
-from signer.events import EventBus
-from signer.keys import KeyManager
-from signer.pipeline import SigningPipeline
-from signer.policy_governor import PolicyGovernor
-from signer.services import key_message
-from signer.store.base import StoreUnavailable
-from signer.store.sqlite import SqliteStore
+from custos.audit.record import AuditEvent
+from custos.common.secp256k1 import RecoverableSignature
+from custos.hsm.keystore import SignRequest
+from custos.hsm.pool import SigningPool
+from custos.proto.custos.v1 import signer_pb2 as pb
+from custos.signer.chains.registry import ADAPTERS
+from custos.signer.edge import requests as edge
+from custos.signer.edge.auth import Identity
+from custos.signer.edge.events import EventBus
+from custos.signer.edge.services import key_message
+from custos.signer.store.base import StoreUnavailable
+from custos.signer.store.sqlite import SqliteStore
+from custos.signer.usecases.keys import KeyManager
+from custos.signer.usecases.pipeline import SigningPipeline
+from custos.signer.usecases.policy_governor import PolicyGovernor
 from tests import builders
 from tests.conftest import SOFTHSM_LIBRARY, DevEnv
 from tests.support import hsm_integrity

@@ -11,9 +11,15 @@ import grpc
 import pyotp
 import pytest
 
-from proto.custos.v1 import keys_pb2, keys_pb2_grpc, policy_pb2, policy_pb2_grpc, signer_pb2_grpc
-from proto.custos.v1 import signer_pb2 as pb
-from signer.devsetup import subject_string
+from custos.proto.custos.v1 import (
+    keys_pb2,
+    keys_pb2_grpc,
+    policy_pb2,
+    policy_pb2_grpc,
+    signer_pb2_grpc,
+)
+from custos.proto.custos.v1 import signer_pb2 as pb
+from custos.signer.tools.devsetup import subject_string
 from tests import builders
 from tests.conftest import DevEnv, ServerProcess
 from tests.support import enroll_totp
@@ -101,7 +107,7 @@ def test_policy_test_command_prints_each_decision(dev_env: DevEnv, tmp_path: Pat
         [
             sys.executable,
             "-m",
-            "signer.cli",
+            "custos.signer.tools.cli",
             "policy",
             "test",
             str(dev_env.dir / "policy.yaml"),

@@ -22,16 +22,16 @@ from eth_account import Account
 from eth_keys import keys
 from pkcs11 import Attribute, ObjectClass
 
-from hsm import hd
-from hsm.bip32 import DerivationError, master_key
-from hsm.bip39 import mnemonic_to_seed
-from hsm.errors import HsmUnavailable
-from hsm.hd_paths import PathNotAllowed
-from hsm.pkcs11_token import Pkcs11Token
-from hsm.pool import SigningPool
-from hsm.secp256k1 import RecoverableSignature
-from signer.chains import evm
-from signer.chains.hd import derive_addresses
+from custos.common.secp256k1 import RecoverableSignature
+from custos.hsm import hd
+from custos.hsm.bip32 import DerivationError, master_key
+from custos.hsm.bip39 import mnemonic_to_seed
+from custos.hsm.errors import HsmUnavailable
+from custos.hsm.hd_paths import PathNotAllowed
+from custos.hsm.pkcs11_token import Pkcs11Token
+from custos.hsm.pool import SigningPool
+from custos.signer.chains import evm
+from custos.signer.chains.hd import derive_addresses
 from tests.conftest import SOFTHSM_LIBRARY, DevEnv
 
 pytestmark = pytest.mark.integration

@@ -21,8 +21,8 @@ import psycopg
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from audit.record import AuditRecord
-from proto.custos.v1 import (
+from custos.audit.record import AuditRecord
+from custos.proto.custos.v1 import (
     audit_pb2,
     audit_pb2_grpc,
     keys_pb2,
@@ -31,7 +31,7 @@ from proto.custos.v1 import (
     policy_pb2_grpc,
     signer_pb2_grpc,
 )
-from proto.custos.v1 import signer_pb2 as pb
+from custos.proto.custos.v1 import signer_pb2 as pb
 from tests import builders
 from tests.conftest import DevEnv, ServerProcess
 from tests.second_impl import evm_sender

@@ -13,11 +13,11 @@ import pytest
 from coincurve import PublicKey
 from pkcs11 import Attribute, ObjectClass
 
-from hsm.errors import KeyExists, KeyNotFound
-from hsm.keystore import SignRequest
-from hsm.pkcs11_token import Pkcs11Token
-from hsm.pool import SigningPool
-from hsm.secp256k1 import HALF_N
+from custos.common.secp256k1 import HALF_N
+from custos.hsm.errors import KeyExists, KeyNotFound
+from custos.hsm.keystore import SignRequest
+from custos.hsm.pkcs11_token import Pkcs11Token
+from custos.hsm.pool import SigningPool
 from tests.conftest import SOFTHSM_LIBRARY, DevEnv
 
 pytestmark = pytest.mark.integration
@@ -92,7 +92,7 @@ def test_keys_survive_a_new_process_login(dev_env: DevEnv, token: Pkcs11Token) -
     public = token.generate_secp256k1("persist-check")
     script = textwrap.dedent(
         f"""
-        from hsm.pkcs11_token import Pkcs11Token
+        from custos.hsm.pkcs11_token import Pkcs11Token
         t = Pkcs11Token({SOFTHSM_LIBRARY!r}, "custos-dev", open({str(dev_env.dir / "hsm.pin")!r}).read())
         print(t.public_key("persist-check").hex())
         """
@@ -110,7 +110,7 @@ def test_keys_survive_a_new_process_login(dev_env: DevEnv, token: Pkcs11Token) -
 def test_aes_gcm_seal_binds_the_aad_and_ed25519_signs(token: Pkcs11Token) -> None:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-    from hsm.errors import HsmUnavailable
+    from custos.hsm.errors import HsmUnavailable
 
     token.ensure_aes_key("wrap-check")
     sealed = token.seal("wrap-check", b"totp secret", b"CN=alice")

@@ -14,9 +14,9 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from signer.client import ClientProfile
-from signer.devsetup import DevCa, write_client_profile
-from signer.logs import wrap_line
+from custos.signer.edge.logs import wrap_line
+from custos.signer.tools.client import ClientProfile
+from custos.signer.tools.devsetup import DevCa, write_client_profile
 from tests.conftest import ServerProcess
 
 pytestmark = pytest.mark.integration
@@ -81,7 +81,7 @@ def test_a_start_up_error_is_json_too(own_server: ServerProcess) -> None:
     path = own_server.env.config_path
     path.write_text(path.read_text().replace("[server]\n", "[server]\nthreads = -1\n", 1))
     result = subprocess.run(
-        [sys.executable, "-m", "signer.cli", "serve", "--config", str(path)],
+        [sys.executable, "-m", "custos.signer.tools.cli", "serve", "--config", str(path)],
         capture_output=True,
         text=True,
         timeout=60,

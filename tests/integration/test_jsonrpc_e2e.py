@@ -28,13 +28,12 @@ from hexbytes import HexBytes
 from web3 import Web3
 from web3.providers import HTTPProvider
 
-from proto.custos.v1 import keys_pb2, keys_pb2_grpc, policy_pb2, policy_pb2_grpc
-from proto.custos.v1 import signer_pb2 as pb
-from signer.auth import Authorizer
-from signer.config import JsonRpcConfig
-from signer.devsetup import subject_string
-from signer.errors import ConfigError
-from signer.jsonrpc import (
+from custos.proto.custos.v1 import keys_pb2, keys_pb2_grpc, policy_pb2, policy_pb2_grpc
+from custos.proto.custos.v1 import signer_pb2 as pb
+from custos.signer.edge.auth import Authorizer
+from custos.signer.edge.config import JsonRpcConfig
+from custos.signer.edge.errors import ConfigError
+from custos.signer.edge.jsonrpc import (
     APPROVAL_REQUIRED,
     FAILED_PRECONDITION,
     INVALID_PARAMS,
@@ -46,9 +45,10 @@ from signer.jsonrpc import (
     JsonRpcServer,
     request_id_for,
 )
-from signer.pipeline import SigningPipeline
-from signer.requests import payload_digest
-from signer.store.base import Store
+from custos.signer.edge.requests import payload_digest
+from custos.signer.store.base import Store
+from custos.signer.tools.devsetup import subject_string
+from custos.signer.usecases.pipeline import SigningPipeline
 from tests import builders
 from tests import typed_data as td
 from tests.conftest import DevEnv, RunningServer, ServerProcess, server_with_policy

@@ -20,10 +20,10 @@ import grpc
 import pyotp
 import pytest
 
-from policies import ceremonies
-from proto.custos.v1 import keys_pb2, policy_pb2, policy_pb2_grpc, signer_pb2
-from signer.config import IdentityConfig
-from signer.devsetup import DevCa, subject_string, write_client_profile
+from custos.policies import ceremonies
+from custos.proto.custos.v1 import keys_pb2, policy_pb2, policy_pb2_grpc, signer_pb2
+from custos.signer.edge.config import IdentityConfig
+from custos.signer.tools.devsetup import DevCa, subject_string, write_client_profile
 from tests import builders
 from tests.conftest import DevEnv, RunningServer, server_with_policy
 from tests.second_impl import evm_sender
@@ -499,7 +499,15 @@ def test_the_cli_runs_a_ceremony_and_checks_the_digest_itself(
         profile.write_text(re.sub(r'endpoint = "[^"]*"', endpoint, source))
         env = {k: v for k, v in os.environ.items() if k not in ("CUSTOS_OUTPUT", "CUSTOS_CLIENT")}
         return subprocess.run(
-            [sys.executable, "-m", "signer.cli", "keys", *args, "--client", str(profile)],
+            [
+                sys.executable,
+                "-m",
+                "custos.signer.tools.cli",
+                "keys",
+                *args,
+                "--client",
+                str(profile),
+            ],
             capture_output=True,
             text=True,
             timeout=60,

@@ -31,13 +31,13 @@ from bitcointx.wallet import CCoinKey, P2WPKHCoinAddress
 from coincurve import PrivateKey
 from eth_account import Account
 
-from hsm.errors import KeyNotFound
-from hsm.import_material import SecretKey, from_hex, wrap_for_import
-from hsm.pkcs11_token import Pkcs11Token
-from proto.custos.v1 import keys_pb2
-from proto.custos.v1 import signer_pb2 as pb
-from signer.devsetup import subject_string
-from signer.key_import import IMPORT_KEY_ID
+from custos.hsm.errors import KeyNotFound
+from custos.hsm.import_material import SecretKey, from_hex, wrap_for_import
+from custos.hsm.pkcs11_token import Pkcs11Token
+from custos.proto.custos.v1 import keys_pb2
+from custos.proto.custos.v1 import signer_pb2 as pb
+from custos.signer.tools.devsetup import subject_string
+from custos.signer.usecases.key_import import IMPORT_KEY_ID
 from tests import builders
 from tests.conftest import DevEnv, RunningServer, server_with_policy
 from tests.integration.test_approvals_e2e import _cli_profile
@@ -159,7 +159,7 @@ def _custos(
 ) -> subprocess.CompletedProcess[str]:
     profile = _cli_profile(server.env, server.port, name, tmp_path)
     return subprocess.run(
-        [sys.executable, "-m", "signer.cli", *args],
+        [sys.executable, "-m", "custos.signer.tools.cli", *args],
         input=stdin,
         capture_output=True,
         text=True,

@@ -15,8 +15,8 @@ import grpc
 import pytest
 from bitcointx.core import CTransaction
 
-from proto.custos.v1 import keys_pb2
-from proto.custos.v1 import signer_pb2 as pb
+from custos.proto.custos.v1 import keys_pb2
+from custos.proto.custos.v1 import signer_pb2 as pb
 from tests import builders
 from tests.conftest import RunningServer
 from tests.second_impl import verify_bitcoin

@@ -16,9 +16,9 @@ from collections.abc import Iterator
 import grpc
 import pytest
 
-from proto.custos.v1 import keys_pb2, policy_pb2, policy_pb2_grpc
-from proto.custos.v1 import signer_pb2 as pb
-from signer.devsetup import subject_string
+from custos.proto.custos.v1 import keys_pb2, policy_pb2, policy_pb2_grpc
+from custos.proto.custos.v1 import signer_pb2 as pb
+from custos.signer.tools.devsetup import subject_string
 from tests import builders
 from tests import typed_data as td
 from tests.conftest import DevEnv, RunningServer, server_with_policy

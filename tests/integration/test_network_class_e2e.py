@@ -18,10 +18,10 @@ import grpc
 import pytest
 from coincurve import PrivateKey
 
-from hsm.secp256k1 import uncompressed
-from proto.custos.v1 import keys_pb2
-from proto.custos.v1 import signer_pb2 as pb
-from signer.chains.bitcoin_address import p2wpkh_address
+from custos.common.secp256k1 import uncompressed
+from custos.proto.custos.v1 import keys_pb2
+from custos.proto.custos.v1 import signer_pb2 as pb
+from custos.signer.chains.bitcoin_address import p2wpkh_address
 from tests import builders
 from tests.conftest import RunningServer
 from tests.integration.test_signing_e2e import check_signed_item

@@ -17,17 +17,23 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.keywrap import aes_key_unwrap_with_padding
 
-from hsm.backup import recover_backup_key
-from hsm.bip39 import entropy_to_mnemonic
-from hsm.import_material import (
+from custos.hsm.backup import recover_backup_key
+from custos.hsm.bip39 import entropy_to_mnemonic
+from custos.hsm.import_material import (
     from_hex,
     wallet_from_mnemonic,
     wrap_for_import,
     wrap_seed_for_import,
 )
-from proto.custos.v1 import keys_pb2, keys_pb2_grpc, policy_pb2, policy_pb2_grpc, signer_pb2_grpc
-from proto.custos.v1 import signer_pb2 as pb
-from signer.devsetup import subject_string
+from custos.proto.custos.v1 import (
+    keys_pb2,
+    keys_pb2_grpc,
+    policy_pb2,
+    policy_pb2_grpc,
+    signer_pb2_grpc,
+)
+from custos.proto.custos.v1 import signer_pb2 as pb
+from custos.signer.tools.devsetup import subject_string
 from tests import builders
 from tests.conftest import RunningServer, ServerProcess
 from tests.support import enroll_totp

@@ -16,10 +16,10 @@ import pytest
 from google.protobuf import descriptor_pb2
 from grpc_reflection.v1alpha import reflection_pb2
 
-from proto.custos.v1 import audit_pb2, audit_pb2_grpc, policy_pb2, policy_pb2_grpc
-from proto.custos.v1 import signer_pb2 as pb
-from signer import metrics
-from signer.health import HealthMonitor
+from custos.proto.custos.v1 import audit_pb2, audit_pb2_grpc, policy_pb2, policy_pb2_grpc
+from custos.proto.custos.v1 import signer_pb2 as pb
+from custos.signer.edge import metrics
+from custos.signer.edge.health import HealthMonitor
 from tests import builders
 from tests.conftest import RunningServer
 from tests.integration.test_policy_e2e import Steps, _large, _pending

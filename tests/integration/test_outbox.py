@@ -14,10 +14,16 @@ from pathlib import Path
 import grpc
 import pytest
 
-from audit.record import AuditEvent, AuditRecord
-from proto.custos.v1 import keys_pb2, keys_pb2_grpc, policy_pb2, policy_pb2_grpc, signer_pb2_grpc
-from proto.custos.v1 import signer_pb2 as pb
-from signer.devsetup import subject_string
+from custos.audit.record import AuditEvent, AuditRecord
+from custos.proto.custos.v1 import (
+    keys_pb2,
+    keys_pb2_grpc,
+    policy_pb2,
+    policy_pb2_grpc,
+    signer_pb2_grpc,
+)
+from custos.proto.custos.v1 import signer_pb2 as pb
+from custos.signer.tools.devsetup import subject_string
 from tests import builders
 from tests.conftest import DevEnv, RunningServer, ServerProcess, server_with_policy
 from tests.outbox_support import BATCH, POLICY, due, got, watch

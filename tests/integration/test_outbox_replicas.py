@@ -19,11 +19,17 @@ from pathlib import Path
 import grpc
 import pytest
 
-from audit.record import AuditRecord
-from proto.custos.v1 import keys_pb2, keys_pb2_grpc, policy_pb2, policy_pb2_grpc, signer_pb2_grpc
-from proto.custos.v1 import signer_pb2 as pb
-from signer.devsetup import DevCa, subject_string, write_client_profile
-from signer.store.factory import open_store
+from custos.audit.record import AuditRecord
+from custos.proto.custos.v1 import (
+    keys_pb2,
+    keys_pb2_grpc,
+    policy_pb2,
+    policy_pb2_grpc,
+    signer_pb2_grpc,
+)
+from custos.proto.custos.v1 import signer_pb2 as pb
+from custos.signer.store.factory import open_store
+from custos.signer.tools.devsetup import DevCa, subject_string, write_client_profile
 from tests import builders
 from tests.conftest import DevEnv, ServerProcess
 from tests.integration.test_replicas import _configure
@@ -239,7 +245,15 @@ def test_cli_watch_resumes_on_another_replica_after_a_sigkill(
     cli_profile.write_text(text.replace(endpoint, f'endpoint = "127.0.0.1:{proxy.port}"'))
     start = len(records()) - 1
     cli = subprocess.Popen(
-        [sys.executable, "-m", "signer.cli", "approvals", "watch", "--from-seq", str(start)],
+        [
+            sys.executable,
+            "-m",
+            "custos.signer.tools.cli",
+            "approvals",
+            "watch",
+            "--from-seq",
+            str(start),
+        ],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

@@ -31,10 +31,10 @@ from bitcointx.core.psbt import PartiallySignedTransaction
 from bitcointx.core.script import CScript
 from bitcointx.wallet import P2WPKHCoinAddress
 
-from proto.custos.v1 import keys_pb2, policy_pb2, policy_pb2_grpc
-from proto.custos.v1 import signer_pb2 as pb
-from signer.chains.psbt import parse_psbt
-from signer.devsetup import subject_string
+from custos.proto.custos.v1 import keys_pb2, policy_pb2, policy_pb2_grpc
+from custos.proto.custos.v1 import signer_pb2 as pb
+from custos.signer.chains.psbt import parse_psbt
+from custos.signer.tools.devsetup import subject_string
 from tests.conftest import DevEnv, RunningServer, server_with_policy
 from tests.psbt_builders import (
     SOFT,
@@ -383,7 +383,7 @@ def test_custos_sign_psbt_command(
     out = tmp_path / "signed.psbt"
     args = ["sign-psbt", str(source), "--key", key.key_id, "--network", "testnet"]
     run = subprocess.run(
-        [sys.executable, "-m", "signer.cli", *args, "--finalize", "--out", str(out)],
+        [sys.executable, "-m", "custos.signer.tools.cli", *args, "--finalize", "--out", str(out)],
         capture_output=True,
         text=True,
         timeout=60,
@@ -397,7 +397,15 @@ def test_custos_sign_psbt_command(
     verify(result, spends)
     # `-` reads the PSBT from standard input: the same request, so the same result.
     piped = subprocess.run(
-        [sys.executable, "-m", "signer.cli", "sign-psbt", "-", *args[2:], "--finalize"],
+        [
+            sys.executable,
+            "-m",
+            "custos.signer.tools.cli",
+            "sign-psbt",
+            "-",
+            *args[2:],
+            "--finalize",
+        ],
         input=source.read_text(),
         capture_output=True,
         text=True,

@@ -20,9 +20,9 @@ from bitcointx import ChainParams
 from bitcointx.core.key import CKey, CPubKey, KeyStore
 from bitcointx.core.psbt import PSBT_Output
 
-from proto.custos.v1 import keys_pb2
-from signer.chains.psbt import parse_psbt
-from signer.devsetup import subject_string
+from custos.proto.custos.v1 import keys_pb2
+from custos.signer.chains.psbt import parse_psbt
+from custos.signer.tools.devsetup import subject_string
 from tests.conftest import DevEnv, RunningServer, server_with_policy
 from tests.integration.test_psbt_e2e import _pub, refused, sign, signed
 from tests.psbt_builders import (

@@ -17,14 +17,14 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from proto.custos.v1 import (
+from custos.proto.custos.v1 import (
     audit_pb2,
     audit_pb2_grpc,
     keys_pb2,
     keys_pb2_grpc,
     signer_pb2_grpc,
 )
-from proto.custos.v1 import signer_pb2 as pb
+from custos.proto.custos.v1 import signer_pb2 as pb
 from tests import builders
 from tests.conftest import DevEnv, ServerProcess
 from tests.store.tcp_proxy import TcpProxy

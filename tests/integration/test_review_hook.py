@@ -26,11 +26,11 @@ import pytest
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
-from audit.record import AuditRecord
-from proto.custos.v1 import keys_pb2, policy_pb2, policy_pb2_grpc
-from proto.custos.v1 import signer_pb2 as pb
-from signer.config import ReviewConfig, ReviewEndpointConfig
-from signer.devsetup import DevCa, subject_string
+from custos.audit.record import AuditRecord
+from custos.proto.custos.v1 import keys_pb2, policy_pb2, policy_pb2_grpc
+from custos.proto.custos.v1 import signer_pb2 as pb
+from custos.signer.edge.config import ReviewConfig, ReviewEndpointConfig
+from custos.signer.tools.devsetup import DevCa, subject_string
 from tests import builders
 from tests.conftest import DevEnv, RunningServer, server_with_policy
 from tests.second_impl import evm_sender

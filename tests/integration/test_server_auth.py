@@ -7,9 +7,9 @@ import pytest
 from google.protobuf.message import Message
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from proto.custos.v1 import audit_pb2, keys_pb2, policy_pb2, signer_pb2, webhooks_pb2
-from signer.auth import RPC_ROLES
-from signer.devsetup import DevCa
+from custos.proto.custos.v1 import audit_pb2, keys_pb2, policy_pb2, signer_pb2, webhooks_pb2
+from custos.signer.edge.auth import RPC_ROLES
+from custos.signer.tools.devsetup import DevCa
 from tests.conftest import RunningServer
 
 pytestmark = pytest.mark.integration

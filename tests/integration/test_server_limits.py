@@ -15,7 +15,7 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from proto.custos.v1 import (
+from custos.proto.custos.v1 import (
     audit_pb2,
     audit_pb2_grpc,
     keys_pb2,
@@ -24,8 +24,8 @@ from proto.custos.v1 import (
     policy_pb2_grpc,
     signer_pb2_grpc,
 )
-from proto.custos.v1 import signer_pb2 as pb
-from signer.devsetup import DevCa, subject_string, write_client_profile
+from custos.proto.custos.v1 import signer_pb2 as pb
+from custos.signer.tools.devsetup import DevCa, subject_string, write_client_profile
 from tests import builders
 from tests.conftest import ServerProcess
 from tests.second_impl import evm_sender
@@ -125,7 +125,14 @@ def test_streams_from_one_service_cannot_starve_unary_calls(own_server: ServerPr
 def test_stream_limits_must_leave_threads_for_unary_calls(own_server: ServerProcess) -> None:
     _configure(own_server, "[server]\nthreads = 8\nmax_streams = 5\n")
     result = subprocess.run(
-        [sys.executable, "-m", "signer.cli", "serve", "--config", str(own_server.env.config_path)],
+        [
+            sys.executable,
+            "-m",
+            "custos.signer.tools.cli",
+            "serve",
+            "--config",
+            str(own_server.env.config_path),
+        ],
         capture_output=True,
         text=True,
         timeout=60,
@@ -151,7 +158,7 @@ def test_a_second_server_cannot_take_the_port(own_server: ServerProcess) -> None
         )
     )
     result = subprocess.run(
-        [sys.executable, "-m", "signer.cli", "serve", "--config", str(second)],
+        [sys.executable, "-m", "custos.signer.tools.cli", "serve", "--config", str(second)],
         capture_output=True,
         text=True,
         timeout=120,
@@ -177,7 +184,7 @@ def test_demo_beside_another_server_takes_a_free_port(tmp_path: Path) -> None:
             [
                 sys.executable,
                 "-m",
-                "signer.cli",
+                "custos.signer.tools.cli",
                 "demo",
                 "--dir",
                 str(tmp_path),

@@ -10,8 +10,8 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from proto.custos.v1 import keys_pb2, keys_pb2_grpc, signer_pb2_grpc
-from proto.custos.v1 import signer_pb2 as pb
+from custos.proto.custos.v1 import keys_pb2, keys_pb2_grpc, signer_pb2_grpc
+from custos.proto.custos.v1 import signer_pb2 as pb
 from tests import builders
 from tests.conftest import ServerProcess
 from tests.second_impl import evm_sender
@@ -88,7 +88,7 @@ def test_hsm_failure_gives_unavailable_and_not_serving_then_recovers(
 def test_sigterm_finishes_in_flight_work_and_writes_a_final_checkpoint(
     own_server: ServerProcess,
 ) -> None:
-    from signer.store.sqlite import SqliteStore
+    from custos.signer.store.sqlite import SqliteStore
 
     own_server.start()
     key = keys_pb2_grpc.KeysStub(own_server.channel("officer")).CreateKey(

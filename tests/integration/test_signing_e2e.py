@@ -12,8 +12,8 @@ import uuid
 import grpc
 import pytest
 
-from proto.custos.v1 import keys_pb2
-from proto.custos.v1 import signer_pb2 as pb
+from custos.proto.custos.v1 import keys_pb2
+from custos.proto.custos.v1 import signer_pb2 as pb
 from tests import builders
 from tests.conftest import RunningServer
 from tests.second_impl import evm_sender, tron_signer, verify_bitcoin
@@ -36,7 +36,7 @@ def main_key(server: RunningServer) -> keys_pb2.Key:
 
 
 def _public(key: keys_pb2.Key) -> bytes:
-    from hsm.secp256k1 import uncompressed
+    from custos.common.secp256k1 import uncompressed
 
     return uncompressed(bytes.fromhex(key.public_key))
 

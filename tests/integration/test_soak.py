@@ -21,8 +21,8 @@ from pathlib import Path
 import grpc
 import pytest
 
-from proto.custos.v1 import keys_pb2, keys_pb2_grpc, signer_pb2_grpc
-from proto.custos.v1 import signer_pb2 as pb
+from custos.proto.custos.v1 import keys_pb2, keys_pb2_grpc, signer_pb2_grpc
+from custos.proto.custos.v1 import signer_pb2 as pb
 from tests import builders
 from tests.conftest import ServerProcess
 
@@ -58,7 +58,14 @@ def _wait_gone(pids: set[int], what: str) -> float:
 def _kill_during_start_up(server: ServerProcess, delay: float) -> None:
     """Start `custos serve` and SIGKILL it `delay` s later, wherever start-up is then."""
     server.process = subprocess.Popen(
-        [sys.executable, "-m", "signer.cli", "serve", "--config", str(server.env.config_path)],
+        [
+            sys.executable,
+            "-m",
+            "custos.signer.tools.cli",
+            "serve",
+            "--config",
+            str(server.env.config_path),
+        ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )

@@ -20,7 +20,7 @@ def _serve(
     config = tmp_path / "custos.toml"
     config.write_text(config_text)
     return subprocess.run(
-        [sys.executable, "-m", "signer.cli", "serve", "--config", str(config)],
+        [sys.executable, "-m", "custos.signer.tools.cli", "serve", "--config", str(config)],
         capture_output=True,
         text=True,
         timeout=60,
@@ -83,8 +83,8 @@ SO_CREATES_BACKUP_KEY = """
 import json, sys
 import pkcs11
 from pkcs11 import Attribute, KeyType
-from hsm import backup
-from hsm.backup import BackupKeyMode
+from custos.hsm import backup
+from custos.hsm.backup import BackupKeyMode
 token = pkcs11.lib(sys.argv[1]).get_token(token_label=sys.argv[2])
 so = token.open(so_pin=sys.argv[3], rw=True)
 facts = {}
@@ -103,8 +103,8 @@ def test_trusted_backup_mode_on_softhsm_refuses_to_start(tmp_path: Path) -> None
     make is a public object (measured: a private one gives CKR_USER_NOT_LOGGED_IN)."""
     import json
 
-    from signer.config import load_config
-    from signer.devsetup import init_dev
+    from custos.signer.edge.config import load_config
+    from custos.signer.tools.devsetup import init_dev
 
     env = DevEnv(tmp_path / "t", init_dev(tmp_path / "t", listen="127.0.0.1:0"))
     text = env.config_path.read_text() + '\n[backup]\nmode = "trusted"\n'

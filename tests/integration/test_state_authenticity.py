@@ -1,4 +1,5 @@
-"""signer.authenticity with the real state key of a SoftHSM token (made by `custos init`)."""
+"""signer.usecases.authenticity with the real state key of a SoftHSM token (made by `custos
+init`)."""
 
 from __future__ import annotations
 
@@ -17,21 +18,21 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from pkcs11 import Attribute, ObjectClass
 
-from audit.record import AuditRecord
-from hsm.errors import KeyExists, KeyNotFound
-from hsm.pkcs11_token import Pkcs11Token
-from hsm.pool import SigningPool
-from proto.custos.v1 import keys_pb2, keys_pb2_grpc, signer_pb2_grpc
-from proto.custos.v1 import signer_pb2 as pb
-from signer import metrics
-from signer.authenticity import (
+from custos.audit.record import AuditRecord
+from custos.hsm.errors import KeyExists, KeyNotFound
+from custos.hsm.pkcs11_token import Pkcs11Token
+from custos.hsm.pool import SigningPool
+from custos.proto.custos.v1 import keys_pb2, keys_pb2_grpc, signer_pb2_grpc
+from custos.proto.custos.v1 import signer_pb2 as pb
+from custos.signer.edge import metrics
+from custos.signer.edge.errors import ConfigError, TamperedState
+from custos.signer.usecases.authenticity import (
     KEY_CHECK_MESSAGE,
     Fact,
     StateAuthenticator,
     key_check_value,
     open_authenticator,
 )
-from signer.errors import ConfigError, TamperedState
 from tests import builders
 from tests.conftest import SOFTHSM_LIBRARY, DevEnv, RunningServer, ServerProcess
 from tests.second_impl import evm_sender
@@ -196,7 +197,7 @@ def _serve_fails(env: DevEnv, tmp: Path, extra: str) -> str:
     text = text[: text.index("\n[integrity]")] + extra
     config.write_text(text)
     result = subprocess.run(
-        [sys.executable, "-m", "signer.cli", "serve", "--config", str(config)],
+        [sys.executable, "-m", "custos.signer.tools.cli", "serve", "--config", str(config)],
         capture_output=True,
         text=True,
         timeout=120,
@@ -223,7 +224,7 @@ def test_serve_refuses_a_missing_unpinned_or_different_state_key(
 def test_init_key_is_idempotent_and_prints_the_pinned_check(dev_env: DevEnv) -> None:
     command = ["integrity", "init-key", "--config", str(dev_env.config_path)]
     result = subprocess.run(
-        [sys.executable, "-m", "signer.cli", *command],
+        [sys.executable, "-m", "custos.signer.tools.cli", *command],
         capture_output=True,
         text=True,
         timeout=120,
@@ -235,7 +236,7 @@ def test_init_key_is_idempotent_and_prints_the_pinned_check(dev_env: DevEnv) -> 
 
 def _cli(env: DevEnv, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "signer.cli", *args, "--config", str(env.config_path)],
+        [sys.executable, "-m", "custos.signer.tools.cli", *args, "--config", str(env.config_path)],
         capture_output=True,
         text=True,
         timeout=120,

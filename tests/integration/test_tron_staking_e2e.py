@@ -18,9 +18,9 @@ import grpc
 import pytest
 from tronpy.keys import PrivateKey
 
-from proto.custos.v1 import keys_pb2, policy_pb2, policy_pb2_grpc
-from proto.custos.v1 import signer_pb2 as pb
-from signer.devsetup import subject_string
+from custos.proto.custos.v1 import keys_pb2, policy_pb2, policy_pb2_grpc
+from custos.proto.custos.v1 import signer_pb2 as pb
+from custos.signer.tools.devsetup import subject_string
 from tests import builders
 from tests.conftest import DevEnv, RunningServer, server_with_policy
 from tests.support import refused, sign_batch

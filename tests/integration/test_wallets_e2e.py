@@ -28,13 +28,17 @@ from bip_utils import (
 )
 from eth_account import Account
 
-from hsm.bip32 import master_key
-from hsm.import_material import import_key_fingerprint, wallet_from_mnemonic, wrap_seed_for_import
-from proto.custos.v1 import keys_pb2, policy_pb2, policy_pb2_grpc
-from proto.custos.v1 import signer_pb2 as pb
-from signer.config import IdentityConfig
-from signer.devsetup import subject_string
-from signer.wallets import SEAL_KEY_ID, seed_aad
+from custos.hsm.bip32 import master_key
+from custos.hsm.import_material import (
+    import_key_fingerprint,
+    wallet_from_mnemonic,
+    wrap_seed_for_import,
+)
+from custos.proto.custos.v1 import keys_pb2, policy_pb2, policy_pb2_grpc
+from custos.proto.custos.v1 import signer_pb2 as pb
+from custos.signer.edge.config import IdentityConfig
+from custos.signer.tools.devsetup import subject_string
+from custos.signer.usecases.wallets import SEAL_KEY_ID, seed_aad
 from tests import builders
 from tests.conftest import DevEnv, RunningServer, server_with_policy
 from tests.second_impl import evm_sender, tron_signer, verify_bitcoin
@@ -535,7 +539,7 @@ def _custos(
     port = wallets.server.port
     profile.write_text(text.replace('endpoint = "127.0.0.1:0"', f'endpoint = "127.0.0.1:{port}"'))
     done = subprocess.run(
-        [sys.executable, "-m", "signer.cli", *args],
+        [sys.executable, "-m", "custos.signer.tools.cli", *args],
         input=stdin,
         capture_output=True,
         text=True,

@@ -16,10 +16,10 @@ from bip_utils import Bip39SeedGenerator, Bip44, Bip44Changes, Bip44Coins, Bip84
 from eth_account.typed_transactions import TypedTransaction
 from hexbytes import HexBytes
 
-from hsm.bip32 import master_key, parse_extended_public_key
-from proto.custos.v1 import keys_pb2, policy_pb2, policy_pb2_grpc
-from proto.custos.v1 import signer_pb2 as pb
-from signer.devsetup import subject_string
+from custos.hsm.bip32 import master_key, parse_extended_public_key
+from custos.proto.custos.v1 import keys_pb2, policy_pb2, policy_pb2_grpc
+from custos.proto.custos.v1 import signer_pb2 as pb
+from custos.signer.tools.devsetup import subject_string
 from tests import builders
 from tests.conftest import DevEnv, RunningServer, server_with_policy
 from tests.second_impl import evm_sender, verify_bitcoin

@@ -20,9 +20,9 @@ from typing import Any
 import grpc
 import pytest
 
-from proto.custos.v1 import keys_pb2, keys_pb2_grpc, webhooks_pb2, webhooks_pb2_grpc
-from signer.store.base import Store
-from signer.store.factory import open_store
+from custos.proto.custos.v1 import keys_pb2, keys_pb2_grpc, webhooks_pb2, webhooks_pb2_grpc
+from custos.signer.store.base import Store
+from custos.signer.store.factory import open_store
 from tests.conftest import DevEnv, RunningServer, ServerProcess, server_with_policy
 from tests.integration.test_cli import _custos
 from tests.integration.test_replicas import _configure

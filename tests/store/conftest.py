@@ -14,9 +14,9 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from signer.store.base import Store
-from signer.store.postgres import PostgresStore
-from signer.store.sqlite import SqliteStore
+from custos.signer.store.base import Store
+from custos.signer.store.postgres import PostgresStore
+from custos.signer.store.sqlite import SqliteStore
 from tests.store.helpers import Clock
 from tests.store.postgres_fixtures import pg_schema, postgres_url
 

@@ -5,12 +5,12 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from typing import TypeVar
 
-from audit.record import AuditEvent, AuditRecord
-from policies.velocity import Spent
-from signer.store.base import StoreUnavailable
-from signer.store.policy_tables import Admission, PendingRow
-from signer.store.postgres import PostgresStore
-from signer.store.sql import Tx
+from custos.audit.record import AuditEvent, AuditRecord
+from custos.policies.velocity import Spent
+from custos.signer.store.base import StoreUnavailable
+from custos.signer.store.policy_tables import Admission, PendingRow
+from custos.signer.store.postgres import PostgresStore
+from custos.signer.store.sql import Tx
 
 T = TypeVar("T")
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 from multiprocessing.queues import Queue
 from multiprocessing.synchronize import Barrier
 
-from signer.store.base import ClaimOutcome
-from signer.store.postgres import PostgresStore
+from custos.signer.store.base import ClaimOutcome
+from custos.signer.store.postgres import PostgresStore
 from tests.store.helpers import budget, event
 
 DIGEST = b"\x33" * 32

@@ -10,10 +10,10 @@ import threading
 
 import pytest
 
-from audit.record import AuditEvent
-from signer.store import postgres
-from signer.store.postgres import PostgresStore
-from signer.store.sql import Rollback, Tx
+from custos.audit.record import AuditEvent
+from custos.signer.store import postgres
+from custos.signer.store.postgres import PostgresStore
+from custos.signer.store.sql import Rollback, Tx
 from tests.store.postgres_fixtures import drop_schema
 
 HOUR = 3600.0

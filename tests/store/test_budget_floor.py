@@ -1,4 +1,4 @@
-"""Budget rows against the audit log's ledger, on every backend (signer.budget_ledger).
+"""Budget rows against the audit log's ledger, on every backend (signer.usecases.budget_ledger).
 
 Every legitimate path that reserves or releases budget (claims, completions,
 failed attempts, take-overs, lapsed claims, held batches judged again, rejected
@@ -17,11 +17,11 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from audit.record import AuditEvent
-from signer.budget_ledger import BudgetLedger
-from signer.errors import TamperedState
-from signer.store.base import ClaimOutcome, Store
-from signer.store.policy_tables import PendingChange
+from custos.audit.record import AuditEvent
+from custos.signer.edge.errors import TamperedState
+from custos.signer.store.base import ClaimOutcome, Store
+from custos.signer.store.policy_tables import PendingChange
+from custos.signer.usecases.budget_ledger import BudgetLedger
 from tests.store.conftest import Backend, PostgresBackend, SqliteBackend
 from tests.store.helpers import Clock, budget, pending_row
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import threading
 
-from audit.record import AuditEvent
-from signer.store.base import KeyRecord, KeyState, Store
-from signer.store.ceremony_tables import CeremonyRow
-from signer.store.wallet_tables import WalletRecord
+from custos.audit.record import AuditEvent
+from custos.signer.store.base import KeyRecord, KeyState, Store
+from custos.signer.store.ceremony_tables import CeremonyRow
+from custos.signer.store.wallet_tables import WalletRecord
 
 KEY = KeyRecord("k1", b"\x04" + b"\x01" * 64, KeyState.ENABLED, "officer", 5, "testnet")
 

@@ -15,23 +15,23 @@ from pathlib import Path
 
 import pytest
 
-from hsm.errors import HsmUnavailable
-from hsm.keystore import Signer, SignRequest
-from hsm.pool import SigningPool
-from hsm.secp256k1 import RecoverableSignature
-from proto.custos.v1 import keys_pb2
-from proto.custos.v1 import signer_pb2 as pb
-from signer import requests as edge
-from signer.auth import Identity
-from signer.chains.registry import ADAPTERS
-from signer.errors import InProgress
-from signer.events import EventBus
-from signer.keys import KeyManager
-from signer.pipeline import SigningPipeline
-from signer.policy_governor import PolicyGovernor
-from signer.services import key_message
-from signer.store.base import Store, StoreUnavailable
-from signer.store.sql import now_ms
+from custos.common.secp256k1 import RecoverableSignature
+from custos.hsm.errors import HsmUnavailable
+from custos.hsm.keystore import Signer, SignRequest
+from custos.hsm.pool import SigningPool
+from custos.proto.custos.v1 import keys_pb2
+from custos.proto.custos.v1 import signer_pb2 as pb
+from custos.signer.chains.registry import ADAPTERS
+from custos.signer.edge import requests as edge
+from custos.signer.edge.auth import Identity
+from custos.signer.edge.errors import InProgress
+from custos.signer.edge.events import EventBus
+from custos.signer.edge.services import key_message
+from custos.signer.store.base import Store, StoreUnavailable
+from custos.signer.store.sql import now_ms
+from custos.signer.usecases.keys import KeyManager
+from custos.signer.usecases.pipeline import SigningPipeline
+from custos.signer.usecases.policy_governor import PolicyGovernor
 from tests import builders
 from tests.conftest import SOFTHSM_LIBRARY, DevEnv
 from tests.second_impl import evm_sender

@@ -14,10 +14,10 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from signer.store import migrations
-from signer.store.base import ClaimLost, ClaimOutcome, Store
-from signer.store.postgres import PostgresStore
-from signer.store.sqlite import SqliteStore
+from custos.signer.store import migrations
+from custos.signer.store.base import ClaimLost, ClaimOutcome, Store
+from custos.signer.store.postgres import PostgresStore
+from custos.signer.store.sqlite import SqliteStore
 from tests.store.conftest import Backend
 from tests.store.helpers import Clock, budget, event, pending_row, unclosed_authorizations
 

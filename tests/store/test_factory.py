@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from signer.store.factory import open_store
-from signer.store.postgres import PostgresStore
-from signer.store.sqlite import SqliteStore
+from custos.signer.store.factory import open_store
+from custos.signer.store.postgres import PostgresStore
+from custos.signer.store.sqlite import SqliteStore
 from tests.store.helpers import event
 
 

@@ -17,10 +17,10 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from signer.store.base import KeyRecord, KeyState, Store
-from signer.store.migrations import POSTGRES
-from signer.store.postgres import PostgresStore
-from signer.store.sqlite import SqliteStore
+from custos.signer.store.base import KeyRecord, KeyState, Store
+from custos.signer.store.migrations import POSTGRES
+from custos.signer.store.postgres import PostgresStore
+from custos.signer.store.sqlite import SqliteStore
 from tests.store.helpers import event
 
 PUBLIC = b"\x04" + b"\x02" * 64

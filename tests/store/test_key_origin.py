@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from signer.errors import TamperedState
-from signer.keys import key_fact, verify_keys
-from signer.store.base import KeyRecord, KeyState, Store
-from signer.store.sqlite import SqliteStore
+from custos.signer.edge.errors import TamperedState
+from custos.signer.store.base import KeyRecord, KeyState, Store
+from custos.signer.store.sqlite import SqliteStore
+from custos.signer.usecases.keys import key_fact, verify_keys
 from tests.store.helpers import event
 from tests.support import soft_integrity
 

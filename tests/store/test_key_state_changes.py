@@ -8,10 +8,10 @@ from typing import Any
 
 import pytest
 
-from audit.record import AuditEvent
-from signer.errors import NotFound
-from signer.keys import KeyManager, key_fact
-from signer.store.base import KeyRecord, KeyState, Store
+from custos.audit.record import AuditEvent
+from custos.signer.edge.errors import NotFound
+from custos.signer.store.base import KeyRecord, KeyState, Store
+from custos.signer.usecases.keys import KeyManager, key_fact
 from tests.support import soft_integrity
 
 

@@ -15,9 +15,9 @@ import pytest
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
 
-from audit.verify import verify_chain
-from signer.store.base import ClaimOutcome, StoreError, StoreUnavailable
-from signer.store.postgres import PostgresStore
+from custos.audit.verify import verify_chain
+from custos.signer.store.base import ClaimOutcome, StoreError, StoreUnavailable
+from custos.signer.store.postgres import PostgresStore
 from tests.store.conftest import PostgresBackend
 from tests.store.helpers import LosesCommitReply, budget, event
 from tests.store.replica import run_replica

@@ -13,10 +13,10 @@ from typing import Any
 import psycopg
 import pytest
 
-from signer.authenticity import StoreGuard
-from signer.errors import TamperedState
-from signer.store.base import ClaimOutcome, Store
-from signer.store.policy_tables import PendingChange, PendingRow
+from custos.signer.edge.errors import TamperedState
+from custos.signer.store.base import ClaimOutcome, Store
+from custos.signer.store.policy_tables import PendingChange, PendingRow
+from custos.signer.usecases.authenticity import StoreGuard
 from tests.store.conftest import Backend, PostgresBackend, SqliteBackend
 from tests.store.helpers import budget, event, pending_row
 from tests.support import soft_integrity

@@ -11,10 +11,10 @@ from collections.abc import Callable
 
 import pytest
 
-from audit.record import AuditEvent
-from audit.verify import verify_chain
-from policies.velocity import Spent
-from signer.store.base import (
+from custos.audit.record import AuditEvent
+from custos.audit.verify import verify_chain
+from custos.policies.velocity import Spent
+from custos.signer.store.base import (
     ClaimOutcome,
     KeyAlreadyExists,
     KeyRecord,
@@ -23,7 +23,7 @@ from signer.store.base import (
     StoredCheckpoint,
     VersionExists,
 )
-from signer.store.policy_tables import PendingChange, PendingRow, PolicyRow
+from custos.signer.store.policy_tables import PendingChange, PendingRow, PolicyRow
 from tests.store.conftest import Backend
 from tests.store.helpers import Clock, budget, event, pending_row
 

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import threading
 
-from audit.record import AuditEvent
-from signer.store.base import Store
+from custos.audit.record import AuditEvent
+from custos.signer.store.base import Store
 from tests.store.helpers import event
 
 Row = tuple[bytes, str] | None

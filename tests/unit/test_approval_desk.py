@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from proto.custos.v1 import signer_pb2 as pb
-from signer.errors import FailedPrecondition
+from custos.proto.custos.v1 import signer_pb2 as pb
+from custos.signer.edge.errors import FailedPrecondition
 from tests import builders
 from tests.fast_env import APPROVERS, ETH, FastEnv, fast_env
 from tests.second_impl import evm_sender

@@ -6,10 +6,10 @@ import dataclasses
 
 import pytest
 
-from policies.intent import ContractCall, Intent, Multisig, Transfer
-from proto.custos.v1 import policy_pb2
-from signer.approval_view import _item, asset_units, in_units
-from signer.cli_policy import _print_batch
+from custos.common.intent import ContractCall, Intent, Multisig, Transfer
+from custos.proto.custos.v1 import policy_pb2
+from custos.signer.tools.cli_policy import _print_batch
+from custos.signer.usecases.approval_view import _item, asset_units, in_units
 
 USDT_TRON = "TR7NHqjeKQxGTCi8q8ZY4pL8otSzgjLj6t"
 SPENDER = "0x" + "ab" * 20

@@ -5,8 +5,8 @@ from __future__ import annotations
 import hashlib
 import json
 
-from audit.record import AuditEvent, AuditRecord, ChainHead, next_record
-from audit.verify import verify_chain
+from custos.audit.record import AuditEvent, AuditRecord, ChainHead, next_record
+from custos.audit.verify import verify_chain
 
 
 def _log(n: int) -> list[bytes]:

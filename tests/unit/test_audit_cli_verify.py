@@ -9,10 +9,10 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-from audit.checkpoint import Checkpoint, public_key_pem, sign_note
-from audit.merkle import root
-from audit.record import AuditEvent, ChainHead, next_record
-from signer.cli import main
+from custos.audit.checkpoint import Checkpoint, public_key_pem, sign_note
+from custos.audit.merkle import root
+from custos.audit.record import AuditEvent, ChainHead, next_record
+from custos.signer.tools.cli import main
 
 KEY_NAME = "custos-audit"
 ORIGIN = "custos.local/audit"

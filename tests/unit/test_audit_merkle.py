@@ -20,8 +20,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from audit import merkle
-from audit.merkle import (
+from custos.audit import merkle
+from custos.audit.merkle import (
     EMPTY_ROOT,
     TreeBuilder,
     consistency_proof,

@@ -19,12 +19,12 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from audit.checkpoint import Checkpoint, public_key_pem, sign_note
-from audit.export import ExportError, read_export, write_export
-from audit.merkle import consistency_proof, verify_consistency
-from audit.merkle import root as merkle_root
-from audit.record import AuditEvent, AuditRecord, ChainHead, next_record
-from audit.verify import VerificationReport, verify_chain, verify_export, verify_export_files
+from custos.audit.checkpoint import Checkpoint, public_key_pem, sign_note
+from custos.audit.export import ExportError, read_export, write_export
+from custos.audit.merkle import consistency_proof, verify_consistency
+from custos.audit.merkle import root as merkle_root
+from custos.audit.record import AuditEvent, AuditRecord, ChainHead, next_record
+from custos.audit.verify import VerificationReport, verify_chain, verify_export, verify_export_files
 
 NAME = "custos.example/audit"
 KEY = Ed25519PrivateKey.generate()
@@ -344,7 +344,7 @@ def test_decoded_records_round_trip() -> None:
 def test_audit_package_stays_offline() -> None:
     # Auditors run the verifier without the service: no grpc, signer, hsm or pkcs11.
     code = (
-        "import sys, audit.checkpoint, audit.export, audit.merkle, audit.record, audit.verify\n"
+        "import sys, custos.audit.checkpoint, custos.audit.export, custos.audit.merkle, custos.audit.record, custos.audit.verify\n"
         "bad = [m for m in sys.modules if m.split('.')[0] in {'grpc', 'signer', 'hsm', 'pkcs11'}]\n"
         "assert not bad, bad\n"
     )

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from proto.custos.v1 import audit_pb2, keys_pb2, policy_pb2, signer_pb2, webhooks_pb2
-from signer.auth import RPC_ROLES, Authorizer
-from signer.config import IdentityConfig
-from signer.errors import PermissionDenied, Unauthenticated
+from custos.proto.custos.v1 import audit_pb2, keys_pb2, policy_pb2, signer_pb2, webhooks_pb2
+from custos.signer.edge.auth import RPC_ROLES, Authorizer
+from custos.signer.edge.config import IdentityConfig
+from custos.signer.edge.errors import PermissionDenied, Unauthenticated
 
 
 def _all_rpcs() -> set[str]:
@@ -30,7 +30,7 @@ def test_unknown_subject_and_missing_cert_are_unauthenticated() -> None:
 
 def test_roles_and_unknown_methods() -> None:
     authorizer = Authorizer([])
-    from signer.auth import Identity
+    from custos.signer.edge.auth import Identity
 
     service = Identity("CN=svc", frozenset({"service"}), ("hot-*",))
     authorizer.authorize(service, "/custos.v1.Signer/SignBatch")

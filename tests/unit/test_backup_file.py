@@ -8,12 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from audit.record import AuditEvent
-from hsm.backup import BackupError
-from hsm.backup_file import FORMAT, parse
-from signer.backups import VerifiedBackupAge
-from signer.cli import main
-from signer.store.factory import open_store
+from custos.audit.record import AuditEvent
+from custos.hsm.backup import BackupError
+from custos.hsm.backup_file import FORMAT, parse
+from custos.signer.store.factory import open_store
+from custos.signer.tools.cli import main
+from custos.signer.usecases.backups import VerifiedBackupAge
 
 BODY = {
     "format": FORMAT,

@@ -9,7 +9,7 @@ import secrets
 import pytest
 from shamir_mnemonic import combine_mnemonics
 
-from hsm.backup import BackupError, recover_backup_key, split_backup_key
+from custos.hsm.backup import BackupError, recover_backup_key, split_backup_key
 
 
 @pytest.fixture(scope="module")

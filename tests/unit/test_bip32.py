@@ -24,7 +24,7 @@ from eth_account import Account
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hsm.bip32 import (
+from custos.hsm.bip32 import (
     HARDENED,
     DerivationError,
     ExtendedPrivateKey,
@@ -35,11 +35,16 @@ from hsm.bip32 import (
     parse_extended_public_key,
     parse_path,
 )
-from hsm.bip39 import MnemonicError, entropy_to_mnemonic, mnemonic_to_seed, normalize_mnemonic
-from hsm.hd_paths import PathNotAllowed, allowed_path
-from signer.chains import evm, tron
-from signer.chains.bitcoin_address import b58check_decode
-from signer.chains.hd import derive_addresses
+from custos.hsm.bip39 import (
+    MnemonicError,
+    entropy_to_mnemonic,
+    mnemonic_to_seed,
+    normalize_mnemonic,
+)
+from custos.hsm.hd_paths import PathNotAllowed, allowed_path
+from custos.signer.chains import evm, tron
+from custos.signer.chains.bitcoin_address import b58check_decode
+from custos.signer.chains.hd import derive_addresses
 
 VECTORS = Path(__file__).parent.parent / "vectors"
 ABANDON = "abandon " * 11 + "about"

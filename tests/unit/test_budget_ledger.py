@@ -1,10 +1,10 @@
-"""The budget ledger's replay of audit records (signer.budget_ledger), record by record."""
+"""The budget ledger's replay of audit records (signer.usecases.budget_ledger), record by record."""
 
 from __future__ import annotations
 
-from audit.record import AuditEvent, AuditRecord
-from policies.velocity import Spent
-from signer.budget_ledger import PRUNE_EVERY, BudgetLedger
+from custos.audit.record import AuditEvent, AuditRecord
+from custos.policies.velocity import Spent
+from custos.signer.usecases.budget_ledger import PRUNE_EVERY, BudgetLedger
 
 NOBODY = ("", "")
 

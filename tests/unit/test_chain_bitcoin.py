@@ -48,14 +48,13 @@ from bitcointx.core.script import CScriptWitness
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from hsm.secp256k1 import HALF_N, compressed
-from proto.custos.v1 import signer_pb2
-from signer import requests as edge
-from signer.chains import bitcoin as adapter_module
-from signer.chains import bitcoin_prevtx as prevtx_module
-from signer.chains.base import InvalidField, PreparedTx, SignedTx
-from signer.chains.bitcoin import MAX_MONEY, BitcoinAdapter
-from signer.chains.bitcoin_address import (
+from custos.common.secp256k1 import HALF_N, compressed
+from custos.proto.custos.v1 import signer_pb2
+from custos.signer.chains import bitcoin as adapter_module
+from custos.signer.chains import bitcoin_prevtx as prevtx_module
+from custos.signer.chains.base import InvalidField, PreparedTx, SignedTx
+from custos.signer.chains.bitcoin import MAX_MONEY, BitcoinAdapter
+from custos.signer.chains.bitcoin_address import (
     BECH32_CONST,
     BECH32M_CONST,
     AddressError,
@@ -68,8 +67,8 @@ from signer.chains.bitcoin_address import (
     segwit_script,
     sha256d,
 )
-from signer.chains.bitcoin_prevtx import PrevTx, PrevTxError, parse_prev_tx
-from signer.chains.limits import (
+from custos.signer.chains.bitcoin_prevtx import PrevTx, PrevTxError, parse_prev_tx
+from custos.signer.chains.limits import (
     BITCOIN_INPUT_UNITS,
     BITCOIN_OUTPUT_UNITS,
     ITEM_UNITS,
@@ -77,6 +76,7 @@ from signer.chains.limits import (
     ChainLimits,
     WorkBudget,
 )
+from custos.signer.edge import requests as edge
 from tests.second_impl import bitcoin_funding_tx, bitcoin_prevout
 from tests.support import LocalKey
 
@@ -1029,7 +1029,7 @@ def test_prev_tx_parser_agrees_with_python_bitcointx(
 def test_a_full_batch_of_ordinary_items_fits_the_default_budget() -> None:
     # The budget must stop abuse, not the largest ordinary batch: 1000 items
     # (server.max_batch_items) of two inputs and two outputs.
-    from signer.config import ServerConfig
+    from custos.signer.edge.config import ServerConfig
 
     msg = base_message()
     budget = WorkBudget(ChainLimits().max_batch_work_units)

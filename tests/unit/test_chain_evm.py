@@ -19,12 +19,12 @@ from hexbytes import HexBytes
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from hsm.secp256k1 import N, RecoverableSignature
-from proto.custos.v1 import signer_pb2 as pb
-from signer import requests as edge
-from signer.chains.base import ContractCall, InvalidField, PreparedTx, SignedTx, Transfer
-from signer.chains.evm import CHAINS, EvmAdapter, checksum_address
-from signer.chains.limits import DEFAULT_LIMITS, ChainLimits
+from custos.common.secp256k1 import N, RecoverableSignature
+from custos.proto.custos.v1 import signer_pb2 as pb
+from custos.signer.chains.base import ContractCall, InvalidField, PreparedTx, SignedTx, Transfer
+from custos.signer.chains.evm import CHAINS, EvmAdapter, checksum_address
+from custos.signer.chains.limits import DEFAULT_LIMITS, ChainLimits
+from custos.signer.edge import requests as edge
 from tests.support import LocalKey
 
 VECTORS = Path(__file__).resolve().parent.parent / "vectors"

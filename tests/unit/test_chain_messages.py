@@ -16,12 +16,12 @@ from eth_account import Account
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from proto.custos.v1 import signer_pb2 as pb
-from signer import requests as edge
-from signer.chains.base import InvalidField, PreparedTx, SignedTx
-from signer.chains.eip712 import parse_typed_data
-from signer.chains.limits import ChainLimits, WorkBudget
-from signer.chains.registry import make_adapters
+from custos.proto.custos.v1 import signer_pb2 as pb
+from custos.signer.chains.base import InvalidField, PreparedTx, SignedTx
+from custos.signer.chains.eip712 import parse_typed_data
+from custos.signer.chains.limits import ChainLimits, WorkBudget
+from custos.signer.chains.registry import make_adapters
+from custos.signer.edge import requests as edge
 from tests import typed_data as td
 from tests.second_impl import (
     bitcoin_message_verifies,

@@ -28,13 +28,19 @@ from tronpy.keys import (
 from tronpy.proto import calculate_txid_from_raw_data
 from tronpy.proto import tron_pb2 as tronpy_pb2
 
-from hsm.secp256k1 import N, RecoverableSignature
-from proto.custos.v1 import signer_pb2 as pb
-from proto.tron import tron_pb2
-from signer import requests as edge
-from signer.chains.base import ContractCall, InvalidField, KeyInfo, PreparedTx, SignedTx, Transfer
-from signer.chains.limits import DEFAULT_LIMITS, ChainLimits
-from signer.chains.tron import (
+from custos.common.secp256k1 import N, RecoverableSignature
+from custos.proto.custos.v1 import signer_pb2 as pb
+from custos.proto.tron import tron_pb2
+from custos.signer.chains.base import (
+    ContractCall,
+    InvalidField,
+    KeyInfo,
+    PreparedTx,
+    SignedTx,
+    Transfer,
+)
+from custos.signer.chains.limits import DEFAULT_LIMITS, ChainLimits
+from custos.signer.chains.tron import (
     MAX_FEE_LIMIT,
     MAX_LIFETIME_MS,
     NETWORKS,
@@ -42,6 +48,7 @@ from signer.chains.tron import (
     encode_raw,
     key_address,
 )
+from custos.signer.edge import requests as edge
 from tests.support import LocalKey
 
 VECTORS: list[dict[str, Any]] = json.loads(

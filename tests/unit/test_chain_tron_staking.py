@@ -13,18 +13,18 @@ from typing import Any
 import pytest
 from tronpy.keys import PrivateKey, to_hex_address
 
-from policies.intent import Staking
-from proto.custos.v1 import signer_pb2 as pb
-from signer import requests as edge
-from signer.chains.base import InvalidField
-from signer.chains.limits import ChainLimits
-from signer.chains.tron import (
+from custos.common.intent import Staking
+from custos.proto.custos.v1 import signer_pb2 as pb
+from custos.signer.chains.base import InvalidField
+from custos.signer.chains.limits import ChainLimits
+from custos.signer.chains.tron import (
     DEFAULT_LOCK_PERIOD,
     MAX_LOCK_PERIOD,
     MAX_VOTES,
     TronAdapter,
     key_address,
 )
+from custos.signer.edge import requests as edge
 from tests.second_impl import tron_signer
 from tests.support import LocalKey
 from tests.tron_staking import TRONPY, check_with_tronpy

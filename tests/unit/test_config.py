@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from signer.config import load_config, read_pin
-from signer.errors import ConfigError
+from custos.signer.edge.config import load_config, read_pin
+from custos.signer.edge.errors import ConfigError
 
 VALID = """
 [tls]
@@ -76,7 +76,7 @@ def test_pin_from_env_or_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
 def test_limits_default_to_the_adapters_defaults_and_can_be_set(tmp_path: Path) -> None:
     from dataclasses import asdict
 
-    from signer.chains.limits import DEFAULT_LIMITS
+    from custos.signer.chains.limits import DEFAULT_LIMITS
 
     config = load_config(_write(tmp_path, VALID))
     assert config.limits.model_dump() == asdict(DEFAULT_LIMITS)

@@ -10,11 +10,11 @@ from __future__ import annotations
 import grpc
 import pytest
 
-from hsm.errors import HsmError, HsmUnavailable, KeyExists, KeyNotFound
-from signer import errors
-from signer.errors import ERROR_KINDS, INTERNAL, kind_of, public_message
-from signer.interceptors import TooManyStreams, status_for
-from signer.store.base import StoreUnavailable
+from custos.hsm.errors import HsmError, HsmUnavailable, KeyExists, KeyNotFound
+from custos.signer.edge import errors
+from custos.signer.edge.errors import ERROR_KINDS, INTERNAL, kind_of, public_message
+from custos.signer.edge.interceptors import TooManyStreams, status_for
+from custos.signer.store.base import StoreUnavailable
 
 
 def _subclasses(cls: type) -> set[type]:
@@ -25,10 +25,10 @@ def _subclasses(cls: type) -> set[type]:
 
 
 def test_every_custos_error_the_service_defines_has_a_row() -> None:
-    import signer.auditlog
-    import signer.interceptors
+    import custos.signer.edge.interceptors
+    import custos.signer.usecases.auditlog
 
-    assert signer.interceptors.TooManyStreams  # imported above on purpose
+    assert custos.signer.edge.interceptors.TooManyStreams  # imported above on purpose
     for cls in _subclasses(errors.CustosError):
         assert kind_of(cls.__new__(cls)) is not INTERNAL, cls
 

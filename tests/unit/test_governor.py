@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from policies.intent import Intent, Transfer
-from signer.admission import judge
-from signer.errors import FailedPrecondition, PolicyDenied
-from signer.policy_governor import PolicyGovernor
-from signer.store.sqlite import SqliteStore
+from custos.common.intent import Intent, Transfer
+from custos.signer.edge.errors import FailedPrecondition, PolicyDenied
+from custos.signer.store.sqlite import SqliteStore
+from custos.signer.usecases.admission import judge
+from custos.signer.usecases.policy_governor import PolicyGovernor
 from tests.support import soft_integrity
 
 OLD = "0x1111111111111111111111111111111111111111"

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from signer.errors import FailedPrecondition
-from signer.policy_governor import PolicyGovernor
-from signer.store.sqlite import SqliteStore
+from custos.signer.edge.errors import FailedPrecondition
+from custos.signer.store.sqlite import SqliteStore
+from custos.signer.usecases.policy_governor import PolicyGovernor
 from tests.support import soft_integrity
 from tests.unit.test_governor import POLICY, Clock, _entry
 

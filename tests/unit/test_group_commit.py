@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from signer.store.base import StoreUnavailable
-from signer.store.group_commit import GroupCommitter
+from custos.signer.store.base import StoreUnavailable
+from custos.signer.store.group_commit import GroupCommitter
 
 
 def _committer(path: Path) -> tuple[GroupCommitter, sqlite3.Connection]:

@@ -7,9 +7,9 @@ from collections.abc import Callable
 import pkcs11
 import pytest
 
-from hsm import pkcs11_token
-from hsm.errors import HsmConfigError, TokenNotFound
-from hsm.pkcs11_token import Pkcs11Token
+from custos.hsm import pkcs11_token
+from custos.hsm.errors import HsmConfigError, TokenNotFound
+from custos.hsm.pkcs11_token import Pkcs11Token
 
 LIBRARY = "/no/such/libpkcs11-for-tests.so"
 

@@ -18,7 +18,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from eth_account import Account
 
-from hsm.import_material import (
+from custos.hsm.import_material import (
     OAEP,
     ImportMaterialError,
     SecretKey,
@@ -29,7 +29,7 @@ from hsm.import_material import (
     import_key_fingerprint,
     wrap_for_import,
 )
-from signer.chains.evm import key_address
+from custos.signer.chains.evm import key_address
 
 MNEMONIC = "abandon " * 11 + "about"  # BIP39's all-zero entropy vector
 SECRET = bytes.fromhex("4c0883a69102937d6231471b5dbb6204fe5129617082792ae468d01a3f362318")

@@ -10,13 +10,13 @@ from typing import Any, cast
 
 import pytest
 
-from hsm.errors import HsmUnavailable
-from proto.custos.v1 import signer_pb2 as pb
-from signer import errors
-from signer.auth import Identity
-from signer.config import load_config
-from signer.errors import ConfigError
-from signer.jsonrpc import (
+from custos.hsm.errors import HsmUnavailable
+from custos.proto.custos.v1 import signer_pb2 as pb
+from custos.signer.edge import errors
+from custos.signer.edge.auth import Identity
+from custos.signer.edge.config import load_config
+from custos.signer.edge.errors import ConfigError
+from custos.signer.edge.jsonrpc import (
     INVALID_PARAMS,
     MAX_JSON_DEPTH,
     PARSE_ERROR,
@@ -30,8 +30,8 @@ from signer.jsonrpc import (
     request_id_for,
     rpc_error_of,
 )
-from signer.pipeline import REQUEST_ID, SigningPipeline
-from signer.store.base import Store
+from custos.signer.store.base import Store
+from custos.signer.usecases.pipeline import REQUEST_ID, SigningPipeline
 from tests.unit.test_config import VALID
 
 SENDER = "0x" + "11" * 20

@@ -8,7 +8,7 @@ from eth_hash.auto import keccak as eth_hash_keccak
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from signer.chains.keccak import keccak
+from custos.signer.chains.keccak import keccak
 
 
 def test_published_values() -> None:

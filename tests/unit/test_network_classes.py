@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from policies.document import NETWORKS as POLICY_NETWORKS
-from signer.chains import evm, networks, tron
-from signer.chains.bitcoin_address import NETWORKS as BITCOIN_NETWORKS
-from signer.chains.registry import ADAPTERS
+from custos.policies.document import NETWORKS as POLICY_NETWORKS
+from custos.signer.chains import evm, networks, tron
+from custos.signer.chains.bitcoin_address import NETWORKS as BITCOIN_NETWORKS
+from custos.signer.chains.registry import ADAPTERS
 from tests.support import LocalKey
 
 
@@ -77,7 +77,7 @@ def test_parsing_a_class() -> None:
 
 def test_policy_classes_networks_as_the_service_does() -> None:
     # policies/ keeps its own copy (it imports nothing from signer/): the same table.
-    from policies.document import NETWORK_CLASSES
+    from custos.policies.document import NETWORK_CLASSES
 
     for (_chain, network), network_class in networks.CLASS_OF.items():
         assert network in NETWORK_CLASSES[network_class]

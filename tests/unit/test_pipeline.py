@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from proto.custos.v1 import signer_pb2 as pb
-from signer import requests
-from signer.chains import items
-from signer.errors import AlreadyExists, InvalidRequest, PermissionDenied
+from custos.proto.custos.v1 import signer_pb2 as pb
+from custos.signer.chains import items
+from custos.signer.edge import requests
+from custos.signer.edge.errors import AlreadyExists, InvalidRequest, PermissionDenied
 from tests import builders
 from tests.fast_env import ETH, FastEnv, fast_env
 from tests.second_impl import evm_message_signer, evm_sender, tron_signer

@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from policies.approvals import (
+from custos.policies.approvals import (
     ALREADY_APPROVED,
     APPROVED,
     DIGEST_MISMATCH,
@@ -27,7 +27,7 @@ from policies.approvals import (
     request_digest,
     status,
 )
-from policies.evaluate import Quorum, RequireApproval
+from custos.policies.evaluate import Quorum, RequireApproval
 
 NOW = datetime(2024, 5, 6, 12, 0, tzinfo=UTC)
 DIGEST = request_digest("svc-pay", "req-1", b"payload")

@@ -8,10 +8,10 @@ from typing import Any
 
 import pytest
 
-from policies import ceremonies as c
-from policies.approvals import Refused
-from policies.document import PolicyDocument, document_hash
-from policies.governance import (
+from custos.policies import ceremonies as c
+from custos.policies.approvals import Refused
+from custos.policies.document import PolicyDocument, document_hash
+from custos.policies.governance import (
     ALREADY_APPROVED,
     HASH_MISMATCH,
     NOT_OFFICER,
@@ -20,7 +20,7 @@ from policies.governance import (
     STALE,
     TOTP_REQUIRED,
 )
-from policies.schema import PolicyValidationError, validate_document
+from custos.policies.schema import PolicyValidationError, validate_document
 
 NOW = datetime(2026, 5, 6, 12, 0, tzinfo=UTC)
 OFFICERS = ["o1", "o2", "o3", "o4"]

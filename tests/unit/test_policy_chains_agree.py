@@ -13,12 +13,12 @@ from typing import get_args
 import pytest
 from coincurve import PrivateKey
 
-from policies.accounts import account_id, account_ids
-from policies.document import NETWORKS, Chain, Network
-from policies.schema import _ADDRESS_FORMS
-from signer.chains import evm, tron
-from signer.chains.bitcoin_address import NETWORKS as BITCOIN_NETWORKS
-from signer.chains.registry import ADAPTERS
+from custos.policies.accounts import account_id, account_ids
+from custos.policies.document import NETWORKS, Chain, Network
+from custos.policies.schema import _ADDRESS_FORMS
+from custos.signer.chains import evm, tron
+from custos.signer.chains.bitcoin_address import NETWORKS as BITCOIN_NETWORKS
+from custos.signer.chains.registry import ADAPTERS
 
 PUBLIC_KEYS = [
     PrivateKey(bytes([n]) * 32).public_key.format(compressed=False) for n in (1, 7, 0x42, 0xFE)

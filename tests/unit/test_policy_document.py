@@ -13,14 +13,14 @@ import pytest
 from jsonschema import Draft202012Validator
 from pydantic import ValidationError
 
-from policies.document import (
+from custos.policies.document import (
     canonical_json,
     document_hash,
     normalize_address,
     parse_document,
     parse_duration,
 )
-from policies.schema import (
+from custos.policies.schema import (
     SCHEMA_PATH,
     PolicyValidationError,
     load_document,
@@ -82,7 +82,7 @@ def base() -> dict[str, Any]:
 
 def test_schema_file_is_generated_from_the_models() -> None:
     assert SCHEMA_PATH.read_text(encoding="utf-8") == schema_text(), (
-        "run: python -m policies.schema --write"
+        "run: python -m custos.policies.schema --write"
     )
     assert main(["--check"]) == 0
     Draft202012Validator.check_schema(json.loads(SCHEMA_PATH.read_text()))
@@ -346,8 +346,8 @@ def test_durations(text: str, seconds: int) -> None:
 
 def test_policies_import_nothing_from_the_service_or_the_hsm() -> None:
     code = (
-        "import sys, policies.evaluate, policies.schema, policies.approvals, "
-        "policies.governance, policies.totp, policies.velocity\n"
+        "import sys, custos.policies.evaluate, custos.policies.schema, custos.policies.approvals, "
+        "custos.policies.governance, custos.policies.totp, custos.policies.velocity\n"
         "print(sorted({m.split('.')[0] for m in sys.modules} & "
         "{'grpc', 'hsm', 'pkcs11', 'signer', 'proto'}))"
     )

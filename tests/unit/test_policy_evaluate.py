@@ -9,8 +9,9 @@ from typing import Any
 
 import pytest
 
-from policies.document import since_keys
-from policies.evaluate import (
+from custos.common.intent import ContractCall, Intent, Multisig, Transfer
+from custos.policies.document import since_keys
+from custos.policies.evaluate import (
     COOLING_OFF,
     EMPTY_BATCH,
     LIMIT_EXCEEDED,
@@ -26,10 +27,9 @@ from policies.evaluate import (
     compile_policy,
     evaluate,
 )
-from policies.governance import carry_entry_since
-from policies.intent import ContractCall, Intent, Multisig, Transfer
-from policies.schema import load_document, validate_document
-from policies.velocity import Spent
+from custos.policies.governance import carry_entry_since
+from custos.policies.schema import load_document, validate_document
+from custos.policies.velocity import Spent
 
 NOW = datetime(2024, 5, 6, 12, 0, tzinfo=UTC)  # a Monday, noon UTC
 LONG_AGO = NOW - timedelta(days=30)

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from policies.schema import load_yaml
-from signer.cli_policy import cmd_test
+from custos.policies.schema import load_yaml
+from custos.signer.tools.cli_policy import cmd_test
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "policies" / "examples"
 

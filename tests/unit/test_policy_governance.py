@@ -9,9 +9,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from policies.approvals import Refused
-from policies.document import PolicyDocument, document_hash
-from policies.governance import (
+from custos.policies.approvals import Refused
+from custos.policies.document import PolicyDocument, document_hash
+from custos.policies.governance import (
     ACTIVE,
     ALREADY_APPROVED,
     APPROVED,
@@ -33,7 +33,7 @@ from policies.governance import (
     ready_to_activate,
     status,
 )
-from policies.schema import validate_document
+from custos.policies.schema import validate_document
 
 NOW = datetime(2024, 5, 6, 12, 0, tzinfo=UTC)
 OFFICERS = ["o1", "o2", "o3", "o4"]

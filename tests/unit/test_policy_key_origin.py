@@ -12,10 +12,10 @@ from typing import Any
 
 import pytest
 
-from policies.evaluate import Allow, Deny, EvaluationRequest, compile_policy
-from policies.intent import Intent, Transfer
-from policies.schema import PolicyValidationError, validate_document
-from policies.velocity import Spent
+from custos.common.intent import Intent, Transfer
+from custos.policies.evaluate import Allow, Deny, EvaluationRequest, compile_policy
+from custos.policies.schema import PolicyValidationError, validate_document
+from custos.policies.velocity import Spent
 
 NOW = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)
 

@@ -13,14 +13,14 @@ from typing import Any
 
 import pytest
 
-from policies import locks
-from policies.document import canonical_json
-from policies.evaluate import Allow, CompiledPolicy, Decision, Deny, EvaluationRequest
-from policies.evaluate import compile_policy as _compile
-from policies.intent import Intent, Transfer
-from policies.schema import PolicyValidationError, validate_document
-from policies.velocity import Spent
-from signer.chains import bitcoin
+from custos.common.intent import Intent, Transfer
+from custos.policies import locks
+from custos.policies.document import canonical_json
+from custos.policies.evaluate import Allow, CompiledPolicy, Decision, Deny, EvaluationRequest
+from custos.policies.evaluate import compile_policy as _compile
+from custos.policies.schema import PolicyValidationError, validate_document
+from custos.policies.velocity import Spent
+from custos.signer.chains import bitcoin
 
 NOW = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)
 NOW_S = int(NOW.timestamp())

@@ -11,10 +11,10 @@ from typing import Any
 
 import pytest
 
-from policies.evaluate import NO_RULE_MATCHED, RULE_DENIED, Allow, Deny, EvaluationRequest
-from policies.intent import Intent
-from policies.schema import PolicyValidationError, validate_document
-from policies.velocity import Spent, batch_deltas
+from custos.common.intent import Intent
+from custos.policies.evaluate import NO_RULE_MATCHED, RULE_DENIED, Allow, Deny, EvaluationRequest
+from custos.policies.schema import PolicyValidationError, validate_document
+from custos.policies.velocity import Spent, batch_deltas
 from tests import typed_data as td
 from tests.unit.test_chain_messages import ADDRESS, SEPOLIA, SPENDER, TOKEN, prepare
 from tests.unit.test_policy_evaluate import NOW, compiled, document, erc20
@@ -243,7 +243,7 @@ def test_assets_destinations_amount_and_contract_are_accepted_on_message_rules()
 
 
 def test_approvers_read_the_message_facts() -> None:
-    from signer.admission import summarize
+    from custos.signer.usecases.admission import summarize
 
     summary = summarize(PERMIT_600, "eth-hot")
     assert summary["message"] == "typed_data"
@@ -255,8 +255,8 @@ def test_approvers_read_the_message_facts() -> None:
 
 
 def test_custos_approvals_show_prints_the_message(capsys: pytest.CaptureFixture[str]) -> None:
-    from proto.custos.v1 import policy_pb2
-    from signer.cli_policy import _print_batch
+    from custos.proto.custos.v1 import policy_pb2
+    from custos.signer.tools.cli_policy import _print_batch
 
     shown = policy_pb2.PendingMessage(
         kind="typed_data",

@@ -11,8 +11,9 @@ from typing import Any
 
 import pytest
 
-from policies.document import canonical_json
-from policies.evaluate import (
+from custos.common.intent import Intent, Transfer
+from custos.policies.document import canonical_json
+from custos.policies.evaluate import (
     Allow,
     CompiledPolicy,
     Decision,
@@ -20,9 +21,8 @@ from policies.evaluate import (
     EvaluationRequest,
     compile_policy,
 )
-from policies.intent import Intent, Transfer
-from policies.schema import PolicyValidationError, validate_document
-from policies.velocity import Spent
+from custos.policies.schema import PolicyValidationError, validate_document
+from custos.policies.velocity import Spent
 
 NOW = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)
 

@@ -25,8 +25,9 @@ from eth_abi.abi import encode as abi_encode
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from policies.accounts import account_id, account_ids
-from policies.evaluate import (
+from custos.common.intent import ContractCall, Intent, Transfer
+from custos.policies.accounts import account_id, account_ids
+from custos.policies.evaluate import (
     COOLING_OFF,
     LIMIT_EXCEEDED,
     NO_RULE_MATCHED,
@@ -38,13 +39,12 @@ from policies.evaluate import (
     EvaluationRequest,
     compile_policy,
 )
-from policies.intent import ContractCall, Intent, Transfer
-from policies.schema import PolicyValidationError, validate_document
-from policies.velocity import Spent, charged_totals
-from proto.custos.v1 import signer_pb2 as pb
-from signer import requests as edge
-from signer.chains.base import InvalidField
-from signer.chains.evm import EvmAdapter
+from custos.policies.schema import PolicyValidationError, validate_document
+from custos.policies.velocity import Spent, charged_totals
+from custos.proto.custos.v1 import signer_pb2 as pb
+from custos.signer.chains.base import InvalidField
+from custos.signer.chains.evm import EvmAdapter
+from custos.signer.edge import requests as edge
 from tests.support import LocalKey
 
 NOW = datetime(2024, 5, 6, 12, 0, tzinfo=UTC)
@@ -446,8 +446,8 @@ def test_two_entries_of_one_account_both_apply() -> None:
 
 
 def test_changing_an_entrys_scope_starts_a_new_cooling_off() -> None:
-    from policies.document import since_keys
-    from policies.governance import carry_entry_since
+    from custos.policies.document import since_keys
+    from custos.policies.governance import carry_entry_since
 
     def doc(**extra: Any) -> Any:
         return validate_document(

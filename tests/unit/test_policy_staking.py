@@ -6,10 +6,16 @@ from typing import Any
 
 import pytest
 
-from policies.evaluate import LIMIT_EXCEEDED, NO_RULE_MATCHED, RULE_DENIED, Deny, EvaluationRequest
-from policies.intent import Intent, Staking
-from policies.schema import PolicyValidationError, validate_document
-from policies.velocity import Spent, charged_totals
+from custos.common.intent import Intent, Staking
+from custos.policies.evaluate import (
+    LIMIT_EXCEEDED,
+    NO_RULE_MATCHED,
+    RULE_DENIED,
+    Deny,
+    EvaluationRequest,
+)
+from custos.policies.schema import PolicyValidationError, validate_document
+from custos.policies.velocity import Spent, charged_totals
 from tests.unit.test_policy_evaluate import (
     NOW,
     TRON_EXCHANGE,
@@ -229,10 +235,10 @@ def test_bad_staking_matches_are_refused_naming_the_path(
 def test_approvers_and_the_audit_record_see_the_staking_fact(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    from proto.custos.v1 import policy_pb2
-    from signer.admission import summarize
-    from signer.approval_view import _item
-    from signer.cli_policy import _print_batch
+    from custos.proto.custos.v1 import policy_pb2
+    from custos.signer.tools.cli_policy import _print_batch
+    from custos.signer.usecases.admission import summarize
+    from custos.signer.usecases.approval_view import _item
 
     locked = delegate(lock=86400)
     text = f"delegate {50 * TRX} sun ENERGY to {RECEIVER} locked 86400 blocks"

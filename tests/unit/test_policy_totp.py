@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 import pyotp
 import pytest
 
-from policies.totp import (
+from custos.policies.totp import (
     INVALID,
     LOCKED,
     REPLAYED,

@@ -12,9 +12,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from policies.document import Limit
-from policies.intent import Intent, Transfer
-from policies.velocity import (
+from custos.common.intent import Intent, Transfer
+from custos.policies.document import Limit
+from custos.policies.velocity import (
     CompiledLimit,
     Delta,
     Spent,
@@ -26,7 +26,7 @@ from policies.velocity import (
 
 
 # The reference model of what a store sums: the store's SQL and the audit-log
-# ledger (signer/budget_ledger.py) must agree with it.
+# ledger (signer/usecases/budget_ledger.py) must agree with it.
 @dataclass(frozen=True, slots=True)
 class Reservation:
     """One stored reservation, as the reference model reads it."""

@@ -11,15 +11,15 @@ from typing import Any
 import pytest
 from bitcointx.core.psbt import PartiallySignedTransaction, PSBT_Output
 
-from hsm.secp256k1 import compressed, verify_der
-from policies.intent import Intent
-from proto.custos.v1 import signer_pb2 as pb
-from signer import requests as edge
-from signer.chains.base import InvalidField
-from signer.chains.bitcoin_address import b58check_decode
-from signer.chains.bitcoin_psbt import BitcoinPsbtAdapter, parse_multisig
-from signer.chains.limits import ChainLimits
-from signer.chains.psbt import Psbt, PsbtError, parse_psbt
+from custos.common.intent import Intent
+from custos.common.secp256k1 import compressed, verify_der
+from custos.proto.custos.v1 import signer_pb2 as pb
+from custos.signer.chains.base import InvalidField
+from custos.signer.chains.bitcoin_address import b58check_decode
+from custos.signer.chains.bitcoin_psbt import BitcoinPsbtAdapter, parse_multisig
+from custos.signer.chains.limits import ChainLimits
+from custos.signer.chains.psbt import Psbt, PsbtError, parse_psbt
+from custos.signer.edge import requests as edge
 from tests.psbt_builders import SOFT, Spend, build, multisig_script, p2sh_p2wsh, p2wpkh, p2wsh
 from tests.second_impl import bitcoin_prevout_script
 from tests.support import LocalKey

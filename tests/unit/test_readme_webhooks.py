@@ -11,8 +11,8 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from signer.delivery import DeliverySigner
-from signer.webhook_worker import SEQUENCE_HEADER
+from custos.signer.usecases.delivery import DeliverySigner
+from custos.signer.usecases.webhook_worker import SEQUENCE_HEADER
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 

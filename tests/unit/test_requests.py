@@ -17,10 +17,10 @@ from typing import Any
 import pytest
 from google.protobuf.message import Message
 
-from proto.custos.v1 import signer_pb2 as pb
-from signer import requests
-from signer.chains import items
-from signer.errors import InvalidRequest
+from custos.proto.custos.v1 import signer_pb2 as pb
+from custos.signer.chains import items
+from custos.signer.edge import requests
+from custos.signer.edge.errors import InvalidRequest
 
 # Fields of the domain values that the proto messages do not have.
 _EDGE_ONLY = {"wire_size"}
@@ -167,14 +167,14 @@ def test_the_stored_forms_are_the_deterministic_encoding() -> None:
 
 
 def test_the_chain_adapters_import_neither_grpc_nor_the_grpc_contract() -> None:
-    """Proto is decoded at the edge (signer/requests.py): the adapters take domain values.
+    """Proto is decoded at the edge (signer/edge/requests.py): the adapters take domain values.
 
     (proto.tron, Tron's own transaction format, is what the Tron adapter signs.)
     """
     code = (
-        "import sys, signer.chains.registry, signer.chains.items\n"
+        "import sys, custos.signer.chains.registry, custos.signer.chains.items\n"
         "print(sorted(m for m in sys.modules if m == 'grpc' or m.startswith("
-        "('grpc.', 'proto.custos', 'signer.') ) and not m.startswith('signer.chains')))"
+        "('grpc.', 'custos.proto.custos', 'signer.') ) and not m.startswith('custos.signer.chains')))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"

@@ -14,12 +14,12 @@ from typing import Any
 import pytest
 from coincurve import PrivateKey
 
-from hsm.backup_file import FORMAT, BackupEntry, VerifyReport
-from signer import backups as backups_module
-from signer.authenticity import StateAuthenticator
-from signer.backups import BACKUP_KEY_ID, KeyBackups
-from signer.store import sql
-from signer.store.factory import open_store
+from custos.hsm.backup_file import FORMAT, BackupEntry, VerifyReport
+from custos.signer.store import sql
+from custos.signer.store.factory import open_store
+from custos.signer.usecases import backups as backups_module
+from custos.signer.usecases.authenticity import StateAuthenticator
+from custos.signer.usecases.backups import BACKUP_KEY_ID, KeyBackups
 
 KEY_IDS = ("restored-1", "restored-2", "restored-3")
 

@@ -12,19 +12,26 @@ from typing import Any
 
 import pytest
 
-from policies.evaluate import (
+from custos.policies.evaluate import (
     Allow,
     EvaluationRequest,
     Quorum,
     RequireApproval,
     held_by_review,
 )
-from policies.schema import PolicyValidationError, validate_document
-from signer.admission import judge
-from signer.config import ReviewConfig, ReviewEndpointConfig, load_config
-from signer.errors import FailedPrecondition, PolicyDenied
-from signer.policy_governor import ActivePolicy
-from signer.review import MAX_REASON, Batch, ItemFacts, Reviewer, Unreachable, sanitize
+from custos.policies.schema import PolicyValidationError, validate_document
+from custos.signer.edge.config import ReviewConfig, ReviewEndpointConfig, load_config
+from custos.signer.edge.errors import FailedPrecondition, PolicyDenied
+from custos.signer.usecases.admission import judge
+from custos.signer.usecases.policy_governor import ActivePolicy
+from custos.signer.usecases.review import (
+    MAX_REASON,
+    Batch,
+    ItemFacts,
+    Reviewer,
+    Unreachable,
+    sanitize,
+)
 from tests.unit.test_policy_evaluate import (
     NOW,
     VENDOR,

@@ -9,9 +9,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from rlp.sedes import Binary, CountableList, List, big_endian_int, binary
 
-from hsm.secp256k1 import N, RecoverableSignature
-from signer.chains import rlp_encode
-from signer.chains.evm import EvmTx
+from custos.common.secp256k1 import N, RecoverableSignature
+from custos.signer.chains import rlp_encode
+from custos.signer.chains.evm import EvmTx
 
 # Lengths around every boundary of the format: 1 byte, 55/56 (short/long form),
 # 255/256 (one or two length bytes), and beyond.

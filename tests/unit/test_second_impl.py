@@ -7,10 +7,10 @@ import json
 import pytest
 from eth_account import Account
 
-from hsm.secp256k1 import RecoverableSignature, compressed
-from proto.custos.v1 import keys_pb2
-from signer import requests as edge
-from signer.chains.registry import ADAPTERS
+from custos.common.secp256k1 import RecoverableSignature, compressed
+from custos.proto.custos.v1 import keys_pb2
+from custos.signer.chains.registry import ADAPTERS
+from custos.signer.edge import requests as edge
 from tests import builders
 from tests.second_impl import evm_sender, tron_signer, verify_bitcoin
 from tests.support import LocalKey
@@ -20,7 +20,7 @@ OTHER = LocalKey(bytes([4] * 32))
 
 
 def _key_message(key: LocalKey) -> keys_pb2.Key:
-    from signer.chains.registry import all_addresses
+    from custos.signer.chains.registry import all_addresses
 
     return keys_pb2.Key(
         key_id=key.info.key_id,

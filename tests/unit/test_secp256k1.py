@@ -9,7 +9,7 @@ from coincurve import PrivateKey, PublicKey, verify_signature
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hsm.secp256k1 import HALF_N, N, SignatureError, normalize
+from custos.common.secp256k1 import HALF_N, N, SignatureError, normalize
 
 
 def _high_s(raw: bytes) -> bytes:
@@ -82,7 +82,7 @@ def test_malformed_raw_signatures_are_refused(raw: bytes) -> None:
 
 
 def test_der_is_strict_and_minimal() -> None:
-    from hsm.secp256k1 import RecoverableSignature
+    from custos.common.secp256k1 import RecoverableSignature
 
     der = RecoverableSignature(r=0x80, s=1, recovery_id=0).der()
     # r needs a 0x00 pad because its top bit is set; s is one byte.

@@ -1,4 +1,4 @@
-"""signer.wallets without an HSM: path checks naming their field, a bounded account-key
+"""signer.usecases.wallets without an HSM: path checks naming their field, a bounded account-key
 cache, and an HSM-made seed only ever stored sealed (a software stand-in for the token,
 checked against bip-utils)."""
 
@@ -11,14 +11,14 @@ from pathlib import Path
 import pytest
 from bip_utils import Bip44, Bip44Changes, Bip44Coins
 
-from hsm.bip32 import ExtendedPublicKey, master_key
-from hsm.hd import HdSignRequest, SealedSeed
-from hsm.secp256k1 import RecoverableSignature
-from signer import wallets
-from signer.chains.items import HdKeyRef
-from signer.errors import InvalidRequest, NotFound
-from signer.store.sqlite import SqliteStore
-from signer.wallets import WalletManager, account_path, imported_from_params
+from custos.common.secp256k1 import RecoverableSignature
+from custos.hsm.bip32 import ExtendedPublicKey, master_key
+from custos.hsm.hd import HdSignRequest, SealedSeed
+from custos.signer.chains.items import HdKeyRef
+from custos.signer.edge.errors import InvalidRequest, NotFound
+from custos.signer.store.sqlite import SqliteStore
+from custos.signer.usecases import wallets
+from custos.signer.usecases.wallets import WalletManager, account_path, imported_from_params
 from tests.support import soft_integrity
 
 
@@ -117,7 +117,7 @@ def test_a_created_wallet_derives_what_bip_utils_derives_and_stores_no_seed(
 
 
 def wallets_insert(tx: object, record: object) -> None:
-    from signer.store.wallet_tables import insert_wallet
+    from custos.signer.store.wallet_tables import insert_wallet
 
     assert insert_wallet(tx, record)  # type: ignore[arg-type]
 

@@ -26,16 +26,16 @@ from bip_utils import (
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hsm.bip32 import master_key, parse_extended_public_key
-from policies.accounts import account_id, base58check_encode
-from policies.descriptors import DescriptorError, checksum, parse_descriptor
-from policies.document import parse_document
-from policies.evaluate import COOLING_OFF, NO_RULE_MATCHED, RULE_DENIED, Deny, compile_policy
-from policies.governance import carry_entry_since
-from policies.intent import Intent, Transfer
-from policies.schema import PolicyValidationError, validate_document
-from policies.watch_only import MAX_DERIVATIONS, wallet_accounts
-from policies.xpub import XpubError, parse_xpub
+from custos.common.intent import Intent, Transfer
+from custos.hsm.bip32 import master_key, parse_extended_public_key
+from custos.policies.accounts import account_id, base58check_encode
+from custos.policies.descriptors import DescriptorError, checksum, parse_descriptor
+from custos.policies.document import parse_document
+from custos.policies.evaluate import COOLING_OFF, NO_RULE_MATCHED, RULE_DENIED, Deny, compile_policy
+from custos.policies.governance import carry_entry_since
+from custos.policies.schema import PolicyValidationError, validate_document
+from custos.policies.watch_only import MAX_DERIVATIONS, wallet_accounts
+from custos.policies.xpub import XpubError, parse_xpub
 from tests.unit.test_policy_document import base
 from tests.unit.test_policy_evaluate import allowed_by, judge
 

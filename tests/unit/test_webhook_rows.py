@@ -6,11 +6,11 @@ import dataclasses
 
 import pytest
 
-from audit.record import AuditEvent, ChainHead, next_record
-from signer.authenticity import scan_audit_log
-from signer.errors import TamperedState
-from signer.store.webhook_tables import WebhookRow
-from signer.webhooks import webhook_fact
+from custos.audit.record import AuditEvent, ChainHead, next_record
+from custos.signer.edge.errors import TamperedState
+from custos.signer.store.webhook_tables import WebhookRow
+from custos.signer.usecases.authenticity import scan_audit_log
+from custos.signer.usecases.webhooks import webhook_fact
 from tests.support import soft_integrity
 
 ROW = WebhookRow("wh-1", "https://a.example/hook", ("signed",), "CN=officer", 1, None)

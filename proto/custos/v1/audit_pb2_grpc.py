@@ -3,7 +3,7 @@
 import grpc
 import warnings
 
-from proto.custos.v1 import audit_pb2 as proto_dot_custos_dot_v1_dot_audit__pb2
+from custos.proto.custos.v1 import audit_pb2 as proto_dot_custos_dot_v1_dot_audit__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
 GRPC_VERSION = grpc.__version__

@@ -28,7 +28,7 @@ DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1aproto/custos/v
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
-_builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'proto.custos.v1.keys_pb2', _globals)
+_builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'custos.proto.custos.v1.keys_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   _globals['DESCRIPTOR']._loaded_options = None
   _globals['DESCRIPTOR']._serialized_options = b'\n\021dev.custos.api.v1B\tKeysProtoP\001Z!custos.dev/api/custos/v1;custosv1'

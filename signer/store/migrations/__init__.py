@@ -16,7 +16,7 @@ import psycopg
 from psycopg import sql
 from psycopg.rows import TupleRow
 
-from signer.store.base import StoreError
+from custos.signer.store.base import StoreError
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,7 +126,7 @@ CREATE TABLE totp (
 # restart), so their leases run out and a retry takes them over.
 _CLAIM_TOKENS = "ALTER TABLE batches ADD COLUMN claim_token BYTEA;"
 
-# State authenticators (signer.authenticity): a version counter and the HSM tag
+# State authenticators (signer.usecases.authenticity): a version counter and the HSM tag
 # of each key record, policy version, pending batch and TOTP row. The migration
 # cannot compute tags (they need the HSM): rows from before hold none and are
 # refused until an operator runs `custos integrity seal` once.
@@ -147,7 +147,7 @@ ALTER TABLE keys ADD COLUMN network_class TEXT NOT NULL DEFAULT 'mainnet'
 ALTER TABLE keys ALTER COLUMN network_class DROP DEFAULT;
 """
 
-# Key ceremonies (signer.ceremonies): proposals officers approve, tagged like
+# Key ceremonies (signer.usecases.ceremonies): proposals officers approve, tagged like
 # policy versions. Key states gain "retired" (a TEXT column: no change there).
 _CEREMONIES = """
 CREATE TABLE ceremonies (
@@ -179,7 +179,7 @@ CREATE TABLE webhooks (
 );
 """
 
-# Imported keys (signer.key_import): every key from before was generated in the token.
+# Imported keys (signer.usecases.key_import): every key from before was generated in the token.
 _KEY_ORIGIN = """
 ALTER TABLE keys ADD COLUMN origin TEXT NOT NULL DEFAULT 'generated'
     CHECK (origin IN ('generated', 'imported'));
