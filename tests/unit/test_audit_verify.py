@@ -10,8 +10,6 @@ import hashlib
 import itertools
 import json
 import random
-import subprocess
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -339,16 +337,6 @@ def test_random_tampering_is_always_detected() -> None:
 
 def test_decoded_records_round_trip() -> None:
     assert [AuditRecord.decode(r).encode() for r in GENUINE] == GENUINE
-
-
-def test_audit_package_stays_offline() -> None:
-    # Auditors run the verifier without the service: no grpc, signer, hsm or pkcs11.
-    code = (
-        "import sys, custos.audit.checkpoint, custos.audit.export, custos.audit.merkle, custos.audit.record, custos.audit.verify\n"
-        "bad = [m for m in sys.modules if m.split('.')[0] in {'grpc', 'signer', 'hsm', 'pkcs11'}]\n"
-        "assert not bad, bad\n"
-    )
-    subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).parents[2])
 
 
 def test_failed_export_leaves_no_file(tmp_path: Path) -> None:

@@ -56,3 +56,13 @@ def test_healthcheck_uses_the_probe_script_on_the_exposed_port() -> None:
     probe = (ROOT / "docker" / "healthcheck.py").read_text()
     assert re.search(r"http://127\.0\.0\.1:9464/readyz", probe)
     assert steps["USER"] == "custos"
+
+
+def test_the_folders_behind_the_namespace_are_copied_with_it() -> None:
+    # custos/<name> are symlinks to ../<name>: a COPY of custos alone would install
+    # dangling links, and `pip install .` would find no package behind them.
+    sources = {arg.split()[0] for op, arg in _instructions() if op == "COPY"}
+    assert "custos" in sources
+    for link in (ROOT / "custos").iterdir():
+        if link.is_symlink():
+            assert link.resolve().name in sources, f"{link.name} is linked but not copied"
