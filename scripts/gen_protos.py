@@ -35,6 +35,20 @@ def _namespace(out_dir: Path) -> None:
         path.write_text(namespaced(path.read_text(encoding="utf-8")), encoding="utf-8")
 
 
+# The slim client package (custos-client) carries the same stubs of the API under its
+# own module names, written here from the same generator run so they cannot drift.
+CLIENT_STUBS = Path("clients/python/custos_client/v1")
+
+
+def _client_stubs(out_dir: Path) -> None:
+    target = out_dir / CLIENT_STUBS
+    target.mkdir(parents=True, exist_ok=True)
+    for path in sorted((out_dir / "proto" / "custos" / "v1").glob("*_pb2*.py*")):
+        text = path.read_text(encoding="utf-8")
+        text = text.replace("custos.proto.custos.v1", "custos_client.v1")
+        (target / path.name).write_text(text, encoding="utf-8")
+
+
 def generate(out_dir: Path) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
     args = [
@@ -50,6 +64,7 @@ def generate(out_dir: Path) -> None:
     if protoc.main(args) != 0:
         raise SystemExit("protoc failed")
     _namespace(out_dir)
+    _client_stubs(out_dir)
 
 
 if __name__ == "__main__":

@@ -19,7 +19,13 @@ def test_generated_stubs_match_the_proto_files(tmp_path: Path) -> None:
     module.generate(tmp_path)
     generated = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*_pb2*.py*"))
     assert generated, "protoc generated nothing"
-    committed = sorted(p.relative_to(ROOT) for p in (ROOT / "proto").rglob("*_pb2*.py*"))
+    # The server's stubs and the client package's copy (clients/python, custos-client).
+    committed = sorted(
+        p.relative_to(ROOT)
+        for folder in (ROOT / "proto", ROOT / module.CLIENT_STUBS)
+        for p in folder.rglob("*_pb2*.py*")
+        if p.suffix in (".py", ".pyi")  # not __pycache__
+    )
     assert generated == committed
     stale = [str(p) for p in generated if (tmp_path / p).read_bytes() != (ROOT / p).read_bytes()]
     assert not stale, f"stubs out of date, run `make protos`: {stale}"
