@@ -52,3 +52,22 @@ def test_a_boundary_test_sees_a_forbidden_import() -> None:
     loaded = loaded_by("custos.signer.edge.services")
     assert under(loaded, "grpc")
     assert under(loaded, "custos.proto.custos")
+
+
+def test_the_service_never_imports_its_tools() -> None:
+    # The CLI, `custos init` and the demo live beside the service, not inside it.
+    service = [
+        *modules_of("custos.signer.edge"),
+        *modules_of("custos.signer.usecases"),
+        *modules_of("custos.signer.store"),
+    ]
+    assert under(loaded_by(*service), "custos.signer.tools") == []
+
+
+def test_use_cases_reach_the_edge_only_for_its_shared_vocabulary() -> None:
+    """Errors, config, logs, metrics, events, identities and the decoded request types:
+    never the server, a servicer or an interceptor."""
+    loaded = loaded_by(*modules_of("custos.signer.usecases"))
+    edge = {m.removeprefix("custos.signer.edge.") for m in under(loaded, "custos.signer.edge")}
+    vocabulary = {"errors", "config", "logs", "metrics", "events", "auth", "requests"}
+    assert edge - {"custos.signer.edge"} <= vocabulary, edge - vocabulary
