@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1aproto/custos/v1/keys.proto\x12\tcustos.v1\"H\n\x07\x41\x64\x64ress\x12\r\n\x05\x63hain\x18\x01 \x01(\t\x12\x0f\n\x07network\x18\x02 \x01(\t\x12\x0c\n\x04kind\x18\x03 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x04 \x01(\t\"\x8a\x02\n\x03Key\x12\x0e\n\x06key_id\x18\x01 \x01(\t\x12\x11\n\talgorithm\x18\x02 \x01(\t\x12\x12\n\npublic_key\x18\x03 \x01(\t\x12\"\n\x05state\x18\x04 \x01(\x0e\x32\x13.custos.v1.KeyState\x12\x12\n\ncreated_by\x18\x05 \x01(\t\x12\x17\n\x0f\x63reated_at_unix\x18\x06 \x01(\x03\x12%\n\taddresses\x18\x07 \x03(\x0b\x32\x12.custos.v1.Address\x12.\n\rnetwork_class\x18\x08 \x01(\x0e\x32\x17.custos.v1.NetworkClass\x12$\n\x06origin\x18\t \x01(\x0e\x32\x14.custos.v1.KeyOrigin\"R\n\x10\x43reateKeyRequest\x12\x0e\n\x06key_id\x18\x01 \x01(\t\x12.\n\rnetwork_class\x18\x02 \x01(\x0e\x32\x17.custos.v1.NetworkClass\"\xb9\x01\n\x10ImportKeyRequest\x12\x0e\n\x06key_id\x18\x01 \x01(\t\x12.\n\rnetwork_class\x18\x02 \x01(\x0e\x32\x17.custos.v1.NetworkClass\x12\x13\n\x0bwrapped_key\x18\x03 \x01(\x0c\x12\x12\n\npublic_key\x18\x04 \x01(\x0c\x12\x1e\n\x16import_key_fingerprint\x18\x05 \x01(\t\x12\x0e\n\x06source\x18\x06 \x01(\t\x12\x0c\n\x04path\x18\x07 \x01(\t\"S\n\x11ImportWrappingKey\x12\x16\n\x0epublic_key_der\x18\x01 \x01(\x0c\x12\x13\n\x0b\x66ingerprint\x18\x02 \x01(\t\x12\x11\n\talgorithm\x18\x03 \x01(\t\"\x18\n\x16\x43reateImportKeyRequest\"\x15\n\x13GetImportKeyRequest\"\x1f\n\rGetKeyRequest\x12\x0e\n\x06key_id\x18\x01 \x01(\t\"\x11\n\x0fListKeysRequest\"0\n\x10ListKeysResponse\x12\x1c\n\x04keys\x18\x01 \x03(\x0b\x32\x0e.custos.v1.Key\"$\n\x12SetKeyStateRequest\x12\x0e\n\x06key_id\x18\x01 \x01(\t\"\xb5\x01\n\x19ProposeKeyCeremonyRequest\x12%\n\x04kind\x18\x01 \x01(\x0e\x32\x17.custos.v1.CeremonyKind\x12\x0e\n\x06key_id\x18\x02 \x01(\t\x12.\n\rnetwork_class\x18\x03 \x01(\x0e\x32\x17.custos.v1.NetworkClass\x12\x31\n\x0cimported_key\x18\x04 \x01(\x0b\x32\x1b.custos.v1.ImportKeyRequest\"S\n\x19\x41pproveKeyCeremonyRequest\x12\x13\n\x0b\x63\x65remony_id\x18\x01 \x01(\t\x12\x0e\n\x06\x64igest\x18\x02 \x01(\t\x12\x11\n\ttotp_code\x18\x03 \x01(\t\"B\n\x18\x43\x61ncelKeyCeremonyRequest\x12\x13\n\x0b\x63\x65remony_id\x18\x01 \x01(\t\x12\x11\n\ttotp_code\x18\x02 \x01(\t\",\n\x15GetKeyCeremonyRequest\x12\x13\n\x0b\x63\x65remony_id\x18\x01 \x01(\t\"\x1a\n\x18ListKeyCeremoniesRequest\"\xb3\x03\n\x0bKeyCeremony\x12\x13\n\x0b\x63\x65remony_id\x18\x01 \x01(\t\x12%\n\x04kind\x18\x02 \x01(\x0e\x32\x17.custos.v1.CeremonyKind\x12\x0e\n\x06key_id\x18\x03 \x01(\t\x12.\n\rnetwork_class\x18\x04 \x01(\x0e\x32\x17.custos.v1.NetworkClass\x12\r\n\x05state\x18\x05 \x01(\t\x12\x0e\n\x06\x64igest\x18\x06 \x01(\t\x12\x13\n\x0bproposed_by\x18\x07 \x01(\t\x12\x13\n\x0b\x61pproved_by\x18\x08 \x03(\t\x12\x1a\n\x12\x61pprovals_required\x18\t \x01(\r\x12\x1b\n\x13proposed_at_unix_ms\x18\n \x01(\x03\x12\x1a\n\x12\x65xpires_at_unix_ms\x18\x0b \x01(\x03\x12\x18\n\x10\x66inished_at_unix\x18\x0c \x01(\x03\x12\x16\n\x0epolicy_version\x18\r \x01(\r\x12\x0f\n\x07outcome\x18\x0e \x01(\t\x12\x14\n\x0c\x63\x61ncelled_by\x18\x0f \x01(\t\x12\x31\n\x0cimported_key\x18\x10 \x01(\x0b\x32\x1b.custos.v1.ImportKeyRequest\"G\n\x19ListKeyCeremoniesResponse\x12*\n\nceremonies\x18\x01 \x03(\x0b\x32\x16.custos.v1.KeyCeremony*k\n\x08KeyState\x12\x19\n\x15KEY_STATE_UNSPECIFIED\x10\x00\x12\x15\n\x11KEY_STATE_ENABLED\x10\x01\x12\x16\n\x12KEY_STATE_DISABLED\x10\x02\x12\x15\n\x11KEY_STATE_RETIRED\x10\x03*c\n\x0cNetworkClass\x12\x1d\n\x19NETWORK_CLASS_UNSPECIFIED\x10\x00\x12\x19\n\x15NETWORK_CLASS_MAINNET\x10\x01\x12\x19\n\x15NETWORK_CLASS_TESTNET\x10\x02*Z\n\tKeyOrigin\x12\x1a\n\x16KEY_ORIGIN_UNSPECIFIED\x10\x00\x12\x18\n\x14KEY_ORIGIN_GENERATED\x10\x01\x12\x17\n\x13KEY_ORIGIN_IMPORTED\x10\x02*\xc4\x01\n\x0c\x43\x65remonyKind\x12\x1d\n\x19\x43\x45REMONY_KIND_UNSPECIFIED\x10\x00\x12\x1c\n\x18\x43\x45REMONY_KIND_CREATE_KEY\x10\x01\x12\x1d\n\x19\x43\x45REMONY_KIND_DISABLE_KEY\x10\x02\x12\x1c\n\x18\x43\x45REMONY_KIND_ENABLE_KEY\x10\x03\x12\x1c\n\x18\x43\x45REMONY_KIND_RETIRE_KEY\x10\x04\x12\x1c\n\x18\x43\x45REMONY_KIND_IMPORT_KEY\x10\x05\x32\xb4\x07\n\x04Keys\x12\x38\n\tCreateKey\x12\x1b.custos.v1.CreateKeyRequest\x1a\x0e.custos.v1.Key\x12\x32\n\x06GetKey\x12\x18.custos.v1.GetKeyRequest\x1a\x0e.custos.v1.Key\x12\x43\n\x08ListKeys\x12\x1a.custos.v1.ListKeysRequest\x1a\x1b.custos.v1.ListKeysResponse\x12;\n\nDisableKey\x12\x1d.custos.v1.SetKeyStateRequest\x1a\x0e.custos.v1.Key\x12:\n\tEnableKey\x12\x1d.custos.v1.SetKeyStateRequest\x1a\x0e.custos.v1.Key\x12R\n\x0f\x43reateImportKey\x12!.custos.v1.CreateImportKeyRequest\x1a\x1c.custos.v1.ImportWrappingKey\x12L\n\x0cGetImportKey\x12\x1e.custos.v1.GetImportKeyRequest\x1a\x1c.custos.v1.ImportWrappingKey\x12\x38\n\tImportKey\x12\x1b.custos.v1.ImportKeyRequest\x1a\x0e.custos.v1.Key\x12R\n\x12ProposeKeyCeremony\x12$.custos.v1.ProposeKeyCeremonyRequest\x1a\x16.custos.v1.KeyCeremony\x12R\n\x12\x41pproveKeyCeremony\x12$.custos.v1.ApproveKeyCeremonyRequest\x1a\x16.custos.v1.KeyCeremony\x12P\n\x11\x43\x61ncelKeyCeremony\x12#.custos.v1.CancelKeyCeremonyRequest\x1a\x16.custos.v1.KeyCeremony\x12J\n\x0eGetKeyCeremony\x12 .custos.v1.GetKeyCeremonyRequest\x1a\x16.custos.v1.KeyCeremony\x12^\n\x11ListKeyCeremonies\x12#.custos.v1.ListKeyCeremoniesRequest\x1a$.custos.v1.ListKeyCeremoniesResponseBC\n\x11\x64\x65v.custos.api.v1B\tKeysProtoP\x01Z!custos.dev/api/custos/v1;custosv1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1aproto/custos/v1/keys.proto\x12\tcustos.v1\"H\n\x07\x41\x64\x64ress\x12\r\n\x05\x63hain\x18\x01 \x01(\t\x12\x0f\n\x07network\x18\x02 \x01(\t\x12\x0c\n\x04kind\x18\x03 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x04 \x01(\t\"\x8a\x02\n\x03Key\x12\x0e\n\x06key_id\x18\x01 \x01(\t\x12\x11\n\talgorithm\x18\x02 \x01(\t\x12\x12\n\npublic_key\x18\x03 \x01(\t\x12\"\n\x05state\x18\x04 \x01(\x0e\x32\x13.custos.v1.KeyState\x12\x12\n\ncreated_by\x18\x05 \x01(\t\x12\x17\n\x0f\x63reated_at_unix\x18\x06 \x01(\x03\x12%\n\taddresses\x18\x07 \x03(\x0b\x32\x12.custos.v1.Address\x12.\n\rnetwork_class\x18\x08 \x01(\x0e\x32\x17.custos.v1.NetworkClass\x12$\n\x06origin\x18\t \x01(\x0e\x32\x14.custos.v1.KeyOrigin\"R\n\x10\x43reateKeyRequest\x12\x0e\n\x06key_id\x18\x01 \x01(\t\x12.\n\rnetwork_class\x18\x02 \x01(\x0e\x32\x17.custos.v1.NetworkClass\"\xb9\x01\n\x10ImportKeyRequest\x12\x0e\n\x06key_id\x18\x01 \x01(\t\x12.\n\rnetwork_class\x18\x02 \x01(\x0e\x32\x17.custos.v1.NetworkClass\x12\x13\n\x0bwrapped_key\x18\x03 \x01(\x0c\x12\x12\n\npublic_key\x18\x04 \x01(\x0c\x12\x1e\n\x16import_key_fingerprint\x18\x05 \x01(\t\x12\x0e\n\x06source\x18\x06 \x01(\t\x12\x0c\n\x04path\x18\x07 \x01(\t\"S\n\x11ImportWrappingKey\x12\x16\n\x0epublic_key_der\x18\x01 \x01(\x0c\x12\x13\n\x0b\x66ingerprint\x18\x02 \x01(\t\x12\x11\n\talgorithm\x18\x03 \x01(\t\"\x18\n\x16\x43reateImportKeyRequest\"\x15\n\x13GetImportKeyRequest\"\x1f\n\rGetKeyRequest\x12\x0e\n\x06key_id\x18\x01 \x01(\t\"\x11\n\x0fListKeysRequest\"0\n\x10ListKeysResponse\x12\x1c\n\x04keys\x18\x01 \x03(\x0b\x32\x0e.custos.v1.Key\"$\n\x12SetKeyStateRequest\x12\x0e\n\x06key_id\x18\x01 \x01(\t\"a\n\x0eImportedWallet\x12\x14\n\x0cwrapped_seed\x18\x01 \x01(\x0c\x12\x19\n\x11master_public_key\x18\x02 \x01(\x0c\x12\x1e\n\x16import_key_fingerprint\x18\x03 \x01(\t\"\xcd\x02\n\x19ProposeKeyCeremonyRequest\x12%\n\x04kind\x18\x01 \x01(\x0e\x32\x17.custos.v1.CeremonyKind\x12\x0e\n\x06key_id\x18\x02 \x01(\t\x12.\n\rnetwork_class\x18\x03 \x01(\x0e\x32\x17.custos.v1.NetworkClass\x12\x31\n\x0cimported_key\x18\x04 \x01(\x0b\x32\x1b.custos.v1.ImportKeyRequest\x12\x11\n\tthreshold\x18\x05 \x01(\r\x12\x0f\n\x07holders\x18\x06 \x03(\t\x12\x1c\n\x14recipient_public_key\x18\x07 \x01(\x0c\x12\x11\n\twallet_id\x18\x08 \x01(\t\x12\r\n\x05label\x18\t \x01(\t\x12\x32\n\x0fimported_wallet\x18\n \x01(\x0b\x32\x19.custos.v1.ImportedWallet\"S\n\x19\x41pproveKeyCeremonyRequest\x12\x13\n\x0b\x63\x65remony_id\x18\x01 \x01(\t\x12\x0e\n\x06\x64igest\x18\x02 \x01(\t\x12\x11\n\ttotp_code\x18\x03 \x01(\t\"B\n\x18\x43\x61ncelKeyCeremonyRequest\x12\x13\n\x0b\x63\x65remony_id\x18\x01 \x01(\t\x12\x11\n\ttotp_code\x18\x02 \x01(\t\",\n\x15GetKeyCeremonyRequest\x12\x13\n\x0b\x63\x65remony_id\x18\x01 \x01(\t\"\x1a\n\x18ListKeyCeremoniesRequest\"\x82\x05\n\x0bKeyCeremony\x12\x13\n\x0b\x63\x65remony_id\x18\x01 \x01(\t\x12%\n\x04kind\x18\x02 \x01(\x0e\x32\x17.custos.v1.CeremonyKind\x12\x0e\n\x06key_id\x18\x03 \x01(\t\x12.\n\rnetwork_class\x18\x04 \x01(\x0e\x32\x17.custos.v1.NetworkClass\x12\r\n\x05state\x18\x05 \x01(\t\x12\x0e\n\x06\x64igest\x18\x06 \x01(\t\x12\x13\n\x0bproposed_by\x18\x07 \x01(\t\x12\x13\n\x0b\x61pproved_by\x18\x08 \x03(\t\x12\x1a\n\x12\x61pprovals_required\x18\t \x01(\r\x12\x1b\n\x13proposed_at_unix_ms\x18\n \x01(\x03\x12\x1a\n\x12\x65xpires_at_unix_ms\x18\x0b \x01(\x03\x12\x18\n\x10\x66inished_at_unix\x18\x0c \x01(\x03\x12\x16\n\x0epolicy_version\x18\r \x01(\r\x12\x0f\n\x07outcome\x18\x0e \x01(\t\x12\x14\n\x0c\x63\x61ncelled_by\x18\x0f \x01(\t\x12\x31\n\x0cimported_key\x18\x10 \x01(\x0b\x32\x1b.custos.v1.ImportKeyRequest\x12\x11\n\twallet_id\x18\x13 \x01(\t\x12\r\n\x05label\x18\x14 \x01(\t\x12\x32\n\x0fimported_wallet\x18\x15 \x01(\x0b\x32\x19.custos.v1.ImportedWallet\x12\x32\n\x06params\x18\x11 \x03(\x0b\x32\".custos.v1.KeyCeremony.ParamsEntry\x12\x14\n\x0c\x64\x65livered_to\x18\x12 \x03(\t\x1a-\n\x0bParamsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"G\n\x1d\x46\x65tchKeyCeremonyResultRequest\x12\x13\n\x0b\x63\x65remony_id\x18\x01 \x01(\t\x12\x11\n\ttotp_code\x18\x02 \x01(\t\"k\n\x11KeyCeremonyResult\x12(\n\x08\x63\x65remony\x18\x01 \x01(\x0b\x32\x16.custos.v1.KeyCeremony\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\x12\x0e\n\x06sha256\x18\x03 \x01(\t\x12\x0e\n\x06\x66ormat\x18\x04 \x01(\t\"G\n\x19ListKeyCeremoniesResponse\x12*\n\nceremonies\x18\x01 \x03(\x0b\x32\x16.custos.v1.KeyCeremony\"\x8c\x01\n\x06Wallet\x12\x11\n\twallet_id\x18\x01 \x01(\t\x12\r\n\x05label\x18\x02 \x01(\t\x12$\n\x06origin\x18\x03 \x01(\x0e\x32\x14.custos.v1.KeyOrigin\x12\r\n\x05state\x18\x04 \x01(\t\x12\x12\n\ncreated_by\x18\x05 \x01(\t\x12\x17\n\x0f\x63reated_at_unix\x18\x06 \x01(\x03\"%\n\x10GetWalletRequest\x12\x11\n\twallet_id\x18\x01 \x01(\t\"\x14\n\x12ListWalletsRequest\"9\n\x13ListWalletsResponse\x12\"\n\x07wallets\x18\x01 \x03(\x0b\x32\x11.custos.v1.Wallet\"d\n\rWalletAccount\x12\x11\n\twallet_id\x18\x01 \x01(\t\x12\r\n\x05\x63hain\x18\x02 \x01(\t\x12\x0f\n\x07network\x18\x03 \x01(\t\x12\x0f\n\x07\x61\x63\x63ount\x18\x04 \x01(\r\x12\x0f\n\x07purpose\x18\x05 \x01(\r\"q\n\x16\x44\x65riveAddressesRequest\x12)\n\x07\x61\x63\x63ount\x18\x01 \x01(\x0b\x32\x18.custos.v1.WalletAccount\x12\x0e\n\x06\x63hange\x18\x02 \x01(\r\x12\r\n\x05index\x18\x03 \x01(\r\x12\r\n\x05\x63ount\x18\x04 \x01(\r\"C\n\x0e\x44\x65rivedAddress\x12\x0c\n\x04path\x18\x01 \x01(\t\x12\x12\n\npublic_key\x18\x02 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x03 \x01(\t\"]\n\x17\x44\x65riveAddressesResponse\x12\x14\n\x0c\x61\x63\x63ount_path\x18\x01 \x01(\t\x12,\n\taddresses\x18\x02 \x03(\x0b\x32\x19.custos.v1.DerivedAddress\"?\n\nAccountKey\x12\x14\n\x0c\x61\x63\x63ount_path\x18\x01 \x01(\t\x12\x1b\n\x13\x65xtended_public_key\x18\x02 \x01(\t*k\n\x08KeyState\x12\x19\n\x15KEY_STATE_UNSPECIFIED\x10\x00\x12\x15\n\x11KEY_STATE_ENABLED\x10\x01\x12\x16\n\x12KEY_STATE_DISABLED\x10\x02\x12\x15\n\x11KEY_STATE_RETIRED\x10\x03*c\n\x0cNetworkClass\x12\x1d\n\x19NETWORK_CLASS_UNSPECIFIED\x10\x00\x12\x19\n\x15NETWORK_CLASS_MAINNET\x10\x01\x12\x19\n\x15NETWORK_CLASS_TESTNET\x10\x02*Z\n\tKeyOrigin\x12\x1a\n\x16KEY_ORIGIN_UNSPECIFIED\x10\x00\x12\x18\n\x14KEY_ORIGIN_GENERATED\x10\x01\x12\x17\n\x13KEY_ORIGIN_IMPORTED\x10\x02*\x84\x03\n\x0c\x43\x65remonyKind\x12\x1d\n\x19\x43\x45REMONY_KIND_UNSPECIFIED\x10\x00\x12\x1c\n\x18\x43\x45REMONY_KIND_CREATE_KEY\x10\x01\x12\x1d\n\x19\x43\x45REMONY_KIND_DISABLE_KEY\x10\x02\x12\x1c\n\x18\x43\x45REMONY_KIND_ENABLE_KEY\x10\x03\x12\x1c\n\x18\x43\x45REMONY_KIND_RETIRE_KEY\x10\x04\x12\x1c\n\x18\x43\x45REMONY_KIND_IMPORT_KEY\x10\x05\x12!\n\x1d\x43\x45REMONY_KIND_BACKUP_KEY_INIT\x10\x06\x12\x18\n\x14\x43\x45REMONY_KIND_BACKUP\x10\x07\x12\x1c\n\x18\x43\x45REMONY_KIND_EXPORT_KEY\x10\x08\x12!\n\x1d\x43\x45REMONY_KIND_IMPORT_KEY_INIT\x10\t\x12\x1f\n\x1b\x43\x45REMONY_KIND_CREATE_WALLET\x10\n\x12\x1f\n\x1b\x43\x45REMONY_KIND_IMPORT_WALLET\x10\x0b\x32\xbd\n\n\x04Keys\x12\x38\n\tCreateKey\x12\x1b.custos.v1.CreateKeyRequest\x1a\x0e.custos.v1.Key\x12\x32\n\x06GetKey\x12\x18.custos.v1.GetKeyRequest\x1a\x0e.custos.v1.Key\x12\x43\n\x08ListKeys\x12\x1a.custos.v1.ListKeysRequest\x1a\x1b.custos.v1.ListKeysResponse\x12;\n\nDisableKey\x12\x1d.custos.v1.SetKeyStateRequest\x1a\x0e.custos.v1.Key\x12:\n\tEnableKey\x12\x1d.custos.v1.SetKeyStateRequest\x1a\x0e.custos.v1.Key\x12R\n\x0f\x43reateImportKey\x12!.custos.v1.CreateImportKeyRequest\x1a\x1c.custos.v1.ImportWrappingKey\x12L\n\x0cGetImportKey\x12\x1e.custos.v1.GetImportKeyRequest\x1a\x1c.custos.v1.ImportWrappingKey\x12\x38\n\tImportKey\x12\x1b.custos.v1.ImportKeyRequest\x1a\x0e.custos.v1.Key\x12R\n\x12ProposeKeyCeremony\x12$.custos.v1.ProposeKeyCeremonyRequest\x1a\x16.custos.v1.KeyCeremony\x12R\n\x12\x41pproveKeyCeremony\x12$.custos.v1.ApproveKeyCeremonyRequest\x1a\x16.custos.v1.KeyCeremony\x12P\n\x11\x43\x61ncelKeyCeremony\x12#.custos.v1.CancelKeyCeremonyRequest\x1a\x16.custos.v1.KeyCeremony\x12J\n\x0eGetKeyCeremony\x12 .custos.v1.GetKeyCeremonyRequest\x1a\x16.custos.v1.KeyCeremony\x12^\n\x11ListKeyCeremonies\x12#.custos.v1.ListKeyCeremoniesRequest\x1a$.custos.v1.ListKeyCeremoniesResponse\x12`\n\x16\x46\x65tchKeyCeremonyResult\x12(.custos.v1.FetchKeyCeremonyResultRequest\x1a\x1c.custos.v1.KeyCeremonyResult\x12;\n\tGetWallet\x12\x1b.custos.v1.GetWalletRequest\x1a\x11.custos.v1.Wallet\x12L\n\x0bListWallets\x12\x1d.custos.v1.ListWalletsRequest\x1a\x1e.custos.v1.ListWalletsResponse\x12X\n\x0f\x44\x65riveAddresses\x12!.custos.v1.DeriveAddressesRequest\x1a\".custos.v1.DeriveAddressesResponse\x12@\n\rGetAccountKey\x12\x18.custos.v1.WalletAccount\x1a\x15.custos.v1.AccountKeyBC\n\x11\x64\x65v.custos.api.v1B\tKeysProtoP\x01Z!custos.dev/api/custos/v1;custosv1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -32,14 +32,16 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'custos_client.v1.keys_pb2',
 if not _descriptor._USE_C_DESCRIPTORS:
   _globals['DESCRIPTOR']._loaded_options = None
   _globals['DESCRIPTOR']._serialized_options = b'\n\021dev.custos.api.v1B\tKeysProtoP\001Z!custos.dev/api/custos/v1;custosv1'
-  _globals['_KEYSTATE']._serialized_start=1852
-  _globals['_KEYSTATE']._serialized_end=1959
-  _globals['_NETWORKCLASS']._serialized_start=1961
-  _globals['_NETWORKCLASS']._serialized_end=2060
-  _globals['_KEYORIGIN']._serialized_start=2062
-  _globals['_KEYORIGIN']._serialized_end=2152
-  _globals['_CEREMONYKIND']._serialized_start=2155
-  _globals['_CEREMONYKIND']._serialized_end=2351
+  _globals['_KEYCEREMONY_PARAMSENTRY']._loaded_options = None
+  _globals['_KEYCEREMONY_PARAMSENTRY']._serialized_options = b'8\001'
+  _globals['_KEYSTATE']._serialized_start=3201
+  _globals['_KEYSTATE']._serialized_end=3308
+  _globals['_NETWORKCLASS']._serialized_start=3310
+  _globals['_NETWORKCLASS']._serialized_end=3409
+  _globals['_KEYORIGIN']._serialized_start=3411
+  _globals['_KEYORIGIN']._serialized_end=3501
+  _globals['_CEREMONYKIND']._serialized_start=3504
+  _globals['_CEREMONYKIND']._serialized_end=3892
   _globals['_ADDRESS']._serialized_start=41
   _globals['_ADDRESS']._serialized_end=113
   _globals['_KEY']._serialized_start=116
@@ -62,20 +64,46 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_LISTKEYSRESPONSE']._serialized_end=890
   _globals['_SETKEYSTATEREQUEST']._serialized_start=892
   _globals['_SETKEYSTATEREQUEST']._serialized_end=928
-  _globals['_PROPOSEKEYCEREMONYREQUEST']._serialized_start=931
-  _globals['_PROPOSEKEYCEREMONYREQUEST']._serialized_end=1112
-  _globals['_APPROVEKEYCEREMONYREQUEST']._serialized_start=1114
-  _globals['_APPROVEKEYCEREMONYREQUEST']._serialized_end=1197
-  _globals['_CANCELKEYCEREMONYREQUEST']._serialized_start=1199
-  _globals['_CANCELKEYCEREMONYREQUEST']._serialized_end=1265
-  _globals['_GETKEYCEREMONYREQUEST']._serialized_start=1267
-  _globals['_GETKEYCEREMONYREQUEST']._serialized_end=1311
-  _globals['_LISTKEYCEREMONIESREQUEST']._serialized_start=1313
-  _globals['_LISTKEYCEREMONIESREQUEST']._serialized_end=1339
-  _globals['_KEYCEREMONY']._serialized_start=1342
-  _globals['_KEYCEREMONY']._serialized_end=1777
-  _globals['_LISTKEYCEREMONIESRESPONSE']._serialized_start=1779
-  _globals['_LISTKEYCEREMONIESRESPONSE']._serialized_end=1850
-  _globals['_KEYS']._serialized_start=2354
-  _globals['_KEYS']._serialized_end=3302
+  _globals['_IMPORTEDWALLET']._serialized_start=930
+  _globals['_IMPORTEDWALLET']._serialized_end=1027
+  _globals['_PROPOSEKEYCEREMONYREQUEST']._serialized_start=1030
+  _globals['_PROPOSEKEYCEREMONYREQUEST']._serialized_end=1363
+  _globals['_APPROVEKEYCEREMONYREQUEST']._serialized_start=1365
+  _globals['_APPROVEKEYCEREMONYREQUEST']._serialized_end=1448
+  _globals['_CANCELKEYCEREMONYREQUEST']._serialized_start=1450
+  _globals['_CANCELKEYCEREMONYREQUEST']._serialized_end=1516
+  _globals['_GETKEYCEREMONYREQUEST']._serialized_start=1518
+  _globals['_GETKEYCEREMONYREQUEST']._serialized_end=1562
+  _globals['_LISTKEYCEREMONIESREQUEST']._serialized_start=1564
+  _globals['_LISTKEYCEREMONIESREQUEST']._serialized_end=1590
+  _globals['_KEYCEREMONY']._serialized_start=1593
+  _globals['_KEYCEREMONY']._serialized_end=2235
+  _globals['_KEYCEREMONY_PARAMSENTRY']._serialized_start=2190
+  _globals['_KEYCEREMONY_PARAMSENTRY']._serialized_end=2235
+  _globals['_FETCHKEYCEREMONYRESULTREQUEST']._serialized_start=2237
+  _globals['_FETCHKEYCEREMONYRESULTREQUEST']._serialized_end=2308
+  _globals['_KEYCEREMONYRESULT']._serialized_start=2310
+  _globals['_KEYCEREMONYRESULT']._serialized_end=2417
+  _globals['_LISTKEYCEREMONIESRESPONSE']._serialized_start=2419
+  _globals['_LISTKEYCEREMONIESRESPONSE']._serialized_end=2490
+  _globals['_WALLET']._serialized_start=2493
+  _globals['_WALLET']._serialized_end=2633
+  _globals['_GETWALLETREQUEST']._serialized_start=2635
+  _globals['_GETWALLETREQUEST']._serialized_end=2672
+  _globals['_LISTWALLETSREQUEST']._serialized_start=2674
+  _globals['_LISTWALLETSREQUEST']._serialized_end=2694
+  _globals['_LISTWALLETSRESPONSE']._serialized_start=2696
+  _globals['_LISTWALLETSRESPONSE']._serialized_end=2753
+  _globals['_WALLETACCOUNT']._serialized_start=2755
+  _globals['_WALLETACCOUNT']._serialized_end=2855
+  _globals['_DERIVEADDRESSESREQUEST']._serialized_start=2857
+  _globals['_DERIVEADDRESSESREQUEST']._serialized_end=2970
+  _globals['_DERIVEDADDRESS']._serialized_start=2972
+  _globals['_DERIVEDADDRESS']._serialized_end=3039
+  _globals['_DERIVEADDRESSESRESPONSE']._serialized_start=3041
+  _globals['_DERIVEADDRESSESRESPONSE']._serialized_end=3134
+  _globals['_ACCOUNTKEY']._serialized_start=3136
+  _globals['_ACCOUNTKEY']._serialized_end=3199
+  _globals['_KEYS']._serialized_start=3895
+  _globals['_KEYS']._serialized_end=5236
 # @@protoc_insertion_point(module_scope)

@@ -99,6 +99,31 @@ class KeysStub:
                 request_serializer=proto_dot_custos_dot_v1_dot_keys__pb2.ListKeyCeremoniesRequest.SerializeToString,
                 response_deserializer=proto_dot_custos_dot_v1_dot_keys__pb2.ListKeyCeremoniesResponse.FromString,
                 _registered_method=True)
+        self.FetchKeyCeremonyResult = channel.unary_unary(
+                '/custos.v1.Keys/FetchKeyCeremonyResult',
+                request_serializer=proto_dot_custos_dot_v1_dot_keys__pb2.FetchKeyCeremonyResultRequest.SerializeToString,
+                response_deserializer=proto_dot_custos_dot_v1_dot_keys__pb2.KeyCeremonyResult.FromString,
+                _registered_method=True)
+        self.GetWallet = channel.unary_unary(
+                '/custos.v1.Keys/GetWallet',
+                request_serializer=proto_dot_custos_dot_v1_dot_keys__pb2.GetWalletRequest.SerializeToString,
+                response_deserializer=proto_dot_custos_dot_v1_dot_keys__pb2.Wallet.FromString,
+                _registered_method=True)
+        self.ListWallets = channel.unary_unary(
+                '/custos.v1.Keys/ListWallets',
+                request_serializer=proto_dot_custos_dot_v1_dot_keys__pb2.ListWalletsRequest.SerializeToString,
+                response_deserializer=proto_dot_custos_dot_v1_dot_keys__pb2.ListWalletsResponse.FromString,
+                _registered_method=True)
+        self.DeriveAddresses = channel.unary_unary(
+                '/custos.v1.Keys/DeriveAddresses',
+                request_serializer=proto_dot_custos_dot_v1_dot_keys__pb2.DeriveAddressesRequest.SerializeToString,
+                response_deserializer=proto_dot_custos_dot_v1_dot_keys__pb2.DeriveAddressesResponse.FromString,
+                _registered_method=True)
+        self.GetAccountKey = channel.unary_unary(
+                '/custos.v1.Keys/GetAccountKey',
+                request_serializer=proto_dot_custos_dot_v1_dot_keys__pb2.WalletAccount.SerializeToString,
+                response_deserializer=proto_dot_custos_dot_v1_dot_keys__pb2.AccountKey.FromString,
+                _registered_method=True)
 
 
 class KeysServicer:
@@ -186,6 +211,38 @@ class KeysServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def FetchKeyCeremonyResult(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetWallet(self, request, context):
+        """HD wallets: created by a CEREMONY_KIND_CREATE_WALLET ceremony; deposit addresses
+        and account public keys (for watch-only derivation outside Custos).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListWallets(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeriveAddresses(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetAccountKey(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_KeysServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -253,6 +310,31 @@ def add_KeysServicer_to_server(servicer, server):
                     servicer.ListKeyCeremonies,
                     request_deserializer=proto_dot_custos_dot_v1_dot_keys__pb2.ListKeyCeremoniesRequest.FromString,
                     response_serializer=proto_dot_custos_dot_v1_dot_keys__pb2.ListKeyCeremoniesResponse.SerializeToString,
+            ),
+            'FetchKeyCeremonyResult': grpc.unary_unary_rpc_method_handler(
+                    servicer.FetchKeyCeremonyResult,
+                    request_deserializer=proto_dot_custos_dot_v1_dot_keys__pb2.FetchKeyCeremonyResultRequest.FromString,
+                    response_serializer=proto_dot_custos_dot_v1_dot_keys__pb2.KeyCeremonyResult.SerializeToString,
+            ),
+            'GetWallet': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetWallet,
+                    request_deserializer=proto_dot_custos_dot_v1_dot_keys__pb2.GetWalletRequest.FromString,
+                    response_serializer=proto_dot_custos_dot_v1_dot_keys__pb2.Wallet.SerializeToString,
+            ),
+            'ListWallets': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListWallets,
+                    request_deserializer=proto_dot_custos_dot_v1_dot_keys__pb2.ListWalletsRequest.FromString,
+                    response_serializer=proto_dot_custos_dot_v1_dot_keys__pb2.ListWalletsResponse.SerializeToString,
+            ),
+            'DeriveAddresses': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeriveAddresses,
+                    request_deserializer=proto_dot_custos_dot_v1_dot_keys__pb2.DeriveAddressesRequest.FromString,
+                    response_serializer=proto_dot_custos_dot_v1_dot_keys__pb2.DeriveAddressesResponse.SerializeToString,
+            ),
+            'GetAccountKey': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetAccountKey,
+                    request_deserializer=proto_dot_custos_dot_v1_dot_keys__pb2.WalletAccount.FromString,
+                    response_serializer=proto_dot_custos_dot_v1_dot_keys__pb2.AccountKey.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -606,6 +688,141 @@ class Keys:
             '/custos.v1.Keys/ListKeyCeremonies',
             proto_dot_custos_dot_v1_dot_keys__pb2.ListKeyCeremoniesRequest.SerializeToString,
             proto_dot_custos_dot_v1_dot_keys__pb2.ListKeyCeremoniesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def FetchKeyCeremonyResult(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/custos.v1.Keys/FetchKeyCeremonyResult',
+            proto_dot_custos_dot_v1_dot_keys__pb2.FetchKeyCeremonyResultRequest.SerializeToString,
+            proto_dot_custos_dot_v1_dot_keys__pb2.KeyCeremonyResult.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetWallet(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/custos.v1.Keys/GetWallet',
+            proto_dot_custos_dot_v1_dot_keys__pb2.GetWalletRequest.SerializeToString,
+            proto_dot_custos_dot_v1_dot_keys__pb2.Wallet.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListWallets(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/custos.v1.Keys/ListWallets',
+            proto_dot_custos_dot_v1_dot_keys__pb2.ListWalletsRequest.SerializeToString,
+            proto_dot_custos_dot_v1_dot_keys__pb2.ListWalletsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeriveAddresses(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/custos.v1.Keys/DeriveAddresses',
+            proto_dot_custos_dot_v1_dot_keys__pb2.DeriveAddressesRequest.SerializeToString,
+            proto_dot_custos_dot_v1_dot_keys__pb2.DeriveAddressesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetAccountKey(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/custos.v1.Keys/GetAccountKey',
+            proto_dot_custos_dot_v1_dot_keys__pb2.WalletAccount.SerializeToString,
+            proto_dot_custos_dot_v1_dot_keys__pb2.AccountKey.FromString,
             options,
             channel_credentials,
             insecure,

@@ -40,8 +40,9 @@ class SignBatchRequest(_message.Message):
     def __init__(self, request_id: _Optional[str] = ..., items: _Optional[_Iterable[_Union[SignItem, _Mapping]]] = ...) -> None: ...
 
 class SignItem(_message.Message):
-    __slots__ = ("key_id", "bitcoin", "evm", "tron", "evm_message", "evm_typed_data", "tron_message", "bitcoin_message", "bitcoin_psbt")
+    __slots__ = ("key_id", "hd", "bitcoin", "evm", "tron", "evm_message", "evm_typed_data", "tron_message", "bitcoin_message", "bitcoin_psbt")
     KEY_ID_FIELD_NUMBER: _ClassVar[int]
+    HD_FIELD_NUMBER: _ClassVar[int]
     BITCOIN_FIELD_NUMBER: _ClassVar[int]
     EVM_FIELD_NUMBER: _ClassVar[int]
     TRON_FIELD_NUMBER: _ClassVar[int]
@@ -51,6 +52,7 @@ class SignItem(_message.Message):
     BITCOIN_MESSAGE_FIELD_NUMBER: _ClassVar[int]
     BITCOIN_PSBT_FIELD_NUMBER: _ClassVar[int]
     key_id: str
+    hd: HdKeyRef
     bitcoin: BitcoinTransaction
     evm: EvmTransaction
     tron: TronTransaction
@@ -59,7 +61,21 @@ class SignItem(_message.Message):
     tron_message: TronMessage
     bitcoin_message: BitcoinMessage
     bitcoin_psbt: BitcoinPsbt
-    def __init__(self, key_id: _Optional[str] = ..., bitcoin: _Optional[_Union[BitcoinTransaction, _Mapping]] = ..., evm: _Optional[_Union[EvmTransaction, _Mapping]] = ..., tron: _Optional[_Union[TronTransaction, _Mapping]] = ..., evm_message: _Optional[_Union[EvmPersonalMessage, _Mapping]] = ..., evm_typed_data: _Optional[_Union[EvmTypedData, _Mapping]] = ..., tron_message: _Optional[_Union[TronMessage, _Mapping]] = ..., bitcoin_message: _Optional[_Union[BitcoinMessage, _Mapping]] = ..., bitcoin_psbt: _Optional[_Union[BitcoinPsbt, _Mapping]] = ...) -> None: ...
+    def __init__(self, key_id: _Optional[str] = ..., hd: _Optional[_Union[HdKeyRef, _Mapping]] = ..., bitcoin: _Optional[_Union[BitcoinTransaction, _Mapping]] = ..., evm: _Optional[_Union[EvmTransaction, _Mapping]] = ..., tron: _Optional[_Union[TronTransaction, _Mapping]] = ..., evm_message: _Optional[_Union[EvmPersonalMessage, _Mapping]] = ..., evm_typed_data: _Optional[_Union[EvmTypedData, _Mapping]] = ..., tron_message: _Optional[_Union[TronMessage, _Mapping]] = ..., bitcoin_message: _Optional[_Union[BitcoinMessage, _Mapping]] = ..., bitcoin_psbt: _Optional[_Union[BitcoinPsbt, _Mapping]] = ...) -> None: ...
+
+class HdKeyRef(_message.Message):
+    __slots__ = ("wallet_id", "account", "change", "index", "purpose")
+    WALLET_ID_FIELD_NUMBER: _ClassVar[int]
+    ACCOUNT_FIELD_NUMBER: _ClassVar[int]
+    CHANGE_FIELD_NUMBER: _ClassVar[int]
+    INDEX_FIELD_NUMBER: _ClassVar[int]
+    PURPOSE_FIELD_NUMBER: _ClassVar[int]
+    wallet_id: str
+    account: int
+    change: int
+    index: int
+    purpose: int
+    def __init__(self, wallet_id: _Optional[str] = ..., account: _Optional[int] = ..., change: _Optional[int] = ..., index: _Optional[int] = ..., purpose: _Optional[int] = ...) -> None: ...
 
 class BitcoinTransaction(_message.Message):
     __slots__ = ("network", "version", "lock_time", "inputs", "outputs")
