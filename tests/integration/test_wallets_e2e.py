@@ -54,6 +54,7 @@ governance:
   activation_delay: 0s
 ceremonies:
   create_wallet: 1
+  import_key_init: 0  # the import key the import tests encrypt to (CreateImportKey alone)
 identity_groups:
   approvers: ["{subject_string("approver")}", "{subject_string("approver2")}"]
 rules:
