@@ -22,7 +22,7 @@ from pkcs11.util.ec import encode_named_curve_parameters
 from hsm.errors import HsmConfigError, HsmUnavailable, KeyExists, KeyNotFound, TokenNotFound
 
 if TYPE_CHECKING:
-    from hsm.backup_file import BackupEntry, VerifyReport
+    from hsm.backup_file import BackupEntry, VerifyReport, WalletBackupEntry
 
 SECP256K1_OID = "1.3.132.0.10"
 ED25519_OID = "1.3.101.112"  # SoftHSM 2.6.1 generates and signs with Ed25519 (CKM_EDDSA)
@@ -269,39 +269,51 @@ class Pkcs11Token:
             return shares
 
     def make_backup(
-        self, backup_key_id: str, entries: Sequence[BackupEntry], created_at_ms: int
+        self,
+        backup_key_id: str,
+        entries: Sequence[BackupEntry],
+        created_at_ms: int,
+        wallets: Sequence[WalletBackupEntry] = (),
     ) -> tuple[bytes, tuple[str, ...]]:
-        """The backup file of `entries`, and the keys left out (hsm.backup_file.make)."""
+        """The backup file of `entries` and `wallets`, and what was left out
+        (hsm.backup_file.make)."""
         from hsm import backup_file  # noqa: PLC0415
 
         with self._lock:
-            return backup_file.make(self._session, backup_key_id, entries, created_at_ms)
+            return backup_file.make(self._session, backup_key_id, entries, created_at_ms, wallets)
 
     def verify_backup(
-        self, backup_key_id: str, data: bytes, current: Mapping[str, bytes]
+        self,
+        backup_key_id: str,
+        data: bytes,
+        current: Mapping[str, bytes],
+        current_wallets: Sequence[WalletBackupEntry] = (),
     ) -> VerifyReport:
-        """Check a backup file against the backup key and the current keys (no restore)."""
+        """Check a backup file against the backup key, the current keys and wallets."""
         from hsm import backup_file  # noqa: PLC0415
 
         with self._lock:
-            return backup_file.verify(self._session, backup_key_id, data, current)
+            return backup_file.verify(self._session, backup_key_id, data, current, current_wallets)
 
     def restore_backup(
         self, backup_key_id: str, shares: Sequence[str], data: bytes
-    ) -> tuple[BackupEntry, ...]:
+    ) -> tuple[tuple[BackupEntry, ...], tuple[WalletBackupEntry, ...]]:
         """Restore a backup file onto this (empty) token; all or nothing."""
         from hsm import backup_file  # noqa: PLC0415
 
         with self._lock:
             return backup_file.restore(self._session, backup_key_id, shares, data)
 
-    def discard_restore(self, backup_key_id: str, key_ids: Sequence[str]) -> None:
-        """Destroy what a restore made (its keys and backup key): its records could not be
-        registered, and a token must not hold keys its store does not know."""
+    def discard_restore(
+        self, backup_key_id: str, key_ids: Sequence[str], seal_key_id: str | None = None
+    ) -> None:
+        """Destroy what a restore made (its keys, wallet seal key and backup key): its
+        records could not be registered, and a token must not hold keys its store does
+        not know."""
         from hsm import backup_file  # noqa: PLC0415
 
         with self._lock:
-            backup_file.discard(self._session, backup_key_id, key_ids)
+            backup_file.discard(self._session, backup_key_id, key_ids, seal_key_id)
 
     def trusted_backup_problem(self, backup_key_id: str) -> str | None:
         """Why this token cannot serve backup mode "trusted"; None when it can."""
@@ -400,6 +412,32 @@ class Pkcs11Token:
                     )
             except pkcs11.PKCS11Error as exc:
                 raise HsmUnavailable(f"AES key set-up failed: {type(exc).__name__}") from exc
+
+    def ensure_seal_key(self, key_id: str) -> None:
+        """Create the wallet seal key if missing: an AES-256 key like ensure_aes_key's, but
+        wrappable (sensitive, CKA_EXTRACTABLE) so that a backup can carry it wrapped under
+        the backup key, and no seed need ever be unsealed for a backup (hsm.backup_file)."""
+        from hsm import backup, backup_file  # noqa: PLC0415
+
+        mode = (
+            backup.BackupKeyMode.TRUSTED
+            if self._wrap_with_trusted
+            else backup.BackupKeyMode.PRIVATE
+        )
+        ident = key_id.encode()
+        with self._lock:
+            try:
+                if self._find(ObjectClass.SECRET_KEY, ident) is None:
+                    self._session.generate_key(
+                        KeyType.AES,
+                        256,
+                        store=True,
+                        id=ident,
+                        label=key_id,
+                        template=backup_file.seal_key_template(mode),
+                    )
+            except pkcs11.PKCS11Error as exc:
+                raise HsmUnavailable(f"seal key set-up failed: {type(exc).__name__}") from exc
 
     def seal(self, key_id: str, plaintext: bytes, aad: bytes) -> bytes:
         """AES-256-GCM inside the token: returns nonce || ciphertext || tag."""

@@ -30,7 +30,7 @@ from multiprocessing.connection import Connection
 from typing import Any
 
 from hsm import hd
-from hsm.backup_file import BackupEntry
+from hsm.backup_file import BackupEntry, WalletBackupEntry
 from hsm.bip32 import ExtendedPublicKey
 from hsm.errors import HsmConfigError, HsmUnavailable
 from hsm.keystore import SignRequest
@@ -176,6 +176,10 @@ def _ensure_aes_key(key_id: str) -> None:
     _token().ensure_aes_key(key_id)
 
 
+def _ensure_seal_key(key_id: str) -> None:
+    _token().ensure_seal_key(key_id)
+
+
 def _seal(key_id: str, plaintext: bytes, aad: bytes) -> bytes:
     return _token().seal(key_id, plaintext, aad)
 
@@ -222,6 +226,7 @@ _TASKS: dict[str, Callable[..., object]] = {
         _ed25519_public_key,
         _sign_eddsa,
         _ensure_aes_key,
+        _ensure_seal_key,
         _seal,
         _unseal,
         _hd_create_seed,
@@ -268,9 +273,12 @@ def _create_backup_key(key_id: str, threshold: int, count: int) -> list[str]:
 
 
 def _make_backup(
-    backup_key_id: str, entries: list[BackupEntry], created_at_ms: int
+    backup_key_id: str,
+    entries: list[BackupEntry],
+    created_at_ms: int,
+    wallets: list[WalletBackupEntry],
 ) -> tuple[bytes, tuple[str, ...]]:
-    return _token().make_backup(backup_key_id, entries, created_at_ms)
+    return _token().make_backup(backup_key_id, entries, created_at_ms, wallets)
 
 
 def _export_wrapped(key_id: str, recipient_der: bytes) -> bytes:
@@ -429,6 +437,10 @@ class SigningPool:
     def ensure_aes_key(self, key_id: str) -> None:
         self._call("_ensure_aes_key", key_id)
 
+    def ensure_seal_key(self, key_id: str) -> None:
+        """The wallet seal key: wrappable for backups (Pkcs11Token.ensure_seal_key)."""
+        self._call("_ensure_seal_key", key_id)
+
     def seal(self, key_id: str, plaintext: bytes, aad: bytes) -> bytes:
         """Encrypt a secret under an HSM-resident AES key (AES-256-GCM, `aad` bound)."""
         return bytes(self._call("_seal", key_id, plaintext, aad))
@@ -472,9 +484,15 @@ class SigningPool:
         return [str(share) for share in self._call("_create_backup_key", key_id, threshold, count)]
 
     def make_backup(
-        self, backup_key_id: str, entries: Sequence[BackupEntry], created_at_ms: int
+        self,
+        backup_key_id: str,
+        entries: Sequence[BackupEntry],
+        created_at_ms: int,
+        wallets: Sequence[WalletBackupEntry] = (),
     ) -> tuple[bytes, tuple[str, ...]]:
-        data, skipped = self._call("_make_backup", backup_key_id, list(entries), created_at_ms)
+        data, skipped = self._call(
+            "_make_backup", backup_key_id, list(entries), created_at_ms, list(wallets)
+        )
         return bytes(data), tuple(skipped)
 
     def export_wrapped(self, key_id: str, recipient_der: bytes) -> bytes:

@@ -20,7 +20,7 @@ from audit.record import AuditEvent, AuditRecord
 from policies.velocity import Spent
 from signer.store.ceremony_tables import CeremonyStore
 from signer.store.policy_tables import Admission, PendingRow, PolicyRow, PolicyStore
-from signer.store.wallet_tables import WalletStore
+from signer.store.wallet_tables import WalletRecord, WalletStore
 from signer.store.webhook_tables import WebhookStore
 
 
@@ -195,8 +195,14 @@ class Store(PolicyStore, CeremonyStore, WebhookStore, WalletStore, Protocol):
 
     def insert_key(self, key: KeyRecord, event: AuditEvent) -> None: ...
 
-    def insert_keys(self, keys: Sequence[KeyRecord], events: Sequence[AuditEvent]) -> None:
-        """All of `keys` and `events` in one transaction, or none (KeyAlreadyExists)."""
+    def insert_keys(
+        self,
+        keys: Sequence[KeyRecord],
+        events: Sequence[AuditEvent],
+        wallets: Sequence[WalletRecord] = (),
+    ) -> None:
+        """All of `keys`, `wallets` and `events` in one transaction, or none
+        (KeyAlreadyExists naming the key or wallet id)."""
         ...
 
     def get_key(self, key_id: str) -> KeyRecord | None: ...
