@@ -329,6 +329,26 @@ class Pkcs11Token:
         with self._lock:
             return key_export.export_wrapped(self._session, key_id, recipient_der)
 
+    def export_seed(
+        self, seal_key_id: str, sealed: bytes, aad: bytes, recipient_der: bytes
+    ) -> bytes:
+        """A wallet's sealed seed, unsealed in this worker and wrapped to a recipient's RSA
+        key inside the token (hsm.key_export.export_seed_wrapped); the clear seed is
+        overwritten before this returns."""
+        from hsm import key_export  # noqa: PLC0415 - key_export imports key_import
+        from hsm.hd import wipe  # noqa: PLC0415
+
+        key_export.recipient_numbers(recipient_der)  # a bad recipient unseals nothing
+        try:
+            plain = self.unseal(seal_key_id, sealed, aad)
+        except HsmUnavailable as exc:
+            raise HsmUnavailable("the wallet's sealed seed does not unseal under its key") from exc
+        try:
+            with self._lock:
+                return key_export.export_seed_wrapped(self._session, plain, recipient_der)
+        finally:
+            wipe(plain)
+
     def public_key(self, key_id: str) -> bytes:
         with self._lock:
             try:

@@ -285,6 +285,10 @@ def _export_wrapped(key_id: str, recipient_der: bytes) -> bytes:
     return _token().export_wrapped(key_id, recipient_der)
 
 
+def _export_seed(seed: tuple[str, bytes, bytes], recipient_der: bytes) -> bytes:
+    return _token().export_seed(*seed, recipient_der)
+
+
 def _trusted_backup_problem(backup_key_id: str) -> str | None:
     return _token().trusted_backup_problem(backup_key_id)
 
@@ -292,7 +296,13 @@ def _trusted_backup_problem(backup_key_id: str) -> str | None:
 _TASKS.update(
     {
         fn.__name__: fn
-        for fn in (_create_backup_key, _make_backup, _export_wrapped, _trusted_backup_problem)
+        for fn in (
+            _create_backup_key,
+            _make_backup,
+            _export_wrapped,
+            _export_seed,
+            _trusted_backup_problem,
+        )
     }
 )
 
@@ -497,6 +507,10 @@ class SigningPool:
 
     def export_wrapped(self, key_id: str, recipient_der: bytes) -> bytes:
         return bytes(self._call("_export_wrapped", key_id, recipient_der))
+
+    def export_seed(self, seed: hd.SealedSeed, recipient_der: bytes) -> bytes:
+        """A wallet's seed wrapped to a recipient's RSA key (Pkcs11Token.export_seed)."""
+        return bytes(self._call("_export_seed", seed.as_tuple(), recipient_der))
 
     def trusted_backup_problem(self, backup_key_id: str) -> str | None:
         problem = self._call("_trusted_backup_problem", backup_key_id)
