@@ -17,6 +17,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import logging
 import os
 import sqlite3
 import subprocess
@@ -269,8 +270,9 @@ def _unwrapped(recipient: rsa.RSAPrivateKey, data: bytes) -> bytes:
 
 
 def test_a_wallet_leaves_only_as_its_seed_encrypted_to_the_recipient_after_a_quorum(
-    officers: Officers, tmp_path: Path
+    officers: Officers, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
+    caplog.set_level(logging.DEBUG)
     o = officers
     made = _propose(o, "officer", kind=keys_pb2.CEREMONY_KIND_CREATE_WALLET, wallet_id="leaving-w")
     assert made.state == "executed", made
@@ -321,8 +323,9 @@ def test_a_wallet_leaves_only_as_its_seed_encrypted_to_the_recipient_after_a_quo
     assert exported["sha256"] == hashlib.sha256(result.data).hexdigest()
     assert exported["ceremony_id"] == proposed.ceremony_id
     o.refused(lambda: _fetch(o, "officer", proposed.ceremony_id), PRECONDITION, "fetched")
-    # The seed is nowhere in the audit log or the database in the clear.
-    text = json.dumps(o.audit())
+    # The seed is nowhere in the logs, the audit log or the database in the clear.
+    text = json.dumps(o.audit()) + caplog.text
+    assert "wallet.exported" in text
     database = b"".join(p.read_bytes() for p in tmp_path.glob("custos.db*"))
     assert database
     for form in (seed.hex(), seed.hex().upper(), base64.b64encode(seed).decode()):
