@@ -453,3 +453,54 @@ def test_the_cli_proposes_approves_and_fetches_an_export(
     )
     pkcs8 = aes_key_unwrap_with_padding(ephemeral, data[384:])
     assert _address_of_pkcs8(pkcs8) == builders.address(key, "ethereum", "sepolia")
+
+
+def test_the_cli_proposes_a_wallet_export_its_approver_recomputes_the_digest(
+    officers: Officers, tmp_path: Path
+) -> None:
+    """`custos keys propose-export-wallet`: the approver's client recomputes the digest
+    (with the recipient's fingerprint from the key itself) and approves it."""
+    o = officers
+    made = _propose(o, "officer", kind=keys_pb2.CEREMONY_KIND_CREATE_WALLET, wallet_id="cli-w")
+    assert made.state == "executed", made
+    recipient = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    pem = tmp_path / "recipient.pem"
+    pem.write_bytes(
+        recipient.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+    )
+    profiles = {
+        name: _cli_profile(o.server.env, o.server.port, name, tmp_path) for name in OFFICERS
+    }
+
+    def custos(name: str, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "signer.cli", "keys", *args],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env={**os.environ, "CUSTOS_CLIENT": str(profiles[name])},
+            check=False,
+        )
+
+    missing = custos("officer", "propose-export-wallet", "nope", "--recipient", str(pem))
+    assert missing.returncode == 1
+    assert "nope" in missing.stderr
+    proposed = custos(
+        "officer", "propose-export-wallet", "cli-w", "--recipient", str(pem), "-o", "json"
+    )
+    assert proposed.returncode == 0, proposed.stderr
+    shown = json.loads(proposed.stdout)
+    o.next_step["officer2"] = max(o.next_step["officer2"], int(time.time()) // 30)
+    approved = custos(
+        "officer2",
+        *("approve", shown["ceremony_id"], "--digest", shown["digest"]),
+        *("--code", o.code("officer2")),
+    )
+    assert approved.returncode == 0, approved.stderr
+    ceremony = o.stubs["officer"].GetKeyCeremony(
+        keys_pb2.GetKeyCeremonyRequest(ceremony_id=shown["ceremony_id"])
+    )
+    assert ceremony.approved_by == [subject_string("officer2")]
+    assert ceremony.wallet_id == "cli-w"
