@@ -1,12 +1,25 @@
-"""One backup file: a manifest of keys, each key wrapped under the backup key, and a tag.
+"""One backup file: a manifest of keys and HD wallets, wrapped under the backup key, and a tag.
 
 Made, verified and restored with python-pkcs11 sessions (hsm.backup does the
 wrapping). The file is canonical JSON (sorted keys, no spaces):
 
     {"body": {"format": "custos-backup/1", "created_at_ms": ..., "backup_key_check": hex,
               "keys": [{"key_id", "public_key" (hex, SEC1), "wrapped" (base64),
-                        "record": {...}}, ...]},
+                        "record": {...}}, ...],
+              "wallets": {"seal_key_id", "wrapped_seal_key" (base64),     (only with wallets)
+                          "items": [{"wallet_id", "sealed_seed" (base64), "record": {...}}]}},
      "tag": hex}
+
+HD wallets: the file carries the token's wallet seal key (the AES key their seeds
+are sealed under) wrapped under the backup key, and each wallet's sealed seed as
+the store holds it. Why not unseal each seed and wrap it under the backup key:
+that puts every seed in the clear in a worker's memory at every backup and every
+restore, while wrapping the seal key happens inside the HSM (C_WrapKey) and a
+restore unwraps it inside the HSM (C_UnwrapKey): no seed is ever in the clear
+outside the token for a backup or a restore. The seal key is therefore made
+sensitive but wrappable (hsm.pkcs11_token.ensure_seal_key); a seal key made
+non-extractable (before backups held wallets) cannot be wrapped, and its wallets
+are left out and named, like keys made before backups existed.
 
 `record` is whatever the caller keeps about a key (origin, network class, state,
 addresses): this module does not read it, only authenticates it.
@@ -37,7 +50,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pkcs11
-from pkcs11 import Attribute, KeyType, ObjectClass
+from pkcs11 import Attribute, KeyType, MechanismFlag, ObjectClass
 
 from custos.hsm import backup
 from custos.hsm.backup import BackupError, BackupKeyMode
@@ -48,6 +61,7 @@ from custos.hsm.key_import import find
 FORMAT = "custos-backup/1"
 MAX_FILE_BYTES = 16 * 1024 * 1024
 MAX_KEYS = 100_000
+WALLET_SKIP_PREFIX = "wallet/"  # how a left-out wallet is named among left-out key ids
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +70,17 @@ class BackupEntry:
 
     key_id: str
     public_key: bytes
+    record: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class WalletBackupEntry:
+    """One HD wallet in a backup: its id, its seed sealed under `seal_key_id` as the store
+    holds it (never the seed in clear), and the caller's record of it."""
+
+    wallet_id: str
+    seal_key_id: str
+    sealed_seed: bytes = field(repr=False)
     record: Mapping[str, Any] = field(default_factory=dict)
 
 
@@ -69,6 +94,8 @@ class BackupContents:
     wrapped: Mapping[str, bytes]
     body: bytes  # canonical JSON of the body, what the tag covers
     tag: bytes
+    wallets: tuple[WalletBackupEntry, ...] = ()
+    wrapped_seal_key: bytes = b""
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,10 +106,20 @@ class VerifyReport:
     same_backup_key: bool
     missing: tuple[str, ...]  # current keys the backup lacks
     different: tuple[str, ...]  # key ids whose public key differs from the current one
+    wallets: int = 0
+    missing_wallets: tuple[str, ...] = ()  # current wallets the backup lacks
+    # Wallets whose sealed seed differs, or all of them when the seal key does.
+    different_wallets: tuple[str, ...] = ()
 
     @property
     def complete(self) -> bool:
-        return self.same_backup_key and not self.missing and not self.different
+        return (
+            self.same_backup_key
+            and not self.missing
+            and not self.different
+            and not self.missing_wallets
+            and not self.different_wallets
+        )
 
 
 def _canonical(value: Any) -> bytes:
@@ -124,12 +161,75 @@ def backupable(session: Any, key_id: str) -> bool:
         raise HsmUnavailable(f"reading key {key_id} failed: {type(exc).__name__}") from exc
 
 
-def make(
-    session: Any, backup_key_id: str, entries: Sequence[BackupEntry], created_at_ms: int
-) -> tuple[bytes, tuple[str, ...]]:
-    """The backup file of `entries`, each key wrapped under the backup key; nothing in clear.
+def _wrap_seal_key(session: Any, backup_key_id: str, seal_key_id: str) -> bytes | None:
+    """The wallet seal key wrapped under the backup key; None when it was made unwrappable.
 
-    Also the ids of the keys left out because they were created non-extractable.
+    Deterministic (RFC 5649 has no IV): the same seal key always gives the same
+    bytes, which is how `verify` tells that a backup holds the current seal key.
+    """
+    try:
+        key = find(session, ObjectClass.SECRET_KEY, backup_key_id)
+        if key is None:
+            raise KeyNotFound(backup_key_id)
+        seal = find(session, ObjectClass.SECRET_KEY, seal_key_id)
+        if seal is None:
+            raise KeyNotFound(seal_key_id)
+        if not seal[Attribute.EXTRACTABLE]:
+            return None
+        return bytes(key.wrap_key(seal, mechanism=backup.WRAP_MECHANISM))
+    except pkcs11.KeyNotWrappable as exc:
+        raise BackupError(
+            f"the wallet seal key {seal_key_id} may be wrapped only by a trusted key"
+        ) from exc
+    except pkcs11.PKCS11Error as exc:
+        raise HsmUnavailable(f"wrapping the wallet seal key failed: {type(exc).__name__}") from exc
+
+
+def _seal_key_of(wallets: Sequence[WalletBackupEntry]) -> str:
+    ids = {w.seal_key_id for w in wallets}
+    if len(ids) != 1:
+        raise BackupError(f"wallets: sealed under {len(ids)} seal keys, a backup holds one")
+    return ids.pop()
+
+
+def _wallets_body(
+    session: Any, backup_key_id: str, wallets: Sequence[WalletBackupEntry]
+) -> tuple[dict[str, Any] | None, list[str]]:
+    """The body's `wallets` section (None when there is none), and wallets left out."""
+    if not wallets:
+        return None, []
+    seal_key_id = _seal_key_of(wallets)
+    wrapped = _wrap_seal_key(session, backup_key_id, seal_key_id)
+    if wrapped is None:
+        return None, sorted(WALLET_SKIP_PREFIX + w.wallet_id for w in wallets)
+    items = [
+        {
+            "wallet_id": w.wallet_id,
+            "sealed_seed": base64.b64encode(w.sealed_seed).decode(),
+            "record": dict(w.record),
+        }
+        for w in sorted(wallets, key=lambda w: w.wallet_id)
+    ]
+    section = {
+        "seal_key_id": seal_key_id,
+        "wrapped_seal_key": base64.b64encode(wrapped).decode(),
+        "items": items,
+    }
+    return section, []
+
+
+def make(
+    session: Any,
+    backup_key_id: str,
+    entries: Sequence[BackupEntry],
+    created_at_ms: int,
+    wallets: Sequence[WalletBackupEntry] = (),
+) -> tuple[bytes, tuple[str, ...]]:
+    """The backup file of `entries` and `wallets`, wrapped under the backup key; nothing
+    in clear.
+
+    Also the ids of the keys left out because they were created non-extractable,
+    and `wallet/ID` for wallets left out because their seal key was.
     """
     keys = []
     skipped = []
@@ -146,12 +246,17 @@ def make(
                 "record": dict(entry.record),
             }
         )
-    body = {
+    body: dict[str, Any] = {
         "format": FORMAT,
         "created_at_ms": created_at_ms,
         "backup_key_check": backup.backup_key_check_value(session, backup_key_id).hex(),
         "keys": keys,
     }
+    section, left_out = _wallets_body(session, backup_key_id, wallets)
+    skipped.extend(left_out)
+    if section is not None:
+        # Only when there are wallets: a file without them reads as before.
+        body["wallets"] = section
     encoded = _canonical(body)
     tag = _tag(session, backup_key_id, encoded)
     return _canonical({"body": body, "tag": tag.hex()}) + b"\n", tuple(skipped)
@@ -183,11 +288,49 @@ def parse(data: bytes) -> BackupContents:
                 raise BackupError(f"backup file: key {number}: record is not an object")
             entries.append(BackupEntry(key_id, bytes.fromhex(item["public_key"]), record))
             wrapped[key_id] = base64.b64decode(item["wrapped"], validate=True)
+        wallets, wrapped_seal_key = _parse_wallets(body.get("wallets"))
     except BackupError:
         raise
     except (ValueError, KeyError, TypeError, AttributeError):
         raise BackupError("backup file: not a Custos backup (malformed JSON or field)") from None
-    return BackupContents(created_at_ms, check, tuple(entries), wrapped, _canonical(body), tag)
+    return BackupContents(
+        created_at_ms,
+        check,
+        tuple(entries),
+        wrapped,
+        _canonical(body),
+        tag,
+        wallets,
+        wrapped_seal_key,
+    )
+
+
+def _parse_wallets(section: Any) -> tuple[tuple[WalletBackupEntry, ...], bytes]:
+    """The wallets of a body's `wallets` section (absent: none); BackupError naming the field."""
+    if section is None:
+        return (), b""
+    if not isinstance(section, dict):
+        raise BackupError("backup file: wallets is not an object")
+    seal_key_id = section["seal_key_id"]
+    if not isinstance(seal_key_id, str) or not seal_key_id:
+        raise BackupError("backup file: wallets.seal_key_id is not a key id")
+    wrapped = base64.b64decode(section["wrapped_seal_key"], validate=True)
+    items = section["items"]
+    if not isinstance(items, list) or not items or len(items) > MAX_KEYS:
+        raise BackupError(f"backup file: wallets.items is not a list of 1 to {MAX_KEYS}")
+    out: list[WalletBackupEntry] = []
+    seen: set[str] = set()
+    for number, item in enumerate(items, start=1):
+        wallet_id = item["wallet_id"]
+        if not isinstance(wallet_id, str) or wallet_id in seen:
+            raise BackupError(f"backup file: wallets.items[{number}].wallet_id repeated or bad")
+        seen.add(wallet_id)
+        record = item["record"]
+        if not isinstance(record, dict):
+            raise BackupError(f"backup file: wallets.items[{number}].record is not an object")
+        sealed = base64.b64decode(item["sealed_seed"], validate=True)
+        out.append(WalletBackupEntry(wallet_id, seal_key_id, sealed, record))
+    return tuple(out), wrapped
 
 
 def _authentic(session: Any, backup_key_id: str, contents: BackupContents) -> None:
@@ -203,9 +346,14 @@ def _authentic(session: Any, backup_key_id: str, contents: BackupContents) -> No
 
 
 def verify(
-    session: Any, backup_key_id: str, data: bytes, current: Mapping[str, bytes]
+    session: Any,
+    backup_key_id: str,
+    data: bytes,
+    current: Mapping[str, bytes],
+    current_wallets: Sequence[WalletBackupEntry] = (),
 ) -> VerifyReport:
-    """Check a backup against the token's backup key and the current keys (id -> public key).
+    """Check a backup against the token's backup key, the current keys (id -> public key)
+    and the current wallets (their sealed seeds and the token's seal key).
 
     BackupError when the file is malformed or its tag does not verify; otherwise a
     report of what is missing or different. Restores nothing.
@@ -220,7 +368,41 @@ def verify(
         different=tuple(
             sorted(k for k, pub in current.items() if k in in_backup and in_backup[k] != pub)
         ),
+        wallets=len(contents.wallets),
+        **_compare_wallets(session, backup_key_id, contents, current_wallets),
     )
+
+
+def _compare_wallets(
+    session: Any,
+    backup_key_id: str,
+    contents: BackupContents,
+    current: Sequence[WalletBackupEntry],
+) -> dict[str, tuple[str, ...]]:
+    """Which current wallets the backup lacks, and which it holds differently.
+
+    A wallet is the same when its sealed seed is byte for byte the stored one and
+    the backup's seal key is the token's: re-wrapping the token's seal key under
+    the backup key gives the backup's bytes (RFC 5649 is deterministic), so no
+    seed is unsealed to check it.
+    """
+    in_backup = {w.wallet_id: w.sealed_seed for w in contents.wallets}
+    missing = tuple(sorted(w.wallet_id for w in current if w.wallet_id not in in_backup))
+    held = [w for w in current if w.wallet_id in in_backup]
+    if not held:
+        return {"missing_wallets": missing, "different_wallets": ()}
+    seal_key_id = _seal_key_of(held)
+    same_seal = contents.wallets[0].seal_key_id == seal_key_id and hmac.compare_digest(
+        _wrap_seal_key(session, backup_key_id, seal_key_id) or b"", contents.wrapped_seal_key
+    )
+    different = tuple(
+        sorted(
+            w.wallet_id
+            for w in held
+            if not same_seal or not hmac.compare_digest(in_backup[w.wallet_id], w.sealed_seed)
+        )
+    )
+    return {"missing_wallets": missing, "different_wallets": different}
 
 
 def _destroy_key(session: Any, key_id: str, classes: Sequence[ObjectClass]) -> None:
@@ -239,8 +421,9 @@ def restore(
     data: bytes,
     *,
     mode: BackupKeyMode = BackupKeyMode.PRIVATE,
-) -> tuple[BackupEntry, ...]:
-    """Restore a backup onto an empty token: the backup key from shares, then every key.
+) -> tuple[tuple[BackupEntry, ...], tuple[WalletBackupEntry, ...]]:
+    """Restore a backup onto an empty token: the backup key from shares, every key, and the
+    wallet seal key (the wallets' sealed seeds are the caller's to store).
 
     BackupError (fewer than M shares, a wrong share, a tampered or foreign file, a key
     that does not unwrap or match) leaves the token as it was. A user session
@@ -259,6 +442,10 @@ def restore(
         if find(session, ObjectClass.PRIVATE_KEY, entry.key_id) is not None:
             wipe(value)
             raise BackupError(f"restore: the token already has key {entry.key_id!r}")
+    seal_key_id = contents.wallets[0].seal_key_id if contents.wallets else None
+    if seal_key_id is not None and find(session, ObjectClass.SECRET_KEY, seal_key_id):
+        wipe(value)
+        raise BackupError(f"restore: the token already has a wallet seal key {seal_key_id!r}")
     backup.install_backup_key(session, backup_key_id, value, mode)  # wipes value
     made: list[str] = []
     try:
@@ -273,14 +460,60 @@ def restore(
                 entry.public_key,
                 mode=mode,
             )
+        if seal_key_id is not None:
+            _unwrap_seal_key(session, backup_key_id, seal_key_id, contents.wrapped_seal_key, mode)
     except BaseException:
-        discard(session, backup_key_id, made)
+        discard(session, backup_key_id, made, seal_key_id)
         raise
-    return contents.entries
+    return contents.entries, contents.wallets
 
 
-def discard(session: Any, backup_key_id: str, key_ids: Sequence[str]) -> None:
-    """Destroy the keys a restore made and its backup key: the token as before it."""
+def _unwrap_seal_key(
+    session: Any, backup_key_id: str, seal_key_id: str, wrapped: bytes, mode: BackupKeyMode
+) -> None:
+    """The wallet seal key back in the token, inside the HSM: sensitive, wrappable again."""
+    key = find(session, ObjectClass.SECRET_KEY, backup_key_id)
+    if key is None:
+        raise KeyNotFound(backup_key_id)
+    try:
+        key.unwrap_key(
+            ObjectClass.SECRET_KEY,
+            KeyType.AES,
+            wrapped,
+            id=seal_key_id.encode(),
+            label=seal_key_id,
+            mechanism=backup.WRAP_MECHANISM,
+            store=True,
+            capabilities=MechanismFlag.ENCRYPT | MechanismFlag.DECRYPT,
+            template=seal_key_template(mode),
+        )
+    except pkcs11.PKCS11Error as exc:
+        raise BackupError(
+            f"the wallet seal key does not unwrap under {backup_key_id}"
+            f" ({type(exc).__name__}): wrong backup key or damaged backup"
+        ) from None
+
+
+def seal_key_template(mode: BackupKeyMode) -> dict[Attribute, Any]:
+    """A wallet seal key: never readable, but wrappable for backups (by a trusted key only
+    in TRUSTED mode)."""
+    return {
+        Attribute.PRIVATE: True,
+        Attribute.SENSITIVE: True,
+        Attribute.EXTRACTABLE: True,
+        Attribute.WRAP_WITH_TRUSTED: mode is BackupKeyMode.TRUSTED,
+        Attribute.ENCRYPT: True,
+        Attribute.DECRYPT: True,
+    }
+
+
+def discard(
+    session: Any, backup_key_id: str, key_ids: Sequence[str], seal_key_id: str | None = None
+) -> None:
+    """Destroy the keys a restore made, its wallet seal key and its backup key: the token
+    as before it."""
     for key_id in key_ids:
         _destroy_key(session, key_id, (ObjectClass.PRIVATE_KEY, ObjectClass.PUBLIC_KEY))
+    if seal_key_id is not None:
+        _destroy_key(session, seal_key_id, (ObjectClass.SECRET_KEY,))
     _destroy_key(session, backup_key_id, (ObjectClass.SECRET_KEY,))

@@ -58,11 +58,49 @@ def recipient_fingerprint(der: bytes) -> str:
 def export_wrapped(session: Any, key_id: str, recipient_der: bytes) -> bytes:
     """Private key `key_id` wrapped to the recipient (see the module docstring)."""
     numbers = recipient_numbers(recipient_der)
-    made: list[Any] = []
     try:
         private = find(session, ObjectClass.PRIVATE_KEY, key_id)
         if private is None:
             raise KeyNotFound(key_id)
+    except pkcs11.PKCS11Error as exc:
+        raise HsmUnavailable(f"exporting key {key_id} failed: {type(exc).__name__}") from exc
+    return _wrapped_to(session, numbers, private, f"key {key_id}")
+
+
+def export_seed_wrapped(session: Any, seed: bytes, recipient_der: bytes) -> bytes:
+    """An HD wallet's BIP39 seed wrapped to the recipient, in the same layout as a key:
+    RSA-OAEP(recipient, ephemeral AES-256 key) || AES-KWP(ephemeral key, the seed bytes).
+
+    The caller has unsealed the seed (hsm.pkcs11_token.export_seed: SoftHSM cannot wrap
+    what it sealed with AES-GCM without decrypting it); here it becomes a session
+    object only long enough to be wrapped inside the token, and is destroyed.
+    """
+    numbers = recipient_numbers(recipient_der)
+    try:
+        secret = session.create_object(
+            {
+                Attribute.CLASS: ObjectClass.SECRET_KEY,
+                Attribute.KEY_TYPE: KeyType.GENERIC_SECRET,
+                Attribute.VALUE: seed,
+                Attribute.TOKEN: False,
+                Attribute.PRIVATE: True,
+                Attribute.SENSITIVE: True,
+                Attribute.EXTRACTABLE: True,  # only so that the ephemeral key can wrap it
+            }
+        )
+    except pkcs11.PKCS11Error as exc:
+        raise HsmUnavailable(f"exporting the seed failed: {type(exc).__name__}") from exc
+    try:
+        return _wrapped_to(session, numbers, secret, "the wallet seed")
+    finally:
+        with contextlib.suppress(pkcs11.PKCS11Error):
+            secret.destroy()
+
+
+def _wrapped_to(session: Any, numbers: rsa.RSAPublicNumbers, target: Any, what: str) -> bytes:
+    """`target` wrapped under an ephemeral AES key, which is wrapped to the recipient."""
+    made: list[Any] = []
+    try:
         size = (numbers.n.bit_length() + 7) // 8
         recipient = session.create_object(
             {
@@ -94,14 +132,14 @@ def export_wrapped(session: Any, key_id: str, recipient_der: bytes) -> bytes:
         )
         made.append(ephemeral)
         try:
-            inner = bytes(ephemeral.wrap_key(private, mechanism=Mechanism.AES_KEY_WRAP_PAD))
+            inner = bytes(ephemeral.wrap_key(target, mechanism=Mechanism.AES_KEY_WRAP_PAD))
         except pkcs11.KeyNotWrappable:
             raise ExportError(
-                f"key {key_id} may be wrapped only by a trusted key: it cannot be exported"
+                f"{what} may be wrapped only by a trusted key: it cannot be exported"
             ) from None
         except pkcs11.KeyUnextractable:
             raise ExportError(
-                f"key {key_id} was created non-extractable: it cannot be exported"
+                f"{what} was created non-extractable: it cannot be exported"
             ) from None
         outer = bytes(
             recipient.wrap_key(
@@ -110,7 +148,7 @@ def export_wrapped(session: Any, key_id: str, recipient_der: bytes) -> bytes:
         )
         return outer + inner
     except pkcs11.PKCS11Error as exc:
-        raise HsmUnavailable(f"exporting key {key_id} failed: {type(exc).__name__}") from exc
+        raise HsmUnavailable(f"exporting {what} failed: {type(exc).__name__}") from exc
     finally:
         for obj in made:
             with contextlib.suppress(pkcs11.PKCS11Error):

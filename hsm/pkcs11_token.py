@@ -22,7 +22,7 @@ from pkcs11.util.ec import encode_named_curve_parameters
 from custos.hsm.errors import HsmConfigError, HsmUnavailable, KeyExists, KeyNotFound, TokenNotFound
 
 if TYPE_CHECKING:
-    from custos.hsm.backup_file import BackupEntry, VerifyReport
+    from custos.hsm.backup_file import BackupEntry, VerifyReport, WalletBackupEntry
 
 SECP256K1_OID = "1.3.132.0.10"
 ED25519_OID = "1.3.101.112"  # SoftHSM 2.6.1 generates and signs with Ed25519 (CKM_EDDSA)
@@ -269,39 +269,51 @@ class Pkcs11Token:
             return shares
 
     def make_backup(
-        self, backup_key_id: str, entries: Sequence[BackupEntry], created_at_ms: int
+        self,
+        backup_key_id: str,
+        entries: Sequence[BackupEntry],
+        created_at_ms: int,
+        wallets: Sequence[WalletBackupEntry] = (),
     ) -> tuple[bytes, tuple[str, ...]]:
-        """The backup file of `entries`, and the keys left out (hsm.backup_file.make)."""
+        """The backup file of `entries` and `wallets`, and what was left out
+        (hsm.backup_file.make)."""
         from custos.hsm import backup_file  # noqa: PLC0415
 
         with self._lock:
-            return backup_file.make(self._session, backup_key_id, entries, created_at_ms)
+            return backup_file.make(self._session, backup_key_id, entries, created_at_ms, wallets)
 
     def verify_backup(
-        self, backup_key_id: str, data: bytes, current: Mapping[str, bytes]
+        self,
+        backup_key_id: str,
+        data: bytes,
+        current: Mapping[str, bytes],
+        current_wallets: Sequence[WalletBackupEntry] = (),
     ) -> VerifyReport:
-        """Check a backup file against the backup key and the current keys (no restore)."""
+        """Check a backup file against the backup key, the current keys and wallets."""
         from custos.hsm import backup_file  # noqa: PLC0415
 
         with self._lock:
-            return backup_file.verify(self._session, backup_key_id, data, current)
+            return backup_file.verify(self._session, backup_key_id, data, current, current_wallets)
 
     def restore_backup(
         self, backup_key_id: str, shares: Sequence[str], data: bytes
-    ) -> tuple[BackupEntry, ...]:
+    ) -> tuple[tuple[BackupEntry, ...], tuple[WalletBackupEntry, ...]]:
         """Restore a backup file onto this (empty) token; all or nothing."""
         from custos.hsm import backup_file  # noqa: PLC0415
 
         with self._lock:
             return backup_file.restore(self._session, backup_key_id, shares, data)
 
-    def discard_restore(self, backup_key_id: str, key_ids: Sequence[str]) -> None:
-        """Destroy what a restore made (its keys and backup key): its records could not be
-        registered, and a token must not hold keys its store does not know."""
+    def discard_restore(
+        self, backup_key_id: str, key_ids: Sequence[str], seal_key_id: str | None = None
+    ) -> None:
+        """Destroy what a restore made (its keys, wallet seal key and backup key): its
+        records could not be registered, and a token must not hold keys its store does
+        not know."""
         from custos.hsm import backup_file  # noqa: PLC0415
 
         with self._lock:
-            backup_file.discard(self._session, backup_key_id, key_ids)
+            backup_file.discard(self._session, backup_key_id, key_ids, seal_key_id)
 
     def trusted_backup_problem(self, backup_key_id: str) -> str | None:
         """Why this token cannot serve backup mode "trusted"; None when it can."""
@@ -316,6 +328,26 @@ class Pkcs11Token:
 
         with self._lock:
             return key_export.export_wrapped(self._session, key_id, recipient_der)
+
+    def export_seed(
+        self, seal_key_id: str, sealed: bytes, aad: bytes, recipient_der: bytes
+    ) -> bytes:
+        """A wallet's sealed seed, unsealed in this worker and wrapped to a recipient's RSA
+        key inside the token (hsm.key_export.export_seed_wrapped); the clear seed is
+        overwritten before this returns."""
+        from custos.hsm import key_export  # noqa: PLC0415 - key_export imports key_import
+        from custos.hsm.hd import wipe  # noqa: PLC0415
+
+        key_export.recipient_numbers(recipient_der)  # a bad recipient unseals nothing
+        try:
+            plain = self.unseal(seal_key_id, sealed, aad)
+        except HsmUnavailable as exc:
+            raise HsmUnavailable("the wallet's sealed seed does not unseal under its key") from exc
+        try:
+            with self._lock:
+                return key_export.export_seed_wrapped(self._session, plain, recipient_der)
+        finally:
+            wipe(plain)
 
     def public_key(self, key_id: str) -> bytes:
         with self._lock:
@@ -400,6 +432,32 @@ class Pkcs11Token:
                     )
             except pkcs11.PKCS11Error as exc:
                 raise HsmUnavailable(f"AES key set-up failed: {type(exc).__name__}") from exc
+
+    def ensure_seal_key(self, key_id: str) -> None:
+        """Create the wallet seal key if missing: an AES-256 key like ensure_aes_key's, but
+        wrappable (sensitive, CKA_EXTRACTABLE) so that a backup can carry it wrapped under
+        the backup key, and no seed need ever be unsealed for a backup (hsm.backup_file)."""
+        from custos.hsm import backup, backup_file  # noqa: PLC0415
+
+        mode = (
+            backup.BackupKeyMode.TRUSTED
+            if self._wrap_with_trusted
+            else backup.BackupKeyMode.PRIVATE
+        )
+        ident = key_id.encode()
+        with self._lock:
+            try:
+                if self._find(ObjectClass.SECRET_KEY, ident) is None:
+                    self._session.generate_key(
+                        KeyType.AES,
+                        256,
+                        store=True,
+                        id=ident,
+                        label=key_id,
+                        template=backup_file.seal_key_template(mode),
+                    )
+            except pkcs11.PKCS11Error as exc:
+                raise HsmUnavailable(f"seal key set-up failed: {type(exc).__name__}") from exc
 
     def seal(self, key_id: str, plaintext: bytes, aad: bytes) -> bytes:
         """AES-256-GCM inside the token: returns nonce || ciphertext || tag."""

@@ -31,7 +31,7 @@ from typing import Any
 
 from custos.common.secp256k1 import RecoverableSignature, SignatureError, normalize
 from custos.hsm import hd
-from custos.hsm.backup_file import BackupEntry
+from custos.hsm.backup_file import BackupEntry, WalletBackupEntry
 from custos.hsm.bip32 import ExtendedPublicKey
 from custos.hsm.errors import HsmConfigError, HsmUnavailable
 from custos.hsm.keystore import SignRequest
@@ -176,6 +176,10 @@ def _ensure_aes_key(key_id: str) -> None:
     _token().ensure_aes_key(key_id)
 
 
+def _ensure_seal_key(key_id: str) -> None:
+    _token().ensure_seal_key(key_id)
+
+
 def _seal(key_id: str, plaintext: bytes, aad: bytes) -> bytes:
     return _token().seal(key_id, plaintext, aad)
 
@@ -222,6 +226,7 @@ _TASKS: dict[str, Callable[..., object]] = {
         _ed25519_public_key,
         _sign_eddsa,
         _ensure_aes_key,
+        _ensure_seal_key,
         _seal,
         _unseal,
         _hd_create_seed,
@@ -268,13 +273,20 @@ def _create_backup_key(key_id: str, threshold: int, count: int) -> list[str]:
 
 
 def _make_backup(
-    backup_key_id: str, entries: list[BackupEntry], created_at_ms: int
+    backup_key_id: str,
+    entries: list[BackupEntry],
+    created_at_ms: int,
+    wallets: list[WalletBackupEntry],
 ) -> tuple[bytes, tuple[str, ...]]:
-    return _token().make_backup(backup_key_id, entries, created_at_ms)
+    return _token().make_backup(backup_key_id, entries, created_at_ms, wallets)
 
 
 def _export_wrapped(key_id: str, recipient_der: bytes) -> bytes:
     return _token().export_wrapped(key_id, recipient_der)
+
+
+def _export_seed(seed: tuple[str, bytes, bytes], recipient_der: bytes) -> bytes:
+    return _token().export_seed(*seed, recipient_der)
 
 
 def _trusted_backup_problem(backup_key_id: str) -> str | None:
@@ -284,7 +296,13 @@ def _trusted_backup_problem(backup_key_id: str) -> str | None:
 _TASKS.update(
     {
         fn.__name__: fn
-        for fn in (_create_backup_key, _make_backup, _export_wrapped, _trusted_backup_problem)
+        for fn in (
+            _create_backup_key,
+            _make_backup,
+            _export_wrapped,
+            _export_seed,
+            _trusted_backup_problem,
+        )
     }
 )
 
@@ -429,6 +447,10 @@ class SigningPool:
     def ensure_aes_key(self, key_id: str) -> None:
         self._call("_ensure_aes_key", key_id)
 
+    def ensure_seal_key(self, key_id: str) -> None:
+        """The wallet seal key: wrappable for backups (Pkcs11Token.ensure_seal_key)."""
+        self._call("_ensure_seal_key", key_id)
+
     def seal(self, key_id: str, plaintext: bytes, aad: bytes) -> bytes:
         """Encrypt a secret under an HSM-resident AES key (AES-256-GCM, `aad` bound)."""
         return bytes(self._call("_seal", key_id, plaintext, aad))
@@ -472,13 +494,23 @@ class SigningPool:
         return [str(share) for share in self._call("_create_backup_key", key_id, threshold, count)]
 
     def make_backup(
-        self, backup_key_id: str, entries: Sequence[BackupEntry], created_at_ms: int
+        self,
+        backup_key_id: str,
+        entries: Sequence[BackupEntry],
+        created_at_ms: int,
+        wallets: Sequence[WalletBackupEntry] = (),
     ) -> tuple[bytes, tuple[str, ...]]:
-        data, skipped = self._call("_make_backup", backup_key_id, list(entries), created_at_ms)
+        data, skipped = self._call(
+            "_make_backup", backup_key_id, list(entries), created_at_ms, list(wallets)
+        )
         return bytes(data), tuple(skipped)
 
     def export_wrapped(self, key_id: str, recipient_der: bytes) -> bytes:
         return bytes(self._call("_export_wrapped", key_id, recipient_der))
+
+    def export_seed(self, seed: hd.SealedSeed, recipient_der: bytes) -> bytes:
+        """A wallet's seed wrapped to a recipient's RSA key (Pkcs11Token.export_seed)."""
+        return bytes(self._call("_export_seed", seed.as_tuple(), recipient_der))
 
     def trusted_backup_problem(self, backup_key_id: str) -> str | None:
         problem = self._call("_trusted_backup_problem", backup_key_id)

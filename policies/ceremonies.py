@@ -50,6 +50,7 @@ EXPORT_KEY = "export_key"
 IMPORT_KEY_INIT = "import_key_init"
 CREATE_WALLET = "create_wallet"
 IMPORT_WALLET = "import_wallet"
+EXPORT_WALLET = "export_wallet"
 
 # Each kind and the parameters it names, all required (strings).
 KINDS: dict[str, tuple[str, ...]] = {
@@ -89,9 +90,13 @@ KINDS: dict[str, tuple[str, ...]] = {
         "master_public_key",
         "import_key_fingerprint",
     ),
+    # A wallet's BIP39 seed wrapped to the recipient's RSA public key, like EXPORT_KEY:
+    # the whole wallet (every address it derives) leaves, so it is a kind of its own
+    # with its own quorum.
+    EXPORT_WALLET: ("wallet_id", "recipient_public_key", "recipient_fingerprint"),
 }
 # Ceremonies whose result is fetched after the quorum, by whom (see deliver()).
-FETCHED_BY_PROPOSER = (BACKUP, EXPORT_KEY)
+FETCHED_BY_PROPOSER = (BACKUP, EXPORT_KEY, EXPORT_WALLET)
 FETCHED_BY_HOLDERS = (BACKUP_KEY_INIT,)
 # The quorum of a kind the document leaves out (see policies.document.Ceremonies).
 _LENIENT_DEFAULTS = {DISABLE_KEY: 1}

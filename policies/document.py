@@ -183,6 +183,7 @@ class Ceremonies(_Model):
     import_key_init: int | None = Field(default=None, ge=0, le=100)
     create_wallet: int | None = Field(default=None, ge=0, le=100)
     import_wallet: int | None = Field(default=None, ge=0, le=100)
+    export_wallet: int | None = Field(default=None, ge=0, le=100)
     proposal_expires_after: Duration | None = None  # default: governance.proposal_expires_after
 
 

@@ -75,6 +75,9 @@ class SoftwareHsm:
     def ensure_aes_key(self, key_id: str) -> None:
         pass
 
+    def ensure_seal_key(self, key_id: str) -> None:
+        pass
+
     def seal(self, key_id: str, plaintext: bytes, aad: bytes) -> bytes:
         nonce = os.urandom(12)
         return nonce + self._aead.encrypt(nonce, plaintext, key_id.encode() + aad)

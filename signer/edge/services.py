@@ -68,6 +68,7 @@ _KIND: dict[keys_pb2.CeremonyKind, str] = {
     keys_pb2.CEREMONY_KIND_IMPORT_KEY_INIT: ceremonies.IMPORT_KEY_INIT,
     keys_pb2.CEREMONY_KIND_CREATE_WALLET: ceremonies.CREATE_WALLET,
     keys_pb2.CEREMONY_KIND_IMPORT_WALLET: ceremonies.IMPORT_WALLET,
+    keys_pb2.CEREMONY_KIND_EXPORT_WALLET: ceremonies.EXPORT_WALLET,
 }
 _KIND_MESSAGE = {kind: number for number, kind in _KIND.items()}
 
@@ -332,14 +333,22 @@ class KeysService(keys_pb2_grpc.KeysServicer):
             raise InvalidRequest(
                 "kind: required, CEREMONY_KIND_CREATE_KEY, _IMPORT_KEY, _DISABLE_KEY, _ENABLE_KEY,"
                 " _RETIRE_KEY, _BACKUP_KEY_INIT, _BACKUP, _EXPORT_KEY, _IMPORT_KEY_INIT,"
-                " _CREATE_WALLET or _IMPORT_WALLET"
+                " _CREATE_WALLET, _IMPORT_WALLET or _EXPORT_WALLET"
             )
         officer = current_identity.get().subject
         _only(kind, ceremonies.BACKUP_KEY_INIT, "threshold", bool(request.threshold))
         _only(kind, ceremonies.BACKUP_KEY_INIT, "holders", bool(request.holders))
-        _only(
-            kind, ceremonies.EXPORT_KEY, "recipient_public_key", bool(request.recipient_public_key)
-        )
+        if kind != ceremonies.EXPORT_WALLET:
+            _only(
+                kind,
+                ceremonies.EXPORT_KEY,
+                "recipient_public_key",
+                bool(request.recipient_public_key),
+            )
+        if kind == ceremonies.EXPORT_WALLET:
+            return ceremony_message(
+                self._ceremonies.propose(officer, kind, _export_wallet_params(request))
+            )
         if kind in (ceremonies.CREATE_WALLET, ceremonies.IMPORT_WALLET):
             return ceremony_message(
                 self._ceremonies.propose(officer, kind, _wallet_params(kind, request))
@@ -498,6 +507,20 @@ class KeysService(keys_pb2_grpc.KeysServicer):
             account_path=path.text,
             extended_public_key=self._wallets.exported_key(request.wallet_id, path),
         )
+
+
+def _export_wallet_params(request: keys_pb2.ProposeKeyCeremonyRequest) -> dict[str, str]:
+    if request.key_id or request.network_class or request.HasField("imported_key"):
+        raise InvalidRequest("key_id: an export_wallet ceremony names a wallet_id, not a key")
+    if request.label or request.HasField("imported_wallet"):
+        raise InvalidRequest("label: an export_wallet ceremony names only a wallet and recipient")
+    check_wallet_id(request.wallet_id)
+    if not request.recipient_public_key:
+        raise InvalidRequest("recipient_public_key: required (DER SubjectPublicKeyInfo)")
+    return {
+        "wallet_id": request.wallet_id,
+        "recipient_public_key": base64.b64encode(request.recipient_public_key).decode(),
+    }
 
 
 def _wallet_params(kind: str, request: keys_pb2.ProposeKeyCeremonyRequest) -> dict[str, str]:

@@ -20,7 +20,7 @@ from custos.audit.record import AuditEvent, AuditRecord
 from custos.policies.velocity import Spent
 from custos.signer.store.ceremony_tables import CeremonyStore
 from custos.signer.store.policy_tables import Admission, PendingRow, PolicyRow, PolicyStore
-from custos.signer.store.wallet_tables import WalletStore
+from custos.signer.store.wallet_tables import WalletRecord, WalletStore
 from custos.signer.store.webhook_tables import WebhookStore
 
 
@@ -196,8 +196,14 @@ class Store(PolicyStore, CeremonyStore, WebhookStore, WalletStore, Protocol):
 
     def insert_key(self, key: KeyRecord, event: AuditEvent) -> None: ...
 
-    def insert_keys(self, keys: Sequence[KeyRecord], events: Sequence[AuditEvent]) -> None:
-        """All of `keys` and `events` in one transaction, or none (KeyAlreadyExists)."""
+    def insert_keys(
+        self,
+        keys: Sequence[KeyRecord],
+        events: Sequence[AuditEvent],
+        wallets: Sequence[WalletRecord] = (),
+    ) -> None:
+        """All of `keys`, `wallets` and `events` in one transaction, or none
+        (KeyAlreadyExists naming the key or wallet id)."""
         ...
 
     def get_key(self, key_id: str) -> KeyRecord | None: ...

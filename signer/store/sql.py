@@ -278,14 +278,22 @@ class SqlStore(WebhookTables, WalletTables, abc.ABC):
 
         self._write_audited(work, [event])
 
-    def insert_keys(self, keys: Sequence[KeyRecord], events: Sequence[AuditEvent]) -> None:
-        """Insert every key and append the events in one transaction: all or none
-        (a restore registers a whole backup this way)."""
+    def insert_keys(
+        self,
+        keys: Sequence[KeyRecord],
+        events: Sequence[AuditEvent],
+        wallets: Sequence[WalletRecord] = (),
+    ) -> None:
+        """Insert every key and wallet and append the events in one transaction: all or
+        none (a restore registers a whole backup this way)."""
 
         def work(tx: Tx) -> None:
             for key in keys:
                 if not _insert_key(tx, key):
                     raise KeyAlreadyExists(key.key_id)
+            for wallet in wallets:
+                if not insert_wallet(tx, wallet):
+                    raise KeyAlreadyExists(f"wallet {wallet.wallet_id}")
 
         self._write_audited(work, events)
 

@@ -97,13 +97,23 @@ def _verify(path: Path, config: str) -> int:
     data = _read_backup(path)
     with _backups(config) as backups:
         report = backups.verify("operator", data)
-    print(f"{path}: authentic under the current backup key, {report.keys} key(s)")
+    print(
+        f"{path}: authentic under the current backup key, {report.keys} key(s),"
+        f" {report.wallets} wallet(s)"
+    )
     if report.missing:
         print(f"missing (keys in custody that it lacks): {', '.join(report.missing)}")
     if report.different:
         print(f"different public keys: {', '.join(report.different)}")
+    if report.missing_wallets:
+        print(f"missing wallets (in custody, not in it): {', '.join(report.missing_wallets)}")
+    if report.different_wallets:
+        print(
+            "different wallets (another sealed seed or seal key):"
+            f" {', '.join(report.different_wallets)}"
+        )
     if report.complete:
-        print("complete: every key in custody is in it")
+        print("complete: every key and wallet in custody is in it")
         return 0
     return 1
 
@@ -114,8 +124,10 @@ def cmd_restore(args: argparse.Namespace) -> int:
         register_secret(share)
     data = _read_backup(Path(args.file))
     with _backups(args.config) as backups:
-        records = backups.restore("operator", data, shares)
-    print(f"restored {len(records)} key(s): {', '.join(r.key_id for r in records) or '-'}")
+        restored = backups.restore("operator", data, shares)
+    keys, wallets = restored.keys, restored.wallets
+    print(f"restored {len(keys)} key(s): {', '.join(r.key_id for r in keys) or '-'}")
+    print(f"restored {len(wallets)} wallet(s): {', '.join(w.wallet_id for w in wallets) or '-'}")
     return 0
 
 

@@ -44,6 +44,7 @@ KIND_OF_MESSAGE: dict[int, str] = {
     keys_pb2.CEREMONY_KIND_IMPORT_KEY_INIT: ceremonies.IMPORT_KEY_INIT,
     keys_pb2.CEREMONY_KIND_CREATE_WALLET: ceremonies.CREATE_WALLET,
     keys_pb2.CEREMONY_KIND_IMPORT_WALLET: ceremonies.IMPORT_WALLET,
+    keys_pb2.CEREMONY_KIND_EXPORT_WALLET: ceremonies.EXPORT_WALLET,
 }
 # Kinds whose parameters the message shows as they are (KeyCeremony.params).
 _SHOWN_AS_PARAMS = (
@@ -51,6 +52,7 @@ _SHOWN_AS_PARAMS = (
     ceremonies.BACKUP,
     ceremonies.EXPORT_KEY,
     ceremonies.IMPORT_KEY_INIT,
+    ceremonies.EXPORT_WALLET,
 )
 _VERBS = {
     "propose-create": keys_pb2.CEREMONY_KIND_CREATE_KEY,
@@ -63,6 +65,7 @@ _CUSTODY_VERBS = {
     "propose-backup-key-init": keys_pb2.CEREMONY_KIND_BACKUP_KEY_INIT,
     "propose-backup": keys_pb2.CEREMONY_KIND_BACKUP,
     "propose-export": keys_pb2.CEREMONY_KIND_EXPORT_KEY,
+    "propose-export-wallet": keys_pb2.CEREMONY_KIND_EXPORT_WALLET,
     "propose-import-key-init": keys_pb2.CEREMONY_KIND_IMPORT_KEY_INIT,
 }
 _CLASS_NAMES = {
@@ -77,7 +80,7 @@ def recomputed_digest(message: keys_pb2.KeyCeremony) -> str:
     params = {"key_id": message.key_id}
     if kind in _SHOWN_AS_PARAMS:
         params = dict(message.params)
-        if kind == ceremonies.EXPORT_KEY:
+        if kind in (ceremonies.EXPORT_KEY, ceremonies.EXPORT_WALLET):
             # The fingerprint shown must be the recipient key's own, not the server's word.
             recipient = base64.b64decode(params.get("recipient_public_key", ""))
             params["recipient_fingerprint"] = hashlib.sha256(recipient).hexdigest()
@@ -191,13 +194,17 @@ def cmd_propose(args: argparse.Namespace, profile: ClientProfile) -> int:
 
 
 def cmd_propose_custody(args: argparse.Namespace, profile: ClientProfile) -> int:
-    """propose-backup-key-init | propose-backup | propose-export | propose-import-key-init."""
+    """propose-backup-key-init | propose-backup | propose-export | propose-export-wallet |
+    propose-import-key-init."""
     request = keys_pb2.ProposeKeyCeremonyRequest(kind=_CUSTODY_VERBS[args.action])
     if args.action == "propose-backup-key-init":
         request.threshold = args.threshold
         request.holders.extend(args.holder)
     elif args.action == "propose-export":
         request.key_id = args.key_id
+        request.recipient_public_key = _recipient_der(args.recipient)
+    elif args.action == "propose-export-wallet":
+        request.wallet_id = args.wallet_id
         request.recipient_public_key = _recipient_der(args.recipient)
     return print_proposal(_stub(profile).ProposeKeyCeremony(request), args)
 
@@ -343,6 +350,10 @@ def add_commands(
         ("propose-backup-key-init", "propose making the backup key and its SLIP-39 shares"),
         ("propose-backup", "propose a backup file of every key, wrapped (officer)"),
         ("propose-export", "propose exporting one key encrypted to a recipient's RSA key"),
+        (
+            "propose-export-wallet",
+            "propose exporting an HD wallet's seed encrypted to a recipient's RSA key",
+        ),
         ("propose-import-key-init", "propose making the HSM's RSA import key (officer)"),
     ):
         a = actions.add_parser(verb, help=text)
@@ -354,8 +365,8 @@ def add_commands(
                 required=True,
                 help="an officer who gets one share (repeat: N holders)",
             )
-        if verb == "propose-export":
-            a.add_argument("key_id")
+        if verb in ("propose-export", "propose-export-wallet"):
+            a.add_argument("key_id" if verb == "propose-export" else "wallet_id")
             a.add_argument(
                 "--recipient", required=True, help="the recipient's RSA public key (PEM or DER)"
             )

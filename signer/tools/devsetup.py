@@ -68,10 +68,10 @@ governance:
   proposal_expires_after: 7d
 # Key ceremonies: 0 lets one officer create, import, disable and enable keys and
 # wallets, make the import and backup keys and back up alone, for development only;
-# retiring (final) and exporting a key still need the other officer's approval.
+# retiring (final) and exporting a key or a wallet still need the other officer's approval.
 ceremonies: {{create_key: 0, import_key: 0, disable_key: 0, enable_key: 0, retire_key: 1,
              import_key_init: 0, backup_key_init: 0, backup: 0, export_key: 1,
-             create_wallet: 0, import_wallet: 0}}
+             create_wallet: 0, import_wallet: 0, export_wallet: 1}}
 identity_groups:
   approvers: ["{approver}", "{approver2}"]
 address_book:

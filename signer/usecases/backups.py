@@ -10,6 +10,11 @@ These run as operator commands with the service's config (`custos keys backup
 which the threat model trusts; a restore runs before the service starts on the
 new token. Keys made before backups existed are not extractable: a backup
 names them as left out, and a verification counts them as missing.
+
+HD wallets travel with the keys: each wallet row (records checked first) with
+its sealed seed as stored, and the wallet seal key wrapped under the backup key
+(hsm.backup_file says why that and not the seeds); a restore inserts the wallet
+rows in the same store transaction as the keys.
 """
 
 from __future__ import annotations
@@ -24,17 +29,21 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from custos.audit.record import AuditEvent
-from custos.hsm.backup_file import BackupEntry, VerifyReport, parse
+from custos.hsm.backup_file import BackupEntry, VerifyReport, WalletBackupEntry, parse
 from custos.hsm.errors import KeyExists, KeyNotFound
-from custos.signer.edge.errors import AlreadyExists, FailedPrecondition
+from custos.signer.edge.errors import AlreadyExists, FailedPrecondition, InvalidRequest
 from custos.signer.store.base import KeyRecord, KeyState, Store
+from custos.signer.store.wallet_tables import WalletRecord
 from custos.signer.usecases.authenticity import StateAuthenticator
 from custos.signer.usecases.key_import import key_addresses
 from custos.signer.usecases.keys import check_key_id, key_fact, verify_keys
+from custos.signer.usecases.wallets import SEAL_KEY_ID, check_wallet_id, wallet_fact
+from custos.signer.usecases.wallets import TABLE as WALLET_TABLE
 
 # The token id of the backup key: ids of service keys start with [a-z0-9], so no clash.
 BACKUP_KEY_ID = "_backup"
 RECORD_FIELDS = ("state", "created_by", "created_at_ms", "network_class", "origin", "version")
+WALLET_FIELDS = ("label", "origin", "state", "created_by", "created_at_ms", "version")
 
 
 class BackupToken(Protocol):
@@ -43,18 +52,28 @@ class BackupToken(Protocol):
     def create_backup_key(self, key_id: str, threshold: int, count: int) -> list[str]: ...
 
     def make_backup(
-        self, backup_key_id: str, entries: Sequence[BackupEntry], created_at_ms: int
+        self,
+        backup_key_id: str,
+        entries: Sequence[BackupEntry],
+        created_at_ms: int,
+        wallets: Sequence[WalletBackupEntry] = (),
     ) -> tuple[bytes, tuple[str, ...]]: ...
 
     def verify_backup(
-        self, backup_key_id: str, data: bytes, current: Mapping[str, bytes]
+        self,
+        backup_key_id: str,
+        data: bytes,
+        current: Mapping[str, bytes],
+        current_wallets: Sequence[WalletBackupEntry] = (),
     ) -> VerifyReport: ...
 
     def restore_backup(
         self, backup_key_id: str, shares: Sequence[str], data: bytes
-    ) -> tuple[BackupEntry, ...]: ...
+    ) -> tuple[tuple[BackupEntry, ...], tuple[WalletBackupEntry, ...]]: ...
 
-    def discard_restore(self, backup_key_id: str, key_ids: Sequence[str]) -> None: ...
+    def discard_restore(
+        self, backup_key_id: str, key_ids: Sequence[str], seal_key_id: str | None = None
+    ) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,7 +83,16 @@ class BackupWritten:
     data: bytes
     digest: str
     key_ids: tuple[str, ...]
-    skipped: tuple[str, ...]
+    skipped: tuple[str, ...]  # key ids, and wallet/ID for wallets, left out
+    wallet_ids: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Restored:
+    """The key and wallet records a restore registered."""
+
+    keys: list[KeyRecord]
+    wallets: list[WalletRecord]
 
 
 def file_digest(data: bytes) -> str:
@@ -99,19 +127,69 @@ def _key_from(entry: BackupEntry) -> KeyRecord:
         ) from None
 
 
+def _wallet_entry(record: WalletRecord) -> WalletBackupEntry:
+    fields = {name: getattr(record, name) for name in WALLET_FIELDS}
+    return WalletBackupEntry(record.wallet_id, record.seal_key_id, record.sealed_seed, fields)
+
+
+def _wallet_from(entry: WalletBackupEntry) -> WalletRecord:
+    """A wallet row as the backup holds it (authenticated by the file's tag)."""
+    try:
+        check_wallet_id(entry.wallet_id)
+    except InvalidRequest:
+        raise FailedPrecondition(
+            f"backup file: wallet {entry.wallet_id!r}: wallet_id is not a wallet id"
+        ) from None
+    if entry.seal_key_id != SEAL_KEY_ID:
+        raise FailedPrecondition(
+            f"backup file: wallets.seal_key_id is {entry.seal_key_id!r}, not {SEAL_KEY_ID!r}"
+        )
+    fields = entry.record
+    try:
+        return WalletRecord(
+            entry.wallet_id,
+            str(fields["label"]),
+            entry.seal_key_id,
+            entry.sealed_seed,
+            str(fields["origin"]),
+            str(fields["state"]),
+            str(fields["created_by"]),
+            int(fields["created_at_ms"]),
+            version=int(fields["version"]),
+        )
+    except (KeyError, ValueError, TypeError):
+        raise FailedPrecondition(
+            f"backup file: wallet {entry.wallet_id!r} has an incomplete record"
+        ) from None
+
+
 def _missing(exc: KeyNotFound) -> FailedPrecondition:
     """What a key missing from the token means here, in words."""
     if exc.args == (BACKUP_KEY_ID,):
         return FailedPrecondition(
             "the token has no backup key yet: custos keys propose-backup-key-init"
         )
+    if exc.args == (SEAL_KEY_ID,):
+        return FailedPrecondition("the store has wallets but the token has no wallet seal key")
     return FailedPrecondition(f"key {exc.args[0]!r} is in the store but not in the token")
 
 
 class MakesBackups(Protocol):
     def make_backup(
-        self, backup_key_id: str, entries: Sequence[BackupEntry], created_at_ms: int
+        self,
+        backup_key_id: str,
+        entries: Sequence[BackupEntry],
+        created_at_ms: int,
+        wallets: Sequence[WalletBackupEntry] = (),
     ) -> tuple[bytes, tuple[str, ...]]: ...
+
+
+def verified_wallets(store: Store, integrity: StateAuthenticator) -> list[WalletRecord]:
+    """Every wallet row, its HSM tag checked: no backup of a forged or swapped wallet."""
+    since = integrity.epoch()
+    records = store.list_wallets()
+    integrity.verify([(wallet_fact(r), r.mac) for r in records], since)
+    return records
 
 
 class BackupMaker:
@@ -129,18 +207,25 @@ class BackupMaker:
         records = self._store.list_keys()
         verify_keys(self._integrity, records, since)  # TamperedState: no backup of forged rows
         entries = [BackupEntry(r.key_id, r.public_key, _record_of(r)) for r in records]
+        wallets = [_wallet_entry(w) for w in verified_wallets(self._store, self._integrity)]
         try:
-            data, skipped = self._token.make_backup(BACKUP_KEY_ID, entries, time.time_ns() // 10**6)
+            data, skipped = self._token.make_backup(
+                BACKUP_KEY_ID, entries, time.time_ns() // 10**6, wallets
+            )
         except KeyNotFound as exc:
             raise _missing(exc) from None
         key_ids = tuple(sorted(e.key_id for e in entries if e.key_id not in skipped))
-        written = BackupWritten(data, file_digest(data), key_ids, skipped)
+        wallet_ids = tuple(
+            sorted(w.wallet_id for w in wallets if f"wallet/{w.wallet_id}" not in skipped)
+        )
+        written = BackupWritten(data, file_digest(data), key_ids, skipped, wallet_ids)
         event = AuditEvent(
             "keys.backed_up",
             actor,
             {
                 "sha256": written.digest,
                 "key_ids": ",".join(key_ids),
+                "wallet_ids": ",".join(wallet_ids),
                 "skipped": ",".join(skipped),
                 **(context or {}),
             },
@@ -193,8 +278,9 @@ class KeyBackups:
         BackupError when it is not authentic; the report says what is missing.
         """
         current = {r.key_id: r.public_key for r in self._records()}
+        wallets = [_wallet_entry(w) for w in verified_wallets(self._store, self._integrity)]
         try:
-            report = self._token.verify_backup(BACKUP_KEY_ID, data, current)
+            report = self._token.verify_backup(BACKUP_KEY_ID, data, current, wallets)
         except KeyNotFound as exc:
             raise _missing(exc) from None
         self._store.append_audit(
@@ -208,31 +294,43 @@ class KeyBackups:
                         "complete": report.complete,
                         "missing": ",".join(report.missing),
                         "different": ",".join(report.different),
+                        "wallets": report.wallets,
+                        "missing_wallets": ",".join(report.missing_wallets),
+                        "different_wallets": ",".join(report.different_wallets),
                     },
                 )
             ]
         )
         return report
 
-    def restore(self, actor: str, data: bytes, shares: Sequence[str]) -> list[KeyRecord]:
-        """Restore every key of a backup onto this (empty) token and register its records.
+    def restore(self, actor: str, data: bytes, shares: Sequence[str]) -> Restored:
+        """Restore every key and wallet of a backup onto this (empty) token and register
+        their records.
 
-        Refused (FailedPrecondition) when the store already holds any key; the
-        token restores all or nothing (hsm.backup_file.restore).
+        Refused (FailedPrecondition) when the store already holds any key or wallet;
+        the token restores all or nothing (hsm.backup_file.restore), and the records
+        go into the store in one transaction.
         """
-        if self._store.list_keys():
+        if self._store.list_keys() or self._store.list_wallets():
             raise FailedPrecondition(
-                "restore: the store already has keys; restore onto a new deployment"
+                "restore: the store already has keys or wallets; restore onto a new deployment"
             )
         # Every record must be usable before the token changes (the tag is checked there).
-        for entry in parse(data).entries:
+        contents = parse(data)
+        for entry in contents.entries:
             _key_from(entry)
-        entries = self._token.restore_backup(BACKUP_KEY_ID, shares, data)
+        for item in contents.wallets:
+            _wallet_from(item)
+        entries, wallet_entries = self._token.restore_backup(BACKUP_KEY_ID, shares, data)
         records = [_key_from(entry) for entry in entries]
         digest = file_digest(data)
         restored = [
             dataclasses.replace(record, mac=self._integrity.tag(key_fact(record)))
             for record in records
+        ]
+        wallets = [
+            dataclasses.replace(wallet, mac=self._integrity.tag(wallet_fact(wallet)))
+            for wallet in (_wallet_from(w) for w in wallet_entries)
         ]
         events = [
             AuditEvent(
@@ -248,17 +346,37 @@ class KeyBackups:
                 },
             )
             for record in restored
+        ] + [
+            AuditEvent(
+                "wallet.restored",
+                actor,
+                {
+                    "wallet_id": wallet.wallet_id,
+                    "label": wallet.label,
+                    "origin": wallet.origin,
+                    "state": wallet.state,
+                    "row_version": wallet.version,
+                    "backup_sha256": digest,
+                },
+            )
+            for wallet in wallets
         ]
         try:
             # One transaction: every record and its audit record, or none of them.
-            self._store.insert_keys(restored, events)
+            self._store.insert_keys(restored, events, wallets)
         except BaseException:
             # The token's keys go too, so the restore can simply be run again.
-            self._token.discard_restore(BACKUP_KEY_ID, [r.key_id for r in restored])
+            self._token.discard_restore(
+                BACKUP_KEY_ID,
+                [r.key_id for r in restored],
+                SEAL_KEY_ID if wallet_entries else None,
+            )
             raise
         for record in restored:
             self._integrity.raise_floor("keys", (record.key_id,), record.version)
-        return restored
+        for wallet in wallets:
+            self._integrity.raise_floor(WALLET_TABLE, (wallet.wallet_id,), wallet.version)
+        return Restored(restored, wallets)
 
 
 class VerifiedBackupAge:

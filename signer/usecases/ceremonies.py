@@ -152,6 +152,7 @@ class KeyCeremonies:
             rules.BACKUP_KEY_INIT: self._prepare_backup_key,
             rules.BACKUP: self._prepare_authorized,
             rules.EXPORT_KEY: self._prepare_authorized,
+            rules.EXPORT_WALLET: self._prepare_authorized,
             rules.IMPORT_KEY_INIT: self._prepare_import_key_init,
             rules.CREATE_WALLET: self._prepare_create_wallet,
             rules.IMPORT_WALLET: self._prepare_import_wallet,
@@ -363,6 +364,10 @@ class KeyCeremonies:
             output = keeper.backup(ceremony, officer)
         elif ceremony.kind == rules.EXPORT_KEY:
             output = keeper.export(ceremony, officer)
+        elif ceremony.kind == rules.EXPORT_WALLET:
+            # The row as it is now, its HSM tag checked: never a forged or swapped seed.
+            wallet = self._wallet_manager().get(ceremony.param("wallet_id"))
+            output = keeper.export_wallet(ceremony, officer, wallet)
         else:
             output = keeper.share(ceremony, officer)
         refusal: list[Refused] = []
@@ -503,7 +508,9 @@ class KeyCeremonies:
 
     def _prepare_authorized(self, ceremony: rules.Ceremony) -> _Prepared:
         """A backup or an export is made when its proposer fetches it (nothing stored)."""
-        what = "backup file" if ceremony.kind == rules.BACKUP else "wrapped key"
+        what = {rules.BACKUP: "backup file", rules.EXPORT_WALLET: "wrapped seed"}.get(
+            ceremony.kind, "wrapped key"
+        )
         return _Prepared(
             None,
             [],
@@ -601,6 +608,10 @@ class KeyCeremonies:
             }
         if kind in (rules.CREATE_WALLET, rules.IMPORT_WALLET):
             return self._checked_wallet_params(kind, params)
+        if kind == rules.EXPORT_WALLET:
+            wallet_id = params.get("wallet_id", "")
+            self._wallet_manager().get(wallet_id)  # InvalidRequest, NotFound, DataLoss
+            return {"wallet_id": wallet_id, **_checked_recipient(params)}
         key_id = params.get("key_id", "")
         check_key_id(key_id)
         if kind == rules.IMPORT_KEY:
@@ -609,19 +620,7 @@ class KeyCeremonies:
             return import_params(wrapped)
         if kind == rules.EXPORT_KEY:
             self._keys.get(key_id)  # NotFound
-            recipient = params.get("recipient_public_key", "")
-            try:
-                der = base64.b64decode(recipient, validate=True)
-                recipient_numbers(der)
-            except ValueError:
-                raise InvalidRequest("recipient_public_key: not base64") from None
-            except ExportError as exc:
-                raise InvalidRequest(str(exc)) from None
-            return {
-                "key_id": key_id,
-                "recipient_public_key": recipient,
-                "recipient_fingerprint": recipient_fingerprint(der),
-            }
+            return {"key_id": key_id, **_checked_recipient(params)}
         if kind == rules.CREATE_KEY:
             network_class = checked_network_class(key_id, params.get("network_class", ""))
             if self._store.get_key(key_id) is not None:
@@ -649,6 +648,22 @@ class KeyCeremonies:
         self._check_import_key(imported.import_key_fingerprint)
         self._wallet_manager().trial_import(imported, IMPORT_KEY_ID)
         return import_wallet_params(imported)
+
+
+def _checked_recipient(params: Mapping[str, str]) -> dict[str, str]:
+    """An export's recipient RSA key (base64 DER) and its fingerprint; InvalidRequest naming
+    the field."""
+    recipient = params.get("recipient_public_key", "")
+    if not recipient:
+        raise InvalidRequest("recipient_public_key: required (DER SubjectPublicKeyInfo)")
+    try:
+        der = base64.b64decode(recipient, validate=True)
+        recipient_numbers(der)
+    except ValueError:
+        raise InvalidRequest("recipient_public_key: not base64") from None
+    except ExportError as exc:
+        raise InvalidRequest(str(exc)) from None
+    return {"recipient_public_key": recipient, "recipient_fingerprint": recipient_fingerprint(der)}
 
 
 def _audited(params: tuple[tuple[str, str], ...]) -> dict[str, str]:

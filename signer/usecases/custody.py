@@ -1,7 +1,7 @@
 """What the custody ceremonies do in the HSM: the backup key, backup files, exports.
 
 signer.usecases.ceremonies runs these after an officer quorum (policies.ceremonies
-BACKUP_KEY_INIT, BACKUP, EXPORT_KEY); this module does the token work and
+BACKUP_KEY_INIT, BACKUP, EXPORT_KEY, EXPORT_WALLET); this module does the token work and
 says what to audit, never with secret material:
 
 - The backup key's shares exist outside the HSM only on the way to their
@@ -9,9 +9,11 @@ says what to audit, never with secret material:
   bound to the ceremony and the holder) and kept in the ceremony row until its
   holder fetches it once; the fetch removes it. The database never holds a
   share in the clear, and no officer ever receives another's share.
-- A backup file and an exported key are made when the proposer fetches them
-  (once), so nothing wrapped is stored: the audit records the SHA-256 of what
-  left, and for an export the recipient key's fingerprint.
+- A backup file and an exported key or wallet seed are made when the proposer
+  fetches them (once), so nothing wrapped is stored: the audit records the
+  SHA-256 of what left, and for an export the recipient key's fingerprint. A
+  wallet's seed is unsealed in an HSM worker only to be wrapped to the
+  recipient inside the token (hsm.key_export.export_seed_wrapped).
 """
 
 from __future__ import annotations
@@ -26,11 +28,14 @@ from typing import Protocol
 from custos.audit.record import AuditEvent
 from custos.hsm.backup import MAX_SHARES, BackupError
 from custos.hsm.errors import HsmUnavailable, KeyExists, KeyNotFound
+from custos.hsm.hd import SealedSeed
 from custos.hsm.key_export import EXPORT_ALGORITHM, ExportError, recipient_fingerprint
 from custos.policies import ceremonies as rules
 from custos.signer.edge.errors import AlreadyExists, FailedPrecondition, InvalidRequest, Unavailable
 from custos.signer.edge.logs import register_secret
+from custos.signer.store.wallet_tables import WalletRecord
 from custos.signer.usecases.backups import BACKUP_KEY_ID, BackupMaker, file_digest
+from custos.signer.usecases.wallets import sealed_seed
 
 # The HSM-resident AES key that seals shares on their way to their holders.
 SHARE_SEAL_KEY_ID = "_share_seal"
@@ -44,6 +49,8 @@ class CustodyHsm(Protocol):
     def create_backup_key(self, key_id: str, threshold: int, count: int) -> list[str]: ...
 
     def export_wrapped(self, key_id: str, recipient_der: bytes) -> bytes: ...
+
+    def export_seed(self, seed: SealedSeed, recipient_der: bytes) -> bytes: ...
 
     def ensure_aes_key(self, key_id: str) -> None: ...
 
@@ -160,6 +167,31 @@ class Custody:
             actor,
             {
                 "key_id": key_id,
+                "recipient_fingerprint": recipient_fingerprint(recipient),
+                "algorithm": EXPORT_ALGORITHM,
+                "sha256": digest,
+                "ceremony_id": ceremony.ceremony_id,
+                "at_ms": time.time_ns() // 10**6,
+            },
+        )
+        return Output(data, digest, EXPORT_ALGORITHM, event)
+
+    def export_wallet(self, ceremony: rules.Ceremony, actor: str, wallet: WalletRecord) -> Output:
+        """The wallet's seed wrapped to the ceremony's recipient, and the `wallet.exported`
+        record. `wallet` is the verified row (its tag checked by the caller)."""
+        recipient = base64.b64decode(ceremony.param("recipient_public_key"))
+        try:
+            data = self._hsm.export_seed(sealed_seed(wallet), recipient)
+        except ExportError as exc:
+            raise FailedPrecondition(str(exc)) from None
+        except (KeyNotFound, HsmUnavailable) as exc:
+            raise Unavailable("the HSM could not export the wallet's seed; retry") from exc
+        digest = file_digest(data)
+        event = AuditEvent(
+            "wallet.exported",
+            actor,
+            {
+                "wallet_id": wallet.wallet_id,
                 "recipient_fingerprint": recipient_fingerprint(recipient),
                 "algorithm": EXPORT_ALGORITHM,
                 "sha256": digest,

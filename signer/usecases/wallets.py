@@ -239,7 +239,7 @@ def imported_from_params(params: Mapping[str, str]) -> ImportedSeed:
 class WalletHsm(HdKeys, Protocol):
     """The HSM abilities wallets use: the HD seam (hsm.hd), the seal key, seed import."""
 
-    def ensure_aes_key(self, key_id: str) -> None: ...
+    def ensure_seal_key(self, key_id: str) -> None: ...
 
     def hd_import_seed(
         self,
@@ -274,7 +274,7 @@ class WalletManager:
         if self._store.get_wallet(wallet_id) is not None:
             raise AlreadyExists(f"wallet {wallet_id!r} already exists")
         try:
-            self._hsm.ensure_aes_key(SEAL_KEY_ID)
+            self._hsm.ensure_seal_key(SEAL_KEY_ID)
             sealed = self._hsm.hd_create_seed(SEAL_KEY_ID, seed_aad(wallet_id))
         except HsmUnavailable as exc:
             raise Unavailable("the HSM could not create the wallet's seed; retry later") from exc
@@ -352,7 +352,7 @@ class WalletManager:
 
     def _import_seed(self, imported: ImportedSeed, import_key_id: str) -> SealedSeed:
         try:
-            self._hsm.ensure_aes_key(SEAL_KEY_ID)
+            self._hsm.ensure_seal_key(SEAL_KEY_ID)
             return self._hsm.hd_import_seed(
                 import_key_id,
                 imported.wrapped_seed,

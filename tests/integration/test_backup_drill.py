@@ -7,9 +7,12 @@ keys fetch`; the operator verifies it; A's token directory is then destroyed.
 Deployment B (a new token and store from `custos init`) refuses one share,
 a share of another backup and a tampered file, keeping nothing, then restores
 from both shares: the key has the same address, signs again, and eth-account
-recovers that address from both transactions. Both audit logs verify offline,
-and B's names the backup file A's log recorded. No share appears in any log,
-store, audit record or output.
+recovers that address from both transactions. An HD wallet travels too: before
+the disaster it derives an address and a derived key signs; after the restore the
+same address derives and the derived key signs again (eth-account recovers it
+both times), and a backup whose wallet entry was edited is refused. Both audit
+logs verify offline, and B's names the backup file A's log recorded. No share
+appears in any log, store, audit record or output.
 """
 
 from __future__ import annotations
@@ -79,6 +82,28 @@ def _sign(proc: ServerProcess, key: keys_pb2.Key, nonce: int) -> str:
     return evm_sender(reply.items[0].raw_tx)
 
 
+def _sign_hd(proc: ServerProcess, wallet_id: str, nonce: int) -> tuple[str, str]:
+    """A Sepolia transaction signed by the wallet's key m/44'/60'/0'/0/0: (sender, address)."""
+    item = builders.evm_item(keys_pb2.Key(key_id="unused"), nonce=nonce)
+    item.ClearField("key_id")
+    item.hd.CopyFrom(builders.pb.HdKeyRef(wallet_id=wallet_id, index=0))
+    reply = signer_pb2_grpc.SignerStub(proc.channel("payments")).SignBatch(
+        builders.pb.SignBatchRequest(request_id=f"drill-hd-{nonce}", items=[item])
+    )
+    assert len(reply.items) == 1, reply
+    return evm_sender(reply.items[0].raw_tx), reply.items[0].address
+
+
+def _derive(proc: ServerProcess, wallet_id: str) -> str:
+    account = keys_pb2.WalletAccount(wallet_id=wallet_id, chain="ethereum", network="sepolia")
+    reply = keys_pb2_grpc.KeysStub(proc.channel("officer")).DeriveAddresses(
+        keys_pb2.DeriveAddressesRequest(account=account, index=0)
+    )
+    (derived,) = reply.addresses
+    assert derived.path == "m/44'/60'/0'/0/0"
+    return str(derived.address)
+
+
 def _records(lines: list[bytes], kind: str) -> list[dict[str, object]]:
     decoded = [json.loads(line) for line in lines]
     return [r["fields"] for r in decoded if r["kind"] == kind]
@@ -99,6 +124,14 @@ def test_disaster_recovery_drill(tmp_path: Path) -> None:
         )
         address = builders.address(key, "ethereum", "sepolia")
         assert _sign(a, key, 0) == address
+        wallet = officer.ProposeKeyCeremony(
+            keys_pb2.ProposeKeyCeremonyRequest(
+                kind=keys_pb2.CEREMONY_KIND_CREATE_WALLET, wallet_id="drill-w", label="Drill"
+            )
+        )
+        assert wallet.state == "executed", wallet
+        hd_address = _derive(a, "drill-w")
+        assert _sign_hd(a, "drill-w", 0) == (hd_address, hd_address)
         code = _Codes({n: enroll_totp(a.channel, n) for n in ("officer", "officer2")})
 
         def fetch(name: str, ceremony_id: str) -> bytes:
@@ -151,7 +184,11 @@ def test_disaster_recovery_drill(tmp_path: Path) -> None:
     config_a = str(env_a.config_path)
     verified = _custos("keys", "backup", "verify", str(backup), "--config", config_a)
     assert verified.returncode == 0, verified.stdout + verified.stderr
+    assert "1 key(s), 1 wallet(s)" in verified.stdout
     assert "complete" in verified.stdout
+    relabelled = tmp_path / "relabelled.backup"
+    relabelled.write_text(backup.read_text().replace('"label":"Drill"', '"label":"Drill2"', 1))
+    assert relabelled.read_text() != backup.read_text()
     forged = tmp_path / "forged.backup"
     forged.write_text(backup.read_text().replace('"state":"enabled"', '"state":"disabled"', 1))
     refused = _custos("keys", "backup", "verify", str(forged), "--config", config_a)
@@ -164,6 +201,7 @@ def test_disaster_recovery_drill(tmp_path: Path) -> None:
         a.stop()
     (backed_up,) = _records(log_a, "keys.backed_up")
     assert backed_up["key_ids"] == "drill-1"
+    assert backed_up["wallet_ids"] == "drill-w"
 
     shutil.rmtree(env_a.dir / "tokens")  # the disaster
 
@@ -195,6 +233,10 @@ def test_disaster_recovery_drill(tmp_path: Path) -> None:
             "made under another backup key",
         ),
         "tampered file": (restore(tampered, shares[0], shares[1]), "its tag does not verify"),
+        "tampered wallet entry": (
+            restore(relabelled, shares[0], shares[1]),
+            "its tag does not verify",
+        ),
     }
     for name, (result, message) in refusals.items():
         assert result.returncode == 1, (name, result.stdout, result.stderr)
@@ -203,6 +245,7 @@ def test_disaster_recovery_drill(tmp_path: Path) -> None:
     restored = restore(backup, shares[1], shares[0])
     assert restored.returncode == 0, restored.stderr
     assert "restored 1 key(s): drill-1" in restored.stdout
+    assert "restored 1 wallet(s): drill-w" in restored.stdout
     repeated = restore(backup, shares[0], shares[1])
     assert repeated.returncode == 1
     assert "the store already has keys" in repeated.stderr
@@ -216,6 +259,8 @@ def test_disaster_recovery_drill(tmp_path: Path) -> None:
         assert again.public_key == key.public_key
         assert builders.address(again, "ethereum", "sepolia") == address
         assert _sign(b, again, 1) == address
+        assert _derive(b, "drill-w") == hd_address
+        assert _sign_hd(b, "drill-w", 1) == (hd_address, hd_address)
         log_b = b.verified_log()
     finally:
         b.stop()
@@ -223,6 +268,8 @@ def test_disaster_recovery_drill(tmp_path: Path) -> None:
     assert restored_record["key_id"] == "drill-1"
     # The backup A's log names is the one B was restored from.
     assert restored_record["backup_sha256"] == backed_up["sha256"]
+    (restored_wallet,) = _records(log_b, "wallet.restored")
+    assert (restored_wallet["wallet_id"], restored_wallet["label"]) == ("drill-w", "Drill")
 
     # No share, and no word sequence of one, anywhere it could leak.
     words = [s.read_text().strip() for s in (*shares, *foreign)]

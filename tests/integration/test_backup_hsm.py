@@ -596,7 +596,8 @@ def file_drill(tmp: str) -> None:
             else:
                 raise AssertionError(f"{name} was restored")
         empty = counts(user)
-        restored = backup_file.restore(user, "bk", [shares[2], shares[0]], data)
+        restored, no_wallets = backup_file.restore(user, "bk", [shares[2], shares[0]], data)
+        assert no_wallets == ()
         after = counts(user)
     for name, fragment in (
         ("shares_of_another_backup", "made under another backup key"),

@@ -7,7 +7,9 @@ a result is fetched only by whom it is for, once; a forged ceremony row does not
 execute. Second implementations: the backup's wrapped key is unwrapped with
 `cryptography` under the key recovered from two shares (`shamir-mnemonic`), the
 exported key with `cryptography` and the recipient's private key, and eth-account
-derives the key's address from both. No share is in the audit log or the database.
+derives the key's address from both; an exported wallet seed is unwrapped the same
+way and bip-utils derives from it the addresses the service derived. No share or
+seed is in the audit log or the database.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import logging
 import os
 import sqlite3
 import subprocess
@@ -25,6 +28,7 @@ from pathlib import Path
 
 import grpc
 import pytest
+from bip_utils import Bip44, Bip44Changes, Bip44Coins
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.keywrap import aes_key_unwrap_with_padding
@@ -57,6 +61,8 @@ ceremonies:
   backup: 2
   export_key: 2
   import_key_init: 2
+  create_wallet: 0
+  export_wallet: 2
 rules:
   - id: allow-all
     match: {{}}
@@ -66,6 +72,7 @@ INIT = keys_pb2.CEREMONY_KIND_BACKUP_KEY_INIT
 BACKUP = keys_pb2.CEREMONY_KIND_BACKUP
 EXPORT = keys_pb2.CEREMONY_KIND_EXPORT_KEY
 IMPORT_INIT = keys_pb2.CEREMONY_KIND_IMPORT_KEY_INIT
+EXPORT_WALLET = keys_pb2.CEREMONY_KIND_EXPORT_WALLET
 HOLDERS = [subject_string(name) for name in OFFICERS]
 PRECONDITION = grpc.StatusCode.FAILED_PRECONDITION
 
@@ -252,6 +259,81 @@ def test_a_key_leaves_only_encrypted_to_the_recipient_after_a_quorum(officers: O
     o.refused(lambda: _fetch(o, "officer", proposed.ceremony_id), PRECONDITION, "fetched")
 
 
+def _unwrapped(recipient: rsa.RSAPrivateKey, data: bytes) -> bytes:
+    """CKM_RSA_AES_KEY_WRAP's layout undone with `cryptography` (second implementation)."""
+    size = recipient.key_size // 8
+    sha1 = hashes.SHA1()  # noqa: S303 - OAEP's hash, what SoftHSM supports; see hsm.key_export
+    ephemeral = recipient.decrypt(
+        data[:size], padding.OAEP(mgf=padding.MGF1(sha1), algorithm=sha1, label=None)
+    )
+    return aes_key_unwrap_with_padding(ephemeral, data[size:])
+
+
+def test_a_wallet_leaves_only_as_its_seed_encrypted_to_the_recipient_after_a_quorum(
+    officers: Officers, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    o = officers
+    made = _propose(o, "officer", kind=keys_pb2.CEREMONY_KIND_CREATE_WALLET, wallet_id="leaving-w")
+    assert made.state == "executed", made
+    account = keys_pb2.WalletAccount(wallet_id="leaving-w", chain="ethereum", network="sepolia")
+    derived = o.stubs["officer"].DeriveAddresses(
+        keys_pb2.DeriveAddressesRequest(account=account, index=0, count=3)
+    )
+    addresses = [a.address for a in derived.addresses]
+    recipient = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    der = recipient.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    invalid = grpc.StatusCode.INVALID_ARGUMENT
+    for fields, code, words in (
+        ({"wallet_id": "leaving-w"}, invalid, "recipient_public_key: required"),
+        ({"wallet_id": "leaving-w", "recipient_public_key": b"junk"}, invalid, "not a DER"),
+        ({"wallet_id": "Leaving W", "recipient_public_key": der}, invalid, "wallet_id"),
+        ({"key_id": "k", "wallet_id": "leaving-w", "recipient_public_key": der}, invalid, "key_id"),
+        ({"wallet_id": "nope", "recipient_public_key": der}, grpc.StatusCode.NOT_FOUND, "nope"),
+    ):
+        o.refused(
+            lambda fields=fields: _propose(o, "officer", kind=EXPORT_WALLET, **fields),  # type: ignore[misc]
+            code,
+            words,
+        )
+    proposed = _propose(
+        o, "officer", kind=EXPORT_WALLET, wallet_id="leaving-w", recipient_public_key=der
+    )
+    fingerprint = hashlib.sha256(der).hexdigest()
+    assert proposed.params["recipient_fingerprint"] == fingerprint
+    assert proposed.wallet_id == "leaving-w"
+    # A lone officer, or one approval, gets nothing.
+    o.refused(lambda: _fetch(o, "officer", proposed.ceremony_id), PRECONDITION, "not executed")
+    o.approve("officer2", proposed.ceremony_id, proposed.digest)
+    assert "wallet.exported" not in [k for k, _a, _f in o.audit()]
+    o.approve("officer3", proposed.ceremony_id, proposed.digest)
+    o.refused(lambda: _fetch(o, "officer3", proposed.ceremony_id), PRECONDITION, "proposed it")
+    result = _fetch(o, "officer", proposed.ceremony_id)
+    seed = _unwrapped(recipient, result.data)
+    assert len(seed) == 64
+    # bip-utils, from the seed alone, derives the addresses the service derived.
+    chain = Bip44.FromSeed(seed, Bip44Coins.ETHEREUM).Purpose().Coin().Account(0)
+    external = chain.Change(Bip44Changes.CHAIN_EXT)
+    assert [external.AddressIndex(i).PublicKey().ToAddress() for i in range(3)] == addresses
+    (exported,) = [f for k, _a, f in o.audit() if k == "wallet.exported"]
+    assert exported["wallet_id"] == "leaving-w"
+    assert exported["recipient_fingerprint"] == fingerprint
+    assert exported["sha256"] == hashlib.sha256(result.data).hexdigest()
+    assert exported["ceremony_id"] == proposed.ceremony_id
+    o.refused(lambda: _fetch(o, "officer", proposed.ceremony_id), PRECONDITION, "fetched")
+    # The seed is nowhere in the logs, the audit log or the database in the clear.
+    text = json.dumps(o.audit()) + caplog.text
+    assert "wallet.exported" in text
+    database = b"".join(p.read_bytes() for p in tmp_path.glob("custos.db*"))
+    assert database
+    for form in (seed.hex(), seed.hex().upper(), base64.b64encode(seed).decode()):
+        assert form not in text
+        assert form.encode() not in database
+    assert seed not in database
+
+
 def test_the_import_key_is_made_by_a_quorum(officers: Officers) -> None:
     o = officers
     officer = o.stubs["officer"]
@@ -371,3 +453,54 @@ def test_the_cli_proposes_approves_and_fetches_an_export(
     )
     pkcs8 = aes_key_unwrap_with_padding(ephemeral, data[384:])
     assert _address_of_pkcs8(pkcs8) == builders.address(key, "ethereum", "sepolia")
+
+
+def test_the_cli_proposes_a_wallet_export_its_approver_recomputes_the_digest(
+    officers: Officers, tmp_path: Path
+) -> None:
+    """`custos keys propose-export-wallet`: the approver's client recomputes the digest
+    (with the recipient's fingerprint from the key itself) and approves it."""
+    o = officers
+    made = _propose(o, "officer", kind=keys_pb2.CEREMONY_KIND_CREATE_WALLET, wallet_id="cli-w")
+    assert made.state == "executed", made
+    recipient = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    pem = tmp_path / "recipient.pem"
+    pem.write_bytes(
+        recipient.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+    )
+    profiles = {
+        name: _cli_profile(o.server.env, o.server.port, name, tmp_path) for name in OFFICERS
+    }
+
+    def custos(name: str, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "custos.signer.tools.cli", "keys", *args],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env={**os.environ, "CUSTOS_CLIENT": str(profiles[name])},
+            check=False,
+        )
+
+    missing = custos("officer", "propose-export-wallet", "nope", "--recipient", str(pem))
+    assert missing.returncode == 1
+    assert "nope" in missing.stderr
+    proposed = custos(
+        "officer", "propose-export-wallet", "cli-w", "--recipient", str(pem), "-o", "json"
+    )
+    assert proposed.returncode == 0, proposed.stderr
+    shown = json.loads(proposed.stdout)
+    o.next_step["officer2"] = max(o.next_step["officer2"], int(time.time()) // 30)
+    approved = custos(
+        "officer2",
+        *("approve", shown["ceremony_id"], "--digest", shown["digest"]),
+        *("--code", o.code("officer2")),
+    )
+    assert approved.returncode == 0, approved.stderr
+    ceremony = o.stubs["officer"].GetKeyCeremony(
+        keys_pb2.GetKeyCeremonyRequest(ceremony_id=shown["ceremony_id"])
+    )
+    assert ceremony.approved_by == [subject_string("officer2")]
+    assert ceremony.wallet_id == "cli-w"

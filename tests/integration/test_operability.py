@@ -99,8 +99,9 @@ def test_logs_are_json_with_context_and_never_hold_secrets(own_server: ServerPro
     with contextlib.suppress(grpc.RpcError):
         signer.SignBatch(pb.SignBatchRequest(request_id="logged-2", items=[bad]))
     imported, blob = _import_a_key(keys_pb2_grpc.KeysStub(own_server.channel("officer")))
-    custody = _custody_ceremonies(own_server, key)
+    # The wallet first, so that the backup carries it (its seal key wrapped, its seed sealed).
     words, seed = _import_and_use_a_wallet(own_server)
+    custody = _custody_ceremonies(own_server, key)
     own_server.stop()
 
     text = (own_server.env.dir / "server.log").read_text()
@@ -125,6 +126,10 @@ def test_logs_are_json_with_context_and_never_hold_secrets(own_server: ServerPro
     assert "keys.backed_up" in dump
     assert "key.exported" in dump
     assert "wallet.imported" in dump
+    with sqlite3.connect(own_server.env.dir / "custos.db") as db:
+        audit = [json.loads(bytes(r[0])) for r in db.execute("SELECT record FROM audit_log")]
+    (backed_up,) = [r["fields"] for r in audit if r.get("kind") == "keys.backed_up"]
+    assert backed_up["wallet_ids"] == "logged-wallet"
     for forbidden in (pin, so_pin, secret, imported, blob, words, seed, *custody):
         assert forbidden not in dump
     # Every share was fetched: none is left in its ceremony row, even sealed.

@@ -55,10 +55,12 @@ def approve(ceremony: c.Ceremony, officer: str, **kw: Any) -> c.Ceremony | Refus
 
 def test_defaults_follow_governance_and_disabling_needs_one() -> None:
     plain = doc(m=3)
-    assert [c.required_approvals(plain, k) for k in c.KINDS] == [3, 1, 3, 3, 3, 3, 3, 3, 3, 3, 3]
+    assert [c.required_approvals(plain, k) for k in c.KINDS] == [3, 1, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3]
     assert c.required_approvals(doc(m=1), c.DISABLE_KEY) == 1
-    chosen = doc({"create_key": 2, "disable_key": 0, "create_wallet": 1})
-    assert [c.required_approvals(chosen, k) for k in c.KINDS] == [2, 0, 3, 3, 3, 3, 3, 3, 3, 1, 3]
+    chosen = doc({"create_key": 2, "disable_key": 0, "create_wallet": 1, "export_wallet": 2})
+    assert [c.required_approvals(chosen, k) for k in c.KINDS] == [
+        *(2, 0, 3, 3, 3, 3, 3, 3, 3, 1, 3, 2)
+    ]
 
 
 def test_a_section_left_out_keeps_the_hash_of_older_versions() -> None:

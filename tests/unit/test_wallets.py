@@ -35,6 +35,9 @@ class _SoftHsm:
     def ensure_aes_key(self, key_id: str) -> None:
         pass
 
+    def ensure_seal_key(self, key_id: str) -> None:
+        pass
+
     def hd_create_seed(self, seal_key_id: str, aad: bytes) -> SealedSeed:
         sealed = bytes(a ^ b for a, b in zip(self.seed, self._pad(aad), strict=True))
         return SealedSeed(seal_key_id, sealed, aad)

@@ -40,6 +40,7 @@ class CeremonyKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     CEREMONY_KIND_IMPORT_KEY_INIT: _ClassVar[CeremonyKind]
     CEREMONY_KIND_CREATE_WALLET: _ClassVar[CeremonyKind]
     CEREMONY_KIND_IMPORT_WALLET: _ClassVar[CeremonyKind]
+    CEREMONY_KIND_EXPORT_WALLET: _ClassVar[CeremonyKind]
 KEY_STATE_UNSPECIFIED: KeyState
 KEY_STATE_ENABLED: KeyState
 KEY_STATE_DISABLED: KeyState
@@ -62,6 +63,7 @@ CEREMONY_KIND_EXPORT_KEY: CeremonyKind
 CEREMONY_KIND_IMPORT_KEY_INIT: CeremonyKind
 CEREMONY_KIND_CREATE_WALLET: CeremonyKind
 CEREMONY_KIND_IMPORT_WALLET: CeremonyKind
+CEREMONY_KIND_EXPORT_WALLET: CeremonyKind
 
 class Address(_message.Message):
     __slots__ = ("chain", "network", "kind", "address")
