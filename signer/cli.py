@@ -18,7 +18,6 @@ import grpc
 from google.protobuf import json_format
 
 from hsm.errors import HsmConfigError, HsmError, KeyExists, KeyNotFound
-from hsm.import_material import ImportMaterialError
 from proto.custos.v1 import (
     audit_pb2,
     audit_pb2_grpc,
@@ -39,7 +38,6 @@ from signer.cli_policy import add_commands as add_policy_commands
 from signer.cli_psbt import add_commands as add_psbt_commands
 from signer.cli_wallets import add_commands as add_wallet_commands
 from signer.client import ClientProfile
-from signer.config import load_config, read_pin
 from signer.errors import ConfigError
 from signer.logs import configure as configure_logs
 from signer.logs import register_secret
@@ -98,6 +96,7 @@ def _write_atomically(path: Path, text: str) -> None:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    from signer.config import load_config, read_pin
     from signer.server import CustosServer
 
     config = load_config(Path(args.config))
@@ -392,6 +391,7 @@ def cmd_audit_verify(args: argparse.Namespace) -> int:
 
 def cmd_audit_init_key(args: argparse.Namespace) -> int:
     from signer.auditlog import key_fingerprint, setup_audit_key
+    from signer.config import load_config, read_pin
 
     config = load_config(Path(args.config))
     pin = read_pin(config.hsm)
@@ -476,6 +476,8 @@ def cmd_audit_checkpoint(args: argparse.Namespace) -> int:
 
 
 def cmd_db_upgrade(args: argparse.Namespace) -> int:
+    from signer.config import load_config
+
     config = load_config(Path(args.config))
     url = config.store.url
     if url.startswith(("postgresql://", "postgres://")):
@@ -734,6 +736,19 @@ def _silence_stdout() -> None:
         pass
 
 
+def _usage_errors() -> tuple[type[Exception], ...]:
+    """The errors that mean bad input or configuration (exit 2).
+
+    ImportMaterialError counts once `custos keys import` has loaded its module:
+    hsm.import_material loads cryptography and coincurve, too slow to import on
+    every run for an except clause; unless it was loaded, no exception is one.
+    Called when an exception is being matched, so after the command ran.
+    """
+    module = sys.modules.get("hsm.import_material")
+    extra: tuple[type[Exception], ...] = () if module is None else (module.ImportMaterialError,)
+    return (ConfigError, HsmConfigError, *extra)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)  # a usage error exits 2 here
     json_lines = getattr(args, "log_format", "text") == "json"
@@ -756,7 +771,7 @@ def main(argv: list[str] | None = None) -> int:
         return Exit.BROKEN_PIPE
     except KeyboardInterrupt:
         return Exit.INTERRUPTED
-    except (ConfigError, HsmConfigError, ImportMaterialError) as exc:
+    except _usage_errors() as exc:
         fail(f"custos: error: {exc}")
         return Exit.USAGE
     except (HsmError, KeyNotFound, KeyExists, StoreUnavailable) as exc:

@@ -19,7 +19,6 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from signer.config import load_config, read_pin
 from signer.errors import ConfigError
 from signer.logs import register_secret
 
@@ -29,10 +28,11 @@ MAX_SHARE_FILE_BYTES = 4096
 @contextmanager
 def _backups(config_path: str) -> Iterator[Any]:
     """signer.backups.KeyBackups over the configured store and token."""
-    from hsm.pkcs11_token import Pkcs11Token  # noqa: PLC0415
-    from signer.authenticity import open_authenticator  # noqa: PLC0415
-    from signer.backups import KeyBackups  # noqa: PLC0415
-    from signer.store.factory import open_store  # noqa: PLC0415
+    from hsm.pkcs11_token import Pkcs11Token
+    from signer.authenticity import open_authenticator
+    from signer.backups import KeyBackups
+    from signer.config import load_config, read_pin
+    from signer.store.factory import open_store
 
     config = load_config(Path(config_path))
     if config.backup.mode == "trusted":
@@ -84,7 +84,7 @@ def cmd_backup(args: argparse.Namespace) -> int:
 
 
 def _read_backup(path: Path) -> bytes:
-    from hsm.backup_file import MAX_FILE_BYTES  # noqa: PLC0415
+    from hsm.backup_file import MAX_FILE_BYTES
 
     try:
         with path.open("rb") as handle:

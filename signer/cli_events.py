@@ -23,16 +23,16 @@ from signer.cli_output import (
     report_pinned_key,
 )
 from signer.client import ClientProfile
-from signer.config import load_config, read_pin
 from signer.errors import ConfigError
 from signer.logs import register_secret
 
 
 def _token_key(args: argparse.Namespace, *, create: bool) -> tuple[bytes, bool, str | None]:
     """(raw public key, created, pinned fingerprint) of the config's event-signing key."""
-    from hsm.errors import KeyNotFound  # noqa: PLC0415
-    from hsm.pool import SigningPool  # noqa: PLC0415
-    from signer.auditlog import setup_ed25519_keys  # noqa: PLC0415
+    from hsm.errors import KeyNotFound
+    from hsm.pool import SigningPool
+    from signer.auditlog import setup_ed25519_keys
+    from signer.config import load_config, read_pin
 
     config = load_config(Path(args.config))
     pin = read_pin(config.hsm)
@@ -57,7 +57,7 @@ def _token_key(args: argparse.Namespace, *, create: bool) -> tuple[bytes, bool, 
 
 
 def cmd_init_key(args: argparse.Namespace) -> int:
-    from signer.auditlog import key_fingerprint  # noqa: PLC0415
+    from signer.auditlog import key_fingerprint
 
     public, created, pinned = _token_key(args, create=True)
     fingerprint = key_fingerprint(public)
@@ -77,11 +77,11 @@ def cmd_init_key(args: argparse.Namespace) -> int:
 
 
 def cmd_public_key(args: argparse.Namespace, profile: ClientProfile | None) -> int:
-    from audit.checkpoint import public_key_pem  # noqa: PLC0415
-    from signer.auditlog import key_fingerprint  # noqa: PLC0415
+    from audit.checkpoint import public_key_pem
+    from signer.auditlog import key_fingerprint
 
     if profile is not None:  # from a running server (any role)
-        from proto.custos.v1 import webhooks_pb2, webhooks_pb2_grpc  # noqa: PLC0415
+        from proto.custos.v1 import webhooks_pb2, webhooks_pb2_grpc
 
         stub = webhooks_pb2_grpc.WebhooksStub(profile.channel())
         key = stub.GetEventKey(webhooks_pb2.GetEventKeyRequest())
@@ -101,8 +101,8 @@ def cmd_public_key(args: argparse.Namespace, profile: ClientProfile | None) -> i
 
 
 def cmd_webhooks(args: argparse.Namespace, profile: ClientProfile) -> int:
-    from proto.custos.v1 import webhooks_pb2, webhooks_pb2_grpc  # noqa: PLC0415
-    from signer import cli_output  # noqa: PLC0415
+    from proto.custos.v1 import webhooks_pb2, webhooks_pb2_grpc
+    from signer import cli_output
 
     stub = webhooks_pb2_grpc.WebhooksStub(profile.channel())
     as_json = cli_output.wants_json(args)

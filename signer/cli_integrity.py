@@ -13,7 +13,6 @@ import os
 from pathlib import Path
 from typing import Any
 
-from signer.config import load_config, read_pin
 from signer.errors import ConfigError
 from signer.logs import register_secret
 
@@ -21,9 +20,10 @@ from signer.logs import register_secret
 
 
 def cmd_init_key(args: argparse.Namespace) -> int:
-    from hsm.errors import KeyExists  # noqa: PLC0415
-    from hsm.pool import SigningPool  # noqa: PLC0415
-    from signer.authenticity import key_check_value  # noqa: PLC0415
+    from hsm.errors import KeyExists
+    from hsm.pool import SigningPool
+    from signer.authenticity import key_check_value
+    from signer.config import load_config, read_pin
 
     config = load_config(Path(args.config))
     pin = read_pin(config.hsm)
@@ -51,19 +51,20 @@ def cmd_init_key(args: argparse.Namespace) -> int:
 
 def cmd_seal(args: argparse.Namespace) -> int:
     """Vouch, once, for the rows of a store written before state authentication."""
-    from audit.record import AuditEvent  # noqa: PLC0415
-    from hsm.pool import SigningPool  # noqa: PLC0415
-    from signer.authenticity import (  # noqa: PLC0415
+    from audit.record import AuditEvent
+    from hsm.pool import SigningPool
+    from signer.authenticity import (
         StateAuthenticator,
         open_authenticator,
         pending_fact,
         totp_fact,
     )
-    from signer.keys import key_fact  # noqa: PLC0415
-    from signer.policy_governor import policy_fact  # noqa: PLC0415
-    from signer.store.base import KeyRecord, StoreError  # noqa: PLC0415
-    from signer.store.factory import open_store  # noqa: PLC0415
-    from signer.store.policy_tables import PendingRow, PolicyRow  # noqa: PLC0415
+    from signer.config import load_config, read_pin
+    from signer.keys import key_fact
+    from signer.policy_governor import policy_fact
+    from signer.store.base import KeyRecord, StoreError
+    from signer.store.factory import open_store
+    from signer.store.policy_tables import PendingRow, PolicyRow
 
     class _Sealer:
         """signer.store.base.LegacySealer over the token's state key."""

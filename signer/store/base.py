@@ -14,14 +14,17 @@ import enum
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from audit.record import AuditEvent, AuditRecord
-from policies.velocity import Spent
 from signer.store.ceremony_tables import CeremonyStore
 from signer.store.policy_tables import Admission, PendingRow, PolicyRow, PolicyStore
 from signer.store.wallet_tables import WalletStore
 from signer.store.webhook_tables import WebhookStore
+
+if TYPE_CHECKING:
+    # Annotations only: see signer.store.policy_tables.
+    from policies.velocity import Spent
 
 
 class StoreError(Exception):
