@@ -240,6 +240,14 @@ def copy_env(template: Path, directory: Path) -> DevEnv:
     return DevEnv(directory, directory / "custos.toml")
 
 
+def probe_often(env: DevEnv, seconds: float = 0.25) -> DevEnv:
+    """`env` with health probes every `seconds` instead of 5: for tests that wait
+    for a recovery, which only the next probe can see."""
+    with env.config_path.open("a", encoding="utf-8") as config:
+        config.write(f"\n[health]\nprobe_interval_seconds = {seconds}\n")
+    return env
+
+
 @pytest.fixture
 def fresh_env(env_template: Path) -> Callable[[Path], DevEnv]:
     """Makes an environment of the test's own at a directory: its own token files,

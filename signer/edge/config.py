@@ -166,6 +166,12 @@ class PolicyConfig(_Section):
     approval_check_seconds: float = Field(default=1.0, gt=0)
 
 
+class HealthConfig(_Section):
+    # How often the HSM, store, audit and policy probes run. A failed call flips
+    # health to NOT_SERVING at once; recovery is seen only by the next probe.
+    probe_interval_seconds: float = Field(default=5.0, gt=0, le=3600)
+
+
 class MetricsConfig(_Section):
     # Prometheus endpoint on its own port, e.g. "127.0.0.1:9464"; empty: off.
     listen: str = ""
@@ -272,6 +278,7 @@ class Config(_Section):
     events: EventsConfig = EventsConfig()
     policy: PolicyConfig = PolicyConfig()
     integrity: IntegrityConfig = IntegrityConfig()
+    health: HealthConfig = HealthConfig()
     metrics: MetricsConfig = MetricsConfig()
     limits: LimitsConfig = LimitsConfig()
     jsonrpc: JsonRpcConfig = JsonRpcConfig()

@@ -211,6 +211,7 @@ class CustosServer:
                 "policy": self.governor.check_integrity,
             },
             self._publish_health,
+            interval=config.health.probe_interval_seconds,
         )
         # Wake the monitor at once (its own thread: two concurrent HSM pings could
         # each hold a worker the other waits for).

@@ -14,14 +14,17 @@ import enum
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from custos.audit.record import AuditEvent, AuditRecord
-from custos.policies.velocity import Spent
 from custos.signer.store.ceremony_tables import CeremonyStore
 from custos.signer.store.policy_tables import Admission, PendingRow, PolicyRow, PolicyStore
 from custos.signer.store.wallet_tables import WalletRecord, WalletStore
 from custos.signer.store.webhook_tables import WebhookStore
+
+if TYPE_CHECKING:
+    # Annotations only: see signer.store.policy_tables.
+    from custos.policies.velocity import Spent
 
 
 class StoreError(Exception):

@@ -11,10 +11,14 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from custos.audit.record import AuditEvent
-from custos.policies.velocity import Spent
+
+if TYPE_CHECKING:
+    # Annotations only: policies.velocity pulls in the pydantic policy models, which
+    # the store's lightweight users (signer.edge.errors, hence the CLI) must not load.
+    from custos.policies.velocity import Spent
 
 T = TypeVar("T")
 

@@ -18,7 +18,6 @@ import grpc
 from google.protobuf import json_format
 
 from custos.hsm.errors import HsmConfigError, HsmError, KeyExists, KeyNotFound
-from custos.hsm.import_material import ImportMaterialError
 from custos.proto.custos.v1 import (
     audit_pb2,
     audit_pb2_grpc,
@@ -27,7 +26,6 @@ from custos.proto.custos.v1 import (
     signer_pb2,
     signer_pb2_grpc,
 )
-from custos.signer.edge.config import load_config, read_pin
 from custos.signer.edge.errors import ConfigError
 from custos.signer.edge.logs import configure as configure_logs
 from custos.signer.edge.logs import register_secret
@@ -104,6 +102,7 @@ def _write_atomically(path: Path, text: str) -> None:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    from custos.signer.edge.config import load_config, read_pin
     from custos.signer.edge.server import CustosServer
 
     config = load_config(Path(args.config))
@@ -397,6 +396,7 @@ def cmd_audit_verify(args: argparse.Namespace) -> int:
 
 
 def cmd_audit_init_key(args: argparse.Namespace) -> int:
+    from custos.signer.edge.config import load_config, read_pin
     from custos.signer.usecases.auditlog import key_fingerprint, setup_audit_key
 
     config = load_config(Path(args.config))
@@ -482,6 +482,8 @@ def cmd_audit_checkpoint(args: argparse.Namespace) -> int:
 
 
 def cmd_db_upgrade(args: argparse.Namespace) -> int:
+    from custos.signer.edge.config import load_config
+
     config = load_config(Path(args.config))
     url = config.store.url
     if url.startswith(("postgresql://", "postgres://")):
@@ -657,7 +659,7 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
-    parser.add_argument("--version", action="version", version=cli_output.version())
+    parser.add_argument("--version", action=cli_output.VersionAction)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("init", help="create a development token, CA, certificates and config")
@@ -740,6 +742,19 @@ def _silence_stdout() -> None:
         pass
 
 
+def _usage_errors() -> tuple[type[Exception], ...]:
+    """The errors that mean bad input or configuration (exit 2).
+
+    ImportMaterialError counts once `custos keys import` has loaded its module:
+    hsm.import_material loads cryptography and coincurve, too slow to import on
+    every run for an except clause; unless it was loaded, no exception is one.
+    Called when an exception is being matched, so after the command ran.
+    """
+    module = sys.modules.get("hsm.import_material")
+    extra: tuple[type[Exception], ...] = () if module is None else (module.ImportMaterialError,)
+    return (ConfigError, HsmConfigError, *extra)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)  # a usage error exits 2 here
     json_lines = getattr(args, "log_format", "text") == "json"
@@ -762,7 +777,7 @@ def main(argv: list[str] | None = None) -> int:
         return Exit.BROKEN_PIPE
     except KeyboardInterrupt:
         return Exit.INTERRUPTED
-    except (ConfigError, HsmConfigError, ImportMaterialError) as exc:
+    except _usage_errors() as exc:
         fail(f"custos: error: {exc}")
         return Exit.USAGE
     except (HsmError, KeyNotFound, KeyExists, StoreUnavailable) as exc:

@@ -19,7 +19,6 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from custos.signer.edge.config import load_config, read_pin
 from custos.signer.edge.errors import ConfigError
 from custos.signer.edge.logs import register_secret
 
@@ -29,10 +28,11 @@ MAX_SHARE_FILE_BYTES = 4096
 @contextmanager
 def _backups(config_path: str) -> Iterator[Any]:
     """signer.usecases.backups.KeyBackups over the configured store and token."""
-    from custos.hsm.pkcs11_token import Pkcs11Token  # noqa: PLC0415
-    from custos.signer.store.factory import open_store  # noqa: PLC0415
-    from custos.signer.usecases.authenticity import open_authenticator  # noqa: PLC0415
-    from custos.signer.usecases.backups import KeyBackups  # noqa: PLC0415
+    from custos.hsm.pkcs11_token import Pkcs11Token
+    from custos.signer.edge.config import load_config, read_pin
+    from custos.signer.store.factory import open_store
+    from custos.signer.usecases.authenticity import open_authenticator
+    from custos.signer.usecases.backups import KeyBackups
 
     config = load_config(Path(config_path))
     if config.backup.mode == "trusted":
@@ -84,7 +84,7 @@ def cmd_backup(args: argparse.Namespace) -> int:
 
 
 def _read_backup(path: Path) -> bytes:
-    from custos.hsm.backup_file import MAX_FILE_BYTES  # noqa: PLC0415
+    from custos.hsm.backup_file import MAX_FILE_BYTES
 
     try:
         with path.open("rb") as handle:

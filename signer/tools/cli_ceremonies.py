@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import functools
 import hashlib
 import os
 import sys
@@ -18,7 +19,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from custos.policies import ceremonies
 from custos.proto.custos.v1 import keys_pb2, keys_pb2_grpc
 from custos.signer.edge.errors import ConfigError
 from custos.signer.tools.cli_output import (
@@ -30,30 +30,40 @@ from custos.signer.tools.cli_output import (
     wants_json,
 )
 from custos.signer.tools.client import ClientProfile
-from custos.signer.usecases.key_import import import_params, wrapped_of_message
 
-KIND_OF_MESSAGE: dict[int, str] = {
-    keys_pb2.CEREMONY_KIND_CREATE_KEY: ceremonies.CREATE_KEY,
-    keys_pb2.CEREMONY_KIND_DISABLE_KEY: ceremonies.DISABLE_KEY,
-    keys_pb2.CEREMONY_KIND_ENABLE_KEY: ceremonies.ENABLE_KEY,
-    keys_pb2.CEREMONY_KIND_RETIRE_KEY: ceremonies.RETIRE_KEY,
-    keys_pb2.CEREMONY_KIND_IMPORT_KEY: ceremonies.IMPORT_KEY,
-    keys_pb2.CEREMONY_KIND_BACKUP_KEY_INIT: ceremonies.BACKUP_KEY_INIT,
-    keys_pb2.CEREMONY_KIND_BACKUP: ceremonies.BACKUP,
-    keys_pb2.CEREMONY_KIND_EXPORT_KEY: ceremonies.EXPORT_KEY,
-    keys_pb2.CEREMONY_KIND_IMPORT_KEY_INIT: ceremonies.IMPORT_KEY_INIT,
-    keys_pb2.CEREMONY_KIND_CREATE_WALLET: ceremonies.CREATE_WALLET,
-    keys_pb2.CEREMONY_KIND_IMPORT_WALLET: ceremonies.IMPORT_WALLET,
-    keys_pb2.CEREMONY_KIND_EXPORT_WALLET: ceremonies.EXPORT_WALLET,
-}
-# Kinds whose parameters the message shows as they are (KeyCeremony.params).
-_SHOWN_AS_PARAMS = (
-    ceremonies.BACKUP_KEY_INIT,
-    ceremonies.BACKUP,
-    ceremonies.EXPORT_KEY,
-    ceremonies.IMPORT_KEY_INIT,
-    ceremonies.EXPORT_WALLET,
-)
+
+# The ceremony rules (policies.ceremonies) load the policy models: only the
+# commands that show or approve a ceremony import them, not every `custos` run.
+@functools.cache
+def _kind_tables() -> tuple[dict[int, str], tuple[str, ...]]:
+    """KeyCeremony.kind -> the rules' kind name; the kinds whose params are shown as they are."""
+    from custos.policies import ceremonies
+
+    kind_of_message: dict[int, str] = {
+        keys_pb2.CEREMONY_KIND_CREATE_KEY: ceremonies.CREATE_KEY,
+        keys_pb2.CEREMONY_KIND_DISABLE_KEY: ceremonies.DISABLE_KEY,
+        keys_pb2.CEREMONY_KIND_ENABLE_KEY: ceremonies.ENABLE_KEY,
+        keys_pb2.CEREMONY_KIND_RETIRE_KEY: ceremonies.RETIRE_KEY,
+        keys_pb2.CEREMONY_KIND_IMPORT_KEY: ceremonies.IMPORT_KEY,
+        keys_pb2.CEREMONY_KIND_BACKUP_KEY_INIT: ceremonies.BACKUP_KEY_INIT,
+        keys_pb2.CEREMONY_KIND_BACKUP: ceremonies.BACKUP,
+        keys_pb2.CEREMONY_KIND_EXPORT_KEY: ceremonies.EXPORT_KEY,
+        keys_pb2.CEREMONY_KIND_IMPORT_KEY_INIT: ceremonies.IMPORT_KEY_INIT,
+        keys_pb2.CEREMONY_KIND_CREATE_WALLET: ceremonies.CREATE_WALLET,
+        keys_pb2.CEREMONY_KIND_IMPORT_WALLET: ceremonies.IMPORT_WALLET,
+        keys_pb2.CEREMONY_KIND_EXPORT_WALLET: ceremonies.EXPORT_WALLET,
+    }
+    # Kinds whose parameters the message shows as they are (KeyCeremony.params).
+    shown_as_params = (
+        ceremonies.BACKUP_KEY_INIT,
+        ceremonies.BACKUP,
+        ceremonies.EXPORT_KEY,
+        ceremonies.IMPORT_KEY_INIT,
+        ceremonies.EXPORT_WALLET,
+    )
+    return kind_of_message, shown_as_params
+
+
 _VERBS = {
     "propose-create": keys_pb2.CEREMONY_KIND_CREATE_KEY,
     "propose-disable": keys_pb2.CEREMONY_KIND_DISABLE_KEY,
@@ -76,9 +86,13 @@ _CLASS_NAMES = {
 
 def recomputed_digest(message: keys_pb2.KeyCeremony) -> str:
     """The digest of the fields a ceremony message shows, by the published encoding."""
-    kind = KIND_OF_MESSAGE.get(message.kind, "")
+    from custos.policies import ceremonies
+    from custos.signer.usecases.key_import import import_params, wrapped_of_message
+
+    kind_of_message, shown_as_params = _kind_tables()
+    kind = kind_of_message.get(message.kind, "")
     params = {"key_id": message.key_id}
-    if kind in _SHOWN_AS_PARAMS:
+    if kind in shown_as_params:
         params = dict(message.params)
         if kind in (ceremonies.EXPORT_KEY, ceremonies.EXPORT_WALLET):
             # The fingerprint shown must be the recipient key's own, not the server's word.
@@ -113,7 +127,7 @@ def recomputed_digest(message: keys_pb2.KeyCeremony) -> str:
 
 
 def _kind(message: keys_pb2.KeyCeremony) -> str:
-    return KIND_OF_MESSAGE.get(message.kind, "unknown")
+    return _kind_tables()[0].get(message.kind, "unknown")
 
 
 def _ms(unix_ms: int) -> str:
@@ -139,7 +153,7 @@ def _print(message: keys_pb2.KeyCeremony, args: argparse.Namespace) -> None:
         fields.append(("key_id", message.key_id))
     if message.network_class:
         fields.append(("network_class", _CLASS_NAMES.get(message.network_class, "?")))
-    if _kind(message) in _SHOWN_AS_PARAMS:
+    if _kind(message) in _kind_tables()[1]:
         fields += [
             (name, value)
             for name, value in sorted(message.params.items())
@@ -211,7 +225,7 @@ def cmd_propose_custody(args: argparse.Namespace, profile: ClientProfile) -> int
 
 def _recipient_der(path: str) -> bytes:
     """The recipient's public key file (PEM or DER) as DER SubjectPublicKeyInfo."""
-    from cryptography.hazmat.primitives import serialization  # noqa: PLC0415
+    from cryptography.hazmat.primitives import serialization
 
     try:
         raw = Path(path).read_bytes()
@@ -247,7 +261,7 @@ def cmd_fetch(args: argparse.Namespace, profile: ClientProfile) -> int:
         handle.flush()
         os.fsync(handle.fileno())
     print(f"{out}: {result.format}" + (f", sha256 {result.sha256}" if result.sha256 else ""))
-    if _kind(result.ceremony) == ceremonies.BACKUP_KEY_INIT:
+    if result.ceremony.kind == keys_pb2.CEREMONY_KIND_BACKUP_KEY_INIT:
         print("your share: keep it offline (paper), then delete this file")
     return Exit.OK
 

@@ -14,7 +14,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from custos.signer.edge.config import load_config, read_pin
 from custos.signer.edge.errors import ConfigError
 from custos.signer.edge.logs import register_secret
 from custos.signer.tools.cli_output import (
@@ -30,9 +29,10 @@ from custos.signer.tools.client import ClientProfile
 
 def _token_key(args: argparse.Namespace, *, create: bool) -> tuple[bytes, bool, str | None]:
     """(raw public key, created, pinned fingerprint) of the config's event-signing key."""
-    from custos.hsm.errors import KeyNotFound  # noqa: PLC0415
-    from custos.hsm.pool import SigningPool  # noqa: PLC0415
-    from custos.signer.usecases.auditlog import setup_ed25519_keys  # noqa: PLC0415
+    from custos.hsm.errors import KeyNotFound
+    from custos.hsm.pool import SigningPool
+    from custos.signer.edge.config import load_config, read_pin
+    from custos.signer.usecases.auditlog import setup_ed25519_keys
 
     config = load_config(Path(args.config))
     pin = read_pin(config.hsm)
@@ -57,7 +57,7 @@ def _token_key(args: argparse.Namespace, *, create: bool) -> tuple[bytes, bool, 
 
 
 def cmd_init_key(args: argparse.Namespace) -> int:
-    from custos.signer.usecases.auditlog import key_fingerprint  # noqa: PLC0415
+    from custos.signer.usecases.auditlog import key_fingerprint
 
     public, created, pinned = _token_key(args, create=True)
     fingerprint = key_fingerprint(public)
@@ -77,11 +77,11 @@ def cmd_init_key(args: argparse.Namespace) -> int:
 
 
 def cmd_public_key(args: argparse.Namespace, profile: ClientProfile | None) -> int:
-    from custos.audit.checkpoint import public_key_pem  # noqa: PLC0415
-    from custos.signer.usecases.auditlog import key_fingerprint  # noqa: PLC0415
+    from custos.audit.checkpoint import public_key_pem
+    from custos.signer.usecases.auditlog import key_fingerprint
 
     if profile is not None:  # from a running server (any role)
-        from custos.proto.custos.v1 import webhooks_pb2, webhooks_pb2_grpc  # noqa: PLC0415
+        from custos.proto.custos.v1 import webhooks_pb2, webhooks_pb2_grpc
 
         stub = webhooks_pb2_grpc.WebhooksStub(profile.channel())
         key = stub.GetEventKey(webhooks_pb2.GetEventKeyRequest())
@@ -101,8 +101,8 @@ def cmd_public_key(args: argparse.Namespace, profile: ClientProfile | None) -> i
 
 
 def cmd_webhooks(args: argparse.Namespace, profile: ClientProfile) -> int:
-    from custos.proto.custos.v1 import webhooks_pb2, webhooks_pb2_grpc  # noqa: PLC0415
-    from custos.signer.tools import cli_output  # noqa: PLC0415
+    from custos.proto.custos.v1 import webhooks_pb2, webhooks_pb2_grpc
+    from custos.signer.tools import cli_output
 
     stub = webhooks_pb2_grpc.WebhooksStub(profile.channel())
     as_json = cli_output.wants_json(args)

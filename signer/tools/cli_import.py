@@ -15,29 +15,23 @@ import getpass
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from cryptography.hazmat.primitives import serialization
-
-from custos.hsm.import_material import (
-    DEFAULT_PATH,
-    MAX_KEYSTORE_BYTES,
-    SOURCES,
-    SecretKey,
-    from_hex,
-    from_keystore,
-    from_mnemonic,
-    from_wif,
-    import_key_fingerprint,
-    wallet_from_mnemonic,
-    wrap_for_import,
-    wrap_seed_for_import,
-)
 from custos.proto.custos.v1 import keys_pb2, keys_pb2_grpc
 from custos.signer.edge.errors import ConfigError
 from custos.signer.tools.cli_ceremonies import print_proposal
 from custos.signer.tools.cli_output import add_output_argument, print_fields, print_json, wants_json
 from custos.signer.tools.client import ClientProfile
+
+if TYPE_CHECKING:
+    from custos.hsm.import_material import SecretKey
+
+# hsm.import_material (cryptography, coincurve, BIP32/39) is imported by the
+# commands that read or wrap a key, not by every `custos` run that builds this
+# parser; its two constants the parser shows are repeated here (a unit test
+# keeps them equal).
+SOURCES = ("hex", "wif", "keystore", "mnemonic")
+DEFAULT_PATH = "m/44'/60'/0'/0/0"
 
 NETWORK_CLASSES = {
     "mainnet": keys_pb2.NETWORK_CLASS_MAINNET,
@@ -111,6 +105,8 @@ def _add_import_arguments(a: argparse.ArgumentParser, client_help: str) -> None:
 
 
 def _print_import_key(key: keys_pb2.ImportWrappingKey) -> None:
+    from cryptography.hazmat.primitives import serialization
+
     pem = serialization.load_der_public_key(key.public_key_der).public_bytes(
         serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
     )
@@ -146,6 +142,15 @@ def _ask(prompt: str) -> str:
 
 def read_secret(args: argparse.Namespace) -> SecretKey:
     """The key to import, read as `--from` says; ImportMaterialError names what is wrong."""
+    from custos.hsm.import_material import (
+        DEFAULT_PATH,
+        MAX_KEYSTORE_BYTES,
+        from_hex,
+        from_keystore,
+        from_mnemonic,
+        from_wif,
+    )
+
     if args.path and args.source != "mnemonic":
         raise ConfigError("--path is for --from mnemonic only")
     if args.source == "hex":
@@ -171,6 +176,8 @@ def _same_fingerprint(a: str, b: str) -> bool:
 
 def confirm_import_key(args: argparse.Namespace, key: keys_pb2.ImportWrappingKey) -> None:
     """The import key is the one the officer expects, or ConfigError (nothing was sent)."""
+    from custos.hsm.import_material import import_key_fingerprint
+
     # Recomputed here: the fingerprint the server states proves nothing by itself.
     fingerprint = import_key_fingerprint(key.public_key_der)
     print(f"import key: {key.algorithm}, fingerprint {fingerprint}", file=sys.stderr)
@@ -190,6 +197,8 @@ def confirm_import_key(args: argparse.Namespace, key: keys_pb2.ImportWrappingKey
 def import_command(
     args: argparse.Namespace, profile: ClientProfile, print_key: Callable[[keys_pb2.Key], None]
 ) -> int:
+    from custos.hsm.import_material import import_key_fingerprint, wrap_for_import
+
     stub = keys_pb2_grpc.KeysStub(profile.channel())
     import_key = stub.GetImportKey(keys_pb2.GetImportKeyRequest())
     confirm_import_key(args, import_key)
@@ -223,6 +232,12 @@ def import_command(
 
 
 def import_wallet_command(args: argparse.Namespace, profile: ClientProfile) -> int:
+    from custos.hsm.import_material import (
+        import_key_fingerprint,
+        wallet_from_mnemonic,
+        wrap_seed_for_import,
+    )
+
     stub = keys_pb2_grpc.KeysStub(profile.channel())
     import_key = stub.GetImportKey(keys_pb2.GetImportKeyRequest())
     confirm_import_key(args, import_key)

@@ -13,7 +13,6 @@ import os
 from pathlib import Path
 from typing import Any
 
-from custos.signer.edge.config import load_config, read_pin
 from custos.signer.edge.errors import ConfigError
 from custos.signer.edge.logs import register_secret
 
@@ -21,9 +20,10 @@ from custos.signer.edge.logs import register_secret
 
 
 def cmd_init_key(args: argparse.Namespace) -> int:
-    from custos.hsm.errors import KeyExists  # noqa: PLC0415
-    from custos.hsm.pool import SigningPool  # noqa: PLC0415
-    from custos.signer.usecases.authenticity import key_check_value  # noqa: PLC0415
+    from custos.hsm.errors import KeyExists
+    from custos.hsm.pool import SigningPool
+    from custos.signer.edge.config import load_config, read_pin
+    from custos.signer.usecases.authenticity import key_check_value
 
     config = load_config(Path(args.config))
     pin = read_pin(config.hsm)
@@ -51,19 +51,20 @@ def cmd_init_key(args: argparse.Namespace) -> int:
 
 def cmd_seal(args: argparse.Namespace) -> int:
     """Vouch, once, for the rows of a store written before state authentication."""
-    from custos.audit.record import AuditEvent  # noqa: PLC0415
-    from custos.hsm.pool import SigningPool  # noqa: PLC0415
-    from custos.signer.store.base import KeyRecord, StoreError  # noqa: PLC0415
-    from custos.signer.store.factory import open_store  # noqa: PLC0415
-    from custos.signer.store.policy_tables import PendingRow, PolicyRow  # noqa: PLC0415
-    from custos.signer.usecases.authenticity import (  # noqa: PLC0415
+    from custos.audit.record import AuditEvent
+    from custos.hsm.pool import SigningPool
+    from custos.signer.edge.config import load_config, read_pin
+    from custos.signer.store.base import KeyRecord, StoreError
+    from custos.signer.store.factory import open_store
+    from custos.signer.store.policy_tables import PendingRow, PolicyRow
+    from custos.signer.usecases.authenticity import (
         StateAuthenticator,
         open_authenticator,
         pending_fact,
         totp_fact,
     )
-    from custos.signer.usecases.keys import key_fact  # noqa: PLC0415
-    from custos.signer.usecases.policy_governor import policy_fact  # noqa: PLC0415
+    from custos.signer.usecases.keys import key_fact
+    from custos.signer.usecases.policy_governor import policy_fact
 
     class _Sealer:
         """signer.store.base.LegacySealer over the token's state key."""

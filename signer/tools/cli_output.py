@@ -14,7 +14,6 @@ import json
 import os
 import sys
 from collections.abc import Iterable, Mapping, Sequence
-from importlib import metadata
 from typing import Any
 
 from google.protobuf import json_format
@@ -50,11 +49,37 @@ Exit codes:
 
 def version() -> str:
     """`custos X.Y.Z`, from the installed distribution's metadata."""
+    from importlib import metadata
+
     try:
         number = metadata.version("custos")
     except metadata.PackageNotFoundError:  # run from a source tree that was never installed
         number = "unknown (not installed)"
     return f"custos {number} (python {sys.version.split()[0]})"
+
+
+class VersionAction(argparse.Action):
+    """`--version`: like argparse's own, but reads the version only when asked
+    (importlib.metadata scans the installed distributions: slow for every run)."""
+
+    def __init__(self, option_strings: list[str], dest: str = argparse.SUPPRESS) -> None:
+        super().__init__(
+            option_strings,
+            dest,
+            default=argparse.SUPPRESS,
+            nargs=0,
+            help="show program's version number and exit",
+        )
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: object,
+        option_string: str | None = None,
+    ) -> None:
+        parser._print_message(version() + "\n", sys.stdout)
+        parser.exit()
 
 
 def add_output_argument(parser: argparse.ArgumentParser) -> None:

@@ -11,26 +11,22 @@ import sys
 import time
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import grpc
-import qrcode
-from coincurve import PrivateKey
 from google.protobuf import json_format
 
-from custos.policies import approvals
-from custos.policies.evaluate import Allow, Deny, RequireApproval, compile_policy, held_by_review
-from custos.policies.schema import PolicyValidationError, load_document, load_yaml
 from custos.proto.custos.v1 import policy_pb2, policy_pb2_grpc
 from custos.proto.custos.v1 import signer_pb2 as pb
-from custos.signer.chains.base import InvalidField, KeyInfo
-from custos.signer.chains.registry import ADAPTERS
-from custos.signer.edge import requests
-from custos.signer.edge.errors import BudgetExceeded, ConfigError, PolicyDenied
+from custos.signer.edge.errors import ConfigError
 from custos.signer.tools.cli_output import add_output_argument, print_json, print_table, wants_json
 from custos.signer.tools.client import ClientProfile
-from custos.signer.usecases.admission import judge
-from custos.signer.usecases.policy_governor import ActivePolicy
+
+# The policy engine, the chain adapters, qrcode and coincurve are imported by the
+# commands that use them: every `custos` invocation builds this module's parser.
+if TYPE_CHECKING:
+    from custos.policies.evaluate import Allow, RequireApproval
+    from custos.signer.chains.base import KeyInfo
 
 Profile = Any  # a callable returning the ClientProfile for the parsed arguments
 
@@ -138,6 +134,10 @@ def cmd_diff(args: argparse.Namespace, profile: ClientProfile) -> int:
 
 
 def _placeholder_key(key_id: str) -> KeyInfo:
+    from coincurve import PrivateKey
+
+    from custos.signer.chains.base import KeyInfo
+
     # Offline there is no HSM: a stand-in key per key id gives the intent its shape.
     secret = hashlib.sha256(b"custos policy test " + key_id.encode()).digest()
     return KeyInfo(key_id, PrivateKey(secret).public_key.format(compressed=False))
@@ -145,6 +145,8 @@ def _placeholder_key(key_id: str) -> KeyInfo:
 
 def _requirement(decision: Allow | RequireApproval) -> str:
     """ "2 of treasury with TOTP": what a held batch needs."""
+    from custos.policies.evaluate import RequireApproval
+
     if not isinstance(decision, RequireApproval):
         return "nothing"
     quorum = ", ".join(f"{q.approvals} of {q.group}" for q in decision.quorum)
@@ -153,6 +155,21 @@ def _requirement(decision: Allow | RequireApproval) -> str:
 
 def cmd_test(args: argparse.Namespace) -> int:
     """Evaluate example requests against a policy file; nothing is signed, no server needed."""
+    from custos.policies.evaluate import (
+        Allow,
+        Deny,
+        RequireApproval,
+        compile_policy,
+        held_by_review,
+    )
+    from custos.policies.schema import PolicyValidationError, load_document, load_yaml
+    from custos.signer.chains.base import InvalidField
+    from custos.signer.chains.registry import ADAPTERS
+    from custos.signer.edge import requests
+    from custos.signer.edge.errors import BudgetExceeded, PolicyDenied
+    from custos.signer.usecases.admission import judge
+    from custos.signer.usecases.policy_governor import ActivePolicy
+
     try:
         doc = load_document(_read(args.policy))
     except PolicyValidationError as exc:
@@ -213,6 +230,8 @@ def cmd_enroll(args: argparse.Namespace, profile: ClientProfile) -> int:
         policy_pb2.EnrollTotpRequest(enrollment_token=args.token or "", totp_code=args.code or "")
     )
     if not args.no_qr:
+        import qrcode
+
         qr = qrcode.QRCode(border=1)
         qr.add_data(reply.otpauth_uri)
         text = io.StringIO()
@@ -255,6 +274,8 @@ def cmd_cancel(args: argparse.Namespace, profile: ClientProfile) -> int:
 
 def recomputed_digest(batch: policy_pb2.PendingBatch) -> str:
     """The request digest of the exact bytes the server sent, computed here."""
+    from custos.policies import approvals
+
     return approvals.request_digest(batch.requester, batch.request_id, batch.request).hex()
 
 

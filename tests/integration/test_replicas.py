@@ -26,7 +26,7 @@ from custos.proto.custos.v1 import (
 )
 from custos.proto.custos.v1 import signer_pb2 as pb
 from tests import builders
-from tests.conftest import DevEnv, ServerProcess
+from tests.conftest import DevEnv, ServerProcess, probe_often
 from tests.store.tcp_proxy import TcpProxy
 
 pytestmark = pytest.mark.integration
@@ -195,6 +195,7 @@ def test_database_outage_gives_unavailable_and_service_resumes(
     proxy.start()
     proxied = postgres_url.replace(host_port, f"127.0.0.1:{proxy.port}")
     env = _configure(fresh_env(tmp_path / "env"), f"{proxied}?schema={pg_schema}")
+    probe_often(env)  # the outage and the recovery are seen by the next probe: soon
     server = ServerProcess(env, "outage")
     server.start()
     try:

@@ -13,7 +13,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from custos.proto.custos.v1 import keys_pb2, keys_pb2_grpc, signer_pb2_grpc
 from custos.proto.custos.v1 import signer_pb2 as pb
 from tests import builders
-from tests.conftest import ServerProcess
+from tests.conftest import ServerProcess, probe_often
 from tests.second_impl import evm_sender
 
 pytestmark = pytest.mark.integration
@@ -34,7 +34,7 @@ def _health(server: ServerProcess) -> int:
 
 
 def _wait_health(server: ServerProcess, status: int, timeout: float = 60) -> None:
-    # Generous: recovery waits for the next health probe (5 s) and new HSM workers,
+    # Generous: recovery waits for the next health probe and new HSM workers,
     # which take many seconds to start on a busy two-core machine.
     deadline = time.monotonic() + timeout
     while _health(server) != status:
@@ -62,6 +62,7 @@ def test_keys_survive_a_restart(own_server: ServerProcess) -> None:
 def test_hsm_failure_gives_unavailable_and_not_serving_then_recovers(
     own_server: ServerProcess,
 ) -> None:
+    probe_often(own_server.env)  # recovery is seen by the next probe: soon, not in 5 s
     own_server.start()
     key = keys_pb2_grpc.KeysStub(own_server.channel("officer")).CreateKey(
         keys_pb2.CreateKeyRequest(key_id="fragile", network_class=keys_pb2.NETWORK_CLASS_TESTNET)

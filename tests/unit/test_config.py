@@ -48,6 +48,8 @@ def test_valid_config_resolves_relative_paths(tmp_path: Path) -> None:
         (lambda t: t.replace('roles = ["service"]', 'roles = ["root"]'), "identities.0.roles.0"),
         (lambda t: t + '\n[store]\nurl = "mysql://x"\n', "store.url"),
         (lambda t: t.replace("[hsm]\n", '[hsm]\npin = "1234"\n'), "hsm.pin"),
+        (lambda t: t + "\n[health]\nprobe_interval_seconds = 0\n", "health.probe_interval"),
+        (lambda t: t + "\n[health]\nprobe_every = 1\n", "health.probe_every"),
     ],
 )
 def test_bad_config_names_the_key(tmp_path: Path, edit: object, path_named: str) -> None:
@@ -71,6 +73,12 @@ def test_pin_from_env_or_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
     (tmp_path / "pin").write_text("from-file\n")
     with_file = load_config(_write(tmp_path, VALID.replace("[hsm]\n", '[hsm]\npin_file = "pin"\n')))
     assert read_pin(with_file.hsm) == "from-file"
+
+
+def test_health_probe_interval_defaults_to_five_seconds_and_can_be_set(tmp_path: Path) -> None:
+    assert load_config(_write(tmp_path, VALID)).health.probe_interval_seconds == 5.0
+    text = VALID + "\n[health]\nprobe_interval_seconds = 0.25\n"
+    assert load_config(_write(tmp_path, text)).health.probe_interval_seconds == 0.25
 
 
 def test_limits_default_to_the_adapters_defaults_and_can_be_set(tmp_path: Path) -> None:
