@@ -4,6 +4,11 @@ The speed goals are ratios within one run, so each figure here is measured in
 the same run as the raw signing it is compared with:
 - process_tree_cpu_s: user + system CPU of a process and its descendants (the
   server and its HSM worker processes), from /proc/<pid>/stat;
+- idle_cpu_s: CPU time no process used, machine-wide, from /proc/stat (the
+  machine is shared: other tenants' load takes cores the service would use);
+- worker_busy_s: time the server's HSM worker processes spent on the CPU or
+  waiting for one, from /proc/<pid>/schedstat (the rest of a window they slept:
+  no signature to make, so the service, not the CPU, held them up);
 - fdatasync_p50_ms: the median latency of one 4 KiB write + fdatasync in the
   directory that holds the store (the floor under a durable commit).
 """
@@ -55,6 +60,30 @@ def process_tree_cpu_s(root: int) -> float:
         if fields is not None:
             ticks += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15)
     return ticks / _TICKS
+
+
+def idle_cpu_s() -> float:
+    """Idle + iowait CPU seconds of the whole machine so far (all cores)."""
+    fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()
+    return (int(fields[4]) + int(fields[5])) / _TICKS
+
+
+def worker_busy_s(root: int) -> tuple[float, int]:
+    """Seconds the HSM workers below `root` ran or were runnable, summed; and how many.
+
+    Workers are the spawned children (not multiprocessing's resource tracker);
+    /proc/<pid>/schedstat is the main thread's: the one that signs.
+    """
+    total, count = 0, 0
+    for pid in _descendants(root):
+        try:
+            if b"spawn_main" not in Path(f"/proc/{pid}/cmdline").read_bytes():
+                continue
+            run_ns, wait_ns, _slices = Path(f"/proc/{pid}/schedstat").read_text().split()
+        except (FileNotFoundError, ProcessLookupError, ValueError):
+            continue
+        total, count = total + int(run_ns) + int(wait_ns), count + 1
+    return total / 1e9, count
 
 
 def fdatasync_p50_ms(directory: Path, rounds: int = 200) -> float:

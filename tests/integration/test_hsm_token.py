@@ -13,7 +13,7 @@ import pytest
 from coincurve import PublicKey
 from pkcs11 import Attribute, ObjectClass
 
-from custos.common.secp256k1 import HALF_N
+from custos.common.secp256k1 import HALF_N, RecoverableSignature
 from custos.hsm.errors import KeyExists, KeyNotFound
 from custos.hsm.keystore import SignRequest
 from custos.hsm.pkcs11_token import Pkcs11Token
@@ -125,3 +125,55 @@ def test_aes_gcm_seal_binds_the_aad_and_ed25519_signs(token: Pkcs11Token) -> Non
     assert token.ed25519_public_key("ed-check") == public
     signature = token.sign_eddsa("ed-check", b"checkpoint body")
     Ed25519PublicKey.from_public_bytes(public).verify(signature, b"checkpoint body")
+
+
+def _assert_verified(sigs: list[RecoverableSignature], digests: list[bytes], public: bytes) -> None:
+    assert len(sigs) == len(digests)
+    for digest, sig in zip(digests, sigs, strict=True):
+        assert sig.s <= HALF_N
+        recovered = PublicKey.from_signature_and_message(sig.rsv(), digest, hasher=None)
+        assert recovered.format(compressed=False) == public
+
+
+def test_pool_batches_signed_concurrently_come_back_whole_and_in_order(
+    dev_env: DevEnv, token: Pkcs11Token
+) -> None:
+    # Batches share the workers chunk by chunk (a worker with no chunk left
+    # serves another batch at once): none may get another's signatures.
+    publics = [token.generate_secp256k1(f"share-check-{n}") for n in range(4)]
+    pool = SigningPool(SOFTHSM_LIBRARY, "custos-dev", dev_env.pin(), workers=2)
+    try:
+        plans = [
+            [hashlib.sha256(f"{n}-{i}".encode()).digest() for i in range(size)]
+            for n, size in enumerate((1, 37, 100, 64))
+        ]
+
+        def sign(n: int) -> list[RecoverableSignature]:
+            return pool.sign([SignRequest(f"share-check-{n}", d, publics[n]) for d in plans[n]])
+
+        with ThreadPoolExecutor(4) as threads:
+            for _round in range(3):
+                for n, sigs in enumerate(threads.map(sign, range(4))):
+                    _assert_verified(sigs, plans[n], publics[n])
+    finally:
+        pool.close()
+
+
+def test_pool_error_in_one_chunk_leaves_no_reply_behind(
+    dev_env: DevEnv, token: Pkcs11Token
+) -> None:
+    # A missing key in the middle of a batch fails the batch; the chunks already
+    # sent are answered before it returns, so the next batch pairs its own replies.
+    public = token.generate_secp256k1("drain-check")
+    pool = SigningPool(SOFTHSM_LIBRARY, "custos-dev", dev_env.pin(), workers=2)
+    try:
+        digests = [hashlib.sha256(str(i).encode()).digest() for i in range(100)]
+        requests = [SignRequest("drain-check", d, public) for d in digests]
+        requests[50] = SignRequest("no-such-key", digests[50], public)
+        with pytest.raises(KeyNotFound):
+            pool.sign(requests)
+        sigs = pool.sign([SignRequest("drain-check", d, public) for d in digests])
+        _assert_verified(sigs, digests, public)
+        pool.ping()  # every worker still answers in step
+    finally:
+        pool.close()
