@@ -750,7 +750,7 @@ def _usage_errors() -> tuple[type[Exception], ...]:
     every run for an except clause; unless it was loaded, no exception is one.
     Called when an exception is being matched, so after the command ran.
     """
-    module = sys.modules.get("hsm.import_material")
+    module = sys.modules.get("custos.hsm.import_material")
     extra: tuple[type[Exception], ...] = () if module is None else (module.ImportMaterialError,)
     return (ConfigError, HsmConfigError, *extra)
 
