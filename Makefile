@@ -13,11 +13,14 @@ BUF_STAMP := .tools/buf/.installed-$(BUF_VERSION)
 demo: setup
 	$(VENV)/bin/custos demo --dir .demo
 
+# TEST_WORKERS pytest processes (pytest-xdist), each with its own token, servers
+# and temp dir; a file's tests stay in one process (its module-scoped servers).
+TEST_WORKERS ?= 2
 test: setup $(BUF_STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
-	$(PY) -m pytest
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile
 
 # SIGKILL a server under load SOAK_KILLS times (make test runs 5, 20 with CI=true): every restart
 # must succeed, its HSM workers must die with it, nothing received may be lost.
