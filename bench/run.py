@@ -24,6 +24,13 @@ Figures (written to bench/results.json):
   is that large one (the bench traffic matches a rule placed after all 1,000);
   e2e_tx_per_s runs under the small development policy.
 
+The issue-15 figures (raw signing, fdatasync, e2e, one-item latency and their
+ratios) come from BENCH_ROUNDS (5) rounds on one server, each round measuring
+all of them back to back; every figure is the median over the rounds, every
+ratio is taken within a round first, and the rounds are in `speed_rounds`.
+`checkpoints_on_over_off` and `e2e_policy_over_e2e` compare neighbouring
+single runs. `bench/run.py --quick` prints only the speed rounds' medians.
+
 Medians and ratios, not single timings: these machines are shared and noisy.
 """
 
@@ -70,16 +77,23 @@ LIBRARY = "/usr/lib/softhsm/libsofthsm2.so"
 BATCH = 100
 CLIENTS = 4
 BATCHES_PER_CLIENT = int(os.environ.get("BENCH_BATCHES", "12"))
-RAW_SIGNS = int(os.environ.get("BENCH_RAW_SIGNS", "4000"))
+RAW_SIGNS = int(os.environ.get("BENCH_RAW_SIGNS", "2000"))
+# Rounds of the issue-15 figures (speed_rounds): the median round is reported.
+ROUNDS = int(os.environ.get("BENCH_ROUNDS", "5"))
+OFTEN = "\n[audit]\ncheckpoint_every_records = 50\ncheckpoint_every_seconds = 1.0\n"
 
 
 def measure_raw(directory: Path) -> tuple[float, float, float]:
     """Rate, median latency and CPU (µs) of raw C_Sign in a separate process (own login)."""
     code = f"""
 import hashlib, json, statistics, time
+from custos.hsm.errors import KeyNotFound
 from custos.hsm.pkcs11_token import Pkcs11Token
 t = Pkcs11Token({LIBRARY!r}, "custos-dev", open({str(directory / "hsm.pin")!r}).read())
-t.generate_secp256k1("bench-raw") if b"bench-raw" else None
+try:
+    t.public_key("bench-raw")
+except KeyNotFound:  # the first round makes the key
+    t.generate_secp256k1("bench-raw")
 digests = [hashlib.sha256(str(i).encode()).digest() for i in range({RAW_SIGNS})]
 for d in digests[:200]:
     t.sign_raw("bench-raw", d)
@@ -209,12 +223,12 @@ class Session:
             for c in range(clients)
         ]
 
-    def throughput(self) -> dict[str, float]:
+    def throughput(self, tag: str = "b") -> dict[str, float]:
         """Transactions per second and server + worker CPU seconds per transaction,
         with what tells a busy machine from a starved pipeline: the cores nobody
         used, the cores the service used, and the share of the run its HSM workers
         slept (had no signature to make)."""
-        plans = self.batches(CLIENTS, BATCHES_PER_CLIENT, BATCH, "b")
+        plans = self.batches(CLIENTS, BATCHES_PER_CLIENT, BATCH, tag)
         signed = CLIENTS * BATCHES_PER_CLIENT * BATCH
         cpu = sum(process_tree_cpu_s(pid) for pid in self.pids)
         idle, (busy, _count) = idle_cpu_s(), _workers_busy(self.pids)
@@ -234,13 +248,13 @@ class Session:
             "worker_idle": 1 - busy / (elapsed * max(1, workers)),
         }
 
-    def single_p50_ms(self) -> float:
+    def single_p50_ms(self, tag: str = "s", count: int = 300) -> float:
         latencies = []
-        for request, _items in self.batches(1, 300, 1, "s")[0]:
+        for request, _items in self.batches(1, count, 1, tag)[0]:
             start = time.perf_counter()
             self.calls[0](request, timeout=30)
             latencies.append(time.perf_counter() - start)
-        return statistics.median(latencies[50:]) * 1000
+        return statistics.median(latencies[count // 6 :]) * 1000
 
     def audit_append_per_s(self) -> float:
         def size() -> int:
@@ -252,15 +266,57 @@ class Session:
         return (size() - before) / elapsed
 
 
-def run_server(
-    directory: Path,
-    config: Path,
-    key_id: str,
-    full: bool,
-    replicas: int = 1,
-    *,
-    audit: bool = True,
-) -> dict[str, float]:
+def speed_rounds(directory: Path, config: Path, rounds: int) -> dict[str, Any]:
+    """The issue-15 figures from `rounds` rounds on one server, each round a raw run,
+    an fdatasync probe, an e2e run and one-item requests, back to back.
+
+    Each ratio and the latency budget are taken within a round, seconds apart, and
+    the median round is reported: on a shared host the CPU's speed drifts by 20 %
+    within a minute, and a raw run and an e2e run a minute apart measured that drift
+    as much as the service (one-off runs here gave CPU ratios from 0.2 to 0.8).
+    """
+    started = start_server(config, directory)
+    process, port = started
+    per_round: list[dict[str, float]] = []
+    try:
+        session = Session(directory, [port], "bench-on", [process.pid])
+        for index in range(rounds):
+            raw_rate, raw_p50, raw_cpu_us = measure_raw(directory)
+            fsync_p50 = fdatasync_p50_ms(directory, rounds=100)
+            on = session.throughput(f"b{index}")
+            single = session.single_p50_ms(f"s{index}", count=120)
+            service_cpu_us = on["cpu_s_per_tx"] * 1e6 - raw_cpu_us
+            per_round.append(
+                {
+                    "raw_sign_per_s": raw_rate,
+                    "raw_sign_p50_ms": raw_p50,
+                    "raw_sign_cpu_us": raw_cpu_us,
+                    "fdatasync_p50_ms": fsync_p50,
+                    "e2e_tx_per_s": on["tx_per_s"],
+                    "service_cpu_us_per_tx": service_cpu_us,
+                    "service_cpu_over_raw_sign_cpu": service_cpu_us / raw_cpu_us,
+                    "e2e_over_raw": on["tx_per_s"] / raw_rate,
+                    "single_p50_ms": single,
+                    "single_budget_ms": raw_p50 + 2 * fsync_p50 + 1,
+                    "single_over_budget": single / (raw_p50 + 2 * fsync_p50 + 1),
+                    **contention(on, raw_rate, raw_cpu_us),
+                    "load": os.getloadavg()[0],
+                }
+            )
+        audit_rate = session.audit_append_per_s()
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=60)
+    medians = {
+        name: round(statistics.median(r[name] for r in per_round), 3) for name in per_round[0]
+    }
+    medians["audit_append_per_s"] = round(audit_rate, 1)
+    medians["rounds"] = [{k: round(v, 3) for k, v in r.items()} for r in per_round]  # type: ignore[assignment]
+    return medians
+
+
+def run_server(directory: Path, config: Path, key_id: str, replicas: int = 1) -> dict[str, float]:
+    """Throughput figures of one e2e run on `replicas` fresh servers of `config`."""
     started = [start_server(config, directory) for _ in range(replicas)]
     try:
         session = Session(
@@ -269,12 +325,7 @@ def run_server(
             key_id,
             [process.pid for process, _port in started],
         )
-        figures = session.throughput()
-        if full:
-            figures["single_p50_ms"] = session.single_p50_ms()
-        if full and audit:
-            figures["audit_append_per_s"] = session.audit_append_per_s()
-        return figures
+        return session.throughput()
     finally:
         for process, _port in started:
             process.send_signal(signal.SIGTERM)
@@ -296,10 +347,8 @@ def postgres_figures(directory: Path, config: Path) -> dict[str, float | None]:
         one = variant(config, "pg1", store_url=f"{url}?schema={schemas[0]}")
         two = variant(config, "pg2", store_url=f"{url}?schema={schemas[1]}")
         return {
-            "e2e_pg_tx_per_s": run_server(directory, one, "bench-pg1", full=False)["tx_per_s"],
-            "e2e_pg_2rep_tx_per_s": run_server(directory, two, "bench-pg2", full=False, replicas=2)[
-                "tx_per_s"
-            ],
+            "e2e_pg_tx_per_s": run_server(directory, one, "bench-pg1")["tx_per_s"],
+            "e2e_pg_2rep_tx_per_s": run_server(directory, two, "bench-pg2", replicas=2)["tx_per_s"],
         }
     finally:
         with psycopg.connect(url, autocommit=True) as conn:
@@ -383,34 +432,52 @@ def contention(on: dict[str, float], raw_rate: float, raw_cpu_us: float) -> dict
     }
 
 
-def quick() -> int:
-    """`bench/run.py --quick`: only the issue-15 speed figures (raw signing, fdatasync,
-    e2e throughput and CPU, one-item latency) on one server, printed, not written:
-    for comparing a change with its baseline in alternating runs."""
-    with tempfile.TemporaryDirectory(prefix="custos-bench-") as tmp:
-        directory = Path(tmp)
-        config = init_dev(directory, listen="127.0.0.1:0")
-        os.environ["SOFTHSM2_CONF"] = str(directory / "softhsm2.conf")
-        raw_rate, raw_p50, raw_cpu_us = measure_raw(directory)
-        fsync_p50 = fdatasync_p50_ms(directory)
-        often = "\n[audit]\ncheckpoint_every_records = 50\ncheckpoint_every_seconds = 1.0\n"
-        on = run_server(directory, variant(config, "on", often), "bench-on", full=True, audit=False)
-    service_cpu_us = on["cpu_s_per_tx"] * 1e6 - raw_cpu_us
-    figures = {
-        "raw_sign_per_s": round(raw_rate, 1),
-        "raw_sign_p50_ms": round(raw_p50, 3),
-        "raw_sign_cpu_us": round(raw_cpu_us, 1),
-        "service_cpu_us_per_tx": round(service_cpu_us, 1),
-        "service_cpu_over_raw_sign_cpu": round(service_cpu_us / raw_cpu_us, 3),
-        "fdatasync_p50_ms": round(fsync_p50, 3),
-        "e2e_tx_per_s": round(on["tx_per_s"], 1),
-        "e2e_over_raw": round(on["tx_per_s"] / raw_rate, 3),
-        "single_p50_ms": round(on["single_p50_ms"], 3),
-        "single_budget_ms": round(raw_p50 + 2 * fsync_p50 + 1, 3),
-        **contention(on, raw_rate, raw_cpu_us),
-        "load": os.getloadavg()[0],
+SPEED_FIGURES = (
+    "raw_sign_per_s",
+    "raw_sign_p50_ms",
+    "raw_sign_cpu_us",
+    "service_cpu_us_per_tx",
+    "service_cpu_over_raw_sign_cpu",
+    "fdatasync_p50_ms",
+    "e2e_tx_per_s",
+    "e2e_over_raw",
+    "single_p50_ms",
+    "single_budget_ms",
+    "single_over_budget",
+    "e2e_service_cores",
+    "e2e_idle_cores",
+    "e2e_client_cores",
+    "e2e_worker_idle",
+    "raw_sign_cores",
+    "load",
+)
+
+
+def speed_goals(speed: dict[str, Any]) -> dict[str, bool]:
+    """Issue 15's goals, on the median round (speed_rounds)."""
+    return {
+        "service_cpu<=0.5*raw_sign_cpu": speed["service_cpu_over_raw_sign_cpu"] <= 0.5,
+        "e2e_over_raw>=1.3": speed["e2e_over_raw"] >= 1.3,
+        "single_p50<=raw_p50+2*fsync+1ms": speed["single_over_budget"] <= 1.0,
     }
-    print(json.dumps(figures))
+
+
+def _dev_directory(tmp: str) -> tuple[Path, Path, Path]:
+    """A `custos init` environment in `tmp`; its directory, config and the bench's server
+    config (a checkpoint every 50 records or second, as a busy deployment would run)."""
+    directory = Path(tmp)
+    config = init_dev(directory, listen="127.0.0.1:0")
+    os.environ["SOFTHSM2_CONF"] = str(directory / "softhsm2.conf")
+    return directory, config, variant(config, "on", OFTEN)
+
+
+def quick() -> int:
+    """`bench/run.py --quick`: only the issue-15 speed figures (ROUNDS rounds on one
+    server), printed, not written: for comparing a change with its baseline."""
+    with tempfile.TemporaryDirectory(prefix="custos-bench-") as tmp:
+        directory, _config, on = _dev_directory(tmp)
+        speed = speed_rounds(directory, on, ROUNDS)
+    print(json.dumps({**speed, "goals": speed_goals(speed)}))
     return 0
 
 
@@ -418,62 +485,49 @@ def main() -> int:
     if "--quick" in sys.argv[1:]:
         return quick()
     with tempfile.TemporaryDirectory(prefix="custos-bench-") as tmp:
-        directory = Path(tmp)
-        config = init_dev(directory, listen="127.0.0.1:0")
-        os.environ["SOFTHSM2_CONF"] = str(directory / "softhsm2.conf")
-        raw_rate, raw_p50, raw_cpu_us = measure_raw(directory)
-        fsync_p50 = fdatasync_p50_ms(directory)
-        often = "\n[audit]\ncheckpoint_every_records = 50\ncheckpoint_every_seconds = 1.0\n"
+        directory, config, on = _dev_directory(tmp)
+        speed = speed_rounds(directory, on, ROUNDS)
         never = (
             "\n[audit]\ncheckpoint_every_records = 1000000000\n"
             "checkpoint_every_seconds = 1000000000.0\n"
         )
-        on = run_server(directory, variant(config, "on", often), "bench-on", full=True)
-        off = run_server(directory, variant(config, "off", never), "bench-off", full=False)
-        large = variant(config, "large", often, bootstrap=large_policy(directory))
-        with_policy = run_server(directory, large, "bench-policy", full=False)
+        with_checkpoints = run_server(directory, on, "bench-on-again")
+        off = run_server(directory, variant(config, "off", never), "bench-off")
+        large = variant(config, "large", OFTEN, bootstrap=large_policy(directory))
+        with_policy = run_server(directory, large, "bench-policy")
         postgres = postgres_figures(directory, config)
     verify_rate = float(
         sub_bench("audit_verify_bench.py", "--repeat", "1")["audit_verify_records_per_s"]
     )
     policy_p50 = float(sub_bench("policy_bench.py")["policy_eval_us_p50"])
-    e2e = on["tx_per_s"]
-    # One C_Sign per EVM transaction: what is left is the service's own cost.
-    service_cpu_us = on["cpu_s_per_tx"] * 1e6 - raw_cpu_us
+    # The next three pairs ran one after another, each a single e2e run: a ratio of
+    # neighbours, as the speed rounds are.
+    checkpoints_ratio = with_checkpoints["tx_per_s"] / off["tx_per_s"]
+    policy_ratio = with_policy["tx_per_s"] / with_checkpoints["tx_per_s"]
     results = {
-        "raw_sign_per_s": round(raw_rate, 1),
-        "raw_sign_p50_ms": round(raw_p50, 3),
-        "raw_sign_cpu_us": round(raw_cpu_us, 1),
-        "service_cpu_us_per_tx": round(service_cpu_us, 1),
-        "service_cpu_over_raw_sign_cpu": round(service_cpu_us / raw_cpu_us, 3),
-        "fdatasync_p50_ms": round(fsync_p50, 3),
-        "e2e_tx_per_s": round(e2e, 1),
+        **{name: speed[name] for name in SPEED_FIGURES},
         "e2e_no_checkpoints_tx_per_s": round(off["tx_per_s"], 1),
-        "single_p50_ms": round(on["single_p50_ms"], 3),
-        "audit_append_per_s": round(on["audit_append_per_s"], 1),
+        "audit_append_per_s": speed["audit_append_per_s"],
         "audit_verify_records_per_s": round(verify_rate, 1),
         "policy_eval_us_p50": policy_p50,
         "e2e_policy_tx_per_s": round(with_policy["tx_per_s"], 1),
-        "e2e_policy_over_e2e": round(with_policy["tx_per_s"] / e2e, 3),
+        "e2e_policy_over_e2e": round(policy_ratio, 3),
         **{k: (round(v, 1) if v is not None else None) for k, v in postgres.items()},
-        "e2e_over_raw": round(e2e / raw_rate, 3),
-        **contention(on, raw_rate, raw_cpu_us),
-        "single_minus_raw_ms": round(on["single_p50_ms"] - raw_p50, 3),
-        "checkpoints_on_over_off": round(e2e / off["tx_per_s"], 3),
+        "checkpoints_on_over_off": round(checkpoints_ratio, 3),
+        "speed_rounds": speed["rounds"],
         "goals": {
-            "service_cpu<=0.5*raw_sign_cpu": service_cpu_us <= 0.5 * raw_cpu_us,
-            "e2e_over_raw>=1.3": e2e / raw_rate >= 1.3,
-            "single_p50<=raw_p50+2*fsync+1ms": on["single_p50_ms"] <= raw_p50 + 2 * fsync_p50 + 1,
-            "checkpoints_cost<=10%": e2e >= 0.9 * off["tx_per_s"],
+            **speed_goals(speed),
+            "checkpoints_cost<=10%": checkpoints_ratio >= 0.9,
             "audit_verify>=200k/s": verify_rate >= 200_000,
             "policy_eval_p50<=50us": policy_p50 <= 50,
-            "e2e_policy>=90%_of_e2e": with_policy["tx_per_s"] >= 0.9 * e2e,
+            "e2e_policy>=90%_of_e2e": policy_ratio >= 0.9,
         },
         "setup": {
             "batch_items": BATCH,
             "clients": CLIENTS,
             "batches_per_client": BATCHES_PER_CLIENT,
             "raw_signs": RAW_SIGNS,
+            "speed_rounds": ROUNDS,
             "cpus": os.cpu_count(),
             "python": platform.python_version(),
         },
