@@ -23,11 +23,9 @@ import os
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import grpc
-import pyotp
 import pytest
 
 from custos.hsm.backup import recover_backup_key, split_backup_key
@@ -38,6 +36,7 @@ from tests.conftest import DevEnv, ServerProcess, _require_softhsm
 from tests.integration.test_approvals_e2e import _cli_profile
 from tests.second_impl import evm_sender
 from tests.support import enroll_totp
+from tests.totp import TotpCodes
 
 pytestmark = pytest.mark.integration
 
@@ -54,21 +53,6 @@ def _custos(*args: str, profile: Path | None = None) -> subprocess.CompletedProc
         env=env,
         check=False,
     )
-
-
-class _Codes:
-    """One TOTP code per officer and step (steps s-1, s, s+1 are valid during s)."""
-
-    def __init__(self, uris: dict[str, str]) -> None:
-        self.uris = uris
-        while 30 - time.time() % 30 < 5:  # start away from a step's end
-            time.sleep(0.25)
-        self.step = dict.fromkeys(uris, int(time.time()) // 30 - 1)
-
-    def __call__(self, name: str) -> str:
-        step = self.step[name]
-        self.step[name] = step + 1
-        return str(pyotp.parse_uri(self.uris[name]).at(step * 30))
 
 
 def _sign(proc: ServerProcess, key: keys_pb2.Key, nonce: int) -> str:
@@ -132,7 +116,7 @@ def test_disaster_recovery_drill(tmp_path: Path) -> None:
         assert wallet.state == "executed", wallet
         hd_address = _derive(a, "drill-w")
         assert _sign_hd(a, "drill-w", 0) == (hd_address, hd_address)
-        code = _Codes({n: enroll_totp(a.channel, n) for n in ("officer", "officer2")})
+        code = TotpCodes({n: enroll_totp(a.channel, n) for n in ("officer", "officer2")}).code
 
         def fetch(name: str, ceremony_id: str) -> bytes:
             stub = keys_pb2_grpc.KeysStub(a.channel(name))

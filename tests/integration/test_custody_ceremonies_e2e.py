@@ -22,7 +22,6 @@ import os
 import sqlite3
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -432,17 +431,13 @@ def test_the_cli_proposes_approves_and_fetches_an_export(
     assert wrong.returncode == 1
     assert "nothing was approved" in wrong.stderr
 
-    def code(name: str) -> str:
-        # The CLI takes seconds per run: a code of the current step (valid during
-        # the next one too), never of the previous one, which may lapse meanwhile.
-        o.next_step[name] = max(o.next_step[name], int(time.time()) // 30)
-        return o.code(name)
-
     for name in ("officer2", "officer3"):
-        approved = custos(name, "keys", "approve", cid, "--digest", digest, "--code", code(name))
+        approved = custos(name, "keys", "approve", cid, "--digest", digest, "--code", o.code(name))
         assert approved.returncode == 0, approved.stderr
     out = tmp_path / "exported.bin"
-    fetched = custos("officer", "keys", "fetch", cid, "--out", str(out), "--code", code("officer"))
+    fetched = custos(
+        "officer", "keys", "fetch", cid, "--out", str(out), "--code", o.code("officer")
+    )
     assert fetched.returncode == 0, fetched.stderr
     assert oct(out.stat().st_mode & 0o777) == "0o600"
     data = out.read_bytes()
@@ -492,7 +487,6 @@ def test_the_cli_proposes_a_wallet_export_its_approver_recomputes_the_digest(
     )
     assert proposed.returncode == 0, proposed.stderr
     shown = json.loads(proposed.stdout)
-    o.next_step["officer2"] = max(o.next_step["officer2"], int(time.time()) // 30)
     approved = custos(
         "officer2",
         *("approve", shown["ceremony_id"], "--digest", shown["digest"]),

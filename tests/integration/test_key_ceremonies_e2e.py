@@ -28,6 +28,7 @@ from tests import builders
 from tests.conftest import DevEnv, RunningServer, server_with_policy
 from tests.second_impl import evm_sender
 from tests.support import enroll_totp
+from tests.totp import TotpCodes
 
 pytestmark = pytest.mark.integration
 
@@ -73,16 +74,10 @@ class Officers:
         self.uris = {name: enroll_totp(server.channel, name) for name in OFFICERS}
         self.secrets = [pyotp.parse_uri(uri).secret for uri in self.uris.values()]
         self.used_codes: list[str] = []
-        # Steps s-1, s and s+1 are valid during step s: start away from its end.
-        while 30 - time.time() % 30 < 5:
-            time.sleep(0.25)
-        self.next_step = dict.fromkeys(OFFICERS, int(time.time()) // 30 - 1)
+        self.codes = TotpCodes(self.uris)
 
     def code(self, name: str) -> str:
-        step = self.next_step[name]
-        assert step <= int(time.time()) // 30 + 1, "ran out of valid TOTP steps"
-        self.next_step[name] = step + 1
-        code = str(pyotp.parse_uri(self.uris[name]).at(step * 30))
+        code = self.codes.code(name)
         self.used_codes.append(code)
         return code
 

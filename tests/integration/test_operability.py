@@ -6,7 +6,6 @@ import contextlib
 import json
 import os
 import sqlite3
-import time
 import urllib.request
 import uuid
 
@@ -37,6 +36,7 @@ from custos.signer.tools.devsetup import subject_string
 from tests import builders
 from tests.conftest import RunningServer, ServerProcess
 from tests.support import enroll_totp
+from tests.totp import TotpCodes
 
 pytestmark = pytest.mark.integration
 
@@ -143,16 +143,7 @@ def _custody_ceremonies(server: ServerProcess, key: keys_pb2.Key) -> list[str]:
     development policy: quorum 0, export 1); the secrets they must never leak: each
     share and its first words, the backup key, the exported key in clear."""
     uris = {name: enroll_totp(server.channel, name) for name in ("officer", "officer2")}
-    # Steps s-1, s and s+1 are valid during step s, each once: start away from its end.
-    while 30 - time.time() % 30 < 5:
-        time.sleep(0.25)
-    first = int(time.time()) // 30 - 1
-    used: dict[str, int] = {}
-
-    def code(name: str) -> str:
-        step = first + used.get(name, 0)
-        used[name] = used.get(name, 0) + 1
-        return str(pyotp.parse_uri(uris[name]).at(step * 30))
+    code = TotpCodes(uris).code
 
     stubs = {name: keys_pb2_grpc.KeysStub(server.channel(name)) for name in uris}
 

@@ -26,6 +26,7 @@ from tests import builders
 from tests.conftest import RunningServer
 from tests.second_impl import evm_sender
 from tests.support import enroll_totp
+from tests.totp import TotpCodes
 
 pytestmark = pytest.mark.integration
 
@@ -54,18 +55,11 @@ class Steps:
     """A TOTP code per call: each step's code is accepted once per identity."""
 
     def __init__(self) -> None:
-        # Three steps are valid at any moment (one step of drift either side); start
-        # away from a step boundary so that all three stay valid for a few seconds.
-        while 30 - time.time() % 30 < 4:
-            time.sleep(0.25)
-        self.first = int(time.time()) // 30 - 1
-        self.used: dict[str, int] = {}
+        self.codes = TotpCodes({})
 
     def code(self, uri: str) -> str:
-        step = self.used.get(uri, self.first - 1) + 1
-        assert step <= int(time.time()) // 30 + 1, "ran out of valid steps"
-        self.used[uri] = step
-        return _codes_at(uri, step * 30)
+        self.codes.add(uri, uri)  # keyed by URI: one identity each
+        return self.codes.code(uri)
 
 
 @pytest.fixture

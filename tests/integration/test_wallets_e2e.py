@@ -10,12 +10,10 @@ import os
 import sqlite3
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import grpc
-import pyotp
 import pytest
 from bip_utils import (
     Bip44,
@@ -43,6 +41,7 @@ from tests import builders
 from tests.conftest import DevEnv, RunningServer, server_with_policy
 from tests.second_impl import evm_sender, tron_signer, verify_bitcoin
 from tests.support import enroll_totp
+from tests.totp import TotpCodes
 
 pytestmark = pytest.mark.integration
 
@@ -87,19 +86,11 @@ class Wallets:
         self.db = directory / "custos.db"
         self.officer = server.keys("officer")
         self.uris = {name: enroll_totp(server.channel, name) for name in ("officer", "officer2")}
-        while 30 - time.time() % 30 < 5:  # codes of steps s-1..s+1 are valid: stay clear
-            time.sleep(0.25)
-        self.steps = dict.fromkeys(self.uris, int(time.time()) // 30 - 1)
+        self.codes = TotpCodes(self.uris)
 
     def code(self, name: str = "officer2") -> str:
         """A fresh code of `name` (each is accepted once)."""
-        self.steps[name] += 1
-        step = self.steps[name]
-        if step > int(time.time()) // 30 + 1:
-            # Used up the window's steps: wait for the next one.
-            while int(time.time()) // 30 + 1 < step:
-                time.sleep(0.5)
-        return str(pyotp.parse_uri(self.uris[name]).at(step * 30))
+        return self.codes.code(name)
 
     def create(self, wallet_id: str, label: str = "") -> keys_pb2.KeyCeremony:
         proposed = self.officer.ProposeKeyCeremony(
