@@ -26,6 +26,7 @@ from custos.signer.chains.networks import MAINNET, TESTNET, NetworkClass, networ
 from custos.signer.chains.registry import all_addresses
 from custos.signer.edge import requests
 from custos.signer.edge.auth import SERVICE
+from custos.signer.edge.ceremony_kinds import KIND_OF_MESSAGE, MESSAGE_OF_KIND
 from custos.signer.edge.errors import InvalidRequest, NotFound
 from custos.signer.edge.interceptors import current_identity
 from custos.signer.store.base import KeyRecord, KeyState, Store, StoredCheckpoint
@@ -56,21 +57,6 @@ _STATE = {
     KeyState.DISABLED: keys_pb2.KEY_STATE_DISABLED,
     KeyState.RETIRED: keys_pb2.KEY_STATE_RETIRED,
 }
-_KIND: dict[keys_pb2.CeremonyKind, str] = {
-    keys_pb2.CEREMONY_KIND_CREATE_KEY: ceremonies.CREATE_KEY,
-    keys_pb2.CEREMONY_KIND_DISABLE_KEY: ceremonies.DISABLE_KEY,
-    keys_pb2.CEREMONY_KIND_ENABLE_KEY: ceremonies.ENABLE_KEY,
-    keys_pb2.CEREMONY_KIND_RETIRE_KEY: ceremonies.RETIRE_KEY,
-    keys_pb2.CEREMONY_KIND_IMPORT_KEY: ceremonies.IMPORT_KEY,
-    keys_pb2.CEREMONY_KIND_BACKUP_KEY_INIT: ceremonies.BACKUP_KEY_INIT,
-    keys_pb2.CEREMONY_KIND_BACKUP: ceremonies.BACKUP,
-    keys_pb2.CEREMONY_KIND_EXPORT_KEY: ceremonies.EXPORT_KEY,
-    keys_pb2.CEREMONY_KIND_IMPORT_KEY_INIT: ceremonies.IMPORT_KEY_INIT,
-    keys_pb2.CEREMONY_KIND_CREATE_WALLET: ceremonies.CREATE_WALLET,
-    keys_pb2.CEREMONY_KIND_IMPORT_WALLET: ceremonies.IMPORT_WALLET,
-    keys_pb2.CEREMONY_KIND_EXPORT_WALLET: ceremonies.EXPORT_WALLET,
-}
-_KIND_MESSAGE = {kind: number for number, kind in _KIND.items()}
 
 _CLASS: dict[str, keys_pb2.NetworkClass] = {
     MAINNET: keys_pb2.NETWORK_CLASS_MAINNET,
@@ -91,7 +77,7 @@ def ceremony_message(row: CeremonyRow) -> keys_pb2.KeyCeremony:
     params = dict(ceremony.params)
     return keys_pb2.KeyCeremony(
         ceremony_id=ceremony.ceremony_id,
-        kind=_KIND_MESSAGE.get(ceremony.kind, keys_pb2.CEREMONY_KIND_UNSPECIFIED),
+        kind=MESSAGE_OF_KIND.get(ceremony.kind, keys_pb2.CEREMONY_KIND_UNSPECIFIED),
         key_id=params.get("key_id", ""),
         network_class=_CLASS.get(
             params.get("network_class", ""), keys_pb2.NETWORK_CLASS_UNSPECIFIED
@@ -304,31 +290,23 @@ class KeysService(keys_pb2_grpc.KeysServicer):
     def DisableKey(  # noqa: N802
         self, request: keys_pb2.SetKeyStateRequest, context: grpc.ServicerContext
     ) -> keys_pb2.Key:
-        check_key_id(request.key_id)
-        return key_message(
-            self._ceremonies.run_alone(
-                current_identity.get().subject,
-                ceremonies.DISABLE_KEY,
-                {"key_id": request.key_id},
-            )
-        )
+        return self._set_state(ceremonies.DISABLE_KEY, request)
 
     def EnableKey(  # noqa: N802
         self, request: keys_pb2.SetKeyStateRequest, context: grpc.ServicerContext
     ) -> keys_pb2.Key:
+        return self._set_state(ceremonies.ENABLE_KEY, request)
+
+    def _set_state(self, kind: str, request: keys_pb2.SetKeyStateRequest) -> keys_pb2.Key:
+        """Disable or enable a key: a ceremony of one officer (or refused as one)."""
         check_key_id(request.key_id)
-        return key_message(
-            self._ceremonies.run_alone(
-                current_identity.get().subject,
-                ceremonies.ENABLE_KEY,
-                {"key_id": request.key_id},
-            )
-        )
+        subject = current_identity.get().subject
+        return key_message(self._ceremonies.run_alone(subject, kind, {"key_id": request.key_id}))
 
     def ProposeKeyCeremony(  # noqa: N802
         self, request: keys_pb2.ProposeKeyCeremonyRequest, context: grpc.ServicerContext
     ) -> keys_pb2.KeyCeremony:
-        kind = _KIND.get(request.kind)
+        kind = KIND_OF_MESSAGE.get(request.kind)
         if kind is None:
             raise InvalidRequest(
                 "kind: required, CEREMONY_KIND_CREATE_KEY, _IMPORT_KEY, _DISABLE_KEY, _ENABLE_KEY,"

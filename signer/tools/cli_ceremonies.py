@@ -38,21 +38,8 @@ from custos.signer.tools.client import ClientProfile
 def _kind_tables() -> tuple[dict[int, str], tuple[str, ...]]:
     """KeyCeremony.kind -> the rules' kind name; the kinds whose params are shown as they are."""
     from custos.policies import ceremonies
+    from custos.signer.edge.ceremony_kinds import KIND_OF_MESSAGE
 
-    kind_of_message: dict[int, str] = {
-        keys_pb2.CEREMONY_KIND_CREATE_KEY: ceremonies.CREATE_KEY,
-        keys_pb2.CEREMONY_KIND_DISABLE_KEY: ceremonies.DISABLE_KEY,
-        keys_pb2.CEREMONY_KIND_ENABLE_KEY: ceremonies.ENABLE_KEY,
-        keys_pb2.CEREMONY_KIND_RETIRE_KEY: ceremonies.RETIRE_KEY,
-        keys_pb2.CEREMONY_KIND_IMPORT_KEY: ceremonies.IMPORT_KEY,
-        keys_pb2.CEREMONY_KIND_BACKUP_KEY_INIT: ceremonies.BACKUP_KEY_INIT,
-        keys_pb2.CEREMONY_KIND_BACKUP: ceremonies.BACKUP,
-        keys_pb2.CEREMONY_KIND_EXPORT_KEY: ceremonies.EXPORT_KEY,
-        keys_pb2.CEREMONY_KIND_IMPORT_KEY_INIT: ceremonies.IMPORT_KEY_INIT,
-        keys_pb2.CEREMONY_KIND_CREATE_WALLET: ceremonies.CREATE_WALLET,
-        keys_pb2.CEREMONY_KIND_IMPORT_WALLET: ceremonies.IMPORT_WALLET,
-        keys_pb2.CEREMONY_KIND_EXPORT_WALLET: ceremonies.EXPORT_WALLET,
-    }
     # Kinds whose parameters the message shows as they are (KeyCeremony.params).
     shown_as_params = (
         ceremonies.BACKUP_KEY_INIT,
@@ -61,7 +48,7 @@ def _kind_tables() -> tuple[dict[int, str], tuple[str, ...]]:
         ceremonies.IMPORT_KEY_INIT,
         ceremonies.EXPORT_WALLET,
     )
-    return kind_of_message, shown_as_params
+    return {int(number): kind for number, kind in KIND_OF_MESSAGE.items()}, shown_as_params
 
 
 _VERBS = {
