@@ -48,18 +48,20 @@ def _descendants(root: int) -> list[int]:
     return found
 
 
+def process_cpu_s(pid: int) -> float:
+    """User + system CPU seconds used so far by process `pid` alone (0 once it is gone)."""
+    fields = _stat_fields(pid)
+    return 0.0 if fields is None else (int(fields[11]) + int(fields[12])) / _TICKS
+
+
 def process_tree_cpu_s(root: int) -> float:
     """User + system CPU seconds used so far by `root` and its live descendants.
 
     Only deltas over a window mean anything; the HSM workers live as long as the
     server, so a delta over a run counts every process that did its work.
     """
-    ticks = 0
-    for pid in _descendants(root):
-        fields = _stat_fields(pid)
-        if fields is not None:
-            ticks += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15)
-    return ticks / _TICKS
+    # utime and stime are fields 14 and 15 of /proc/<pid>/stat.
+    return sum(process_cpu_s(pid) for pid in _descendants(root))
 
 
 def idle_cpu_s() -> float:
