@@ -55,7 +55,7 @@ def _result(process: subprocess.Popen[str]) -> dict[str, float]:
 
 
 def raw_sign(directory: Path, signs: int) -> dict[str, float]:
-    """per_s, p50_ms, cpu_us and after_work_p50_ms of one raw signing process."""
+    """per_s, p50_ms, cpu_us, after_work_p50_ms and after_idle_p50_ms of one raw signer."""
     return _result(_raw(directory, "bench-raw", str(signs)))
 
 

@@ -6,7 +6,10 @@ session), the CPU per call (SoftHSM signs in this process), and the median of
 C_Sign calls that each follow about 1 ms of other Python work
 (`after_work_p50_ms`): what one signature costs inside a request, whose parsing,
 policy and store work push SoftHSM's code and data out of the core's caches
-(a back-to-back loop keeps them hot; here about 0.4 ms hot against 0.6-0.8 ms).
+(a back-to-back loop keeps them hot), and of calls after 2 ms asleep
+(`after_idle_p50_ms`): an HSM worker between one-item requests, whose core may
+have gone idle (on these VMs a pipe round trip to a process asleep 3 ms takes
+0.17 ms against 0.04-0.08 ms to one kept busy).
 
 `... --window START SECONDS` signs back to back from the wall-clock time START
 for SECONDS and prints the rate: two such processes started together measure
@@ -29,6 +32,7 @@ from custos.hsm.pkcs11_token import Pkcs11Token
 LIBRARY = "/usr/lib/softhsm/libsofthsm2.so"
 WARM_UP = 200
 WORK_SECONDS = 0.001
+IDLE_SECONDS = 0.002  # a worker's rest between one-item requests that met the budget
 
 
 def _other_work(seconds: float) -> None:
@@ -62,17 +66,22 @@ def back_to_back(token: Pkcs11Token, key_id: str, signs: int) -> dict[str, float
         latencies.append(time.perf_counter() - began)
     total = time.perf_counter() - start
     cpu = time.process_time() - cpu
-    after_work = []
+    after_work, after_idle = [], []
     for digest in digests[: max(50, signs // 8)]:
         _other_work(WORK_SECONDS)
         began = time.perf_counter()
         token.sign_raw(key_id, digest)
         after_work.append(time.perf_counter() - began)
+        time.sleep(IDLE_SECONDS)
+        began = time.perf_counter()
+        token.sign_raw(key_id, digest)
+        after_idle.append(time.perf_counter() - began)
     return {
         "per_s": signs / total,
         "p50_ms": statistics.median(latencies) * 1000,
         "cpu_us": cpu / signs * 1e6,
         "after_work_p50_ms": statistics.median(after_work) * 1000,
+        "after_idle_p50_ms": statistics.median(after_idle) * 1000,
     }
 
 
