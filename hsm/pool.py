@@ -675,6 +675,8 @@ def _exchange(
         workers.broken = True
         failed = exc
     finally:
+        if busy:  # left by an unexpected error with a reply still on its way
+            workers.broken = True  # a pipe out of step: replaced like a lost worker
         for worker in list(held):
             release(worker)
     if failed is not None:

@@ -145,6 +145,18 @@ def test_a_worker_that_dies_breaks_the_set_and_every_worker_comes_back() -> None
     assert workers.idle.qsize() == 2
 
 
+def test_an_unexpected_error_with_a_reply_on_its_way_breaks_the_set() -> None:
+    # A call that cannot even be sent (here: arguments that do not pickle) after
+    # another worker got its call: that worker's reply would reach the next caller.
+    first, second = FakeWorker("first"), FakeWorker("second")
+    workers = _workers(first, second)
+    calls = [*_calls("c0"), ("_sign_jobs", (lambda: None,))]
+    with pytest.raises(Exception, match="pickle"):
+        _exchange(workers, [first.worker, second.worker], calls, WAIT)
+    assert workers.broken
+    assert workers.idle.qsize() == 2
+
+
 @pytest.mark.parametrize("count", [1, 2, 5])
 def test_fewer_calls_than_workers_release_the_unused_ones_at_once(count: int) -> None:
     fakes = [FakeWorker(f"w{i}") for i in range(5)]
