@@ -749,8 +749,16 @@ class CompiledPolicy:
             )
         return rule
 
-    def evaluate(self, request: EvaluationRequest, usage: Mapping[str, Spent]) -> Decision:
-        """Judge the batch; `usage` must hold every key of limit_deltas(request)."""
+    def evaluate(
+        self,
+        request: EvaluationRequest,
+        usage: Mapping[str, Spent],
+        deltas: tuple[Delta, ...] | None = None,
+    ) -> Decision:
+        """Judge the batch; `usage` must hold every key of limit_deltas(request).
+
+        `deltas`: limit_deltas(request) when the caller has them already (they cost
+        a pass over every item's totals)."""
         now = request.now
         if now.tzinfo is None or now.utcoffset() != timedelta(0):
             raise ValueError("EvaluationRequest.now must be an aware UTC datetime")
@@ -790,7 +798,7 @@ class CompiledPolicy:
             if isinstance(verdict, Deny):
                 return verdict
             rules.append(verdict)
-        breach = check(self.limit_deltas(request), usage)
+        breach = check(self.limit_deltas(request) if deltas is None else deltas, usage)
         if breach is not None:
             return Deny(
                 LIMIT_EXCEEDED,

@@ -51,7 +51,7 @@ def judge(policy: ActivePolicy, caller: str, intents: Sequence[Intent], now: dat
     deltas = policy.compiled.limit_deltas(request)
     # Limits are checked in the store transaction; here only the rules decide.
     decision: Decision = policy.compiled.evaluate(
-        request, {d.key: velocity.Spent() for d in deltas}
+        request, {d.key: velocity.Spent() for d in deltas}, deltas
     )
     if isinstance(decision, Deny) and decision.code == LIMIT_EXCEEDED:
         # One batch larger than a whole limit is refused like batches that overfill

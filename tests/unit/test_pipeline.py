@@ -16,7 +16,12 @@ import pytest
 from custos.proto.custos.v1 import signer_pb2 as pb
 from custos.signer.chains import items
 from custos.signer.edge import requests
-from custos.signer.edge.errors import AlreadyExists, InvalidRequest, PermissionDenied
+from custos.signer.edge.errors import (
+    AlreadyExists,
+    BudgetExceeded,
+    InvalidRequest,
+    PermissionDenied,
+)
 from tests import builders
 from tests.fast_env import ETH, FastEnv, fast_env
 from tests.second_impl import evm_message_signer, evm_sender, tron_signer
@@ -113,3 +118,20 @@ def test_a_held_batch_is_stored_as_its_request_bytes(env: FastEnv) -> None:
     assert batch.payload_digest == hashlib.sha256(items_only).digest()
     assert requests.stored_batch(row.request) == requests.sign_batch(request)
     assert env.hsm.signed == []
+
+
+def test_a_batch_larger_than_a_whole_limit_is_refused_before_the_store_is_asked(
+    env: FastEnv, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The development policy allows 1 ETH an hour on Holesky per key: two items of
+    # 0.6 ETH can never fit, whatever the budget holds, so no claim is tried.
+    def no_claim(*_args: object, **_kwargs: object) -> None:
+        raise AssertionError("a batch that can never fit reached the store's claim")
+
+    monkeypatch.setattr(env.store, "claim_batch", no_claim)
+    item = builders.evm_item(env.key, chain_id=17000, value=str(6 * ETH // 10))
+    second = builders.evm_item(env.key, chain_id=17000, nonce=1, value=str(6 * ETH // 10))
+    with pytest.raises(BudgetExceeded, match="holesky-hourly-per-key"):
+        env.sign("too-big", item, second)
+    assert env.hsm.signed == []
+    assert env.kinds("too-big") == ["sign.refused"]
