@@ -18,9 +18,9 @@ Figures (written to bench/results.json):
   server's work than in a hot loop); raw_two_processes_per_s (two raw signers at
   once: the two cores' ceiling) and e2e_over_raw_two; raw_sign_after_work_p50_ms
   (C_Sign after 1 ms of other Python work) and raw_sign_after_idle_p50_ms (after
-  2 ms asleep); grpc_echo_p50_ms (a bare grpcio echo
-  server over the same mTLS); single_floor_ms = echo + C_Sign after work + 2 x
-  fdatasync: a one-item batch with no Custos code at all, against the budget.
+  2 ms asleep); grpc_echo_p50_ms (a bare grpcio echo server over the same mTLS);
+  single_floor_ms = echo + C_Sign after work + 2 x fdatasync: a one-item batch
+  with no Custos code at all, against the budget.
 - e2e_no_checkpoints_tx_per_s: the same e2e run on a server whose periodic
   checkpoints are off; e2e_tx_per_s runs with a checkpoint every 50 records or
   second, so the ratio shows what checkpoints cost.
@@ -249,7 +249,8 @@ class Session:
 
 def speed_rounds(directory: Path, config: Path, rounds: int) -> dict[str, Any]:
     """The issue-15 figures from `rounds` rounds on one server, each round a raw run,
-    an fdatasync probe, an e2e run and one-item requests, back to back.
+    two raw signers at once, an fdatasync probe, a bare gRPC echo, an e2e run and
+    one-item requests, back to back.
 
     Each ratio and the latency budget are taken within a round, seconds apart, and
     the median round is reported: on a shared host the CPU's speed drifts by 20 %
