@@ -50,7 +50,7 @@ def _descendants(root: int) -> list[int]:
 
 def process_cpu_s(pid: int) -> float:
     """User + system CPU seconds used so far by process `pid` alone (0 once it is gone)."""
-    fields = _stat_fields(pid)
+    fields = _stat_fields(pid)  # utime and stime: fields 14 and 15 of /proc/<pid>/stat
     return 0.0 if fields is None else (int(fields[11]) + int(fields[12])) / _TICKS
 
 
@@ -60,7 +60,6 @@ def process_tree_cpu_s(root: int) -> float:
     Only deltas over a window mean anything; the HSM workers live as long as the
     server, so a delta over a run counts every process that did its work.
     """
-    # utime and stime are fields 14 and 15 of /proc/<pid>/stat.
     return sum(process_cpu_s(pid) for pid in _descendants(root))
 
 

@@ -28,8 +28,8 @@ import time
 
 from custos.hsm.errors import KeyNotFound
 from custos.hsm.pkcs11_token import Pkcs11Token
+from custos.signer.tools.devsetup import SOFTHSM_LIBRARY, TOKEN_LABEL
 
-LIBRARY = "/usr/lib/softhsm/libsofthsm2.so"
 WARM_UP = 200
 WORK_SECONDS = 0.001
 IDLE_SECONDS = 0.002  # a worker's rest between one-item requests that met the budget
@@ -45,7 +45,7 @@ def _other_work(seconds: float) -> None:
 
 def _token(pin_file: str, key_id: str) -> Pkcs11Token:
     with open(pin_file) as handle:
-        token = Pkcs11Token(LIBRARY, "custos-dev", handle.read())
+        token = Pkcs11Token(SOFTHSM_LIBRARY, TOKEN_LABEL, handle.read())
     try:
         token.public_key(key_id)
     except KeyNotFound:  # the first run makes the key
